@@ -1,0 +1,346 @@
+// Package backend is what a game imports to sit behind a holdfast gateway.
+//
+// Listen registers the application's name in epmd and accepts the gateway's
+// link; Accept returns player sessions. A Session is a net.Conn whose Read
+// returns the player's input (telnet already removed, lines ending in "\n")
+// and whose Write sends text to the player. It also carries what the gateway
+// knows about the player's connection, how many times the session has been
+// resumed on a new backend, and a small state that the gateway keeps for the
+// application across restarts.
+//
+// # Input guarantee
+//
+// The gateway keeps every byte of a session's input until this package
+// acknowledges it, which it does after Read or ReadLine has handed the bytes
+// to the application (batched, and at the latest when the application reads
+// again, writes, or closes the session). When a backend goes away, whatever it
+// had not acknowledged is delivered to the next one, in order. So input is
+// never lost, and a byte is delivered twice only when a backend died after
+// handing it to the application and before acknowledging it.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+
+	"holdfast/epmd"
+	"holdfast/link"
+)
+
+// DefaultName is the name a backend registers when Config.Name is empty.
+const DefaultName = "game"
+
+// ErrDetached is returned by a Session's methods once the session has left
+// this backend: the backend is shutting down, or its link to the gateway is
+// gone. The gateway keeps the player and resumes the session elsewhere.
+var ErrDetached = errors.New("backend: session detached from this backend")
+
+// Config configures Listen.
+type Config struct {
+	// Name is registered in epmd. Empty means DefaultName.
+	Name string
+	// ListenAddr is where the gateway's link is accepted. Empty means
+	// 127.0.0.1:0, an ephemeral loopback port.
+	ListenAddr string
+	// EPMD is the registry's address. Empty means 127.0.0.1 on the port in
+	// ERL_EPMD_PORT (default 4369).
+	EPMD string
+	// Cookie authenticates the link; the gateway must hold the same one.
+	Cookie []byte
+	// Logger receives link events. Nil logs nothing.
+	Logger *zap.Logger
+}
+
+// Listener accepts sessions from gateways.
+type Listener struct {
+	name   string
+	cookie []byte
+	log    *zap.Logger
+	ln     net.Listener
+	reg    *epmd.Registration
+
+	accept chan *Session
+	done   chan struct{} // closed when Accept stops handing out sessions
+
+	mu       sync.Mutex
+	links    map[*gatewayLink]struct{}
+	sessions map[*Session]struct{}
+	idle     chan struct{} // closed when the last session closes
+	stopping bool
+	wg       sync.WaitGroup
+}
+
+// Listen listens for the gateway's link and registers cfg.Name in epmd. The
+// registration is kept, and renewed by itself if the registry restarts,
+// until Close or Shutdown.
+func Listen(ctx context.Context, cfg Config) (*Listener, error) {
+	if len(cfg.Cookie) == 0 {
+		return nil, errors.New("backend: no cookie")
+	}
+	name, addr := cfg.Name, cfg.ListenAddr
+	if name == "" {
+		name = DefaultName
+	}
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("backend: listen: %w", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	client := &epmd.Client{Addr: cfg.EPMD}
+	reg, err := client.Register(ctx, epmd.Node{Name: name, Port: uint16(port)}, log)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("backend: register %q: %w", name, err)
+	}
+	l := &Listener{
+		name:     name,
+		cookie:   cfg.Cookie,
+		log:      log,
+		ln:       ln,
+		reg:      reg,
+		accept:   make(chan *Session),
+		done:     make(chan struct{}),
+		links:    make(map[*gatewayLink]struct{}),
+		sessions: make(map[*Session]struct{}),
+	}
+	l.wg.Add(1)
+	go l.serve()
+	return l, nil
+}
+
+// Addr returns the address the link is accepted on.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Accept returns the next session: a new player, or a held one resumed on
+// this backend (Resumed() > 0). It returns net.ErrClosed after Close or
+// Shutdown.
+func (l *Listener) Accept() (*Session, error) {
+	select {
+	case s := <-l.accept:
+		return s, nil
+	case <-l.done:
+		return nil, fmt.Errorf("backend: accept: %w", net.ErrClosed)
+	}
+}
+
+func (l *Listener) serve() {
+	defer l.wg.Done()
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.log.Warn("backend: accept failed", zap.Error(err))
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		l.wg.Add(1)
+		go l.serveLink(c)
+	}
+}
+
+type gatewayLink struct {
+	conn net.Conn
+	mux  *yamux.Session
+
+	mu   sync.Mutex
+	ctrl net.Conn // the control stream, once the gateway opened it
+}
+
+func (l *Listener) serveLink(c net.Conn) {
+	defer l.wg.Done()
+	if err := link.BackendHandshake(c, l.cookie); err != nil {
+		l.log.Warn("backend: gateway link refused", zap.Stringer("peer", c.RemoteAddr()), zap.Error(err))
+		c.Close()
+		return
+	}
+	mux, err := yamux.Server(c, link.YamuxConfig(l.log))
+	if err != nil {
+		c.Close()
+		return
+	}
+	gl := &gatewayLink{conn: c, mux: mux}
+	l.mu.Lock()
+	if l.stopping {
+		l.mu.Unlock()
+		mux.Close()
+		return
+	}
+	l.links[gl] = struct{}{}
+	l.mu.Unlock()
+	l.log.Info("backend: gateway linked", zap.Stringer("peer", c.RemoteAddr()))
+	defer func() {
+		mux.Close()
+		l.mu.Lock()
+		delete(l.links, gl)
+		l.mu.Unlock()
+		l.log.Info("backend: gateway link closed", zap.Stringer("peer", c.RemoteAddr()))
+	}()
+	for {
+		st, err := mux.AcceptStream()
+		if err != nil {
+			return
+		}
+		l.wg.Add(1)
+		go l.serveStream(gl, st)
+	}
+}
+
+// serveStream reads a stream's first frame and either keeps it as the
+// control stream or hands a new session to Accept.
+func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
+	defer l.wg.Done()
+	st.SetReadDeadline(time.Now().Add(link.HandshakeTimeout))
+	fr := link.Reader{R: st}
+	typ, _, err := fr.Next()
+	if err != nil {
+		st.Close()
+		return
+	}
+	switch typ {
+	case link.FrameControl:
+		gl.mu.Lock()
+		gl.ctrl = st
+		gl.mu.Unlock()
+		return
+	case link.FrameOpen:
+	default:
+		l.log.Warn("backend: stream opened with unexpected frame", zap.Uint8("type", typ))
+		st.Close()
+		return
+	}
+	p, err := fr.Payload()
+	var o link.Open
+	if err == nil {
+		o, err = link.ParseOpen(p)
+	}
+	if err != nil {
+		l.log.Warn("backend: bad session open", zap.Error(err))
+		st.Close()
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	s := newSession(l, gl, st, &o)
+	if !l.track(s) {
+		st.Close()
+		return
+	}
+	select {
+	case l.accept <- s:
+	case <-l.done:
+		s.detach()
+		s.Close()
+	}
+}
+
+func (l *Listener) track(s *Session) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopping {
+		return false
+	}
+	l.sessions[s] = struct{}{}
+	return true
+}
+
+func (l *Listener) untrack(s *Session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.sessions, s)
+	if len(l.sessions) == 0 && l.idle != nil {
+		close(l.idle)
+		l.idle = nil
+	}
+}
+
+// stop ends accepting and unregisters; it reports whether it was the first
+// call.
+func (l *Listener) stop() bool {
+	l.mu.Lock()
+	if l.stopping {
+		l.mu.Unlock()
+		return false
+	}
+	l.stopping = true
+	close(l.done)
+	l.mu.Unlock()
+	l.ln.Close()
+	l.reg.Close()
+	return true
+}
+
+// Close closes the listener and every link at once. Sessions' methods
+// return ErrDetached; the gateway keeps the players and replays whatever the
+// application had not yet acknowledged to the next backend.
+func (l *Listener) Close() error {
+	l.stop()
+	l.mu.Lock()
+	for gl := range l.links {
+		gl.mux.Close()
+	}
+	for s := range l.sessions {
+		s.detach()
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+	return nil
+}
+
+// Shutdown leaves gracefully: it unregisters the name, tells each gateway
+// that this backend is going, and detaches every session, so that the
+// application's reads return ErrDetached once it has been handed everything it
+// was sent. It then waits until the application has closed all its sessions,
+// which flushes their output, acknowledgements and state, or until ctx is
+// done, and closes the links.
+func (l *Listener) Shutdown(ctx context.Context) error {
+	l.stop()
+	l.mu.Lock()
+	for gl := range l.links {
+		gl.mu.Lock()
+		if gl.ctrl != nil {
+			gl.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+			link.WriteFrame(gl.ctrl, link.FrameGoodbye, nil)
+		}
+		gl.mu.Unlock()
+	}
+	var idle chan struct{}
+	if len(l.sessions) > 0 {
+		idle = make(chan struct{})
+		l.idle = idle
+	}
+	for s := range l.sessions {
+		s.detach()
+	}
+	l.mu.Unlock()
+	var err error
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	l.Close()
+	return err
+}

@@ -1,0 +1,340 @@
+package backend
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"holdfast/link"
+)
+
+// Facts are what the gateway learnt about a player's connection.
+type Facts = link.Facts
+
+// MaxLine is the longest line ReadLine returns; a longer line arrives in
+// pieces of this size.
+const MaxLine = 16 << 10
+
+// ackBatch is how much consumed input may wait for its acknowledgement while
+// the application keeps reading without blocking.
+const ackBatch = 4 << 10
+
+// ErrStateTooLarge is returned by SetState for state over link.MaxState bytes.
+var ErrStateTooLarge = fmt.Errorf("backend: state larger than %d bytes", link.MaxState)
+
+// Session is one player's session on this backend. It is a net.Conn: Read
+// returns the player's input and io.EOF when the player has gone; Write sends
+// text to the player ("\n" ends a line; the gateway does the telnet). Close
+// ends the player's session, unless the session has been detached, in which
+// case it only lets go of it.
+type Session struct {
+	l       *Listener
+	gl      *gatewayLink
+	st      *yamux.Stream
+	id      string
+	resumed int
+	facts   Facts
+
+	rmu       sync.Mutex // serialises readers
+	fr        link.Reader
+	line      []byte // input read from the stream but not yet handed over
+	delivered uint64 // input offset handed to the application
+
+	wmu     sync.Mutex // serialises frames to the gateway
+	acked   uint64     // offset of the last Ack sent
+	toAck   uint64     // offset to acknowledge next; delivered, published
+	stateMu sync.Mutex
+	state   []byte
+
+	mu       sync.Mutex
+	detached bool
+	hungup   bool
+	closed   bool
+}
+
+func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *Session {
+	return &Session{
+		l: l, gl: gl, st: st,
+		id: o.ID, resumed: int(o.Resumed), facts: o.Facts, state: o.State,
+		fr:        link.Reader{R: st},
+		delivered: o.Offset, acked: o.Offset, toAck: o.Offset,
+	}
+}
+
+// ID returns the gateway's identifier for this session; it stays the same
+// across resumes.
+func (s *Session) ID() string { return s.id }
+
+// Resumed returns how many times this session has been resumed on a new
+// backend: 0 for a player who has just connected.
+func (s *Session) Resumed() int { return s.resumed }
+
+// Facts returns what the gateway knows about the player's connection.
+func (s *Session) Facts() Facts { return s.facts }
+
+// State returns a copy of the application state last stored with SetState,
+// on this backend or an earlier one.
+func (s *Session) State() []byte {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	return bytes.Clone(s.state)
+}
+
+// SetState stores b (at most link.MaxState bytes) in the gateway, which hands
+// it back when the session resumes on another backend.
+func (s *Session) SetState(b []byte) error {
+	if len(b) > link.MaxState {
+		return ErrStateTooLarge
+	}
+	s.stateMu.Lock()
+	s.state = bytes.Clone(b)
+	s.stateMu.Unlock()
+	return s.send(link.FrameState, b)
+}
+
+// Read reads the player's input. It returns io.EOF when the player has gone
+// and ErrDetached when the session has left this backend.
+func (s *Session) Read(p []byte) (int, error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(s.line) > 0 {
+		n := copy(p, s.line)
+		s.line = s.line[:copy(s.line, s.line[n:])]
+		s.deliver(n)
+		return n, nil
+	}
+	s.flushAck(0)
+	n, err := s.fill(p)
+	s.deliver(n)
+	return n, err
+}
+
+// ReadLine returns the next line of input without its "\n". Unlike a
+// bufio.Reader over Read, it hands over (and so acknowledges) only whole
+// lines: a partial line stays with the gateway if the backend dies.
+func (s *Session) ReadLine() (string, error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	scanned := 0
+	for {
+		if i := bytes.IndexByte(s.line[scanned:], '\n'); i >= 0 {
+			i += scanned
+			line := string(s.line[:i])
+			s.line = s.line[:copy(s.line, s.line[i+1:])]
+			s.deliver(i + 1)
+			s.flushAck(ackBatch)
+			return line, nil
+		}
+		if len(s.line) >= MaxLine {
+			line := string(s.line[:MaxLine])
+			s.line = s.line[:copy(s.line, s.line[MaxLine:])]
+			s.deliver(MaxLine)
+			return line, nil
+		}
+		scanned = len(s.line)
+		s.flushAck(0)
+		if cap(s.line)-len(s.line) < 512 {
+			s.line = append(s.line, make([]byte, 1024)...)[:len(s.line)]
+		}
+		n, err := s.fill(s.line[len(s.line):min(cap(s.line), MaxLine)])
+		s.line = s.line[:len(s.line)+n]
+		if err != nil && n == 0 {
+			return "", err
+		}
+	}
+}
+
+func (s *Session) deliver(n int) {
+	if n == 0 {
+		return
+	}
+	s.delivered += uint64(n)
+	s.wmu.Lock()
+	s.toAck = s.delivered
+	s.wmu.Unlock()
+}
+
+// fill reads input bytes from the stream, handling the other frames on the
+// way. It blocks until there is input, the player leaves, or the session is
+// detached.
+func (s *Session) fill(p []byte) (int, error) {
+	for {
+		if s.isDetached() {
+			return 0, ErrDetached
+		}
+		if s.isHungup() {
+			return 0, io.EOF
+		}
+		n, err := s.fr.Read(p)
+		if n > 0 {
+			return n, nil
+		}
+		if err != nil && err != io.EOF {
+			return 0, s.readError(err)
+		}
+		typ, _, err := s.fr.Next()
+		if err != nil {
+			return 0, s.readError(err)
+		}
+		switch typ {
+		case link.FrameInput:
+		case link.FrameHangup:
+			s.mu.Lock()
+			s.hungup = true
+			s.mu.Unlock()
+			return 0, io.EOF
+		}
+	}
+}
+
+func (s *Session) readError(err error) error {
+	if s.isDetached() {
+		return ErrDetached
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	// The stream ended without a Hangup: the gateway or the link went away.
+	s.detach()
+	return fmt.Errorf("%w: %v", ErrDetached, err)
+}
+
+func (s *Session) isDetached() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.detached
+}
+
+func (s *Session) isHungup() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hungup
+}
+
+// flushAck sends an Ack when more than batch bytes wait for one.
+func (s *Session) flushAck(batch uint64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.flushAckLocked(batch)
+}
+
+func (s *Session) flushAckLocked(batch uint64) error {
+	if s.toAck-s.acked <= batch {
+		return nil
+	}
+	if err := link.WriteFrame(s.st, link.FrameAck, link.AppendAck(nil, s.toAck)); err != nil {
+		return err
+	}
+	s.acked = s.toAck
+	return nil
+}
+
+// send writes one frame, acknowledging consumed input first.
+func (s *Session) send(typ byte, payload []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.flushAckLocked(0); err != nil {
+		return s.writeError(err)
+	}
+	if err := link.WriteFrame(s.st, typ, payload); err != nil {
+		return s.writeError(err)
+	}
+	return nil
+}
+
+func (s *Session) writeError(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrDetached, err)
+}
+
+// Write sends text to the player.
+func (s *Session) Write(p []byte) (int, error) {
+	if s.isDetached() {
+		return 0, ErrDetached
+	}
+	n := 0
+	for len(p) > 0 {
+		chunk := p[:min(len(p), link.MaxChunk)]
+		if err := s.send(link.FrameOutput, chunk); err != nil {
+			return n, err
+		}
+		n += len(chunk)
+		p = p[len(chunk):]
+	}
+	return n, nil
+}
+
+// detach marks the session as leaving this backend and wakes a blocked Read.
+func (s *Session) detach() {
+	s.mu.Lock()
+	s.detached = true
+	s.mu.Unlock()
+	s.st.SetReadDeadline(time.Now())
+}
+
+// Close ends the player's session: the gateway sends what was written and
+// closes the player's connection. On a detached session, or once the player
+// has gone, it only releases the session. It is safe to call twice.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	end := !s.detached && !s.hungup
+	s.mu.Unlock()
+	s.wmu.Lock()
+	s.st.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	err := s.flushAckLocked(0)
+	if end && err == nil {
+		err = link.WriteFrame(s.st, link.FrameEnd, nil)
+	}
+	s.wmu.Unlock()
+	s.st.Close()
+	s.l.untrack(s)
+	if err != nil {
+		return s.writeError(err)
+	}
+	return nil
+}
+
+// LocalAddr returns the address of the backend's link listener.
+func (s *Session) LocalAddr() net.Addr { return s.l.Addr() }
+
+// RemoteAddr returns the player's address as the gateway saw it.
+func (s *Session) RemoteAddr() net.Addr {
+	if a, err := net.ResolveTCPAddr("tcp", s.facts.ClientAddr); err == nil {
+		return a
+	}
+	return clientAddr(s.facts.ClientAddr)
+}
+
+type clientAddr string
+
+func (clientAddr) Network() string  { return "tcp" }
+func (a clientAddr) String() string { return string(a) }
+
+// SetDeadline sets the read and write deadlines.
+func (s *Session) SetDeadline(t time.Time) error { return s.st.SetDeadline(t) }
+
+// SetReadDeadline sets the deadline for Read and ReadLine.
+func (s *Session) SetReadDeadline(t time.Time) error { return s.st.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the deadline for Write.
+func (s *Session) SetWriteDeadline(t time.Time) error { return s.st.SetWriteDeadline(t) }
+
+var _ net.Conn = (*Session)(nil)

@@ -1,0 +1,100 @@
+// Command backend is holdfast's demo application: a small multi-user talker
+// built on package backend. Kill it and start it again at will; the players
+// stay connected to the gateway and stay logged in.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"holdfast/backend"
+	"holdfast/internal/cli"
+	"holdfast/internal/netx"
+)
+
+func main() {
+	var (
+		common cli.Common
+		name   = flag.String("name", backend.DefaultName, "name to register in epmd")
+		listen = flag.String("listen", "127.0.0.1:0", "address for the gateway's link")
+	)
+	common.Register(flag.CommandLine)
+	flag.Parse()
+	if flag.NArg() > 0 {
+		cli.Fatal("backend", fmt.Errorf("unexpected arguments: %q", flag.Args()))
+	}
+	log, err := common.Logger()
+	if err != nil {
+		cli.Fatal("backend", err)
+	}
+	cookie, err := common.Cookie()
+	if err != nil {
+		cli.Fatal("backend", err)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cfg := backend.Config{Name: *name, ListenAddr: *listen, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log}
+	l, err := register(ctx, cfg, log)
+	if err != nil {
+		return // interrupted before the registry answered
+	}
+	log.Info("backend: registered", zap.String("name", *name), zap.Stringer("addr", l.Addr()))
+
+	t := newTalker(log)
+	var wg sync.WaitGroup
+	go func() {
+		<-ctx.Done()
+		log.Info("backend: shutting down; the gateway keeps the players")
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		l.Shutdown(sctx)
+	}()
+	for {
+		s, err := l.Accept()
+		if err != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.serve(s)
+		}()
+	}
+	wg.Wait()
+	l.Close()
+}
+
+// register listens and registers in epmd, retrying until it answers: epmd, gateway and
+// backend may start in any order.
+func register(ctx context.Context, cfg backend.Config, log *zap.Logger) (*backend.Listener, error) {
+	var delay time.Duration
+	for {
+		l, err := backend.Listen(ctx, cfg)
+		if err == nil {
+			return l, nil
+		}
+		delay = netx.Backoff(delay, 100*time.Millisecond, 2*time.Second)
+		log.Warn("backend: cannot register yet; retrying", zap.Error(err), zap.Duration("delay", delay))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+func init() {
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: backend [flags]\n\nThe demo talker behind a holdfast gateway.\n\n")
+		flag.PrintDefaults()
+	}
+}

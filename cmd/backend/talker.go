@@ -1,0 +1,160 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"unicode"
+
+	"go.uber.org/zap"
+
+	"holdfast/backend"
+)
+
+const maxNameLen = 20
+
+// state is what the talker keeps in the gateway for each session.
+type state struct {
+	Name string `json:"name"`
+}
+
+// talker is the demo application: players log in with a name, talk to
+// each other and can inspect their session.
+type talker struct {
+	log     *zap.Logger
+	mu      sync.Mutex
+	players map[*backend.Session]string
+}
+
+func newTalker(log *zap.Logger) *talker {
+	return &talker{log: log, players: make(map[*backend.Session]string)}
+}
+
+func (t *talker) serve(s *backend.Session) {
+	defer s.Close()
+	var st state
+	json.Unmarshal(s.State(), &st)
+	if st.Name == "" {
+		name, err := t.login(s)
+		if err != nil {
+			return
+		}
+		st.Name = name
+		b, _ := json.Marshal(st)
+		if err := s.SetState(b); err != nil {
+			return
+		}
+		fmt.Fprintf(s, "Welcome, %s.\n", name)
+		t.broadcast(fmt.Sprintf("%s has arrived.\n", name), s)
+	}
+	t.mu.Lock()
+	t.players[s] = st.Name
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		delete(t.players, s)
+		t.mu.Unlock()
+	}()
+	for {
+		line, err := s.ReadLine()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				t.broadcast(fmt.Sprintf("%s has left.\n", st.Name), s)
+			}
+			return
+		}
+		if !t.command(s, st.Name, strings.TrimRight(line, " \t")) {
+			t.broadcast(fmt.Sprintf("%s has left.\n", st.Name), s)
+			return
+		}
+	}
+}
+
+// login asks for a name until it gets a valid one.
+func (t *talker) login(s *backend.Session) (string, error) {
+	for {
+		if _, err := io.WriteString(s, "What is your name?\n"); err != nil {
+			return "", err
+		}
+		line, err := s.ReadLine()
+		if err != nil {
+			return "", err
+		}
+		name := strings.TrimSpace(line)
+		if validName(name) {
+			return name, nil
+		}
+		fmt.Fprintf(s, "A name is 1 to %d letters or digits.\n", maxNameLen)
+	}
+}
+
+func validName(name string) bool {
+	if name == "" || len(name) > maxNameLen {
+		return false
+	}
+	for _, r := range name {
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// command runs one line; it returns false when the player quits.
+func (t *talker) command(s *backend.Session, name, line string) bool {
+	verb, arg, _ := strings.Cut(line, " ")
+	switch verb {
+	case "":
+	case "say":
+		t.broadcast(fmt.Sprintf("%s says: %s\n", name, arg), nil)
+	case "who":
+		fmt.Fprintf(s, "online: %s\n", strings.Join(t.names(), ", "))
+	case "echo":
+		fmt.Fprintf(s, "echo: %s\n", arg)
+	case "session":
+		f := s.Facts()
+		host, _, err := net.SplitHostPort(f.ClientAddr)
+		if err != nil {
+			host = f.ClientAddr
+		}
+		fmt.Fprintf(s, "id: %s\nresumed: %d\nterminal: %s\nmtts: %d\nwidth: %d\nheight: %d\ncharset: %s\nclient_ip: %s\n",
+			s.ID(), s.Resumed(), f.Terminal, f.MTTS, f.Width, f.Height, f.Charset, host)
+	case "quit":
+		fmt.Fprintf(s, "Goodbye, %s.\n", name)
+		return false
+	default:
+		io.WriteString(s, "Commands: say TEXT, who, echo TEXT, session, quit.\n")
+	}
+	return true
+}
+
+func (t *talker) names() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	names := make([]string, 0, len(t.players))
+	for _, n := range t.players {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// broadcast sends text to every logged-in player except skip.
+func (t *talker) broadcast(text string, skip *backend.Session) {
+	t.mu.Lock()
+	to := make([]*backend.Session, 0, len(t.players))
+	for s := range t.players {
+		if s != skip {
+			to = append(to, s)
+		}
+	}
+	t.mu.Unlock()
+	for _, s := range to {
+		io.WriteString(s, text)
+	}
+}

@@ -1,0 +1,379 @@
+package epmd
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"holdfast/internal/netx"
+)
+
+const (
+	defaultIdleTimeout  = 60 * time.Second
+	defaultWriteTimeout = 10 * time.Second
+	rememberedNames     = 1000
+	errorCreation       = 99
+)
+
+// Server is an EPMD registry. The zero value is ready to Serve; it may serve
+// several listeners at once and be embedded in another process.
+type Server struct {
+	// Logger receives connection-level events. Nil logs nothing.
+	Logger *zap.Logger
+	// Port is the port number reported in NAMES and DUMP answers. Zero means
+	// the port of the listener the request arrived on.
+	Port int
+	// IdleTimeout bounds how long a connection may take to send its request.
+	// Zero means 60 s, as Erlang's epmd; negative means no limit. It never
+	// applies to a live registration.
+	IdleTimeout time.Duration
+	// Relaxed allows STOP and KILL with live nodes, as -relaxed_command_check.
+	Relaxed bool
+
+	mu        sync.Mutex
+	nodes     map[string]*registration
+	seq       uint64
+	creations map[string]uint32
+	order     []string // remembered names, oldest first
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	changed   chan struct{}
+	closing   bool
+	wg        sync.WaitGroup
+}
+
+type registration struct {
+	node     Node
+	conn     net.Conn
+	creation uint32
+	seq      uint64
+}
+
+func (s *Server) logger() *zap.Logger {
+	if s.Logger == nil {
+		return zap.NewNop()
+	}
+	return s.Logger
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	if s.IdleTimeout == 0 {
+		return defaultIdleTimeout
+	}
+	return s.IdleTimeout
+}
+
+// Serve accepts connections on ln until Close or Shutdown, and then returns
+// ErrServerClosed. It closes ln.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = make(map[net.Listener]struct{})
+	}
+	s.listeners[ln] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			if netx.RetryableAccept(err) {
+				delay = netx.Backoff(delay, 5*time.Millisecond, time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			s.mu.Lock()
+			delete(s.listeners, ln)
+			s.mu.Unlock()
+			return err
+		}
+		delay = 0
+		if !s.track(c) {
+			c.Close()
+			return ErrServerClosed
+		}
+		go s.handle(c)
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = make(map[net.Conn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	c.Close()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Close stops the server at once: listeners and every connection, live
+// registrations included, are closed. It waits for all goroutines it started.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// Shutdown stops accepting, lets requests in progress finish until ctx is
+// done, then closes everything like Close. Registrations end with it: a
+// registry that is going away can no longer vouch for them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		pending := len(s.conns) - len(s.nodes)
+		s.mu.Unlock()
+		if pending <= 0 {
+			return s.Close()
+		}
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Lookup returns the live registration of name.
+func (s *Server) Lookup(name string) (Node, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.nodes[name]
+	if !ok {
+		return Node{}, false
+	}
+	return r.node, true
+}
+
+// Changed returns a channel that is closed at the next registration or
+// unregistration, so an embedding process can react without polling.
+func (s *Server) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.changed
+}
+
+func (s *Server) notifyLocked() {
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+}
+
+func (s *Server) port(c net.Conn) int {
+	if s.Port != 0 {
+		return s.Port
+	}
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
+}
+
+func (s *Server) handle(c net.Conn) {
+	defer s.untrack(c)
+	if d := s.idleTimeout(); d > 0 {
+		c.SetReadDeadline(time.Now().Add(d))
+	}
+	body, err := readRequest(c)
+	if err != nil {
+		if errors.Is(err, ErrMalformed) {
+			s.logger().Debug("epmd: bad request", zap.Stringer("peer", c.RemoteAddr()), zap.Error(err))
+		}
+		return
+	}
+	c.SetWriteDeadline(time.Now().Add(defaultWriteTimeout))
+	switch body[0] {
+	case tagAlive2Req:
+		s.alive2(c, body)
+	case tagPortPlease2:
+		s.portPlease2(c, body)
+	case tagNamesReq:
+		s.names(c)
+	default:
+		s.logger().Debug("epmd: unknown request", zap.Stringer("peer", c.RemoteAddr()), zap.Uint8("tag", body[0]))
+	}
+}
+
+// isLocal reports whether the peer is this host: loopback, or the address
+// the connection arrived on.
+func isLocal(c net.Conn) bool {
+	ra, ok1 := c.RemoteAddr().(*net.TCPAddr)
+	la, ok2 := c.LocalAddr().(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return false
+	}
+	return ra.IP.IsLoopback() || ra.IP.Equal(la.IP)
+}
+
+func (s *Server) alive2(c net.Conn, body []byte) {
+	if !isLocal(c) {
+		s.logger().Warn("epmd: ALIVE2 from non-local address refused", zap.Stringer("peer", c.RemoteAddr()))
+		return
+	}
+	node, err := parseAlive2Req(body)
+	if errors.Is(err, ErrMalformed) {
+		s.logger().Debug("epmd: bad ALIVE2", zap.Stringer("peer", c.RemoteAddr()), zap.Error(err))
+		return
+	}
+	if err != nil {
+		c.Write(appendAlive2Resp(nil, node.HighVersion, 1, errorCreation))
+		return
+	}
+	r := s.register(node, c)
+	if r == nil {
+		s.logger().Info("epmd: duplicate name refused", zap.String("name", node.Name))
+		c.Write(appendAlive2Resp(nil, node.HighVersion, 1, errorCreation))
+		return
+	}
+	creation := r.creation
+	if node.HighVersion < 6 {
+		creation = creation%3 + 1
+	}
+	if _, err := c.Write(appendAlive2Resp(nil, node.HighVersion, 0, creation)); err != nil {
+		s.unregister(r)
+		return
+	}
+	s.logger().Info("epmd: registered", zap.String("name", node.Name), zap.Uint16("port", node.Port))
+	// The registration lives as long as the connection; any byte ends it.
+	c.SetReadDeadline(time.Time{})
+	var b [1]byte
+	c.Read(b[:])
+	s.unregister(r)
+	s.logger().Info("epmd: unregistered", zap.String("name", node.Name))
+}
+
+// register records node unless its name is held by a live registration.
+func (s *Server) register(node Node, c net.Conn) *registration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nodes == nil {
+		s.nodes = make(map[string]*registration)
+		s.creations = make(map[string]uint32)
+	}
+	if old, ok := s.nodes[node.Name]; ok {
+		// A node that restarts faster than its old socket's FIN is noticed
+		// is no duplicate: look at the old socket before refusing.
+		if connAlive(old.conn) {
+			return nil
+		}
+		old.conn.Close()
+		delete(s.nodes, node.Name)
+	}
+	s.seq++
+	r := &registration{node: node, conn: c, creation: s.nextCreationLocked(node.Name), seq: s.seq}
+	s.nodes[node.Name] = r
+	s.notifyLocked()
+	return r
+}
+
+func (s *Server) nextCreationLocked(name string) uint32 {
+	c, ok := s.creations[name]
+	if ok {
+		c++
+	} else {
+		c = uint32(time.Now().Unix())
+		s.order = append(s.order, name)
+		if len(s.order) > rememberedNames {
+			for i, n := range s.order {
+				if _, live := s.nodes[n]; !live {
+					delete(s.creations, n)
+					s.order = append(s.order[:i], s.order[i+1:]...)
+					break
+				}
+			}
+		}
+	}
+	if c == 0 {
+		c = 1
+	}
+	s.creations[name] = c
+	return c
+}
+
+func (s *Server) unregister(r *registration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nodes[r.node.Name] == r {
+		delete(s.nodes, r.node.Name)
+		s.notifyLocked()
+	}
+}
+
+func (s *Server) portPlease2(c net.Conn, body []byte) {
+	name, err := parsePortPlease2(body)
+	if err != nil {
+		return
+	}
+	n, ok := s.Lookup(name)
+	if !ok {
+		c.Write([]byte{tagPort2Resp, 1})
+		return
+	}
+	c.Write(appendPort2Resp(nil, &n))
+}
+
+func (s *Server) names(c net.Conn) {
+	s.mu.Lock()
+	regs := make([]*registration, 0, len(s.nodes))
+	for _, r := range s.nodes {
+		regs = append(regs, r)
+	}
+	s.mu.Unlock()
+	sort.Slice(regs, func(i, j int) bool { return regs[i].seq > regs[j].seq })
+	b := binary.BigEndian.AppendUint32(nil, uint32(s.port(c)))
+	for _, r := range regs {
+		b = appendNamesLine(b, r.node.Name, r.node.Port)
+	}
+	c.Write(b)
+}

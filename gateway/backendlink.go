@@ -1,0 +1,201 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+
+	"holdfast/epmd"
+	"holdfast/internal/netx"
+	"holdfast/link"
+)
+
+// backendLink is one authenticated yamux connection to a backend.
+type backendLink struct {
+	addr    string
+	mux     *yamux.Session
+	ctrl    *yamux.Stream
+	goodbye chan struct{} // closed when the backend says it is leaving
+	once    sync.Once
+}
+
+func (lk *backendLink) leaving() bool {
+	select {
+	case <-lk.goodbye:
+		return true
+	default:
+		return false
+	}
+}
+
+// readControl waits for the backend's Goodbye on the control stream.
+func (lk *backendLink) readControl(wg *sync.WaitGroup) {
+	defer wg.Done()
+	fr := link.Reader{R: lk.ctrl}
+	for {
+		typ, _, err := fr.Next()
+		if err != nil {
+			return
+		}
+		if typ == link.FrameGoodbye {
+			lk.once.Do(func() { close(lk.goodbye) })
+		}
+	}
+}
+
+// backendName splits Backend into the name and the registry to ask.
+func (s *Server) backendName() (name, registry, host string) {
+	name = s.Backend
+	if name == "" {
+		name = defaultBackend
+	}
+	if n, h, ok := strings.Cut(name, "@"); ok {
+		return n, epmd.HostAddr(h), h
+	}
+	host = "127.0.0.1"
+	if s.EPMD != "" {
+		if h, _, err := net.SplitHostPort(s.EPMD); err == nil && h != "" {
+			host = h
+		}
+	}
+	return name, s.EPMD, host
+}
+
+// keepLink finds the backend, links to it, resumes every held session on it,
+// and starts over when it goes away, until Close.
+func (s *Server) keepLink() {
+	defer s.wg.Done()
+	name, registry, host := s.backendName()
+	client := &epmd.Client{Addr: registry}
+	embedded := s.Registry
+	if registry != s.EPMD {
+		embedded = nil // name@host asks another registry
+	}
+	var delay time.Duration
+	for s.ctx.Err() == nil {
+		var changed <-chan struct{}
+		if embedded != nil {
+			changed = embedded.Changed()
+		}
+		lk, err := s.dialBackend(client, name, host)
+		if err != nil {
+			if !errors.Is(err, epmd.ErrNotFound) {
+				s.log().Warn("gateway: cannot link to backend", zap.String("backend", name), zap.Error(err))
+				delay = netx.Backoff(delay, 50*time.Millisecond, 2*time.Second)
+			} else {
+				delay = lookupInterval
+				if embedded != nil {
+					delay = time.Second // a registration wakes us up sooner
+				}
+			}
+			t := time.NewTimer(delay)
+			select {
+			case <-s.ctx.Done():
+			case <-changed:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		delay = 0
+		s.serveLink(lk, name)
+	}
+}
+
+// dialBackend looks name up, dials it and authenticates it.
+func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLink, error) {
+	node, err := client.Lookup(s.ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(int(node.Port)))
+	d := net.Dialer{Timeout: 5 * time.Second}
+	c, err := d.DialContext(s.ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: dial backend: %w", err)
+	}
+	stop := context.AfterFunc(s.ctx, func() { c.Close() })
+	err = link.GatewayHandshake(c, s.Cookie)
+	stop()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
+	}
+	mux, err := yamux.Client(c, link.YamuxConfig(s.log()))
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
+	}
+	ctrl, err := mux.OpenStream()
+	if err == nil {
+		err = link.WriteFrame(ctrl, link.FrameControl, nil)
+	}
+	if err != nil {
+		mux.Close()
+		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
+	}
+	return &backendLink{addr: addr, mux: mux, ctrl: ctrl, goodbye: make(chan struct{})}, nil
+}
+
+// serveLink makes lk the current link, resumes every held session on it,
+// and returns once the backend has gone or said goodbye.
+func (s *Server) serveLink(lk *backendLink, name string) {
+	s.wg.Add(1)
+	go lk.readControl(&s.wg)
+	s.mu.Lock()
+	s.cur = lk
+	held := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		held = append(held, ss)
+	}
+	s.mu.Unlock()
+	start := time.Now()
+	resumed := 0
+	for _, ss := range held {
+		if ss.attach(lk) {
+			resumed++
+		}
+	}
+	s.log().Info("gateway: backend linked", zap.String("backend", name), zap.String("addr", lk.addr),
+		zap.Int("sessions", resumed), zap.Duration("attach", time.Since(start)))
+
+	reason := "backend link lost"
+	select {
+	case <-lk.mux.CloseChan():
+	case <-lk.goodbye:
+		reason = "backend said goodbye"
+	case <-s.ctx.Done():
+		reason = "gateway closing"
+	}
+	if lk.leaving() {
+		reason = "backend said goodbye"
+	}
+	s.mu.Lock()
+	if s.cur == lk {
+		s.cur = nil
+	}
+	s.mu.Unlock()
+	s.log().Info("gateway: backend gone; holding sessions", zap.String("backend", name), zap.String("reason", reason))
+	// A backend that said goodbye is still flushing its sessions'
+	// acknowledgements and state; give it time, but not forever.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTimer(goodbyeGrace)
+		defer t.Stop()
+		select {
+		case <-lk.mux.CloseChan():
+		case <-t.C:
+		case <-s.ctx.Done():
+		}
+		lk.mux.Close()
+	}()
+}

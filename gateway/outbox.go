@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"errors"
+	"sync"
+	"time"
+)
+
+var (
+	errOutboxClosed = errors.New("gateway: player output closed")
+	errSlowPlayer   = errors.New("gateway: player is not reading")
+)
+
+// outbox is a player's bounded output queue. Any goroutine may put; one
+// writer goroutine drains it to the socket.
+type outbox struct {
+	mu         sync.Mutex
+	buf        []byte
+	max        int
+	closed     bool
+	closeAfter bool          // the writer closes the socket once buf is written
+	ready      chan struct{} // cap 1: there is something for the writer
+	room       chan struct{} // cap 1: the writer took what was queued
+}
+
+func newOutbox(max int) *outbox {
+	return &outbox{
+		max:   max,
+		ready: make(chan struct{}, 1),
+		room:  make(chan struct{}, 1),
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// put queues b, waiting up to wait for room when the queue is full. An empty
+// queue takes b whatever its size, so a large write never waits forever.
+func (o *outbox) put(b []byte, wait time.Duration) error {
+	var timer *time.Timer
+	for {
+		o.mu.Lock()
+		if o.closed || o.closeAfter {
+			o.mu.Unlock()
+			return errOutboxClosed
+		}
+		if len(o.buf) == 0 || len(o.buf)+len(b) <= o.max {
+			o.buf = append(o.buf, b...)
+			o.mu.Unlock()
+			signal(o.ready)
+			if timer != nil {
+				timer.Stop()
+			}
+			return nil
+		}
+		o.mu.Unlock()
+		if wait <= 0 {
+			return errSlowPlayer
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		}
+		select {
+		case <-o.room:
+		case <-timer.C:
+			return errSlowPlayer
+		}
+	}
+}
+
+// finish asks the writer to close the socket after what is queued.
+func (o *outbox) finish() {
+	o.mu.Lock()
+	o.closeAfter = true
+	o.mu.Unlock()
+	signal(o.ready)
+}
+
+// close drops what is queued and wakes everybody.
+func (o *outbox) close() {
+	o.mu.Lock()
+	o.closed = true
+	o.buf = nil
+	o.mu.Unlock()
+	signal(o.ready)
+	signal(o.room)
+}
+
+// take hands the writer what is queued, swapping in spare as the new buffer,
+// and reports whether the socket should be closed after writing it.
+func (o *outbox) take(spare []byte) (b []byte, closeAfter, closed bool) {
+	o.mu.Lock()
+	b, o.buf = o.buf, spare[:0]
+	closeAfter, closed = o.closeAfter, o.closed
+	if closed {
+		o.buf = nil
+	}
+	o.mu.Unlock()
+	signal(o.room)
+	return b, closeAfter, closed
+}

@@ -1,0 +1,251 @@
+// Package gateway is the long-lived side of holdfast: it accepts players'
+// telnet connections, holds each session, and carries it over one yamux link
+// to whichever backend currently answers to the configured name. When the
+// backend goes away the players stay connected, their input is held, and
+// every session is resumed when a backend registers the name again.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"holdfast/epmd"
+	"holdfast/internal/netx"
+)
+
+// ErrServerClosed is returned by Serve after Close or Shutdown.
+var ErrServerClosed = errors.New("gateway: server closed")
+
+const (
+	defaultBackend      = "game"
+	defaultMaxHeldInput = 64 << 10
+	defaultOutputQueue  = 256 << 10
+	defaultSlowPlayer   = 30 * time.Second
+	defaultWriteTimeout = 30 * time.Second
+	lookupInterval      = 100 * time.Millisecond
+	goodbyeGrace        = 30 * time.Second
+)
+
+// Server is a gateway. The zero value serves players and looks for a backend
+// named "game" in the registry at 127.0.0.1:$ERL_EPMD_PORT, but a Cookie is
+// required for the backend to be accepted.
+type Server struct {
+	// Backend names the application: "name" in the registry at EPMD, or
+	// "name@host" in the registry on that host. Empty means "game".
+	Backend string
+	// EPMD is the registry's address for a plain name. Empty means
+	// 127.0.0.1 on the port in ERL_EPMD_PORT (default 4369).
+	EPMD string
+	// Registry is the embedded registry that EPMD points at, if any; with it
+	// the server learns of a registration at once instead of by polling.
+	Registry *epmd.Server
+	// Cookie authenticates the backend link; the backend must hold the same.
+	Cookie []byte
+	// Logger receives events. Nil logs nothing. Player input is never logged.
+	Logger *zap.Logger
+	// MaxHeldInput bounds each session's input that no backend has
+	// acknowledged yet; at the bound the player's socket is not read until
+	// there is room, so TCP pushes back. Zero or negative means 64 KiB.
+	MaxHeldInput int
+	// OutputQueue bounds the output queued for one player. Zero or negative
+	// means 256 KiB.
+	OutputQueue int
+	// SlowPlayerTimeout is how long output may wait for room in a player's
+	// full queue before that player is disconnected. Zero or negative means
+	// 30 s.
+	SlowPlayerTimeout time.Duration
+	// WriteTimeout bounds each write to a player's socket. Zero or negative
+	// means 30 s.
+	WriteTimeout time.Duration
+
+	once      sync.Once
+	ctx       context.Context // done at Close
+	cancel    context.CancelFunc
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	cur       *backendLink
+	nextID    uint64
+	closing   bool
+	drained   chan struct{} // closed when the last session ends during Shutdown
+	wg        sync.WaitGroup
+}
+
+func (s *Server) log() *zap.Logger {
+	if s.Logger == nil {
+		return zap.NewNop()
+	}
+	return s.Logger
+}
+
+func positive[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func (s *Server) maxHeldInput() int { return positive(s.MaxHeldInput, defaultMaxHeldInput) }
+func (s *Server) outputQueue() int  { return positive(s.OutputQueue, defaultOutputQueue) }
+func (s *Server) slowPlayer() time.Duration {
+	return positive(s.SlowPlayerTimeout, defaultSlowPlayer)
+}
+func (s *Server) writeTimeout() time.Duration { return positive(s.WriteTimeout, defaultWriteTimeout) }
+
+// init prepares the server and starts the goroutine that keeps the backend
+// link, once.
+func (s *Server) init() {
+	s.once.Do(func() {
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		s.listeners = make(map[net.Listener]struct{})
+		s.sessions = make(map[*session]struct{})
+		s.wg.Add(1)
+		go s.keepLink()
+	})
+}
+
+// Serve accepts players on ln until Close or Shutdown, and then returns
+// ErrServerClosed. It may be called for several listeners; it closes ln.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	s.log().Info("gateway: serving players", zap.Stringer("addr", ln.Addr()))
+
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			if netx.RetryableAccept(err) {
+				delay = netx.Backoff(delay, 5*time.Millisecond, time.Second)
+				s.log().Warn("gateway: accept failed; retrying", zap.Error(err), zap.Duration("delay", delay))
+				time.Sleep(delay)
+				continue
+			}
+			s.mu.Lock()
+			delete(s.listeners, ln)
+			s.mu.Unlock()
+			return err
+		}
+		delay = 0
+		s.start(c)
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// start registers a new player's session and starts its goroutines.
+func (s *Server) start(c net.Conn) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.nextID++
+	ss := newSession(s, strconv.FormatUint(s.nextID, 10), c)
+	s.sessions[ss] = struct{}{}
+	cur := s.cur
+	s.wg.Add(2)
+	s.mu.Unlock()
+	s.log().Info("gateway: player connected", zap.String("session", ss.id), zap.Stringer("client", c.RemoteAddr()))
+	go ss.readPlayer()
+	go ss.writePlayer()
+	if cur == nil || !ss.attach(cur) {
+		ss.notice(noticeWaiting)
+	}
+}
+
+func (s *Server) remove(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, ss)
+	if len(s.sessions) == 0 && s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+}
+
+// current returns the live backend link, or nil while there is none.
+func (s *Server) current() *backendLink {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur
+}
+
+// Close closes the listeners, every player's connection and the backend
+// link at once, and waits for every goroutine the server started.
+func (s *Server) Close() error {
+	s.init()
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for ss := range s.sessions {
+		ss.conn.Close()
+		ss.out.close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// Shutdown stops accepting players, tells those connected that the gateway
+// is going away, hangs their sessions up on the backend and closes their
+// connections once their output is written, then closes like Close. It
+// returns ctx's error if ctx ends first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	var drained chan struct{}
+	list := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		list = append(list, ss)
+	}
+	if len(list) > 0 {
+		drained = make(chan struct{})
+		s.drained = drained
+	}
+	s.mu.Unlock()
+	for _, ss := range list {
+		ss.notice(noticeShutdown)
+		ss.finish("gateway shutdown", true)
+	}
+	var err error
+	if drained != nil {
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	s.Close()
+	return err
+}

@@ -1,0 +1,355 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+
+	"holdfast/gateway/telnet"
+	"holdfast/link"
+)
+
+// What the gateway itself tells players.
+const (
+	noticeWaiting    = "[holdfast] The game is not running right now. Stay connected: it will be back, and what you type is kept.\n"
+	noticeRestarting = "[holdfast] The game is restarting. Stay connected: what you type is kept.\n"
+	noticeBack       = "[holdfast] The game is back.\n"
+	noticeShutdown   = "[holdfast] The gateway is shutting down. Goodbye.\n"
+)
+
+// session is one player's held session. The player's socket has a reader
+// and a writer goroutine for as long as it is open; while a backend is
+// attached, a third goroutine reads that backend's stream.
+type session struct {
+	srv   *Server
+	id    string
+	conn  net.Conn
+	facts link.Facts
+	out   *outbox
+	dec   telnet.Decoder // used by readPlayer only
+	enc   telnet.Encoder // used by the one stream reader only
+
+	mu    sync.Mutex
+	space sync.Cond // signalled when input is acknowledged or the session ends
+	// in holds input no backend has acknowledged; in[0] is input byte inOff
+	// of the session, and in[:sent] has gone out on the current stream.
+	in      []byte
+	inOff   uint64
+	sent    int
+	state   []byte
+	resumed uint32
+	opened  bool // attached to a backend at least once
+	st      *yamux.Stream
+	lk      *backendLink
+	gone    bool // the player left or the session ended
+	noticed bool // the player was told the game is away
+
+	wmu sync.Mutex // serialises frames on the stream, and attaching
+}
+
+func newSession(srv *Server, id string, c net.Conn) *session {
+	s := &session{
+		srv:   srv,
+		id:    id,
+		conn:  c,
+		facts: link.Facts{ClientAddr: c.RemoteAddr().String()},
+		out:   newOutbox(srv.outputQueue()),
+	}
+	s.space.L = &s.mu
+	return s
+}
+
+// readPlayer reads the player's socket until it closes, holding input and
+// passing it to the backend when one is attached.
+func (s *session) readPlayer() {
+	defer s.srv.wg.Done()
+	buf := make([]byte, 2048)
+	var data []byte
+	for {
+		n, err := s.conn.Read(buf)
+		if n > 0 {
+			data = s.dec.Decode(data[:0], buf[:n], s)
+			if len(data) > 0 && !s.hold(data) {
+				return
+			}
+			if cap(data) > 4096 {
+				data = nil
+			}
+		}
+		if err != nil {
+			reason := "player closed the connection"
+			if !errors.Is(err, io.EOF) {
+				reason = "player connection failed"
+			}
+			s.finish(reason, false)
+			return
+		}
+	}
+}
+
+// hold appends input to the held input, waiting while it is full, and
+// forwards it. It returns false when the session has ended.
+func (s *session) hold(data []byte) bool {
+	max := s.srv.maxHeldInput()
+	for len(data) > 0 {
+		s.mu.Lock()
+		for len(s.in) >= max && !s.gone {
+			s.space.Wait()
+		}
+		if s.gone {
+			s.mu.Unlock()
+			return false
+		}
+		n := min(len(data), max-len(s.in))
+		s.in = append(s.in, data[:n]...)
+		s.mu.Unlock()
+		data = data[n:]
+		s.forward()
+	}
+	return true
+}
+
+// forward sends the held input that the current stream has not had yet.
+func (s *session) forward() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	st, lk := s.st, s.lk
+	if st == nil || lk.leaving() || s.sent == len(s.in) {
+		s.mu.Unlock()
+		return
+	}
+	chunk := bytes.Clone(s.in[s.sent:])
+	s.sent = len(s.in)
+	s.mu.Unlock()
+	// A failed write means the stream is dying; its reader will detach the
+	// session and the input will be replayed.
+	writeChunks(st, link.FrameInput, chunk)
+}
+
+func writeChunks(st *yamux.Stream, typ byte, b []byte) error {
+	for len(b) > 0 {
+		n := min(len(b), link.MaxChunk)
+		if err := link.WriteFrame(st, typ, b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// The session is the decoder's telnet.Handler. Until the full protocol engine
+// exists every option is refused, which RFC 1143 allows and which cannot loop.
+func (s *session) Negotiate(verb, opt byte) {
+	if reply, ok := telnet.Refusal(verb); ok {
+		s.out.put([]byte{telnet.IAC, reply, opt}, 0)
+	}
+}
+
+func (s *session) Subnegotiation(byte, []byte, bool) {}
+func (s *session) Command(byte)                      {}
+
+// writePlayer drains the outbox to the socket. It is the only goroutine
+// that writes to the socket, and the one that closes it at the end.
+func (s *session) writePlayer() {
+	defer s.srv.wg.Done()
+	defer s.srv.remove(s)
+	defer s.conn.Close()
+	var spare []byte
+	for range s.out.ready {
+		b, closeAfter, closed := s.out.take(spare)
+		if closed {
+			return
+		}
+		if len(b) > 0 {
+			s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
+			if _, err := s.conn.Write(b); err != nil {
+				s.srv.log().Info("gateway: write to player failed", zap.String("session", s.id), zap.Error(err))
+				s.finish("player write failed", false)
+				return
+			}
+		}
+		if closeAfter {
+			// Nothing can be queued once closeAfter is set, and take handed
+			// over everything queued before.
+			return
+		}
+		spare = b[:0]
+		if cap(spare) > 16<<10 {
+			spare = nil
+		}
+	}
+}
+
+// notice tells the player something from the gateway itself.
+func (s *session) notice(text string) {
+	s.out.put(s.encodeNotice(text), 0)
+}
+
+func (s *session) encodeNotice(text string) []byte {
+	var e telnet.Encoder
+	return e.Encode([]byte("\r\n"), []byte(text))
+}
+
+// attach resumes the session on lk, with its facts, state and every byte
+// of held input. It reports whether the session is attached afterwards.
+func (s *session) attach(lk *backendLink) bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	attached, gone := s.st != nil, s.gone
+	s.mu.Unlock()
+	if attached || gone || lk.leaving() {
+		return attached
+	}
+	st, err := lk.mux.OpenStream()
+	if err != nil {
+		return false
+	}
+	s.mu.Lock()
+	o := link.Open{ID: s.id, Offset: s.inOff, Facts: s.facts, State: s.state}
+	if s.opened {
+		s.resumed++
+	}
+	s.opened = true
+	o.Resumed = s.resumed
+	input := bytes.Clone(s.in)
+	s.st, s.lk, s.sent = st, lk, len(s.in)
+	noticed := s.noticed
+	s.noticed = false
+	s.mu.Unlock()
+	if noticed {
+		s.notice(noticeBack)
+	}
+	err = link.WriteFrame(st, link.FrameOpen, o.Append(nil))
+	if err == nil {
+		err = writeChunks(st, link.FrameInput, input)
+	}
+	s.srv.wg.Add(1)
+	go s.readStream(lk, st)
+	if err != nil {
+		st.Close() // the reader detaches the session
+	}
+	return true
+}
+
+// readStream handles what the backend sends on one stream until it ends,
+// then detaches the session or, if the application ended it, ends it.
+func (s *session) readStream(lk *backendLink, st *yamux.Stream) {
+	defer s.srv.wg.Done()
+	fr := link.Reader{R: st}
+	ended := false
+	var out []byte
+loop:
+	for {
+		typ, _, err := fr.Next()
+		if err != nil {
+			break
+		}
+		p, err := fr.Payload()
+		if err != nil {
+			break
+		}
+		switch typ {
+		case link.FrameOutput:
+			out = s.enc.Encode(out[:0], p)
+			if err := s.out.put(out, s.srv.slowPlayer()); err != nil {
+				if errors.Is(err, errSlowPlayer) {
+					s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.id))
+					s.finish("player too slow", false)
+				}
+				break loop
+			}
+			if cap(out) > 16<<10 {
+				out = nil
+			}
+		case link.FrameAck:
+			if off, err := link.ParseAck(p); err == nil {
+				s.ack(off)
+			}
+		case link.FrameState:
+			s.mu.Lock()
+			s.state = bytes.Clone(p)
+			s.mu.Unlock()
+		case link.FrameEnd:
+			ended = true
+			break loop
+		}
+	}
+	st.Close()
+	s.mu.Lock()
+	s.st, s.lk, s.sent = nil, nil, 0
+	gone := s.gone
+	s.mu.Unlock()
+	if ended {
+		s.finish("ended by the application", true)
+		return
+	}
+	if gone {
+		return
+	}
+	if cur := s.srv.current(); cur != nil && cur != lk && s.attach(cur) {
+		return
+	}
+	s.mu.Lock()
+	tell := !s.noticed && !s.gone
+	s.noticed = true
+	s.mu.Unlock()
+	if tell {
+		s.notice(noticeRestarting)
+	}
+}
+
+// ack forgets held input up to the absolute offset off.
+func (s *session) ack(off uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off <= s.inOff || off > s.inOff+uint64(len(s.in)) {
+		return
+	}
+	n := int(off - s.inOff)
+	s.in = s.in[n:]
+	s.inOff = off
+	s.sent = max(0, s.sent-n)
+	if len(s.in) == 0 {
+		s.in = nil // an idle session keeps no buffer
+	}
+	s.space.Broadcast()
+}
+
+// finish ends the session once: the backend is told the player has gone,
+// and the socket is closed, after the queued output when flush is set.
+func (s *session) finish(reason string, flush bool) {
+	s.mu.Lock()
+	if s.gone {
+		s.mu.Unlock()
+		return
+	}
+	s.gone = true
+	st := s.st
+	s.in = nil
+	s.space.Broadcast()
+	s.mu.Unlock()
+	if st != nil {
+		// The deadline also frees a forward blocked on a backend that does
+		// not read, so that taking wmu cannot hang.
+		st.SetWriteDeadline(time.Now().Add(time.Second))
+		s.wmu.Lock()
+		link.WriteFrame(st, link.FrameHangup, nil)
+		s.wmu.Unlock()
+		st.Close()
+	}
+	if flush {
+		s.out.finish()
+	} else {
+		s.out.close()
+		s.conn.Close()
+	}
+	s.srv.log().Info("gateway: player disconnected", zap.String("session", s.id), zap.String("reason", reason))
+}

@@ -1,0 +1,61 @@
+// Package link defines the protocol between the holdfast gateway and a
+// backend, and is imported by both sides.
+//
+// # Connection
+//
+// The backend listens on an ephemeral TCP port and registers it in epmd under
+// its name. The gateway looks the name up and dials. Before anything else the
+// two prove to each other that they hold the same cookie (a shared secret
+// read from a file, as Erlang's ~/.erlang.cookie):
+//
+//	backend -> gateway: "HOLDFAST" version:u8 nonceB[32]
+//	gateway -> backend: "HOLDFAST" version:u8 nonceG[32] HMAC-SHA256(cookie, "holdfast gateway" nonceB nonceG)
+//	backend -> gateway: HMAC-SHA256(cookie, "holdfast backend" nonceG nonceB)
+//
+// Each side checks the other's MAC and closes the connection on a mismatch,
+// so a process that registers the backend's name without the cookie never
+// sees a session, and one that dials a backend without it never sees one
+// either. The labels keep a MAC from being reflected back. The whole
+// handshake has a deadline. Versions must match exactly; a later version
+// that changes the frames below changes the version byte.
+//
+// After the handshake the connection carries yamux (the gateway is the yamux
+// client). The gateway opens one control stream first and then one stream per
+// player session.
+//
+// # Frames
+//
+// Every stream carries frames: type:u8 length:u32 payload[length]. A length
+// above MaxFrame is a protocol error that ends the stream. Integers are
+// big-endian; a str16 is length:u16 then bytes.
+//
+// Control stream:
+//
+//	Control  gateway->backend, first frame: opens the control stream (empty)
+//	Goodbye  backend->gateway: the backend is shutting down; the gateway stops
+//	         sending input and holds its sessions
+//
+// Session stream, gateway->backend:
+//
+//	Open     first frame: id:str16 resumed:u32 offset:u64 facts state:u32+bytes
+//	         (facts: client:str16 terminal:str16 mtts:u32 width:u16
+//	         height:u16 charset:str16); offset is how many input bytes of the
+//	         session the application has already consumed
+//	Input    player input, telnet already removed, lines ending in "\n"
+//	Hangup   the player has gone; the backend ends the session
+//
+// Session stream, backend->gateway:
+//
+//	Output   text for the player, "\n" for a newline; the gateway adds telnet
+//	Ack      offset:u64, the input consumed so far: the gateway forgets input
+//	         up to it and replays the rest on the next backend
+//	State    the application's state for this session (at most MaxState bytes);
+//	         the gateway keeps it and hands it back in the next Open
+//	End      the application ended the session; the gateway flushes output and
+//	         closes the player's socket
+//
+// A session stream that closes without End or Hangup is a detach: the gateway
+// keeps the session and resumes it on the next backend, replaying input after
+// the last Ack. Input is therefore never lost; a byte is delivered twice only
+// when a backend died after handing it to the application and before its Ack.
+package link

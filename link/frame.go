@@ -1,0 +1,133 @@
+package link
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Frame types.
+const (
+	FrameControl byte = 1
+	FrameGoodbye byte = 2
+
+	FrameOpen   byte = 10
+	FrameInput  byte = 11
+	FrameHangup byte = 12
+
+	FrameOutput byte = 20
+	FrameAck    byte = 21
+	FrameState  byte = 22
+	FrameEnd    byte = 23
+)
+
+const (
+	headerLen = 5
+	// MaxFrame bounds a frame's payload.
+	MaxFrame = 256 << 10
+	// MaxState bounds the application state kept per session.
+	MaxState = 64 << 10
+	// MaxChunk is the largest Input or Output payload a sender produces.
+	MaxChunk = 32 << 10
+)
+
+// Errors of the link protocol.
+var (
+	ErrFrameTooLarge = errors.New("link: frame too large")
+	ErrProtocol      = errors.New("link: protocol error")
+	ErrAuth          = errors.New("link: cookie authentication failed")
+)
+
+// AppendFrame appends a frame header and payload to b.
+func AppendFrame(b []byte, typ byte, payload []byte) []byte {
+	b = append(b, typ)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
+	return append(b, payload...)
+}
+
+// WriteFrame writes one frame in a single Write, so that concurrent writers
+// holding the same lock never interleave.
+func WriteFrame(w io.Writer, typ byte, payload []byte) error {
+	_, err := w.Write(AppendFrame(make([]byte, 0, headerLen+len(payload)), typ, payload))
+	return err
+}
+
+// Reader reads frames. A read error in the middle of a frame (a deadline, say)
+// leaves its state intact: the next call continues where the last stopped.
+type Reader struct {
+	R io.Reader
+
+	hdr    [headerLen]byte
+	hdrN   int
+	inBody bool
+	typ    byte
+	remain int
+	body   []byte
+}
+
+// Next returns the next frame's type and length. Any unread payload of the
+// previous frame is discarded first.
+func (fr *Reader) Next() (typ byte, n int, err error) {
+	for fr.inBody && fr.remain > 0 {
+		var scratch [512]byte
+		if _, err := fr.Read(scratch[:min(len(scratch), fr.remain)]); err != nil {
+			return 0, 0, err
+		}
+	}
+	fr.inBody = false
+	for fr.hdrN < headerLen {
+		m, err := fr.R.Read(fr.hdr[fr.hdrN:])
+		fr.hdrN += m
+		if err != nil && fr.hdrN < headerLen {
+			if err == io.EOF && fr.hdrN > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, 0, err
+		}
+	}
+	fr.hdrN = 0
+	size := binary.BigEndian.Uint32(fr.hdr[1:])
+	if size > MaxFrame {
+		return 0, 0, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, size)
+	}
+	fr.typ, fr.remain, fr.inBody = fr.hdr[0], int(size), true
+	fr.body = fr.body[:0]
+	return fr.typ, fr.remain, nil
+}
+
+// Read reads payload of the current frame; it returns io.EOF at its end.
+func (fr *Reader) Read(p []byte) (int, error) {
+	if fr.remain == 0 {
+		return 0, io.EOF
+	}
+	if len(p) > fr.remain {
+		p = p[:fr.remain]
+	}
+	n, err := fr.R.Read(p)
+	fr.remain -= n
+	if err == io.EOF && fr.remain > 0 {
+		err = io.ErrUnexpectedEOF
+	} else if err == io.EOF {
+		err = nil
+	}
+	return n, err
+}
+
+// Payload reads the whole payload of the current frame. The slice is valid
+// until the next call to Next.
+func (fr *Reader) Payload() ([]byte, error) {
+	for fr.remain > 0 {
+		if cap(fr.body)-len(fr.body) < fr.remain {
+			nb := make([]byte, len(fr.body), len(fr.body)+fr.remain)
+			copy(nb, fr.body)
+			fr.body = nb
+		}
+		n, err := fr.Read(fr.body[len(fr.body) : len(fr.body)+fr.remain])
+		fr.body = fr.body[:len(fr.body)+n]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return fr.body, nil
+}

@@ -1,0 +1,35 @@
+package link
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+)
+
+// YamuxConfig returns the yamux settings both sides use. yamux's defaults do
+// not suit a link that carries thousands of long-lived sessions:
+//   - StreamOpenTimeout would close the whole link when one stream's open is
+//     not acknowledged in 75 s; a busy backend must not cost every player
+//     their link, so it is off and keepalives detect a dead peer instead.
+//   - the accept backlog of 256 would reset streams when every held session
+//     resumes at once.
+//   - yamux logs to stderr by default; here it goes to zap.
+func YamuxConfig(log *zap.Logger) *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.AcceptBacklog = 1 << 16
+	c.StreamOpenTimeout = 0
+	c.KeepAliveInterval = 5 * time.Second
+	c.ConnectionWriteTimeout = 10 * time.Second
+	c.StreamCloseTimeout = 30 * time.Second
+	c.LogOutput = nil
+	c.Logger = yamuxLogger{log}
+	return c
+}
+
+type yamuxLogger struct{ log *zap.Logger }
+
+func (l yamuxLogger) Print(v ...any)                 { l.log.Debug(fmt.Sprint(v...)) }
+func (l yamuxLogger) Printf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l yamuxLogger) Println(v ...any)               { l.log.Debug(fmt.Sprint(v...)) }
