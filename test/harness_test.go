@@ -1,0 +1,312 @@
+package test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binDir holds the binaries built once for all tests.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "holdfast-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	args := []string{"build", "-o", dir}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, "holdfast/cmd/...")
+	cmd := exec.Command("go", args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the binaries:", err)
+		os.Exit(2)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const waitFor = 20 * time.Second
+
+// proc is a running binary whose JSON log lines the test can wait on.
+type proc struct {
+	t    *testing.T
+	name string
+	cmd  *exec.Cmd
+
+	mu    sync.Mutex
+	lines []map[string]any
+	raw   []string
+	more  chan struct{} // closed and replaced when a line arrives
+	done  chan struct{} // closed when the process has exited
+}
+
+func start(t *testing.T, name string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &proc{t: t, name: name, cmd: cmd, more: make(chan struct{}), done: make(chan struct{})}
+	go p.scan(stderr)
+	t.Cleanup(func() {
+		p.kill(syscall.SIGKILL)
+		p.wait()
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("%s log:\n%s", name, strings.Join(p.raw, "\n"))
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+func (p *proc) scan(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		json.Unmarshal(sc.Bytes(), &m)
+		p.mu.Lock()
+		p.raw = append(p.raw, sc.Text())
+		if m != nil {
+			p.lines = append(p.lines, m)
+		}
+		close(p.more)
+		p.more = make(chan struct{})
+		p.mu.Unlock()
+	}
+	p.cmd.Wait()
+	close(p.done)
+}
+
+// waitLog waits for the n-th log line (counting from 1) whose message is msg.
+func (p *proc) waitLog(msg string, n int) map[string]any {
+	p.t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		p.mu.Lock()
+		seen := 0
+		for _, m := range p.lines {
+			if m["msg"] == msg {
+				if seen++; seen == n {
+					p.mu.Unlock()
+					return m
+				}
+			}
+		}
+		more := p.more
+		p.mu.Unlock()
+		select {
+		case <-more:
+		case <-p.done:
+			p.t.Fatalf("%s exited before logging %q", p.name, msg)
+		case <-deadline:
+			p.t.Fatalf("%s did not log %q (#%d) within %v", p.name, msg, n, waitFor)
+		}
+	}
+}
+
+// count returns how many log lines have message msg.
+func (p *proc) count(msg string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, m := range p.lines {
+		if m["msg"] == msg {
+			n++
+		}
+	}
+	return n
+}
+
+func (p *proc) kill(sig syscall.Signal) { p.cmd.Process.Signal(sig) }
+
+func (p *proc) wait() {
+	select {
+	case <-p.done:
+	case <-time.After(waitFor):
+		p.t.Errorf("%s did not exit", p.name)
+	}
+}
+
+// system is a gateway with its embedded registry and a cookie file.
+type system struct {
+	t        *testing.T
+	cookie   string
+	gw       *proc
+	telnet   string // the gateway's player address
+	epmdPort int
+}
+
+func writeCookie(t *testing.T, secret string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cookie")
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func startSystem(t *testing.T) *system {
+	t.Helper()
+	s := &system{t: t, cookie: writeCookie(t, "test-cookie-"+t.Name())}
+	s.gw = start(t, "gateway", nil, "-listen", "127.0.0.1:0", "-epmd-port", "0", "-cookie-file", s.cookie)
+	reg := s.gw.waitLog("gateway: registry listening", 1)
+	s.epmdPort = int(reg["port"].(float64))
+	s.telnet = s.gw.waitLog("gateway: telnet listening", 1)["addr"].(string)
+	return s
+}
+
+func (s *system) env() []string { return []string{"ERL_EPMD_PORT=" + strconv.Itoa(s.epmdPort)} }
+
+// startBackend starts the demo backend and waits until the gateway has
+// linked to it.
+func (s *system) startBackend() *proc {
+	s.t.Helper()
+	n := s.gw.count("gateway: backend linked")
+	b := start(s.t, "backend", s.env(), "-cookie-file", s.cookie)
+	s.gw.waitLog("gateway: backend linked", n+1)
+	return b
+}
+
+// player is a raw TCP telnet client that reads line by line.
+type player struct {
+	t    *testing.T
+	name string
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func dial(t *testing.T, addr, name string) *player {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &player{t: t, name: name, conn: c, r: bufio.NewReader(c)}
+}
+
+func (p *player) send(line string) {
+	p.t.Helper()
+	p.conn.SetWriteDeadline(time.Now().Add(waitFor))
+	if _, err := io.WriteString(p.conn, line+"\r\n"); err != nil {
+		p.t.Fatalf("%s: send %q: %v", p.name, line, err)
+	}
+}
+
+// next returns the next line without its line ending. A closed socket fails
+// the test: a player must never be disconnected.
+func (p *player) next() string {
+	p.t.Helper()
+	p.conn.SetReadDeadline(time.Now().Add(waitFor))
+	line, err := p.r.ReadString('\n')
+	if err != nil {
+		p.t.Fatalf("%s: read: %v (partial %q)", p.name, err, line)
+	}
+	return strings.TrimRight(line, "\r\n")
+}
+
+// until reads lines until one satisfies ok and returns the lines read,
+// that one included.
+func (p *player) until(ok func(string) bool) []string {
+	p.t.Helper()
+	var seen []string
+	for {
+		l := p.next()
+		seen = append(seen, l)
+		if ok(l) {
+			return seen
+		}
+	}
+}
+
+func (p *player) expect(prefix string) string {
+	p.t.Helper()
+	lines := p.until(func(l string) bool { return strings.HasPrefix(l, prefix) })
+	return lines[len(lines)-1]
+}
+
+func (p *player) login() {
+	p.t.Helper()
+	p.expect("What is your name?")
+	p.send(p.name)
+	p.expect("Welcome, " + p.name + ".")
+}
+
+// facts runs the demo's session command and returns its key: value lines.
+func (p *player) facts() map[string]string {
+	p.t.Helper()
+	p.send("session")
+	lines := []string{p.expect("id: ")}
+	lines = append(lines, p.until(func(l string) bool { return strings.HasPrefix(l, "client_ip:") })...)
+	f := map[string]string{}
+	for _, l := range lines {
+		if k, v, ok := strings.Cut(l, ": "); ok {
+			f[k] = v
+		}
+		if k, ok := strings.CutSuffix(l, ":"); ok {
+			f[k] = ""
+		}
+	}
+	return f
+}
+
+// logged reports whether a log line with message msg has key set to value.
+func (p *proc) logged(msg, key, value string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.lines {
+		if m["msg"] == msg && m[key] == value {
+			return true
+		}
+	}
+	return false
+}
+
+// expectClosed reads until the gateway closes the connection.
+func (p *player) expectClosed() {
+	p.t.Helper()
+	p.conn.SetReadDeadline(time.Now().Add(waitFor))
+	rest, err := io.ReadAll(p.r)
+	if err != nil {
+		p.t.Fatalf("%s: waiting for the gateway to close: %v (read %q)", p.name, err, rest)
+	}
+}
+
+// lastField returns key of the last log line with message msg.
+func (p *proc) lastField(msg, key string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(p.lines) - 1; i >= 0; i-- {
+		if p.lines[i]["msg"] == msg {
+			s, _ := p.lines[i][key].(string)
+			return s
+		}
+	}
+	return ""
+}
