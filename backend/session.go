@@ -239,14 +239,16 @@ func (s *Session) flushAckLocked(batch uint64) error {
 	return nil
 }
 
-// send writes one frame, acknowledging consumed input first.
+// send writes one frame, then acknowledges the input consumed so far: the
+// output and state that input caused reach the gateway before the input is
+// forgotten there.
 func (s *Session) send(typ byte, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if err := s.flushAckLocked(0); err != nil {
+	if err := link.WriteFrame(s.st, typ, payload); err != nil {
 		return s.writeError(err)
 	}
-	if err := link.WriteFrame(s.st, typ, payload); err != nil {
+	if err := s.flushAckLocked(0); err != nil {
 		return s.writeError(err)
 	}
 	return nil

@@ -33,7 +33,9 @@ const (
 	maxRequestLen = 3057
 	maxNameLen    = 255
 	maxExtraLen   = 1020
-	alive2Fixed   = 13 // tag, port, type, protocol, high, low, nlen
+	// minAlive2Len is the shortest ALIVE2 body Erlang's epmd reads: the
+	// fixed fields, the two length fields and a name of at least one byte.
+	minAlive2Len = 14
 )
 
 // NodeType values Erlang uses in ALIVE2 requests.
@@ -129,7 +131,7 @@ var errAlive2Invalid = errors.New("epmd: invalid registration")
 // decoded as far as possible) for those it answers with an error.
 func parseAlive2Req(body []byte) (Node, error) {
 	var n Node
-	if len(body) < alive2Fixed+2 || body[0] != tagAlive2Req {
+	if len(body) < minAlive2Len || body[0] != tagAlive2Req {
 		return n, fmt.Errorf("%w: short ALIVE2 request", ErrMalformed)
 	}
 	n.Port = binary.BigEndian.Uint16(body[1:])

@@ -1,0 +1,307 @@
+package link
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"testing/iotest"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestFrameRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	frames := []struct {
+		typ byte
+		p   []byte
+	}{
+		{FrameInput, []byte("look\n")},
+		{FrameAck, AppendAck(nil, 42)},
+		{FrameEnd, nil},
+		{FrameOutput, bytes.Repeat([]byte("x"), MaxChunk)},
+	}
+	for _, f := range frames {
+		if err := WriteFrame(&buf, f.typ, f.p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One byte per Read, so that every header and payload is split.
+	fr := Reader{R: iotest.OneByteReader(&buf)}
+	for _, f := range frames {
+		typ, n, err := fr.Next()
+		if err != nil || typ != f.typ || n != len(f.p) {
+			t.Fatalf("Next = %d %d %v, want %d %d", typ, n, err, f.typ, len(f.p))
+		}
+		p, err := fr.Payload()
+		if err != nil || !bytes.Equal(p, f.p) {
+			t.Fatalf("payload %q %v, want %q", p, err, f.p)
+		}
+	}
+	if _, _, err := fr.Next(); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want io.EOF", err)
+	}
+}
+
+// flaky fails every other Read with a timeout, as a deadline would.
+type flaky struct {
+	r    io.Reader
+	fail bool
+}
+
+var errTimeout = errors.New("timeout")
+
+func (f *flaky) Read(p []byte) (int, error) {
+	if f.fail = !f.fail; f.fail {
+		return 0, errTimeout
+	}
+	return f.r.Read(p[:1])
+}
+
+// TestReaderResumes checks that an error in the middle of a frame loses
+// nothing: the next call carries on where the failed one stopped.
+func TestReaderResumes(t *testing.T) {
+	var buf bytes.Buffer
+	WriteFrame(&buf, FrameState, []byte("state"))
+	WriteFrame(&buf, FrameInput, []byte("abc"))
+	fr := Reader{R: &flaky{r: &buf}}
+	var typ byte
+	var err error
+	for typ, _, err = fr.Next(); err == errTimeout; typ, _, err = fr.Next() {
+	}
+	if typ != FrameState {
+		t.Fatalf("first frame %d %v", typ, err)
+	}
+	var p []byte
+	for p, err = fr.Payload(); err == errTimeout; p, err = fr.Payload() {
+	}
+	if string(p) != "state" {
+		t.Fatalf("payload %q %v", p, err)
+	}
+	for typ, _, err = fr.Next(); err == errTimeout; typ, _, err = fr.Next() {
+	}
+	var got []byte
+	for {
+		b := make([]byte, 8)
+		n, err := fr.Read(b)
+		got = append(got, b[:n]...)
+		if err == io.EOF {
+			break
+		}
+	}
+	if typ != FrameInput || string(got) != "abc" {
+		t.Fatalf("second frame %d %q", typ, got)
+	}
+}
+
+func TestReaderLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"oversize length", []byte{FrameInput, 0x7f, 0xff, 0xff, 0xff}, ErrFrameTooLarge},
+		{"just over the bound", AppendFrame(nil, FrameInput, make([]byte, MaxFrame+1))[:5], ErrFrameTooLarge},
+		{"truncated header", []byte{FrameInput, 0}, io.ErrUnexpectedEOF},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fr := Reader{R: bytes.NewReader(tc.in)}
+			if _, _, err := fr.Next(); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	fr := Reader{R: bytes.NewReader([]byte{FrameInput, 0, 0, 0, 9, 'a'})}
+	fr.Next()
+	if _, err := fr.Payload(); err != io.ErrUnexpectedEOF {
+		t.Fatalf("truncated payload: %v", err)
+	}
+}
+
+func TestOpenRoundTrip(t *testing.T) {
+	o := Open{ID: "17", Resumed: 3, Offset: 1 << 40, State: []byte(`{"name":"Ada"}`),
+		Facts: Facts{ClientAddr: "127.0.0.1:5555", Terminal: "XTERM", MTTS: 271, Width: 80, Height: 24, Charset: "UTF-8"}}
+	got, err := ParseOpen(o.Append(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != o.ID || got.Resumed != o.Resumed || got.Offset != o.Offset || got.Facts != o.Facts || !bytes.Equal(got.State, o.State) {
+		t.Fatalf("round trip: %+v, want %+v", got, o)
+	}
+	// Fields added at the end by a later version are ignored.
+	if _, err := ParseOpen(append(o.Append(nil), 1, 2, 3)); err != nil {
+		t.Fatalf("trailing bytes: %v", err)
+	}
+	b := o.Append(nil)
+	for i := range b {
+		if _, err := ParseOpen(b[:i]); !errors.Is(err, ErrProtocol) {
+			t.Fatalf("truncated to %d bytes: %v, want ErrProtocol", i, err)
+		}
+	}
+	big := Open{State: make([]byte, MaxState+1)}
+	if _, err := ParseOpen(big.Append(nil)); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("oversize state: %v", err)
+	}
+}
+
+func TestAck(t *testing.T) {
+	if off, err := ParseAck(AppendAck(nil, 99)); off != 99 || err != nil {
+		t.Fatalf("ack round trip: %d %v", off, err)
+	}
+	if _, err := ParseAck([]byte{1, 2}); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("short ack: %v", err)
+	}
+}
+
+func handshake(t *testing.T, gwCookie, beCookie string, mangle func(net.Conn) net.Conn) (gwErr, beErr error) {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		beErr = BackendHandshake(b, []byte(beCookie))
+		if beErr != nil {
+			b.Close()
+		}
+	}()
+	gwErr = GatewayHandshake(mangle(a), []byte(gwCookie))
+	if gwErr != nil {
+		a.Close()
+	}
+	wg.Wait()
+	return gwErr, beErr
+}
+
+func TestHandshake(t *testing.T) {
+	same := func(c net.Conn) net.Conn { return c }
+	if g, b := handshake(t, "secret", "secret", same); g != nil || b != nil {
+		t.Fatalf("same cookie: gateway %v, backend %v", g, b)
+	}
+	g, b := handshake(t, "secret", "other", same)
+	if !errors.Is(g, ErrAuth) || !errors.Is(b, ErrAuth) {
+		t.Fatalf("different cookies: gateway %v, backend %v; want ErrAuth on both", g, b)
+	}
+}
+
+func TestHandshakeRejectsStrangers(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		hello []byte
+	}{
+		{"not holdfast", append([]byte("SSH-2.0-"), make([]byte, 33)...)},
+		{"other version", append([]byte("HOLDFAST\x02"), make([]byte, 32)...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer a.Close()
+			go func() { b.Write(tc.hello); io.Copy(io.Discard, b) }()
+			err := GatewayHandshake(a, []byte("secret"))
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("got %v, want ErrProtocol", err)
+			}
+			b.Close()
+		})
+	}
+}
+
+func TestCookie(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cookie")
+	c1, err := LoadCookie(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o400 {
+		t.Fatalf("created with mode %v, want 0400", fi.Mode().Perm())
+	}
+	c2, err := LoadCookie(path, false)
+	if err != nil || !bytes.Equal(c1, c2) {
+		t.Fatalf("reloaded %q %v, want %q", c2, err, c1)
+	}
+	if _, err := LoadCookie(filepath.Join(dir, "missing"), false); err == nil {
+		t.Fatal("a missing cookie file without create was accepted")
+	}
+	open := filepath.Join(dir, "open")
+	os.WriteFile(open, []byte("x"), 0o644)
+	if _, err := LoadCookie(open, false); err == nil {
+		t.Fatal("a world-readable cookie file was accepted")
+	}
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte(" \n"), 0o400)
+	if _, err := LoadCookie(empty, false); err == nil {
+		t.Fatal("an empty cookie file was accepted")
+	}
+}
+
+// TestCookieCreateRace starts many creators at once: all must end up with
+// the same cookie.
+func TestCookieCreateRace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cookie")
+	var wg sync.WaitGroup
+	got := make([][]byte, 8)
+	errs := make([]error, 8)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], errs[i] = LoadCookie(path, true)
+		}()
+	}
+	wg.Wait()
+	for i := range got {
+		if errs[i] != nil || !bytes.Equal(got[i], got[0]) {
+			t.Fatalf("creator %d: %q %v, creator 0: %q", i, got[i], errs[i], got[0])
+		}
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	f.Add(AppendFrame(AppendFrame(nil, FrameInput, []byte("hi\n")), FrameAck, AppendAck(nil, 3)))
+	f.Add([]byte{FrameInput, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		fr := Reader{R: bytes.NewReader(in)}
+		total := 0
+		for {
+			_, n, err := fr.Next()
+			if err != nil {
+				return
+			}
+			if n > MaxFrame {
+				t.Fatalf("frame of %d bytes accepted", n)
+			}
+			p, err := fr.Payload()
+			total += len(p)
+			if total > len(in) || err != nil {
+				return
+			}
+		}
+	})
+}
+
+func FuzzParseOpen(f *testing.F) {
+	o := Open{ID: "1", Resumed: 1, State: []byte("s"), Facts: Facts{Terminal: "ANSI"}}
+	f.Add(o.Append(nil))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, err := ParseOpen(in)
+		if err != nil {
+			return
+		}
+		if len(got.State) > MaxState {
+			t.Fatalf("state of %d bytes accepted", len(got.State))
+		}
+		again, err := ParseOpen(got.Append(nil))
+		if err != nil || again.ID != got.ID || again.Facts != got.Facts || !bytes.Equal(again.State, got.State) {
+			t.Fatalf("re-encoding changes the message: %+v vs %+v (%v)", again, got, err)
+		}
+	})
+}
