@@ -139,7 +139,7 @@ func fakeLocal(addr string) net.Conn {
 
 type localConn struct{ a *net.TCPAddr }
 
-func (c localConn) LocalAddr() net.Addr { return c.a }
+func (c localConn) LocalAddr() net.Addr            { return c.a }
 func (localConn) Read([]byte) (int, error)         { return 0, io.EOF }
 func (localConn) Write(b []byte) (int, error)      { return len(b), nil }
 func (localConn) Close() error                     { return nil }

@@ -9,7 +9,9 @@ import (
 // recorder is a Handler that writes every event down.
 type recorder struct{ events []string }
 
-func (r *recorder) Negotiate(verb, opt byte) { r.events = append(r.events, fmt.Sprintf("neg %d %d", verb, opt)) }
+func (r *recorder) Negotiate(verb, opt byte) {
+	r.events = append(r.events, fmt.Sprintf("neg %d %d", verb, opt))
+}
 func (r *recorder) Subnegotiation(opt byte, p []byte, trunc bool) {
 	r.events = append(r.events, fmt.Sprintf("sb %d %q %v", opt, p, trunc))
 }
