@@ -309,10 +309,10 @@ func (l *Listener) Close() error {
 
 // Shutdown leaves gracefully: it unregisters the name, tells each gateway
 // that this backend is going, and detaches every session, so that the
-// application's reads return ErrDetached once it has been handed everything it
-// was sent. It then waits until the application has closed all its sessions,
-// which flushes their output, acknowledgements and state, or until ctx is
-// done, and closes the links.
+// application's reads return ErrDetached; input it was not handed goes to the
+// next backend. It then waits until the application has closed all its
+// sessions, which flushes their output, acknowledgements and state, or until
+// ctx is done, and closes the links.
 func (l *Listener) Shutdown(ctx context.Context) error {
 	l.stop()
 	l.mu.Lock()

@@ -52,10 +52,11 @@ type Session struct {
 	stateMu sync.Mutex
 	state   []byte
 
-	mu       sync.Mutex
-	detached bool
-	hungup   bool
-	closed   bool
+	detached chan struct{} // closed when the session leaves this backend
+
+	mu     sync.Mutex
+	hungup bool
+	closed bool
 }
 
 func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *Session {
@@ -64,6 +65,7 @@ func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *S
 		id: o.ID, resumed: int(o.Resumed), facts: o.Facts, state: o.State,
 		fr:        link.Reader{R: st},
 		delivered: o.Offset, acked: o.Offset, toAck: o.Offset,
+		detached:  make(chan struct{}),
 	}
 }
 
@@ -99,10 +101,14 @@ func (s *Session) SetState(b []byte) error {
 }
 
 // Read reads the player's input. It returns io.EOF when the player has gone
-// and ErrDetached when the session has left this backend.
+// and ErrDetached as soon as the session has left this backend; input not yet
+// handed over then goes to the next backend.
 func (s *Session) Read(p []byte) (int, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
+	if s.isDetached() {
+		return 0, ErrDetached
+	}
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -126,6 +132,9 @@ func (s *Session) ReadLine() (string, error) {
 	defer s.rmu.Unlock()
 	scanned := 0
 	for {
+		if s.isDetached() {
+			return "", ErrDetached
+		}
 		if i := bytes.IndexByte(s.line[scanned:], '\n'); i >= 0 {
 			i += scanned
 			line := string(s.line[:i])
@@ -210,10 +219,17 @@ func (s *Session) readError(err error) error {
 }
 
 func (s *Session) isDetached() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.detached
+	select {
+	case <-s.detached:
+		return true
+	default:
+		return false
+	}
 }
+
+// Detached returns a channel that is closed when the session leaves this
+// backend, so that work on its behalf can stop.
+func (s *Session) Detached() <-chan struct{} { return s.detached }
 
 func (s *Session) isHungup() bool {
 	s.mu.Lock()
@@ -282,7 +298,9 @@ func (s *Session) Write(p []byte) (int, error) {
 // detach marks the session as leaving this backend and wakes a blocked Read.
 func (s *Session) detach() {
 	s.mu.Lock()
-	s.detached = true
+	if !s.isDetached() {
+		close(s.detached)
+	}
 	s.mu.Unlock()
 	s.st.SetReadDeadline(time.Now())
 }
@@ -297,7 +315,7 @@ func (s *Session) Close() error {
 		return nil
 	}
 	s.closed = true
-	end := !s.detached && !s.hungup
+	end := !s.isDetached() && !s.hungup
 	s.mu.Unlock()
 	s.wmu.Lock()
 	s.st.SetWriteDeadline(time.Now().Add(5 * time.Second))

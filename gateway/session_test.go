@@ -1,0 +1,297 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"holdfast/backend"
+	"holdfast/gateway"
+	"holdfast/link"
+)
+
+// TestResumeCarriesStateAndFacts: a session moves from one backend to the
+// next with its id, its state and the facts about the player.
+func TestResumeCarriesStateAndFacts(t *testing.T) {
+	e := newEnv(t, nil)
+	type seen struct {
+		id      string
+		resumed int
+		state   string
+		client  string
+	}
+	got := make(chan seen, 2)
+	first := e.backend(func(s *backend.Session) {
+		if err := s.SetState([]byte("logged in as Ada")); err != nil {
+			t.Error(err)
+		}
+		got <- seen{s.ID(), s.Resumed(), "", s.Facts().ClientAddr}
+		s.ReadLine() // until detached
+	})
+	p := e.dial()
+	a := <-got
+	if a.resumed != 0 || a.client != p.conn.LocalAddr().String() {
+		t.Fatalf("new session: %+v, want resumed 0 and client %s", a, p.conn.LocalAddr())
+	}
+	first.Close()
+	p.expect("The game is restarting")
+	e.backend(func(s *backend.Session) {
+		got <- seen{s.ID(), s.Resumed(), string(s.State()), s.Facts().ClientAddr}
+		s.ReadLine()
+	})
+	b := <-got
+	if b.id != a.id || b.resumed != 1 || b.state != "logged in as Ada" || b.client != a.client {
+		t.Fatalf("resumed session: %+v, want id %s, resumed 1, the state, client %s", b, a.id, a.client)
+	}
+	p.expect("The game is back")
+}
+
+// TestHeldInputBackpressure: with no backend, the gateway holds input up to
+// its bound and then stops reading the socket; every byte is delivered, in
+// order, once a backend comes.
+func TestHeldInputBackpressure(t *testing.T) {
+	e := newEnv(t, &gateway.Server{MaxHeldInput: 1024})
+	p := e.dial()
+	p.expect("The game is not running")
+
+	// Write numbered lines until the socket stops taking them.
+	written := 0
+	var chunk strings.Builder
+	for blocked := false; !blocked; {
+		chunk.Reset()
+		for i := 0; i < 100; i++ {
+			fmt.Fprintf(&chunk, "line %06d\r\n", written+i)
+		}
+		p.conn.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := io.WriteString(p.conn, chunk.String())
+		if err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatal(err)
+			}
+			blocked = true
+		}
+		// Only whole lines count; finish a partial one.
+		full := n / len("line 000000\r\n")
+		if rest := n % len("line 000000\r\n"); rest != 0 {
+			p.conn.SetWriteDeadline(time.Time{})
+			tail := chunk.String()[n : n+len("line 000000\r\n")-rest]
+			go io.WriteString(p.conn, tail)
+			full++
+		}
+		written += full
+		if written > 10_000_000 {
+			t.Fatal("the gateway never stopped reading: held input is not bounded")
+		}
+	}
+	t.Logf("the socket stopped taking input after %d lines", written)
+
+	ch := make(chan string, 100)
+	e.backend(lines(ch))
+	for i := 0; i < written; i++ {
+		if l := recv(t, ch); l != fmt.Sprintf("line %06d", i) {
+			t.Fatalf("line %d arrived as %q", i, l)
+		}
+	}
+	// And the socket is read again.
+	p.send("after\r\n")
+	if l := recv(t, ch); l != "after" {
+		t.Fatalf("after the backlog: %q", l)
+	}
+}
+
+// TestGracefulStopRepeatsNothing: lines the application was handed are
+// acknowledged when the backend shuts down; only the rest go to the next.
+func TestGracefulStopRepeatsNothing(t *testing.T) {
+	e := newEnv(t, nil)
+	ch := make(chan string, 10)
+	first := e.backend(func(s *backend.Session) {
+		for i := 0; i < 2; i++ {
+			l, err := s.ReadLine()
+			if err != nil {
+				return
+			}
+			ch <- l
+		}
+		// "three" has arrived too, but a detached session hands out nothing.
+		<-s.Detached()
+		if _, err := s.ReadLine(); !errors.Is(err, backend.ErrDetached) {
+			t.Errorf("read after the detach: %v, want ErrDetached", err)
+		}
+	})
+	p := e.dial()
+	p.send("one\r\ntwo\r\nthree\r\n")
+	if a, b := recv(t, ch), recv(t, ch); a != "one" || b != "two" {
+		t.Fatalf("first backend read %q %q", a, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := first.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.backend(lines(ch))
+	if l := recv(t, ch); l != "three" {
+		t.Fatalf("after a graceful stop the next backend first read %q, want three", l)
+	}
+}
+
+// TestCrashRepeatsOnlyUnacknowledged: a backend that dies holding lines it
+// has not acknowledged gets them again on the next backend, and nothing is
+// lost.
+func TestCrashRepeatsOnlyUnacknowledged(t *testing.T) {
+	e := newEnv(t, nil)
+	ch := make(chan string, 10)
+	first := e.backend(lines(ch))
+	p := e.dial()
+	p.send("one\r\n")
+	if l := recv(t, ch); l != "one" {
+		t.Fatal(l)
+	}
+	// "one" is acknowledged when the handler blocks for the next line;
+	// "two" and "three" arrive together and the second is never read.
+	p.send("two\r\nthree\r\n")
+	if l := recv(t, ch); l != "two" {
+		t.Fatal(l)
+	}
+	if l := recv(t, ch); l != "three" {
+		t.Fatal(l)
+	}
+	first.Close() // like a crash: nothing more is flushed
+	e.backend(lines(ch))
+	p.send("four\r\n")
+	var got []string
+	for l := ""; l != "four"; {
+		l = recv(t, ch)
+		got = append(got, l)
+	}
+	// "one" was certainly acknowledged (the handler blocked after it);
+	// "two" and "three" may come again; "four" must come, once.
+	for _, l := range got[:len(got)-1] {
+		if l != "two" && l != "three" {
+			t.Fatalf("after the crash the next backend read %q (all: %q)", l, got)
+		}
+	}
+}
+
+func TestQuitAndHangup(t *testing.T) {
+	e := newEnv(t, nil)
+	ended := make(chan error, 1)
+	e.backend(func(s *backend.Session) {
+		l, err := s.ReadLine()
+		if err != nil {
+			ended <- err
+			return
+		}
+		if l == "quit" {
+			io.WriteString(s, "bye\n")
+			return // Close ends the session
+		}
+		_, err = s.ReadLine()
+		ended <- err
+	})
+	p := e.dial()
+	p.send("quit\r\n")
+	p.expect("bye")
+	p.conn.SetReadDeadline(time.Now().Add(waitFor))
+	if rest, err := io.ReadAll(p.r); err != nil {
+		t.Fatalf("after quit: %q %v, want a clean close", rest, err)
+	}
+
+	q := e.dial()
+	q.send("stay\r\n")
+	q.conn.Close()
+	select {
+	case err := <-ended:
+		if err != io.EOF {
+			t.Fatalf("the backend read %v after the player left, want io.EOF", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the backend never learnt that the player left")
+	}
+}
+
+// TestSlowPlayerIsDisconnected: a player who never reads is disconnected
+// once the bounded wait runs out, and the other player is not held up.
+func TestSlowPlayerIsDisconnected(t *testing.T) {
+	e := newEnv(t, &gateway.Server{OutputQueue: 4 << 10, SlowPlayerTimeout: 200 * time.Millisecond})
+	e.backend(func(s *backend.Session) {
+		for {
+			l, err := s.ReadLine()
+			if err != nil {
+				return
+			}
+			if l == "flood" {
+				line := strings.Repeat("x", 1000) + "\n"
+				for {
+					if _, err := io.WriteString(s, line); err != nil {
+						return
+					}
+				}
+			}
+			fmt.Fprintf(s, "echo: %s\n", l)
+		}
+	})
+	slow := e.dial()
+	slow.send("flood\r\n")
+	fast := e.dial()
+	for i := 0; i < 20; i++ {
+		fast.send(fmt.Sprintf("ping %d\r\n", i))
+		fast.expect(fmt.Sprintf("echo: ping %d", i))
+	}
+	// The slow player's socket is closed by the gateway: reading it drains
+	// what was queued and then ends.
+	e.waitLog("gateway: disconnecting a player who does not read")
+	slow.conn.SetReadDeadline(time.Now().Add(waitFor))
+	_, err := io.Copy(io.Discard, slow.conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the player who does not read was never disconnected")
+	}
+}
+
+func TestSetStateBound(t *testing.T) {
+	e := newEnv(t, nil)
+	errs := make(chan error, 2)
+	e.backend(func(s *backend.Session) {
+		errs <- s.SetState(make([]byte, link.MaxState+1))
+		errs <- s.SetState(make([]byte, link.MaxState))
+		s.ReadLine()
+	})
+	e.dial()
+	if err := <-errs; !errors.Is(err, backend.ErrStateTooLarge) {
+		t.Fatalf("oversize state: %v, want ErrStateTooLarge", err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatalf("state at the bound: %v", err)
+	}
+}
+
+// TestTelnetRefusals: every option a client offers or asks for is refused,
+// once per request, and data around the negotiation gets through.
+func TestTelnetRefusals(t *testing.T) {
+	e := newEnv(t, nil)
+	ch := make(chan string, 10)
+	e.backend(lines(ch))
+	p := e.dial()
+	p.send("\xff\xfb\x18\xff\xfd\x01hel\xff\xf1lo\r\n")
+	if l := recv(t, ch); l != "hello" {
+		t.Fatalf("data around the negotiation arrived as %q", l)
+	}
+	p.conn.SetReadDeadline(time.Now().Add(waitFor))
+	want := "\xff\xfe\x18\xff\xfc\x01"
+	buf := make([]byte, 0, 64)
+	for !strings.Contains(string(buf), want) {
+		b := make([]byte, 64)
+		n, err := p.conn.Read(b)
+		if err != nil {
+			t.Fatalf("refusals %q not received (got %q): %v", want, buf, err)
+		}
+		buf = append(buf, b[:n]...)
+	}
+}
+
