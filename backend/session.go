@@ -65,7 +65,7 @@ func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *S
 		id: o.ID, resumed: int(o.Resumed), facts: o.Facts, state: o.State,
 		fr:        link.Reader{R: st},
 		delivered: o.Offset, acked: o.Offset, toAck: o.Offset,
-		detached:  make(chan struct{}),
+		detached: make(chan struct{}),
 	}
 }
 

@@ -294,4 +294,3 @@ func TestTelnetRefusals(t *testing.T) {
 		buf = append(buf, b[:n]...)
 	}
 }
-
