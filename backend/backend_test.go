@@ -1,0 +1,259 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"holdfast/epmd"
+	"holdfast/link"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitFor = 10 * time.Second
+
+var cookie = []byte("backend-test")
+
+// fakeGateway is the gateway's side of the link, spoken frame by frame.
+type fakeGateway struct {
+	t    *testing.T
+	mux  *yamux.Session
+	ctrl *yamux.Stream
+}
+
+// setup starts a registry and a Listener, and links a fake gateway to it.
+func setup(t *testing.T) (*Listener, *fakeGateway) {
+	t.Helper()
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &epmd.Server{}
+	done := make(chan struct{})
+	go func() { reg.Serve(rl); close(done) }()
+	t.Cleanup(func() { reg.Close(); <-done })
+
+	l, err := Listen(context.Background(), Config{EPMD: rl.Addr().String(), Cookie: cookie, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	node, err := (&epmd.Client{Addr: rl.Addr().String()}).Lookup(context.Background(), DefaultName)
+	if err != nil || int(node.Port) != l.Addr().(*net.TCPAddr).Port {
+		t.Fatalf("registration: %+v %v", node, err)
+	}
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := link.GatewayHandshake(c, cookie); err != nil {
+		t.Fatal(err)
+	}
+	mux, err := yamux.Client(c, link.YamuxConfig(zaptest.NewLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mux.Close() })
+	ctrl, err := mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.WriteFrame(ctrl, link.FrameControl, nil)
+	return l, &fakeGateway{t: t, mux: mux, ctrl: ctrl}
+}
+
+// open starts a session and returns its stream and the Session Accept gave.
+func (g *fakeGateway) open(l *Listener, o link.Open) (*yamux.Stream, *Session) {
+	g.t.Helper()
+	st, err := g.mux.OpenStream()
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if err := link.WriteFrame(st, link.FrameOpen, o.Append(nil)); err != nil {
+		g.t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return st, s
+}
+
+// frame reads the next frame the backend sent on st.
+func frame(t *testing.T, fr *link.Reader) (byte, []byte) {
+	t.Helper()
+	fr.R.(*yamux.Stream).SetReadDeadline(time.Now().Add(waitFor))
+	typ, _, err := fr.Next()
+	if err != nil {
+		t.Fatalf("reading a frame: %v", err)
+	}
+	p, err := fr.Payload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return typ, p
+}
+
+// TestReadLineAcknowledgesWholeLines: a partial line is never acknowledged,
+// and acknowledgements count from the offset the gateway gave.
+func TestReadLineAcknowledgesWholeLines(t *testing.T) {
+	l, g := setup(t)
+	st, s := g.open(l, link.Open{ID: "7", Resumed: 2, Offset: 100, Facts: link.Facts{ClientAddr: "192.0.2.1:4000", Terminal: "ANSI"}})
+	if s.ID() != "7" || s.Resumed() != 2 || s.Facts().Terminal != "ANSI" || s.RemoteAddr().String() != "192.0.2.1:4000" {
+		t.Fatalf("session %s resumed %d facts %+v addr %v", s.ID(), s.Resumed(), s.Facts(), s.RemoteAddr())
+	}
+	link.WriteFrame(st, link.FrameInput, []byte("look\nno"))
+	line, err := s.ReadLine()
+	if err != nil || line != "look" {
+		t.Fatalf("ReadLine = %q %v", line, err)
+	}
+	got := make(chan string, 1)
+	go func() { l, _ := s.ReadLine(); got <- l }()
+	// Blocking for the rest of "north" acknowledges "look\n" only.
+	fr := link.Reader{R: st}
+	typ, p := frame(t, &fr)
+	off, _ := link.ParseAck(p)
+	if typ != link.FrameAck || off != 105 {
+		t.Fatalf("frame %d offset %d, want Ack 105", typ, off)
+	}
+	link.WriteFrame(st, link.FrameInput, []byte("rth\n"))
+	if l := <-got; l != "north" {
+		t.Fatalf("second line %q", l)
+	}
+	// Output goes out first, then the acknowledgement of what caused it.
+	io.WriteString(s, "You go north.\n")
+	if typ, p := frame(t, &fr); typ != link.FrameOutput || string(p) != "You go north.\n" {
+		t.Fatalf("frame %d %q, want the output", typ, p)
+	}
+	if typ, p := frame(t, &fr); typ != link.FrameAck || string(p) != string(link.AppendAck(nil, 111)) {
+		t.Fatalf("frame %d %v, want Ack 111", typ, p)
+	}
+	s.Close()
+	if typ, _ := frame(t, &fr); typ != link.FrameEnd {
+		t.Fatalf("Close sent frame %d, want End", typ)
+	}
+}
+
+func TestLongLinesArriveInPieces(t *testing.T) {
+	l, g := setup(t)
+	st, s := g.open(l, link.Open{ID: "1"})
+	long := strings.Repeat("x", MaxLine+10)
+	go writeChunks(st, long+"\n")
+	a, err := s.ReadLine()
+	b, err2 := s.ReadLine()
+	if err != nil || err2 != nil || len(a) != MaxLine || a+b != long {
+		t.Fatalf("pieces of %d and %d bytes (%v %v), want %d then the rest", len(a), len(b), err, err2, MaxLine)
+	}
+}
+
+func writeChunks(st *yamux.Stream, s string) {
+	for len(s) > 0 {
+		n := min(len(s), link.MaxChunk)
+		link.WriteFrame(st, link.FrameInput, []byte(s[:n]))
+		s = s[n:]
+	}
+}
+
+func TestHangupIsEOF(t *testing.T) {
+	l, g := setup(t)
+	st, s := g.open(l, link.Open{ID: "1"})
+	link.WriteFrame(st, link.FrameInput, []byte("bye"))
+	link.WriteFrame(st, link.FrameHangup, nil)
+	buf := make([]byte, 10)
+	n, err := s.Read(buf)
+	if string(buf[:n]) != "bye" || err != nil {
+		t.Fatalf("Read = %q %v", buf[:n], err)
+	}
+	if _, err := s.Read(buf); err != io.EOF {
+		t.Fatalf("after Hangup: %v, want io.EOF", err)
+	}
+	s.Close()
+	fr := link.Reader{R: st}
+	// The player has gone: Close acknowledges, and sends no End.
+	for {
+		st.SetReadDeadline(time.Now().Add(waitFor))
+		typ, _, err := fr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil || typ == link.FrameEnd {
+			t.Fatalf("after a hangup Close sent %d %v", typ, err)
+		}
+	}
+}
+
+func TestReadDeadline(t *testing.T) {
+	l, g := setup(t)
+	st, s := g.open(l, link.Open{ID: "1"})
+	s.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, err := s.ReadLine()
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("ReadLine past its deadline: %v, want a timeout", err)
+	}
+	// A timeout is not the end: the session reads on.
+	s.SetReadDeadline(time.Time{})
+	link.WriteFrame(st, link.FrameInput, []byte("still here\n"))
+	if line, err := s.ReadLine(); err != nil || line != "still here" {
+		t.Fatalf("after the timeout: %q %v", line, err)
+	}
+}
+
+// TestShutdown: the gateway hears Goodbye, reads end with ErrDetached, and
+// the session is released without ending the player's session.
+func TestShutdown(t *testing.T) {
+	l, g := setup(t)
+	st, s := g.open(l, link.Open{ID: "1"})
+	errs := make(chan error, 1)
+	go func() {
+		_, err := s.ReadLine()
+		errs <- err
+		s.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := l.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; !errors.Is(err, ErrDetached) {
+		t.Fatalf("read during shutdown: %v, want ErrDetached", err)
+	}
+	if typ, _ := frame(t, &link.Reader{R: g.ctrl}); typ != link.FrameGoodbye {
+		t.Fatalf("control stream got frame %d, want Goodbye", typ)
+	}
+	fr := link.Reader{R: st}
+	for {
+		st.SetReadDeadline(time.Now().Add(waitFor))
+		typ, _, err := fr.Next()
+		if err != nil {
+			break
+		}
+		if typ == link.FrameEnd {
+			t.Fatal("a detached session ended the player's session")
+		}
+	}
+	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Shutdown: %v", err)
+	}
+}
+
+func TestWrongCookieRefused(t *testing.T) {
+	l, _ := setup(t)
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := link.GatewayHandshake(c, []byte("not it")); !errors.Is(err, link.ErrAuth) {
+		t.Fatalf("handshake with the wrong cookie: %v, want ErrAuth", err)
+	}
+}
