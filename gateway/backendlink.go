@@ -25,6 +25,7 @@ type backendLink struct {
 	ctrl    *yamux.Stream
 	goodbye chan struct{} // closed when the backend says it is leaving
 	once    sync.Once
+	ctrlEnd chan struct{} // closed when the control stream has been read to its end
 }
 
 func (lk *backendLink) leaving() bool {
@@ -39,6 +40,7 @@ func (lk *backendLink) leaving() bool {
 // readControl waits for the backend's Goodbye on the control stream.
 func (lk *backendLink) readControl(wg *sync.WaitGroup) {
 	defer wg.Done()
+	defer close(lk.ctrlEnd)
 	fr := link.Reader{R: lk.ctrl}
 	for {
 		typ, _, err := fr.Next()
@@ -142,7 +144,7 @@ func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLi
 		mux.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
-	return &backendLink{addr: addr, mux: mux, ctrl: ctrl, goodbye: make(chan struct{})}, nil
+	return &backendLink{addr: addr, mux: mux, ctrl: ctrl, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{})}, nil
 }
 
 // serveLink makes lk the current link, resumes every held session on it,
@@ -170,8 +172,9 @@ func (s *Server) serveLink(lk *backendLink, name string) {
 	reason := "backend link lost"
 	select {
 	case <-lk.mux.CloseChan():
+		// A Goodbye may still wait, unread, in the control stream.
+		<-lk.ctrlEnd
 	case <-lk.goodbye:
-		reason = "backend said goodbye"
 	case <-s.ctx.Done():
 		reason = "gateway closing"
 	}

@@ -166,15 +166,11 @@ func (s *Server) start(c net.Conn) {
 	s.nextID++
 	ss := newSession(s, strconv.FormatUint(s.nextID, 10), c)
 	s.sessions[ss] = struct{}{}
-	cur := s.cur
 	s.wg.Add(2)
 	s.mu.Unlock()
 	s.log().Info("gateway: player connected", zap.String("session", ss.id), zap.Stringer("client", c.RemoteAddr()))
 	go ss.readPlayer()
 	go ss.writePlayer()
-	if cur == nil || !ss.attach(cur) {
-		ss.notice(noticeWaiting)
-	}
 }
 
 func (s *Server) remove(ss *session) {

@@ -69,6 +69,12 @@ func newSession(srv *Server, id string, c net.Conn) *session {
 // passing it to the backend when one is attached.
 func (s *session) readPlayer() {
 	defer s.srv.wg.Done()
+	if cur := s.srv.current(); cur == nil || !s.attach(cur) {
+		s.mu.Lock()
+		s.noticed = true
+		s.mu.Unlock()
+		s.notice(noticeWaiting)
+	}
 	buf := make([]byte, 2048)
 	var data []byte
 	for {
