@@ -200,8 +200,7 @@ func (s *Server) Close() error {
 		ln.Close()
 	}
 	for ss := range s.sessions {
-		ss.conn.Close()
-		ss.out.close()
+		ss.abort()
 	}
 	s.mu.Unlock()
 	s.cancel()

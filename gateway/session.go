@@ -329,6 +329,16 @@ func (s *session) ack(off uint64) {
 	s.space.Broadcast()
 }
 
+// abort ends the session at once, telling nobody: the gateway is closing.
+func (s *session) abort() {
+	s.mu.Lock()
+	s.gone = true
+	s.space.Broadcast()
+	s.mu.Unlock()
+	s.out.close()
+	s.conn.Close()
+}
+
 // finish ends the session once: the backend is told the player has gone,
 // and the socket is closed, after the queued output when flush is set.
 func (s *session) finish(reason string, flush bool) {

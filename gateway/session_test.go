@@ -59,36 +59,7 @@ func TestHeldInputBackpressure(t *testing.T) {
 	p := e.dial()
 	p.expect("The game is not running")
 
-	// Write numbered lines until the socket stops taking them.
-	written := 0
-	var chunk strings.Builder
-	for blocked := false; !blocked; {
-		chunk.Reset()
-		for i := 0; i < 100; i++ {
-			fmt.Fprintf(&chunk, "line %06d\r\n", written+i)
-		}
-		p.conn.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
-		n, err := io.WriteString(p.conn, chunk.String())
-		if err != nil {
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() {
-				t.Fatal(err)
-			}
-			blocked = true
-		}
-		// Only whole lines count; finish a partial one.
-		full := n / len("line 000000\r\n")
-		if rest := n % len("line 000000\r\n"); rest != 0 {
-			p.conn.SetWriteDeadline(time.Time{})
-			tail := chunk.String()[n : n+len("line 000000\r\n")-rest]
-			go io.WriteString(p.conn, tail)
-			full++
-		}
-		written += full
-		if written > 10_000_000 {
-			t.Fatal("the gateway never stopped reading: held input is not bounded")
-		}
-	}
+	written := p.fillUntilBlocked()
 	t.Logf("the socket stopped taking input after %d lines", written)
 
 	ch := make(chan string, 100)
@@ -292,5 +263,58 @@ func TestTelnetRefusals(t *testing.T) {
 			t.Fatalf("refusals %q not received (got %q): %v", want, buf, err)
 		}
 		buf = append(buf, b[:n]...)
+	}
+}
+
+// TestCloseWithFullHeldInput closes the gateway while a player's reader
+// waits for room in its held input: Close still returns, and the leak check
+// in TestMain finds no goroutine left.
+func TestCloseWithFullHeldInput(t *testing.T) {
+	e := newEnv(t, &gateway.Server{MaxHeldInput: 16})
+	p := e.dial()
+	p.expect("The game is not running")
+	p.fillUntilBlocked() // the gateway has stopped reading: its reader waits for room
+	closed := make(chan struct{})
+	go func() { e.gw.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(waitFor):
+		t.Fatal("Close hangs on a session whose held input is full")
+	}
+}
+
+const numbered = len("line 000000\r\n")
+
+// fillUntilBlocked writes numbered lines until the socket stops taking them,
+// which shows that the gateway has stopped reading it, and returns how many
+// whole lines were written.
+func (p *player) fillUntilBlocked() int {
+	p.t.Helper()
+	written := 0
+	var chunk strings.Builder
+	for {
+		chunk.Reset()
+		for i := 0; i < 100; i++ {
+			fmt.Fprintf(&chunk, "line %06d\r\n", written+i)
+		}
+		p.conn.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := io.WriteString(p.conn, chunk.String())
+		written += n / numbered
+		if rest := n % numbered; rest != 0 {
+			// Finish the partial line once the gateway reads again.
+			p.conn.SetWriteDeadline(time.Time{})
+			go io.WriteString(p.conn, chunk.String()[n:n+numbered-rest])
+			written++
+		}
+		if err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				p.t.Fatal(err)
+			}
+			return written
+		}
+		if written > 10_000_000 {
+			p.t.Fatal("the gateway never stopped reading: held input is not bounded")
+		}
 	}
 }
