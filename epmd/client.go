@@ -111,6 +111,49 @@ func (c *Client) Names(ctx context.Context) (int, []NameEntry, error) {
 	return parseNames(b)
 }
 
+// Dump asks for the registry's full table (DUMP, local only) and returns
+// the port it reports and its text, NUL bytes included.
+func (c *Client) Dump(ctx context.Context) (int, []byte, error) {
+	b, err := c.command(ctx, []byte{tagDumpReq}, maxNamesReply)
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(b) < 4 {
+		return 0, nil, fmt.Errorf("%w: short DUMP reply", ErrMalformed)
+	}
+	return int(binary.BigEndian.Uint32(b)), b[4:], nil
+}
+
+// Kill asks the registry to exit (KILL, local only). It returns its answer:
+// "OK", or "NO" when it refuses.
+func (c *Client) Kill(ctx context.Context) (string, error) {
+	b, err := c.command(ctx, []byte{tagKillReq}, 2)
+	return string(b), err
+}
+
+// Stop asks the registry to drop name's registration (STOP, local and
+// relaxed only). It returns its answer: "STOPPED", "NOEXIST", or "" when the
+// registry closed without one.
+func (c *Client) Stop(ctx context.Context, name string) (string, error) {
+	b, err := c.command(ctx, append([]byte{tagStopReq}, name...), 7)
+	return string(b), err
+}
+
+// command sends a request and reads the answer until the registry closes,
+// at most limit bytes.
+func (c *Client) command(ctx context.Context, body []byte, limit int64) ([]byte, error) {
+	conn, err := c.request(ctx, body)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	b, err := io.ReadAll(io.LimitReader(conn, limit))
+	if err != nil {
+		return b, fmt.Errorf("epmd: %w", err)
+	}
+	return b, nil
+}
+
 func parseNames(b []byte) (int, []NameEntry, error) {
 	if len(b) < 4 {
 		return 0, nil, fmt.Errorf("%w: short NAMES reply", ErrMalformed)

@@ -264,3 +264,25 @@ func appendNamesLine(b []byte, name string, port uint16) []byte {
 	b = strconv.AppendUint(b, uint64(port), 10)
 	return append(b, '\n')
 }
+
+// appendDumpActive and appendDumpOld write DUMP lines exactly as Erlang's
+// epmd does, NUL included.
+func appendDumpActive(b []byte, name string, port uint16, fd int) []byte {
+	b = append(b, "active name     <"...)
+	b = append(b, name...)
+	b = append(b, "> at port "...)
+	b = strconv.AppendUint(b, uint64(port), 10)
+	b = append(b, ", fd = "...)
+	b = strconv.AppendInt(b, int64(fd), 10)
+	return append(b, '\n', 0)
+}
+
+func appendDumpOld(b []byte, name string, port uint16, fd int) []byte {
+	b = append(b, "old/unused name <"...)
+	b = append(b, name...)
+	b = append(b, ">, port = "...)
+	b = strconv.AppendUint(b, uint64(port), 10)
+	b = append(b, ", fd = "...)
+	b = strconv.AppendInt(b, int64(fd), 10)
+	return append(b, ' ', '\n', 0)
+}

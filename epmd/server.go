@@ -33,13 +33,18 @@ type Server struct {
 	// Zero means 60 s, as Erlang's epmd; negative means no limit. It never
 	// applies to a live registration.
 	IdleTimeout time.Duration
-	// Relaxed allows STOP and KILL with live nodes, as -relaxed_command_check.
+	// Relaxed allows STOP, and KILL with live nodes, as Erlang's
+	// -relaxed_command_check.
 	Relaxed bool
+	// OnKill is called once the server has answered a KILL request with OK;
+	// the daemon stops there. Nil refuses KILL with NO: a registry embedded
+	// in another process is not for a client to stop.
+	OnKill func()
 
 	mu        sync.Mutex
 	nodes     map[string]*registration
 	seq       uint64
-	creations map[string]uint32
+	known     map[string]*knownName
 	order     []string // remembered names, oldest first
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
@@ -51,8 +56,16 @@ type Server struct {
 type registration struct {
 	node     Node
 	conn     net.Conn
+	fd       int
 	creation uint32
 	seq      uint64
+}
+
+// knownName is what the registry remembers of a name, registered or not.
+type knownName struct {
+	creation uint32
+	port     uint16
+	fd       int
 }
 
 func (s *Server) logger() *zap.Logger {
@@ -240,6 +253,20 @@ func (s *Server) handle(c net.Conn) {
 		s.portPlease2(c, body)
 	case tagNamesReq:
 		s.names(c)
+	case tagDumpReq, tagKillReq, tagStopReq:
+		if !isLocal(c) {
+			s.logger().Warn("epmd: local-only request from another host refused",
+				zap.Stringer("peer", c.RemoteAddr()), zap.Uint8("tag", body[0]))
+			return
+		}
+		switch body[0] {
+		case tagDumpReq:
+			s.dump(c)
+		case tagKillReq:
+			s.kill(c)
+		case tagStopReq:
+			s.stop(c, body)
+		}
 	default:
 		s.logger().Debug("epmd: unknown request", zap.Stringer("peer", c.RemoteAddr()), zap.Uint8("tag", body[0]))
 	}
@@ -299,7 +326,7 @@ func (s *Server) register(node Node, c net.Conn) *registration {
 	defer s.mu.Unlock()
 	if s.nodes == nil {
 		s.nodes = make(map[string]*registration)
-		s.creations = make(map[string]uint32)
+		s.known = make(map[string]*knownName)
 	}
 	if old, ok := s.nodes[node.Name]; ok {
 		// A node that restarts faster than its old socket's FIN is noticed
@@ -311,34 +338,39 @@ func (s *Server) register(node Node, c net.Conn) *registration {
 		delete(s.nodes, node.Name)
 	}
 	s.seq++
-	r := &registration{node: node, conn: c, creation: s.nextCreationLocked(node.Name), seq: s.seq}
+	r := &registration{node: node, conn: c, fd: connFD(c), creation: s.nextCreationLocked(node.Name), seq: s.seq}
+	k := s.known[node.Name]
+	k.port, k.fd = node.Port, r.fd
 	s.nodes[node.Name] = r
 	s.notifyLocked()
 	return r
 }
 
+// nextCreationLocked returns the creation for a new registration of name:
+// seeded from the clock for a name never seen, one more for a remembered
+// one, never 0.
 func (s *Server) nextCreationLocked(name string) uint32 {
-	c, ok := s.creations[name]
+	k, ok := s.known[name]
 	if ok {
-		c++
+		k.creation++
 	} else {
-		c = uint32(time.Now().Unix())
+		k = &knownName{creation: uint32(time.Now().Unix())}
+		s.known[name] = k
 		s.order = append(s.order, name)
 		if len(s.order) > rememberedNames {
 			for i, n := range s.order {
 				if _, live := s.nodes[n]; !live {
-					delete(s.creations, n)
+					delete(s.known, n)
 					s.order = append(s.order[:i], s.order[i+1:]...)
 					break
 				}
 			}
 		}
 	}
-	if c == 0 {
-		c = 1
+	if k.creation == 0 {
+		k.creation = 1
 	}
-	s.creations[name] = c
-	return c
+	return k.creation
 }
 
 func (s *Server) unregister(r *registration) {
@@ -363,7 +395,8 @@ func (s *Server) portPlease2(c net.Conn, body []byte) {
 	c.Write(appendPort2Resp(nil, &n))
 }
 
-func (s *Server) names(c net.Conn) {
+// live returns the registrations, newest first, as Erlang's epmd lists them.
+func (s *Server) live() []*registration {
 	s.mu.Lock()
 	regs := make([]*registration, 0, len(s.nodes))
 	for _, r := range s.nodes {
@@ -371,9 +404,66 @@ func (s *Server) names(c net.Conn) {
 	}
 	s.mu.Unlock()
 	sort.Slice(regs, func(i, j int) bool { return regs[i].seq > regs[j].seq })
+	return regs
+}
+
+func (s *Server) names(c net.Conn) {
+	// The port and the lines go in one write: Erlang's client expects the
+	// header in the first segment.
 	b := binary.BigEndian.AppendUint32(nil, uint32(s.port(c)))
-	for _, r := range regs {
+	for _, r := range s.live() {
 		b = appendNamesLine(b, r.node.Name, r.node.Port)
 	}
 	c.Write(b)
+}
+
+func (s *Server) dump(c net.Conn) {
+	b := binary.BigEndian.AppendUint32(nil, uint32(s.port(c)))
+	for _, r := range s.live() {
+		b = appendDumpActive(b, r.node.Name, r.node.Port, r.fd)
+	}
+	s.mu.Lock()
+	for i := len(s.order) - 1; i >= 0; i-- {
+		name := s.order[i]
+		if _, live := s.nodes[name]; !live {
+			k := s.known[name]
+			b = appendDumpOld(b, name, k.port, k.fd)
+		}
+	}
+	s.mu.Unlock()
+	c.Write(b)
+}
+
+func (s *Server) kill(c net.Conn) {
+	s.mu.Lock()
+	refuse := s.OnKill == nil || len(s.nodes) > 0 && !s.Relaxed
+	s.mu.Unlock()
+	if refuse {
+		c.Write([]byte("NO"))
+		return
+	}
+	c.Write([]byte("OK"))
+	s.logger().Info("epmd: killed by request", zap.Stringer("peer", c.RemoteAddr()))
+	go s.OnKill()
+}
+
+func (s *Server) stop(c net.Conn, body []byte) {
+	if !s.Relaxed {
+		return
+	}
+	name := string(body[1:])
+	s.mu.Lock()
+	r, ok := s.nodes[name]
+	if ok {
+		delete(s.nodes, name)
+		s.notifyLocked()
+	}
+	s.mu.Unlock()
+	if !ok {
+		c.Write([]byte("NOEXIST"))
+		return
+	}
+	r.conn.Close()
+	s.logger().Info("epmd: unregistered by request", zap.String("name", name))
+	c.Write([]byte("STOPPED"))
 }

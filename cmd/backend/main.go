@@ -18,6 +18,7 @@ import (
 	"holdfast/backend"
 	"holdfast/internal/cli"
 	"holdfast/internal/netx"
+	"holdfast/internal/systemd"
 )
 
 func main() {
@@ -48,11 +49,13 @@ func main() {
 		return // interrupted before the registry answered
 	}
 	log.Info("backend: registered", zap.String("name", *name), zap.Stringer("addr", l.Addr()))
+	systemd.Ready()
 
 	t := newTalker(log)
 	var wg sync.WaitGroup
 	go func() {
 		<-ctx.Done()
+		systemd.Stopping()
 		log.Info("backend: shutting down; the gateway keeps the players")
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

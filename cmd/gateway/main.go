@@ -19,6 +19,7 @@ import (
 	"holdfast/epmd"
 	"holdfast/gateway"
 	"holdfast/internal/cli"
+	"holdfast/internal/systemd"
 )
 
 func main() {
@@ -71,6 +72,7 @@ func run(log *zap.Logger, common *cli.Common, cookie []byte, listen, backend str
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	served := make(chan error, 1)
 	go func() { served <- gw.Serve(ln) }()
+	systemd.Ready()
 	select {
 	case sig := <-sigs:
 		log.Info("gateway: shutting down", zap.Stringer("signal", sig))
@@ -78,6 +80,7 @@ func run(log *zap.Logger, common *cli.Common, cookie []byte, listen, backend str
 		gw.Close()
 		return err
 	}
+	systemd.Stopping()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	gw.Shutdown(ctx)

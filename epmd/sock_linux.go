@@ -27,3 +27,19 @@ func connAlive(c net.Conn) bool {
 	})
 	return err == nil && alive
 }
+
+// connFD returns the socket's descriptor number, which DUMP shows as Erlang's
+// epmd does; -1 when there is none.
+func connFD(c net.Conn) int {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
