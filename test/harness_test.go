@@ -38,6 +38,8 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	binDir = dir
+	// Race-enabled binaries otherwise sleep a second on exit.
+	os.Setenv("GORACE", "atexit_sleep_ms=0")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -58,9 +60,17 @@ type proc struct {
 	done  chan struct{} // closed when the process has exited
 }
 
+// start runs one of the project's binaries.
 func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	return startPath(t, filepath.Join(binDir, name), env, args...)
+}
+
+// startPath runs any program, its output captured like the project's.
+func startPath(t *testing.T, path string, env []string, args ...string) *proc {
+	t.Helper()
+	name := filepath.Base(path)
+	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -171,12 +181,24 @@ func writeCookie(t *testing.T, secret string) string {
 	return path
 }
 
+// startSystem starts a gateway that embeds the registry on a free port.
 func startSystem(t *testing.T) *system {
 	t.Helper()
-	s := &system{t: t, cookie: writeCookie(t, "test-cookie-"+t.Name())}
+	s := &system{t: t, cookie: writeCookie(t, "test-cookie")}
 	s.gw = start(t, "gateway", nil, "-listen", "127.0.0.1:0", "-epmd-port", "0", "-cookie-file", s.cookie)
 	reg := s.gw.waitLog("gateway: registry listening", 1)
 	s.epmdPort = int(reg["port"].(float64))
+	s.telnet = s.gw.waitLog("gateway: telnet listening", 1)["addr"].(string)
+	return s
+}
+
+// startSystemOn starts a gateway for a registry on epmdPort, with extra
+// gateway flags.
+func startSystemOn(t *testing.T, epmdPort int, flags ...string) *system {
+	t.Helper()
+	s := &system{t: t, cookie: writeCookie(t, "test-cookie"), epmdPort: epmdPort}
+	args := append([]string{"-listen", "127.0.0.1:0", "-cookie-file", s.cookie}, flags...)
+	s.gw = start(t, "gateway", s.env(), args...)
 	s.telnet = s.gw.waitLog("gateway: telnet listening", 1)["addr"].(string)
 	return s
 }
