@@ -44,7 +44,7 @@ func daemon(o *options) int {
 		fmt.Fprintf(os.Stderr, "epmd: %v\n", err)
 		return 1
 	}
-	srv := &epmd.Server{Logger: log, Relaxed: o.relaxed, Port: o.port, IdleTimeout: time.Duration(o.packetTimeout) * time.Second}
+	srv := &epmd.Server{Logger: log, Relaxed: o.relaxed, IdleTimeout: time.Duration(o.packetTimeout) * time.Second}
 	stopped := make(chan struct{})
 	var once sync.Once
 	stopNow := func() { once.Do(func() { close(stopped) }) }
