@@ -21,6 +21,9 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv("HOLDFAST_PROBE_ADDR"); addr != "" {
+		runProbe(addr) // this binary runs as another host's client
+	}
 	dir, err := os.MkdirTemp("", "holdfast-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
