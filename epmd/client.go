@@ -62,7 +62,9 @@ func (c *Client) request(ctx context.Context, body []byte) (net.Conn, error) {
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
-	var d net.Dialer
+	// Requests are short and registrations local: TCP keepalive would only
+	// cost setsockopt calls.
+	d := net.Dialer{KeepAlive: -1}
 	conn, err := d.DialContext(ctx, "tcp", c.addr())
 	if err != nil {
 		return nil, fmt.Errorf("epmd: dial %s: %w", c.addr(), err)

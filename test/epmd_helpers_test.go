@@ -17,7 +17,7 @@ import (
 
 // freePort returns a port that was free a moment ago, for programs that
 // cannot report the port they bound (Erlang's epmd).
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", ":0")
 	if err != nil {
@@ -32,7 +32,7 @@ func epmdClient(port int) *epmd.Client {
 }
 
 // waitEPMD waits until a registry answers on port.
-func waitEPMD(t *testing.T, port int) {
+func waitEPMD(t testing.TB, port int) {
 	t.Helper()
 	eventually(t, "the registry answers on port "+strconv.Itoa(port), func() bool {
 		_, _, err := epmdClient(port).Names(context.Background())
@@ -42,7 +42,7 @@ func waitEPMD(t *testing.T, port int) {
 
 // eventually polls cond until it holds. It is for conditions outside the
 // test's reach (another program's state); it fails after waitFor.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for !cond() {
@@ -68,7 +68,7 @@ const (
 )
 
 // epmdPath returns the epmd program of a kind.
-func epmdPath(t *testing.T, kind daemonKind) string {
+func epmdPath(t testing.TB, kind daemonKind) string {
 	if kind == erlangEPMD {
 		return needTool(t, "epmd")
 	}
@@ -76,7 +76,7 @@ func epmdPath(t *testing.T, kind daemonKind) string {
 }
 
 // startEPMD runs a registry daemon in the foreground on a free port.
-func startEPMD(t *testing.T, kind daemonKind, args ...string) (*proc, int) {
+func startEPMD(t testing.TB, kind daemonKind, args ...string) (*proc, int) {
 	t.Helper()
 	port := freePort(t)
 	p := startPath(t, epmdPath(t, kind), nil, append([]string{"-port", strconv.Itoa(port)}, args...)...)
@@ -85,7 +85,7 @@ func startEPMD(t *testing.T, kind daemonKind, args ...string) (*proc, int) {
 }
 
 // cli runs an epmd command line and returns its stdout, stderr and exit code.
-func cli(t *testing.T, kind daemonKind, port int, args ...string) (string, string, int) {
+func cli(t testing.TB, kind daemonKind, port int, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(epmdPath(t, kind), append([]string{"-port", strconv.Itoa(port)}, args...)...)
 	var stdout, stderr bytes.Buffer

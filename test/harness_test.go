@@ -52,7 +52,7 @@ const waitFor = 20 * time.Second
 
 // proc is a running binary whose JSON log lines the test can wait on.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	cmd  *exec.Cmd
 
@@ -64,13 +64,13 @@ type proc struct {
 }
 
 // start runs one of the project's binaries.
-func start(t *testing.T, name string, env []string, args ...string) *proc {
+func start(t testing.TB, name string, env []string, args ...string) *proc {
 	t.Helper()
 	return startPath(t, filepath.Join(binDir, name), env, args...)
 }
 
 // startPath runs any program, its output captured like the project's.
-func startPath(t *testing.T, path string, env []string, args ...string) *proc {
+func startPath(t testing.TB, path string, env []string, args ...string) *proc {
 	t.Helper()
 	name := filepath.Base(path)
 	cmd := exec.Command(path, args...)
@@ -220,7 +220,7 @@ func (s *system) startBackend() *proc {
 
 // player is a raw TCP telnet client that reads line by line.
 type player struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	conn net.Conn
 	r    *bufio.Reader

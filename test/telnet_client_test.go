@@ -12,7 +12,7 @@ import (
 
 // needTool returns the path of a program the tests drive. Outside CI a
 // missing program skips the test; in CI, where .ci/run installs it, it fails.
-func needTool(t *testing.T, name string) string {
+func needTool(t testing.TB, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err == nil {

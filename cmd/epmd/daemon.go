@@ -97,7 +97,7 @@ func listeners(o *options) ([]net.Listener, error) {
 	}
 	port := strconv.Itoa(o.port)
 	if strings.TrimSpace(o.address) == "" {
-		ln, err := net.Listen("tcp", ":"+port)
+		ln, err := epmd.Listen(":" + port)
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +116,7 @@ func listeners(o *options) ([]net.Listener, error) {
 			continue
 		}
 		seen[ip.String()] = true
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), port))
+		ln, err := epmd.Listen(net.JoinHostPort(ip.String(), port))
 		if err != nil {
 			if a == "::1" && !errors.Is(err, syscall.EADDRINUSE) {
 				continue // no IPv6 loopback on this host

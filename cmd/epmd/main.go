@@ -61,7 +61,7 @@ type options struct {
 	stopSet       bool
 }
 
-func parse(args []string, stderr io.Writer) (*options, error) {
+func parse(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("epmd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -92,7 +92,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 }
 
 func main() {
-	o, err := parse(os.Args[1:], os.Stderr)
+	o, err := parse(os.Args[1:])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "epmd: %v\n%s", err, usage)
 		os.Exit(1)

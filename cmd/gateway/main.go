@@ -93,7 +93,7 @@ func run(log *zap.Logger, common *cli.Common, cookie []byte, listen, backend str
 // embedRegistry serves the registry on port, or returns nil when another
 // epmd already answers there. Port 0 picks a free port.
 func embedRegistry(log *zap.Logger, port int) (*epmd.Server, string, error) {
-	ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+	ln, err := epmd.Listen(":" + strconv.Itoa(port))
 	if err != nil {
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
