@@ -39,7 +39,8 @@ func (t *talker) serve(s *backend.Session) {
 	defer s.Close()
 	var st state
 	json.Unmarshal(s.State(), &st)
-	if st.Name == "" {
+	arrived := st.Name == ""
+	if arrived {
 		name, err := t.login(s)
 		if err != nil {
 			return
@@ -49,9 +50,9 @@ func (t *talker) serve(s *backend.Session) {
 		if err := s.SetState(b); err != nil {
 			return
 		}
-		fmt.Fprintf(s, "Welcome, %s.\n", name)
-		t.broadcast(fmt.Sprintf("%s has arrived.\n", name), s)
 	}
+	// Joined before the welcome, so that whoever hears of the player also
+	// finds them in `who`.
 	t.mu.Lock()
 	t.players[s] = st.Name
 	t.mu.Unlock()
@@ -60,6 +61,10 @@ func (t *talker) serve(s *backend.Session) {
 		delete(t.players, s)
 		t.mu.Unlock()
 	}()
+	if arrived {
+		fmt.Fprintf(s, "Welcome, %s.\n", st.Name)
+		t.broadcast(fmt.Sprintf("%s has arrived.\n", st.Name), s)
+	}
 	for {
 		line, err := s.ReadLine()
 		if err != nil {
