@@ -158,6 +158,5 @@ func TestBackendThroughErlangRegistry(t *testing.T) {
 	if f := p.facts(); f["resumed"] != "1" {
 		t.Fatalf("after the restart: %v", f)
 	}
-	p.send("who")
-	p.expect("online: Erl")
+	p.who("Erl")
 }

@@ -335,3 +335,21 @@ func (p *proc) lastField(msg, key string) string {
 	}
 	return ""
 }
+
+// who runs `who` until it lists want. Right after a restart the new backend
+// may not have taken every resumed session yet, so a first answer can be
+// short; the list must become complete.
+func (p *player) who(want string) {
+	p.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		p.send("who")
+		got := p.expect("online: ")
+		if got == "online: "+want {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s: who says %q, want %q", p.name, got, "online: "+want)
+		}
+	}
+}

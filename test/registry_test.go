@@ -45,8 +45,7 @@ func TestStandaloneRegistryRestart(t *testing.T) {
 			t.Errorf("%s after the backend restart: %v", p.name, f)
 		}
 	}
-	players[0].send("who")
-	players[0].expect("online: Ann, Ben")
+	players[0].who("Ann, Ben")
 }
 
 // TestStartOrders starts registry, gateway and backend in every order: each

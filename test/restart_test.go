@@ -24,8 +24,7 @@ func TestBackendRestart(t *testing.T) {
 		players = append(players, p)
 	}
 	for _, p := range players {
-		p.send("who")
-		p.expect("online: Ada, Bob, Cid")
+		p.who("Ada, Bob, Cid")
 	}
 
 	for round, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
@@ -59,8 +58,7 @@ func TestBackendRestart(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("%s after %v: echo answers %q, want %q", p.name, sig, got, want)
 			}
-			p.send("who")
-			p.expect("online: Ada, Bob, Cid")
+			p.who("Ada, Bob, Cid")
 			f := p.facts()
 			if f["resumed"] != fmt.Sprint(round+1) {
 				t.Errorf("%s after %v: session says resumed %q, want %d", p.name, sig, f["resumed"], round+1)
