@@ -70,6 +70,7 @@ type Listener struct {
 	done   chan struct{} // closed when Accept stops handing out sessions
 
 	mu       sync.Mutex
+	mssp     []byte // the game's MSSP variables, encoded, for every gateway
 	links    map[*gatewayLink]struct{}
 	sessions map[*Session]struct{}
 	idle     chan struct{} // closed when the last session closes
@@ -168,6 +169,44 @@ type gatewayLink struct {
 	ctrl net.Conn // the control stream, once the gateway opened it
 }
 
+// control sends a frame on the control stream, if it is open yet.
+func (gl *gatewayLink) control(typ byte, payload []byte) {
+	gl.mu.Lock()
+	defer gl.mu.Unlock()
+	if gl.ctrl != nil {
+		gl.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+		link.WriteFrame(gl.ctrl, typ, payload)
+	}
+}
+
+// MSSPVar is one variable of the server status that MUD crawlers ask for
+// (MSSP): NAME, CODEBASE, CONTACT, WEBSITE... A variable may have several
+// values.
+type MSSPVar struct {
+	Name   string
+	Values []string
+}
+
+// SetMSSP gives the gateways the game's MSSP variables. They answer
+// crawlers themselves, adding PLAYERS and UPTIME, also while no backend
+// runs.
+func (l *Listener) SetMSSP(vars []MSSPVar) {
+	var b []byte
+	for _, v := range vars {
+		b = link.AppendMSSPVar(b, v.Name, v.Values...)
+	}
+	l.mu.Lock()
+	l.mssp = b
+	links := make([]*gatewayLink, 0, len(l.links))
+	for gl := range l.links {
+		links = append(links, gl)
+	}
+	l.mu.Unlock()
+	for _, gl := range links {
+		gl.control(link.FrameMSSP, b)
+	}
+}
+
 func (l *Listener) serveLink(c net.Conn) {
 	defer l.wg.Done()
 	if err := link.BackendHandshake(c, l.cookie); err != nil {
@@ -189,6 +228,12 @@ func (l *Listener) serveLink(c net.Conn) {
 	}
 	l.links[gl] = struct{}{}
 	l.mu.Unlock()
+	// The gateway opens the control stream first: take it before any
+	// session, so that a Goodbye always has somewhere to go.
+	if st, err := mux.AcceptStream(); err == nil {
+		l.wg.Add(1)
+		l.serveStream(gl, st)
+	}
 	l.log.Info("backend: gateway linked", zap.Stringer("peer", c.RemoteAddr()))
 	defer func() {
 		mux.Close()
@@ -223,6 +268,12 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 		gl.mu.Lock()
 		gl.ctrl = st
 		gl.mu.Unlock()
+		l.mu.Lock()
+		mssp := l.mssp
+		l.mu.Unlock()
+		if mssp != nil {
+			gl.control(link.FrameMSSP, mssp)
+		}
 		return
 	case link.FrameOpen:
 	default:
@@ -317,12 +368,7 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	l.stop()
 	l.mu.Lock()
 	for gl := range l.links {
-		gl.mu.Lock()
-		if gl.ctrl != nil {
-			gl.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
-			link.WriteFrame(gl.ctrl, link.FrameGoodbye, nil)
-		}
-		gl.mu.Unlock()
+		gl.control(link.FrameGoodbye, nil)
 	}
 	var idle chan struct{}
 	if len(l.sessions) > 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,8 +26,11 @@ const MaxLine = 16 << 10
 // the application keeps reading without blocking.
 const ackBatch = 4 << 10
 
-// ErrStateTooLarge is returned by SetState for state over link.MaxState bytes.
-var ErrStateTooLarge = fmt.Errorf("backend: state larger than %d bytes", link.MaxState)
+// Errors for what would exceed the link's bounds.
+var (
+	ErrStateTooLarge   = fmt.Errorf("backend: state larger than %d bytes", link.MaxState)
+	ErrMessageTooLarge = fmt.Errorf("backend: GMCP message larger than %d bytes", link.MaxChunk)
+)
 
 // Session is one player's session on this backend. It is a net.Conn: Read
 // returns the player's input and io.EOF when the player has gone; Write sends
@@ -39,10 +43,10 @@ type Session struct {
 	st      *yamux.Stream
 	id      string
 	resumed int
-	facts   Facts
 
 	rmu       sync.Mutex // serialises readers
 	fr        link.Reader
+	inInput   bool   // fr is inside an Input frame
 	line      []byte // input read from the stream but not yet handed over
 	delivered uint64 // input offset handed to the application
 
@@ -54,9 +58,12 @@ type Session struct {
 
 	detached chan struct{} // closed when the session leaves this backend
 
-	mu     sync.Mutex
-	hungup bool
-	closed bool
+	mu      sync.Mutex
+	hungup  bool
+	closed  bool
+	facts   Facts
+	onFacts func(Facts)
+	onGMCP  func(pkg string, data []byte)
 }
 
 func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *Session {
@@ -77,8 +84,66 @@ func (s *Session) ID() string { return s.id }
 // backend: 0 for a player who has just connected.
 func (s *Session) Resumed() int { return s.resumed }
 
-// Facts returns what the gateway knows about the player's connection.
-func (s *Session) Facts() Facts { return s.facts }
+// Facts returns what the gateway knows about the player's connection, as
+// of the last Read: a window resize, say, arrives with the input.
+func (s *Session) Facts() Facts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.facts
+}
+
+// OnFacts sets a function called when the facts change (the player resized
+// the window; the terminal type became known). It is called from Read or
+// ReadLine, in order with the input.
+func (s *Session) OnFacts(f func(Facts)) {
+	s.mu.Lock()
+	s.onFacts = f
+	s.mu.Unlock()
+}
+
+// OnGMCP sets a function called for each GMCP message from the player's
+// client, such as "Core.Hello" with its JSON data. A resumed session gets the
+// client's Core.Hello and Core.Supports messages again first. It is called
+// from Read or ReadLine, in order with the input.
+func (s *Session) OnGMCP(f func(pkg string, data []byte)) {
+	s.mu.Lock()
+	s.onGMCP = f
+	s.mu.Unlock()
+}
+
+// SendGMCP sends a GMCP message to the player's client, if it speaks GMCP;
+// data is JSON, or empty.
+func (s *Session) SendGMCP(pkg string, data []byte) error {
+	msg := []byte(pkg)
+	if len(data) > 0 {
+		msg = append(append(msg, ' '), data...)
+	}
+	if len(msg) > link.MaxChunk {
+		return ErrMessageTooLarge
+	}
+	return s.send(link.FrameGMCPOut, msg)
+}
+
+// SetEcho(false) asks the player's client to stop echoing what the player
+// types, for a password; SetEcho(true) turns echo back on. The gateway
+// negotiates it (telnet ECHO) and keeps it across backend restarts.
+func (s *Session) SetEcho(on bool) error {
+	b := byte(0)
+	if on {
+		b = 1
+	}
+	return s.send(link.FrameEcho, []byte{b})
+}
+
+// Prompt writes text as a prompt: the gateway marks its end with telnet's
+// EOR or GA, as the client negotiated, so that MUD clients know where it
+// ends although no newline follows.
+func (s *Session) Prompt(text string) error {
+	if _, err := io.WriteString(s, text); err != nil {
+		return err
+	}
+	return s.send(link.FramePrompt, nil)
+}
 
 // State returns a copy of the application state last stored with SetState,
 // on this backend or an earlier one.
@@ -183,12 +248,15 @@ func (s *Session) fill(p []byte) (int, error) {
 		if s.isHungup() {
 			return 0, io.EOF
 		}
-		n, err := s.fr.Read(p)
-		if n > 0 {
-			return n, nil
-		}
-		if err != nil && err != io.EOF {
-			return 0, s.readError(err)
+		if s.inInput {
+			n, err := s.fr.Read(p)
+			if n > 0 {
+				return n, nil
+			}
+			if err != nil && err != io.EOF {
+				return 0, s.readError(err)
+			}
+			s.inInput = false
 		}
 		typ, _, err := s.fr.Next()
 		if err != nil {
@@ -196,12 +264,43 @@ func (s *Session) fill(p []byte) (int, error) {
 		}
 		switch typ {
 		case link.FrameInput:
+			s.inInput = true
 		case link.FrameHangup:
 			s.mu.Lock()
 			s.hungup = true
 			s.mu.Unlock()
 			return 0, io.EOF
+		case link.FrameFacts, link.FrameGMCPIn:
+			payload, err := s.fr.Payload()
+			if err != nil {
+				return 0, s.readError(err)
+			}
+			s.event(typ, payload)
 		}
+		// Any other frame is from a later version: Next skips it.
+	}
+}
+
+// event hands a Facts or GMCP frame to the application's callbacks.
+func (s *Session) event(typ byte, payload []byte) {
+	s.mu.Lock()
+	onFacts, onGMCP := s.onFacts, s.onGMCP
+	var facts Facts
+	if typ == link.FrameFacts {
+		f, err := link.ParseFacts(payload)
+		if err != nil {
+			s.mu.Unlock()
+			return
+		}
+		s.facts, facts = f, f
+	}
+	s.mu.Unlock()
+	switch {
+	case typ == link.FrameFacts && onFacts != nil:
+		onFacts(facts)
+	case typ == link.FrameGMCPIn && onGMCP != nil:
+		pkg, data, _ := strings.Cut(string(payload), " ")
+		onGMCP(pkg, []byte(data))
 	}
 }
 

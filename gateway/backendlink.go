@@ -37,9 +37,10 @@ func (lk *backendLink) leaving() bool {
 	}
 }
 
-// readControl waits for the backend's Goodbye on the control stream.
-func (lk *backendLink) readControl(wg *sync.WaitGroup) {
-	defer wg.Done()
+// readControl reads the control stream: the game's MSSP variables, and the
+// backend's Goodbye.
+func (lk *backendLink) readControl(s *Server) {
+	defer s.wg.Done()
 	defer close(lk.ctrlEnd)
 	fr := link.Reader{R: lk.ctrl}
 	for {
@@ -47,8 +48,13 @@ func (lk *backendLink) readControl(wg *sync.WaitGroup) {
 		if err != nil {
 			return
 		}
-		if typ == link.FrameGoodbye {
+		switch typ {
+		case link.FrameGoodbye:
 			lk.once.Do(func() { close(lk.goodbye) })
+		case link.FrameMSSP:
+			if p, err := fr.Payload(); err == nil {
+				s.setMSSP(p)
+			}
 		}
 	}
 }
@@ -151,7 +157,7 @@ func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLi
 // and returns once the backend has gone or said goodbye.
 func (s *Server) serveLink(lk *backendLink, name string) {
 	s.wg.Add(1)
-	go lk.readControl(&s.wg)
+	go lk.readControl(s)
 	s.mu.Lock()
 	s.cur = lk
 	held := make([]*session, 0, len(s.sessions))

@@ -16,11 +16,19 @@ var (
 type outbox struct {
 	mu         sync.Mutex
 	buf        []byte
+	marks      []mark // where compression starts or stops within buf
 	max        int
 	closed     bool
 	closeAfter bool          // the writer closes the socket once buf is written
 	ready      chan struct{} // cap 1: there is something for the writer
 	room       chan struct{} // cap 1: the writer took what was queued
+}
+
+// mark records that MCCP2 compression starts (or stops) at offset at of
+// the queued bytes.
+type mark struct {
+	at       int
+	compress bool
 }
 
 func newOutbox(max int) *outbox {
@@ -72,6 +80,28 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 	}
 }
 
+// putProtocol queues telnet protocol bytes. They may exceed the bound, since
+// dropping them would break the protocol, but not twice over: a client that
+// keeps asking and never reads gets false, and is to be disconnected.
+func (o *outbox) putProtocol(b []byte) bool {
+	o.mu.Lock()
+	ok := !o.closed && !o.closeAfter && len(o.buf)+len(b) <= 2*o.max
+	if ok {
+		o.buf = append(o.buf, b...)
+	}
+	o.mu.Unlock()
+	signal(o.ready)
+	return ok
+}
+
+// mark records that compression starts or stops after what is queued.
+func (o *outbox) mark(compress bool) {
+	o.mu.Lock()
+	o.marks = append(o.marks, mark{at: len(o.buf), compress: compress})
+	o.mu.Unlock()
+	signal(o.ready)
+}
+
 // finish asks the writer to close the socket after what is queued.
 func (o *outbox) finish() {
 	o.mu.Lock()
@@ -90,16 +120,18 @@ func (o *outbox) close() {
 	signal(o.room)
 }
 
-// take hands the writer what is queued, swapping in spare as the new buffer,
-// and reports whether the socket should be closed after writing it.
-func (o *outbox) take(spare []byte) (b []byte, closeAfter, closed bool) {
+// take hands the writer what is queued and its marks, swapping in spare as
+// the new buffer, and reports whether the socket should be closed after
+// writing it.
+func (o *outbox) take(spare []byte) (b []byte, marks []mark, closeAfter, closed bool) {
 	o.mu.Lock()
 	b, o.buf = o.buf, spare[:0]
+	marks, o.marks = o.marks, nil
 	closeAfter, closed = o.closeAfter, o.closed
 	if closed {
 		o.buf = nil
 	}
 	o.mu.Unlock()
 	signal(o.room)
-	return b, closeAfter, closed
+	return b, marks, closeAfter, closed
 }

@@ -6,6 +6,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -17,6 +18,7 @@ import (
 
 	"holdfast/epmd"
 	"holdfast/internal/netx"
+	"holdfast/link"
 )
 
 // ErrServerClosed is returned by Serve after Close or Shutdown.
@@ -63,6 +65,9 @@ type Server struct {
 	// WriteTimeout bounds each write to a player's socket. Zero or negative
 	// means 30 s.
 	WriteTimeout time.Duration
+	// NoCompress stops the gateway from offering MCCP2 output compression,
+	// which it otherwise offers every client, as MUDs do.
+	NoCompress bool
 
 	once      sync.Once
 	ctx       context.Context // done at Close
@@ -72,6 +77,8 @@ type Server struct {
 	sessions  map[*session]struct{}
 	cur       *backendLink
 	nextID    uint64
+	started   time.Time
+	gameMSSP  []byte // the backend's MSSP variables, encoded
 	closing   bool
 	drained   chan struct{} // closed when the last session ends during Shutdown
 	wg        sync.WaitGroup
@@ -103,6 +110,7 @@ func (s *Server) writeTimeout() time.Duration { return positive(s.WriteTimeout, 
 func (s *Server) init() {
 	s.once.Do(func() {
 		s.ctx, s.cancel = context.WithCancel(context.Background())
+		s.started = time.Now()
 		s.listeners = make(map[net.Listener]struct{})
 		s.sessions = make(map[*session]struct{})
 		s.wg.Add(1)
@@ -243,4 +251,43 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.Close()
 	return err
+}
+
+// setMSSP keeps the game's MSSP variables, less those the gateway itself
+// knows better.
+func (s *Server) setMSSP(vars []byte) {
+	var keep []byte
+	for len(vars) > 0 {
+		end := bytes.IndexByte(vars[1:], 1) + 1
+		if end == 0 {
+			end = len(vars)
+		}
+		one := vars[:end]
+		vars = vars[end:]
+		name := one[1:]
+		if i := bytes.IndexByte(name, 2); i >= 0 {
+			name = name[:i]
+		}
+		if one[0] != 1 || string(name) == "PLAYERS" || string(name) == "UPTIME" {
+			continue
+		}
+		keep = append(keep, one...)
+	}
+	s.mu.Lock()
+	s.gameMSSP = keep
+	s.mu.Unlock()
+}
+
+// mssp returns the variables for an MSSP crawler: the game's, and the
+// player count and start time, which the gateway knows even while no
+// backend runs.
+func (s *Server) mssp() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := bytes.Clone(s.gameMSSP)
+	if len(b) == 0 {
+		b = link.AppendMSSPVar(b, "NAME", "holdfast")
+	}
+	b = link.AppendMSSPVar(b, "PLAYERS", strconv.Itoa(len(s.sessions)))
+	return link.AppendMSSPVar(b, "UPTIME", strconv.FormatInt(s.started.Unix(), 10))
 }

@@ -30,10 +30,11 @@ type session struct {
 	srv   *Server
 	id    string
 	conn  net.Conn
-	facts link.Facts
 	out   *outbox
-	dec   telnet.Decoder // used by readPlayer only
 	enc   telnet.Encoder // used by the one stream reader only
+
+	tmu    sync.Mutex // guards the telnet engine
+	engine *telnet.Engine
 
 	mu    sync.Mutex
 	space sync.Cond // signalled when input is acknowledged or the session ends
@@ -49,6 +50,8 @@ type session struct {
 	lk      *backendLink
 	gone    bool // the player left or the session ended
 	noticed bool // the player was told the game is away
+	facts   link.Facts
+	hello   [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
 
 	wmu sync.Mutex // serialises frames on the stream, and attaching
 }
@@ -62,40 +65,63 @@ func newSession(srv *Server, id string, c net.Conn) *session {
 		out:   newOutbox(srv.outputQueue()),
 	}
 	s.space.L = &s.mu
+	s.engine = telnet.NewEngine(s, srv.NoCompress)
 	return s
 }
 
 // readPlayer reads the player's socket until it closes, holding input and
-// passing it to the backend when one is attached.
+// passing it to the backend when one is attached. It first makes the
+// gateway's telnet offers and gives the client a moment to answer them, so
+// that the backend starts with the facts; a client that answers nothing
+// waits no longer than negotiationWait, and what it types meanwhile is kept.
 func (s *session) readPlayer() {
 	defer s.srv.wg.Done()
-	if cur := s.srv.current(); cur == nil || !s.attach(cur) {
-		s.mu.Lock()
-		s.noticed = true
-		s.mu.Unlock()
-		s.notice(noticeWaiting)
-	}
 	buf := make([]byte, 2048)
 	var data []byte
-	for {
+	read := func() bool {
 		n, err := s.conn.Read(buf)
 		if n > 0 {
-			data = s.dec.Decode(data[:0], buf[:n], s)
+			data = s.fromPlayer(data[:0], buf[:n])
 			if len(data) > 0 && !s.hold(data) {
-				return
+				return false
 			}
 			if cap(data) > 4096 {
 				data = nil
 			}
 		}
 		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !s.isGone() {
+				return true // the negotiation wait is over
+			}
 			reason := "player closed the connection"
 			if !errors.Is(err, io.EOF) {
 				reason = "player connection failed"
 			}
 			s.finish(reason, false)
+			return false
+		}
+		return true
+	}
+
+	s.tmu.Lock()
+	s.engine.Start()
+	s.tmu.Unlock()
+	deadline := time.Now().Add(negotiationWait)
+	s.conn.SetReadDeadline(deadline)
+	for !s.settled() && time.Now().Before(deadline) {
+		if !read() {
 			return
 		}
+	}
+	s.conn.SetReadDeadline(time.Time{})
+	if cur := s.srv.current(); cur == nil || !s.attach(cur) {
+		s.mu.Lock()
+		s.noticed = true
+		s.mu.Unlock()
+		s.notice(noticeWaiting)
+	}
+	for read() {
 	}
 }
 
@@ -150,32 +176,38 @@ func writeChunks(st *yamux.Stream, typ byte, b []byte) error {
 	return nil
 }
 
-// The session is the decoder's telnet.Handler. Until the full protocol engine
-// exists every option is refused, which RFC 1143 allows and which cannot loop.
-func (s *session) Negotiate(verb, opt byte) {
-	if reply, ok := telnet.Refusal(verb); ok {
-		s.out.put([]byte{telnet.IAC, reply, opt}, 0)
-	}
-}
-
-func (s *session) Subnegotiation(byte, []byte, bool) {}
-func (s *session) Command(byte)                      {}
-
-// writePlayer drains the outbox to the socket. It is the only goroutine
-// that writes to the socket, and the one that closes it at the end.
+// writePlayer drains the outbox to the socket, compressing what follows an
+// MCCP2 start. It is the only goroutine that writes to the socket, and the
+// one that closes it at the end.
 func (s *session) writePlayer() {
 	defer s.srv.wg.Done()
 	defer s.srv.remove(s)
 	defer s.conn.Close()
-	var spare []byte
+	var spare, wire []byte
+	var comp telnet.Compressor
+	compressing := false
 	for range s.out.ready {
-		b, closeAfter, closed := s.out.take(spare)
+		b, marks, closeAfter, closed := s.out.take(spare)
 		if closed {
 			return
 		}
-		if len(b) > 0 {
+		wire = wire[:0]
+		from := 0
+		for _, m := range append(marks, mark{at: len(b), compress: compressing}) {
+			if compressing {
+				wire = comp.Append(wire, b[from:m.at])
+			} else {
+				wire = append(wire, b[from:m.at]...)
+			}
+			if compressing && !m.compress {
+				wire = comp.End(wire)
+			}
+			compressing, from = m.compress, m.at
+		}
+		if len(wire) > 0 {
 			s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
-			if _, err := s.conn.Write(b); err != nil {
+			_, err := s.conn.Write(wire)
+			if err != nil {
 				s.srv.log().Info("gateway: write to player failed", zap.String("session", s.id), zap.Error(err))
 				s.finish("player write failed", false)
 				return
@@ -189,6 +221,9 @@ func (s *session) writePlayer() {
 		spare = b[:0]
 		if cap(spare) > 16<<10 {
 			spare = nil
+		}
+		if cap(wire) > 16<<10 {
+			wire = nil
 		}
 	}
 }
@@ -226,6 +261,7 @@ func (s *session) attach(lk *backendLink) bool {
 	s.opened = true
 	o.Resumed = s.resumed
 	input := bytes.Clone(s.in)
+	hello := s.hello
 	s.st, s.lk, s.sent = st, lk, len(s.in)
 	noticed := s.noticed
 	s.noticed = false
@@ -234,6 +270,11 @@ func (s *session) attach(lk *backendLink) bool {
 		s.notice(noticeBack)
 	}
 	err = link.WriteFrame(st, link.FrameOpen, o.Append(nil))
+	for _, m := range hello {
+		if err == nil {
+			err = link.WriteFrame(st, link.FrameGMCPIn, m)
+		}
+	}
 	if err == nil {
 		err = writeChunks(st, link.FrameInput, input)
 	}
@@ -286,6 +327,8 @@ loop:
 		case link.FrameEnd:
 			ended = true
 			break loop
+		default:
+			s.fromBackend(typ, p)
 		}
 	}
 	st.Close()

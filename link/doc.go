@@ -34,15 +34,21 @@
 //	Control  gateway->backend, first frame: opens the control stream (empty)
 //	Goodbye  backend->gateway: the backend is shutting down; the gateway stops
 //	         sending input and holds its sessions
+//	MSSP     backend->gateway: the game's MSSP variables, encoded as on the
+//	         wire (VAR name VAL value...); the gateway answers crawlers with
+//	         them, adding PLAYERS and UPTIME, also while no backend runs
 //
 // Session stream, gateway->backend:
 //
 //	Open     first frame: id:str16 resumed:u32 offset:u64 facts state:u32+bytes
 //	         (facts: client:str16 terminal:str16 mtts:u32 width:u16
-//	         height:u16 charset:str16); offset is how many input bytes of the
+//	         height:u16 charset:str16 clientname:str16 clientversion:str16
+//	         reportedip:str16); offset is how many input bytes of the
 //	         session the application has already consumed
 //	Input    player input, telnet already removed, lines ending in "\n"
 //	Hangup   the player has gone; the backend ends the session
+//	Facts    the facts changed (a window resize, a terminal type learnt)
+//	GMCPIn   a GMCP message from the client: "Package.Message json"
 //
 // Session stream, backend->gateway:
 //
@@ -53,6 +59,11 @@
 //	         the gateway keeps it and hands it back in the next Open
 //	End      the application ended the session; the gateway flushes output and
 //	         closes the player's socket
+//	GMCPOut  a GMCP message for the client, sent if the client speaks GMCP
+//	Echo     one byte: 0 asks the client to stop echoing input (a password),
+//	         1 to echo again
+//	Prompt   the output so far ends a prompt: the gateway marks it with IAC
+//	         EOR or IAC GA, as the client negotiated
 //
 // A session stream that closes without End or Hangup is a detach: the gateway
 // keeps the session and resumes it on the next backend, replaying input after

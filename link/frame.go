@@ -11,15 +11,21 @@ import (
 const (
 	FrameControl byte = 1
 	FrameGoodbye byte = 2
+	FrameMSSP    byte = 3
 
 	FrameOpen   byte = 10
 	FrameInput  byte = 11
 	FrameHangup byte = 12
+	FrameFacts  byte = 13
+	FrameGMCPIn byte = 14
 
-	FrameOutput byte = 20
-	FrameAck    byte = 21
-	FrameState  byte = 22
-	FrameEnd    byte = 23
+	FrameOutput  byte = 20
+	FrameAck     byte = 21
+	FrameState   byte = 22
+	FrameEnd     byte = 23
+	FrameGMCPOut byte = 24
+	FrameEcho    byte = 25
+	FramePrompt  byte = 26
 )
 
 const (

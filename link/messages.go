@@ -5,14 +5,18 @@ import (
 	"fmt"
 )
 
-// Facts are what the gateway learnt about a player's connection.
+// Facts are what the gateway learnt about a player's connection. Each is
+// empty or zero while unknown.
 type Facts struct {
-	ClientAddr string // the player's address, host:port
-	Terminal   string // terminal type (TTYPE), upper case; empty if unknown
-	MTTS       uint32 // MTTS capability bits; 0 if unknown
-	Width      uint16 // window size (NAWS); 0 if unknown
-	Height     uint16
-	Charset    string // negotiated character set; empty if unknown
+	ClientAddr    string // the player's address as the gateway sees it, host:port
+	Terminal      string // terminal type (TTYPE), as the client sent it
+	MTTS          uint32 // MTTS capability bits
+	Width         uint16 // window size (NAWS)
+	Height        uint16
+	Charset       string // negotiated character set ("UTF-8")
+	ClientName    string // the client program (MTTS cycle or NEW-ENVIRON)
+	ClientVersion string // NEW-ENVIRON CLIENT_VERSION
+	ReportedIP    string // NEW-ENVIRON IPADDRESS: the address the client says it has
 }
 
 // Open is the first frame of a session stream.
@@ -87,7 +91,10 @@ func (f *Facts) Append(b []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, f.MTTS)
 	b = binary.BigEndian.AppendUint16(b, f.Width)
 	b = binary.BigEndian.AppendUint16(b, f.Height)
-	return appendStr16(b, f.Charset)
+	b = appendStr16(b, f.Charset)
+	b = appendStr16(b, f.ClientName)
+	b = appendStr16(b, f.ClientVersion)
+	return appendStr16(b, f.ReportedIP)
 }
 
 func (f *Facts) decode(d *decoder) {
@@ -97,6 +104,17 @@ func (f *Facts) decode(d *decoder) {
 	f.Width = d.u16()
 	f.Height = d.u16()
 	f.Charset = d.str16()
+	f.ClientName = d.str16()
+	f.ClientVersion = d.str16()
+	f.ReportedIP = d.str16()
+}
+
+// ParseFacts decodes a Facts payload.
+func ParseFacts(b []byte) (Facts, error) {
+	d := decoder{b: b}
+	var f Facts
+	f.decode(&d)
+	return f, d.err
 }
 
 // ParseOpen decodes an Open payload. Bytes after the known fields are
@@ -125,4 +143,28 @@ func ParseAck(b []byte) (uint64, error) {
 		return 0, fmt.Errorf("%w: ack of %d bytes", ErrProtocol, len(b))
 	}
 	return binary.BigEndian.Uint64(b), nil
+}
+
+// AppendMSSPVar encodes one MSSP variable as it goes on the wire: VAR name
+// then VAL value for each value. Bytes MSSP reserves (NUL, VAR, VAL, IAC)
+// are dropped.
+func AppendMSSPVar(b []byte, name string, values ...string) []byte {
+	b = append(b, 1)
+	b = appendMSSPText(b, name)
+	for _, v := range values {
+		b = append(b, 2)
+		b = appendMSSPText(b, v)
+	}
+	return b
+}
+
+func appendMSSPText(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case 0, 1, 2, 255:
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
 }
