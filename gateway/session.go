@@ -27,11 +27,11 @@ const (
 // and a writer goroutine for as long as it is open; while a backend is
 // attached, a third goroutine reads that backend's stream.
 type session struct {
-	srv   *Server
-	id    string
-	conn  net.Conn
-	out   *outbox
-	enc   telnet.Encoder // used by the one stream reader only
+	srv  *Server
+	id   string
+	conn net.Conn
+	out  *outbox
+	enc  telnet.Encoder // used by the one stream reader only
 
 	tmu    sync.Mutex // guards the telnet engine
 	engine *telnet.Engine
