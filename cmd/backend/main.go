@@ -51,6 +51,16 @@ func main() {
 	log.Info("backend: registered", zap.String("name", *name), zap.Stringer("addr", l.Addr()))
 	systemd.Ready()
 
+	l.SetMSSP([]backend.MSSPVar{
+		{Name: "NAME", Values: []string{"holdfast demo talker"}},
+		{Name: "CODEBASE", Values: []string{"holdfast"}},
+		{Name: "GENRE", Values: []string{"None"}},
+		{Name: "GAMEPLAY", Values: []string{"Social"}},
+		{Name: "ANSI", Values: []string{"0"}},
+		{Name: "UTF-8", Values: []string{"1"}},
+		{Name: "GMCP", Values: []string{"1"}},
+		{Name: "MCCP", Values: []string{"1"}},
+	})
 	t := newTalker(log)
 	var wg sync.WaitGroup
 	go func() {

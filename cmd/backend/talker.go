@@ -21,6 +21,9 @@ const maxNameLen = 20
 // state is what the talker keeps in the gateway for each session.
 type state struct {
 	Name string `json:"name"`
+	// Password is set while the player is typing a password: if the game
+	// restarts then, the line that arrives next is still the password.
+	Password bool `json:"password,omitempty"`
 }
 
 // talker is the demo application: players log in with a name, talk to
@@ -64,6 +67,11 @@ func (t *talker) serve(s *backend.Session) {
 	if arrived {
 		fmt.Fprintf(s, "Welcome, %s.\n", st.Name)
 		t.broadcast(fmt.Sprintf("%s has arrived.\n", st.Name), s)
+		status, _ := json.Marshal(map[string]any{"name": st.Name, "online": len(t.names())})
+		s.SendGMCP("Char.Status", status)
+	}
+	if st.Password && !t.password(s, &st) {
+		return
 	}
 	for {
 		line, err := s.ReadLine()
@@ -127,14 +135,36 @@ func (t *talker) command(s *backend.Session, name, line string) bool {
 		if err != nil {
 			host = f.ClientAddr
 		}
-		fmt.Fprintf(s, "id: %s\nresumed: %d\nterminal: %s\nmtts: %d\nwidth: %d\nheight: %d\ncharset: %s\nclient_ip: %s\n",
-			s.ID(), s.Resumed(), f.Terminal, f.MTTS, f.Width, f.Height, f.Charset, host)
+		fmt.Fprintf(s, "id: %s\nresumed: %d\nclient: %s\nterminal: %s\nmtts: %d\nwidth: %d\nheight: %d\ncharset: %s\nclient_ip: %s\n",
+			s.ID(), s.Resumed(), strings.TrimSpace(f.ClientName+" "+f.ClientVersion), f.Terminal, f.MTTS, f.Width, f.Height, f.Charset, host)
+	case "password":
+		st := state{Name: name, Password: true}
+		return t.password(s, &st)
 	case "quit":
 		fmt.Fprintf(s, "Goodbye, %s.\n", name)
 		return false
 	default:
-		io.WriteString(s, "Commands: say TEXT, who, echo TEXT, session, quit.\n")
+		io.WriteString(s, "Commands: say TEXT, who, echo TEXT, session, password, quit.\n")
 	}
+	return true
+}
+
+// password asks for a password with the client's echo off, and turns echo
+// back on. The password itself is only counted: this is a demo.
+func (t *talker) password(s *backend.Session, st *state) bool {
+	b, _ := json.Marshal(st)
+	if s.SetState(b) != nil || s.SetEcho(false) != nil || s.Prompt("Password: ") != nil {
+		return false
+	}
+	line, err := s.ReadLine()
+	if err != nil {
+		return false
+	}
+	st.Password = false
+	b, _ = json.Marshal(st)
+	s.SetState(b)
+	s.SetEcho(true)
+	fmt.Fprintf(s, "\nPassword of %d characters noted.\n", len(line))
 	return true
 }
 

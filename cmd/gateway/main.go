@@ -28,6 +28,7 @@ func main() {
 		listen  = flag.String("listen", ":4000", "telnet address for players")
 		backend = flag.String("backend", "game", "backend name in epmd; NAME@HOST asks the epmd on HOST")
 		embed   = flag.Bool("embed-epmd", true, "serve the registry on -epmd-port unless an epmd already answers there")
+		mccp    = flag.Bool("mccp", true, "offer MCCP2 output compression to clients")
 	)
 	common.Register(flag.CommandLine)
 	flag.Parse()
@@ -42,14 +43,14 @@ func main() {
 	if err != nil {
 		cli.Fatal("gateway", err)
 	}
-	if err := run(log, &common, cookie, *listen, *backend, *embed); err != nil {
+	if err := run(log, &common, cookie, *listen, *backend, *embed, *mccp); err != nil {
 		log.Error("gateway: stopped", zap.Error(err))
 		os.Exit(1)
 	}
 }
 
-func run(log *zap.Logger, common *cli.Common, cookie []byte, listen, backend string, embed bool) error {
-	gw := &gateway.Server{Backend: backend, Cookie: cookie, Logger: log, EPMD: common.EPMDAddr()}
+func run(log *zap.Logger, common *cli.Common, cookie []byte, listen, backend string, embed, mccp bool) error {
+	gw := &gateway.Server{Backend: backend, Cookie: cookie, Logger: log, EPMD: common.EPMDAddr(), NoCompress: !mccp}
 	var registry *epmd.Server
 	if embed {
 		reg, addr, err := embedRegistry(log, common.EPMDPort)
