@@ -278,16 +278,20 @@ func (s *Server) setMSSP(vars []byte) {
 	s.mu.Unlock()
 }
 
-// mssp returns the variables for an MSSP crawler: the game's, and the
-// player count and start time, which the gateway knows even while no
-// backend runs.
-func (s *Server) mssp() []byte {
+// mssp returns the variables for the MSSP crawler on session asking: the
+// game's, and the player count (the crawler not included) and start time,
+// which the gateway knows even while no backend runs.
+func (s *Server) mssp(asking *session) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := bytes.Clone(s.gameMSSP)
 	if len(b) == 0 {
 		b = link.AppendMSSPVar(b, "NAME", "holdfast")
 	}
-	b = link.AppendMSSPVar(b, "PLAYERS", strconv.Itoa(len(s.sessions)))
+	players := len(s.sessions)
+	if _, ok := s.sessions[asking]; ok {
+		players--
+	}
+	b = link.AppendMSSPVar(b, "PLAYERS", strconv.Itoa(players))
 	return link.AppendMSSPVar(b, "UPTIME", strconv.FormatInt(s.started.Unix(), 10))
 }

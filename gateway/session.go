@@ -193,17 +193,22 @@ func (s *session) writePlayer() {
 		}
 		wire = wire[:0]
 		from := 0
-		for _, m := range append(marks, mark{at: len(b), compress: compressing}) {
+		segment := func(to int) {
 			if compressing {
-				wire = comp.Append(wire, b[from:m.at])
+				wire = comp.Append(wire, b[from:to])
 			} else {
-				wire = append(wire, b[from:m.at]...)
+				wire = append(wire, b[from:to]...)
 			}
+			from = to
+		}
+		for _, m := range marks {
+			segment(m.at)
 			if compressing && !m.compress {
 				wire = comp.End(wire)
 			}
-			compressing, from = m.compress, m.at
+			compressing = m.compress
 		}
+		segment(len(b))
 		if len(wire) > 0 {
 			s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
 			_, err := s.conn.Write(wire)

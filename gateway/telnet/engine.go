@@ -109,7 +109,7 @@ func (e *Engine) Settled() bool {
 }
 
 func (e *Engine) ttypeCycling() bool {
-	return e.enabled(OptTTYPE, him) && len(e.ttypes) > 0 && len(e.ttypes) < maxTTypeCycle && !e.ttypeDone()
+	return e.enabled(OptTTYPE, him) && !e.ttypeDone()
 }
 
 func (e *Engine) ttypeDone() bool {
