@@ -54,7 +54,7 @@ func (tm *terminal) waitFor(want string, count int) {
 
 // fact returns the last value of "key: value" on the screen.
 func (tm *terminal) fact(key string) string {
-	m := regexp.MustCompile(`(?m)^` + key + `: (.*)$`).FindAllStringSubmatch(tm.screen(), -1)
+	m := regexp.MustCompile(`(?m)^`+key+`: (.*)$`).FindAllStringSubmatch(tm.screen(), -1)
 	if len(m) == 0 {
 		return ""
 	}
