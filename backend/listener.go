@@ -119,9 +119,30 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 		links:    make(map[*gatewayLink]struct{}),
 		sessions: make(map[*Session]struct{}),
 	}
-	l.wg.Add(1)
+	l.wg.Add(2)
 	go l.serve()
+	go l.shrinkIdle()
 	return l, nil
+}
+
+// shrinkIdle releases the receive buffers yamux keeps for every stream
+// after a burst of input, so that idle sessions cost little memory.
+func (l *Listener) shrinkIdle() {
+	defer l.wg.Done()
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+		}
+		l.mu.Lock()
+		for s := range l.sessions {
+			s.st.Shrink()
+		}
+		l.mu.Unlock()
+	}
 }
 
 // Addr returns the address the link is accepted on.

@@ -113,9 +113,42 @@ func (s *Server) init() {
 		s.started = time.Now()
 		s.listeners = make(map[net.Listener]struct{})
 		s.sessions = make(map[*session]struct{})
-		s.wg.Add(1)
+		s.wg.Add(2)
 		go s.keepLink()
+		go s.shrinkIdle()
 	})
+}
+
+// shrinkInterval is how often the receive buffers of streams are released.
+const shrinkInterval = 10 * time.Second
+
+// shrinkIdle releases the receive buffers that yamux keeps for every stream
+// after a burst of output, so that idle sessions cost little memory.
+func (s *Server) shrinkIdle() {
+	defer s.wg.Done()
+	t := time.NewTicker(shrinkInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		list := make([]*session, 0, len(s.sessions))
+		for ss := range s.sessions {
+			list = append(list, ss)
+		}
+		s.mu.Unlock()
+		for _, ss := range list {
+			ss.mu.Lock()
+			st := ss.st
+			ss.mu.Unlock()
+			if st != nil {
+				st.Shrink() // a no-op while data waits to be read
+			}
+		}
+	}
 }
 
 // Serve accepts players on ln until Close or Shutdown, and then returns
