@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -29,6 +31,7 @@ func main() {
 		backend = flag.String("backend", "game", "backend name in epmd; NAME@HOST asks the epmd on HOST")
 		embed   = flag.Bool("embed-epmd", true, "serve the registry on -epmd-port unless an epmd already answers there")
 		mccp    = flag.Bool("mccp", true, "offer MCCP2 output compression to clients")
+		debug   = flag.String("debug-addr", "", "serve Go's /debug/pprof on this address (keep it on loopback); empty: off")
 	)
 	common.Register(flag.CommandLine)
 	flag.Parse()
@@ -42,6 +45,11 @@ func main() {
 	cookie, err := common.Cookie()
 	if err != nil {
 		cli.Fatal("gateway", err)
+	}
+	if *debug != "" {
+		if err := serveDebug(log, *debug); err != nil {
+			cli.Fatal("gateway", err)
+		}
 	}
 	if err := run(log, &common, cookie, *listen, *backend, *embed, *mccp); err != nil {
 		log.Error("gateway: stopped", zap.Error(err))
@@ -115,4 +123,20 @@ func embedRegistry(log *zap.Logger, port int) (*epmd.Server, string, error) {
 	addr := "127.0.0.1:" + strconv.Itoa(actual)
 	log.Info("gateway: registry listening", zap.Stringer("addr", ln.Addr()), zap.Int("port", actual))
 	return reg, addr, nil
+}
+
+// serveDebug serves Go's profiler: goroutine counts, heap and CPU profiles
+// of a running gateway.
+func serveDebug(log *zap.Logger, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-debug-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	log.Info("gateway: debug listening", zap.Stringer("addr", ln.Addr()))
+	return nil
 }

@@ -1,0 +1,218 @@
+package test
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	soakPlayers  = flag.Int("soak.players", 20, "players typing in TestChaosSoak")
+	soakRestarts = flag.Int("soak.restarts", 10, "backend restarts in TestChaosSoak")
+	soakSeed     = flag.Uint64("soak.seed", 0, "random seed for TestChaosSoak; 0 picks one")
+)
+
+// soakPlayer types numbered lines at random intervals and checks the
+// answers: every line answered, in order, duplicates counted.
+type soakPlayer struct {
+	name string
+	conn net.Conn
+	sent atomic.Int64 // lines typed: echo NAME-1 ... NAME-sent
+
+	mu           sync.Mutex
+	next         int64 // the next line number expected new
+	seen         map[int64]bool
+	duplicates   int
+	outOfOrder   int
+	disconnected error
+	done         chan struct{} // closed when "echo: NAME-end" arrives or the connection fails
+}
+
+func (p *soakPlayer) read(r io.Reader) {
+	defer close(p.done)
+	sc := bufio.NewScanner(r)
+	prefix := "echo: " + p.name + "-"
+	for sc.Scan() {
+		l := strings.TrimRight(sc.Text(), "\r")
+		rest, ok := strings.CutPrefix(l, prefix)
+		if !ok {
+			continue
+		}
+		if rest == "end" {
+			return
+		}
+		k, err := strconv.ParseInt(rest, 10, 64)
+		if err != nil {
+			continue
+		}
+		p.mu.Lock()
+		switch {
+		case k == p.next:
+			p.next++
+		case k < p.next:
+			p.duplicates++ // replayed after a backend died before acknowledging
+		default:
+			p.outOfOrder++ // a line skipped ahead of one not yet answered
+			p.next = k + 1
+		}
+		p.seen[k] = true
+		p.mu.Unlock()
+	}
+	p.mu.Lock()
+	p.disconnected = fmt.Errorf("connection ended: %v", sc.Err())
+	p.mu.Unlock()
+}
+
+func (p *soakPlayer) lost() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var n int64
+	for k := int64(1); k <= p.sent.Load(); k++ {
+		if !p.seen[k] {
+			n++
+		}
+	}
+	return n
+}
+
+// gatewayStats returns the gateway's resident memory (KiB) and goroutines.
+func gatewayStats(t *testing.T, gw *proc, debugAddr string) (rssKiB, goroutines int) {
+	t.Helper()
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(gw.cmd.Process.Pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			rssKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+	resp, err := http.Get("http://" + debugAddr + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first, _ := bufio.NewReader(resp.Body).ReadString('\n')
+	goroutines, _ = strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(first, "goroutine profile: total")))
+	return rssKiB, goroutines
+}
+
+// TestChaosSoak has players type numbered lines while the backend is killed
+// (SIGKILL) or stopped (SIGTERM) at random moments, and the standalone
+// registry now and then; at the end every line must have been answered, in
+// order, on connections that never dropped. It prints one summary line.
+// CI runs it small; for the large run:
+//
+//	go test ./test/ -run TestChaosSoak -v -soak.players 200 -soak.restarts 100
+func TestChaosSoak(t *testing.T) {
+	seed := *soakSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	rng := rand.New(rand.NewPCG(seed, 0))
+	reg, port := startEPMD(t, ourEPMD)
+	sys := startSystemOn(t, port, "-epmd-port", strconv.Itoa(port), "-embed-epmd=false", "-debug-addr", "127.0.0.1:0")
+	debugAddr := sys.gw.waitLog("gateway: debug listening", 1)["addr"].(string)
+	be := sys.startBackend()
+	rss0, g0 := gatewayStats(t, sys.gw, debugAddr)
+
+	players := make([]*soakPlayer, *soakPlayers)
+	stop := make(chan struct{})
+	var typing sync.WaitGroup
+	for i := range players {
+		p := &soakPlayer{name: "p" + strconv.Itoa(i), seen: map[int64]bool{}, next: 1, done: make(chan struct{})}
+		players[i] = p
+		c := dial(t, sys.telnet, p.name)
+		c.login()
+		p.conn = c.conn
+		go p.read(c.r)
+		typing.Add(1)
+		go func(seed uint64) {
+			defer typing.Done()
+			r := rand.New(rand.NewPCG(seed, 1))
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Duration(5+r.IntN(60)) * time.Millisecond):
+				}
+				k := p.sent.Load() + 1
+				p.conn.SetWriteDeadline(time.Now().Add(waitFor))
+				if _, err := fmt.Fprintf(p.conn, "echo %s-%d\r\n", p.name, k); err != nil {
+					return
+				}
+				p.sent.Store(k)
+			}
+		}(rng.Uint64())
+	}
+
+	var kills, terms, registry int
+	for r := 0; r < *soakRestarts; r++ {
+		time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond) // typing goes on meanwhile
+		sig := syscall.SIGKILL
+		if rng.IntN(2) == 0 {
+			sig = syscall.SIGTERM
+			terms++
+		} else {
+			kills++
+		}
+		be.kill(sig)
+		be.wait()
+		if rng.IntN(5) == 0 {
+			registry++
+			reg.kill(syscall.SIGKILL)
+			reg.wait()
+			reg = startPath(t, epmdPath(t, ourEPMD), nil, "-port", strconv.Itoa(port))
+		}
+		be = sys.startBackend()
+	}
+	close(stop)
+	typing.Wait()
+	for _, p := range players {
+		fmt.Fprintf(p.conn, "echo %s-end\r\n", p.name)
+	}
+	var lines, lost, dups, ooo, disconnected int64
+	for _, p := range players {
+		select {
+		case <-p.done:
+		case <-time.After(2 * waitFor):
+			t.Errorf("%s: the last line was never answered", p.name)
+		}
+		p.mu.Lock()
+		if p.disconnected != nil {
+			disconnected++
+			t.Errorf("%s: %v", p.name, p.disconnected)
+		}
+		dups += int64(p.duplicates)
+		ooo += int64(p.outOfOrder)
+		p.mu.Unlock()
+		lines += p.sent.Load()
+		lost += p.lost()
+	}
+	rss1, g1 := gatewayStats(t, sys.gw, debugAddr)
+	for _, p := range players {
+		p.conn.Close()
+	}
+	var rss2, g2 int
+	eventually(t, "the gateway's goroutines are back to where they started", func() bool {
+		rss2, g2 = gatewayStats(t, sys.gw, debugAddr)
+		return g2 <= g0
+	})
+	fmt.Printf("soak: players=%d restarts=%d (SIGKILL %d, SIGTERM %d, registry %d) lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
+		len(players), *soakRestarts, kills, terms, registry, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, g0, g1, g2, seed)
+	if lost != 0 || ooo != 0 || disconnected != 0 {
+		t.Fatalf("lost %d, out of order %d, disconnected %d", lost, ooo, disconnected)
+	}
+}
