@@ -323,3 +323,69 @@ func (p *player) fillUntilBlocked() int {
 		}
 	}
 }
+
+// TestMegabytePaste: a player pastes a megabyte of lines while another
+// chats; every byte arrives, in order, and the other player is answered
+// throughout.
+func TestMegabytePaste(t *testing.T) {
+	e := newEnv(t, nil)
+	type got struct {
+		id    string
+		bytes int
+		sum   uint32
+	}
+	totals := make(chan got, 2)
+	e.backend(func(s *backend.Session) {
+		var n int
+		var sum uint32
+		for {
+			l, err := s.ReadLine()
+			if err != nil || l == "done" {
+				totals <- got{s.ID(), n, sum}
+				return
+			}
+			if strings.HasPrefix(l, "ping") {
+				fmt.Fprintf(s, "pong %s\n", l)
+				continue
+			}
+			n += len(l) + 1
+			for i := 0; i < len(l); i++ {
+				sum = sum*31 + uint32(l[i])
+			}
+			sum = sum*31 + '\n'
+		}
+	})
+	paster, chatter := e.dial(), e.dial()
+	var paste strings.Builder
+	var want uint32
+	for paste.Len() < 1<<20 {
+		line := fmt.Sprintf("%07d %s", paste.Len(), strings.Repeat("abcdefgh", 120))
+		paste.WriteString(line + "\r\n")
+		for i := 0; i < len(line); i++ {
+			want = want*31 + uint32(line[i])
+		}
+		want = want*31 + '\n'
+	}
+	wantBytes := len(strings.ReplaceAll(paste.String(), "\r\n", "\n"))
+	pasted := make(chan error, 1)
+	go func() {
+		paster.conn.SetWriteDeadline(time.Now().Add(waitFor))
+		_, err := io.WriteString(paster.conn, paste.String()+"done\r\n")
+		pasted <- err
+	}()
+	for i := 0; i < 20; i++ {
+		chatter.send(fmt.Sprintf("ping %d\r\n", i))
+		chatter.expect(fmt.Sprintf("pong ping %d", i))
+	}
+	if err := <-pasted; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case g := <-totals:
+		if g.bytes != wantBytes || g.sum != want {
+			t.Fatalf("the backend got %d bytes (checksum %x), want %d (%x)", g.bytes, g.sum, wantBytes, want)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the paste never arrived whole")
+	}
+}
