@@ -136,6 +136,7 @@ func TestChaosSoak(t *testing.T) {
 		players[i] = p
 		c := dial(t, sys.telnet, p.name)
 		c.login()
+		c.conn.SetReadDeadline(time.Time{}) // the soak may outlast login's deadline
 		p.conn = c.conn
 		go p.read(c.r)
 		typing.Add(1)
