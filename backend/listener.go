@@ -23,7 +23,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -218,10 +220,7 @@ func (l *Listener) SetMSSP(vars []MSSPVar) {
 	}
 	l.mu.Lock()
 	l.mssp = b
-	links := make([]*gatewayLink, 0, len(l.links))
-	for gl := range l.links {
-		links = append(links, gl)
-	}
+	links := slices.Collect(maps.Keys(l.links))
 	l.mu.Unlock()
 	for _, gl := range links {
 		gl.control(link.FrameMSSP, b)

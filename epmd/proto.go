@@ -121,7 +121,12 @@ func appendRequest(b, body []byte) []byte {
 
 // appendAlive2Req encodes n as an ALIVE2_REQ body.
 func appendAlive2Req(b []byte, n *Node) []byte {
-	b = append(b, tagAlive2Req)
+	return appendNode(append(b, tagAlive2Req), n)
+}
+
+// appendNode encodes a node as ALIVE2_REQ and PORT2_RESP both carry it:
+// port, type, protocol, versions, name and extra.
+func appendNode(b []byte, n *Node) []byte {
 	b = binary.BigEndian.AppendUint16(b, n.Port)
 	b = append(b, n.NodeType, n.Protocol)
 	b = binary.BigEndian.AppendUint16(b, n.HighVersion)
@@ -205,15 +210,7 @@ func parseAlive2Resp(b []byte) (result uint8, creation uint32) {
 
 // appendPort2Resp encodes a successful PORT_PLEASE2 answer.
 func appendPort2Resp(b []byte, n *Node) []byte {
-	b = append(b, tagPort2Resp, 0)
-	b = binary.BigEndian.AppendUint16(b, n.Port)
-	b = append(b, n.NodeType, n.Protocol)
-	b = binary.BigEndian.AppendUint16(b, n.HighVersion)
-	b = binary.BigEndian.AppendUint16(b, n.LowVersion)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(n.Name)))
-	b = append(b, n.Name...)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(n.Extra)))
-	return append(b, n.Extra...)
+	return appendNode(append(b, tagPort2Resp, 0), n)
 }
 
 // parsePort2Resp decodes a PORT2_RESP, success or not.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,10 +162,7 @@ func (s *Server) serveLink(lk *backendLink, name string) {
 	go lk.readControl(s)
 	s.mu.Lock()
 	s.cur = lk
-	held := make([]*session, 0, len(s.sessions))
-	for ss := range s.sessions {
-		held = append(held, ss)
-	}
+	held := slices.Collect(maps.Keys(s.sessions))
 	s.mu.Unlock()
 	start := time.Now()
 	resumed := 0

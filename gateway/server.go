@@ -9,7 +9,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -135,10 +137,7 @@ func (s *Server) shrinkIdle() {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		list := make([]*session, 0, len(s.sessions))
-		for ss := range s.sessions {
-			list = append(list, ss)
-		}
+		list := slices.Collect(maps.Keys(s.sessions))
 		s.mu.Unlock()
 		for _, ss := range list {
 			ss.mu.Lock()
@@ -261,10 +260,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	var drained chan struct{}
-	list := make([]*session, 0, len(s.sessions))
-	for ss := range s.sessions {
-		list = append(list, ss)
-	}
+	list := slices.Collect(maps.Keys(s.sessions))
 	if len(list) > 0 {
 		drained = make(chan struct{})
 		s.drained = drained
