@@ -87,8 +87,9 @@ func (p *soakPlayer) lost() int64 {
 	return n
 }
 
-// gatewayStats returns the gateway's resident memory (KiB) and goroutines.
-func gatewayStats(t *testing.T, gw *proc, debugAddr string) (rssKiB, goroutines int) {
+// gatewayStats returns the gateway's resident memory and live heap (KiB),
+// and its goroutines.
+func gatewayStats(t *testing.T, gw *proc, debugAddr string) (rssKiB, heapKiB, goroutines int) {
 	t.Helper()
 	status, err := os.ReadFile("/proc/" + strconv.Itoa(gw.cmd.Process.Pid) + "/status")
 	if err != nil {
@@ -99,14 +100,26 @@ func gatewayStats(t *testing.T, gw *proc, debugAddr string) (rssKiB, goroutines 
 			rssKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 		}
 	}
-	resp, err := http.Get("http://" + debugAddr + "/debug/pprof/goroutine?debug=1")
-	if err != nil {
-		t.Fatal(err)
+	profile := func(name string) string {
+		resp, err := http.Get("http://" + debugAddr + "/debug/pprof/" + name + "?debug=1&gc=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
 	}
-	defer resp.Body.Close()
-	first, _ := bufio.NewReader(resp.Body).ReadString('\n')
+	first, _, _ := strings.Cut(profile("goroutine"), "\n")
 	goroutines, _ = strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(first, "goroutine profile: total")))
-	return rssKiB, goroutines
+	// The heap profile, taken after a collection (gc=1), ends with the
+	// runtime's MemStats: HeapInuse is what the live sessions hold.
+	for _, l := range strings.Split(profile("heap"), "\n") {
+		if v, ok := strings.CutPrefix(l, "# HeapInuse = "); ok {
+			n, _ := strconv.Atoi(v)
+			heapKiB = n / 1024
+		}
+	}
+	return rssKiB, heapKiB, goroutines
 }
 
 // TestChaosSoak has players type numbered lines while the backend is killed
@@ -126,7 +139,7 @@ func TestChaosSoak(t *testing.T) {
 	sys := startSystemOn(t, port, "-epmd-port", strconv.Itoa(port), "-embed-epmd=false", "-debug-addr", "127.0.0.1:0")
 	debugAddr := sys.gw.waitLog("gateway: debug listening", 1)["addr"].(string)
 	be := sys.startBackend()
-	rss0, g0 := gatewayStats(t, sys.gw, debugAddr)
+	rss0, heap0, g0 := gatewayStats(t, sys.gw, debugAddr)
 
 	players := make([]*soakPlayer, *soakPlayers)
 	stop := make(chan struct{})
@@ -202,17 +215,17 @@ func TestChaosSoak(t *testing.T) {
 		lines += p.sent.Load()
 		lost += p.lost()
 	}
-	rss1, g1 := gatewayStats(t, sys.gw, debugAddr)
+	rss1, heap1, g1 := gatewayStats(t, sys.gw, debugAddr)
 	for _, p := range players {
 		p.conn.Close()
 	}
-	var rss2, g2 int
+	var rss2, heap2, g2 int
 	eventually(t, "the gateway's goroutines are back to where they started", func() bool {
-		rss2, g2 = gatewayStats(t, sys.gw, debugAddr)
+		rss2, heap2, g2 = gatewayStats(t, sys.gw, debugAddr)
 		return g2 <= g0
 	})
-	fmt.Printf("soak: players=%d restarts=%d (SIGKILL %d, SIGTERM %d, registry %d) lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
-		len(players), *soakRestarts, kills, terms, registry, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, g0, g1, g2, seed)
+	fmt.Printf("soak: players=%d restarts=%d (SIGKILL %d, SIGTERM %d, registry %d) lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
+		len(players), *soakRestarts, kills, terms, registry, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
 	if lost != 0 || ooo != 0 || disconnected != 0 {
 		t.Fatalf("lost %d, out of order %d, disconnected %d", lost, ooo, disconnected)
 	}
