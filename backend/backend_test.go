@@ -213,9 +213,12 @@ func TestReadDeadline(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	l, g := setup(t)
 	st, s := g.open(l, link.Open{ID: "1"})
-	errs := make(chan error, 1)
+	errs := make(chan error, 2)
 	go func() {
 		_, err := s.ReadLine()
+		errs <- err
+		// Detached, the application still finishes what it is writing.
+		_, err = io.WriteString(s, "finishing\n")
 		errs <- err
 		s.Close()
 	}()
@@ -227,10 +230,14 @@ func TestShutdown(t *testing.T) {
 	if err := <-errs; !errors.Is(err, ErrDetached) {
 		t.Fatalf("read during shutdown: %v, want ErrDetached", err)
 	}
+	if err := <-errs; err != nil {
+		t.Fatalf("write after the detach: %v", err)
+	}
 	if typ, _ := frame(t, &link.Reader{R: g.ctrl}); typ != link.FrameGoodbye {
 		t.Fatalf("control stream got frame %d, want Goodbye", typ)
 	}
 	fr := link.Reader{R: st}
+	var output string
 	for {
 		st.SetReadDeadline(time.Now().Add(waitFor))
 		typ, _, err := fr.Next()
@@ -240,6 +247,13 @@ func TestShutdown(t *testing.T) {
 		if typ == link.FrameEnd {
 			t.Fatal("a detached session ended the player's session")
 		}
+		if typ == link.FrameOutput {
+			p, _ := fr.Payload()
+			output += string(p)
+		}
+	}
+	if output != "finishing\n" {
+		t.Fatalf("output during shutdown: %q", output)
 	}
 	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Accept after Shutdown: %v", err)

@@ -377,11 +377,10 @@ func (s *Session) writeError(err error) error {
 	return fmt.Errorf("%w: %v", ErrDetached, err)
 }
 
-// Write sends text to the player.
+// Write sends text to the player. It works on a detached session too,
+// while the link lasts, so that a backend that is shutting down finishes
+// what it is writing; once the link is gone it returns ErrDetached.
 func (s *Session) Write(p []byte) (int, error) {
-	if s.isDetached() {
-		return 0, ErrDetached
-	}
 	n := 0
 	for len(p) > 0 {
 		chunk := p[:min(len(p), link.MaxChunk)]
