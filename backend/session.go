@@ -360,12 +360,16 @@ func (s *Session) flushAckLocked(batch uint64) error {
 func (s *Session) send(typ byte, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if err := link.WriteFrame(s.st, typ, payload); err != nil {
+	b := link.AppendFrame(make([]byte, 0, len(payload)+32), typ, payload)
+	ack := s.toAck
+	if ack != s.acked {
+		// One write, so that frame and acknowledgement travel together.
+		b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, ack))
+	}
+	if _, err := s.st.Write(b); err != nil {
 		return s.writeError(err)
 	}
-	if err := s.flushAckLocked(0); err != nil {
-		return s.writeError(err)
-	}
+	s.acked = ack
 	return nil
 }
 

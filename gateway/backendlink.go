@@ -139,7 +139,7 @@ func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLi
 		c.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
-	mux, err := yamux.Client(c, link.YamuxConfig(s.log()))
+	mux, err := yamux.Client(link.Coalesce(c), link.YamuxConfig(s.log()))
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)

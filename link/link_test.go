@@ -305,3 +305,35 @@ func FuzzParseOpen(f *testing.F) {
 		}
 	})
 }
+
+// writes records each Write it gets.
+type writes struct {
+	net.Conn
+	got [][]byte
+}
+
+func (w *writes) Write(p []byte) (int, error) {
+	w.got = append(w.got, bytes.Clone(p))
+	return len(p), nil
+}
+
+func TestCoalesce(t *testing.T) {
+	w := &writes{}
+	c := Coalesce(w)
+	data := []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3} // a data frame of 3 bytes
+	ping := []byte{0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7} // a ping: no body follows
+	c.Write(data)
+	c.Write([]byte("abc"))
+	c.Write(ping)
+	empty := []byte{0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0} // a data frame with no body (FIN)
+	c.Write(empty)
+	want := [][]byte{append(bytes.Clone(data), "abc"...), ping, empty}
+	if len(w.got) != len(want) {
+		t.Fatalf("%d writes, want %d: %q", len(w.got), len(want), w.got)
+	}
+	for i := range want {
+		if !bytes.Equal(w.got[i], want[i]) {
+			t.Fatalf("write %d: %q, want %q", i, w.got[i], want[i])
+		}
+	}
+}

@@ -26,6 +26,7 @@ func main() {
 		common cli.Common
 		name   = flag.String("name", backend.DefaultName, "name to register in epmd")
 		listen = flag.String("listen", "127.0.0.1:0", "address for the gateway's link")
+		quiet  = flag.Bool("quiet", false, "do not announce arrivals and departures (for load tests)")
 	)
 	common.Register(flag.CommandLine)
 	flag.Parse()
@@ -61,7 +62,7 @@ func main() {
 		{Name: "GMCP", Values: []string{"1"}},
 		{Name: "MCCP", Values: []string{"1"}},
 	})
-	t := newTalker(log)
+	t := newTalker(log, *quiet)
 	var wg sync.WaitGroup
 	go func() {
 		<-ctx.Done()

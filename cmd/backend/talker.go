@@ -29,13 +29,23 @@ type state struct {
 // talker is the demo application: players log in with a name, talk to
 // each other and can inspect their session.
 type talker struct {
-	log     *zap.Logger
+	log *zap.Logger
+	// quiet leaves out the arrival and departure announcements, which cost
+	// every player a line per login: a load test logs thousands in at once.
+	quiet   bool
 	mu      sync.Mutex
 	players map[*backend.Session]string
 }
 
-func newTalker(log *zap.Logger) *talker {
-	return &talker{log: log, players: make(map[*backend.Session]string)}
+func newTalker(log *zap.Logger, quiet bool) *talker {
+	return &talker{log: log, quiet: quiet, players: make(map[*backend.Session]string)}
+}
+
+// announce tells everybody but s about a player's coming or going.
+func (t *talker) announce(text string, s *backend.Session) {
+	if !t.quiet {
+		t.broadcast(text, s)
+	}
 }
 
 func (t *talker) serve(s *backend.Session) {
@@ -66,7 +76,7 @@ func (t *talker) serve(s *backend.Session) {
 	}()
 	if arrived {
 		fmt.Fprintf(s, "Welcome, %s.\n", st.Name)
-		t.broadcast(fmt.Sprintf("%s has arrived.\n", st.Name), s)
+		t.announce(fmt.Sprintf("%s has arrived.\n", st.Name), s)
 		status, _ := json.Marshal(map[string]any{"name": st.Name, "online": len(t.names())})
 		s.SendGMCP("Char.Status", status)
 	}
@@ -77,12 +87,12 @@ func (t *talker) serve(s *backend.Session) {
 		line, err := s.ReadLine()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				t.broadcast(fmt.Sprintf("%s has left.\n", st.Name), s)
+				t.announce(fmt.Sprintf("%s has left.\n", st.Name), s)
 			}
 			return
 		}
 		if !t.command(s, st.Name, strings.TrimRight(line, " \t")) {
-			t.broadcast(fmt.Sprintf("%s has left.\n", st.Name), s)
+			t.announce(fmt.Sprintf("%s has left.\n", st.Name), s)
 			return
 		}
 	}

@@ -1,0 +1,342 @@
+// Command load measures a telnet game server the way operators care about:
+// memory per idle player, keystroke round trip, time to resume every player
+// after a backend restart, fan-out of one line to everybody, and bulk
+// throughput. It runs against holdfast (gateway plus demo backend) and, as
+// baselines, against its own echo server directly and behind HAProxy.
+//
+//	load echo -listen 127.0.0.1:5000
+//	load run -addr 127.0.0.1:4000 -sessions 1000 -pid GATEWAY_PID
+//
+// Each figure is printed as a line "RESULT name value unit".
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"holdfast/epmd"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: load echo|run|port [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "echo":
+		fs := flag.NewFlagSet("echo", flag.ExitOnError)
+		addr := fs.String("listen", "127.0.0.1:0", "address to serve on")
+		fs.Parse(os.Args[2:])
+		err = runEcho(*addr)
+	case "port":
+		// A free port, for programs that cannot report the one they bound.
+		ln, lerr := net.Listen("tcp", "127.0.0.1:0")
+		if lerr == nil {
+			fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+			ln.Close()
+		}
+		err = lerr
+	case "run":
+		var o options
+		fs := flag.NewFlagSet("run", flag.ExitOnError)
+		fs.StringVar(&o.addr, "addr", "127.0.0.1:4000", "the server players connect to")
+		fs.IntVar(&o.sessions, "sessions", 100, "players to log in and hold")
+		fs.IntVar(&o.typists, "typists", 10, "players typing for the round-trip figure")
+		fs.IntVar(&o.keys, "keys", 100, "lines each typist sends, one at a time")
+		fs.IntVar(&o.pid, "pid", 0, "process whose memory is measured (the gateway, HAProxy or the echo server)")
+		fs.IntVar(&o.bulkLines, "bulk", 2000, "lines of 200 bytes one player sends back to back for the bulk figure")
+		fs.IntVar(&o.backendPID, "backend-pid", 0, "backend to SIGKILL for the resume figure (holdfast only)")
+		fs.StringVar(&o.backendCmd, "backend-cmd", "", "shell command that starts a new backend (with -backend-pid)")
+		fs.StringVar(&o.epmd, "epmd", "127.0.0.1:4369", "registry to watch for the backend's registration")
+		fs.StringVar(&o.name, "name", "game", "the backend's registered name")
+		fs.Parse(os.Args[2:])
+		err = run(&o)
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	addr       string
+	sessions   int
+	typists    int
+	keys       int
+	pid        int
+	bulkLines  int
+	backendPID int
+	backendCmd string
+	epmd       string
+	name       string
+}
+
+func result(name string, value float64, unit string) {
+	fmt.Printf("RESULT %s %.3f %s\n", name, value, unit)
+}
+
+// rssKiB returns a process's resident memory.
+func rssKiB(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	return 0
+}
+
+func raiseFileLimit() {
+	var r syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) == nil && r.Cur < r.Max {
+		r.Cur = r.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
+	}
+}
+
+func run(o *options) error {
+	raiseFileLimit()
+	rss0 := rssKiB(o.pid)
+	start := time.Now()
+	sessions, err := connect(o.addr, o.sessions)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range sessions {
+			s.conn.Close()
+		}
+	}()
+	result("login_all", time.Since(start).Seconds(), "s")
+	if o.pid != 0 {
+		// Let the servers settle, then read their memory with every
+		// player idle.
+		time.Sleep(2 * time.Second)
+		rss1 := rssKiB(o.pid)
+		result("rss_per_idle_session", float64(rss1-rss0)/float64(len(sessions)), "KiB")
+		result("rss_total", float64(rss1), "KiB")
+	}
+
+	if err := roundTrips(sessions[:min(o.typists, len(sessions))], o.keys); err != nil {
+		return err
+	}
+	if err := fanOut(sessions); err != nil {
+		return err
+	}
+	if err := bulk(sessions, o.bulkLines); err != nil {
+		return err
+	}
+	if o.backendPID != 0 {
+		if err := resume(o, sessions); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// connect logs n players in, a few hundred at a time.
+func connect(addr string, n int) ([]*session, error) {
+	sessions := make([]*session, n)
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 500)
+	var wg sync.WaitGroup
+	for i := range sessions {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s, err := dialSession(addr, "u"+strconv.Itoa(i))
+			if err == nil {
+				err = s.login()
+			}
+			sessions[i] = s
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	return sessions, nil
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	slices.Sort(d)
+	return d[min(len(d)-1, int(float64(len(d))*p))]
+}
+
+// roundTrips has each typist send lines one at a time and wait for each
+// answer: the keystroke round trip.
+func roundTrips(typists []*session, keys int) error {
+	var mu sync.Mutex
+	var all []time.Duration
+	errs := make(chan error, len(typists))
+	var wg sync.WaitGroup
+	for _, s := range typists {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < keys; k++ {
+				text := fmt.Sprintf("k%s-%d", s.name, k)
+				t0 := time.Now()
+				if err := s.send("echo " + text); err != nil {
+					errs <- err
+					return
+				}
+				at, err := s.expect("echo: "+text, time.Minute)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				all = append(all, at.Sub(t0))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	result("rtt_p50", float64(percentile(all, 0.50).Microseconds()), "us")
+	result("rtt_p99", float64(percentile(all, 0.99).Microseconds()), "us")
+	result("rtt_p999", float64(percentile(all, 0.999).Microseconds()), "us")
+	return nil
+}
+
+// fanOut has one player say an 80-byte line and times its arrival at
+// every player.
+func fanOut(sessions []*session) error {
+	text := "fanout " + strings.Repeat("x", 80-len("u0 says: fanout ")-2)
+	t0 := time.Now()
+	if err := sessions[0].send("say " + text); err != nil {
+		return err
+	}
+	last, err := all(sessions, func(s *session) (time.Time, error) { return s.expect("u0 says: "+text, time.Minute) })
+	if err != nil {
+		return err
+	}
+	result("fanout_last", float64(last.Sub(t0).Microseconds())/1000, "ms")
+	return nil
+}
+
+// all runs wait for every session at once and returns the latest time.
+func all(sessions []*session, wait func(*session) (time.Time, error)) (time.Time, error) {
+	var mu sync.Mutex
+	var last time.Time
+	var firstErr error
+	var wg sync.WaitGroup
+	for _, s := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			at, err := wait(s)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if at.After(last) {
+				last = at
+			}
+		}()
+	}
+	wg.Wait()
+	return last, firstErr
+}
+
+// bulk measures throughput: one player sending lines back to back, then
+// every player sending ten.
+func bulk(sessions []*session, lines int) error {
+	payload := strings.Repeat("b", 200)
+	s := sessions[0]
+	t0 := time.Now()
+	go func() {
+		for i := 0; i < lines; i++ {
+			s.send(fmt.Sprintf("echo %d %s", i, payload))
+		}
+	}()
+	if _, err := s.expect(fmt.Sprintf("echo: %d ", lines-1), time.Minute); err != nil {
+		return err
+	}
+	bytes := float64(lines * (len(payload) + 8))
+	result("bulk_one", bytes/time.Since(t0).Seconds()/1e6, "MB/s")
+
+	t0 = time.Now()
+	last, err := all(sessions, func(s *session) (time.Time, error) {
+		for i := 0; i < 10; i++ {
+			if err := s.send(fmt.Sprintf("echo all-%d %s", i, payload)); err != nil {
+				return time.Time{}, err
+			}
+		}
+		return s.expect("echo: all-9 ", time.Minute)
+	})
+	if err != nil {
+		return err
+	}
+	result("bulk_all", float64(len(sessions)*10*(len(payload)+8))/last.Sub(t0).Seconds()/1e6, "MB/s")
+	return nil
+}
+
+// resume kills the backend, has every player type a line, starts a new
+// backend, and times from its registration until every player has the
+// answer.
+func resume(o *options, sessions []*session) error {
+	if err := syscall.Kill(o.backendPID, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill backend: %w", err)
+	}
+	client := &epmd.Client{Addr: o.epmd}
+	for {
+		if _, err := client.Lookup(context.Background(), o.name); err != nil {
+			break // the old registration is gone
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, s := range sessions {
+		if err := s.send("echo held"); err != nil {
+			return err
+		}
+	}
+	cmd := exec.Command("sh", "-c", o.backendCmd)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start backend: %w", err)
+	}
+	var registered time.Time
+	for {
+		if _, err := client.Lookup(context.Background(), o.name); err == nil {
+			registered = time.Now()
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	last, err := all(sessions, func(s *session) (time.Time, error) { return s.expect("echo: held", 2*time.Minute) })
+	if err != nil {
+		return err
+	}
+	result("resume_all", float64(last.Sub(registered).Microseconds())/1000, "ms")
+	fmt.Printf("new backend pid %d\n", cmd.Process.Pid)
+	return nil
+}
