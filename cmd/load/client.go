@@ -7,24 +7,26 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"holdfast/gateway/telnet"
 )
 
-// line is one line a session received, and when.
-type line struct {
-	text string
-	at   time.Time
-}
-
 // session is one simulated player: a raw TCP client that speaks no telnet
-// (it answers no offer and skips protocol bytes, as nc would show them).
+// (it answers no offer and skips protocol bytes, as nc would show them). Its
+// reader never stops reading, so that the server is never held up by the
+// load tool: a line is noted only when a waiter armed for it, and dropped
+// otherwise.
 type session struct {
-	name  string
-	conn  net.Conn
-	lines chan line
-	err   error
+	name string
+	conn net.Conn
+
+	mu    sync.Mutex
+	want  string         // the prefix a waiter expects
+	found chan time.Time // where the reader reports it, with the time
+	err   error          // why reading stopped
+	ended chan struct{}
 }
 
 var errTimeout = errors.New("timed out")
@@ -34,19 +36,69 @@ func dialSession(addr, name string) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{name: name, conn: c, lines: make(chan line, 1024)}
+	s := &session{name: name, conn: c, ended: make(chan struct{})}
+	s.arm("What is your name?") // before the reader can see the prompt
 	go s.read()
 	return s, nil
 }
 
 func (s *session) read() {
-	defer close(s.lines)
+	defer close(s.ended)
 	sc := bufio.NewScanner(&stripTelnet{r: s.conn})
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
-		s.lines <- line{text: strings.TrimRight(sc.Text(), "\r"), at: time.Now()}
+		text := strings.TrimRight(sc.Text(), "\r")
+		s.mu.Lock()
+		if s.want != "" && strings.HasPrefix(text, s.want) {
+			s.found <- time.Now()
+			s.want = ""
+		}
+		s.mu.Unlock()
 	}
+	s.mu.Lock()
 	s.err = sc.Err()
+	s.mu.Unlock()
+}
+
+// arm sets what the next wait expects. Arm before the action that causes
+// the line, so that a quick answer is not missed.
+func (s *session) arm(prefix string) {
+	s.mu.Lock()
+	s.want, s.found = prefix, make(chan time.Time, 1)
+	s.mu.Unlock()
+}
+
+// wait returns when the armed line arrived.
+func (s *session) wait(timeout time.Duration) (time.Time, error) {
+	s.mu.Lock()
+	found, want := s.found, s.want
+	s.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case at := <-found:
+		return at, nil
+	case <-s.ended:
+		select {
+		case at := <-found:
+			return at, nil
+		default:
+		}
+		return time.Time{}, fmt.Errorf("%s: connection ended waiting for %q: %v", s.name, want, s.err)
+	case <-t.C:
+		return time.Time{}, fmt.Errorf("%s: %w waiting for %q", s.name, errTimeout, want)
+	}
+}
+
+// expect arms prefix, runs action and waits for the line.
+func (s *session) expect(prefix string, action func() error, timeout time.Duration) (time.Time, error) {
+	s.arm(prefix)
+	if action != nil {
+		if err := action(); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return s.wait(timeout)
 }
 
 // stripTelnet removes telnet commands from a stream.
@@ -81,32 +133,10 @@ func (s *session) send(text string) error {
 	return err
 }
 
-// expect waits for a line that starts with prefix and returns when it came.
-func (s *session) expect(prefix string, timeout time.Duration) (time.Time, error) {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
-		select {
-		case l, ok := <-s.lines:
-			if !ok {
-				return time.Time{}, fmt.Errorf("%s: connection ended waiting for %q: %v", s.name, prefix, s.err)
-			}
-			if strings.HasPrefix(l.text, prefix) {
-				return l.at, nil
-			}
-		case <-t.C:
-			return time.Time{}, fmt.Errorf("%s: %w waiting for %q", s.name, errTimeout, prefix)
-		}
-	}
-}
-
 func (s *session) login() error {
-	if _, err := s.expect("What is your name?", time.Minute); err != nil {
+	if _, err := s.wait(time.Minute); err != nil {
 		return err
 	}
-	if err := s.send(s.name); err != nil {
-		return err
-	}
-	_, err := s.expect("Welcome, "+s.name+".", time.Minute)
+	_, err := s.expect("Welcome, "+s.name+".", func() error { return s.send(s.name) }, time.Minute)
 	return err
 }

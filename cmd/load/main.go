@@ -199,12 +199,11 @@ func roundTrips(typists []*session, keys int) error {
 			defer wg.Done()
 			for k := 0; k < keys; k++ {
 				text := fmt.Sprintf("k%s-%d", s.name, k)
-				t0 := time.Now()
-				if err := s.send("echo " + text); err != nil {
-					errs <- err
-					return
-				}
-				at, err := s.expect("echo: "+text, time.Minute)
+				var t0 time.Time
+				at, err := s.expect("echo: "+text, func() error {
+					t0 = time.Now()
+					return s.send("echo " + text)
+				}, time.Minute)
 				if err != nil {
 					errs <- err
 					return
@@ -230,11 +229,14 @@ func roundTrips(typists []*session, keys int) error {
 // every player.
 func fanOut(sessions []*session) error {
 	text := "fanout " + strings.Repeat("x", 80-len("u0 says: fanout ")-2)
+	for _, s := range sessions {
+		s.arm("u0 says: " + text)
+	}
 	t0 := time.Now()
 	if err := sessions[0].send("say " + text); err != nil {
 		return err
 	}
-	last, err := all(sessions, func(s *session) (time.Time, error) { return s.expect("u0 says: "+text, time.Minute) })
+	last, err := all(sessions, func(s *session) (time.Time, error) { return s.wait(time.Minute) })
 	if err != nil {
 		return err
 	}
@@ -272,13 +274,14 @@ func all(sessions []*session, wait func(*session) (time.Time, error)) (time.Time
 func bulk(sessions []*session, lines int) error {
 	payload := strings.Repeat("b", 200)
 	s := sessions[0]
+	s.arm(fmt.Sprintf("echo: %d ", lines-1))
 	t0 := time.Now()
 	go func() {
 		for i := 0; i < lines; i++ {
 			s.send(fmt.Sprintf("echo %d %s", i, payload))
 		}
 	}()
-	if _, err := s.expect(fmt.Sprintf("echo: %d ", lines-1), time.Minute); err != nil {
+	if _, err := s.wait(time.Minute); err != nil {
 		return err
 	}
 	bytes := float64(lines * (len(payload) + 8))
@@ -286,12 +289,14 @@ func bulk(sessions []*session, lines int) error {
 
 	t0 = time.Now()
 	last, err := all(sessions, func(s *session) (time.Time, error) {
-		for i := 0; i < 10; i++ {
-			if err := s.send(fmt.Sprintf("echo all-%d %s", i, payload)); err != nil {
-				return time.Time{}, err
+		return s.expect("echo: all-9 ", func() error {
+			for i := 0; i < 10; i++ {
+				if err := s.send(fmt.Sprintf("echo all-%d %s", i, payload)); err != nil {
+					return err
+				}
 			}
-		}
-		return s.expect("echo: all-9 ", time.Minute)
+			return nil
+		}, time.Minute)
 	})
 	if err != nil {
 		return err
@@ -315,12 +320,15 @@ func resume(o *options, sessions []*session) error {
 		time.Sleep(time.Millisecond)
 	}
 	for _, s := range sessions {
+		s.arm("echo: held")
 		if err := s.send("echo held"); err != nil {
 			return err
 		}
 	}
+	// The new backend outlives this tool: it must not hold on to its output,
+	// or whoever reads that output would wait for the backend to exit.
 	cmd := exec.Command("sh", "-c", o.backendCmd)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start backend: %w", err)
 	}
@@ -332,7 +340,7 @@ func resume(o *options, sessions []*session) error {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	last, err := all(sessions, func(s *session) (time.Time, error) { return s.expect("echo: held", 2*time.Minute) })
+	last, err := all(sessions, func(s *session) (time.Time, error) { return s.wait(2 * time.Minute) })
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,73 @@
+package test
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// runLoad runs the load tool and returns its figures.
+func runLoad(t *testing.T, args ...string) (map[string]string, string) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(binDir, "load"), append([]string{"run"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("load run: %v\n%s", err, out)
+	}
+	figures := map[string]string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) == 4 && f[0] == "RESULT" {
+			figures[f[1]] = f[2]
+		}
+	}
+	return figures, string(out)
+}
+
+// TestLoadToolSmoke runs the load tool small against holdfast and against
+// its echo baseline, and checks that it produced every figure. It asserts
+// no timing: the figures belong in the README, from scripts/bench.
+func TestLoadToolSmoke(t *testing.T) {
+	sys := startSystem(t)
+	be := start(t, "backend", sys.env(), "-quiet", "-cookie-file", sys.cookie)
+	sys.gw.waitLog("gateway: backend linked", 1)
+	backendCmd := "exec " + filepath.Join(binDir, "backend") + " -quiet -cookie-file " + sys.cookie
+	figures, out := runLoad(t, "-addr", sys.telnet, "-sessions", "20", "-typists", "3", "-keys", "5", "-bulk", "50",
+		"-pid", strconv.Itoa(sys.gw.cmd.Process.Pid), "-backend-pid", strconv.Itoa(be.cmd.Process.Pid),
+		"-backend-cmd", "ERL_EPMD_PORT="+strconv.Itoa(sys.epmdPort)+" "+backendCmd,
+		"-epmd", "127.0.0.1:"+strconv.Itoa(sys.epmdPort))
+	for _, l := range strings.Split(out, "\n") {
+		if pid, ok := strings.CutPrefix(l, "new backend pid "); ok {
+			if n, err := strconv.Atoi(pid); err == nil {
+				t.Cleanup(func() { syscall.Kill(n, syscall.SIGKILL) })
+			}
+		}
+	}
+	for _, f := range []string{"login_all", "rss_per_idle_session", "rss_total", "rtt_p50", "rtt_p99", "rtt_p999", "fanout_last", "bulk_one", "bulk_all", "resume_all"} {
+		if _, ok := figures[f]; !ok {
+			t.Errorf("holdfast: no figure %s in\n%s", f, out)
+		}
+	}
+
+	echo := start(t, "load", nil, "echo")
+	addr := ""
+	eventually(t, "the echo server listens", func() bool {
+		echo.mu.Lock()
+		defer echo.mu.Unlock()
+		for _, l := range echo.raw {
+			if a, ok := strings.CutPrefix(l, "echo server listening on "); ok {
+				addr = a
+				return true
+			}
+		}
+		return false
+	})
+	figures, out = runLoad(t, "-addr", addr, "-sessions", "20", "-typists", "3", "-keys", "5", "-bulk", "50",
+		"-pid", strconv.Itoa(echo.cmd.Process.Pid))
+	for _, f := range []string{"login_all", "rss_per_idle_session", "rtt_p50", "rtt_p99", "rtt_p999", "fanout_last", "bulk_one", "bulk_all"} {
+		if _, ok := figures[f]; !ok {
+			t.Errorf("echo baseline: no figure %s in\n%s", f, out)
+		}
+	}
+}
