@@ -234,7 +234,7 @@ func (l *Listener) serveLink(c net.Conn) {
 		c.Close()
 		return
 	}
-	mux, err := yamux.Server(link.Coalesce(c), link.YamuxConfig(l.log))
+	mux, err := yamux.Server(link.Coalesce(c, nil), link.YamuxConfig(l.log))
 	if err != nil {
 		c.Close()
 		return

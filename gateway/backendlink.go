@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -28,9 +29,72 @@ type backendLink struct {
 	goodbye chan struct{} // closed when the backend says it is leaving
 	once    sync.Once
 	ctrlEnd chan struct{} // closed when the control stream has been read to its end
+	dead    atomic.Bool   // the connection failed: nothing more is written
+	readers sync.WaitGroup
+
+	mu      sync.Mutex
+	streams map[*yamux.Stream]struct{} // session streams with a reader
 }
 
+// track records a session stream whose reader is about to start.
+func (lk *backendLink) track(st *yamux.Stream) {
+	lk.readers.Add(1)
+	lk.mu.Lock()
+	if lk.streams == nil {
+		lk.streams = make(map[*yamux.Stream]struct{})
+	}
+	lk.streams[st] = struct{}{}
+	lk.mu.Unlock()
+}
+
+// untrack records that a stream's reader has left.
+func (lk *backendLink) untrack(st *yamux.Stream) {
+	lk.mu.Lock()
+	delete(lk.streams, st)
+	lk.mu.Unlock()
+	lk.readers.Done()
+}
+
+// brokenWait bounds how long a failed link waits for its stream readers to
+// leave before yamux shuts the session down.
+const brokenWait = 5 * time.Second
+
+// broken runs when the link's connection fails, before yamux notices: it
+// wakes every session's stream reader with a deadline and waits for them
+// to leave, so that none is inside yamux when the session shuts down (see
+// link.Coalesce).
+func (lk *backendLink) broken(s *Server) {
+	lk.dead.Store(true)
+	now := time.Now()
+	lk.mu.Lock()
+	for st := range lk.streams {
+		st.SetReadDeadline(now)
+	}
+	lk.mu.Unlock()
+	if lk.ctrl != nil {
+		lk.ctrl.SetReadDeadline(now)
+	}
+	done := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		lk.readers.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(brokenWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// leaving reports whether the link takes no more input: the backend said
+// goodbye, or the connection failed.
 func (lk *backendLink) leaving() bool {
+	if lk.dead.Load() {
+		return true
+	}
 	select {
 	case <-lk.goodbye:
 		return true
@@ -139,7 +203,8 @@ func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLi
 		c.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
-	mux, err := yamux.Client(link.Coalesce(c), link.YamuxConfig(s.log()))
+	lk := &backendLink{addr: addr, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{})}
+	mux, err := yamux.Client(link.Coalesce(c, func() { lk.broken(s) }), link.YamuxConfig(s.log()))
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
@@ -152,7 +217,8 @@ func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLi
 		mux.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
-	return &backendLink{addr: addr, mux: mux, ctrl: ctrl, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{})}, nil
+	lk.mux, lk.ctrl = mux, ctrl
+	return lk, nil
 }
 
 // serveLink makes lk the current link, resumes every held session on it,

@@ -76,17 +76,13 @@ func newSession(srv *Server, id string, c net.Conn) *session {
 // waits no longer than negotiationWait, and what it types meanwhile is kept.
 func (s *session) readPlayer() {
 	defer s.srv.wg.Done()
-	buf := make([]byte, 2048)
-	var data []byte
+	buf := make([]byte, 1024)
 	read := func() bool {
 		n, err := s.conn.Read(buf)
 		if n > 0 {
-			data = s.fromPlayer(data[:0], buf[:n])
-			if len(data) > 0 && !s.hold(data) {
+			// Decoded in place: the decoder never writes ahead of its input.
+			if data := s.fromPlayer(buf[:0], buf[:n]); len(data) > 0 && !s.hold(data) {
 				return false
-			}
-			if cap(data) > 4096 {
-				data = nil
 			}
 		}
 		if err != nil {
@@ -284,6 +280,7 @@ func (s *session) attach(lk *backendLink) bool {
 		err = writeChunks(st, link.FrameInput, input)
 	}
 	s.srv.wg.Add(1)
+	lk.track(st)
 	go s.readStream(lk, st)
 	if err != nil {
 		st.Close() // the reader detaches the session
@@ -295,6 +292,7 @@ func (s *session) attach(lk *backendLink) bool {
 // then detaches the session or, if the application ended it, ends it.
 func (s *session) readStream(lk *backendLink, st *yamux.Stream) {
 	defer s.srv.wg.Done()
+	defer lk.untrack(st)
 	fr := link.Reader{R: st}
 	ended := false
 	var out []byte
@@ -336,7 +334,9 @@ loop:
 			s.fromBackend(typ, p)
 		}
 	}
-	st.Close()
+	if !lk.dead.Load() {
+		st.Close() // on a dead link, closing would only wait on yamux
+	}
 	s.mu.Lock()
 	s.st, s.lk, s.sent = nil, nil, 0
 	gone := s.gone

@@ -3,6 +3,7 @@ package link
 import (
 	"encoding/binary"
 	"net"
+	"sync"
 )
 
 // yamux writes every frame as two writes, its 12-byte header and then its
@@ -12,9 +13,11 @@ import (
 // connection, so the two writes always come in that order.
 type coalescedConn struct {
 	net.Conn
-	hdr  [yamuxHeaderLen]byte
-	held bool
-	buf  []byte
+	hdr    [yamuxHeaderLen]byte
+	held   bool
+	buf    []byte
+	broken func()
+	once   sync.Once
 }
 
 const (
@@ -22,8 +25,23 @@ const (
 	yamuxTypeData  = 0
 )
 
-// Coalesce wraps a link connection before yamux takes it.
-func Coalesce(c net.Conn) net.Conn { return &coalescedConn{Conn: c} }
+// Coalesce wraps a link connection before yamux takes it. When a read
+// fails, broken (if not nil) runs once before yamux learns of it.
+//
+// That order matters: yamux v0.1.2 marks a dead session shut down before it
+// closes its streams, and in between every goroutine blocked in Stream.Read
+// spins. With thousands of sessions the spinners starve the goroutine that
+// would close the streams, for minutes. broken lets the owner wake its
+// readers with a deadline and wait for them first.
+func Coalesce(c net.Conn, broken func()) net.Conn { return &coalescedConn{Conn: c, broken: broken} }
+
+func (c *coalescedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && c.broken != nil {
+		c.once.Do(c.broken)
+	}
+	return n, err
+}
 
 func (c *coalescedConn) Write(p []byte) (int, error) {
 	if c.held {

@@ -319,7 +319,7 @@ func (w *writes) Write(p []byte) (int, error) {
 
 func TestCoalesce(t *testing.T) {
 	w := &writes{}
-	c := Coalesce(w)
+	c := Coalesce(w, nil)
 	data := []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3} // a data frame of 3 bytes
 	ping := []byte{0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7} // a ping: no body follows
 	c.Write(data)

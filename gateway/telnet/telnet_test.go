@@ -145,6 +145,11 @@ func FuzzDecode(f *testing.F) {
 		if !bytes.Equal(whole, parts) || fmt.Sprint(r1.events) != fmt.Sprint(r2.events) {
 			t.Fatalf("split at %d changes the result: %q %q vs %q %q", i, whole, r1.events, parts, r2.events)
 		}
+		d3 := Decoder{MaxSubneg: 64}
+		buf := bytes.Clone(in)
+		if inPlace := d3.Decode(buf[:0], buf, &recorder{}); !bytes.Equal(inPlace, whole) {
+			t.Fatalf("decoding in place gives %q, elsewhere %q", inPlace, whole)
+		}
 	})
 }
 
@@ -168,4 +173,17 @@ func FuzzEncode(f *testing.F) {
 			t.Fatalf("round trip %q -> %q -> %q, want %q", in, enc, got, want)
 		}
 	})
+}
+
+// TestDecodeInPlace: the gateway decodes into the buffer it read into,
+// which is safe because the decoder never writes ahead of its input.
+func TestDecodeInPlace(t *testing.T) {
+	for _, tc := range decodeCases {
+		buf := []byte(tc.in)
+		var d Decoder
+		var r recorder
+		if got := d.Decode(buf[:0], buf, &r); string(got) != tc.data {
+			t.Errorf("%s in place: %q, want %q", tc.name, got, tc.data)
+		}
+	}
 }
