@@ -27,6 +27,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -185,8 +186,9 @@ func (l *Listener) serve() {
 }
 
 type gatewayLink struct {
-	conn net.Conn
-	mux  *yamux.Session
+	conn    net.Conn
+	mux     *yamux.Session
+	reading atomic.Int64 // sessions' readers inside a stream read
 
 	mu   sync.Mutex
 	ctrl net.Conn // the control stream, once the gateway opened it
@@ -199,6 +201,24 @@ func (gl *gatewayLink) control(typ byte, payload []byte) {
 	if gl.ctrl != nil {
 		gl.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
 		link.WriteFrame(gl.ctrl, typ, payload)
+	}
+}
+
+// broken runs when a gateway's link fails, before yamux notices: it
+// detaches the link's sessions, which wakes their readers, and waits a
+// moment for them to leave yamux, where they would spin once the session is
+// shut down (see link.Coalesce).
+func (l *Listener) broken(gl *gatewayLink) {
+	l.mu.Lock()
+	for s := range l.sessions {
+		if s.gl == gl {
+			s.detach()
+		}
+	}
+	l.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for gl.reading.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // readers leave within microseconds once woken
 	}
 }
 
@@ -234,12 +254,13 @@ func (l *Listener) serveLink(c net.Conn) {
 		c.Close()
 		return
 	}
-	mux, err := yamux.Server(link.Coalesce(c, nil), link.YamuxConfig(l.log))
+	gl := &gatewayLink{conn: c}
+	mux, err := yamux.Server(link.Coalesce(c, func() { l.broken(gl) }), link.YamuxConfig(l.log))
 	if err != nil {
 		c.Close()
 		return
 	}
-	gl := &gatewayLink{conn: c, mux: mux}
+	gl.mux = mux
 	l.mu.Lock()
 	if l.stopping {
 		l.mu.Unlock()
@@ -367,13 +388,17 @@ func (l *Listener) stop() bool {
 func (l *Listener) Close() error {
 	l.stop()
 	l.mu.Lock()
-	for gl := range l.links {
-		gl.mux.Close()
-	}
-	for s := range l.sessions {
+	links := slices.Collect(maps.Keys(l.links))
+	sessions := slices.Collect(maps.Keys(l.sessions))
+	l.mu.Unlock()
+	for _, s := range sessions {
 		s.detach()
 	}
-	l.mu.Unlock()
+	// Not under l.mu: closing a link waits for its reader, which may be in
+	// broken, which takes l.mu.
+	for _, gl := range links {
+		gl.mux.Close()
+	}
 	l.wg.Wait()
 	return nil
 }

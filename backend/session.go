@@ -241,6 +241,8 @@ func (s *Session) deliver(n int) {
 // way. It blocks until there is input, the player leaves, or the session is
 // detached.
 func (s *Session) fill(p []byte) (int, error) {
+	s.gl.reading.Add(1)
+	defer s.gl.reading.Add(-1)
 	for {
 		if s.isDetached() {
 			return 0, ErrDetached
