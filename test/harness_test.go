@@ -235,35 +235,8 @@ func dial(t *testing.T, addr, name string) *player {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &player{t: t, name: name, conn: c, r: bufio.NewReader(&rawClient{c: c})}
+	return &player{t: t, name: name, conn: c, r: bufio.NewReader(telnet.Strip(c))}
 }
-
-// rawClient reads as a client that speaks no telnet: it answers no offer
-// and skips the protocol bytes, as a terminal would not show them.
-type rawClient struct {
-	c   net.Conn
-	dec telnet.Decoder
-	buf []byte
-}
-
-func (r *rawClient) Read(p []byte) (int, error) {
-	for {
-		if cap(r.buf) < len(p) {
-			r.buf = make([]byte, len(p))
-		}
-		n, err := r.c.Read(r.buf[:len(p)])
-		out := r.dec.Decode(p[:0], r.buf[:n], ignore{})
-		if len(out) > 0 || err != nil {
-			return len(out), err
-		}
-	}
-}
-
-type ignore struct{}
-
-func (ignore) Negotiate(byte, byte)              {}
-func (ignore) Subnegotiation(byte, []byte, bool) {}
-func (ignore) Command(byte)                      {}
 
 func (p *player) send(line string) {
 	p.t.Helper()

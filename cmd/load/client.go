@@ -44,7 +44,7 @@ func dialSession(addr, name string) (*session, error) {
 
 func (s *session) read() {
 	defer close(s.ended)
-	sc := bufio.NewScanner(&stripTelnet{r: s.conn})
+	sc := bufio.NewScanner(telnet.Strip(s.conn))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		text := strings.TrimRight(sc.Text(), "\r")
@@ -100,32 +100,6 @@ func (s *session) expect(prefix string, action func() error, timeout time.Durati
 	}
 	return s.wait(timeout)
 }
-
-// stripTelnet removes telnet commands from a stream.
-type stripTelnet struct {
-	r   io.Reader
-	dec telnet.Decoder
-	buf []byte
-}
-
-func (t *stripTelnet) Read(p []byte) (int, error) {
-	for {
-		if cap(t.buf) < len(p) {
-			t.buf = make([]byte, len(p))
-		}
-		n, err := t.r.Read(t.buf[:len(p)])
-		out := t.dec.Decode(p[:0], t.buf[:n], ignore{})
-		if len(out) > 0 || err != nil {
-			return len(out), err
-		}
-	}
-}
-
-type ignore struct{}
-
-func (ignore) Negotiate(byte, byte)              {}
-func (ignore) Subnegotiation(byte, []byte, bool) {}
-func (ignore) Command(byte)                      {}
 
 func (s *session) send(text string) error {
 	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))

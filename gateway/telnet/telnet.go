@@ -3,6 +3,8 @@
 // and application output into telnet's network virtual terminal form.
 package telnet
 
+import "io"
+
 // Commands and option verbs (RFC 854).
 const (
 	SE   byte = 240
@@ -194,3 +196,30 @@ func Refusal(verb byte) (byte, bool) {
 	}
 	return 0, false
 }
+
+// Strip returns a reader of r's data with the telnet commands removed and
+// nothing answered: the stream as a client that speaks no telnet (nc, a
+// raw socket) would show it. Load tools and tests read the gateway so.
+func Strip(r io.Reader) io.Reader { return &stripper{r: r} }
+
+type stripper struct {
+	r   io.Reader
+	dec Decoder
+}
+
+func (s *stripper) Read(p []byte) (int, error) {
+	for {
+		n, err := s.r.Read(p)
+		// Decoded in place: the decoder never writes ahead of its input.
+		out := s.dec.Decode(p[:0], p[:n], ignore{})
+		if len(out) > 0 || err != nil {
+			return len(out), err
+		}
+	}
+}
+
+type ignore struct{}
+
+func (ignore) Negotiate(byte, byte)              {}
+func (ignore) Subnegotiation(byte, []byte, bool) {}
+func (ignore) Command(byte)                      {}
