@@ -91,10 +91,9 @@ func (lk *backendLink) broken(s *Server) {
 
 // leaving reports whether the link takes no more input: the backend said
 // goodbye, or the connection failed.
-func (lk *backendLink) leaving() bool {
-	if lk.dead.Load() {
-		return true
-	}
+func (lk *backendLink) leaving() bool { return lk.dead.Load() || lk.saidGoodbye() }
+
+func (lk *backendLink) saidGoodbye() bool {
 	select {
 	case <-lk.goodbye:
 		return true
@@ -249,7 +248,7 @@ func (s *Server) serveLink(lk *backendLink, name string) {
 	case <-s.ctx.Done():
 		reason = "gateway closing"
 	}
-	if lk.leaving() {
+	if lk.saidGoodbye() {
 		reason = "backend said goodbye"
 	}
 	s.mu.Lock()

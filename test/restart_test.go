@@ -75,6 +75,9 @@ func TestBackendRestart(t *testing.T) {
 	if !sys.gw.logged("gateway: backend gone; holding sessions", "reason", "backend said goodbye") {
 		t.Error("the SIGTERMed backend did not say goodbye to the gateway")
 	}
+	if !sys.gw.logged("gateway: backend gone; holding sessions", "reason", "backend link lost") {
+		t.Error("the SIGKILLed backend's end was not seen as a lost link")
+	}
 
 	// Players still talk to each other on the third backend, and quit ends
 	// the session: the gateway closes the socket.
