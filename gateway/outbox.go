@@ -120,17 +120,14 @@ func (o *outbox) close() {
 	signal(o.room)
 }
 
-// take hands the writer what is queued and its marks, swapping in spare as
-// the new buffer, and reports whether the socket should be closed after
-// writing it.
-func (o *outbox) take(spare []byte) (b []byte, marks []mark, closeAfter, closed bool) {
+// take hands the writer what is queued and its marks, leaving the queue
+// without a buffer until the next put, and reports whether the socket
+// should be closed after writing it.
+func (o *outbox) take() (b []byte, marks []mark, closeAfter, closed bool) {
 	o.mu.Lock()
-	b, o.buf = o.buf, spare[:0]
+	b, o.buf = o.buf, nil
 	marks, o.marks = o.marks, nil
 	closeAfter, closed = o.closeAfter, o.closed
-	if closed {
-		o.buf = nil
-	}
 	o.mu.Unlock()
 	signal(o.room)
 	return b, marks, closeAfter, closed

@@ -179,35 +179,40 @@ func (s *session) writePlayer() {
 	defer s.srv.wg.Done()
 	defer s.srv.remove(s)
 	defer s.conn.Close()
-	var spare, wire []byte
+	var wire []byte
 	var comp telnet.Compressor
 	compressing := false
 	for range s.out.ready {
-		b, marks, closeAfter, closed := s.out.take(spare)
+		// No buffer is kept between bursts: an idle player holds none.
+		b, marks, closeAfter, closed := s.out.take()
 		if closed {
 			return
 		}
-		wire = wire[:0]
-		from := 0
-		segment := func(to int) {
-			if compressing {
-				wire = comp.Append(wire, b[from:to])
-			} else {
-				wire = append(wire, b[from:to]...)
+		out := b // plain output goes out as queued
+		if compressing || len(marks) > 0 {
+			wire = wire[:0]
+			from := 0
+			segment := func(to int) {
+				if compressing {
+					wire = comp.Append(wire, b[from:to])
+				} else {
+					wire = append(wire, b[from:to]...)
+				}
+				from = to
 			}
-			from = to
-		}
-		for _, m := range marks {
-			segment(m.at)
-			if compressing && !m.compress {
-				wire = comp.End(wire)
+			for _, m := range marks {
+				segment(m.at)
+				if compressing && !m.compress {
+					wire = comp.End(wire)
+				}
+				compressing = m.compress
 			}
-			compressing = m.compress
+			segment(len(b))
+			out = wire
 		}
-		segment(len(b))
-		if len(wire) > 0 {
+		if len(out) > 0 {
 			s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
-			_, err := s.conn.Write(wire)
+			_, err := s.conn.Write(out)
 			if err != nil {
 				s.srv.log().Info("gateway: write to player failed", zap.String("session", s.id), zap.Error(err))
 				s.finish("player write failed", false)
@@ -219,13 +224,7 @@ func (s *session) writePlayer() {
 			// over everything queued before.
 			return
 		}
-		spare = b[:0]
-		if cap(spare) > 16<<10 {
-			spare = nil
-		}
-		if cap(wire) > 16<<10 {
-			wire = nil
-		}
+		wire = nil
 	}
 }
 
