@@ -216,8 +216,10 @@ func (l *Listener) broken(gl *gatewayLink) {
 		}
 	}
 	l.mu.Unlock()
+	// One reader may be unable to leave: yamux's receive goroutine, which
+	// runs this, may hold the lock of the stream whose frame it was reading.
 	deadline := time.Now().Add(5 * time.Second)
-	for gl.reading.Load() > 0 && time.Now().Before(deadline) {
+	for gl.reading.Load() > 1 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond) // readers leave within microseconds once woken
 	}
 }

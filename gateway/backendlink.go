@@ -30,7 +30,7 @@ type backendLink struct {
 	once    sync.Once
 	ctrlEnd chan struct{} // closed when the control stream has been read to its end
 	dead    atomic.Bool   // the connection failed: nothing more is written
-	readers sync.WaitGroup
+	readers atomic.Int64  // session streams' readers still running
 
 	mu      sync.Mutex
 	streams map[*yamux.Stream]struct{} // session streams with a reader
@@ -44,6 +44,9 @@ func (lk *backendLink) track(st *yamux.Stream) {
 		lk.streams = make(map[*yamux.Stream]struct{})
 	}
 	lk.streams[st] = struct{}{}
+	if lk.dead.Load() {
+		st.SetReadDeadline(time.Now()) // broken has been and gone
+	}
 	lk.mu.Unlock()
 }
 
@@ -52,7 +55,7 @@ func (lk *backendLink) untrack(st *yamux.Stream) {
 	lk.mu.Lock()
 	delete(lk.streams, st)
 	lk.mu.Unlock()
-	lk.readers.Done()
+	lk.readers.Add(-1)
 }
 
 // brokenWait bounds how long a failed link waits for its stream readers to
@@ -61,12 +64,14 @@ const brokenWait = 5 * time.Second
 
 // broken runs when the link's connection fails, before yamux notices: it
 // wakes every session's stream reader with a deadline and waits for them
-// to leave, so that none is inside yamux when the session shuts down (see
-// link.Coalesce).
-func (lk *backendLink) broken(s *Server) {
+// to leave, so that they are not inside yamux when the session shuts down
+// (see link.Coalesce). It runs on yamux's receive goroutine, which may hold
+// the lock of the one stream whose frame it was reading, so one reader may
+// be unable to leave: one spinner does no harm.
+func (lk *backendLink) broken() {
+	lk.mu.Lock()
 	lk.dead.Store(true)
 	now := time.Now()
-	lk.mu.Lock()
 	for st := range lk.streams {
 		st.SetReadDeadline(now)
 	}
@@ -74,18 +79,9 @@ func (lk *backendLink) broken(s *Server) {
 	if lk.ctrl != nil {
 		lk.ctrl.SetReadDeadline(now)
 	}
-	done := make(chan struct{})
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		lk.readers.Wait()
-		close(done)
-	}()
-	t := time.NewTimer(brokenWait)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
+	deadline := now.Add(brokenWait)
+	for lk.readers.Load() > 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // a failure path: polling is cheap enough
 	}
 }
 
@@ -203,7 +199,7 @@ func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLi
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
 	lk := &backendLink{addr: addr, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{})}
-	mux, err := yamux.Client(link.Coalesce(c, func() { lk.broken(s) }), link.YamuxConfig(s.log()))
+	mux, err := yamux.Client(link.Coalesce(c, lk.broken), link.YamuxConfig(s.log()))
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
