@@ -22,9 +22,6 @@ const (
 	charsetREQUEST  = 1
 	charsetACCEPTED = 2
 	charsetREJECTED = 3
-
-	msspVAR = 1
-	msspVAL = 2
 )
 
 // maxTTypeCycle is how many times the terminal type is asked for: the
@@ -438,27 +435,4 @@ func appendSubneg(b []byte, opt byte, payload []byte) []byte {
 		b = append(b, c)
 	}
 	return append(b, IAC, SE)
-}
-
-// AppendMSSP encodes MSSP variables: name, then one or more values.
-// Bytes MSSP reserves (NUL, VAR, VAL, IAC) are dropped from names and values.
-func AppendMSSP(b []byte, name string, values ...string) []byte {
-	b = append(b, msspVAR)
-	b = appendMSSPText(b, name)
-	for _, v := range values {
-		b = append(b, msspVAL)
-		b = appendMSSPText(b, v)
-	}
-	return b
-}
-
-func appendMSSPText(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case 0, msspVAR, msspVAL, IAC:
-		default:
-			b = append(b, c)
-		}
-	}
-	return b
 }

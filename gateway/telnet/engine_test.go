@@ -205,7 +205,7 @@ func TestNoAnswerToRepeats(t *testing.T) {
 }
 
 func TestGMCPAndMSSP(t *testing.T) {
-	h := &host{mssp: AppendMSSP(nil, "NAME", "demo")}
+	h := &host{mssp: []byte("\x01NAME\x02demo")} // as link.AppendMSSPVar encodes it
 	e := NewEngine(h, false)
 	if e.SendGMCP([]byte("Char.Vitals {}")) {
 		t.Fatal("GMCP sent before the client agreed")
