@@ -267,6 +267,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, ss := range list {
+		if ctx.Err() != nil {
+			break // a stuck backend can take a second per hang-up; Close ends the rest
+		}
 		ss.notice(noticeShutdown)
 		ss.finish("gateway shutdown", true)
 	}
