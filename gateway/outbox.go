@@ -11,8 +11,11 @@ var (
 	errSlowPlayer   = errors.New("gateway: player is not reading")
 )
 
-// outbox is a player's bounded output queue. Any goroutine may put; one
-// writer goroutine drains it to the socket.
+// outbox is a player's bounded output queue. Any goroutine may put; a
+// writer goroutine, started when there is something to write and gone
+// when the queue is empty, drains it to the socket. An idle player has
+// no writer: at tens of thousands of held sessions its stack would be a
+// large part of what each costs.
 type outbox struct {
 	mu         sync.Mutex
 	buf        []byte
@@ -20,7 +23,8 @@ type outbox struct {
 	max        int
 	closed     bool
 	closeAfter bool          // the writer closes the socket once buf is written
-	ready      chan struct{} // cap 1: there is something for the writer
+	writing    bool          // a writer is running, or has ended the socket
+	start      func()        // starts a writer
 	room       chan struct{} // cap 1: the writer took what was queued
 }
 
@@ -31,11 +35,28 @@ type mark struct {
 	compress bool
 }
 
-func newOutbox(max int) *outbox {
+func newOutbox(max int, start func()) *outbox {
 	return &outbox{
 		max:   max,
-		ready: make(chan struct{}, 1),
+		start: start,
 		room:  make(chan struct{}, 1),
+	}
+}
+
+// claim reports whether the caller is to start a writer, with o.mu held.
+func (o *outbox) claim() bool {
+	if o.writing {
+		return false
+	}
+	o.writing = true
+	return true
+}
+
+// unlock releases o.mu and starts a writer if one was claimed.
+func (o *outbox) unlock(start bool) {
+	o.mu.Unlock()
+	if start {
+		o.start()
 	}
 }
 
@@ -58,8 +79,7 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 		}
 		if len(o.buf) == 0 || len(o.buf)+len(b) <= o.max {
 			o.buf = append(o.buf, b...)
-			o.mu.Unlock()
-			signal(o.ready)
+			o.unlock(o.claim())
 			if timer != nil {
 				timer.Stop()
 			}
@@ -86,49 +106,53 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 func (o *outbox) putProtocol(b []byte) bool {
 	o.mu.Lock()
 	ok := !o.closed && !o.closeAfter && len(o.buf)+len(b) <= 2*o.max
-	if ok {
-		o.buf = append(o.buf, b...)
+	if !ok {
+		o.mu.Unlock()
+		return false
 	}
-	o.mu.Unlock()
-	signal(o.ready)
-	return ok
+	o.buf = append(o.buf, b...)
+	o.unlock(o.claim())
+	return true
 }
 
 // mark records that compression starts or stops after what is queued.
 func (o *outbox) mark(compress bool) {
 	o.mu.Lock()
 	o.marks = append(o.marks, mark{at: len(o.buf), compress: compress})
-	o.mu.Unlock()
-	signal(o.ready)
+	o.unlock(o.claim())
 }
 
 // finish asks the writer to close the socket after what is queued.
 func (o *outbox) finish() {
 	o.mu.Lock()
 	o.closeAfter = true
-	o.mu.Unlock()
-	signal(o.ready)
+	o.unlock(o.claim())
 }
 
-// close drops what is queued and wakes everybody.
+// close drops what is queued and wakes everybody; a writer ends the socket.
 func (o *outbox) close() {
 	o.mu.Lock()
 	o.closed = true
 	o.buf = nil
-	o.mu.Unlock()
-	signal(o.ready)
+	o.unlock(o.claim())
 	signal(o.room)
 }
 
 // take hands the writer what is queued and its marks, leaving the queue
 // without a buffer until the next put, and reports whether the socket
-// should be closed after writing it.
-func (o *outbox) take() (b []byte, marks []mark, closeAfter, closed bool) {
+// is to be closed after writing it (closeAfter) or at once (closed). With
+// nothing to do it returns ok false, and the writer is to end.
+func (o *outbox) take() (b []byte, marks []mark, closeAfter, closed, ok bool) {
 	o.mu.Lock()
+	if len(o.buf) == 0 && len(o.marks) == 0 && !o.closeAfter && !o.closed {
+		o.writing = false
+		o.mu.Unlock()
+		return nil, nil, false, false, false
+	}
 	b, o.buf = o.buf, nil
 	marks, o.marks = o.marks, nil
 	closeAfter, closed = o.closeAfter, o.closed
 	o.mu.Unlock()
 	signal(o.room)
-	return b, marks, closeAfter, closed
+	return b, marks, closeAfter, closed, true
 }

@@ -206,11 +206,10 @@ func (s *Server) start(c net.Conn) {
 	s.nextID++
 	ss := newSession(s, strconv.FormatUint(s.nextID, 10), c)
 	s.sessions[ss] = struct{}{}
-	s.wg.Add(2)
+	s.wg.Add(1)
 	s.mu.Unlock()
 	s.log().Info("gateway: player connected", zap.String("session", ss.id), zap.Stringer("client", c.RemoteAddr()))
 	go ss.readPlayer()
-	go ss.writePlayer()
 }
 
 func (s *Server) remove(ss *session) {

@@ -24,14 +24,19 @@ const (
 )
 
 // session is one player's held session. The player's socket has a reader
-// and a writer goroutine for as long as it is open; while a backend is
-// attached, a third goroutine reads that backend's stream.
+// goroutine for as long as it is open, and a writer while output waits;
+// while a backend is attached, another goroutine reads that backend's
+// stream.
 type session struct {
 	srv  *Server
 	id   string
 	conn net.Conn
 	out  *outbox
 	enc  telnet.Encoder // used by the one stream reader only
+
+	// The MCCP2 stream, used by the one writer running at a time.
+	comp        telnet.Compressor
+	compressing bool
 
 	tmu    sync.Mutex // guards the telnet engine
 	engine *telnet.Engine
@@ -62,8 +67,11 @@ func newSession(srv *Server, id string, c net.Conn) *session {
 		id:    id,
 		conn:  c,
 		facts: link.Facts{ClientAddr: c.RemoteAddr().String()},
-		out:   newOutbox(srv.outputQueue()),
 	}
+	s.out = newOutbox(srv.outputQueue(), func() {
+		srv.wg.Add(1)
+		go s.writePlayer()
+	})
 	s.space.L = &s.mu
 	s.engine = telnet.NewEngine(s, srv.NoCompress)
 	return s
@@ -173,59 +181,66 @@ func writeChunks(st *yamux.Stream, typ byte, b []byte) error {
 }
 
 // writePlayer drains the outbox to the socket, compressing what follows an
-// MCCP2 start. It is the only goroutine that writes to the socket, and the
-// one that closes it at the end.
+// MCCP2 start, and returns when the outbox is empty. The outbox runs one at
+// a time, so it is the only goroutine that writes to the socket; the last
+// one closes it and forgets the session.
 func (s *session) writePlayer() {
 	defer s.srv.wg.Done()
-	defer s.srv.remove(s)
-	defer s.conn.Close()
-	var wire []byte
-	var comp telnet.Compressor
-	compressing := false
-	for range s.out.ready {
-		// No buffer is kept between bursts: an idle player holds none.
-		b, marks, closeAfter, closed := s.out.take()
-		if closed {
-			return
-		}
-		out := b // plain output goes out as queued
-		if compressing || len(marks) > 0 {
-			wire = wire[:0]
-			from := 0
-			segment := func(to int) {
-				if compressing {
-					wire = comp.Append(wire, b[from:to])
-				} else {
-					wire = append(wire, b[from:to]...)
-				}
-				from = to
-			}
-			for _, m := range marks {
-				segment(m.at)
-				if compressing && !m.compress {
-					wire = comp.End(wire)
-				}
-				compressing = m.compress
-			}
-			segment(len(b))
-			out = wire
-		}
-		if len(out) > 0 {
-			s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
-			_, err := s.conn.Write(out)
-			if err != nil {
-				s.srv.log().Info("gateway: write to player failed", zap.String("session", s.id), zap.Error(err))
-				s.finish("player write failed", false)
-				return
-			}
-		}
-		if closeAfter {
-			// Nothing can be queued once closeAfter is set, and take handed
-			// over everything queued before.
-			return
-		}
-		wire = nil
+	for s.writeOnce() {
 	}
+}
+
+// writeOnce writes what is queued and reports whether to go on.
+func (s *session) writeOnce() bool {
+	b, marks, closeAfter, closed, ok := s.out.take()
+	if !ok {
+		return false
+	}
+	end := func() bool {
+		s.conn.Close()
+		s.srv.remove(s)
+		return false
+	}
+	if closed {
+		return end()
+	}
+	// No buffer is kept between bursts: an idle player holds none.
+	out := b // plain output goes out as queued
+	if s.compressing || len(marks) > 0 {
+		var wire []byte
+		from := 0
+		segment := func(to int) {
+			if s.compressing {
+				wire = s.comp.Append(wire, b[from:to])
+			} else {
+				wire = append(wire, b[from:to]...)
+			}
+			from = to
+		}
+		for _, m := range marks {
+			segment(m.at)
+			if s.compressing && !m.compress {
+				wire = s.comp.End(wire)
+			}
+			s.compressing = m.compress
+		}
+		segment(len(b))
+		out = wire
+	}
+	if len(out) > 0 {
+		s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
+		if _, err := s.conn.Write(out); err != nil {
+			s.srv.log().Info("gateway: write to player failed", zap.String("session", s.id), zap.Error(err))
+			s.finish("player write failed", false)
+			return end()
+		}
+	}
+	if closeAfter {
+		// Nothing can be queued once closeAfter is set, and take handed
+		// over everything queued before.
+		return end()
+	}
+	return true
 }
 
 // notice tells the player something from the gateway itself.
