@@ -11,11 +11,13 @@ import (
 	"errors"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"holdfast/epmd"
@@ -27,13 +29,14 @@ import (
 var ErrServerClosed = errors.New("gateway: server closed")
 
 const (
-	defaultBackend      = "game"
-	defaultMaxHeldInput = 64 << 10
-	defaultOutputQueue  = 256 << 10
-	defaultSlowPlayer   = 30 * time.Second
-	defaultWriteTimeout = 30 * time.Second
-	lookupInterval      = 100 * time.Millisecond
-	goodbyeGrace        = 30 * time.Second
+	defaultBackend          = "game"
+	defaultMaxHeldInput     = 64 << 10
+	defaultOutputQueue      = 256 << 10
+	defaultSlowPlayer       = 30 * time.Second
+	defaultWriteTimeout     = 30 * time.Second
+	lookupInterval          = 100 * time.Millisecond
+	goodbyeGrace            = 30 * time.Second
+	defaultHandshakeTimeout = 10 * time.Second
 )
 
 // Server is a gateway. The zero value serves players and looks for a backend
@@ -71,6 +74,28 @@ type Server struct {
 	// which it otherwise offers every client, as MUDs do.
 	NoCompress bool
 
+	// MaxSessions bounds the sessions held at once; zero means no bound.
+	// Players beyond it are told the game is full and disconnected.
+	MaxSessions int
+	// MaxPerIP bounds the sessions held for one client address; zero means
+	// no bound.
+	MaxPerIP int
+	// ConnRate bounds how many connections per second one client address
+	// may open, with bursts of ConnBurst; zero means no bound.
+	ConnRate  float64
+	ConnBurst int
+	// HandshakeTimeout bounds what a connection must do before it is a
+	// session: send its PROXY header, finish its TLS handshake. Zero or
+	// negative means 10 s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout disconnects a player who sends nothing for that long,
+	// with a line saying why. Zero means never: holding idle players is
+	// what the gateway is for.
+	IdleTimeout time.Duration
+	// Metrics, if set, has the gateway's Prometheus metrics registered in
+	// it at the first Serve.
+	Metrics prometheus.Registerer
+
 	once      sync.Once
 	ctx       context.Context // done at Close
 	cancel    context.CancelFunc
@@ -82,7 +107,11 @@ type Server struct {
 	started   time.Time
 	gameMSSP  []byte // the backend's MSSP variables, encoded
 	closing   bool
-	drained   chan struct{} // closed when the last session ends during Shutdown
+	drained   chan struct{}         // closed when the last session ends during Shutdown
+	pending   map[net.Conn]struct{} // connections still in their handshake
+	perIP     map[netip.Addr]int
+	buckets   map[netip.Addr]*bucket
+	metrics   *metrics
 	wg        sync.WaitGroup
 }
 
@@ -106,6 +135,9 @@ func (s *Server) slowPlayer() time.Duration {
 	return positive(s.SlowPlayerTimeout, defaultSlowPlayer)
 }
 func (s *Server) writeTimeout() time.Duration { return positive(s.WriteTimeout, defaultWriteTimeout) }
+func (s *Server) handshakeTimeout() time.Duration {
+	return positive(s.HandshakeTimeout, defaultHandshakeTimeout)
+}
 
 // init prepares the server and starts the goroutine that keeps the backend
 // link, once.
@@ -115,6 +147,17 @@ func (s *Server) init() {
 		s.started = time.Now()
 		s.listeners = make(map[net.Listener]struct{})
 		s.sessions = make(map[*session]struct{})
+		s.pending = make(map[net.Conn]struct{})
+		s.perIP = make(map[netip.Addr]int)
+		s.buckets = make(map[netip.Addr]*bucket)
+		s.metrics = newMetrics()
+		if s.Metrics != nil {
+			for _, c := range append(s.metrics.collectors(), collector{s}) {
+				if err := s.Metrics.Register(c); err != nil {
+					s.log().Error("gateway: metrics not registered", zap.Error(err))
+				}
+			}
+		}
 		s.wg.Add(2)
 		go s.keepLink()
 		go s.shrinkIdle()
@@ -136,10 +179,7 @@ func (s *Server) shrinkIdle() {
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
-		list := slices.Collect(maps.Keys(s.sessions))
-		s.mu.Unlock()
-		for _, ss := range list {
+		for _, ss := range s.list() {
 			ss.mu.Lock()
 			st := ss.st
 			ss.mu.Unlock()
@@ -185,7 +225,16 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
-		s.start(c)
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			c.Close()
+			continue
+		}
+		s.pending[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.admit(c)
 	}
 }
 
@@ -195,27 +244,66 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-// start registers a new player's session and starts its goroutines.
-func (s *Server) start(c net.Conn) {
+// admit finishes a new connection's handshake, checks the limits against
+// the player's address and, within them, holds the player's session on
+// this goroutine until it ends.
+func (s *Server) admit(c net.Conn) {
+	defer s.wg.Done()
+	// RemoteAddr reads a PROXY header where the listener expects one, with
+	// the listener's own bound; a zero-length Read then finishes a TLS
+	// handshake or reports a bad PROXY header.
+	addr := c.RemoteAddr()
+	c.SetDeadline(time.Now().Add(s.handshakeTimeout()))
+	_, err := c.Read(nil)
+	c.SetDeadline(time.Time{})
 	s.mu.Lock()
-	if s.closing {
+	delete(s.pending, c)
+	closing := s.closing
+	why := ""
+	ip := clientIP(addr)
+	if err == nil && !closing {
+		why = s.refusal(ip, time.Now())
+	}
+	if err != nil || closing || why != "" {
 		s.mu.Unlock()
-		c.Close()
+		switch {
+		case err != nil:
+			s.log().Info("gateway: handshake failed", zap.Stringer("client", addr), zap.Error(err))
+			c.Close()
+		case closing:
+			c.Close()
+		default:
+			s.metrics.refused.WithLabelValues(why).Inc()
+			s.log().Info("gateway: player refused", zap.Stringer("client", addr), zap.String("limit", why))
+			s.refuse(c, why)
+		}
 		return
 	}
 	s.nextID++
-	ss := newSession(s, strconv.FormatUint(s.nextID, 10), c)
+	ss := newSession(s, strconv.FormatUint(s.nextID, 10), c, addr, ip)
 	s.sessions[ss] = struct{}{}
+	s.perIP[ip]++
 	s.wg.Add(1)
 	s.mu.Unlock()
-	s.log().Info("gateway: player connected", zap.String("session", ss.id), zap.Stringer("client", c.RemoteAddr()))
-	go ss.readPlayer()
+	s.metrics.connects.Inc()
+	s.log().Info("gateway: player connected", zap.String("session", ss.id), zap.Stringer("client", addr))
+	ss.readPlayer()
+}
+
+// list returns the sessions held now.
+func (s *Server) list() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Keys(s.sessions))
 }
 
 func (s *Server) remove(ss *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.sessions, ss)
+	if s.perIP[ss.ip]--; s.perIP[ss.ip] <= 0 {
+		delete(s.perIP, ss.ip)
+	}
 	if len(s.sessions) == 0 && s.drained != nil {
 		close(s.drained)
 		s.drained = nil
@@ -240,6 +328,9 @@ func (s *Server) Close() error {
 	}
 	for ss := range s.sessions {
 		ss.abort()
+	}
+	for c := range s.pending {
+		c.Close()
 	}
 	s.mu.Unlock()
 	s.cancel()
@@ -270,7 +361,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			break // a stuck backend can take a second per hang-up; Close ends the rest
 		}
 		ss.notice(noticeShutdown)
-		ss.finish("gateway shutdown", true)
+		ss.finish(endShutdown, true)
 	}
 	var err error
 	if drained != nil {

@@ -3,9 +3,12 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -21,6 +24,7 @@ const (
 	noticeRestarting = "[holdfast] The game is restarting. Stay connected: what you type is kept.\n"
 	noticeBack       = "[holdfast] The game is back.\n"
 	noticeShutdown   = "[holdfast] The gateway is shutting down. Goodbye.\n"
+	noticeIdle       = "[holdfast] Disconnected after %v without input.\n"
 )
 
 // session is one player's held session. The player's socket has a reader
@@ -28,11 +32,15 @@ const (
 // while a backend is attached, another goroutine reads that backend's
 // stream.
 type session struct {
-	srv  *Server
-	id   string
-	conn net.Conn
-	out  *outbox
-	enc  telnet.Encoder // used by the one stream reader only
+	srv   *Server
+	id    string
+	conn  net.Conn
+	ip    netip.Addr // what the per-address limit counts
+	since time.Time
+	out   *outbox
+
+	bytesIn, bytesOut atomic.Uint64  // on the player's socket
+	enc               telnet.Encoder // used by the one stream reader only
 
 	// The MCCP2 stream, used by the one writer running at a time.
 	comp        telnet.Compressor
@@ -53,20 +61,23 @@ type session struct {
 	opened  bool // attached to a backend at least once
 	st      *yamux.Stream
 	lk      *backendLink
-	gone    bool // the player left or the session ended
-	noticed bool // the player was told the game is away
+	lost    time.Time // when the session lost its backend, until resumed
+	gone    bool      // the player left or the session ended
+	noticed bool      // the player was told the game is away
 	facts   link.Facts
 	hello   [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
 
 	wmu sync.Mutex // serialises frames on the stream, and attaching
 }
 
-func newSession(srv *Server, id string, c net.Conn) *session {
+func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr) *session {
 	s := &session{
 		srv:   srv,
 		id:    id,
 		conn:  c,
-		facts: link.Facts{ClientAddr: c.RemoteAddr().String()},
+		ip:    ip,
+		since: time.Now(),
+		facts: link.Facts{ClientAddr: addr.String()},
 	}
 	s.out = newOutbox(srv.outputQueue(), func() {
 		srv.wg.Add(1)
@@ -85,9 +96,16 @@ func newSession(srv *Server, id string, c net.Conn) *session {
 func (s *session) readPlayer() {
 	defer s.srv.wg.Done()
 	buf := make([]byte, 1024)
+	idle := s.srv.IdleTimeout
+	negotiating := true
 	read := func() bool {
+		if idle > 0 && !negotiating {
+			s.conn.SetReadDeadline(time.Now().Add(idle))
+		}
 		n, err := s.conn.Read(buf)
 		if n > 0 {
+			s.bytesIn.Add(uint64(n))
+			s.srv.metrics.bytesIn.Add(float64(n))
 			// Decoded in place: the decoder never writes ahead of its input.
 			if data := s.fromPlayer(buf[:0], buf[:n]); len(data) > 0 && !s.hold(data) {
 				return false
@@ -95,14 +113,18 @@ func (s *session) readPlayer() {
 		}
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !s.isGone() {
+			timeout := errors.As(err, &ne) && ne.Timeout() && !s.isGone()
+			switch {
+			case timeout && negotiating:
 				return true // the negotiation wait is over
+			case timeout:
+				s.notice(fmt.Sprintf(noticeIdle, idle))
+				s.finish(endIdle, true)
+			case errors.Is(err, io.EOF):
+				s.finish(endPlayerClosed, false)
+			default:
+				s.finish(endPlayerFailed, false)
 			}
-			reason := "player closed the connection"
-			if !errors.Is(err, io.EOF) {
-				reason = "player connection failed"
-			}
-			s.finish(reason, false)
 			return false
 		}
 		return true
@@ -119,6 +141,7 @@ func (s *session) readPlayer() {
 		}
 	}
 	s.conn.SetReadDeadline(time.Time{})
+	negotiating = false
 	if cur := s.srv.current(); cur == nil || !s.attach(cur) {
 		s.mu.Lock()
 		s.noticed = true
@@ -231,9 +254,11 @@ func (s *session) writeOnce() bool {
 		s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
 		if _, err := s.conn.Write(out); err != nil {
 			s.srv.log().Info("gateway: write to player failed", zap.String("session", s.id), zap.Error(err))
-			s.finish("player write failed", false)
+			s.finish(endWriteFailed, false)
 			return end()
 		}
+		s.bytesOut.Add(uint64(len(out)))
+		s.srv.metrics.bytesOut.Add(float64(len(out)))
 	}
 	if closeAfter {
 		// Nothing can be queued once closeAfter is set, and take handed
@@ -272,6 +297,8 @@ func (s *session) attach(lk *backendLink) bool {
 	o := link.Open{ID: s.id, Offset: s.inOff, Facts: s.facts, State: s.state}
 	if s.opened {
 		s.resumed++
+		s.srv.metrics.resumes.Inc()
+		s.srv.metrics.resumeSeconds.Observe(time.Since(s.lost).Seconds())
 	}
 	s.opened = true
 	o.Resumed = s.resumed
@@ -326,7 +353,7 @@ loop:
 			if err := s.out.put(out, s.srv.slowPlayer()); err != nil {
 				if errors.Is(err, errSlowPlayer) {
 					s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.id))
-					s.finish("player too slow", false)
+					s.finish(endSlowPlayer, false)
 				}
 				break loop
 			}
@@ -353,10 +380,11 @@ loop:
 	}
 	s.mu.Lock()
 	s.st, s.lk, s.sent = nil, nil, 0
+	s.lost = time.Now()
 	gone := s.gone
 	s.mu.Unlock()
 	if ended {
-		s.finish("ended by the application", true)
+		s.finish(endApplication, true)
 		return
 	}
 	if gone {
@@ -394,11 +422,15 @@ func (s *session) ack(off uint64) {
 // abort ends the session at once, telling nobody: the gateway is closing.
 func (s *session) abort() {
 	s.mu.Lock()
+	was := s.gone
 	s.gone = true
 	s.space.Broadcast()
 	s.mu.Unlock()
 	s.out.close()
 	s.conn.Close()
+	if !was {
+		s.srv.metrics.disconnects.WithLabelValues(endClosed).Inc()
+	}
 }
 
 // finish ends the session once: the backend is told the player has gone,
@@ -429,5 +461,6 @@ func (s *session) finish(reason string, flush bool) {
 		s.out.close()
 		s.conn.Close()
 	}
+	s.srv.metrics.disconnects.WithLabelValues(reason).Inc()
 	s.srv.log().Info("gateway: player disconnected", zap.String("session", s.id), zap.String("reason", reason))
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +69,12 @@ type proc struct {
 // start runs one of the project's binaries.
 func start(t testing.TB, name string, env []string, args ...string) *proc {
 	t.Helper()
+	if name == "gateway" && !slices.Contains(args, "sessions") {
+		// Tests run many gateways at once and open many sessions from
+		// loopback: a free admin port, and no per-address limits unless a
+		// test sets them (a later flag wins).
+		args = append([]string{"-metrics", "127.0.0.1:0", "-max-per-ip", "0", "-conn-rate", "0"}, args...)
+	}
 	return startPath(t, filepath.Join(binDir, name), env, args...)
 }
 

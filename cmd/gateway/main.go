@@ -1,5 +1,9 @@
 // Command gateway holds players' telnet sessions and carries them to a
 // restartable backend that it finds by name in epmd.
+//
+//	gateway [flags]                  serve players
+//	gateway sessions [-json]         list the sessions a running gateway holds
+//	gateway log-level [LEVEL]        print or change a running gateway's log level
 package main
 
 import (
@@ -9,13 +13,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"holdfast/epmd"
@@ -25,78 +29,189 @@ import (
 )
 
 func main() {
-	var (
-		common  cli.Common
-		listen  = flag.String("listen", ":4000", "telnet address for players")
-		backend = flag.String("backend", "game", "backend name in epmd; NAME@HOST asks the epmd on HOST")
-		embed   = flag.Bool("embed-epmd", true, "serve the registry on -epmd-port unless an epmd already answers there")
-		mccp    = flag.Bool("mccp", true, "offer MCCP2 output compression to clients")
-		debug   = flag.String("debug-addr", "", "serve Go's /debug/pprof on this address (keep it on loopback); empty: off")
-	)
-	common.Register(flag.CommandLine)
-	flag.Parse()
-	if flag.NArg() > 0 {
-		cli.Fatal("gateway", fmt.Errorf("unexpected arguments: %q", flag.Args()))
-	}
-	log, err := common.Logger()
-	if err != nil {
-		cli.Fatal("gateway", err)
-	}
-	cookie, err := common.Cookie()
-	if err != nil {
-		cli.Fatal("gateway", err)
-	}
-	if *debug != "" {
-		if err := serveDebug(log, *debug); err != nil {
-			cli.Fatal("gateway", err)
+	if len(os.Args) > 1 {
+		tools := map[string]func([]string) error{
+			"sessions":  func(a []string) error { return runSessions(a, os.Stdout) },
+			"log-level": func(a []string) error { return runLogLevel(a, os.Stdout) },
+		}
+		if tool := tools[os.Args[1]]; tool != nil {
+			if err := tool(os.Args[2:]); err != nil {
+				cli.Fatal("gateway "+os.Args[1], err)
+			}
+			return
 		}
 	}
-	if err := run(log, &common, cookie, *listen, *backend, *embed, *mccp); err != nil {
+	var cfg config
+	cfg.register(flag.CommandLine)
+	if err := cli.Configure(flag.CommandLine, os.Args[1:], "HOLDFAST", os.Environ()); err != nil {
+		configError(err)
+	}
+	if err := cfg.validate(); err != nil {
+		configError(err)
+	}
+	log, err := cfg.common.Logger()
+	if err != nil {
+		configError(err)
+	}
+	cookie, err := cfg.common.Cookie()
+	if err != nil {
+		cli.Fatal("gateway", err)
+	}
+	if err := run(log, &cfg, cookie); err != nil {
 		log.Error("gateway: stopped", zap.Error(err))
 		os.Exit(1)
 	}
 }
 
-func run(log *zap.Logger, common *cli.Common, cookie []byte, listen, backend string, embed, mccp bool) error {
-	gw := &gateway.Server{Backend: backend, Cookie: cookie, Logger: log, EPMD: common.EPMDAddr(), NoCompress: !mccp}
-	var registry *epmd.Server
-	if embed {
-		reg, addr, err := embedRegistry(log, common.EPMDPort)
+// configError reports settings the gateway cannot start with, and exits
+// with status 2, as for a usage error.
+func configError(err error) {
+	fmt.Fprintf(os.Stderr, "gateway: configuration: %v\n", err)
+	os.Exit(2)
+}
+
+func run(log *zap.Logger, cfg *config, cookie []byte) error {
+	reg := prometheus.NewRegistry()
+	gw := &gateway.Server{
+		Backend:          cfg.backend,
+		Cookie:           cookie,
+		Logger:           log,
+		EPMD:             cfg.common.EPMDAddr(),
+		NoCompress:       !cfg.mccp,
+		MaxSessions:      cfg.maxSessions,
+		MaxPerIP:         cfg.maxPerIP,
+		ConnRate:         cfg.connRate,
+		ConnBurst:        cfg.connBurst,
+		HandshakeTimeout: cfg.handshakeTimeout,
+		IdleTimeout:      cfg.idleTimeout,
+		Metrics:          reg,
+	}
+	var closers []func()
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	if cfg.embed {
+		reg, addr, err := embedRegistry(log, cfg.common.EPMDPort)
 		if err != nil {
 			return err
 		}
-		registry = reg
 		if reg != nil {
 			gw.Registry, gw.EPMD = reg, addr
+			closers = append(closers, func() { reg.Close() })
 		}
 	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("telnet listener: %w", err)
+	for _, h := range []struct {
+		addr  string
+		serve func(*zap.Logger, string) (*http.Server, error)
+	}{
+		{cfg.metrics, func(log *zap.Logger, addr string) (*http.Server, error) {
+			return serveAdmin(log, addr, gw, reg, cfg.common.Level)
+		}},
+		{cfg.debug, serveDebug},
+	} {
+		if h.addr == "" {
+			continue
+		}
+		srv, err := h.serve(log, h.addr)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, func() { srv.Close() })
 	}
-	log.Info("gateway: telnet listening", zap.Stringer("addr", ln.Addr()), zap.String("backend", backend),
-		zap.String("epmd", gw.EPMD))
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	served := make(chan error, 1)
-	go func() { served <- gw.Serve(ln) }()
-	systemd.Ready()
-	select {
-	case sig := <-sigs:
-		log.Info("gateway: shutting down", zap.Stringer("signal", sig))
-	case err := <-served:
-		gw.Close()
+	lns, cert, err := listen(log, cfg)
+	if err != nil {
 		return err
 	}
-	systemd.Stopping()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	gw.Shutdown(ctx)
-	if registry != nil {
-		registry.Close()
+	log.Info("gateway: telnet listening", zap.Stringer("addr", lns[0].Addr()), zap.String("backend", cfg.backend),
+		zap.String("epmd", gw.EPMD), zap.Strings("proxy_protocol_from", cfg.proxyFrom),
+		zap.Int("max_sessions", cfg.maxSessions))
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	served := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { served <- gw.Serve(ln) }()
 	}
-	return nil
+	systemd.Ready()
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				reload(log, cert)
+				continue
+			}
+			log.Info("gateway: shutting down", zap.Stringer("signal", sig), zap.Int("sessions", len(gw.Sessions())))
+			systemd.Stopping()
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+			defer cancel()
+			if err := gw.Shutdown(ctx); err != nil {
+				log.Warn("gateway: players not all told before the shutdown timeout", zap.Error(err))
+			}
+			return nil
+		case err := <-served:
+			gw.Close()
+			return err
+		}
+	}
+}
+
+// listen opens the telnet listeners: plain, and TLS when asked for, each
+// expecting PROXY headers from the configured sources.
+func listen(log *zap.Logger, cfg *config) ([]net.Listener, *certificate, error) {
+	var lns []net.Listener
+	fail := func(err error) ([]net.Listener, *certificate, error) {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return nil, nil, err
+	}
+	open := func(flag, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("-%s: %w", flag, err)
+		}
+		pl, err := withProxy(ln, cfg.proxyFrom, cfg.handshakeTimeout)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		return pl, nil
+	}
+	ln, err := open("listen", cfg.listen)
+	if err != nil {
+		return fail(err)
+	}
+	lns = append(lns, ln)
+	if cfg.tlsListen == "" {
+		return lns, nil, nil
+	}
+	cert := &certificate{certFile: cfg.tlsCert, keyFile: cfg.tlsKey}
+	if err := cert.reload(); err != nil {
+		return fail(fmt.Errorf("-tls-cert: %w", err))
+	}
+	ln, err = open("tls-listen", cfg.tlsListen)
+	if err != nil {
+		return fail(err)
+	}
+	lns = append(lns, tlsListener(ln, cert))
+	log.Info("gateway: telnet over TLS listening", zap.Stringer("addr", ln.Addr()), zap.String("cert", cfg.tlsCert))
+	return lns, cert, nil
+}
+
+// reload takes a renewed TLS certificate on SIGHUP; a bad one is logged
+// and the one in use kept.
+func reload(log *zap.Logger, cert *certificate) {
+	if cert == nil {
+		log.Info("gateway: SIGHUP: nothing to reload")
+		return
+	}
+	if err := cert.reload(); err != nil {
+		log.Error("gateway: SIGHUP: certificate not reloaded; keeping the one in use", zap.Error(err))
+		return
+	}
+	log.Info("gateway: SIGHUP: certificate reloaded", zap.String("cert", cert.certFile))
 }
 
 // embedRegistry serves the registry on port, or returns nil when another
@@ -123,20 +238,4 @@ func embedRegistry(log *zap.Logger, port int) (*epmd.Server, string, error) {
 	addr := "127.0.0.1:" + strconv.Itoa(actual)
 	log.Info("gateway: registry listening", zap.Stringer("addr", ln.Addr()), zap.Int("port", actual))
 	return reg, addr, nil
-}
-
-// serveDebug serves Go's profiler: goroutine counts, heap and CPU profiles
-// of a running gateway.
-func serveDebug(log *zap.Logger, addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("-debug-addr: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	log.Info("gateway: debug listening", zap.Stringer("addr", ln.Addr()))
-	return nil
 }

@@ -140,6 +140,9 @@ func (e *Engine) enabled(opt byte, s side) bool {
 	return i >= 0 && e.q[i][s] == qYes
 }
 
+// On reports whether opt is enabled on either side.
+func (e *Engine) On(opt byte) bool { return e.enabled(opt, us) || e.enabled(opt, him) }
+
 // EchoOff asks the client to stop echoing what the player types (the
 // gateway WILL ECHO) or to echo again.
 func (e *Engine) EchoOff(off bool) {

@@ -21,6 +21,10 @@ type Common struct {
 	LogLevel   string
 	CookieFile string
 	EPMDPort   int
+
+	// Level is the logger's level, which may be changed while it runs; set
+	// by Logger.
+	Level zap.AtomicLevel
 }
 
 // Register adds the common flags to fs.
@@ -50,7 +54,8 @@ func (c *Common) Logger() (*zap.Logger, error) {
 		return nil, fmt.Errorf("-log-format: want json or console, not %q", c.LogFormat)
 	}
 	cfg.Sampling = nil
-	cfg.Level = zap.NewAtomicLevelAt(level)
+	c.Level = zap.NewAtomicLevelAt(level)
+	cfg.Level = c.Level
 	return cfg.Build()
 }
 

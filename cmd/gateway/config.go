@@ -1,0 +1,160 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"holdfast/internal/cli"
+)
+
+// defaultAdmin is where metrics, health and the sessions view are served
+// unless -metrics says otherwise: loopback, so that only the operator's
+// own tools reach them.
+const defaultAdmin = "127.0.0.1:9464"
+
+// config is everything the gateway is told at start.
+type config struct {
+	common     cli.Common
+	configFile string
+
+	listen, backend string
+	embed, mccp     bool
+	debug, metrics  string
+
+	maxSessions, maxPerIP, connBurst int
+	connRate                         float64
+	handshakeTimeout, idleTimeout    time.Duration
+	shutdownTimeout                  time.Duration
+
+	tlsListen, tlsCert, tlsKey string
+	proxyProtocol              string
+	proxyFrom                  []string // -proxy-protocol, split and checked
+}
+
+func (c *config) register(fs *flag.FlagSet) {
+	c.common.Register(fs)
+	fs.StringVar(&c.configFile, "config", "", "file of settings, one \"name = value\" per line (flag names without the dash)")
+	fs.StringVar(&c.listen, "listen", ":4000", "telnet address for players")
+	fs.StringVar(&c.backend, "backend", "game", "backend name in epmd; NAME@HOST asks the epmd on HOST")
+	fs.BoolVar(&c.embed, "embed-epmd", true, "serve the registry on -epmd-port unless an epmd already answers there")
+	fs.BoolVar(&c.mccp, "mccp", true, "offer MCCP2 output compression to clients")
+	fs.StringVar(&c.debug, "debug-addr", "", "serve Go's /debug/pprof on this address (keep it on loopback); empty: off")
+	fs.StringVar(&c.metrics, "metrics", defaultAdmin, "address for /metrics, /healthz, /sessions and /loglevel; empty: off")
+	fs.IntVar(&c.maxSessions, "max-sessions", 0, "most sessions held at once; 0: as many as the open-file limit allows")
+	fs.IntVar(&c.maxPerIP, "max-per-ip", 64, "most sessions from one client address; 0: no limit")
+	fs.Float64Var(&c.connRate, "conn-rate", 5, "new connections per second allowed from one client address; 0: no limit")
+	fs.IntVar(&c.connBurst, "conn-burst", 20, "connections one client address may open at once before -conn-rate applies")
+	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a new connection has for its PROXY header and TLS handshake")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "disconnect a player who types nothing for this long; 0: never")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "time given to telling players and the backend on SIGTERM")
+	fs.StringVar(&c.tlsListen, "tls-listen", "", "telnet-over-TLS address for players; needs -tls-cert and -tls-key")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate chain for -tls-listen, reloaded on SIGHUP")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key for -tls-listen, reloaded on SIGHUP")
+	fs.StringVar(&c.proxyProtocol, "proxy-protocol", "", "comma-separated addresses or CIDRs whose connections start with a PROXY header (v1 or v2)")
+}
+
+// validate checks the settings together, and fills in what depends on
+// the machine.
+func (c *config) validate() error {
+	var errs []error
+	bad := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("-%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	addr := func(flag, v string, optional bool) {
+		if v == "" {
+			if !optional {
+				bad(flag, "an address is required")
+			}
+			return
+		}
+		if _, port, err := net.SplitHostPort(v); err != nil {
+			bad(flag, "want host:port, got %q", v)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			bad(flag, "bad port in %q", v)
+		}
+	}
+	addr("listen", c.listen, false)
+	addr("tls-listen", c.tlsListen, true)
+	addr("metrics", c.metrics, true)
+	addr("debug-addr", c.debug, true)
+	if c.common.EPMDPort < 0 || c.common.EPMDPort > 65535 {
+		bad("epmd-port", "want 0 to 65535, got %d", c.common.EPMDPort)
+	}
+	if c.backend == "" || strings.Count(c.backend, "@") > 1 {
+		bad("backend", "want NAME or NAME@HOST, got %q", c.backend)
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"max-sessions", c.maxSessions}, {"max-per-ip", c.maxPerIP}} {
+		if n.v < 0 {
+			bad(n.flag, "must not be negative, got %d", n.v)
+		}
+	}
+	if c.connRate < 0 {
+		bad("conn-rate", "must not be negative, got %v", c.connRate)
+	}
+	if c.connBurst < 1 {
+		bad("conn-burst", "must be at least 1, got %d", c.connBurst)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"handshake-timeout", c.handshakeTimeout}, {"idle-timeout", c.idleTimeout}, {"shutdown-timeout", c.shutdownTimeout}} {
+		if d.v < 0 {
+			bad(d.flag, "must not be negative, got %v", d.v)
+		}
+	}
+	if c.handshakeTimeout == 0 {
+		bad("handshake-timeout", "must be more than zero")
+	}
+	switch {
+	case c.tlsListen != "" && (c.tlsCert == "" || c.tlsKey == ""):
+		bad("tls-listen", "needs -tls-cert and -tls-key")
+	case c.tlsListen == "" && (c.tlsCert != "" || c.tlsKey != ""):
+		bad("tls-cert", "given without -tls-listen")
+	case c.tlsListen != "":
+		if _, err := loadCert(c.tlsCert, c.tlsKey); err != nil {
+			bad("tls-cert", "%v", err)
+		}
+	}
+	c.proxyFrom = nil
+	for _, r := range strings.Split(c.proxyProtocol, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		if _, err := netip.ParsePrefix(r); err != nil {
+			if _, err := netip.ParseAddr(r); err != nil {
+				bad("proxy-protocol", "%q is neither an address nor a CIDR", r)
+				continue
+			}
+		}
+		c.proxyFrom = append(c.proxyFrom, r)
+	}
+	if strings.TrimSpace(strings.ReplaceAll(c.proxyProtocol, ",", "")) == "" && c.proxyProtocol != "" {
+		bad("proxy-protocol", "no address or CIDR in %q", c.proxyProtocol)
+	}
+	if c.maxSessions == 0 {
+		c.maxSessions = sessionsForFiles()
+	}
+	return errors.Join(errs...)
+}
+
+// sessionsForFiles is how many sessions the open-file limit leaves room
+// for: each takes one descriptor, and the gateway keeps some for its
+// listeners, the registry, the backend link and the admin server. Past
+// it, players would be refused by accept failing, without a word.
+func sessionsForFiles() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
+		return 0
+	}
+	return max(1, int(lim.Cur)-64)
+}

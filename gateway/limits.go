@@ -1,0 +1,119 @@
+package gateway
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Why a player was refused before a session started. Each is also the
+// label of the refusals metric.
+const (
+	refusedTotal = "max_sessions"
+	refusedPerIP = "max_per_ip"
+	refusedRate  = "rate"
+)
+
+// What a refused player reads before the connection closes.
+var refusalText = map[string]string{
+	refusedTotal: "[holdfast] The game is full right now. Please try again later.\r\n",
+	refusedPerIP: "[holdfast] Too many connections from your address. Please try again later.\r\n",
+	refusedRate:  "[holdfast] Too many connection attempts from your address. Please wait a moment.\r\n",
+}
+
+// maxBuckets bounds the per-address rate state. Beyond it the buckets that
+// have filled up again are forgotten; they hold nothing a new one would not.
+const maxBuckets = 1 << 16
+
+// bucket is a token bucket of connection attempts from one address.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// clientIP is the address limits count by: the player's, after any PROXY
+// header, with IPv4-mapped IPv6 addresses unmapped.
+func clientIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// allowRate takes one token from ip's bucket, with s.mu held, and reports
+// whether there was one.
+func (s *Server) allowRate(ip netip.Addr, now time.Time) bool {
+	if s.ConnRate <= 0 {
+		return true
+	}
+	burst := float64(max(s.ConnBurst, 1))
+	b, ok := s.buckets[ip]
+	if !ok {
+		if len(s.buckets) >= maxBuckets {
+			s.forgetFullBuckets(now, burst)
+		}
+		b = &bucket{tokens: burst, last: now}
+		s.buckets[ip] = b
+	}
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*s.ConnRate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// forgetFullBuckets drops the buckets that have refilled, with s.mu held.
+// When every address is still attempting, it drops them all rather than
+// grow without bound: a flood from that many addresses is for a firewall.
+func (s *Server) forgetFullBuckets(now time.Time, burst float64) {
+	for ip, b := range s.buckets {
+		if b.tokens+now.Sub(b.last).Seconds()*s.ConnRate >= burst {
+			delete(s.buckets, ip)
+		}
+	}
+	if len(s.buckets) >= maxBuckets {
+		clear(s.buckets)
+	}
+}
+
+// refusal says which limit a new player from ip exceeds, if any, with s.mu
+// held.
+func (s *Server) refusal(ip netip.Addr, now time.Time) string {
+	switch {
+	case !s.allowRate(ip, now):
+		return refusedRate
+	case s.MaxSessions > 0 && len(s.sessions) >= s.MaxSessions:
+		return refusedTotal
+	case s.MaxPerIP > 0 && s.perIP[ip] >= s.MaxPerIP:
+		return refusedPerIP
+	}
+	return ""
+}
+
+// refuse tells a player why they cannot play now and closes the connection.
+func (s *Server) refuse(c net.Conn, why string) {
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	c.Write([]byte(refusalText[why]))
+	closeGently(c)
+}
+
+// closeGently closes c so that what was written arrives: closing a socket
+// with unread input sends a reset, and a client that gets one may drop what
+// it had not shown yet. Telnet clients send their negotiation at once, so
+// the input is read, for at most a second, until the client closes too.
+func closeGently(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+	c.Close()
+}
