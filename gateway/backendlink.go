@@ -232,6 +232,7 @@ func (s *Server) serveLink(lk *backendLink, name string) {
 			resumed++
 		}
 	}
+	s.metrics.links.Inc()
 	s.log().Info("gateway: backend linked", zap.String("backend", name), zap.String("addr", lk.addr),
 		zap.Int("sessions", resumed), zap.Duration("attach", time.Since(start)))
 

@@ -69,10 +69,10 @@ type proc struct {
 // start runs one of the project's binaries.
 func start(t testing.TB, name string, env []string, args ...string) *proc {
 	t.Helper()
-	if name == "gateway" && !slices.Contains(args, "sessions") {
+	if name == "gateway" && !slices.Contains(args, "-config") {
 		// Tests run many gateways at once and open many sessions from
 		// loopback: a free admin port, and no per-address limits unless a
-		// test sets them (a later flag wins).
+		// test sets them (a later flag wins; a config file says it all).
 		args = append([]string{"-metrics", "127.0.0.1:0", "-max-per-ip", "0", "-conn-rate", "0"}, args...)
 	}
 	return startPath(t, filepath.Join(binDir, name), env, args...)
@@ -181,6 +181,7 @@ type system struct {
 	cookie   string
 	gw       *proc
 	telnet   string // the gateway's player address
+	admin    string // the gateway's -metrics address
 	epmdPort int
 }
 
@@ -193,13 +194,16 @@ func writeCookie(t *testing.T, secret string) string {
 	return path
 }
 
-// startSystem starts a gateway that embeds the registry on a free port.
-func startSystem(t *testing.T) *system {
+// startSystem starts a gateway that embeds the registry on a free port,
+// with extra gateway flags.
+func startSystem(t *testing.T, flags ...string) *system {
 	t.Helper()
 	s := &system{t: t, cookie: writeCookie(t, "test-cookie")}
-	s.gw = start(t, "gateway", nil, "-listen", "127.0.0.1:0", "-epmd-port", "0", "-cookie-file", s.cookie)
+	args := append([]string{"-listen", "127.0.0.1:0", "-epmd-port", "0", "-cookie-file", s.cookie}, flags...)
+	s.gw = start(t, "gateway", nil, args...)
 	reg := s.gw.waitLog("gateway: registry listening", 1)
 	s.epmdPort = int(reg["port"].(float64))
+	s.admin = s.gw.waitLog("gateway: admin listening", 1)["addr"].(string)
 	s.telnet = s.gw.waitLog("gateway: telnet listening", 1)["addr"].(string)
 	return s
 }
@@ -308,6 +312,26 @@ func (p *player) facts() map[string]string {
 		}
 	}
 	return f
+}
+
+// waitLogged waits for a log line with message msg and key set to value.
+func (p *proc) waitLogged(msg, key, value string) {
+	p.t.Helper()
+	deadline := time.After(waitFor)
+	for !p.logged(msg, key, value) {
+		p.mu.Lock()
+		more := p.more
+		p.mu.Unlock()
+		select {
+		case <-more:
+		case <-p.done:
+			if !p.logged(msg, key, value) {
+				p.t.Fatalf("%s exited before logging %q with %s=%q", p.name, msg, key, value)
+			}
+		case <-deadline:
+			p.t.Fatalf("%s did not log %q with %s=%q within %v", p.name, msg, key, value, waitFor)
+		}
+	}
 }
 
 // logged reports whether a log line with message msg has key set to value.

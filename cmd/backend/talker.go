@@ -87,6 +87,9 @@ func (t *talker) serve(s *backend.Session) {
 		line, err := s.ReadLine()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
+				// The gateway hung up: the player left, or the gateway is
+				// shutting down. ErrDetached would mean the session lives on.
+				t.log.Info("talker: player left", zap.String("session", s.ID()))
 				t.announce(fmt.Sprintf("%s has left.\n", st.Name), s)
 			}
 			return
