@@ -12,7 +12,9 @@ import (
 
 // proxyHeaderBuffer is the read buffer of a connection that starts with a
 // PROXY header: enough for a v1 line (at most 107 bytes) and a v2 header
-// with its addresses; larger v2 headers are read past it.
+// with its addresses. Larger v2 headers are read past it, up to the
+// library's bound of 4 KiB (TLVs included); beyond that the connection is
+// refused.
 const proxyHeaderBuffer = 256
 
 // withProxy makes ln expect a PROXY header (v1 or v2) from the sources in
