@@ -191,6 +191,22 @@ func TestSessionsCommand(t *testing.T) {
 	if got := runTool(t, "gateway", "log-level", "-metrics", sys.admin); got != "debug\n" {
 		t.Errorf("log level %q after setting it, want debug", got)
 	}
+	// Even at debug level, what a player types is never logged.
+	const secret = "hunter2-b7f3"
+	p.send("password")
+	p.send(secret)
+	p.send("echo " + secret)
+	p.expect("echo: " + secret)
+	p.send("quit")
+	p.expectClosed()
+	sys.gw.waitLog("gateway: player disconnected", 1)
+	sys.gw.mu.Lock()
+	for _, l := range sys.gw.raw {
+		if strings.Contains(l, secret) {
+			t.Errorf("the gateway logged player input: %s", l)
+		}
+	}
+	sys.gw.mu.Unlock()
 	sys.gw.kill(syscall.SIGKILL)
 	sys.gw.wait()
 	if _, err := exec.Command(filepath.Join(binDir, "gateway"), "sessions", "-metrics", sys.admin).Output(); err == nil {
