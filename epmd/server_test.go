@@ -320,6 +320,19 @@ func TestShutdownWaitsForRequests(t *testing.T) {
 	}
 	defer c.Close()
 	c.Write([]byte{0, 1}) // half a request: the server waits for the body
+	// Shutdown closes the listener; a connection still in its backlog would
+	// never be served, so wait until the server has it.
+	for stop := time.Now().Add(deadline); ; time.Sleep(time.Millisecond) {
+		srv.mu.Lock()
+		n := len(srv.conns)
+		srv.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(stop) {
+			t.Fatal("the server never took the connection")
+		}
+	}
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), deadline)
