@@ -226,15 +226,10 @@ func (s *Server) serveLink(lk *backendLink, name string) {
 	held := slices.Collect(maps.Keys(s.sessions))
 	s.mu.Unlock()
 	start := time.Now()
-	resumed := 0
-	for _, ss := range held {
-		if ss.attach(lk) {
-			resumed++
-		}
-	}
+	resumed := attachAll(lk, held)
 	s.metrics.links.Inc()
 	s.log().Info("gateway: backend linked", zap.String("backend", name), zap.String("addr", lk.addr),
-		zap.Int("sessions", resumed), zap.Duration("attach", time.Since(start)))
+		zap.Int64("sessions", resumed), zap.Duration("attach", time.Since(start)))
 
 	reason := "backend link lost"
 	select {
@@ -268,4 +263,26 @@ func (s *Server) serveLink(lk *backendLink, name string) {
 		}
 		lk.mux.Close()
 	}()
+}
+
+// attachWorkers is how many sessions are attached to a new link at once.
+// Each attach waits on yamux's send loop two or three times; a few at once
+// keep it busy. More gain nothing on two cores (measured with 1, 2, 4, 8).
+const attachWorkers = 4
+
+// attachAll resumes sessions on lk and returns how many are attached.
+func attachAll(lk *backendLink, sessions []*session) int64 {
+	var next, attached atomic.Int64
+	var wg sync.WaitGroup
+	for range attachWorkers {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(sessions)); i = next.Add(1) - 1 {
+				if sessions[i].attach(lk) {
+					attached.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return attached.Load()
 }

@@ -4,25 +4,50 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"time"
 )
 
+// coalescedConn batches yamux's writes to the link connection.
+//
 // yamux writes every frame as two writes, its 12-byte header and then its
-// body; with TCP_NODELAY that is two packets and two system calls per
-// frame. coalescedConn holds back the header of a data frame that has a body
-// and sends it together with that body. Only yamux's send loop writes to the
-// connection, so the two writes always come in that order.
+// body, and waits for each before taking the next frame: with TCP_NODELAY
+// that is two packets and two system calls per frame, and when thousands
+// of sessions are resumed or sent a line at once, the send loop spends its
+// time in them. Here a data frame's header is held back until its body
+// comes, and whole frames are queued for a writer goroutine that sends
+// everything queued in one write: one frame alone goes out at once, and
+// frames that come while a write is under way go out together in the
+// next. Only yamux's send loop writes to the connection, so the header and
+// its body always come in that order, and a frame is never split between
+// two writes.
 type coalescedConn struct {
 	net.Conn
 	hdr    [yamuxHeaderLen]byte
 	held   bool
-	buf    []byte
 	broken func()
 	once   sync.Once
+
+	mu       sync.Mutex
+	cond     sync.Cond // the writer took the queue, or stopped
+	queue    []byte
+	spare    []byte
+	writing  bool  // the writer goroutine runs
+	err      error // the first write error; every later write fails with it
+	closed   bool
+	closeErr error
 }
 
 const (
 	yamuxHeaderLen = 12
 	yamuxTypeData  = 0
+
+	// maxQueued bounds what waits for the writer; yamux's send loop waits
+	// beyond it, which is how a link that does not drain pushes back.
+	maxQueued = 1 << 20
+	// keepSpare bounds the buffer kept for the next batch.
+	keepSpare = 64 << 10
+	// closeFlush bounds how long Close waits for queued frames to go out.
+	closeFlush = time.Second
 )
 
 // Coalesce wraps a link connection before yamux takes it. When a read
@@ -33,7 +58,11 @@ const (
 // spins. With thousands of sessions the spinners starve the goroutine that
 // would close the streams, for minutes. broken lets the owner wake its
 // readers with a deadline and wait for them first.
-func Coalesce(c net.Conn, broken func()) net.Conn { return &coalescedConn{Conn: c, broken: broken} }
+func Coalesce(c net.Conn, broken func()) net.Conn {
+	cc := &coalescedConn{Conn: c, broken: broken}
+	cc.cond.L = &cc.mu
+	return cc
+}
 
 func (c *coalescedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
@@ -46,17 +75,86 @@ func (c *coalescedConn) Read(p []byte) (int, error) {
 func (c *coalescedConn) Write(p []byte) (int, error) {
 	if c.held {
 		c.held = false
-		c.buf = append(append(c.buf[:0], c.hdr[:]...), p...)
-		_, err := c.Conn.Write(c.buf)
-		if cap(c.buf) > 64<<10 {
-			c.buf = nil
+		if err := c.enqueue(c.hdr[:], p); err != nil {
+			return 0, err
 		}
-		return len(p), err
+		return len(p), nil
 	}
 	if len(p) == yamuxHeaderLen && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
 		copy(c.hdr[:], p)
 		c.held = true
 		return len(p), nil
 	}
-	return c.Conn.Write(p)
+	if err := c.enqueue(p, nil); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// enqueue queues one frame, a and b together, waiting while the queue is
+// full, and starts the writer if it is not running.
+func (c *coalescedConn) enqueue(a, b []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.queue) >= maxQueued && c.err == nil && !c.closed {
+		c.cond.Wait()
+	}
+	switch {
+	case c.err != nil:
+		return c.err
+	case c.closed:
+		return net.ErrClosed
+	}
+	c.queue = append(append(c.queue, a...), b...)
+	if !c.writing {
+		c.writing = true
+		go c.write()
+	}
+	return nil
+}
+
+// write sends what is queued until the queue is empty, then returns.
+func (c *coalescedConn) write() {
+	c.mu.Lock()
+	for len(c.queue) > 0 && c.err == nil {
+		b := c.queue
+		c.queue = c.spare[:0]
+		c.spare = nil
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		_, err := c.Conn.Write(b)
+		c.mu.Lock()
+		if err != nil && c.err == nil {
+			c.err = err
+		}
+		if cap(b) <= keepSpare {
+			c.spare = b[:0]
+		}
+	}
+	c.queue = nil
+	c.writing = false
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+// Close sends what is queued, waiting at most closeFlush, and closes the
+// connection: yamux closes it right after its last frames, a Goodbye among
+// them.
+func (c *coalescedConn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return c.closeErr
+	}
+	c.closed = true
+	if c.writing {
+		c.Conn.SetWriteDeadline(time.Now().Add(closeFlush))
+		for c.writing {
+			c.cond.Wait()
+		}
+	}
+	c.closeErr = c.Conn.Close()
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	return c.closeErr
 }
