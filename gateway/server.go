@@ -245,8 +245,7 @@ func (s *Server) isClosing() bool {
 }
 
 // admit finishes a new connection's handshake, checks the limits against
-// the player's address and, within them, holds the player's session on
-// this goroutine until it ends.
+// the player's address and, within them, starts the player's session.
 func (s *Server) admit(c net.Conn) {
 	defer s.wg.Done()
 	// RemoteAddr reads a PROXY header where the listener expects one, with
@@ -287,7 +286,10 @@ func (s *Server) admit(c net.Conn) {
 	s.mu.Unlock()
 	s.metrics.connects.Inc()
 	s.log().Info("gateway: player connected", zap.String("session", ss.id), zap.Stringer("client", addr))
-	ss.readPlayer()
+	// A goroutine of its own, not this one: the handshake and the logging
+	// above grow a stack past what a held session needs, and the player's
+	// reader keeps its stack for as long as the player stays.
+	go ss.readPlayer()
 }
 
 // list returns the sessions held now.

@@ -88,6 +88,12 @@ func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr
 	return s
 }
 
+// The player reader's buffer sizes.
+const (
+	smallRead = 128
+	largeRead = 4096
+)
+
 // readPlayer reads the player's socket until it closes, holding input and
 // passing it to the backend when one is attached. It first makes the
 // gateway's telnet offers and gives the client a moment to answer them, so
@@ -95,19 +101,29 @@ func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr
 // waits no longer than negotiationWait, and what it types meanwhile is kept.
 func (s *session) readPlayer() {
 	defer s.srv.wg.Done()
-	buf := make([]byte, 1024)
+	// A player types a line at a time: the reader of an idle player holds
+	// a small buffer, and takes a large one only while reads fill it.
+	small := make([]byte, smallRead)
+	buf := small
 	idle := s.srv.IdleTimeout
 	negotiating := true
 	read := func() bool {
 		if idle > 0 && !negotiating {
 			s.conn.SetReadDeadline(time.Now().Add(idle))
 		}
-		n, err := s.conn.Read(buf)
+		b := buf
+		n, err := s.conn.Read(b)
+		switch {
+		case n == len(b) && len(b) < largeRead:
+			buf = make([]byte, largeRead)
+		case n < smallRead && len(b) > smallRead:
+			buf = small
+		}
 		if n > 0 {
 			s.bytesIn.Add(uint64(n))
 			s.srv.metrics.bytesIn.Add(float64(n))
 			// Decoded in place: the decoder never writes ahead of its input.
-			if data := s.fromPlayer(buf[:0], buf[:n]); len(data) > 0 && !s.hold(data) {
+			if data := s.fromPlayer(b[:0], b[:n]); len(data) > 0 && !s.hold(data) {
 				return false
 			}
 		}
