@@ -32,18 +32,21 @@ type bucket struct {
 	last   time.Time
 }
 
-// clientIP is the address limits count by: the player's, after any PROXY
-// header, with IPv4-mapped IPv6 addresses unmapped.
+// clientIP is what the limits count by: the player's address, after any
+// PROXY header, with IPv4-mapped IPv6 addresses unmapped, and an IPv6
+// address taken as its /64, which one client holds whole.
 func clientIP(a net.Addr) netip.Addr {
+	var ip netip.Addr
 	if ta, ok := a.(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		return ip.Unmap()
+		ip, _ = netip.AddrFromSlice(ta.IP)
+	} else if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		ip = ap.Addr()
 	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.Addr{}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		return netip.PrefixFrom(ip, 64).Masked().Addr()
 	}
-	return ap.Addr().Unmap()
+	return ip
 }
 
 // allowRate takes one token from ip's bucket, with s.mu held, and reports

@@ -14,8 +14,9 @@ func TestClientIP(t *testing.T) {
 	}{
 		{&net.TCPAddr{IP: net.ParseIP("198.51.100.7"), Port: 1}, "198.51.100.7"},
 		{&net.TCPAddr{IP: net.ParseIP("::ffff:198.51.100.7"), Port: 1}, "198.51.100.7"},
-		{&net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}, "2001:db8::1"},
-		{fakeAddr("[2001:db8::2]:4000"), "2001:db8::2"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}, "2001:db8::"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:0:7:ffff::1"), Port: 1}, "2001:db8:0:7::"},
+		{fakeAddr("[2001:db8::2]:4000"), "2001:db8::"},
 		{fakeAddr("pipe"), "invalid IP"},
 	} {
 		if got := clientIP(tc.addr).String(); got != tc.want {

@@ -77,8 +77,8 @@ type Server struct {
 	// MaxSessions bounds the sessions held at once; zero means no bound.
 	// Players beyond it are told the game is full and disconnected.
 	MaxSessions int
-	// MaxPerIP bounds the sessions held for one client address; zero means
-	// no bound.
+	// MaxPerIP bounds the sessions held for one client address (an IPv6
+	// client's /64); zero means no bound.
 	MaxPerIP int
 	// ConnRate bounds how many connections per second one client address
 	// may open, with bursts of ConnBurst; zero means no bound.

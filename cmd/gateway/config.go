@@ -48,7 +48,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.debug, "debug-addr", "", "serve Go's /debug/pprof on this address (keep it on loopback); empty: off")
 	fs.StringVar(&c.metrics, "metrics", defaultAdmin, "address for /metrics, /healthz, /sessions and /loglevel; empty: off")
 	fs.IntVar(&c.maxSessions, "max-sessions", 0, "most sessions held at once; 0: as many as the open-file limit allows")
-	fs.IntVar(&c.maxPerIP, "max-per-ip", 64, "most sessions from one client address; 0: no limit")
+	fs.IntVar(&c.maxPerIP, "max-per-ip", 64, "most sessions from one client address (an IPv6 one counts as its /64); 0: no limit")
 	fs.Float64Var(&c.connRate, "conn-rate", 5, "new connections per second allowed from one client address; 0: no limit")
 	fs.IntVar(&c.connBurst, "conn-burst", 20, "connections one client address may open at once before -conn-rate applies")
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a new connection has for its PROXY header and TLS handshake")
