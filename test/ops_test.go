@@ -297,7 +297,7 @@ func TestTLS(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	pool1 := writeCert(t, certFile, keyFile, 1)
 	sys := startSystem(t, "-tls-listen", "127.0.0.1:0", "-tls-cert", certFile, "-tls-key", keyFile,
-		"-handshake-timeout", "1s")
+		"-handshake-timeout", "2s")
 	addr := sys.gw.waitLog("gateway: telnet over TLS listening", 1)["addr"].(string)
 	sys.startBackend()
 
@@ -488,11 +488,11 @@ func TestLimits(t *testing.T) {
 
 // TestIdleTimeout disconnects a player who types nothing, saying why.
 func TestIdleTimeout(t *testing.T) {
-	sys := startSystem(t, "-idle-timeout", "1s")
+	sys := startSystem(t, "-idle-timeout", "2s")
 	sys.startBackend()
 	p := dial(t, sys.telnet, "Ada")
 	p.login()
-	p.expect("[holdfast] Disconnected after 1s without input.")
+	p.expect("[holdfast] Disconnected after 2s without input.")
 	p.expectClosed()
 	waitMetric(t, sys.admin, `holdfast_disconnects_total{reason="idle"}`, 1)
 }
