@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -387,5 +388,44 @@ func TestMegabytePaste(t *testing.T) {
 		}
 	case <-time.After(waitFor):
 		t.Fatal("the paste never arrived whole")
+	}
+}
+
+// TestIdleSessionGoroutines checks what an idle attached session costs in
+// goroutines: its player's reader and its stream's reader, and no writer
+// once its output is written. Tens of thousands of held sessions make
+// each goroutine count.
+func TestIdleSessionGoroutines(t *testing.T) {
+	e := newEnv(t, nil)
+	ch := make(chan string, 16)
+	e.backend(func(s *backend.Session) {
+		s.Write([]byte("hello\n"))
+		lines(ch)(s)
+	})
+	e.waitLog("gateway: backend linked")
+	const players = 5
+	for range players {
+		p := e.dial()
+		p.expect("hello")
+		p.send("hi\r\n")
+		recv(t, ch)
+	}
+	count := func(fn string) int {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		return strings.Count(string(buf), "holdfast/gateway."+fn+"(")
+	}
+	deadline := time.Now().Add(waitFor)
+	for count("(*session).writePlayer") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writers still run for idle players", count("(*session).writePlayer"))
+		}
+		time.Sleep(5 * time.Millisecond) // the writers end once their queues are empty
+	}
+	if n := count("(*session).readPlayer"); n != players {
+		t.Errorf("%d player readers for %d players", n, players)
+	}
+	if n := count("(*session).readStream"); n != players {
+		t.Errorf("%d stream readers for %d players", n, players)
 	}
 }
