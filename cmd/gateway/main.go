@@ -71,7 +71,12 @@ func configError(err error) {
 }
 
 func run(log *zap.Logger, cfg *config, cookie []byte) error {
-	reg := prometheus.NewRegistry()
+	// Early, so that a reload asked for while starting does not kill the
+	// gateway (SIGHUP's default action).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	metrics := prometheus.NewRegistry()
 	gw := &gateway.Server{
 		Backend:          cfg.backend,
 		Cookie:           cookie,
@@ -84,7 +89,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte) error {
 		ConnBurst:        cfg.connBurst,
 		HandshakeTimeout: cfg.handshakeTimeout,
 		IdleTimeout:      cfg.idleTimeout,
-		Metrics:          reg,
+		Metrics:          metrics,
 	}
 	var closers []func()
 	defer func() {
@@ -93,13 +98,13 @@ func run(log *zap.Logger, cfg *config, cookie []byte) error {
 		}
 	}()
 	if cfg.embed {
-		reg, addr, err := embedRegistry(log, cfg.common.EPMDPort)
+		registry, addr, err := embedRegistry(log, cfg.common.EPMDPort)
 		if err != nil {
 			return err
 		}
-		if reg != nil {
-			gw.Registry, gw.EPMD = reg, addr
-			closers = append(closers, func() { reg.Close() })
+		if registry != nil {
+			gw.Registry, gw.EPMD = registry, addr
+			closers = append(closers, func() { registry.Close() })
 		}
 	}
 	for _, h := range []struct {
@@ -107,7 +112,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte) error {
 		serve func(*zap.Logger, string) (*http.Server, error)
 	}{
 		{cfg.metrics, func(log *zap.Logger, addr string) (*http.Server, error) {
-			return serveAdmin(log, addr, gw, reg, cfg.common.Level)
+			return serveAdmin(log, addr, gw, metrics, cfg.common.Level)
 		}},
 		{cfg.debug, serveDebug},
 	} {
@@ -128,8 +133,6 @@ func run(log *zap.Logger, cfg *config, cookie []byte) error {
 	log.Info("gateway: telnet listening", zap.Stringer("addr", lns[0].Addr()), zap.String("backend", cfg.backend),
 		zap.String("epmd", gw.EPMD), zap.Strings("proxy_protocol_from", cfg.proxyFrom),
 		zap.Int("max_sessions", cfg.maxSessions))
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	served := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() { served <- gw.Serve(ln) }()
