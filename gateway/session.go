@@ -107,6 +107,7 @@ func (s *session) readPlayer() {
 	buf := small
 	idle := s.srv.IdleTimeout
 	negotiating := true
+	var overflow []byte // what came past the held-input bound while negotiating
 	read := func() bool {
 		if idle > 0 && !negotiating {
 			s.conn.SetReadDeadline(time.Now().Add(idle))
@@ -123,7 +124,14 @@ func (s *session) readPlayer() {
 			s.bytesIn.Add(uint64(n))
 			s.srv.metrics.bytesIn.Add(float64(n))
 			// Decoded in place: the decoder never writes ahead of its input.
-			if data := s.fromPlayer(b[:0], b[:n]); len(data) > 0 && !s.hold(data) {
+			data := s.fromPlayer(b[:0], b[:n])
+			if negotiating && len(data) > 0 {
+				// Not attached yet, so nothing would make room: input past
+				// the bound ends the wait instead, and is held after.
+				overflow = bytes.Clone(s.holdUpTo(data))
+				data = nil
+			}
+			if len(data) > 0 && !s.hold(data) {
 				return false
 			}
 		}
@@ -151,7 +159,7 @@ func (s *session) readPlayer() {
 	s.tmu.Unlock()
 	deadline := time.Now().Add(negotiationWait)
 	s.conn.SetReadDeadline(deadline)
-	for !s.settled() && time.Now().Before(deadline) {
+	for !s.settled() && len(overflow) == 0 && time.Now().Before(deadline) {
 		if !read() {
 			return
 		}
@@ -163,6 +171,9 @@ func (s *session) readPlayer() {
 		s.noticed = true
 		s.mu.Unlock()
 		s.notice(noticeWaiting)
+	}
+	if len(overflow) > 0 && !s.hold(overflow) {
+		return
 	}
 	for read() {
 	}
@@ -188,6 +199,19 @@ func (s *session) hold(data []byte) bool {
 		s.forward()
 	}
 	return true
+}
+
+// holdUpTo holds what of data fits under the bound, without waiting, and
+// returns the rest.
+func (s *session) holdUpTo(data []byte) []byte {
+	s.mu.Lock()
+	n := min(len(data), max(0, s.srv.maxHeldInput()-len(s.in)))
+	if !s.gone {
+		s.in = append(s.in, data[:n]...)
+	}
+	s.mu.Unlock()
+	s.forward()
+	return data[n:]
 }
 
 // forward sends the held input that the current stream has not had yet.

@@ -429,3 +429,39 @@ func TestIdleSessionGoroutines(t *testing.T) {
 		t.Errorf("%d stream readers for %d players", n, players)
 	}
 }
+
+// TestPasteBeforeAttach: a raw client pastes more than the held-input
+// bound before the gateway has attached its session (it is still waiting
+// for telnet answers that never come). The bound must not stop the
+// session from being attached; every byte arrives.
+func TestPasteBeforeAttach(t *testing.T) {
+	e := newEnv(t, &gateway.Server{MaxHeldInput: 4 << 10})
+	got := make(chan int, 1)
+	e.backend(func(s *backend.Session) {
+		n := 0
+		for {
+			l, err := s.ReadLine()
+			if err != nil || l == "done" {
+				got <- n
+				return
+			}
+			n += len(l) + 1
+		}
+	})
+	e.waitLog("gateway: backend linked") // so that only the session's own attach can attach it
+	p := e.dial()
+	line := strings.Repeat("x", 99) + "\r\n"
+	paste := strings.Repeat(line, 1000) // 100 KB: 25 times the bound
+	go func() {
+		p.conn.SetWriteDeadline(time.Now().Add(waitFor))
+		io.WriteString(p.conn, paste+"done\r\n")
+	}()
+	select {
+	case n := <-got:
+		if want := 1000 * 100; n != want {
+			t.Fatalf("the backend got %d bytes, want %d", n, want)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the session was never attached: the paste filled held input before the negotiation ended")
+	}
+}
