@@ -179,6 +179,10 @@ func (s *session) readPlayer() {
 	}
 }
 
+// heldCheck is how often a player whose held input is full, with no
+// backend attached, is checked for having left.
+const heldCheck = time.Second
+
 // hold appends input to the held input, waiting while it is full, and
 // forwards it. It returns false when the session has ended.
 func (s *session) hold(data []byte) bool {
@@ -186,7 +190,29 @@ func (s *session) hold(data []byte) bool {
 	for len(data) > 0 {
 		s.mu.Lock()
 		for len(s.in) >= max && !s.gone {
+			if s.st != nil {
+				s.space.Wait()
+				continue
+			}
+			// No backend will make room until one attaches, and this
+			// player's socket is not read meanwhile: look now and then
+			// whether the player has left, so that the session does not
+			// outlive them until then.
+			t := time.AfterFunc(heldCheck, func() {
+				s.mu.Lock()
+				s.space.Broadcast()
+				s.mu.Unlock()
+			})
 			s.space.Wait()
+			t.Stop()
+			if s.st == nil && !s.gone && len(s.in) >= max {
+				s.mu.Unlock()
+				if peerClosed(s.conn) {
+					s.finish(endPlayerClosed, false)
+					return false
+				}
+				s.mu.Lock()
+			}
 		}
 		if s.gone {
 			s.mu.Unlock()

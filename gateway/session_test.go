@@ -465,3 +465,27 @@ func TestPasteBeforeAttach(t *testing.T) {
 		t.Fatal("the session was never attached: the paste filled held input before the negotiation ended")
 	}
 }
+
+// TestLeavingWithFullHeldInput: a player fills held input while no backend
+// runs, so the gateway stops reading them, and then disconnects. The
+// session must end then, not when a backend next drains it: until it ends
+// it counts toward the limits.
+func TestLeavingWithFullHeldInput(t *testing.T) {
+	e := newEnv(t, &gateway.Server{MaxHeldInput: 4 << 10})
+	p := e.dial()
+	p.expect("The game is not running right now")
+	p.conn.SetWriteDeadline(time.Now().Add(waitFor))
+	// 100 KB: past the bound, and within what the kernel buffers, so that
+	// the FIN reaches the gateway behind the unread input.
+	if _, err := io.WriteString(p.conn, strings.Repeat(strings.Repeat("y", 98)+"\r\n", 1000)); err != nil {
+		t.Fatal(err)
+	}
+	p.conn.Close()
+	e.waitLog("gateway: player disconnected")
+	for deadline := time.Now().Add(waitFor); len(e.gw.Sessions()) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions held after the player left", len(e.gw.Sessions()))
+		}
+		time.Sleep(5 * time.Millisecond) // the session is forgotten once its socket is closed
+	}
+}

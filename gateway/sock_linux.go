@@ -1,0 +1,34 @@
+package gateway
+
+import (
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// TCP states, from linux/tcp_states.h.
+const (
+	tcpClose     = 7 // reset, or fully closed
+	tcpCloseWait = 8 // the peer sent FIN; we have not closed yet
+)
+
+// peerClosed reports whether the player's side of the connection has gone
+// (FIN or reset). It asks the kernel for the socket's TCP state, which
+// tells even when unread input waits in front of the FIN, as it does for
+// a player whose held input is full.
+func peerClosed(c net.Conn) bool {
+	tc := tcpConn(c)
+	if tc == nil {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	closed := false
+	rc.Control(func(fd uintptr) {
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		closed = err == nil && (info.State == tcpCloseWait || info.State == tcpClose)
+	})
+	return closed
+}
