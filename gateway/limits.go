@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"crypto/tls"
 	"io"
 	"net"
 	"net/netip"
@@ -120,20 +119,4 @@ func closeGently(c net.Conn) {
 	c.SetReadDeadline(time.Now().Add(time.Second))
 	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 	c.Close()
-}
-
-// tcpConn finds the TCP connection under TLS and a PROXY header, if any.
-func tcpConn(c net.Conn) *net.TCPConn {
-	for {
-		switch v := c.(type) {
-		case *net.TCPConn:
-			return v
-		case *tls.Conn:
-			c = v.NetConn()
-		case interface{ Raw() net.Conn }: // a connection that started with a PROXY header
-			c = v.Raw()
-		default:
-			return nil
-		}
-	}
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"net"
 
 	"golang.org/x/sys/unix"
@@ -31,4 +32,20 @@ func peerClosed(c net.Conn) bool {
 		closed = err == nil && (info.State == tcpCloseWait || info.State == tcpClose)
 	})
 	return closed
+}
+
+// tcpConn finds the TCP connection under TLS and a PROXY header, if any.
+func tcpConn(c net.Conn) *net.TCPConn {
+	for {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v
+		case *tls.Conn:
+			c = v.NetConn()
+		case interface{ Raw() net.Conn }: // a connection that started with a PROXY header
+			c = v.Raw()
+		default:
+			return nil
+		}
+	}
 }
