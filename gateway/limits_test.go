@@ -99,3 +99,20 @@ func TestNoRateLimit(t *testing.T) {
 		t.Errorf("%d buckets kept with no rate set", len(s.buckets))
 	}
 }
+
+func TestShortDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		time.Hour:                  "1h",
+		90 * time.Minute:           "1h30m",
+		30 * time.Minute:           "30m",
+		10 * time.Second:           "10s",
+		2 * time.Second:            "2s",
+		time.Hour + time.Second:    "1h0m1s",
+		1500 * time.Millisecond:    "1.5s",
+		24*time.Hour + time.Minute: "24h1m",
+	} {
+		if got := shortDuration(d); got != want {
+			t.Errorf("shortDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,18 @@ func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr
 	return s
 }
 
+// shortDuration writes d as a player would: "1h", "1h30m", "90s".
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
 // The player reader's buffer sizes.
 const (
 	smallRead = 128
@@ -142,7 +155,7 @@ func (s *session) readPlayer() {
 			case timeout && negotiating:
 				return true // the negotiation wait is over
 			case timeout:
-				s.notice(fmt.Sprintf(noticeIdle, idle))
+				s.notice(fmt.Sprintf(noticeIdle, shortDuration(idle)))
 				s.finish(endIdle, true)
 			case errors.Is(err, io.EOF):
 				s.finish(endPlayerClosed, false)
