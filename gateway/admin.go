@@ -4,7 +4,7 @@ import (
 	"cmp"
 	"crypto/tls"
 	"slices"
-	"strconv"
+	"strings"
 	"time"
 )
 
@@ -49,12 +49,19 @@ func (s *Server) Sessions() []SessionInfo {
 		})
 		ss.mu.Unlock()
 	}
+	// Ids are decimal numbers without leading zeros: shorter is older.
 	slices.SortFunc(out, func(a, b SessionInfo) int {
-		x, _ := strconv.ParseUint(a.ID, 10, 64)
-		y, _ := strconv.ParseUint(b.ID, 10, 64)
-		return cmp.Compare(x, y)
+		return cmp.Or(cmp.Compare(len(a.ID), len(b.ID)), strings.Compare(a.ID, b.ID))
 	})
 	return out
+}
+
+// SessionCount is how many sessions are held now.
+func (s *Server) SessionCount() int {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
 }
 
 // Linked reports whether a backend link is established.

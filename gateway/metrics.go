@@ -46,11 +46,11 @@ type metrics struct {
 	bytesIn       prometheus.Counter
 	bytesOut      prometheus.Counter
 
-	sessions    *prometheus.Desc
-	heldInput   *prometheus.Desc
-	backendUp   *prometheus.Desc
-	optionsDesc *prometheus.Desc
-	mttsDesc    *prometheus.Desc
+	sessions  *prometheus.Desc
+	heldInput *prometheus.Desc
+	backendUp *prometheus.Desc
+	options   *prometheus.Desc
+	mtts      *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -94,9 +94,9 @@ func newMetrics() *metrics {
 			"Player input held that no backend has acknowledged yet.", nil, nil),
 		backendUp: prometheus.NewDesc("holdfast_backend_up",
 			"1 while a backend link is established.", nil, nil),
-		optionsDesc: prometheus.NewDesc("holdfast_telnet_option_sessions",
+		options: prometheus.NewDesc("holdfast_telnet_option_sessions",
 			"Sessions with a telnet option enabled, by option.", []string{"option"}, nil),
-		mttsDesc: prometheus.NewDesc("holdfast_mtts_sessions",
+		mtts: prometheus.NewDesc("holdfast_mtts_sessions",
 			"Sessions whose client reported MTTS capabilities.", nil, nil),
 	}
 }
@@ -115,14 +115,14 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.sessions
 	ch <- m.heldInput
 	ch <- m.backendUp
-	ch <- m.optionsDesc
-	ch <- m.mttsDesc
+	ch <- m.options
+	ch <- m.mtts
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	m := c.s.metrics
-	var attached, waiting, held, mtts int
-	options := make([]int, len(adoption))
+	var attached, waiting, held, withMTTS int
+	withOption := make([]int, len(adoption))
 	for _, ss := range c.s.list() {
 		ss.mu.Lock()
 		if ss.st != nil {
@@ -132,13 +132,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		held += len(ss.in)
 		if ss.facts.MTTS != 0 {
-			mtts++
+			withMTTS++
 		}
 		ss.mu.Unlock()
 		ss.tmu.Lock()
 		for i, a := range adoption {
 			if ss.engine.On(a.opt) {
-				options[i]++
+				withOption[i]++
 			}
 		}
 		ss.tmu.Unlock()
@@ -152,7 +152,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.heldInput, prometheus.GaugeValue, float64(held))
 	ch <- prometheus.MustNewConstMetric(m.backendUp, prometheus.GaugeValue, up)
 	for i, a := range adoption {
-		ch <- prometheus.MustNewConstMetric(m.optionsDesc, prometheus.GaugeValue, float64(options[i]), a.name)
+		ch <- prometheus.MustNewConstMetric(m.options, prometheus.GaugeValue, float64(withOption[i]), a.name)
 	}
-	ch <- prometheus.MustNewConstMetric(m.mttsDesc, prometheus.GaugeValue, float64(mtts))
+	ch <- prometheus.MustNewConstMetric(m.mtts, prometheus.GaugeValue, float64(withMTTS))
 }

@@ -41,7 +41,7 @@ func serveAdmin(log *zap.Logger, addr string, gw *gateway.Server, reg *prometheu
 			backend = "linked"
 		}
 		// The gateway is healthy while a backend restarts: that is its job.
-		writeJSON(w, map[string]any{"status": "ok", "backend": backend, "sessions": len(gw.Sessions())})
+		writeJSON(w, map[string]any{"status": "ok", "backend": backend, "sessions": gw.SessionCount()})
 	})
 	mux.HandleFunc("GET /sessions", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, gw.Sessions())

@@ -145,7 +145,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte) error {
 				reload(log, cert)
 				continue
 			}
-			log.Info("gateway: shutting down", zap.Stringer("signal", sig), zap.Int("sessions", len(gw.Sessions())))
+			log.Info("gateway: shutting down", zap.Stringer("signal", sig), zap.Int("sessions", gw.SessionCount()))
 			systemd.Stopping()
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 			defer cancel()

@@ -111,11 +111,11 @@ func readConfig(path string) ([]setting, error) {
 	if len(b) > maxConfigFile {
 		return nil, fmt.Errorf("config file %s: larger than %d bytes", path, maxConfigFile)
 	}
-	return ParseConfig(b, path)
+	return parseConfig(b, path)
 }
 
-// ParseConfig parses the text of a configuration file named path.
-func ParseConfig(b []byte, path string) ([]setting, error) {
+// parseConfig parses the text of a configuration file named path.
+func parseConfig(b []byte, path string) ([]setting, error) {
 	var out []setting
 	seen := map[string]string{}
 	for i, line := range strings.Split(string(b), "\n") {

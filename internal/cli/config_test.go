@@ -27,7 +27,7 @@ func TestParseConfig(t *testing.T) {
 		{"twice", "listen = :1\n\nlisten = :2\n", nil, "f:3: listen set again (first at f:1)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseConfig([]byte(tc.text), "f")
+			got, err := parseConfig([]byte(tc.text), "f")
 			if tc.err != "" {
 				if err == nil || err.Error() != tc.err {
 					t.Fatalf("error %v, want %q", err, tc.err)
