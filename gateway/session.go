@@ -60,13 +60,18 @@ type session struct {
 	state   []byte
 	resumed uint32
 	opened  bool // attached to a backend at least once
-	st      *yamux.Stream
-	lk      *backendLink
-	lost    time.Time // when the session lost its backend, until resumed
-	gone    bool      // the player left or the session ended
-	noticed bool      // the player was told the game is away
-	facts   link.Facts
-	hello   [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
+	// negotiated is set once the client has answered the offers (or the
+	// wait for it is over): a backend that links before then would open
+	// the session with half its facts, and the game would greet the
+	// player as the wrong terminal.
+	negotiated bool
+	st         *yamux.Stream
+	lk         *backendLink
+	lost       time.Time // when the session lost its backend, until resumed
+	gone       bool      // the player left or the session ended
+	noticed    bool      // the player was told the game is away
+	facts      link.Facts
+	hello      [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
 
 	wmu sync.Mutex // serialises frames on the stream, and attaching
 }
@@ -179,6 +184,9 @@ func (s *session) readPlayer() {
 	}
 	s.conn.SetReadDeadline(time.Time{})
 	negotiating = false
+	s.mu.Lock()
+	s.negotiated = true
+	s.mu.Unlock()
 	if cur := s.srv.current(); cur == nil || !s.attach(cur) {
 		s.mu.Lock()
 		s.noticed = true
@@ -363,9 +371,9 @@ func (s *session) attach(lk *backendLink) bool {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	attached, gone := s.st != nil, s.gone
+	attached, gone, negotiated := s.st != nil, s.gone, s.negotiated
 	s.mu.Unlock()
-	if attached || gone || lk.leaving() {
+	if attached || gone || !negotiated || lk.leaving() {
 		return attached
 	}
 	st, err := lk.mux.OpenStream()

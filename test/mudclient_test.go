@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"compress/zlib"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -25,14 +26,17 @@ type mudClient struct {
 	width  uint16
 	height uint16
 
-	raw        io.Reader // the server's bytes, decompressed once MCCP2 starts
-	compressed bool
-	dec        telnet.Decoder
-	text       []byte
-	gmcp       []string
-	mssp       []byte
-	events     []string // "WILL 1", "SB 24", "EOR" ... in order, with the text length at the time
-	ttypeSent  int
+	raw          io.Reader // the server's bytes, decompressed once MCCP2 starts
+	compressed   bool
+	dec          telnet.Decoder
+	text         []byte
+	gmcp         []string
+	mssp         []byte
+	events       []string // "WILL 1", "SB 24", "EOR" ... in order, with the text length at the time
+	ttypeSent    int
+	slowTerminal time.Duration // how long it takes to give its second answer
+	werr         error         // a reply that could not be written
+	silent       map[byte]bool // options whose subnegotiations it leaves unanswered
 }
 
 func dialMUD(t *testing.T, addr string, agree ...byte) *mudClient {
@@ -78,9 +82,23 @@ func (w *mccpWatch) Read(p []byte) (int, error) {
 }
 
 func (m *mudClient) send(b []byte) {
-	m.conn.SetWriteDeadline(time.Now().Add(waitFor))
-	if _, err := m.conn.Write(b); err != nil {
+	m.t.Helper()
+	if err := m.write(b); err != nil {
 		m.t.Fatal(err)
+	}
+}
+
+func (m *mudClient) write(b []byte) error {
+	m.conn.SetWriteDeadline(time.Now().Add(waitFor))
+	_, err := m.conn.Write(b)
+	return err
+}
+
+// reply answers the server from inside the decoder; a failure is kept
+// for the read loop to report.
+func (m *mudClient) reply(b []byte) {
+	if err := m.write(b); err != nil && m.werr == nil {
+		m.werr = err
 	}
 }
 
@@ -103,7 +121,7 @@ func (m *mudClient) Negotiate(verb, opt byte) {
 		}
 	}
 	if reply != 0 {
-		m.send([]byte{telnet.IAC, reply, opt})
+		m.reply([]byte{telnet.IAC, reply, opt})
 	}
 	if verb == telnet.DO && opt == telnet.OptNAWS && m.agree[opt] {
 		m.naws(m.width, m.height)
@@ -112,17 +130,23 @@ func (m *mudClient) Negotiate(verb, opt byte) {
 
 func (m *mudClient) naws(w, h uint16) {
 	m.width, m.height = w, h
-	m.send([]byte{telnet.IAC, telnet.SB, telnet.OptNAWS, byte(w >> 8), byte(w), byte(h >> 8), byte(h), telnet.IAC, telnet.SE})
+	m.reply([]byte{telnet.IAC, telnet.SB, telnet.OptNAWS, byte(w >> 8), byte(w), byte(h >> 8), byte(h), telnet.IAC, telnet.SE})
 }
 
 func (m *mudClient) Subnegotiation(opt byte, p []byte, _ bool) {
 	m.events = append(m.events, "SB "+itoa(int(opt)))
+	if m.silent[opt] {
+		return
+	}
 	switch opt {
 	case telnet.OptTTYPE:
 		if len(p) == 1 && p[0] == 1 {
 			i := min(m.ttypeSent, len(m.ttypes)-1)
 			m.ttypeSent++
-			m.send(append(append([]byte{telnet.IAC, telnet.SB, telnet.OptTTYPE, 0}, m.ttypes[i]...), telnet.IAC, telnet.SE))
+			if i == 1 {
+				time.Sleep(m.slowTerminal)
+			}
+			m.reply(append(append([]byte{telnet.IAC, telnet.SB, telnet.OptTTYPE, 0}, m.ttypes[i]...), telnet.IAC, telnet.SE))
 		}
 	case telnet.OptGMCP:
 		m.gmcp = append(m.gmcp, string(p))
@@ -148,6 +172,13 @@ func lastLine(b []byte) string {
 // until reads until cond holds; a closed connection fails the test.
 func (m *mudClient) until(what string, cond func() bool) {
 	m.t.Helper()
+	if err := m.read(what, cond); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+// read reads until cond holds, and may run on any goroutine.
+func (m *mudClient) read(what string, cond func() bool) error {
 	buf := make([]byte, 4096)
 	deadline := time.Now().Add(waitFor)
 	for !cond() {
@@ -157,33 +188,56 @@ func (m *mudClient) until(what string, cond func() bool) {
 		for i := 0; i < n; i++ {
 			m.text = m.dec.Decode(m.text, buf[i:i+1], m)
 		}
+		if err == nil {
+			err = m.werr
+		}
 		if err != nil && !cond() {
-			m.t.Fatalf("waiting for %s: %v (compressed %v, events %v)\ntext so far: %q", what, err, m.compressed, m.events, m.text)
+			return fmt.Errorf("waiting for %s: %v (compressed %v, events %v)\ntext so far: %q", what, err, m.compressed, m.events, m.text)
 		}
 	}
+	return nil
 }
 
 func (m *mudClient) expect(s string) {
 	m.t.Helper()
+	if err := m.tryExpect(s); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+func (m *mudClient) tryExpect(s string) error {
 	start := len(m.text)
-	m.until(s, func() bool { return bytes.Contains(m.text[max(0, start-len(s)):], []byte(s)) })
+	return m.read(s, func() bool { return bytes.Contains(m.text[max(0, start-len(s)):], []byte(s)) })
 }
 
 // facts runs the demo's session command and returns its key: value lines.
 func (m *mudClient) facts() map[string]string {
 	m.t.Helper()
+	f, err := m.tryFacts()
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return f
+}
+
+func (m *mudClient) tryFacts() (map[string]string, error) {
 	start := len(m.text)
-	m.line("session")
-	m.until("session facts", func() bool {
+	if err := m.write([]byte("session\r\n")); err != nil {
+		return nil, err
+	}
+	err := m.read("session facts", func() bool {
 		return bytes.Contains(m.text[start:], []byte("client_ip: ")) && bytes.HasSuffix(m.text, []byte("\n"))
 	})
+	if err != nil {
+		return nil, err
+	}
 	f := map[string]string{}
 	for _, l := range strings.Split(string(m.text[start:]), "\n") {
 		if k, v, ok := strings.Cut(l, ": "); ok {
 			f[k] = v
 		}
 	}
-	return f
+	return f, nil
 }
 
 func verbName(v byte) string {

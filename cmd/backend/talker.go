@@ -54,6 +54,11 @@ func (t *talker) serve(s *backend.Session) {
 	json.Unmarshal(s.State(), &st)
 	arrived := st.Name == ""
 	if arrived {
+		// What the game knows of a new player before it says a word: the
+		// gateway opens a session once the client's negotiation is over.
+		f := s.Facts()
+		t.log.Info("talker: new player", zap.String("session", s.ID()), zap.String("client", f.ClientName),
+			zap.String("terminal", f.Terminal), zap.Uint32("mtts", f.MTTS), zap.Uint16("width", f.Width))
 		name, err := t.login(s)
 		if err != nil {
 			return
