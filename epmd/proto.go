@@ -1,12 +1,10 @@
 package epmd
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"unicode/utf8"
@@ -63,14 +61,6 @@ type Node struct {
 	HighVersion uint16
 	LowVersion  uint16
 	Extra       []byte
-}
-
-// Listen opens a registry listener on addr. Its connections carry no TCP
-// keepalive: requests are short, and registrations come from this host,
-// whose kernel closes a dead node's socket itself.
-func Listen(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAlive: -1}
-	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // PortFromEnv returns ERL_EPMD_PORT when it holds a valid port, else DefaultPort.

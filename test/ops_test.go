@@ -552,6 +552,7 @@ func TestBadConfiguration(t *testing.T) {
 		{"bad address", []string{"-listen", "4000"}, nil, `-listen: want host:port, got "4000"`},
 		{"bad duration", []string{"-idle-timeout", "-5s"}, nil, "-idle-timeout: must not be negative"},
 		{"zero burst", []string{"-conn-burst", "0"}, nil, "-conn-burst: must be at least 1"},
+		{"bad registry address", nil, []string{"ERL_EPMD_ADDRESS=localhost"}, `-epmd-address: "localhost" is not an IP address`},
 		{"file: bad value", []string{"-config", conf("listen = 127.0.0.1:0\nmax-sessions = lots\n")}, nil,
 			`:2: max-sessions: invalid value "lots"`},
 		{"file: unknown name", []string{"-config", conf("max-player = 3\n")}, nil, `:1: no such setting "max-player"`},

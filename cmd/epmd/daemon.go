@@ -103,36 +103,11 @@ func listeners(o *options) ([]net.Listener, error) {
 		}
 		return []net.Listener{ln}, nil
 	}
-	addrs := strings.FieldsFunc(o.address, func(r rune) bool { return r == ',' || r == ' ' })
-	seen := map[string]bool{}
-	var lns []net.Listener
-	for _, a := range append(addrs, "127.0.0.1", "::1") {
-		ip := net.ParseIP(a)
-		if ip == nil {
-			closeAll(lns)
-			return nil, fmt.Errorf("-address: %q is not an IP address", a)
-		}
-		if seen[ip.String()] {
-			continue
-		}
-		seen[ip.String()] = true
-		ln, err := epmd.Listen(net.JoinHostPort(ip.String(), port))
-		if err != nil {
-			if a == "::1" && !errors.Is(err, syscall.EADDRINUSE) {
-				continue // no IPv6 loopback on this host
-			}
-			closeAll(lns)
-			return nil, err
-		}
-		lns = append(lns, ln)
+	lns, err := epmd.ListenAddrs(o.address, o.port)
+	if err != nil {
+		return nil, fmt.Errorf("-address: %w", err)
 	}
 	return lns, nil
-}
-
-func closeAll(lns []net.Listener) {
-	for _, ln := range lns {
-		ln.Close()
-	}
 }
 
 // detach starts the daemon again without -daemon in a session of its own,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,6 +27,7 @@ type config struct {
 
 	listen, backend string
 	embed, mccp     bool
+	epmdAddress     string
 	debug, metrics  string
 
 	maxSessions, maxPerIP, connBurst int
@@ -44,6 +46,8 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.listen, "listen", ":4000", "telnet address for players")
 	fs.StringVar(&c.backend, "backend", "game", "backend name in epmd; NAME@HOST asks the epmd on HOST")
 	fs.BoolVar(&c.embed, "embed-epmd", true, "serve the registry on -epmd-port unless an epmd already answers there")
+	fs.StringVar(&c.epmdAddress, "epmd-address", os.Getenv("ERL_EPMD_ADDRESS"),
+		"comma-separated addresses the embedded registry listens on besides loopback (default from ERL_EPMD_ADDRESS; empty: loopback only)")
 	fs.BoolVar(&c.mccp, "mccp", true, "offer MCCP2 output compression to clients")
 	fs.StringVar(&c.debug, "debug-addr", "", "serve Go's /debug/pprof on this address (keep it on loopback); empty: off")
 	fs.StringVar(&c.metrics, "metrics", defaultAdmin, "address for /metrics, /healthz, /sessions and /loglevel; empty: off")
@@ -86,6 +90,11 @@ func (c *config) validate() error {
 	addr("debug-addr", c.debug, true)
 	if c.common.EPMDPort < 0 || c.common.EPMDPort > 65535 {
 		bad("epmd-port", "want 0 to 65535, got %d", c.common.EPMDPort)
+	}
+	for _, a := range strings.FieldsFunc(c.epmdAddress, func(r rune) bool { return r == ',' || r == ' ' }) {
+		if _, err := netip.ParseAddr(a); err != nil {
+			bad("epmd-address", "%q is not an IP address", a)
+		}
 	}
 	if c.backend == "" || strings.Count(c.backend, "@") > 1 {
 		bad("backend", "want NAME or NAME@HOST, got %q", c.backend)

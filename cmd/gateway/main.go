@@ -98,7 +98,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte) error {
 		}
 	}()
 	if cfg.embed {
-		registry, addr, err := embedRegistry(log, cfg.common.EPMDPort)
+		registry, addr, err := embedRegistry(log, cfg.epmdAddress, cfg.common.EPMDPort)
 		if err != nil {
 			return err
 		}
@@ -217,10 +217,13 @@ func reload(log *zap.Logger, cert *certificate) {
 	log.Info("gateway: SIGHUP: certificate reloaded", zap.String("cert", cert.certFile))
 }
 
-// embedRegistry serves the registry on port, or returns nil when another
-// epmd already answers there. Port 0 picks a free port.
-func embedRegistry(log *zap.Logger, port int) (*epmd.Server, string, error) {
-	ln, err := epmd.Listen(":" + strconv.Itoa(port))
+// embedRegistry serves the registry on port, on loopback and the addresses
+// in list, or returns nil when another epmd already answers there. Port 0
+// picks a free port. Registrations come from this host only, so nothing
+// needs the registry beyond loopback unless the operator says so: from
+// elsewhere it would only tell anyone the games' names and ports.
+func embedRegistry(log *zap.Logger, list string, port int) (*epmd.Server, string, error) {
+	lns, err := epmd.ListenAddrs(list, port)
 	if err != nil {
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -232,13 +235,14 @@ func embedRegistry(log *zap.Logger, port int) (*epmd.Server, string, error) {
 		return nil, "", fmt.Errorf("registry: %w", err)
 	}
 	reg := &epmd.Server{Logger: log}
-	actual := ln.Addr().(*net.TCPAddr).Port
-	go func() {
-		if err := reg.Serve(ln); err != nil && !errors.Is(err, epmd.ErrServerClosed) {
-			log.Error("gateway: registry stopped", zap.Error(err))
-		}
-	}()
-	addr := "127.0.0.1:" + strconv.Itoa(actual)
-	log.Info("gateway: registry listening", zap.Stringer("addr", ln.Addr()), zap.Int("port", actual))
-	return reg, addr, nil
+	actual := lns[0].Addr().(*net.TCPAddr).Port
+	for _, ln := range lns {
+		go func() {
+			if err := reg.Serve(ln); err != nil && !errors.Is(err, epmd.ErrServerClosed) {
+				log.Error("gateway: registry stopped", zap.Error(err))
+			}
+		}()
+		log.Info("gateway: registry listening", zap.Stringer("addr", ln.Addr()), zap.Int("port", actual))
+	}
+	return reg, "127.0.0.1:" + strconv.Itoa(actual), nil
 }
