@@ -49,9 +49,8 @@ func (s *Server) Sessions() []SessionInfo {
 		})
 		ss.mu.Unlock()
 	}
-	// Ids are decimal numbers without leading zeros: shorter is older.
 	slices.SortFunc(out, func(a, b SessionInfo) int {
-		return cmp.Or(cmp.Compare(len(a.ID), len(b.ID)), strings.Compare(a.ID, b.ID))
+		return cmp.Or(a.Since.Compare(b.Since), strings.Compare(a.ID, b.ID))
 	})
 	return out
 }

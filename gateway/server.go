@@ -103,6 +103,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
 	cur       *backendLink
+	idPrefix  string // this process's, so that ids are unique across restarts and gateways
 	nextID    uint64
 	started   time.Time
 	gameMSSP  []byte // the backend's MSSP variables, encoded
@@ -145,6 +146,7 @@ func (s *Server) init() {
 	s.once.Do(func() {
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.started = time.Now()
+		s.idPrefix = newIDPrefix()
 		s.listeners = make(map[net.Listener]struct{})
 		s.sessions = make(map[*session]struct{})
 		s.pending = make(map[net.Conn]struct{})
@@ -279,7 +281,7 @@ func (s *Server) admit(c net.Conn) {
 		return
 	}
 	s.nextID++
-	ss := newSession(s, strconv.FormatUint(s.nextID, 10), c, addr, ip)
+	ss := newSession(s, s.idPrefix+strconv.FormatUint(s.nextID, 10), c, addr, ip)
 	s.sessions[ss] = struct{}{}
 	s.perIP[ip]++
 	s.wg.Add(1)

@@ -163,6 +163,7 @@ func TestSessionsCommand(t *testing.T) {
 	p := dial(t, sys.telnet, "Ada")
 	p.login()
 	local := p.conn.LocalAddr().String()
+	id := p.facts()["id"]
 
 	out := runTool(t, "gateway", "sessions", "-metrics", sys.admin)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -170,8 +171,8 @@ func TestSessionsCommand(t *testing.T) {
 		t.Fatalf("gateway sessions printed:\n%s", out)
 	}
 	fields := strings.Fields(lines[1])
-	if fields[0] != "1" || fields[1] != local || !strings.Contains(lines[1], "attached") {
-		t.Errorf("session line %q, want id 1, client %s, attached", lines[1], local)
+	if fields[0] != id || fields[1] != local || !strings.Contains(lines[1], "attached") {
+		t.Errorf("session line %q, want id %s, client %s, attached", lines[1], id, local)
 	}
 
 	var list []gateway.SessionInfo
