@@ -165,7 +165,7 @@ func TestSessionsCommand(t *testing.T) {
 	local := p.conn.LocalAddr().String()
 	id := p.facts()["id"]
 
-	out := runTool(t, "gateway", "sessions", "-metrics", sys.admin)
+	out := runTool(t, "gateway", "sessions", "-control", sys.control)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") || lines[2] != "1 sessions" {
 		t.Fatalf("gateway sessions printed:\n%s", out)
@@ -176,20 +176,20 @@ func TestSessionsCommand(t *testing.T) {
 	}
 
 	var list []gateway.SessionInfo
-	if err := json.Unmarshal([]byte(runTool(t, "gateway", "sessions", "-json", "-metrics", sys.admin)), &list); err != nil {
+	if err := json.Unmarshal([]byte(runTool(t, "gateway", "sessions", "-json", "-control", sys.control)), &list); err != nil {
 		t.Fatal(err)
 	}
 	if len(list) != 1 || list[0].Client != local || !list[0].Attached || list[0].BytesIn == 0 || list[0].BytesOut == 0 {
 		t.Errorf("sessions JSON: %+v", list)
 	}
 
-	if got := runTool(t, "gateway", "log-level", "-metrics", sys.admin); got != "info\n" {
+	if got := runTool(t, "gateway", "log-level", "-control", sys.control); got != "info\n" {
 		t.Errorf("log level %q, want info", got)
 	}
-	if got := runTool(t, "gateway", "log-level", "-metrics", sys.admin, "debug"); got != "debug\n" {
+	if got := runTool(t, "gateway", "log-level", "-control", sys.control, "debug"); got != "debug\n" {
 		t.Errorf("setting the log level printed %q", got)
 	}
-	if got := runTool(t, "gateway", "log-level", "-metrics", sys.admin); got != "debug\n" {
+	if got := runTool(t, "gateway", "log-level", "-control", sys.control); got != "debug\n" {
 		t.Errorf("log level %q after setting it, want debug", got)
 	}
 	// Even at debug level, what a player types is never logged.
@@ -210,7 +210,7 @@ func TestSessionsCommand(t *testing.T) {
 	sys.gw.mu.Unlock()
 	sys.gw.kill(syscall.SIGKILL)
 	sys.gw.wait()
-	if _, err := exec.Command(filepath.Join(binDir, "gateway"), "sessions", "-metrics", sys.admin).Output(); err == nil {
+	if _, err := exec.Command(filepath.Join(binDir, "gateway"), "sessions", "-control", sys.control).Output(); err == nil {
 		t.Error("gateway sessions succeeded with no gateway running")
 	}
 }
@@ -408,7 +408,7 @@ backend gateway
 	if f := p.facts(); f["client_ip"] != "127.0.0.2" {
 		t.Errorf("behind HAProxy, client_ip is %q, want 127.0.0.2", f["client_ip"])
 	}
-	if out := runTool(t, "gateway", "sessions", "-metrics", sys.admin); !strings.Contains(out, "127.0.0.2:") {
+	if out := runTool(t, "gateway", "sessions", "-control", sys.control); !strings.Contains(out, "127.0.0.2:") {
 		t.Errorf("gateway sessions does not show the player's address:\n%s", out)
 	}
 
@@ -436,7 +436,8 @@ backend gateway
 // and counts the refusal. The per-address limit comes from a config file.
 func TestLimits(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "gateway.conf")
-	text := "# two players per address\nmax-per-ip = 2\nconn-rate = 0\nmetrics = 127.0.0.1:0\n"
+	text := "# two players per address\nmax-per-ip = 2\nconn-rate = 0\nmetrics = 127.0.0.1:0\ncontrol = " +
+		filepath.Join(t.TempDir(), "gateway.sock") + "\n"
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -15,9 +15,9 @@ import (
 	"holdfast/internal/cli"
 )
 
-// defaultAdmin is where metrics, health and the sessions view are served
-// unless -metrics says otherwise: loopback, so that only the operator's
-// own tools reach them.
+// defaultAdmin is where metrics and health are served unless -metrics
+// says otherwise: loopback, so that only the operator's own tools reach
+// them.
 const defaultAdmin = "127.0.0.1:9464"
 
 // config is everything the gateway is told at start.
@@ -29,6 +29,7 @@ type config struct {
 	embed, mccp     bool
 	epmdAddress     string
 	debug, metrics  string
+	control         string
 
 	maxSessions, maxPerIP, connBurst int
 	connRate                         float64
@@ -50,7 +51,8 @@ func (c *config) register(fs *flag.FlagSet) {
 		"comma-separated addresses the embedded registry listens on besides loopback (default from ERL_EPMD_ADDRESS; empty: loopback only)")
 	fs.BoolVar(&c.mccp, "mccp", true, "offer MCCP2 output compression to clients")
 	fs.StringVar(&c.debug, "debug-addr", "", "serve Go's /debug/pprof on this address (keep it on loopback); empty: off")
-	fs.StringVar(&c.metrics, "metrics", defaultAdmin, "address for /metrics, /healthz, /sessions and /loglevel; empty: off")
+	fs.StringVar(&c.metrics, "metrics", defaultAdmin, "address for /metrics and /healthz; empty: off")
+	fs.StringVar(&c.control, "control", defaultControl(), "Unix socket for the operator's commands (sessions, log-level); empty: off")
 	fs.IntVar(&c.maxSessions, "max-sessions", 0, "most sessions held at once; 0: as many as the open-file limit allows")
 	fs.IntVar(&c.maxPerIP, "max-per-ip", 64, "most sessions from one client address (an IPv6 one counts as its /64); 0: no limit")
 	fs.Float64Var(&c.connRate, "conn-rate", 5, "new connections per second allowed from one client address; 0: no limit")

@@ -112,7 +112,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte) error {
 		serve func(*zap.Logger, string) (*http.Server, error)
 	}{
 		{cfg.metrics, func(log *zap.Logger, addr string) (*http.Server, error) {
-			return serveAdmin(log, addr, gw, metrics, cfg.common.Level)
+			return serveAdmin(log, addr, gw, metrics)
 		}},
 		{cfg.debug, serveDebug},
 	} {
@@ -123,6 +123,15 @@ func run(log *zap.Logger, cfg *config, cookie []byte) error {
 		if err != nil {
 			return err
 		}
+		closers = append(closers, func() { srv.Close() })
+	}
+
+	if cfg.control != "" {
+		ln, err := listenControl(cfg.control)
+		if err != nil {
+			return err
+		}
+		srv := serveControl(log, ln, gw, cfg.common.Level)
 		closers = append(closers, func() { srv.Close() })
 	}
 
