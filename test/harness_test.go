@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	args = append(args, "holdfast/cmd/...")
+	args = append(args, "holdfast/cmd/...", "holdfast/examples/...")
 	cmd := exec.Command("go", args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -71,9 +71,11 @@ func start(t testing.TB, name string, env []string, args ...string) *proc {
 	t.Helper()
 	if name == "gateway" && !slices.Contains(args, "-config") {
 		// Tests run many gateways at once and open many sessions from
-		// loopback: a free admin port, and no per-address limits unless a
+		// loopback: a free admin port, a control socket of its own, and
+		// no per-address limits unless a
 		// test sets them (a later flag wins; a config file says it all).
-		args = append([]string{"-metrics", "127.0.0.1:0", "-max-per-ip", "0", "-conn-rate", "0"}, args...)
+		args = append([]string{"-metrics", "127.0.0.1:0", "-control", filepath.Join(t.TempDir(), "gateway.sock"),
+			"-max-per-ip", "0", "-conn-rate", "0"}, args...)
 	}
 	return startPath(t, filepath.Join(binDir, name), env, args...)
 }
@@ -182,6 +184,7 @@ type system struct {
 	gw       *proc
 	telnet   string // the gateway's player address
 	admin    string // the gateway's -metrics address
+	control  string // the gateway's control socket
 	epmdPort int
 }
 
@@ -204,6 +207,7 @@ func startSystem(t *testing.T, flags ...string) *system {
 	reg := s.gw.waitLog("gateway: registry listening", 1)
 	s.epmdPort = int(reg["port"].(float64))
 	s.admin = s.gw.waitLog("gateway: admin listening", 1)["addr"].(string)
+	s.control = s.gw.waitLog("gateway: control listening", 1)["path"].(string)
 	s.telnet = s.gw.waitLog("gateway: telnet listening", 1)["addr"].(string)
 	return s
 }

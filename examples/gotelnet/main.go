@@ -1,0 +1,119 @@
+// Command gotelnet is a game written as a github.com/reiver/go-telnet
+// Handler, running behind a holdfast gateway: the one change from serving
+// it on its own TCP port is the listener passed to telnet.Serve. Its
+// players stay connected while it restarts.
+//
+//	gotelnet [-name game] [-handler echo|lines] [-cookie-file FILE]
+//
+// -handler echo serves go-telnet's own EchoHandler; -handler lines answers
+// each line the player types.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/reiver/go-oi"
+	"github.com/reiver/go-telnet"
+	"go.uber.org/zap"
+
+	"holdfast/backend"
+	"holdfast/internal/cli"
+	"holdfast/internal/netx"
+)
+
+func main() {
+	var common cli.Common
+	name := flag.String("name", backend.DefaultName, "name to register in epmd")
+	which := flag.String("handler", "lines", "the go-telnet handler to serve: echo or lines")
+	common.Register(flag.CommandLine)
+	flag.Parse()
+	handlers := map[string]telnet.Handler{"echo": telnet.EchoHandler, "lines": lineHandler{}}
+	handler := handlers[*which]
+	if handler == nil || flag.NArg() > 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	log, err := common.Logger()
+	if err != nil {
+		cli.Fatal("gotelnet", err)
+	}
+	cookie, err := common.Cookie()
+	if err != nil {
+		cli.Fatal("gotelnet", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cfg := backend.Config{Name: *name, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log}
+	var l *backend.Listener
+	for delay := time.Duration(0); ; {
+		if l, err = backend.Listen(ctx, cfg); err == nil {
+			break
+		}
+		delay = netx.Backoff(delay, 100*time.Millisecond, 2*time.Second)
+		log.Warn("gotelnet: cannot register yet; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+	log.Info("gotelnet: registered", zap.String("name", *name), zap.String("handler", *which))
+
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-ctx.Done()
+		// Handlers' reads return backend.ErrDetached; go-telnet then
+		// closes each session, which only lets it go: the gateway keeps
+		// the players for the next backend.
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		l.Shutdown(sctx)
+	}()
+	err = telnet.Serve(l.NetListener(), handler)
+	if ctx.Err() == nil {
+		log.Error("gotelnet: serving stopped", zap.Error(err))
+		os.Exit(1)
+	}
+	<-stopped
+}
+
+// maxLine bounds a line: longer input is answered in pieces.
+const maxLine = 4 << 10
+
+// lineHandler greets the player and answers each line they type, reading
+// a byte at a time, as go-telnet handlers do (its reader returns only once
+// the buffer is full).
+type lineHandler struct{}
+
+func (lineHandler) ServeTELNET(ctx telnet.Context, w telnet.Writer, r telnet.Reader) {
+	oi.LongWriteString(w, "Type a line and it comes back.\n")
+	var b [1]byte
+	line := make([]byte, 0, 128)
+	for {
+		n, err := r.Read(b[:])
+		if n > 0 {
+			if b[0] != '\n' && len(line) < maxLine {
+				line = append(line, b[0])
+				continue
+			}
+			if b[0] != '\n' {
+				line = append(line, b[0])
+			}
+			if _, err := oi.LongWriteString(w, fmt.Sprintf("you said: %s\n", strings.TrimRight(string(line), "\r"))); err != nil {
+				return
+			}
+			line = line[:0]
+		}
+		if err != nil {
+			return
+		}
+	}
+}
