@@ -18,17 +18,23 @@ import (
 // never drops, including the line typed while no game ran.
 func TestGoTelnetHandlers(t *testing.T) {
 	for _, tc := range []struct {
-		handler string
-		answer  func(string) string
+		name, handler string
+		sessions      bool // the handler is given the session itself
+		answer        func(string) string
 	}{
-		{"echo", func(l string) string { return l }},
-		{"lines", func(l string) string { return "you said: " + l }},
+		{"echo", "echo", false, func(l string) string { return l }},
+		{"lines", "lines", false, func(l string) string { return "you said: " + l }},
+		{"lines with sessions", "lines", true, func(l string) string { return "you said: " + l }},
 	} {
-		t.Run(tc.handler, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			sys := startSystem(t)
 			game := func() *proc {
 				n := sys.gw.count("gateway: backend linked")
-				p := start(t, "gotelnet", sys.env(), "-handler", tc.handler, "-cookie-file", sys.cookie)
+				args := []string{"-handler", tc.handler, "-cookie-file", sys.cookie}
+				if tc.sessions {
+					args = append(args, "-sessions")
+				}
+				p := start(t, "gotelnet", sys.env(), args...)
 				sys.gw.waitLog("gateway: backend linked", n+1)
 				return p
 			}
@@ -61,6 +67,16 @@ func TestGoTelnetHandlers(t *testing.T) {
 				p.expect("[holdfast] The game is restarting.")
 				typeLine() // held by the gateway
 				be = game()
+				switch {
+				case tc.sessions:
+					// The handler was given the session: it knows the
+					// player, and how many lines came before the held one.
+					p.expect(fmt.Sprintf("Welcome back; you have typed %d lines.", next-1))
+				case tc.handler == "lines":
+					// go-telnet's wrappers hide the session: the handler
+					// meets the player as new.
+					p.expect("Type a line and it comes back.")
+				}
 				answered()
 				for range 2 {
 					typeLine()

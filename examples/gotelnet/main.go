@@ -3,10 +3,13 @@
 // it on its own TCP port is the listener passed to telnet.Serve. Its
 // players stay connected while it restarts.
 //
-//	gotelnet [-name game] [-handler echo|lines] [-cookie-file FILE]
+//	gotelnet [-name game] [-handler echo|lines] [-sessions] [-cookie-file FILE]
 //
 // -handler echo serves go-telnet's own EchoHandler; -handler lines answers
-// each line the player types.
+// each line the player types. With -sessions, the game runs its own accept
+// loop and gives each handler the session itself as reader and writer, so
+// that the lines handler can keep a count in the session's state and greet
+// a resumed player as one.
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +36,7 @@ func main() {
 	var common cli.Common
 	name := flag.String("name", backend.DefaultName, "name to register in epmd")
 	which := flag.String("handler", "lines", "the go-telnet handler to serve: echo or lines")
+	own := flag.Bool("sessions", false, "hand each handler the session itself, not go-telnet's wrappers")
 	common.Register(flag.CommandLine)
 	flag.Parse()
 	handlers := map[string]telnet.Handler{"echo": telnet.EchoHandler, "lines": lineHandler{}}
@@ -77,7 +82,11 @@ func main() {
 		defer cancel()
 		l.Shutdown(sctx)
 	}()
-	err = telnet.Serve(l.NetListener(), handler)
+	if *own {
+		err = serveSessions(l, handler)
+	} else {
+		err = telnet.Serve(l.NetListener(), handler)
+	}
 	if ctx.Err() == nil {
 		log.Error("gotelnet: serving stopped", zap.Error(err))
 		os.Exit(1)
@@ -85,16 +94,41 @@ func main() {
 	<-stopped
 }
 
+// serveSessions is telnet.Serve for a game that wants holdfast's sessions:
+// the handler's reader and writer are the *backend.Session itself.
+func serveSessions(l *backend.Listener, handler telnet.Handler) error {
+	for {
+		s, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer s.Close()
+			handler.ServeTELNET(telnet.NewContext(), s, s)
+		}()
+	}
+}
+
 // maxLine bounds a line: longer input is answered in pieces.
 const maxLine = 4 << 10
 
 // lineHandler greets the player and answers each line they type, reading
 // a byte at a time, as go-telnet handlers do (its reader returns only once
-// the buffer is full).
+// the buffer is full). Given the session itself, it keeps the number of
+// lines in the session's state and welcomes a resumed player back.
 type lineHandler struct{}
 
 func (lineHandler) ServeTELNET(ctx telnet.Context, w telnet.Writer, r telnet.Reader) {
-	oi.LongWriteString(w, "Type a line and it comes back.\n")
+	s, _ := w.(*backend.Session)
+	lines := 0
+	if s != nil {
+		lines, _ = strconv.Atoi(string(s.State()))
+	}
+	greeting := "Type a line and it comes back.\n"
+	if s != nil && s.Resumed() > 0 {
+		greeting = fmt.Sprintf("Welcome back; you have typed %d lines.\n", lines)
+	}
+	oi.LongWriteString(w, greeting)
 	var b [1]byte
 	line := make([]byte, 0, 128)
 	for {
@@ -106,6 +140,10 @@ func (lineHandler) ServeTELNET(ctx telnet.Context, w telnet.Writer, r telnet.Rea
 			}
 			if b[0] != '\n' {
 				line = append(line, b[0])
+			}
+			lines++
+			if s != nil && s.SetState([]byte(strconv.Itoa(lines))) != nil {
+				return
 			}
 			if _, err := oi.LongWriteString(w, fmt.Sprintf("you said: %s\n", strings.TrimRight(string(line), "\r"))); err != nil {
 				return
