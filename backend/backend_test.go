@@ -28,10 +28,17 @@ type fakeGateway struct {
 	t    *testing.T
 	mux  *yamux.Session
 	ctrl *yamux.Stream
+	cfr  link.Reader
 }
 
 // setup starts a registry and a Listener, and links a fake gateway to it.
 func setup(t *testing.T) (*Listener, *fakeGateway) {
+	t.Helper()
+	return setupWith(t, Config{})
+}
+
+// setupWith is setup with cfg's other settings.
+func setupWith(t *testing.T, cfg Config) (*Listener, *fakeGateway) {
 	t.Helper()
 	rl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,7 +49,8 @@ func setup(t *testing.T) (*Listener, *fakeGateway) {
 	go func() { reg.Serve(rl); close(done) }()
 	t.Cleanup(func() { reg.Close(); <-done })
 
-	l, err := Listen(context.Background(), Config{EPMD: rl.Addr().String(), Cookie: cookie, Logger: zaptest.NewLogger(t)})
+	cfg.EPMD, cfg.Cookie, cfg.Logger = rl.Addr().String(), cookie, zaptest.NewLogger(t)
+	l, err := Listen(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +59,12 @@ func setup(t *testing.T) (*Listener, *fakeGateway) {
 	if err != nil || int(node.Port) != l.Addr().(*net.TCPAddr).Port {
 		t.Fatalf("registration: %+v %v", node, err)
 	}
+	return l, linkGateway(t, l)
+}
+
+// linkGateway links another fake gateway to l.
+func linkGateway(t *testing.T, l *Listener) *fakeGateway {
+	t.Helper()
 	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +82,19 @@ func setup(t *testing.T) (*Listener, *fakeGateway) {
 		t.Fatal(err)
 	}
 	link.WriteFrame(ctrl, link.FrameControl, nil)
-	return l, &fakeGateway{t: t, mux: mux, ctrl: ctrl}
+	g := &fakeGateway{t: t, mux: mux, ctrl: ctrl, cfr: link.Reader{R: ctrl}}
+	// The backend says first who it is.
+	typ, p := g.control()
+	if b, err := link.ParseBackend(p); typ != link.FrameBackend || err != nil || b.Instance == "" {
+		t.Fatalf("first control frame %d %q, want Backend", typ, p)
+	}
+	return g
+}
+
+// control reads the next frame on the control stream.
+func (g *fakeGateway) control() (byte, []byte) {
+	g.t.Helper()
+	return frame(g.t, &g.cfr)
 }
 
 // open starts a session and returns its stream and the Session Accept gave.
@@ -233,7 +259,7 @@ func TestShutdown(t *testing.T) {
 	if err := <-errs; err != nil {
 		t.Fatalf("write after the detach: %v", err)
 	}
-	if typ, _ := frame(t, &link.Reader{R: g.ctrl}); typ != link.FrameGoodbye {
+	if typ, _ := g.control(); typ != link.FrameGoodbye {
 		t.Fatalf("control stream got frame %d, want Goodbye", typ)
 	}
 	fr := link.Reader{R: st}

@@ -21,6 +21,7 @@ package backend
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"maps"
@@ -59,15 +60,22 @@ type Config struct {
 	Cookie []byte
 	// Logger receives link events. Nil logs nothing.
 	Logger *zap.Logger
+	// OrphanTimeout is how long a session whose gateway link has gone waits
+	// for a gateway to claim it (the same gateway on a new link, or the
+	// gateway process that an upgrade hands it to) before it ends as if the
+	// player had left. Zero or negative means DefaultOrphanTimeout.
+	OrphanTimeout time.Duration
 }
 
 // Listener accepts sessions from gateways.
 type Listener struct {
-	name   string
-	cookie []byte
-	log    *zap.Logger
-	ln     net.Listener
-	reg    *epmd.Registration
+	name     string
+	cookie   []byte
+	log      *zap.Logger
+	orphaned time.Duration
+	instance string // this process's name on every link: see link.Backend
+	ln       net.Listener
+	reg      *epmd.Registration
 
 	accept chan *Session
 	done   chan struct{} // closed when Accept stops handing out sessions
@@ -76,6 +84,7 @@ type Listener struct {
 	mssp     []byte // the game's MSSP variables, encoded, for every gateway
 	links    map[*gatewayLink]struct{}
 	sessions map[*Session]struct{}
+	byID     map[string]*Session
 	idle     chan struct{} // closed when the last session closes
 	stopping bool
 	wg       sync.WaitGroup
@@ -115,17 +124,27 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 		name:     name,
 		cookie:   cfg.Cookie,
 		log:      log,
+		orphaned: cfg.OrphanTimeout,
+		instance: rand.Text(),
 		ln:       ln,
 		reg:      reg,
 		accept:   make(chan *Session),
 		done:     make(chan struct{}),
 		links:    make(map[*gatewayLink]struct{}),
 		sessions: make(map[*Session]struct{}),
+		byID:     make(map[string]*Session),
 	}
 	l.wg.Add(2)
 	go l.serve()
 	go l.shrinkIdle()
 	return l, nil
+}
+
+func (l *Listener) orphanTimeout() time.Duration {
+	if l.orphaned <= 0 {
+		return DefaultOrphanTimeout
+	}
+	return l.orphaned
 }
 
 // shrinkIdle releases the receive buffers yamux keeps for every stream
@@ -140,11 +159,12 @@ func (l *Listener) shrinkIdle() {
 			return
 		case <-t.C:
 		}
-		l.mu.Lock()
-		for s := range l.sessions {
-			s.st.Shrink()
+		for _, s := range l.list() {
+			s.mu.Lock()
+			cur := s.cur
+			s.mu.Unlock()
+			cur.Shrink() // a no-op while data waits to be read
 		}
-		l.mu.Unlock()
 	}
 }
 
@@ -204,18 +224,19 @@ func (gl *gatewayLink) control(typ byte, payload []byte) {
 	}
 }
 
-// broken runs when a gateway's link fails, before yamux notices: it
-// detaches the link's sessions, which wakes their readers, and waits a
-// moment for them to leave yamux, where they would spin once the session is
-// shut down (see link.Coalesce).
+// broken runs when a gateway's link fails, before yamux notices: the
+// link's sessions wait for a gateway to claim them, and their readers are
+// woken and given a moment to leave yamux, where they would spin once the
+// session is shut down (see link.Coalesce).
 func (l *Listener) broken(gl *gatewayLink) {
-	l.mu.Lock()
-	for s := range l.sessions {
-		if s.gl == gl {
-			s.detach()
+	for _, s := range l.list() {
+		s.mu.Lock()
+		on := s.gl == gl
+		s.mu.Unlock()
+		if on {
+			s.orphan()
 		}
 	}
-	l.mu.Unlock()
 	// One reader may be unable to leave: yamux's receive goroutine, which
 	// runs this, may hold the lock of the stream whose frame it was reading.
 	deadline := time.Now().Add(5 * time.Second)
@@ -308,15 +329,19 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 	}
 	switch typ {
 	case link.FrameControl:
+		st.SetReadDeadline(time.Time{})
 		gl.mu.Lock()
 		gl.ctrl = st
 		gl.mu.Unlock()
 		l.mu.Lock()
 		mssp := l.mssp
 		l.mu.Unlock()
+		gl.control(link.FrameBackend, (&link.Backend{Instance: l.instance}).Append(nil))
 		if mssp != nil {
 			gl.control(link.FrameMSSP, mssp)
 		}
+		l.wg.Add(1)
+		go l.readControl(gl, st)
 		return
 	case link.FrameOpen:
 	default:
@@ -335,6 +360,9 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 		return
 	}
 	st.SetReadDeadline(time.Time{})
+	if old := l.lookup(o.ID); old != nil && old.adopt(gl, st, &o) {
+		return // the session carries on, on this stream
+	}
 	s := newSession(l, gl, st, &o)
 	if !l.track(s) {
 		st.Close()
@@ -355,13 +383,63 @@ func (l *Listener) track(s *Session) bool {
 		return false
 	}
 	l.sessions[s] = struct{}{}
+	l.byID[s.id] = s
 	return true
+}
+
+// lookup returns the session the gateway calls id, if this backend holds it.
+func (l *Listener) lookup(id string) *Session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopping {
+		return nil
+	}
+	return l.byID[id]
+}
+
+func (l *Listener) list() []*Session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Collect(maps.Keys(l.sessions))
+}
+
+// readControl reads what a gateway sends on its control stream: the
+// sessions it moves to another gateway process.
+func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
+	defer l.wg.Done()
+	fr := link.Reader{R: st}
+	for {
+		typ, _, err := fr.Next()
+		if err != nil {
+			return
+		}
+		if typ != link.FrameMove {
+			continue // from a later version
+		}
+		p, err := fr.Payload()
+		if err != nil {
+			return
+		}
+		ids, err := link.ParseMove(p)
+		if err != nil {
+			l.log.Warn("backend: bad move", zap.Error(err))
+			continue
+		}
+		for _, id := range ids {
+			if s := l.lookup(id); s != nil {
+				s.beginMove(gl)
+			}
+		}
+	}
 }
 
 func (l *Listener) untrack(s *Session) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.sessions, s)
+	if l.byID[s.id] == s {
+		delete(l.byID, s.id)
+	}
 	if len(l.sessions) == 0 && l.idle != nil {
 		close(l.idle)
 		l.idle = nil

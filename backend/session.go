@@ -37,43 +37,66 @@ var (
 // text to the player ("\n" ends a line; the gateway does the telnet). Close
 // ends the player's session, unless the session has been detached, in which
 // case it only lets go of it.
+//
+// The gateway may move a session to another stream without the application
+// noticing: to a new gateway process during an upgrade, or onto a link made
+// again after it broke. Meanwhile reads wait and writes are kept for the
+// new stream (see Config.OrphanTimeout).
 type Session struct {
-	l       *Listener
-	gl      *gatewayLink
-	st      *yamux.Stream
-	id      string
-	resumed int
+	l  *Listener
+	id string
 
-	rmu       sync.Mutex // serialises readers
+	rmu       sync.Mutex    // serialises readers and guards their fields
+	rst       *yamux.Stream // the stream being read
+	rgl       *gatewayLink  // its link
 	fr        link.Reader
 	inInput   bool   // fr is inside an Input frame
 	line      []byte // input read from the stream but not yet handed over
 	delivered uint64 // input offset handed to the application
+	recv      uint64 // input offset of the next byte the streams bring
+	skip      uint64 // input bytes the stream repeats: it started before recv
 
-	wmu     sync.Mutex // serialises frames to the gateway
-	acked   uint64     // offset of the last Ack sent
-	toAck   uint64     // offset to acknowledge next; delivered, published
+	wmu     sync.Mutex    // serialises frames to the gateway and guards their fields
+	wcond   sync.Cond     // on wmu: pending has room, the session is back or ended
+	st      *yamux.Stream // where frames go, unless the session is away
+	acked   uint64        // offset of the last Ack sent
+	toAck   uint64        // offset to acknowledge next; delivered, published
+	pending []byte        // frames written while away, for the next stream
 	stateMu sync.Mutex
 	state   []byte
 
 	detached chan struct{} // closed when the session leaves this backend
 
-	mu      sync.Mutex
-	hungup  bool
-	closed  bool
-	facts   Facts
-	onFacts func(Facts)
-	onGMCP  func(pkg string, data []byte)
+	mu           sync.Mutex
+	gl           *gatewayLink  // the link the session is on
+	cur          *yamux.Stream // the newest stream, which deadlines apply to
+	resumed      int
+	hungup       bool
+	closed       bool
+	away         bool          // between streams: moving, or its link is gone
+	ended        bool          // away for too long: the player counts as gone
+	back         chan struct{} // closed when an away session is adopted or ends
+	next         *yamux.Stream // the stream it was adopted on, for the reader
+	nextOff      uint64        // the input offset that stream starts at
+	expiry       *time.Timer
+	readDeadline time.Time
+	newFacts     bool // adopted with other facts: OnFacts is due
+	facts        Facts
+	onFacts      func(Facts)
+	onGMCP       func(pkg string, data []byte)
 }
 
 func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *Session {
-	return &Session{
-		l: l, gl: gl, st: st,
-		id: o.ID, resumed: int(o.Resumed), facts: o.Facts, state: o.State,
-		fr:        link.Reader{R: st},
-		delivered: o.Offset, acked: o.Offset, toAck: o.Offset,
+	s := &Session{
+		l: l, id: o.ID,
+		rst: st, rgl: gl, fr: link.Reader{R: st},
+		delivered: o.Offset, recv: o.Offset,
+		st: st, acked: o.Offset, toAck: o.Offset, state: o.State,
 		detached: make(chan struct{}),
+		gl:       gl, cur: st, resumed: int(o.Resumed), facts: o.Facts,
 	}
+	s.wcond.L = &s.wmu
+	return s
 }
 
 // ID returns the gateway's identifier for this session; it stays the same
@@ -82,7 +105,11 @@ func (s *Session) ID() string { return s.id }
 
 // Resumed returns how many times this session has been resumed on a new
 // backend: 0 for a player who has just connected.
-func (s *Session) Resumed() int { return s.resumed }
+func (s *Session) Resumed() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resumed
+}
 
 // Facts returns what the gateway knows about the player's connection, as
 // of the last Read: a window resize, say, arrives with the input.
@@ -239,10 +266,9 @@ func (s *Session) deliver(n int) {
 
 // fill reads input bytes from the stream, handling the other frames on the
 // way. It blocks until there is input, the player leaves, or the session is
-// detached.
+// detached. When the stream ends without a Hangup, the session waits for the
+// gateway to bring it back on another stream, and reads on from there.
 func (s *Session) fill(p []byte) (int, error) {
-	s.gl.reading.Add(1)
-	defer s.gl.reading.Add(-1)
 	for {
 		if s.isDetached() {
 			return 0, ErrDetached
@@ -250,38 +276,141 @@ func (s *Session) fill(p []byte) (int, error) {
 		if s.isHungup() {
 			return 0, io.EOF
 		}
-		if s.inInput {
-			n, err := s.fr.Read(p)
+		if s.isClosed() {
+			return 0, fmt.Errorf("backend: read: %w", net.ErrClosed)
+		}
+		gl := s.rgl
+		gl.reading.Add(1)
+		n, err := s.fromStream(p)
+		gl.reading.Add(-1)
+		if n > 0 || err == nil {
 			if n > 0 {
 				return n, nil
 			}
-			if err != nil && err != io.EOF {
-				return 0, s.readError(err)
-			}
-			s.inInput = false
+			continue
 		}
-		typ, _, err := s.fr.Next()
-		if err != nil {
-			return 0, s.readError(err)
-		}
-		switch typ {
-		case link.FrameInput:
-			s.inInput = true
-		case link.FrameHangup:
-			s.mu.Lock()
-			s.hungup = true
-			s.mu.Unlock()
+		if err == io.EOF && s.isHungup() {
 			return 0, io.EOF
-		case link.FrameFacts, link.FrameGMCPIn:
-			payload, err := s.fr.Payload()
-			if err != nil {
-				return 0, s.readError(err)
-			}
-			s.event(typ, payload)
 		}
-		// Any other frame is from a later version: Next skips it.
+		if err := s.nextStream(err); err != nil {
+			return 0, err
+		}
 	}
 }
+
+// fromStream reads from the current stream up to one batch of input, or
+// one other frame, which it handles. It returns input bytes, or (0, nil)
+// after another frame, or the stream's error.
+func (s *Session) fromStream(p []byte) (int, error) {
+	if s.inInput {
+		n, err := s.fr.Read(p)
+		if n > 0 {
+			// A stream that started before what was received repeats it.
+			k := int(min(s.skip, uint64(n)))
+			s.skip -= uint64(k)
+			n = copy(p, p[k:n])
+			s.recv += uint64(n)
+			return n, nil
+		}
+		if err != nil && err != io.EOF {
+			return 0, err
+		}
+		s.inInput = false
+	}
+	typ, _, err := s.fr.Next()
+	if err != nil {
+		return 0, err
+	}
+	switch typ {
+	case link.FrameInput:
+		s.inInput = true
+	case link.FrameHangup:
+		s.mu.Lock()
+		s.hungup = true
+		s.mu.Unlock()
+		return 0, io.EOF
+	case link.FrameFacts, link.FrameGMCPIn:
+		payload, err := s.fr.Payload()
+		if err != nil {
+			return 0, err
+		}
+		s.event(typ, payload)
+	}
+	// Any other frame is from a later version: Next skips it.
+	return 0, nil
+}
+
+// nextStream handles a failed read: the application's deadline, a stream
+// the session has been moved off, or one that has gone. It returns nil
+// when there is a stream to read on.
+func (s *Session) nextStream(err error) error {
+	s.mu.Lock()
+	if st := s.next; st != nil {
+		// Adopted on another stream: what the old one still held has
+		// been read, so read on from the new one.
+		s.next = nil
+		s.rst, s.rgl, s.fr, s.inInput = st, s.gl, link.Reader{R: st}, false
+		s.skip = 0
+		if s.recv > s.nextOff {
+			s.skip = s.recv - s.nextOff
+		}
+		rd, facts, changed := s.readDeadline, s.facts, s.newFacts
+		s.newFacts = false
+		onFacts := s.onFacts
+		s.mu.Unlock()
+		st.SetReadDeadline(rd)
+		if changed && onFacts != nil {
+			onFacts(facts)
+		}
+		return nil
+	}
+	if s.isDetached() {
+		s.mu.Unlock()
+		return ErrDetached
+	}
+	if s.closed {
+		s.mu.Unlock()
+		return nil // fill reports it
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !s.away {
+		s.mu.Unlock()
+		return err // the application's deadline
+	}
+	// The stream has gone without a Hangup: the gateway or the link went
+	// away, or the session is moving. Wait for a gateway to claim it.
+	if !s.away && !s.ended {
+		s.goAwayLocked()
+	}
+	back, ended, rd := s.back, s.ended, s.readDeadline
+	s.mu.Unlock()
+	if ended {
+		return io.EOF
+	}
+	var timeout <-chan time.Time
+	if !rd.IsZero() {
+		t := time.NewTimer(time.Until(rd))
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-back:
+		return nil
+	case <-s.detached:
+		return ErrDetached
+	case <-timeout:
+		return errReadTimeout
+	}
+}
+
+// errReadTimeout is a read deadline passing while the session is away.
+var errReadTimeout error = timeoutError{}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "backend: read deadline passed" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
 
 // event hands a Facts or GMCP frame to the application's callbacks.
 func (s *Session) event(typ byte, payload []byte) {
@@ -306,19 +435,6 @@ func (s *Session) event(typ byte, payload []byte) {
 	}
 }
 
-func (s *Session) readError(err error) error {
-	if s.isDetached() {
-		return ErrDetached
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return err
-	}
-	// The stream ended without a Hangup: the gateway or the link went away.
-	s.detach()
-	return fmt.Errorf("%w: %v", ErrDetached, err)
-}
-
 func (s *Session) isDetached() bool {
 	select {
 	case <-s.detached:
@@ -331,6 +447,12 @@ func (s *Session) isDetached() bool {
 // Detached returns a channel that is closed when the session leaves this
 // backend, so that work on its behalf can stop.
 func (s *Session) Detached() <-chan struct{} { return s.detached }
+
+func (s *Session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
 
 func (s *Session) isHungup() bool {
 	s.mu.Lock()
@@ -346,8 +468,8 @@ func (s *Session) flushAck(batch uint64) error {
 }
 
 func (s *Session) flushAckLocked(batch uint64) error {
-	if s.toAck-s.acked <= batch {
-		return nil
+	if s.toAck-s.acked <= batch || s.isAway() {
+		return nil // an away session's acknowledgement goes with its next stream
 	}
 	if err := link.WriteFrame(s.st, link.FrameAck, link.AppendAck(nil, s.toAck)); err != nil {
 		return err
@@ -356,23 +478,48 @@ func (s *Session) flushAckLocked(batch uint64) error {
 	return nil
 }
 
+// maxPending bounds the output kept for a session that is between
+// streams; a writer beyond it waits until the session is back or ends.
+const maxPending = 256 << 10
+
 // send writes one frame, then acknowledges the input consumed so far: the
 // output and state that input caused reach the gateway before the input is
-// forgotten there.
+// forgotten there. While the session is away, the frame waits for the next
+// stream.
 func (s *Session) send(typ byte, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	b := link.AppendFrame(make([]byte, 0, len(payload)+32), typ, payload)
-	ack := s.toAck
-	if ack != s.acked {
-		// One write, so that frame and acknowledgement travel together.
-		b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, ack))
+	for {
+		away, ended := s.awayState()
+		switch {
+		case ended:
+			return nil // as to a player who has left
+		case away && len(s.pending) > 0 && len(s.pending)+len(b) > maxPending:
+			s.wcond.Wait()
+			continue
+		case away:
+			s.pending = append(s.pending, b...)
+			return nil
+		}
+		ack := s.toAck
+		if ack != s.acked {
+			// One write, so that frame and acknowledgement travel together.
+			b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, ack))
+		}
+		if _, err := s.st.Write(b); err != nil {
+			if away, _ := s.awayState(); away {
+				// The link broke under the write: the frame goes again
+				// on the next stream (without the acknowledgement,
+				// which is recomputed there).
+				b = b[:link.HeaderLen+len(payload)]
+				continue
+			}
+			return s.writeError(err)
+		}
+		s.acked = ack
+		return nil
 	}
-	if _, err := s.st.Write(b); err != nil {
-		return s.writeError(err)
-	}
-	s.acked = ack
-	return nil
 }
 
 func (s *Session) writeError(err error) error {
@@ -405,13 +552,22 @@ func (s *Session) detach() {
 	if !s.isDetached() {
 		close(s.detached)
 	}
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	cur := s.cur
 	s.mu.Unlock()
-	s.st.SetReadDeadline(time.Now())
+	cur.SetReadDeadline(time.Now())
+	s.wmu.Lock()
+	s.wcond.Broadcast()
+	s.wmu.Unlock()
 }
 
 // Close ends the player's session: the gateway sends what was written and
 // closes the player's connection. On a detached session, or once the player
-// has gone, it only releases the session. It is safe to call twice.
+// has gone, it only releases the session. It is safe to call twice. On a
+// session that is between streams, the end goes with what was written to
+// the next stream.
 func (s *Session) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -420,15 +576,25 @@ func (s *Session) Close() error {
 	}
 	s.closed = true
 	end := !s.isDetached() && !s.hungup
+	wait := s.away && !s.ended && !s.isDetached()
 	s.mu.Unlock()
 	s.wmu.Lock()
+	if wait {
+		if end {
+			s.pending = link.AppendFrame(s.pending, link.FrameEnd, nil)
+		}
+		s.wmu.Unlock()
+		return nil // adopt or expire finishes it
+	}
 	s.st.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	err := s.flushAckLocked(0)
 	if end && err == nil {
 		err = link.WriteFrame(s.st, link.FrameEnd, nil)
 	}
+	st := s.st
 	s.wmu.Unlock()
-	s.st.Close()
+	st.Close()
+	st.SetReadDeadline(time.Now()) // a reader still waiting learns of the close
 	s.l.untrack(s)
 	if err != nil {
 		return s.writeError(err)
@@ -441,10 +607,11 @@ func (s *Session) LocalAddr() net.Addr { return s.l.Addr() }
 
 // RemoteAddr returns the player's address as the gateway saw it.
 func (s *Session) RemoteAddr() net.Addr {
-	if a, err := net.ResolveTCPAddr("tcp", s.facts.ClientAddr); err == nil {
+	addr := s.Facts().ClientAddr
+	if a, err := net.ResolveTCPAddr("tcp", addr); err == nil {
 		return a
 	}
-	return clientAddr(s.facts.ClientAddr)
+	return clientAddr(addr)
 }
 
 type clientAddr string
@@ -453,12 +620,26 @@ func (clientAddr) Network() string  { return "tcp" }
 func (a clientAddr) String() string { return string(a) }
 
 // SetDeadline sets the read and write deadlines.
-func (s *Session) SetDeadline(t time.Time) error { return s.st.SetDeadline(t) }
+func (s *Session) SetDeadline(t time.Time) error {
+	s.SetReadDeadline(t)
+	return s.SetWriteDeadline(t)
+}
 
-// SetReadDeadline sets the deadline for Read and ReadLine.
-func (s *Session) SetReadDeadline(t time.Time) error { return s.st.SetReadDeadline(t) }
+// SetReadDeadline sets the deadline for Read and ReadLine; it also bounds
+// a wait while the session is between streams.
+func (s *Session) SetReadDeadline(t time.Time) error {
+	s.mu.Lock()
+	s.readDeadline = t
+	cur := s.cur
+	s.mu.Unlock()
+	return cur.SetReadDeadline(t)
+}
 
 // SetWriteDeadline sets the deadline for Write.
-func (s *Session) SetWriteDeadline(t time.Time) error { return s.st.SetWriteDeadline(t) }
+func (s *Session) SetWriteDeadline(t time.Time) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.st.SetWriteDeadline(t)
+}
 
 var _ net.Conn = (*Session)(nil)

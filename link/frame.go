@@ -12,6 +12,8 @@ const (
 	FrameControl byte = 1
 	FrameGoodbye byte = 2
 	FrameMSSP    byte = 3
+	FrameBackend byte = 4
+	FrameMove    byte = 5
 
 	FrameOpen   byte = 10
 	FrameInput  byte = 11
@@ -26,16 +28,20 @@ const (
 	FrameGMCPOut byte = 24
 	FrameEcho    byte = 25
 	FramePrompt  byte = 26
+	FrameMoved   byte = 27
 )
 
 const (
-	headerLen = 5
+	// HeaderLen is the length of a frame's header: type and length.
+	HeaderLen = 5
 	// MaxFrame bounds a frame's payload.
 	MaxFrame = 256 << 10
 	// MaxState bounds the application state kept per session.
 	MaxState = 64 << 10
 	// MaxChunk is the largest Input or Output payload a sender produces.
 	MaxChunk = 32 << 10
+	// MaxMove bounds the sessions one Move frame names.
+	MaxMove = 4096
 )
 
 // Errors of the link protocol.
@@ -55,7 +61,7 @@ func AppendFrame(b []byte, typ byte, payload []byte) []byte {
 // WriteFrame writes one frame in a single Write, so that concurrent writers
 // holding the same lock never interleave.
 func WriteFrame(w io.Writer, typ byte, payload []byte) error {
-	_, err := w.Write(AppendFrame(make([]byte, 0, headerLen+len(payload)), typ, payload))
+	_, err := w.Write(AppendFrame(make([]byte, 0, HeaderLen+len(payload)), typ, payload))
 	return err
 }
 
@@ -64,7 +70,7 @@ func WriteFrame(w io.Writer, typ byte, payload []byte) error {
 type Reader struct {
 	R io.Reader
 
-	hdr    [headerLen]byte
+	hdr    [HeaderLen]byte
 	hdrN   int
 	inBody bool
 	typ    byte
@@ -82,10 +88,10 @@ func (fr *Reader) Next() (typ byte, n int, err error) {
 		}
 	}
 	fr.inBody = false
-	for fr.hdrN < headerLen {
+	for fr.hdrN < HeaderLen {
 		m, err := fr.R.Read(fr.hdr[fr.hdrN:])
 		fr.hdrN += m
-		if err != nil && fr.hdrN < headerLen {
+		if err != nil && fr.hdrN < HeaderLen {
 			if err == io.EOF && fr.hdrN > 0 {
 				err = io.ErrUnexpectedEOF
 			}

@@ -1,0 +1,149 @@
+package backend
+
+import (
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+
+	"holdfast/link"
+)
+
+// A session moves between streams in two ways. A gateway that hands its
+// sessions to another gateway process (an upgrade) sends Move on its
+// control stream: each session named there sends Moved as its last frame
+// on its stream and is away until the other gateway opens it again. A
+// session whose stream or link ends without a Hangup is away too, until
+// the gateway opens it again on a new link. Either way the application
+// notices nothing: reads wait, writes are kept (up to maxPending), and the
+// Open that brings the session back says from which input offset the new
+// stream starts, so that nothing is read twice. A session not claimed
+// within Config.OrphanTimeout ends as if the player had left.
+
+// DefaultOrphanTimeout is how long a session waits for a gateway to claim
+// it after its stream or link has gone, when Config.OrphanTimeout is zero.
+const DefaultOrphanTimeout = 30 * time.Second
+
+// goAwayLocked marks the session as between streams and starts the clock
+// on it. It is called with s.mu held.
+func (s *Session) goAwayLocked() {
+	s.away = true
+	s.back = make(chan struct{})
+	s.expiry = time.AfterFunc(s.l.orphanTimeout(), s.expire)
+}
+
+func (s *Session) awayState() (away, ended bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.away, s.ended
+}
+
+func (s *Session) isAway() bool {
+	away, _ := s.awayState()
+	return away
+}
+
+// orphan makes the session wait for a gateway: its link has failed.
+func (s *Session) orphan() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.away || s.ended || s.hungup || s.isDetached() {
+		return
+	}
+	s.goAwayLocked()
+	s.cur.SetReadDeadline(time.Now()) // wake the reader out of the stream
+}
+
+// beginMove answers the gateway's Move for this session on link gl: the
+// acknowledgement and Moved end the stream, and the session is away.
+func (s *Session) beginMove(gl *gatewayLink) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	ok := s.gl == gl && !s.away && !s.ended && !s.hungup && !s.isDetached()
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.flushAckLocked(0)
+	link.WriteFrame(s.st, link.FrameMoved, nil)
+	s.mu.Lock()
+	s.goAwayLocked()
+	s.mu.Unlock()
+}
+
+// adopt puts the session on st, the stream a gateway opened for it with
+// o. It reports false when the session has ended here, so that the caller
+// starts a new one.
+func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
+	s.wmu.Lock()
+	s.mu.Lock()
+	if s.ended || s.hungup || s.isDetached() || s.closed && !s.away {
+		s.mu.Unlock()
+		s.wmu.Unlock()
+		return false
+	}
+	old := s.cur
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	if s.away {
+		close(s.back)
+	}
+	s.away = false
+	s.gl, s.cur = gl, st
+	s.next, s.nextOff = st, o.Offset
+	s.resumed = int(o.Resumed)
+	if o.Facts != s.facts {
+		s.facts, s.newFacts = o.Facts, true
+	}
+	closed := s.closed
+	s.mu.Unlock()
+
+	// Acknowledgements start again from where the gateway stands.
+	s.st, s.acked = st, o.Offset
+	b := s.pending
+	s.pending = nil
+	if s.toAck != s.acked {
+		b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, s.toAck))
+		s.acked = s.toAck
+	}
+	if len(b) > 0 {
+		st.Write(b) // a failure ends the stream, and the reader sees it
+	}
+	s.wcond.Broadcast()
+	s.wmu.Unlock()
+	if old != st {
+		old.SetReadDeadline(time.Now()) // the reader takes what it holds, then switches
+		old.Close()
+	}
+	if closed {
+		// The application closed the session while it was away: its end
+		// has gone out with the rest.
+		st.Close()
+		s.l.untrack(s)
+	}
+	return true
+}
+
+// expire ends a session that no gateway claimed in time, as if the player
+// had left: reads return io.EOF.
+func (s *Session) expire() {
+	s.mu.Lock()
+	if !s.away || s.ended || s.isDetached() {
+		s.mu.Unlock()
+		return
+	}
+	s.ended, s.hungup = true, true
+	close(s.back)
+	closed := s.closed
+	s.mu.Unlock()
+	s.wmu.Lock()
+	s.pending = nil
+	s.wcond.Broadcast()
+	s.wmu.Unlock()
+	s.l.log.Info("backend: session not claimed by a gateway in time; the player has gone", zap.String("session", s.id))
+	if closed {
+		s.l.untrack(s)
+	}
+}

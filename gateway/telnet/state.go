@@ -1,0 +1,115 @@
+package telnet
+
+import (
+	"encoding"
+	"fmt"
+	"hash/adler32"
+)
+
+// EngineState is everything an Engine knows, so that a connection can
+// carry on in another process (a gateway upgrade) with its negotiation,
+// facts and half-parsed input exactly as they were: the client notices
+// nothing.
+type EngineState struct {
+	Decoder    DecoderState
+	Options    []OptionState
+	Facts      Facts
+	TTypes     []string
+	Changed    bool
+	GMCP       [][]byte
+	Pending    int
+	Spoken     bool
+	NoCompress bool
+}
+
+// OptionState is one option's RFC 1143 state, both sides.
+type OptionState struct {
+	Opt     byte
+	Us, Him uint8
+}
+
+// DecoderState is where a Decoder stands in the client's byte stream.
+type DecoderState struct {
+	State, AfterIAC, Verb, Opt uint8
+	SB                         []byte
+	Truncated                  bool
+}
+
+// Save returns the engine's state.
+func (e *Engine) Save() EngineState {
+	st := EngineState{
+		Decoder: DecoderState{
+			State: uint8(e.st), AfterIAC: uint8(e.afterIAC), Verb: e.verb, Opt: e.opt,
+			SB: append([]byte(nil), e.sb...), Truncated: e.truncated,
+		},
+		Facts:      e.facts,
+		TTypes:     append([]string(nil), e.ttypes...),
+		Changed:    e.changed,
+		GMCP:       e.gmcp,
+		Pending:    e.pending,
+		Spoken:     e.spoken,
+		NoCompress: e.NoCompress,
+	}
+	for i, o := range supported {
+		st.Options = append(st.Options, OptionState{Opt: o.opt, Us: uint8(e.q[i][us]), Him: uint8(e.q[i][him])})
+	}
+	return st
+}
+
+// Restore puts an engine made by NewEngine into a saved state. An option
+// this version does not support stays off; a state out of range is an
+// error, and leaves the engine as it was.
+func (e *Engine) Restore(st EngineState) error {
+	if st.Decoder.State > uint8(stSBIAC) || st.Decoder.AfterIAC > uint8(stSBIAC) {
+		return fmt.Errorf("telnet: restore: decoder state %d/%d", st.Decoder.State, st.Decoder.AfterIAC)
+	}
+	var q [numOptions][2]qstate
+	for _, o := range st.Options {
+		i := slot[o.Opt]
+		if i < 0 {
+			continue
+		}
+		if qstate(o.Us) > qWantYes|qOpposite || qstate(o.Him) > qWantYes|qOpposite {
+			return fmt.Errorf("telnet: restore: option %d state %d/%d", o.Opt, o.Us, o.Him)
+		}
+		q[i] = [2]qstate{us: qstate(o.Us), him: qstate(o.Him)}
+	}
+	e.q = q
+	e.st, e.afterIAC = state(st.Decoder.State), state(st.Decoder.AfterIAC)
+	e.verb, e.opt = st.Decoder.Verb, st.Decoder.Opt
+	e.sb, e.truncated = st.Decoder.SB, st.Decoder.Truncated
+	e.facts, e.ttypes, e.changed = st.Facts, st.TTypes, st.Changed
+	e.gmcp, e.pending, e.spoken, e.NoCompress = st.GMCP, st.Pending, st.Spoken, st.NoCompress
+	return nil
+}
+
+// CompressorState is an MCCP2 stream's state between batches: whether it
+// has started, and its running checksum.
+type CompressorState struct {
+	Started bool
+	Sum     []byte
+}
+
+// Save returns the compressor's state.
+func (c *Compressor) Save() CompressorState {
+	if !c.started {
+		return CompressorState{}
+	}
+	sum, _ := c.sum.(encoding.BinaryMarshaler).MarshalBinary()
+	return CompressorState{Started: true, Sum: sum}
+}
+
+// Restore puts a zero Compressor into a saved state, so that the stream
+// carries on where it stood.
+func (c *Compressor) Restore(st CompressorState) error {
+	*c = Compressor{}
+	if !st.Started {
+		return nil
+	}
+	sum := adler32.New()
+	if err := sum.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Sum); err != nil {
+		return fmt.Errorf("telnet: restore: compressor: %w", err)
+	}
+	c.started, c.sum = true, sum
+	return nil
+}
