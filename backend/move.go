@@ -111,7 +111,6 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	if len(b) > 0 {
 		st.Write(b) // a failure ends the stream, and the reader sees it
 	}
-	s.wcond.Broadcast()
 	s.wmu.Unlock()
 	if old != st {
 		old.SetReadDeadline(time.Now()) // the reader takes what it holds, then switches
@@ -140,7 +139,6 @@ func (s *Session) expire() {
 	s.mu.Unlock()
 	s.wmu.Lock()
 	s.pending = nil
-	s.wcond.Broadcast()
 	s.wmu.Unlock()
 	s.l.log.Info("backend: session not claimed by a gateway in time; the player has gone", zap.String("session", s.id))
 	if closed {

@@ -57,7 +57,6 @@ type Session struct {
 	skip      uint64 // input bytes the stream repeats: it started before recv
 
 	wmu     sync.Mutex    // serialises frames to the gateway and guards their fields
-	wcond   sync.Cond     // on wmu: pending has room, the session is back or ended
 	st      *yamux.Stream // where frames go, unless the session is away
 	acked   uint64        // offset of the last Ack sent
 	toAck   uint64        // offset to acknowledge next; delivered, published
@@ -95,7 +94,6 @@ func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *S
 		detached: make(chan struct{}),
 		gl:       gl, cur: st, resumed: int(o.Resumed), facts: o.Facts,
 	}
-	s.wcond.L = &s.wmu
 	return s
 }
 
@@ -494,9 +492,19 @@ func (s *Session) send(typ byte, payload []byte) error {
 		away, ended := s.awayState()
 		switch {
 		case ended:
-			return nil // as to a player who has left
+			return errEnded
+		case away && s.isDetached():
+			return ErrDetached // this backend is going: the output has nowhere to go
 		case away && len(s.pending) > 0 && len(s.pending)+len(b) > maxPending:
-			s.wcond.Wait()
+			s.mu.Lock()
+			back := s.back
+			s.mu.Unlock()
+			s.wmu.Unlock()
+			select {
+			case <-back:
+			case <-s.detached:
+			}
+			s.wmu.Lock()
 			continue
 		case away:
 			s.pending = append(s.pending, b...)
@@ -521,6 +529,9 @@ func (s *Session) send(typ byte, payload []byte) error {
 		return nil
 	}
 }
+
+// errEnded is what writes to a session that ended unclaimed return.
+var errEnded = fmt.Errorf("backend: write: the session has ended: %w", net.ErrClosed)
 
 func (s *Session) writeError(err error) error {
 	var ne net.Error
@@ -558,9 +569,6 @@ func (s *Session) detach() {
 	cur := s.cur
 	s.mu.Unlock()
 	cur.SetReadDeadline(time.Now())
-	s.wmu.Lock()
-	s.wcond.Broadcast()
-	s.wmu.Unlock()
 }
 
 // Close ends the player's session: the gateway sends what was written and
