@@ -35,7 +35,7 @@ func (s *Server) Sessions() []SessionInfo {
 		out = append(out, SessionInfo{
 			ID:        ss.id,
 			Client:    ss.facts.ClientAddr,
-			TLS:       isTLS,
+			TLS:       isTLS || ss.tls,
 			Since:     ss.since,
 			Terminal:  ss.facts.Terminal,
 			ClientApp: ss.facts.ClientName,

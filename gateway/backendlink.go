@@ -32,6 +32,14 @@ type backendLink struct {
 	dead    atomic.Bool   // the connection failed: nothing more is written
 	readers atomic.Int64  // session streams' readers still running
 
+	// What the backend says of itself (link.Backend), once it has: known
+	// is closed then, or when the control stream ends without it (a
+	// backend of an earlier version, which cannot take moved sessions).
+	known    chan struct{}
+	instance string
+
+	cmu sync.Mutex // serialises frames on the control stream
+
 	mu      sync.Mutex
 	streams map[*yamux.Stream]struct{} // session streams with a reader
 }
@@ -103,6 +111,11 @@ func (lk *backendLink) saidGoodbye() bool {
 func (lk *backendLink) readControl(s *Server) {
 	defer s.wg.Done()
 	defer close(lk.ctrlEnd)
+	defer func() {
+		if !lk.isKnown() {
+			close(lk.known)
+		}
+	}()
 	fr := link.Reader{R: lk.ctrl}
 	for {
 		typ, _, err := fr.Next()
@@ -110,6 +123,13 @@ func (lk *backendLink) readControl(s *Server) {
 			return
 		}
 		switch typ {
+		case link.FrameBackend:
+			if p, err := fr.Payload(); err == nil && !lk.isKnown() {
+				if b, err := link.ParseBackend(p); err == nil {
+					lk.instance = b.Instance
+				}
+				close(lk.known)
+			}
 		case link.FrameGoodbye:
 			lk.once.Do(func() { close(lk.goodbye) })
 		case link.FrameMSSP:
@@ -198,7 +218,7 @@ func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLi
 		c.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
-	lk := &backendLink{addr: addr, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{})}
+	lk := &backendLink{addr: addr, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{}), known: make(chan struct{})}
 	mux, err := yamux.Client(link.Coalesce(c, lk.broken), link.YamuxConfig(s.log()))
 	if err != nil {
 		c.Close()
@@ -285,4 +305,55 @@ func attachAll(lk *backendLink, sessions []*session) int64 {
 	}
 	wg.Wait()
 	return attached.Load()
+}
+
+func (lk *backendLink) isKnown() bool {
+	select {
+	case <-lk.known:
+		return true
+	default:
+		return false
+	}
+}
+
+// instanceWait bounds how long an attach waits to learn which backend it
+// talks to: a backend says so first thing, so this is only ever reached
+// by one of an earlier version, which never says.
+const instanceWait = 2 * time.Second
+
+// waitInstance returns the backend's instance, waiting for the backend to
+// say it; "" if it does not.
+func (lk *backendLink) waitInstance() string {
+	t := time.NewTimer(instanceWait)
+	defer t.Stop()
+	select {
+	case <-lk.known:
+		return lk.instance
+	case <-t.C:
+		return ""
+	}
+}
+
+// instanceNow returns the backend's instance if it has said it.
+func (lk *backendLink) instanceNow() string {
+	if lk.isKnown() {
+		return lk.instance
+	}
+	return ""
+}
+
+// move asks the backend to let the sessions named go from this link: each
+// answers Moved on its stream.
+func (lk *backendLink) move(ids []string) error {
+	lk.cmu.Lock()
+	defer lk.cmu.Unlock()
+	for len(ids) > 0 {
+		n := min(len(ids), link.MaxMove)
+		lk.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if err := link.WriteFrame(lk.ctrl, link.FrameMove, link.AppendMove(nil, ids[:n])); err != nil {
+			return fmt.Errorf("gateway: move: %w", err)
+		}
+		ids = ids[n:]
+	}
+	return nil
 }

@@ -26,6 +26,13 @@ type outbox struct {
 	writing    bool          // a writer is running, or has ended the socket
 	start      func()        // starts a writer
 	room       chan struct{} // cap 1: the writer took what was queued
+
+	// While the session moves to another process, no writer runs and
+	// everything queued stays, unbounded but for what the backend's stream
+	// window lets in: it goes with the session.
+	frozen  bool
+	stopped chan struct{} // closed when the writer has stopped for the freeze
+	wire    []byte        // what a write cut by the freeze left unwritten, as it goes on the wire
 }
 
 // mark records that MCCP2 compression starts (or stops) at offset at of
@@ -45,7 +52,7 @@ func newOutbox(max int, start func()) *outbox {
 
 // claim reports whether the caller is to start a writer, with o.mu held.
 func (o *outbox) claim() bool {
-	if o.writing {
+	if o.writing || o.frozen {
 		return false
 	}
 	o.writing = true
@@ -77,7 +84,7 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 			o.mu.Unlock()
 			return errOutboxClosed
 		}
-		if len(o.buf) == 0 || len(o.buf)+len(b) <= o.max {
+		if len(o.buf) == 0 || len(o.buf)+len(b) <= o.max || o.frozen {
 			o.buf = append(o.buf, b...)
 			o.unlock(o.claim())
 			if timer != nil {
@@ -105,7 +112,7 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 // keeps asking and never reads gets false, and is to be disconnected.
 func (o *outbox) putProtocol(b []byte) bool {
 	o.mu.Lock()
-	ok := !o.closed && !o.closeAfter && len(o.buf)+len(b) <= 2*o.max
+	ok := !o.closed && !o.closeAfter && (len(o.buf)+len(b) <= 2*o.max || o.frozen)
 	if !ok {
 		o.mu.Unlock()
 		return false
@@ -144,8 +151,8 @@ func (o *outbox) close() {
 // nothing to do it returns ok false, and the writer is to end.
 func (o *outbox) take() (b []byte, marks []mark, closeAfter, closed, ok bool) {
 	o.mu.Lock()
-	if len(o.buf) == 0 && len(o.marks) == 0 && !o.closeAfter && !o.closed {
-		o.writing = false
+	if o.frozen || len(o.buf) == 0 && len(o.marks) == 0 && len(o.wire) == 0 && !o.closeAfter && !o.closed {
+		o.stopLocked()
 		o.mu.Unlock()
 		return nil, nil, false, false, false
 	}
@@ -155,4 +162,95 @@ func (o *outbox) take() (b []byte, marks []mark, closeAfter, closed, ok bool) {
 	o.mu.Unlock()
 	signal(o.room)
 	return b, marks, closeAfter, closed, true
+}
+
+// stopLocked records that the writer has ended.
+func (o *outbox) stopLocked() {
+	o.writing = false
+	if o.stopped != nil {
+		close(o.stopped)
+		o.stopped = nil
+	}
+}
+
+// freeze stops writing for a move: the returned channel is closed once no
+// writer runs. A writer blocked in a write is to be cut short by the
+// caller (a write deadline); it then keeps what it did not write (cut).
+func (o *outbox) freeze() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.frozen = true
+	c := make(chan struct{})
+	if o.writing {
+		o.stopped = c
+	} else {
+		close(c)
+	}
+	return c
+}
+
+func (o *outbox) isFrozen() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.frozen
+}
+
+// cut is the writer's last act in a freeze: rest is what the cut write did
+// not get out, already encoded for the wire.
+func (o *outbox) cut(rest []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.wire = append(rest[:len(rest):len(rest)], o.wire...)
+	o.stopLocked()
+}
+
+// thaw lets output flow again after a move that did not happen.
+func (o *outbox) thaw() {
+	o.mu.Lock()
+	o.frozen = false
+	start := (len(o.buf) > 0 || len(o.marks) > 0 || len(o.wire) > 0 || o.closeAfter || o.closed) && o.claim()
+	o.unlock(start)
+}
+
+// takeWire hands the writer the bytes a move cut short, to go out first.
+func (o *outbox) takeWire() []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w := o.wire
+	o.wire = nil
+	return w
+}
+
+// outboxState is what a player's queued output carries to another process.
+type outboxState struct {
+	Buf   []byte
+	Marks []markState
+	Wire  []byte
+}
+
+type markState struct {
+	At       int
+	Compress bool
+}
+
+// save returns the frozen outbox's contents.
+func (o *outbox) save() outboxState {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	st := outboxState{Buf: o.buf, Wire: o.wire}
+	for _, m := range o.marks {
+		st.Marks = append(st.Marks, markState{At: m.at, Compress: m.compress})
+	}
+	return st
+}
+
+// restore fills a new outbox with what another process had queued, and
+// starts a writer if there is anything to write.
+func (o *outbox) restore(st outboxState) {
+	o.mu.Lock()
+	o.buf, o.wire = st.Buf, st.Wire
+	for _, m := range st.Marks {
+		o.marks = append(o.marks, mark{at: min(max(m.At, 0), len(o.buf)), compress: m.Compress})
+	}
+	o.unlock((len(o.buf) > 0 || len(o.marks) > 0 || len(o.wire) > 0) && o.claim())
 }

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -114,6 +115,11 @@ type Server struct {
 	buckets   map[netip.Addr]*bucket
 	metrics   *metrics
 	wg        sync.WaitGroup
+	handedOff bool // another process accepts on the listeners now
+
+	relays     sync.WaitGroup // TLS relays for sessions another process holds
+	relayCount atomic.Int64
+	relaySet   map[*relay]struct{}
 }
 
 func (s *Server) log() *zap.Logger {
@@ -212,7 +218,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if s.isClosing() {
+			if s.isClosing() || s.isHandedOff() {
+				s.mu.Lock()
+				delete(s.listeners, ln)
+				s.mu.Unlock()
 				return ErrServerClosed
 			}
 			if netx.RetryableAccept(err) {
@@ -238,6 +247,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		go s.admit(c)
 	}
+}
+
+func (s *Server) isHandedOff() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.handedOff
 }
 
 func (s *Server) isClosing() bool {
@@ -284,14 +299,13 @@ func (s *Server) admit(c net.Conn) {
 	ss := newSession(s, s.idPrefix+strconv.FormatUint(s.nextID, 10), c, addr, ip)
 	s.sessions[ss] = struct{}{}
 	s.perIP[ip]++
-	s.wg.Add(1)
 	s.mu.Unlock()
 	s.metrics.connects.Inc()
 	s.log().Info("gateway: player connected", zap.String("session", ss.id), zap.Stringer("client", addr))
 	// A goroutine of its own, not this one: the handshake and the logging
 	// above grow a stack past what a held session needs, and the player's
 	// reader keeps its stack for as long as the player stays.
-	go ss.readPlayer()
+	ss.startReader((*session).readPlayer)
 }
 
 // list returns the sessions held now.
@@ -336,9 +350,14 @@ func (s *Server) Close() error {
 	for c := range s.pending {
 		c.Close()
 	}
+	for r := range s.relaySet {
+		r.tc.Close()
+		r.local.Close()
+	}
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	s.relays.Wait()
 	return nil
 }
 

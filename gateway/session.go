@@ -38,7 +38,10 @@ type session struct {
 	conn  net.Conn
 	ip    netip.Addr // what the per-address limit counts
 	since time.Time
+	tls   bool // the player speaks TLS to this process, or to the one that relays it
 	out   *outbox
+	// pendingOut is a moved session's queued output until it starts.
+	pendingOut outboxState
 
 	bytesIn, bytesOut atomic.Uint64  // on the player's socket
 	enc               telnet.Encoder // used by the one stream reader only
@@ -70,8 +73,20 @@ type session struct {
 	lost       time.Time // when the session lost its backend, until resumed
 	gone       bool      // the player left or the session ended
 	noticed    bool      // the player was told the game is away
-	facts      link.Facts
-	hello      [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
+	// moving is set while the session is handed to another gateway
+	// process: the player's reader and writer stop, and nothing more goes
+	// to the backend.
+	moving      bool
+	readerDone  chan struct{} // closed when the player's reader has returned
+	streamDone  chan struct{} // during a move: closed when the stream's reader has returned
+	movedOff    bool          // during a move: the backend said Moved
+	endedInMove bool          // during a move: the application ended the session
+	// moveFrom names the backend instance that holds the session away
+	// after a move, until the next attach: on that backend the session
+	// carries on instead of being resumed.
+	moveFrom string
+	facts    link.Facts
+	hello    [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
 
 	wmu sync.Mutex // serialises frames on the stream, and attaching
 }
@@ -112,78 +127,98 @@ const (
 	largeRead = 4096
 )
 
+// playerReader reads one player's socket. A player types a line at a
+// time: the reader of an idle player holds a small buffer, and takes a
+// large one only while reads fill it.
+type playerReader struct {
+	s           *session
+	small, buf  []byte
+	negotiating bool
+	overflow    []byte // what came past the held-input bound while negotiating
+}
+
+func newPlayerReader(s *session) *playerReader {
+	small := make([]byte, smallRead)
+	return &playerReader{s: s, small: small, buf: small}
+}
+
+// read reads once and holds what came; it reports whether to go on.
+func (r *playerReader) read() bool {
+	s := r.s
+	idle := s.srv.IdleTimeout
+	if idle > 0 && !r.negotiating {
+		s.conn.SetReadDeadline(time.Now().Add(idle))
+	}
+	if s.isMoving() {
+		return false
+	}
+	b := r.buf
+	n, err := s.conn.Read(b)
+	switch {
+	case n == len(b) && len(b) < largeRead:
+		r.buf = make([]byte, largeRead)
+	case n < smallRead && len(b) > smallRead:
+		r.buf = r.small
+	}
+	if n > 0 {
+		s.bytesIn.Add(uint64(n))
+		s.srv.metrics.bytesIn.Add(float64(n))
+		// Decoded in place: the decoder never writes ahead of its input.
+		data := s.fromPlayer(b[:0], b[:n])
+		if r.negotiating && len(data) > 0 {
+			// Not attached yet, so nothing would make room: input past
+			// the bound ends the wait instead, and is held after.
+			r.overflow = bytes.Clone(s.holdUpTo(data))
+			data = nil
+		}
+		if len(data) > 0 && !s.hold(data) {
+			return false
+		}
+	}
+	if err != nil {
+		if s.isMoving() {
+			return false // stopped for the move; the socket is not ours to end
+		}
+		var ne net.Error
+		timeout := errors.As(err, &ne) && ne.Timeout() && !s.isGone()
+		switch {
+		case timeout && r.negotiating:
+			return true // the negotiation wait is over
+		case timeout:
+			s.notice(fmt.Sprintf(noticeIdle, shortDuration(idle)))
+			s.finish(endIdle, true)
+		case errors.Is(err, io.EOF):
+			s.finish(endPlayerClosed, false)
+		default:
+			s.finish(endPlayerFailed, false)
+		}
+		return false
+	}
+	return true
+}
+
 // readPlayer reads the player's socket until it closes, holding input and
 // passing it to the backend when one is attached. It first makes the
 // gateway's telnet offers and gives the client a moment to answer them, so
 // that the backend starts with the facts; a client that answers nothing
 // waits no longer than negotiationWait, and what it types meanwhile is kept.
-func (s *session) readPlayer() {
+func (s *session) readPlayer(done chan struct{}) {
 	defer s.srv.wg.Done()
-	// A player types a line at a time: the reader of an idle player holds
-	// a small buffer, and takes a large one only while reads fill it.
-	small := make([]byte, smallRead)
-	buf := small
-	idle := s.srv.IdleTimeout
-	negotiating := true
-	var overflow []byte // what came past the held-input bound while negotiating
-	read := func() bool {
-		if idle > 0 && !negotiating {
-			s.conn.SetReadDeadline(time.Now().Add(idle))
-		}
-		b := buf
-		n, err := s.conn.Read(b)
-		switch {
-		case n == len(b) && len(b) < largeRead:
-			buf = make([]byte, largeRead)
-		case n < smallRead && len(b) > smallRead:
-			buf = small
-		}
-		if n > 0 {
-			s.bytesIn.Add(uint64(n))
-			s.srv.metrics.bytesIn.Add(float64(n))
-			// Decoded in place: the decoder never writes ahead of its input.
-			data := s.fromPlayer(b[:0], b[:n])
-			if negotiating && len(data) > 0 {
-				// Not attached yet, so nothing would make room: input past
-				// the bound ends the wait instead, and is held after.
-				overflow = bytes.Clone(s.holdUpTo(data))
-				data = nil
-			}
-			if len(data) > 0 && !s.hold(data) {
-				return false
-			}
-		}
-		if err != nil {
-			var ne net.Error
-			timeout := errors.As(err, &ne) && ne.Timeout() && !s.isGone()
-			switch {
-			case timeout && negotiating:
-				return true // the negotiation wait is over
-			case timeout:
-				s.notice(fmt.Sprintf(noticeIdle, shortDuration(idle)))
-				s.finish(endIdle, true)
-			case errors.Is(err, io.EOF):
-				s.finish(endPlayerClosed, false)
-			default:
-				s.finish(endPlayerFailed, false)
-			}
-			return false
-		}
-		return true
-	}
-
+	defer close(done)
+	r := newPlayerReader(s)
+	r.negotiating = true
 	s.tmu.Lock()
 	s.engine.Start()
 	s.tmu.Unlock()
 	deadline := time.Now().Add(negotiationWait)
 	s.conn.SetReadDeadline(deadline)
-	for !s.settled() && len(overflow) == 0 && time.Now().Before(deadline) {
-		if !read() {
+	for !s.settled() && len(r.overflow) == 0 && time.Now().Before(deadline) {
+		if !r.read() {
 			return
 		}
 	}
 	s.conn.SetReadDeadline(time.Time{})
-	negotiating = false
+	r.negotiating = false
 	s.mu.Lock()
 	s.negotiated = true
 	s.mu.Unlock()
@@ -193,11 +228,39 @@ func (s *session) readPlayer() {
 		s.mu.Unlock()
 		s.notice(noticeWaiting)
 	}
-	if len(overflow) > 0 && !s.hold(overflow) {
+	if len(r.overflow) > 0 && !s.hold(r.overflow) {
 		return
 	}
-	for read() {
+	for r.read() {
 	}
+}
+
+// readOn reads the socket of a session whose negotiation is over: one
+// that came from another gateway process, or stayed after a move failed.
+func (s *session) readOn(done chan struct{}) {
+	defer s.srv.wg.Done()
+	defer close(done)
+	s.conn.SetReadDeadline(time.Time{})
+	r := newPlayerReader(s)
+	for r.read() {
+	}
+}
+
+// startReader starts a reader for the player's socket: readPlayer for a
+// new player, readOn for one that only carries on.
+func (s *session) startReader(read func(*session, chan struct{})) {
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.readerDone = done
+	s.mu.Unlock()
+	s.srv.wg.Add(1)
+	go read(s, done)
+}
+
+func (s *session) isMoving() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.moving
 }
 
 // heldCheck is how often a player whose held input is full, with no
@@ -210,7 +273,14 @@ func (s *session) hold(data []byte) bool {
 	max := s.srv.maxHeldInput()
 	for len(data) > 0 {
 		s.mu.Lock()
-		for len(s.in) >= max && !s.gone {
+		if s.moving {
+			// The reader is stopping for a move: what it read goes with
+			// the session, past the bound by one read at most.
+			s.in = append(s.in, data...)
+			s.mu.Unlock()
+			return false
+		}
+		for len(s.in) >= max && !s.gone && !s.moving {
 			if s.st != nil {
 				s.space.Wait()
 				continue
@@ -238,6 +308,10 @@ func (s *session) hold(data []byte) bool {
 		if s.gone {
 			s.mu.Unlock()
 			return false
+		}
+		if s.moving {
+			s.mu.Unlock()
+			continue // kept whole, above
 		}
 		n := min(len(data), max-len(s.in))
 		s.in = append(s.in, data[:n]...)
@@ -267,7 +341,7 @@ func (s *session) forward() {
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	st, lk := s.st, s.lk
-	if st == nil || lk.leaving() || s.sent == len(s.in) {
+	if st == nil || s.moving || lk.leaving() || s.sent == len(s.in) {
 		s.mu.Unlock()
 		return
 	}
@@ -302,6 +376,13 @@ func (s *session) writePlayer() {
 
 // writeOnce writes what is queued and reports whether to go on.
 func (s *session) writeOnce() bool {
+	if w := s.out.takeWire(); len(w) > 0 && !s.write(w) {
+		if s.isGone() {
+			s.conn.Close()
+			s.srv.remove(s)
+		}
+		return false
+	}
 	b, marks, closeAfter, closed, ok := s.out.take()
 	if !ok {
 		return false
@@ -337,15 +418,11 @@ func (s *session) writeOnce() bool {
 		segment(len(b))
 		out = wire
 	}
-	if len(out) > 0 {
-		s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
-		if _, err := s.conn.Write(out); err != nil {
-			s.srv.log().Info("gateway: write to player failed", zap.String("session", s.id), zap.Error(err))
-			s.finish(endWriteFailed, false)
+	if len(out) > 0 && !s.write(out) {
+		if s.isGone() {
 			return end()
 		}
-		s.bytesOut.Add(uint64(len(out)))
-		s.srv.metrics.bytesOut.Add(float64(len(out)))
+		return false // cut by a move
 	}
 	if closeAfter {
 		// Nothing can be queued once closeAfter is set, and take handed
@@ -353,6 +430,26 @@ func (s *session) writeOnce() bool {
 		return end()
 	}
 	return true
+}
+
+// write writes bytes as they go on the wire. A write that fails because
+// the session is moving keeps what it did not write for the move; any
+// other failure ends the session. It reports whether the write was whole.
+func (s *session) write(out []byte) bool {
+	s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
+	n, err := s.conn.Write(out)
+	s.bytesOut.Add(uint64(n))
+	s.srv.metrics.bytesOut.Add(float64(n))
+	if err == nil {
+		return true
+	}
+	if s.out.isFrozen() && !s.isGone() {
+		s.out.cut(out[n:])
+		return false
+	}
+	s.srv.log().Info("gateway: write to player failed", zap.String("session", s.id), zap.Error(err))
+	s.finish(endWriteFailed, false)
+	return false
 }
 
 // notice tells the player something from the gateway itself.
@@ -371,26 +468,36 @@ func (s *session) attach(lk *backendLink) bool {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	attached, gone, negotiated := s.st != nil, s.gone, s.negotiated
+	attached, gone, negotiated, moving := s.st != nil, s.gone, s.negotiated, s.moving
 	s.mu.Unlock()
-	if attached || gone || !negotiated || lk.leaving() {
+	if attached || gone || !negotiated || moving || lk.leaving() {
 		return attached
 	}
+	s.mu.Lock()
+	moveFrom := s.moveFrom
+	s.mu.Unlock()
+	// A session that a move left away on this very backend carries on
+	// there: no resume, and nothing the game has had already.
+	carryOn := moveFrom != "" && lk.waitInstance() == moveFrom
 	st, err := lk.mux.OpenStream()
 	if err != nil {
 		return false
 	}
 	s.mu.Lock()
 	o := link.Open{ID: s.id, Offset: s.inOff, Facts: s.facts, State: s.state}
-	if s.opened {
+	if s.opened && !carryOn {
 		s.resumed++
 		s.srv.metrics.resumes.Inc()
 		s.srv.metrics.resumeSeconds.Observe(time.Since(s.lost).Seconds())
 	}
 	s.opened = true
+	s.moveFrom = ""
 	o.Resumed = s.resumed
 	input := bytes.Clone(s.in)
 	hello := s.hello
+	if carryOn {
+		hello = nil
+	}
 	s.st, s.lk, s.sent = st, lk, len(s.in)
 	noticed := s.noticed
 	s.noticed = false
@@ -422,7 +529,7 @@ func (s *session) readStream(lk *backendLink, st *yamux.Stream) {
 	defer s.srv.wg.Done()
 	defer lk.untrack(st)
 	fr := link.Reader{R: st}
-	ended := false
+	ended, moved := false, false
 	var out []byte
 loop:
 	for {
@@ -458,6 +565,11 @@ loop:
 		case link.FrameEnd:
 			ended = true
 			break loop
+		case link.FrameMoved:
+			// The backend answered a Move: nothing more comes here, and
+			// it holds the session for the gateway process it goes to.
+			moved = true
+			break loop
 		default:
 			s.fromBackend(typ, p)
 		}
@@ -469,6 +581,19 @@ loop:
 	s.st, s.lk, s.sent = nil, nil, 0
 	s.lost = time.Now()
 	gone := s.gone
+	if s.moving {
+		// The mover takes it from here.
+		if moved {
+			s.moveFrom = lk.instanceNow()
+		}
+		s.endedInMove = ended
+		if s.streamDone != nil {
+			close(s.streamDone)
+			s.streamDone = nil
+		}
+		s.mu.Unlock()
+		return
+	}
 	s.mu.Unlock()
 	if ended {
 		s.finish(endApplication, true)

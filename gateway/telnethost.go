@@ -65,9 +65,9 @@ func (s *session) toBackend(typ byte, payload []byte) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	st, lk := s.st, s.lk
+	st, lk, moving := s.st, s.lk, s.moving
 	s.mu.Unlock()
-	if st != nil && !lk.leaving() {
+	if st != nil && !moving && !lk.leaving() {
 		link.WriteFrame(st, typ, payload)
 	}
 }

@@ -113,3 +113,13 @@ func (c *Compressor) Restore(st CompressorState) error {
 	c.started, c.sum = true, sum
 	return nil
 }
+
+// EncoderState is where an Encoder stands: whether the last byte it
+// encoded was a CR, so that a LF after it is not doubled.
+type EncoderState struct{ LastCR bool }
+
+// Save returns the encoder's state.
+func (e *Encoder) Save() EncoderState { return EncoderState{LastCR: e.lastCR} }
+
+// Restore puts an encoder into a saved state.
+func (e *Encoder) Restore(st EncoderState) { e.lastCR = st.LastCR }

@@ -1,0 +1,169 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"holdfast/backend"
+	"holdfast/gateway"
+)
+
+// sameProcess moves sessions to another Server in this process, as the
+// handover socket does between two processes.
+type sameProcess struct {
+	to       *gateway.Server
+	arrived  *gateway.Arrivals
+	failWith error // Commit fails with it, once
+}
+
+func (m *sameProcess) Offer(state []byte, conns []*os.File) error {
+	a, err := m.to.Receive(state, conns)
+	m.arrived = a
+	return err
+}
+
+func (m *sameProcess) Commit() error {
+	if m.failWith != nil {
+		err := m.failWith
+		m.failWith = nil
+		m.arrived.Discard()
+		return err
+	}
+	m.arrived.Start()
+	return nil
+}
+
+// secondGateway starts another gateway on e's registry and waits until it
+// has linked to the backend.
+func (e *env) secondGateway() *gateway.Server {
+	e.t.Helper()
+	gw := &gateway.Server{Cookie: e.cookie, EPMD: e.regAddr, Registry: e.reg, Logger: zaptest.NewLogger(e.t)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- gw.Serve(ln) }()
+	e.t.Cleanup(func() { gw.Close(); <-served })
+	deadline := time.Now().Add(waitFor)
+	for !gw.Linked() {
+		if time.Now().After(deadline) {
+			e.t.Fatal("the second gateway did not link")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return gw
+}
+
+// talker answers each line with its number in the session and the line,
+// and counts the sessions it was handed.
+func talker(accepted *atomic.Int32, ended chan<- error) func(*backend.Session) {
+	return func(s *backend.Session) {
+		accepted.Add(1)
+		n := 0
+		for {
+			l, err := s.ReadLine()
+			if err != nil {
+				ended <- err
+				return
+			}
+			n++
+			fmt.Fprintf(s, "%d: %s\n", n, l)
+		}
+	}
+}
+
+func TestMoveOut(t *testing.T) {
+	e := newEnv(t, nil)
+	var accepted atomic.Int32
+	ended := make(chan error, 4)
+	e.backend(talker(&accepted, ended))
+	p := e.dial()
+	p.send("one\r\n")
+	p.expect("1: one")
+	gw2 := e.secondGateway()
+
+	// The player types on while the session moves.
+	typed := make(chan error, 1)
+	go func() {
+		for i := 2; i <= 40; i++ {
+			p.conn.SetWriteDeadline(time.Now().Add(waitFor))
+			if _, err := fmt.Fprintf(p.conn, "line %d\r\n", i); err != nil {
+				typed <- err
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		typed <- nil
+	}()
+	m := &sameProcess{to: gw2}
+	n, err := e.gw.MoveOut(context.Background(), m)
+	if err != nil || n != 1 {
+		t.Fatalf("MoveOut = %d, %v", n, err)
+	}
+	if err := <-typed; err != nil {
+		t.Fatal(err)
+	}
+	// Every line answered once, in order, on the one connection.
+	for i := 2; i <= 40; i++ {
+		p.expect(fmt.Sprintf("%d: line %d", i, i))
+	}
+	if e.gw.SessionCount() != 0 || gw2.SessionCount() != 1 {
+		t.Fatalf("sessions: %d in the old gateway, %d in the new", e.gw.SessionCount(), gw2.SessionCount())
+	}
+	info := gw2.Sessions()[0]
+	if info.Resumed != 0 || !info.Attached {
+		t.Errorf("moved session: %+v", info)
+	}
+	if accepted.Load() != 1 {
+		t.Errorf("the game accepted %d sessions, want 1", accepted.Load())
+	}
+	select {
+	case err := <-ended:
+		t.Fatalf("the game's session ended: %v", err)
+	default:
+	}
+	// The player leaves: the game hears it from the new gateway.
+	p.conn.Close()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, io.EOF) {
+			t.Errorf("the game's read after the player left: %v, want io.EOF", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the game did not hear the player leave")
+	}
+}
+
+func TestMoveOutFailsSafe(t *testing.T) {
+	e := newEnv(t, nil)
+	var accepted atomic.Int32
+	ended := make(chan error, 4)
+	e.backend(talker(&accepted, ended))
+	p := e.dial()
+	p.send("one\r\n")
+	p.expect("1: one")
+	gw2 := e.secondGateway()
+	m := &sameProcess{to: gw2, failWith: errors.New("the new process went away")}
+	if n, err := e.gw.MoveOut(context.Background(), m); err == nil || n != 0 {
+		t.Fatalf("MoveOut = %d, %v; want the failure", n, err)
+	}
+	p.send("two\r\n")
+	p.expect("2: two")
+	if e.gw.SessionCount() != 1 || gw2.SessionCount() != 0 {
+		t.Fatalf("sessions: %d in the old gateway, %d in the new", e.gw.SessionCount(), gw2.SessionCount())
+	}
+	if accepted.Load() != 1 || !strings.Contains(fmt.Sprint(e.gw.Sessions()[0].Resumed), "0") {
+		t.Errorf("after the failed move: %d sessions accepted, %+v", accepted.Load(), e.gw.Sessions())
+	}
+}
