@@ -50,6 +50,7 @@ type Server struct {
 	conns     map[net.Conn]struct{}
 	changed   chan struct{}
 	closing   bool
+	exporting bool // the registrations are going to another process
 	wg        sync.WaitGroup
 }
 
@@ -312,12 +313,25 @@ func (s *Server) alive2(c net.Conn, body []byte) {
 		return
 	}
 	s.logger().Info("epmd: registered", zap.String("name", node.Name), zap.Uint16("port", node.Port))
-	// The registration lives as long as the connection; any byte ends it.
+	s.hold(r)
+}
+
+// hold keeps a registration for as long as its connection lives; any byte
+// ends it. A registration being handed to another process (Export) is
+// left alone.
+func (s *Server) hold(r *registration) {
+	c := r.conn
 	c.SetReadDeadline(time.Time{})
 	var b [1]byte
 	c.Read(b[:])
+	s.mu.Lock()
+	exporting := s.exporting
+	s.mu.Unlock()
+	if exporting {
+		return
+	}
 	s.unregister(r)
-	s.logger().Info("epmd: unregistered", zap.String("name", node.Name))
+	s.logger().Info("epmd: unregistered", zap.String("name", r.node.Name))
 }
 
 // register records node unless its name is held by a live registration.

@@ -9,12 +9,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
 	"holdfast/gateway/telnet"
+	"holdfast/internal/netx"
 	"holdfast/link"
 )
 
@@ -435,38 +435,8 @@ func (ss *session) socketFile() (*os.File, *relay, error) {
 	if tc, ok := ss.conn.(*tls.Conn); ok {
 		return newRelay(ss, tc)
 	}
-	f, err := dupSocket(ss.conn)
+	f, err := netx.Dup(ss.conn)
 	return f, nil, err
-}
-
-// dupSocket returns a new descriptor of c's socket, under whatever wraps
-// it (a PROXY header reader), leaving c as it is.
-func dupSocket(c net.Conn) (*os.File, error) {
-	for {
-		w, ok := c.(interface{ Raw() net.Conn })
-		if !ok {
-			break
-		}
-		c = w.Raw()
-	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil, fmt.Errorf("a %T has no descriptor", c)
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var fd int
-	var derr error
-	if err := raw.Control(func(s uintptr) { fd, derr = syscall.Dup(int(s)) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("dup: %w", derr)
-	}
-	syscall.CloseOnExec(fd)
-	return os.NewFile(uintptr(fd), "player"), nil
 }
 
 // Arrivals are sessions received from another gateway process, prepared

@@ -1,0 +1,169 @@
+// Package handover carries messages and open descriptors between a running
+// gateway process and the one that takes over from it, over a Unix socket.
+package handover
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	headerLen = 9 // kind:u8 length:u32 descriptors:u32
+	// MaxFiles bounds the descriptors one message carries: Linux passes at
+	// most 253 in one SCM_RIGHTS message.
+	MaxFiles = 253
+	// MaxPayload bounds a message's payload.
+	MaxPayload = 1 << 30
+)
+
+// ErrProtocol is a message that breaks the rules above.
+var ErrProtocol = errors.New("handover: protocol error")
+
+// Conn carries messages, each with descriptors, both ways. One goroutine
+// may send while another receives.
+type Conn struct {
+	c        *net.UnixConn
+	rmu, wmu sync.Mutex
+}
+
+// New wraps a connected Unix stream socket.
+func New(c *net.UnixConn) *Conn { return &Conn{c: c} }
+
+// FromFile takes an inherited descriptor of a connected Unix socket.
+func FromFile(f *os.File) (*Conn, error) {
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("handover: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("handover: %w: not a Unix socket", ErrProtocol)
+	}
+	return New(uc), nil
+}
+
+// Pair returns the two ends of a new connection: this process's, and a
+// file for the other process to inherit.
+func Pair() (*Conn, *os.File, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("handover: %w", err)
+	}
+	mine := os.NewFile(uintptr(fds[0]), "handover")
+	c, err := FromFile(mine)
+	if err != nil {
+		syscall.Close(fds[1])
+		return nil, nil, err
+	}
+	return c, os.NewFile(uintptr(fds[1]), "handover"), nil
+}
+
+// Close closes this end.
+func (c *Conn) Close() error { return c.c.Close() }
+
+// SetDeadline bounds the sends and receives under way and to come.
+func (c *Conn) SetDeadline(t time.Time) error { return c.c.SetDeadline(t) }
+
+// Send sends one message: its kind, payload, and descriptors, which the
+// caller still owns (the other process receives copies).
+func (c *Conn) Send(kind byte, payload []byte, files []*os.File) error {
+	if len(files) > MaxFiles || len(payload) > MaxPayload {
+		return fmt.Errorf("handover: %w: %d descriptors, %d bytes", ErrProtocol, len(files), len(payload))
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	hdr := make([]byte, headerLen)
+	hdr[0] = kind
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
+	binary.BigEndian.PutUint32(hdr[5:], uint32(len(files)))
+	var oob []byte
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			// Not f.Fd(), which would make the socket blocking for every
+			// process that shares it.
+			raw, err := f.SyscallConn()
+			if err != nil {
+				return fmt.Errorf("handover: send: %w", err)
+			}
+			raw.Control(func(fd uintptr) { fds[i] = int(fd) })
+		}
+		oob = syscall.UnixRights(fds...)
+	}
+	// The descriptors travel with the header's bytes.
+	if _, _, err := c.c.WriteMsgUnix(hdr, oob, nil); err != nil {
+		return fmt.Errorf("handover: send: %w", err)
+	}
+	if _, err := c.c.Write(payload); err != nil {
+		return fmt.Errorf("handover: send: %w", err)
+	}
+	return nil
+}
+
+// Recv receives one message. The descriptors are the caller's to close.
+func (c *Conn) Recv() (kind byte, payload []byte, files []*os.File, err error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	hdr := make([]byte, headerLen)
+	oob := make([]byte, syscall.CmsgSpace(MaxFiles*4))
+	n, oobn, flags, _, err := c.c.ReadMsgUnix(hdr, oob)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("handover: receive: %w", err)
+	}
+	if n == 0 {
+		return 0, nil, nil, io.EOF
+	}
+	files, perr := parseRights(oob[:oobn])
+	fail := func(err error) (byte, []byte, []*os.File, error) {
+		for _, f := range files {
+			f.Close()
+		}
+		return 0, nil, nil, err
+	}
+	if perr != nil {
+		return fail(perr)
+	}
+	if flags&syscall.MSG_CTRUNC != 0 {
+		return fail(fmt.Errorf("handover: %w: descriptors cut short", ErrProtocol))
+	}
+	if _, err := io.ReadFull(c.c, hdr[n:]); err != nil {
+		return fail(fmt.Errorf("handover: receive: %w", err))
+	}
+	size, nfiles := binary.BigEndian.Uint32(hdr[1:]), binary.BigEndian.Uint32(hdr[5:])
+	if size > MaxPayload || int(nfiles) != len(files) {
+		return fail(fmt.Errorf("handover: %w: %d bytes, %d descriptors announced, %d came", ErrProtocol, size, nfiles, len(files)))
+	}
+	payload = make([]byte, size)
+	if _, err := io.ReadFull(c.c, payload); err != nil {
+		return fail(fmt.Errorf("handover: receive: %w", err))
+	}
+	return hdr[0], payload, files, nil
+}
+
+func parseRights(oob []byte) ([]*os.File, error) {
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("handover: %w: %v", ErrProtocol, err)
+	}
+	var files []*os.File
+	for _, m := range msgs {
+		fds, err := syscall.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			syscall.CloseOnExec(fd)
+			files = append(files, os.NewFile(uintptr(fd), "received"))
+		}
+	}
+	return files, nil
+}
