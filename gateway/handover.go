@@ -502,6 +502,9 @@ func (s *Server) arrive(m *movedSession, f *os.File) (*session, error) {
 	return ss, nil
 }
 
+// Len is how many sessions arrived.
+func (a *Arrivals) Len() int { return len(a.sessions) }
+
 // Start makes the arrived sessions this process's: their output flows,
 // their players are read, and they are opened on the backend.
 func (a *Arrivals) Start() {

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"encoding/gob"
 	"io"
 	"net"
 	"net/netip"
@@ -119,4 +121,46 @@ func closeGently(c net.Conn) {
 	c.SetReadDeadline(time.Now().Add(time.Second))
 	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 	c.Close()
+}
+
+// limitState is the rate limits' accounting, for a gateway that takes
+// over from this one.
+type limitState struct {
+	IP     netip.Addr
+	Tokens float64
+	Last   time.Time
+}
+
+// ExportLimits returns the per-address rate accounting, for a gateway
+// process that takes over (the per-address session counts come with the
+// sessions).
+func (s *Server) ExportLimits() []byte {
+	s.init()
+	s.mu.Lock()
+	list := make([]limitState, 0, len(s.buckets))
+	for ip, b := range s.buckets {
+		list = append(list, limitState{ip, b.tokens, b.last})
+	}
+	s.mu.Unlock()
+	var buf bytes.Buffer
+	gob.NewEncoder(&buf).Encode(list)
+	return buf.Bytes()
+}
+
+// ImportLimits takes the rate accounting of the gateway this one takes
+// over from. What does not decode is ignored: the limits start afresh.
+func (s *Server) ImportLimits(b []byte) {
+	s.init()
+	var list []limitState
+	if gob.NewDecoder(bytes.NewReader(b)).Decode(&list) != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range list {
+		if len(s.buckets) >= maxBuckets {
+			break
+		}
+		s.buckets[l.IP] = &bucket{tokens: l.Tokens, last: l.Last}
+	}
 }

@@ -172,6 +172,10 @@ func (s *Server) init() {
 	})
 }
 
+// Start makes the server look for its backend and link to it, before it
+// serves any player: a gateway taking over from another links first.
+func (s *Server) Start() { s.init() }
+
 // shrinkInterval is how often the receive buffers of streams are released.
 const shrinkInterval = 10 * time.Second
 

@@ -2,10 +2,10 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,14 +16,11 @@ import (
 	"holdfast/gateway"
 )
 
-// serveAdmin serves Prometheus metrics and a health check on addr, and
+// serveAdmin serves Prometheus metrics and a health check on ln, and
 // nothing else: operators open it to a scraper on another host, and the
-// control of the gateway is on its own socket (control.go).
-func serveAdmin(log *zap.Logger, addr string, gw *gateway.Server, reg *prometheus.Registry) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("-metrics: %w", err)
-	}
+// control of the gateway is on its own socket (control.go). The health
+// check names the serving process, so that an upgrade can be seen.
+func serveAdmin(log *zap.Logger, ln net.Listener, gw *gateway.Server, reg *prometheus.Registry) *http.Server {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -33,12 +30,13 @@ func serveAdmin(log *zap.Logger, addr string, gw *gateway.Server, reg *prometheu
 			backend = "linked"
 		}
 		// The gateway is healthy while a backend restarts: that is its job.
-		writeJSON(w, map[string]any{"status": "ok", "backend": backend, "sessions": gw.SessionCount()})
+		writeJSON(w, map[string]any{"status": "ok", "backend": backend, "sessions": gw.SessionCount(),
+			"pid": os.Getpid(), "version": version})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
 	go srv.Serve(ln)
 	log.Info("gateway: admin listening", zap.Stringer("addr", ln.Addr()))
-	return srv, nil
+	return srv
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -50,16 +48,12 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // serveDebug serves Go's profiler: goroutine counts, heap and CPU profiles
 // of a running gateway.
-func serveDebug(log *zap.Logger, addr string) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("-debug-addr: %w", err)
-	}
+func serveDebug(log *zap.Logger, ln net.Listener) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	log.Info("gateway: debug listening", zap.Stringer("addr", ln.Addr()))
-	return srv, nil
+	return srv
 }

@@ -110,7 +110,12 @@ func runLogLevel(args []string, out io.Writer) error {
 // ask makes one request of the gateway's control socket at path and
 // returns the body of a 200 answer.
 func ask(method, path, urlPath, form string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return askFor(method, path, urlPath, form, 10*time.Second)
+}
+
+// askFor is ask with a bound of its own.
+func askFor(method, path, urlPath, form string, limit time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, "http://gateway"+urlPath, strings.NewReader(form))
 	if err != nil {

@@ -35,6 +35,7 @@ type config struct {
 	connRate                         float64
 	handshakeTimeout, idleTimeout    time.Duration
 	shutdownTimeout                  time.Duration
+	upgradeTimeout                   time.Duration
 
 	tlsListen, tlsCert, tlsKey string
 	proxyProtocol              string
@@ -52,7 +53,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.mccp, "mccp", true, "offer MCCP2 output compression to clients")
 	fs.StringVar(&c.debug, "debug-addr", "", "serve Go's /debug/pprof on this address (keep it on loopback); empty: off")
 	fs.StringVar(&c.metrics, "metrics", defaultAdmin, "address for /metrics and /healthz; empty: off")
-	fs.StringVar(&c.control, "control", defaultControl(), "Unix socket for the operator's commands (sessions, log-level); empty: off")
+	fs.StringVar(&c.control, "control", defaultControl(), "Unix socket for the operator's commands (sessions, log-level, upgrade); empty: off")
 	fs.IntVar(&c.maxSessions, "max-sessions", 0, "most sessions held at once; 0: as many as the open-file limit allows")
 	fs.IntVar(&c.maxPerIP, "max-per-ip", 64, "most sessions from one client address (an IPv6 one counts as its /64); 0: no limit")
 	fs.Float64Var(&c.connRate, "conn-rate", 5, "new connections per second allowed from one client address; 0: no limit")
@@ -60,6 +61,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a new connection has for its PROXY header and TLS handshake")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "disconnect a player who types nothing for this long; 0: never")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "time given to telling players and the backend on SIGTERM")
+	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 30*time.Second, "time a new gateway binary has to become ready in an upgrade before it is stopped")
 	fs.StringVar(&c.tlsListen, "tls-listen", "", "telnet-over-TLS address for players; needs -tls-cert and -tls-key")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate chain for -tls-listen, reloaded on SIGHUP")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key for -tls-listen, reloaded on SIGHUP")
@@ -118,13 +120,16 @@ func (c *config) validate() error {
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"handshake-timeout", c.handshakeTimeout}, {"idle-timeout", c.idleTimeout}, {"shutdown-timeout", c.shutdownTimeout}} {
+	}{{"handshake-timeout", c.handshakeTimeout}, {"idle-timeout", c.idleTimeout}, {"shutdown-timeout", c.shutdownTimeout}, {"upgrade-timeout", c.upgradeTimeout}} {
 		if d.v < 0 {
 			bad(d.flag, "must not be negative, got %v", d.v)
 		}
 	}
 	if c.handshakeTimeout == 0 {
 		bad("handshake-timeout", "must be more than zero")
+	}
+	if c.upgradeTimeout == 0 {
+		bad("upgrade-timeout", "must be more than zero")
 	}
 	switch {
 	case c.tlsListen != "" && (c.tlsCert == "" || c.tlsKey == ""):

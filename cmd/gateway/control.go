@@ -101,15 +101,30 @@ func checkControlDir(dir string) error {
 	return nil
 }
 
-// serveControl serves the operator's commands on ln: GET /sessions, and
-// the log level (GET to read it, PUT level=debug to change it).
-func serveControl(log *zap.Logger, ln net.Listener, gw *gateway.Server, level http.Handler) *http.Server {
+// serveControl serves the operator's commands on ln: GET /sessions, the
+// log level (GET to read it, PUT level=debug to change it), and POST
+// /upgrade, which answers once the upgrade has succeeded or failed.
+func serveControl(log *zap.Logger, ln net.Listener, gw *gateway.Server, level http.Handler, up *upgrader) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /sessions", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, gw.Sessions())
 	})
 	mux.Handle("/loglevel", level)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+	mux.HandleFunc("POST /upgrade", func(w http.ResponseWriter, r *http.Request) {
+		res, err := up.upgrade()
+		if err != nil {
+			status := http.StatusInternalServerError
+			if errors.Is(err, errUpgrading) {
+				status = http.StatusConflict
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		writeJSON(w, res)
+		up.leave()
+	})
+	// No write timeout: an upgrade answers when it is over.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	log.Info("gateway: control listening", zap.Stringer("path", ln.Addr()))
 	return srv

@@ -28,11 +28,15 @@ import (
 	"holdfast/internal/systemd"
 )
 
+// version is set at build time: go build -ldflags "-X main.version=1.2.3".
+var version = "dev"
+
 func main() {
 	if len(os.Args) > 1 {
 		tools := map[string]func([]string) error{
 			"sessions":  func(a []string) error { return runSessions(a, os.Stdout) },
 			"log-level": func(a []string) error { return runLogLevel(a, os.Stdout) },
+			"upgrade":   func(a []string) error { return runUpgrade(a, os.Stdout) },
 		}
 		if tool := tools[os.Args[1]]; tool != nil {
 			if err := tool(os.Args[2:]); err != nil {
@@ -40,42 +44,63 @@ func main() {
 			}
 			return
 		}
+		if os.Args[1] == "-version" || os.Args[1] == "--version" {
+			fmt.Println(version)
+			return
+		}
+	}
+	// A gateway started by an upgrade reports to the one it takes over from.
+	pred, err := predecessor()
+	if err != nil {
+		cli.Fatal("gateway", err)
+	}
+	// Settings it cannot start with: status 2, as for a usage error.
+	fail := func(code int, err error) {
+		if code == 2 {
+			err = fmt.Errorf("configuration: %w", err)
+		}
+		if pred != nil {
+			pred.failed(err)
+		}
+		fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
+		os.Exit(code)
 	}
 	var cfg config
 	cfg.register(flag.CommandLine)
 	if err := cli.Configure(flag.CommandLine, os.Args[1:], "HOLDFAST", os.Environ()); err != nil {
-		configError(err)
+		fail(2, err)
 	}
 	if err := cfg.validate(); err != nil {
-		configError(err)
+		fail(2, err)
 	}
 	log, err := cfg.common.Logger()
 	if err != nil {
-		configError(err)
+		fail(2, err)
 	}
 	cookie, err := cfg.common.Cookie()
 	if err != nil {
-		cli.Fatal("gateway", err)
+		fail(1, err)
 	}
-	if err := run(log, &cfg, cookie); err != nil {
+	if err := run(log, &cfg, cookie, pred); err != nil {
+		if pred != nil {
+			pred.failed(err)
+		}
 		log.Error("gateway: stopped", zap.Error(err))
 		os.Exit(1)
 	}
 }
 
-// configError reports settings the gateway cannot start with, and exits
-// with status 2, as for a usage error.
-func configError(err error) {
-	fmt.Fprintf(os.Stderr, "gateway: configuration: %v\n", err)
-	os.Exit(2)
-}
-
-func run(log *zap.Logger, cfg *config, cookie []byte) error {
+func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) error {
 	// Early, so that a reload asked for while starting does not kill the
 	// gateway (SIGHUP's default action).
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
+	socks, err := inheritSockets()
+	if err != nil {
+		return err
+	}
+	defer socks.closeUnused()
 	metrics := prometheus.NewRegistry()
 	gw := &gateway.Server{
 		Backend:          cfg.backend,
@@ -97,61 +122,90 @@ func run(log *zap.Logger, cfg *config, cookie []byte) error {
 			c()
 		}
 	}()
+	var reg *registry
 	if cfg.embed {
-		registry, addr, err := embedRegistry(log, cfg.epmdAddress, cfg.common.EPMDPort)
+		reg, err = embedRegistry(log, socks, cfg.epmdAddress, cfg.common.EPMDPort, pred == nil)
 		if err != nil {
 			return err
 		}
-		if registry != nil {
-			gw.Registry, gw.EPMD = registry, addr
-			closers = append(closers, func() { registry.Close() })
+		if reg != nil {
+			gw.Registry, gw.EPMD = reg.srv, reg.addr
+			closers = append(closers, func() { reg.srv.Close() })
 		}
 	}
+	up := &upgrader{log: log, gw: gw, socks: socks, reg: reg, timeout: cfg.upgradeTimeout, done: make(chan struct{})}
+	if err := up.locate(); err != nil {
+		log.Warn("gateway: upgrades will not work", zap.Error(err))
+	}
+
+	// What serves players and operators: opened (or inherited) now, served
+	// at once, or, taking over from a predecessor, once it lets go.
+	var serve []func()
 	for _, h := range []struct {
-		addr  string
-		serve func(*zap.Logger, string) (*http.Server, error)
+		name, addr string
+		open       func() (net.Listener, error)
+		start      func(net.Listener) *http.Server
 	}{
-		{cfg.metrics, func(log *zap.Logger, addr string) (*http.Server, error) {
-			return serveAdmin(log, addr, gw, metrics)
+		{"metrics", cfg.metrics, tcpOpener("metrics", cfg.metrics), func(ln net.Listener) *http.Server {
+			return serveAdmin(log, ln, gw, metrics)
 		}},
-		{cfg.debug, serveDebug},
+		{"debug", cfg.debug, tcpOpener("debug-addr", cfg.debug), func(ln net.Listener) *http.Server { return serveDebug(log, ln) }},
+		{"control", cfg.control, func() (net.Listener, error) { return listenControl(cfg.control) }, func(ln net.Listener) *http.Server {
+			return serveControl(log, ln, gw, cfg.common.Level, up)
+		}},
 	} {
 		if h.addr == "" {
 			continue
 		}
-		srv, err := h.serve(log, h.addr)
+		ln, err := socks.listen(h.name, h.addr, h.open)
 		if err != nil {
 			return err
 		}
-		closers = append(closers, func() { srv.Close() })
+		serve = append(serve, func() {
+			srv := h.start(ln)
+			up.servers = append(up.servers, srv)
+			closers = append(closers, func() { srv.Close() })
+		})
 	}
-
-	if cfg.control != "" {
-		ln, err := listenControl(cfg.control)
-		if err != nil {
-			return err
-		}
-		srv := serveControl(log, ln, gw, cfg.common.Level)
-		closers = append(closers, func() { srv.Close() })
-	}
-
-	lns, cert, err := listen(log, cfg)
+	lns, cert, err := listen(log, cfg, socks)
 	if err != nil {
 		return err
 	}
-	log.Info("gateway: telnet listening", zap.Stringer("addr", lns[0].Addr()), zap.String("backend", cfg.backend),
-		zap.String("epmd", gw.EPMD), zap.Strings("proxy_protocol_from", cfg.proxyFrom),
-		zap.Int("max_sessions", cfg.maxSessions))
 	served := make(chan error, len(lns))
-	for _, ln := range lns {
-		go func() { served <- gw.Serve(ln) }()
+	serve = append(serve, func() {
+		log.Info("gateway: telnet listening", zap.Stringer("addr", lns[0].Addr()), zap.String("backend", cfg.backend),
+			zap.String("epmd", gw.EPMD), zap.Strings("proxy_protocol_from", cfg.proxyFrom),
+			zap.Int("max_sessions", cfg.maxSessions), zap.String("version", version))
+		for _, ln := range lns {
+			go func() { served <- gw.Serve(ln) }()
+		}
+	})
+	startServing := func() {
+		for _, f := range serve {
+			f()
+		}
 	}
-	systemd.Ready()
+	if pred != nil {
+		if err := pred.takeOver(log, gw, reg, startServing); err != nil {
+			return err
+		}
+	} else {
+		startServing()
+		systemd.Ready()
+	}
 	for {
 		select {
 		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
+			switch sig {
+			case syscall.SIGHUP:
 				reload(log, cert)
+				continue
+			case syscall.SIGUSR2:
+				go func() {
+					if _, err := up.upgrade(); err == nil {
+						up.leave()
+					}
+				}()
 				continue
 			}
 			log.Info("gateway: shutting down", zap.Stringer("signal", sig), zap.Int("sessions", gw.SessionCount()))
@@ -163,15 +217,32 @@ func run(log *zap.Logger, cfg *config, cookie []byte) error {
 			}
 			return nil
 		case err := <-served:
+			if errors.Is(err, gateway.ErrServerClosed) {
+				continue // handed to a successor
+			}
 			gw.Close()
 			return err
+		case <-up.done:
+			up.retire()
+			return nil
 		}
+	}
+}
+
+// tcpOpener opens a TCP listener for a flag's address.
+func tcpOpener(flag, addr string) func() (net.Listener, error) {
+	return func() (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("-%s: %w", flag, err)
+		}
+		return ln, nil
 	}
 }
 
 // listen opens the telnet listeners: plain, and TLS when asked for, each
 // expecting PROXY headers from the configured sources.
-func listen(log *zap.Logger, cfg *config) ([]net.Listener, *certificate, error) {
+func listen(log *zap.Logger, cfg *config, socks *sockets) ([]net.Listener, *certificate, error) {
 	var lns []net.Listener
 	fail := func(err error) ([]net.Listener, *certificate, error) {
 		for _, ln := range lns {
@@ -180,9 +251,9 @@ func listen(log *zap.Logger, cfg *config) ([]net.Listener, *certificate, error) 
 		return nil, nil, err
 	}
 	open := func(flag, addr string) (net.Listener, error) {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := socks.listen(flag, addr, tcpOpener(flag, addr))
 		if err != nil {
-			return nil, fmt.Errorf("-%s: %w", flag, err)
+			return nil, err
 		}
 		pl, err := withProxy(ln, cfg.proxyFrom, cfg.handshakeTimeout)
 		if err != nil {
@@ -226,32 +297,53 @@ func reload(log *zap.Logger, cert *certificate) {
 	log.Info("gateway: SIGHUP: certificate reloaded", zap.String("cert", cert.certFile))
 }
 
-// embedRegistry serves the registry on port, on loopback and the addresses
-// in list, or returns nil when another epmd already answers there. Port 0
-// picks a free port. Registrations come from this host only, so nothing
-// needs the registry beyond loopback unless the operator says so: from
-// elsewhere it would only tell anyone the games' names and ports.
-func embedRegistry(log *zap.Logger, list string, port int) (*epmd.Server, string, error) {
-	lns, err := epmd.ListenAddrs(list, port)
-	if err != nil {
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if _, _, perr := (&epmd.Client{Addr: addr}).Names(ctx); perr == nil {
-			log.Info("gateway: an epmd already runs on the port; using it", zap.String("epmd", addr))
-			return nil, addr, nil
-		}
-		return nil, "", fmt.Errorf("registry: %w", err)
-	}
-	reg := &epmd.Server{Logger: log}
-	actual := lns[0].Addr().(*net.TCPAddr).Port
-	for _, ln := range lns {
+// registry is the registry this gateway embeds.
+type registry struct {
+	srv  *epmd.Server
+	addr string // where to ask it
+	lns  []net.Listener
+}
+
+// serve starts serving on every listener.
+func (r *registry) serve(log *zap.Logger) {
+	for _, ln := range r.lns {
 		go func() {
-			if err := reg.Serve(ln); err != nil && !errors.Is(err, epmd.ErrServerClosed) {
+			if err := r.srv.Serve(ln); err != nil && !errors.Is(err, epmd.ErrServerClosed) {
 				log.Error("gateway: registry stopped", zap.Error(err))
 			}
 		}()
-		log.Info("gateway: registry listening", zap.Stringer("addr", ln.Addr()), zap.Int("port", actual))
+		log.Info("gateway: registry listening", zap.Stringer("addr", ln.Addr()), zap.Int("port", ln.Addr().(*net.TCPAddr).Port))
 	}
-	return reg, "127.0.0.1:" + strconv.Itoa(actual), nil
+}
+
+// embedRegistry opens the registry on port, on loopback and the addresses
+// in list, or returns nil when another epmd already answers there. Port 0
+// picks a free port. Registrations come from this host only, so nothing
+// needs the registry beyond loopback unless the operator says so: from
+// elsewhere it would only tell anyone the games' names and ports. A
+// gateway taking over from another inherits its sockets and serves once
+// it has the registrations too; any other serves at once.
+func embedRegistry(log *zap.Logger, socks *sockets, list string, port int, serve bool) (*registry, error) {
+	lns := socks.inheritedAll("epmd")
+	if len(lns) == 0 {
+		var err error
+		lns, err = epmd.ListenAddrs(list, port)
+		if err != nil {
+			addr := "127.0.0.1:" + strconv.Itoa(port)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if _, _, perr := (&epmd.Client{Addr: addr}).Names(ctx); perr == nil {
+				log.Info("gateway: an epmd already runs on the port; using it", zap.String("epmd", addr))
+				return nil, nil
+			}
+			return nil, fmt.Errorf("registry: %w", err)
+		}
+		socks.remember("epmd", list, lns...)
+	}
+	r := &registry{srv: &epmd.Server{Logger: log}, lns: lns,
+		addr: "127.0.0.1:" + strconv.Itoa(lns[0].Addr().(*net.TCPAddr).Port)}
+	if serve {
+		r.serve(log)
+	}
+	return r, nil
 }

@@ -103,6 +103,9 @@ func (c *Conn) Send(kind byte, payload []byte, files []*os.File) error {
 	if _, _, err := c.c.WriteMsgUnix(hdr, oob, nil); err != nil {
 		return fmt.Errorf("handover: send: %w", err)
 	}
+	if len(payload) == 0 {
+		return nil // a write of nothing could fail on a peer that has its message and left
+	}
 	if _, err := c.c.Write(payload); err != nil {
 		return fmt.Errorf("handover: send: %w", err)
 	}

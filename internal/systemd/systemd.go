@@ -46,6 +46,10 @@ func Listeners() ([]net.Listener, error) {
 // NOTIFY_SOCKET it does nothing.
 func Ready() error { return notify("READY=1") }
 
+// Notify sends systemd any state, such as "MAINPID=123\nREADY=1" from a
+// process that takes over the service from its main process.
+func Notify(state string) error { return notify(state) }
+
 // Stopping tells systemd that the service is shutting down.
 func Stopping() error { return notify("STOPPING=1") }
 
