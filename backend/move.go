@@ -27,6 +27,9 @@ const DefaultOrphanTimeout = 30 * time.Second
 // goAwayLocked marks the session as between streams and starts the clock
 // on it. It is called with s.mu held.
 func (s *Session) goAwayLocked() {
+	if s.away {
+		return
+	}
 	s.away = true
 	s.back = make(chan struct{})
 	s.expiry = time.AfterFunc(s.l.orphanTimeout(), s.expire)
@@ -66,10 +69,12 @@ func (s *Session) beginMove(gl *gatewayLink) {
 		return
 	}
 	s.flushAckLocked(0)
-	link.WriteFrame(s.st, link.FrameMoved, nil)
+	// Away before Moved goes out: the gateway closes the stream when it
+	// reads Moved, and the reader must find the session away then.
 	s.mu.Lock()
 	s.goAwayLocked()
 	s.mu.Unlock()
+	link.WriteFrame(s.st, link.FrameMoved, nil)
 }
 
 // adopt puts the session on st, the stream a gateway opened for it with

@@ -252,11 +252,16 @@ func (s *Server) stopIO(frozen []*session) []*session {
 	deadline := time.Now().Add(moveStop)
 	var stopped []*session
 	for _, st := range list {
+		// A TLS write cut short by a deadline leaves the connection unable
+		// to write again: its writer is let finish instead.
+		_, isTLS := st.ss.conn.(*tls.Conn)
 		for {
 			// Kicked again and again: a reader or writer may set a deadline
 			// of its own just after the kick.
 			st.ss.conn.SetReadDeadline(time.Now())
-			st.ss.conn.SetWriteDeadline(time.Now())
+			if !isTLS {
+				st.ss.conn.SetWriteDeadline(time.Now())
+			}
 			if isClosed(st.reader) && isClosed(st.writer) {
 				stopped = append(stopped, st.ss)
 				break

@@ -59,11 +59,12 @@ type proc struct {
 	name string
 	cmd  *exec.Cmd
 
-	mu    sync.Mutex
-	lines []map[string]any
-	raw   []string
-	more  chan struct{} // closed and replaced when a line arrives
-	done  chan struct{} // closed when the process has exited
+	mu     sync.Mutex
+	lines  []map[string]any
+	raw    []string
+	more   chan struct{} // closed and replaced when a line arrives
+	exited chan struct{} // closed when the process has exited
+	done   chan struct{} // closed when its output has ended: it, and any successor it started, exited
 }
 
 // start runs one of the project's binaries.
@@ -86,16 +87,25 @@ func startPath(t testing.TB, path string, env []string, args ...string) *proc {
 	name := filepath.Base(path)
 	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), env...)
-	stderr, err := cmd.StderrPipe()
+	// A pipe of the test's own rather than StderrPipe, whose reading ends
+	// when the process exits: a gateway's successor writes to it after.
+	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = cmd.Stderr
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = w, w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
 		t.Fatalf("start %s: %v", name, err)
 	}
-	p := &proc{t: t, name: name, cmd: cmd, more: make(chan struct{}), done: make(chan struct{})}
-	go p.scan(stderr)
+	p := &proc{t: t, name: name, cmd: cmd, more: make(chan struct{}), exited: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(p.exited)
+	}()
+	go p.scan(r)
 	t.Cleanup(func() {
 		p.kill(syscall.SIGKILL)
 		p.wait()
@@ -123,7 +133,10 @@ func (p *proc) scan(r io.Reader) {
 		p.more = make(chan struct{})
 		p.mu.Unlock()
 	}
-	p.cmd.Wait()
+	if c, ok := r.(io.Closer); ok {
+		c.Close()
+	}
+	<-p.exited
 	close(p.done)
 }
 
