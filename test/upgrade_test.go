@@ -71,7 +71,7 @@ func copyFile(t *testing.T, from, to string) {
 
 // startUpgradable starts a gateway from its own copy of the binary, with
 // the flags start gives every gateway and extra ones.
-func startUpgradable(t *testing.T, flags ...string) *upgradable {
+func startUpgradable(t *testing.T, env []string, flags ...string) *upgradable {
 	t.Helper()
 	dir := t.TempDir()
 	u := &upgradable{system: &system{t: t, cookie: writeCookie(t, "test-cookie")}, path: filepath.Join(dir, "gateway")}
@@ -79,7 +79,7 @@ func startUpgradable(t *testing.T, flags ...string) *upgradable {
 	args := append([]string{"-metrics", "127.0.0.1:0", "-control", filepath.Join(dir, "gateway.sock"),
 		"-max-per-ip", "0", "-conn-rate", "0",
 		"-listen", "127.0.0.1:0", "-epmd-port", "0", "-cookie-file", u.cookie}, flags...)
-	u.gw = startPath(t, u.path, nil, args...)
+	u.gw = startPath(t, u.path, env, args...)
 	reg := u.gw.waitLog("gateway: registry listening", 1)
 	u.epmdPort = int(reg["port"].(float64))
 	u.admin = u.gw.waitLog("gateway: admin listening", 1)["addr"].(string)
@@ -314,7 +314,14 @@ func TestUpgrade(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	pool := writeCert(t, certFile, keyFile, 1)
-	u := startUpgradable(t, "-tls-listen", "127.0.0.1:0", "-tls-cert", certFile, "-tls-key", keyFile)
+	// systemd's side of it: readiness, and the main process changing.
+	notify := filepath.Join(dir, "notify")
+	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	u := startUpgradable(t, []string{"NOTIFY_SOCKET=" + notify}, "-tls-listen", "127.0.0.1:0", "-tls-cert", certFile, "-tls-key", keyFile)
 	tlsAddr := u.gw.waitLog("gateway: telnet over TLS listening", 1)["addr"].(string)
 	be := u.startBackend()
 	oldPID, oldVersion := u.health()
@@ -369,6 +376,19 @@ func TestUpgrade(t *testing.T) {
 	killOnCleanup(t, newPID)
 	if newPID == oldPID || newVersion != nextVersion {
 		t.Errorf("after the upgrade /healthz says pid %d version %q (before: %d)", newPID, newVersion, oldPID)
+	}
+	var said []string
+	buf := make([]byte, 512)
+	for len(said) < 2 {
+		nc.SetReadDeadline(time.Now().Add(waitFor))
+		n, err := nc.Read(buf)
+		if err != nil {
+			t.Fatalf("systemd was told %q, then: %v", said, err)
+		}
+		said = append(said, string(buf[:n]))
+	}
+	if want := []string{"READY=1", fmt.Sprintf("MAINPID=%d\nREADY=1", newPID)}; strings.Join(said, "|") != strings.Join(want, "|") {
+		t.Errorf("systemd was told %q, want %q", said, want)
 	}
 	start := map[string]int64{}
 	for _, ty := range typists {
@@ -428,4 +448,123 @@ func TestUpgrade(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Error("the old gateway did not exit once its last TLS player left")
 	}
+}
+
+// TestUpgradeFailsSafe tries upgrades that cannot work: a binary that
+// exits 1, a configuration that has gone bad, a binary that never becomes
+// ready, and a second upgrade while one runs. Each time the command says
+// why and exits non-zero, and the old gateway serves on: a typist notices
+// nothing. Then SIGUSR2 upgrades for real.
+func TestUpgradeFailsSafe(t *testing.T) {
+	next := nextBuild(t)
+	conf := filepath.Join(t.TempDir(), "gateway.conf")
+	if err := os.WriteFile(conf, []byte("idle-timeout = 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u := startUpgradable(t, nil, "-config", conf, "-upgrade-timeout", "2s")
+	u.startBackend()
+	pid, _ := u.health()
+	raw := dial(t, u.telnet, "Raw")
+	ty := lineTypist("Raw", raw.conn, raw.r)
+	loginVia(t, ty)
+	stop := make(chan struct{})
+	done := make(chan *typist, 1)
+	go ty.run(stop, done)
+
+	good, err := os.ReadFile(u.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	install := func(b []byte) {
+		t.Helper()
+		if err := os.WriteFile(u.path+".new", b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(u.path+".new", u.path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upgrade := func() (string, error) {
+		cmd := exec.Command(filepath.Join(binDir, "gateway"), "upgrade", "-control", u.control)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, tc := range []struct {
+		name  string
+		setup func()
+		want  string
+	}{
+		{"a binary that exits 1", func() { install([]byte("#!/bin/sh\nexit 1\n")) }, "the new gateway exited before it was ready: exit status 1"},
+		{"a bad configuration", func() {
+			install(good)
+			os.WriteFile(conf, []byte("idle-timeout = soon\n"), 0o600)
+		}, `the new gateway refused to start: configuration: ` + conf + `:1: idle-timeout: invalid value "soon"`},
+		{"a binary that never becomes ready", func() {
+			os.WriteFile(conf, []byte("idle-timeout = 0\n"), 0o600)
+			install([]byte("#!/bin/sh\nexec sleep 60\n"))
+		}, "the new gateway was not ready within 2s"},
+	} {
+		tc.setup()
+		out, err := upgrade()
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: gateway upgrade: %v\n%s\nwant it to fail saying %q", tc.name, err, out, tc.want)
+		}
+		if p, _ := u.health(); p != pid {
+			t.Errorf("%s: another process (%d) serves", tc.name, p)
+		}
+	}
+
+	// Two at once: the second is refused while the first waits.
+	first := make(chan string, 1)
+	go func() { out, _ := upgrade(); first <- out }()
+	u.gw.waitLog("gateway: upgrade starting", 4)
+	if out, err := upgrade(); err == nil || !strings.Contains(out, "an upgrade is already under way") {
+		t.Errorf("a second upgrade at once: %v\n%s", err, out)
+	}
+	<-first
+
+	close(stop)
+	if ty := <-done; ty.problem != "" {
+		t.Errorf("the typist, through the failed upgrades: %s", ty.problem)
+	}
+
+	// SIGUSR2 upgrades for real.
+	copyFile(t, next, u.path)
+	u.gw.kill(syscall.SIGUSR2)
+	u.gw.waitLog("gateway: took over", 1)
+	newPID, version := u.health()
+	killOnCleanup(t, newPID)
+	if newPID == pid || version != nextVersion {
+		t.Errorf("after SIGUSR2: pid %d (was %d), version %q", newPID, pid, version)
+	}
+	ty.send("echo after")
+	for {
+		l, err := ty.next()
+		if err != nil {
+			t.Fatalf("after SIGUSR2: %v", err)
+		}
+		if l == "echo: after" {
+			break
+		}
+	}
+}
+
+// TestGatewayKilled: a gateway that dies without an upgrade does not come
+// back for its sessions; the game sees its players leave once the orphan
+// timeout has passed, not at once and not never.
+func TestGatewayKilled(t *testing.T) {
+	sys := startSystem(t)
+	n := sys.gw.count("gateway: backend linked")
+	be := start(t, "backend", sys.env(), "-cookie-file", sys.cookie, "-orphan-timeout", "1s")
+	sys.gw.waitLog("gateway: backend linked", n+1)
+	p := dial(t, sys.telnet, "Ada")
+	p.login()
+	id := p.facts()["id"]
+	sys.gw.kill(syscall.SIGKILL)
+	killed := time.Now()
+	be.waitLogged("talker: player left", "session", id)
+	if d := time.Since(killed); d < time.Second {
+		t.Errorf("the game saw the player leave %v after the gateway died, before the orphan timeout", d)
+	}
+	be.waitLogged("backend: session not claimed by a gateway in time; the player has gone", "session", id)
 }

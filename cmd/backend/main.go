@@ -27,6 +27,7 @@ func main() {
 		name   = flag.String("name", backend.DefaultName, "name to register in epmd")
 		listen = flag.String("listen", "127.0.0.1:0", "address for the gateway's link")
 		quiet  = flag.Bool("quiet", false, "do not announce arrivals and departures (for load tests)")
+		orphan = flag.Duration("orphan-timeout", backend.DefaultOrphanTimeout, "how long a player whose gateway is gone waits for it to come back before leaving the game")
 	)
 	common.Register(flag.CommandLine)
 	flag.Parse()
@@ -44,7 +45,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	cfg := backend.Config{Name: *name, ListenAddr: *listen, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log}
+	cfg := backend.Config{Name: *name, ListenAddr: *listen, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log, OrphanTimeout: *orphan}
 	l, err := register(ctx, cfg, log)
 	if err != nil {
 		return // interrupted before the registry answered
