@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +24,7 @@ import (
 var (
 	soakPlayers  = flag.Int("soak.players", 20, "players typing in TestChaosSoak")
 	soakRestarts = flag.Int("soak.restarts", 10, "backend restarts in TestChaosSoak")
+	soakUpgrades = flag.Int("soak.upgrades", 3, "gateway upgrades in TestChaosSoak, mixed into the restarts")
 	soakSeed     = flag.Uint64("soak.seed", 0, "random seed for TestChaosSoak; 0 picks one")
 )
 
@@ -89,9 +93,9 @@ func (p *soakPlayer) lost() int64 {
 
 // gatewayStats returns the gateway's resident memory and live heap (KiB),
 // and its goroutines.
-func gatewayStats(t *testing.T, gw *proc, debugAddr string) (rssKiB, heapKiB, goroutines int) {
+func gatewayStats(t *testing.T, pid int, debugAddr string) (rssKiB, heapKiB, goroutines int) {
 	t.Helper()
-	status, err := os.ReadFile("/proc/" + strconv.Itoa(gw.cmd.Process.Pid) + "/status")
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,12 +127,13 @@ func gatewayStats(t *testing.T, gw *proc, debugAddr string) (rssKiB, heapKiB, go
 }
 
 // TestChaosSoak has players type numbered lines while the backend is killed
-// (SIGKILL) or stopped (SIGTERM) at random moments, and the standalone
-// registry now and then; at the end every line must have been answered, in
-// order, on connections that never dropped. It prints one summary line.
-// CI runs it small; for the large run:
+// (SIGKILL) or stopped (SIGTERM) at random moments, the standalone registry
+// now and then, and the gateway is upgraded in place, sometimes while the
+// backend is down or dies in the middle; at the end every line must have
+// been answered, in order, on connections that never dropped. It prints
+// one summary line. CI runs it small; for the large run:
 //
-//	go test ./test/ -run TestChaosSoak -v -soak.players 200 -soak.restarts 100
+//	go test ./test/ -run TestChaosSoak -v -soak.players 200 -soak.restarts 100 -soak.upgrades 20
 func TestChaosSoak(t *testing.T) {
 	seed := *soakSeed
 	if seed == 0 {
@@ -136,10 +141,24 @@ func TestChaosSoak(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(seed, 0))
 	reg, port := startEPMD(t, ourEPMD)
-	sys := startSystemOn(t, port, "-epmd-port", strconv.Itoa(port), "-embed-epmd=false", "-debug-addr", "127.0.0.1:0")
+	// The gateway runs from a binary of its own, as one to be upgraded.
+	path := filepath.Join(t.TempDir(), "gateway")
+	copyFile(t, filepath.Join(binDir, "gateway"), path)
+	sys := &system{t: t, cookie: writeCookie(t, "test-cookie"), epmdPort: port}
+	sys.gw = startPath(t, path, sys.env(), "-metrics", "127.0.0.1:0", "-control", filepath.Join(t.TempDir(), "gateway.sock"),
+		"-max-per-ip", "0", "-conn-rate", "0", "-listen", "127.0.0.1:0", "-cookie-file", sys.cookie,
+		"-epmd-port", strconv.Itoa(port), "-embed-epmd=false", "-debug-addr", "127.0.0.1:0")
+	sys.telnet = sys.gw.waitLog("gateway: telnet listening", 1)["addr"].(string)
+	sys.admin = sys.gw.waitLog("gateway: admin listening", 1)["addr"].(string)
+	sys.control = sys.gw.waitLog("gateway: control listening", 1)["path"].(string)
 	debugAddr := sys.gw.waitLog("gateway: debug listening", 1)["addr"].(string)
+	gwPID := func() int {
+		var h struct{ PID int }
+		json.Unmarshal([]byte(get(t, sys.admin, "/healthz")), &h)
+		return h.PID
+	}
 	be := sys.startBackend()
-	rss0, heap0, g0 := gatewayStats(t, sys.gw, debugAddr)
+	rss0, heap0, g0 := gatewayStats(t, gwPID(), debugAddr)
 
 	players := make([]*soakPlayer, *soakPlayers)
 	stop := make(chan struct{})
@@ -172,9 +191,34 @@ func TestChaosSoak(t *testing.T) {
 		}(rng.Uint64())
 	}
 
-	var kills, terms, registry int
+	var kills, terms, registry, upgrades int
+	// Upgrades come at random rounds among the restarts.
+	upgradeAt := map[int]bool{}
+	for len(upgradeAt) < min(*soakUpgrades, *soakRestarts) {
+		upgradeAt[rng.IntN(*soakRestarts)] = true
+	}
 	for r := 0; r < *soakRestarts; r++ {
 		time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond) // typing goes on meanwhile
+		var upgraded chan string
+		if upgradeAt[r] {
+			upgrades++
+			upgraded = make(chan string, 1)
+			go func() {
+				out, err := exec.Command(filepath.Join(binDir, "gateway"), "upgrade", "-control", sys.control).CombinedOutput()
+				if err != nil {
+					out = append(out, []byte(err.Error())...)
+				}
+				upgraded <- string(out)
+			}()
+			if rng.IntN(2) == 0 {
+				// The backend restarts only once the upgrade is over;
+				// otherwise it dies in the middle of it.
+				if out := <-upgraded; !strings.HasPrefix(out, "upgraded:") {
+					t.Fatalf("upgrade %d: %s", upgrades, out)
+				}
+				upgraded = nil
+			}
+		}
 		sig := syscall.SIGKILL
 		if rng.IntN(2) == 0 {
 			sig = syscall.SIGTERM
@@ -191,6 +235,14 @@ func TestChaosSoak(t *testing.T) {
 			reg = startPath(t, epmdPath(t, ourEPMD), nil, "-port", strconv.Itoa(port))
 		}
 		be = sys.startBackend()
+		if upgraded != nil {
+			if out := <-upgraded; !strings.HasPrefix(out, "upgraded:") {
+				t.Fatalf("upgrade %d, with the backend restarting: %s", upgrades, out)
+			}
+		}
+		if upgradeAt[r] {
+			killOnCleanup(t, gwPID())
+		}
 	}
 	close(stop)
 	typing.Wait()
@@ -215,17 +267,17 @@ func TestChaosSoak(t *testing.T) {
 		lines += p.sent.Load()
 		lost += p.lost()
 	}
-	rss1, heap1, g1 := gatewayStats(t, sys.gw, debugAddr)
+	rss1, heap1, g1 := gatewayStats(t, gwPID(), debugAddr)
 	for _, p := range players {
 		p.conn.Close()
 	}
 	var rss2, heap2, g2 int
 	eventually(t, "the gateway's goroutines are back to where they started", func() bool {
-		rss2, heap2, g2 = gatewayStats(t, sys.gw, debugAddr)
+		rss2, heap2, g2 = gatewayStats(t, gwPID(), debugAddr)
 		return g2 <= g0
 	})
-	fmt.Printf("soak: players=%d restarts=%d (SIGKILL %d, SIGTERM %d, registry %d) lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
-		len(players), *soakRestarts, kills, terms, registry, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
+	fmt.Printf("soak: players=%d restarts=%d (SIGKILL %d, SIGTERM %d, registry %d) gateway_upgrades=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
+		len(players), *soakRestarts, kills, terms, registry, upgrades, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
 	if lost != 0 || ooo != 0 || disconnected != 0 {
 		t.Fatalf("lost %d, out of order %d, disconnected %d", lost, ooo, disconnected)
 	}
