@@ -60,6 +60,7 @@ func main() {
 		fs.StringVar(&o.backendCmd, "backend-cmd", "", "shell command that starts a new backend (with -backend-pid)")
 		fs.StringVar(&o.epmd, "epmd", "127.0.0.1:4369", "registry to watch for the backend's registration")
 		fs.StringVar(&o.name, "name", "game", "the backend's registered name")
+		fs.StringVar(&o.upgradeCmd, "upgrade-cmd", "", "shell command that upgrades the gateway and prints its new pid (holdfast only)")
 		fs.Parse(os.Args[2:])
 		err = run(&o)
 	default:
@@ -82,6 +83,7 @@ type options struct {
 	backendCmd string
 	epmd       string
 	name       string
+	upgradeCmd string
 }
 
 func result(name string, value float64, unit string) {
@@ -142,6 +144,11 @@ func run(o *options) error {
 	}
 	if err := bulk(sessions, o.bulkLines); err != nil {
 		return err
+	}
+	if o.upgradeCmd != "" {
+		if err := upgradeGateway(o, sessions); err != nil {
+			return err
+		}
 	}
 	if o.backendPID != 0 {
 		if err := resume(o, sessions); err != nil {
