@@ -17,6 +17,16 @@
 // had not acknowledged is delivered to the next one, in order. So input is
 // never lost, and a byte is delivered twice only when a backend died after
 // handing it to the application and before acknowledging it.
+//
+// # Gateway upgrades and lost links
+//
+// When the gateway is upgraded, each session moves to the new gateway
+// process without the application noticing: no ErrDetached, no new Accept,
+// Resumed unchanged; output written meanwhile is delivered once, in order.
+// When a gateway's link breaks, its sessions wait for the gateway to open
+// them again (the same gateway on a new link, or its successor); one not
+// claimed within Config.OrphanTimeout ends as if the player had left: Read
+// returns io.EOF, and the game can log the character out.
 package backend
 
 import (

@@ -32,11 +32,15 @@
 // Control stream:
 //
 //	Control  gateway->backend, first frame: opens the control stream (empty)
+//	Backend  backend->gateway, first frame: instance:str16, random, the same
+//	         on every link of one backend process (see Moving a session)
 //	Goodbye  backend->gateway: the backend is shutting down; the gateway stops
 //	         sending input and holds its sessions
 //	MSSP     backend->gateway: the game's MSSP variables, encoded as on the
 //	         wire (VAR name VAL value...); the gateway answers crawlers with
 //	         them, adding PLAYERS and UPTIME, also while no backend runs
+//	Move     gateway->backend: count:u32 then id:str16 each (at most MaxMove):
+//	         these sessions are leaving this link for another gateway process
 //
 // Session stream, gateway->backend:
 //
@@ -64,9 +68,40 @@
 //	         1 to echo again
 //	Prompt   the output so far ends a prompt: the gateway marks it with IAC
 //	         EOR or IAC GA, as the client negotiated
+//	Moved    the answer to Move, and the last frame on this stream: all the
+//	         output before it is the gateway's to deliver
 //
 // A session stream that closes without End or Hangup is a detach: the gateway
 // keeps the session and resumes it on the next backend, replaying input after
 // the last Ack. Input is therefore never lost; a byte is delivered twice only
 // when a backend died after handing it to the application and before its Ack.
+//
+// # Moving a session
+//
+// A backend that receives an Open for a session id it still holds takes the
+// new stream for that session (adoption) instead of starting a new one: the
+// application's Session carries on, its reads and writes move to the new
+// stream, and the Open's offset says where the input on the new stream
+// starts, so that input the backend has already read is skipped. Between
+// its old stream and its new one a session is away: writes are kept for the
+// new stream (a bound, then they wait), reads wait. This serves two cases:
+//
+//   - A gateway upgrade. The old gateway process sends Move for a batch of
+//     sessions on its control stream; each answers Moved on its stream,
+//     after all its output, and the old gateway closes the stream once it
+//     has read Moved. The new gateway process, which has its own link to the
+//     same backend (it checks the Backend instance), opens each session with
+//     the Open the old one would have sent, the resume count unchanged. The
+//     player's output before Moved was the old gateway's to write or to hand
+//     over; the output after it comes on the new stream. Nothing is written
+//     twice or lost.
+//   - A link that breaks while both sides live on: the gateway opens its
+//     sessions again on a new link, and the backend adopts them.
+//
+// A session away for longer than the backend's orphan timeout (30 s by
+// default) ends as if the player had left (Read returns io.EOF): its gateway
+// died, and no gateway will claim it. A backend of an earlier version sends
+// no Backend frame and ignores Move: a gateway moving sessions off it closes
+// their streams instead, and the next gateway resumes them as after a
+// restart.
 package link
