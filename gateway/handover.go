@@ -249,29 +249,36 @@ func (s *Server) stopIO(frozen []*session) []*session {
 		ss.mu.Unlock()
 		list = append(list, stopping{ss, reader, ss.out.freeze()})
 	}
+	// Kicked again and again: a reader or writer may set a deadline of
+	// its own just after a kick. A TLS write cut short by a deadline would
+	// leave the connection unable to write again: its writer is let
+	// finish instead.
+	kick := func(ss *session) {
+		ss.conn.SetReadDeadline(time.Now())
+		if _, isTLS := ss.conn.(*tls.Conn); !isTLS {
+			ss.conn.SetWriteDeadline(time.Now())
+		}
+	}
 	deadline := time.Now().Add(moveStop)
 	var stopped []*session
-	for _, st := range list {
-		// A TLS write cut short by a deadline leaves the connection unable
-		// to write again: its writer is let finish instead.
-		_, isTLS := st.ss.conn.(*tls.Conn)
-		for {
-			// Kicked again and again: a reader or writer may set a deadline
-			// of its own just after the kick.
-			st.ss.conn.SetReadDeadline(time.Now())
-			if !isTLS {
-				st.ss.conn.SetWriteDeadline(time.Now())
-			}
+	for len(list) > 0 {
+		rest := list[:0]
+		for _, st := range list {
 			if isClosed(st.reader) && isClosed(st.writer) {
 				stopped = append(stopped, st.ss)
-				break
+				continue
 			}
 			if time.Now().After(deadline) {
 				s.log().Warn("gateway: a session did not stop for the move; it stays", zap.String("session", st.ss.id))
 				st.ss.thaw()
-				break
+				continue
 			}
-			time.Sleep(time.Millisecond)
+			kick(st.ss)
+			rest = append(rest, st)
+		}
+		list = rest
+		if len(list) > 0 {
+			time.Sleep(100 * time.Microsecond) // readers and writers leave within microseconds of a kick
 		}
 	}
 	for _, ss := range stopped {
