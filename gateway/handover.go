@@ -229,7 +229,7 @@ func (ss *session) freeze() bool {
 		return false
 	}
 	ss.moving = true
-	ss.endedInMove, ss.movedOff = false, false
+	ss.endedInMove = false
 	ss.space.Broadcast()
 	return true
 }
@@ -429,14 +429,12 @@ func (ss *session) letGo() {
 }
 
 // closeDescriptor closes this process's descriptor of a connection without
-// ending the connection: for TLS that would send close_notify, so the
-// socket under it is closed instead (its relay holds the TLS session).
+// ending the connection. A TLS connection is left alone: closing it would
+// send close_notify, and the relay that carries it on holds it.
 func closeDescriptor(c net.Conn) {
-	if tc, ok := c.(*tls.Conn); ok {
-		_ = tc // the relay owns it
-		return
+	if _, ok := c.(*tls.Conn); !ok {
+		c.Close()
 	}
-	c.Close()
 }
 
 // socketFile returns a descriptor of the session's socket to pass to the

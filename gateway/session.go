@@ -79,7 +79,6 @@ type session struct {
 	moving      bool
 	readerDone  chan struct{} // closed when the player's reader has returned
 	streamDone  chan struct{} // during a move: closed when the stream's reader has returned
-	movedOff    bool          // during a move: the backend said Moved
 	endedInMove bool          // during a move: the application ended the session
 	// moveFrom names the backend instance that holds the session away
 	// after a move, until the next attach: on that backend the session

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"syscall"
 
 	"holdfast/internal/netx"
@@ -163,12 +162,4 @@ func (s *sockets) closeAllBut(keep string) {
 			o.ln.Close()
 		}
 	}
-}
-
-func (s *sockets) String() string {
-	var names []string
-	for _, o := range s.opened {
-		names = append(names, o.name+"="+o.ln.Addr().String())
-	}
-	return strings.Join(names, " ")
 }
