@@ -52,7 +52,9 @@ func scrape(t *testing.T, admin string) map[string]float64 {
 
 func get(t *testing.T, admin, path string) string {
 	t.Helper()
-	c := http.Client{Timeout: waitFor}
+	// A connection of its own each time: one kept alive would go on asking
+	// a gateway that has handed its listeners to a successor.
+	c := http.Client{Timeout: waitFor, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + admin + path)
 	if err != nil {
 		t.Fatal(err)
