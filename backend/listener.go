@@ -70,6 +70,12 @@ type Config struct {
 	Cookie []byte
 	// Logger receives link events. Nil logs nothing.
 	Logger *zap.Logger
+	// Takeover starts a successor to the backend that runs under Name (a
+	// deploy): Listen registers nothing, and Ready, once the application
+	// is ready, offers this backend to the gateways, which then hand it the
+	// running backend's players (see Listener.Ready). With no backend
+	// running under Name, Ready simply registers it.
+	Takeover bool
 	// OrphanTimeout is how long a session whose gateway link has gone waits
 	// for a gateway to claim it (the same gateway on a new link, or the
 	// gateway process that an upgrade hands it to) before it ends as if the
@@ -85,13 +91,16 @@ type Listener struct {
 	orphaned time.Duration
 	instance string // this process's name on every link: see link.Backend
 	ln       net.Listener
-	reg      *epmd.Registration
+	client   *epmd.Client
+	port     uint16
 
 	accept chan *Session
 	done   chan struct{} // closed when Accept stops handing out sessions
 
 	mu       sync.Mutex
-	mssp     []byte // the game's MSSP variables, encoded, for every gateway
+	reg      *epmd.Registration // the name, once this backend holds it
+	next     *epmd.Registration // the successor's name, while it takes over
+	mssp     []byte             // the game's MSSP variables, encoded, for every gateway
 	links    map[*gatewayLink]struct{}
 	sessions map[*Session]struct{}
 	byID     map[string]*Session
@@ -125,12 +134,17 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	client := &epmd.Client{Addr: cfg.EPMD}
-	reg, err := client.Register(ctx, epmd.Node{Name: name, Port: uint16(port)}, log)
-	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("backend: register %q: %w", name, err)
+	var reg *epmd.Registration
+	if !cfg.Takeover {
+		reg, err = client.Register(ctx, epmd.Node{Name: name, Port: uint16(port)}, log)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("backend: register %q: %w", name, err)
+		}
 	}
 	l := &Listener{
+		client:   client,
+		port:     uint16(port),
 		name:     name,
 		cookie:   cfg.Cookie,
 		log:      log,
@@ -414,7 +428,8 @@ func (l *Listener) list() []*Session {
 }
 
 // readControl reads what a gateway sends on its control stream: the
-// sessions it moves to another gateway process.
+// sessions it moves to another gateway process, or hands to this
+// backend's successor, and the word to retire.
 func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 	defer l.wg.Done()
 	fr := link.Reader{R: st}
@@ -423,7 +438,12 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 		if err != nil {
 			return
 		}
-		if typ != link.FrameMove {
+		if typ == link.FrameRetire {
+			l.log.Info("backend: every player went to the successor; stopping")
+			l.stop()
+			continue
+		}
+		if typ != link.FrameMove && typ != link.FrameRelease {
 			continue // from a later version
 		}
 		p, err := fr.Payload()
@@ -437,7 +457,11 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 		}
 		for _, id := range ids {
 			if s := l.lookup(id); s != nil {
-				s.beginMove(gl)
+				if typ == link.FrameRelease {
+					s.release(gl)
+				} else {
+					s.beginMove(gl)
+				}
 			}
 		}
 	}
@@ -466,9 +490,15 @@ func (l *Listener) stop() bool {
 	}
 	l.stopping = true
 	close(l.done)
+	reg, next := l.reg, l.next
 	l.mu.Unlock()
 	l.ln.Close()
-	l.reg.Close()
+	if reg != nil {
+		reg.Close()
+	}
+	if next != nil {
+		next.Close()
+	}
 	return true
 }
 

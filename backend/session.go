@@ -43,8 +43,9 @@ var (
 // again after it broke. Meanwhile reads wait and writes are kept for the
 // new stream (see Config.OrphanTimeout).
 type Session struct {
-	l  *Listener
-	id string
+	l          *Listener
+	id         string
+	handedOver bool
 
 	rmu       sync.Mutex    // serialises readers and guards their fields
 	rst       *yamux.Stream // the stream being read
@@ -72,6 +73,7 @@ type Session struct {
 	resumed      int
 	hungup       bool
 	closed       bool
+	released     bool          // handed to the successor: nothing more is written here
 	away         bool          // between streams: moving, or its link is gone
 	ended        bool          // away for too long: the player counts as gone
 	back         chan struct{} // closed when an away session is adopted or ends
@@ -93,6 +95,7 @@ func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *S
 		st: st, acked: o.Offset, toAck: o.Offset, state: o.State,
 		detached: make(chan struct{}),
 		gl:       gl, cur: st, resumed: int(o.Resumed), facts: o.Facts,
+		handedOver: o.HandedOver,
 	}
 	return s
 }
@@ -446,6 +449,12 @@ func (s *Session) isDetached() bool {
 // backend, so that work on its behalf can stop.
 func (s *Session) Detached() <-chan struct{} { return s.detached }
 
+func (s *Session) isReleased() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.released
+}
+
 func (s *Session) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -466,7 +475,7 @@ func (s *Session) flushAck(batch uint64) error {
 }
 
 func (s *Session) flushAckLocked(batch uint64) error {
-	if s.toAck-s.acked <= batch || s.isAway() {
+	if s.toAck-s.acked <= batch || s.isAway() || s.isReleased() {
 		return nil // an away session's acknowledgement goes with its next stream
 	}
 	if err := link.WriteFrame(s.st, link.FrameAck, link.AppendAck(nil, s.toAck)); err != nil {
@@ -493,6 +502,8 @@ func (s *Session) send(typ byte, payload []byte) error {
 		switch {
 		case ended:
 			return errEnded
+		case s.isReleased():
+			return ErrDetached
 		case away && s.isDetached():
 			return ErrDetached // this backend is going: the output has nowhere to go
 		case away && len(s.pending) > 0 && len(s.pending)+len(b) > maxPending:

@@ -168,8 +168,14 @@ func (s *Server) keepLink() {
 	if registry != s.EPMD {
 		embedded = nil // name@host asks another registry
 	}
+	w := &watcher{client: client, name: name, host: host, embedded: embedded}
 	var delay time.Duration
 	for s.ctx.Err() == nil {
+		if succ := s.takeSuccessor(); succ != nil {
+			// A deploy: the successor that took the players over serves on.
+			s.serveLink(succ, name, w)
+			continue
+		}
 		var changed <-chan struct{}
 		if embedded != nil {
 			changed = embedded.Changed()
@@ -195,7 +201,9 @@ func (s *Server) keepLink() {
 			continue
 		}
 		delay = 0
-		s.serveLink(lk, name)
+		s.wg.Add(1)
+		go lk.readControl(s)
+		s.serveLink(lk, name, w)
 	}
 }
 
@@ -237,10 +245,9 @@ func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLi
 }
 
 // serveLink makes lk the current link, resumes every held session on it,
-// and returns once the backend has gone or said goodbye.
-func (s *Server) serveLink(lk *backendLink, name string) {
-	s.wg.Add(1)
-	go lk.readControl(s)
+// and returns once the backend has gone or said goodbye. Meanwhile, when a
+// successor to the backend is ready (a deploy), it hands it the players.
+func (s *Server) serveLink(lk *backendLink, name string, w *watcher) {
 	s.mu.Lock()
 	s.cur = lk
 	held := slices.Collect(maps.Keys(s.sessions))
@@ -251,7 +258,13 @@ func (s *Server) serveLink(lk *backendLink, name string) {
 	s.log().Info("gateway: backend linked", zap.String("backend", name), zap.String("addr", lk.addr),
 		zap.Int64("sessions", resumed), zap.Duration("attach", time.Since(start)))
 
+	watchCtx, stopWatch := context.WithCancel(s.ctx)
+	found := make(chan *backendLink, 1)
+	s.wg.Add(1)
+	go s.watchSuccessor(watchCtx, lk, w, found)
+	var handed chan struct{}
 	reason := "backend link lost"
+wait:
 	select {
 	case <-lk.mux.CloseChan():
 		// A Goodbye may still wait, unread, in the control stream.
@@ -259,6 +272,19 @@ func (s *Server) serveLink(lk *backendLink, name string) {
 	case <-lk.goodbye:
 	case <-s.ctx.Done():
 		reason = "gateway closing"
+	case succ := <-found:
+		handed = make(chan struct{})
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer close(handed)
+			s.handOver(lk, succ)
+		}()
+		goto wait
+	}
+	stopWatch()
+	if handed != nil {
+		<-handed // the successor, if it took over, is the next link
 	}
 	if lk.saidGoodbye() {
 		reason = "backend said goodbye"
@@ -345,12 +371,9 @@ func (lk *backendLink) instanceNow() string {
 // move asks the backend to let the sessions named go from this link: each
 // answers Moved on its stream.
 func (lk *backendLink) move(ids []string) error {
-	lk.cmu.Lock()
-	defer lk.cmu.Unlock()
 	for len(ids) > 0 {
 		n := min(len(ids), link.MaxMove)
-		lk.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		if err := link.WriteFrame(lk.ctrl, link.FrameMove, link.AppendMove(nil, ids[:n])); err != nil {
+		if err := lk.send(link.FrameMove, link.AppendMove(nil, ids[:n])); err != nil {
 			return fmt.Errorf("gateway: move: %w", err)
 		}
 		ids = ids[n:]

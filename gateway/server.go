@@ -104,7 +104,8 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
 	cur       *backendLink
-	idPrefix  string // this process's, so that ids are unique across restarts and gateways
+	successor *backendLink // a backend that took the players over, to be served next
+	idPrefix  string       // this process's, so that ids are unique across restarts and gateways
 	nextID    uint64
 	started   time.Time
 	gameMSSP  []byte // the backend's MSSP variables, encoded

@@ -84,6 +84,9 @@ type session struct {
 	// after a move, until the next attach: on that backend the session
 	// carries on instead of being resumed.
 	moveFrom string
+	// handover is set while the session goes to the backend's successor:
+	// the next Open says so.
+	handover bool
 	facts    link.Facts
 	hello    [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
 
@@ -491,7 +494,8 @@ func (s *session) attach(lk *backendLink) bool {
 	}
 	s.opened = true
 	s.moveFrom = ""
-	o.Resumed = s.resumed
+	o.Resumed, o.HandedOver = s.resumed, s.handover
+	s.handover = false
 	input := bytes.Clone(s.in)
 	hello := s.hello
 	if carryOn {

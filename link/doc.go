@@ -41,10 +41,16 @@
 //	         them, adding PLAYERS and UPTIME, also while no backend runs
 //	Move     gateway->backend: count:u32 then id:str16 each (at most MaxMove):
 //	         these sessions are leaving this link for another gateway process
+//	Release  gateway->backend, the same payload: these sessions go to this
+//	         backend's successor (a deploy); each answers Moved and ends here
+//	Retire   gateway->backend: every session has gone to the successor; the
+//	         backend stops, so that the successor can take its name
 //
 // Session stream, gateway->backend:
 //
 //	Open     first frame: id:str16 resumed:u32 offset:u64 facts state:u32+bytes
+//	         flags:u8 (1: handed over by the previous backend; absent from
+//	         gateways of an earlier version)
 //	         (facts: client:str16 terminal:str16 mtts:u32 width:u16
 //	         height:u16 charset:str16 clientname:str16 clientversion:str16
 //	         reportedip:str16); offset is how many input bytes of the
@@ -97,6 +103,20 @@
 //     twice or lost.
 //   - A link that breaks while both sides live on: the gateway opens its
 //     sessions again on a new link, and the backend adopts them.
+//
+// # Handing sessions to a successor
+//
+// A backend started to take over from a running one (a deploy) registers
+// its name with the suffix TakeoverSuffix once it is ready. A gateway
+// linked to the running backend links to the successor too, sends its new
+// players there, and moves the others in batches: Release on the old link,
+// each session answers Moved after its last output and state and ends
+// there (the application reads ErrDetached), and the gateway opens it on
+// the successor with HandedOver set and its held input. When none is left
+// it sends Retire; the old backend stops, its registration goes, and the
+// successor registers the name itself. A successor that fails sends the
+// sessions it had back to the old backend as after a crash, and the other
+// way round.
 //
 // A session away for longer than the backend's orphan timeout (30 s by
 // default) ends as if the player had left (Read returns io.EOF): its gateway

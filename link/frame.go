@@ -14,6 +14,8 @@ const (
 	FrameMSSP    byte = 3
 	FrameBackend byte = 4
 	FrameMove    byte = 5
+	FrameRelease byte = 6
+	FrameRetire  byte = 7
 
 	FrameOpen   byte = 10
 	FrameInput  byte = 11

@@ -140,10 +140,18 @@ func TestOpenRoundTrip(t *testing.T) {
 		t.Fatalf("trailing bytes: %v", err)
 	}
 	b := o.Append(nil)
-	for i := range b {
+	for i := range len(b) - 1 {
 		if _, err := ParseOpen(b[:i]); !errors.Is(err, ErrProtocol) {
 			t.Fatalf("truncated to %d bytes: %v, want ErrProtocol", i, err)
 		}
+	}
+	// An earlier version's Open ends before the flags.
+	if got, err := ParseOpen(b[:len(b)-1]); err != nil || got.HandedOver {
+		t.Fatalf("an Open without flags: %+v, %v", got, err)
+	}
+	o.HandedOver = true
+	if got, err := ParseOpen(o.Append(nil)); err != nil || !got.HandedOver {
+		t.Fatalf("a handed-over Open: %+v, %v", got, err)
 	}
 	big := Open{State: make([]byte, MaxState+1)}
 	if _, err := ParseOpen(big.Append(nil)); !errors.Is(err, ErrProtocol) {

@@ -26,6 +26,9 @@ type Open struct {
 	Offset  uint64 // input bytes the application has consumed before
 	Facts   Facts
 	State   []byte
+	// HandedOver says that the previous backend handed the session to this
+	// one (a deploy), rather than going away (a restart or a crash).
+	HandedOver bool
 }
 
 func appendStr16(b []byte, s string) []byte {
@@ -81,7 +84,12 @@ func (o *Open) Append(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, o.Offset)
 	b = o.Facts.Append(b)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(o.State)))
-	return append(b, o.State...)
+	b = append(b, o.State...)
+	var flags byte
+	if o.HandedOver {
+		flags |= 1
+	}
+	return append(b, flags)
 }
 
 // Append encodes f.
@@ -131,6 +139,10 @@ func ParseOpen(b []byte) (Open, error) {
 		return o, fmt.Errorf("%w: state of %d bytes", ErrProtocol, n)
 	}
 	o.State = append([]byte(nil), d.take(int(n))...)
+	if d.err == nil && len(d.b) > 0 {
+		// Flags, from a gateway of this version or later.
+		o.HandedOver = d.take(1)[0]&1 != 0
+	}
 	return o, d.err
 }
 
@@ -168,6 +180,10 @@ func appendMSSPText(b []byte, s string) []byte {
 	}
 	return b
 }
+
+// TakeoverSuffix is added to a backend's name by a successor that is ready
+// to take over from it: "game~next" while "game" still runs.
+const TakeoverSuffix = "~next"
 
 // Backend is what a backend tells each gateway about itself when the link
 // opens.

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"holdfast/backend"
+	"holdfast/epmd"
 	"holdfast/internal/cli"
 	"holdfast/internal/netx"
 	"holdfast/internal/systemd"
@@ -28,6 +30,8 @@ func main() {
 		listen = flag.String("listen", "127.0.0.1:0", "address for the gateway's link")
 		quiet  = flag.Bool("quiet", false, "do not announce arrivals and departures (for load tests)")
 		orphan = flag.Duration("orphan-timeout", backend.DefaultOrphanTimeout, "how long a player whose gateway is gone waits for it to come back before leaving the game")
+		take   = flag.Bool("takeover", false, "take the players over from the backend running under -name (a deploy without a pause)")
+		delay  = flag.Duration("ready-delay", 0, "wait this long before saying ready, as a game loading its world would")
 	)
 	common.Register(flag.CommandLine)
 	flag.Parse()
@@ -45,12 +49,29 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	cfg := backend.Config{Name: *name, ListenAddr: *listen, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log, OrphanTimeout: *orphan}
+	cfg := backend.Config{Name: *name, ListenAddr: *listen, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log,
+		OrphanTimeout: *orphan, Takeover: *take}
 	l, err := register(ctx, cfg, log)
+	if errors.Is(err, epmd.ErrRefused) {
+		cli.Fatal("backend", fmt.Errorf("the name %q is taken: a backend is running under it; start this one with -takeover to take its players over", *name))
+	}
 	if err != nil {
 		return // interrupted before the registry answered
 	}
-	log.Info("backend: registered", zap.String("name", *name), zap.Stringer("addr", l.Addr()))
+	if *delay > 0 {
+		log.Info("backend: getting ready", zap.Duration("delay", *delay))
+		select {
+		case <-time.After(*delay):
+		case <-ctx.Done():
+			l.Close()
+			return
+		}
+	}
+	if err := l.Ready(ctx); err != nil {
+		l.Close()
+		cli.Fatal("backend", err)
+	}
+	log.Info("backend: registered", zap.String("name", *name), zap.Stringer("addr", l.Addr()), zap.Bool("takeover", *take))
 	systemd.Ready()
 
 	l.SetMSSP([]backend.MSSPVar{
@@ -65,8 +86,13 @@ func main() {
 	})
 	t := newTalker(log, *quiet)
 	var wg sync.WaitGroup
+	accepting := make(chan struct{})
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-accepting:
+			return // handed over to a successor: the players are its
+		}
 		systemd.Stopping()
 		log.Info("backend: shutting down; the gateway keeps the players")
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -84,6 +110,7 @@ func main() {
 			t.serve(s)
 		}()
 	}
+	close(accepting)
 	wg.Wait()
 	l.Close()
 }
@@ -94,8 +121,8 @@ func register(ctx context.Context, cfg backend.Config, log *zap.Logger) (*backen
 	var delay time.Duration
 	for {
 		l, err := backend.Listen(ctx, cfg)
-		if err == nil {
-			return l, nil
+		if err == nil || errors.Is(err, epmd.ErrRefused) {
+			return l, err
 		}
 		delay = netx.Backoff(delay, 100*time.Millisecond, 2*time.Second)
 		log.Warn("backend: cannot register yet; retrying", zap.Error(err), zap.Duration("delay", delay))

@@ -53,6 +53,9 @@ func (t *talker) serve(s *backend.Session) {
 	var st state
 	json.Unmarshal(s.State(), &st)
 	arrived := st.Name == ""
+	if s.HandedOver() {
+		t.log.Info("talker: player handed over", zap.String("session", s.ID()))
+	}
 	if arrived {
 		// What the game knows of a new player before it says a word: the
 		// gateway opens a session once the client's negotiation is over.
@@ -153,8 +156,12 @@ func (t *talker) command(s *backend.Session, name, line string) bool {
 		if err != nil {
 			host = f.ClientAddr
 		}
-		fmt.Fprintf(s, "id: %s\nresumed: %d\nclient: %s\nterminal: %s\nmtts: %d\nwidth: %d\nheight: %d\ncharset: %s\nclient_ip: %s\n",
-			s.ID(), s.Resumed(), strings.TrimSpace(f.ClientName+" "+f.ClientVersion), f.Terminal, f.MTTS, f.Width, f.Height, f.Charset, host)
+		handover := "no"
+		if s.HandedOver() {
+			handover = "yes"
+		}
+		fmt.Fprintf(s, "id: %s\nresumed: %d\nhandover: %s\nclient: %s\nterminal: %s\nmtts: %d\nwidth: %d\nheight: %d\ncharset: %s\nclient_ip: %s\n",
+			s.ID(), s.Resumed(), handover, strings.TrimSpace(f.ClientName+" "+f.ClientVersion), f.Terminal, f.MTTS, f.Width, f.Height, f.Charset, host)
 	case "password":
 		st := state{Name: name, Password: true}
 		return t.password(s, &st)

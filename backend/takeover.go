@@ -1,0 +1,134 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"holdfast/epmd"
+	"holdfast/link"
+)
+
+// ErrHandoverBusy is what Ready returns when another successor is already
+// taking over from the running backend.
+var ErrHandoverBusy = errors.New("backend: another successor is already taking over")
+
+// claimInterval is how often a successor tries to take its name while the
+// backend it replaces still holds it.
+const claimInterval = 100 * time.Millisecond
+
+// Ready tells the gateways that this backend is ready for players. For a
+// backend started with Config.Takeover it is the start of the deploy: if a
+// backend runs under the name, this one registers as its successor, the
+// gateways hand it that backend's players in batches, and the old backend
+// stops once they have all moved; this one then takes the name. A second
+// successor at once gets ErrHandoverBusy. For any other backend, which
+// registered in Listen, Ready does nothing.
+func (l *Listener) Ready(ctx context.Context) error {
+	l.mu.Lock()
+	started := l.reg != nil || l.next != nil
+	l.mu.Unlock()
+	if started {
+		return nil
+	}
+	node := epmd.Node{Name: l.name, Port: l.port}
+	reg, err := l.client.Register(ctx, node, l.log)
+	if err == nil {
+		return l.holdName(reg) // nothing to take over from
+	}
+	if !errors.Is(err, epmd.ErrRefused) {
+		return fmt.Errorf("backend: register %q: %w", l.name, err)
+	}
+	next := epmd.Node{Name: l.name + link.TakeoverSuffix, Port: l.port}
+	nreg, err := l.client.Register(ctx, next, l.log)
+	if errors.Is(err, epmd.ErrRefused) {
+		return ErrHandoverBusy
+	}
+	if err != nil {
+		return fmt.Errorf("backend: register %q: %w", next.Name, err)
+	}
+	l.mu.Lock()
+	if l.stopping {
+		l.mu.Unlock()
+		nreg.Close()
+		return fmt.Errorf("backend: ready: %w", errors.New("listener closed"))
+	}
+	l.next = nreg
+	l.mu.Unlock()
+	l.log.Info("backend: ready to take over", zap.String("name", l.name))
+	l.wg.Add(1)
+	go l.claimName(node)
+	return nil
+}
+
+// holdName keeps the name's registration, unless the listener has closed.
+func (l *Listener) holdName(reg *epmd.Registration) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopping {
+		reg.Close()
+		return errors.New("backend: ready: listener closed")
+	}
+	l.reg = reg
+	return nil
+}
+
+// claimName takes the name once the backend this one replaces has let it
+// go, and then drops the successor's name.
+func (l *Listener) claimName(node epmd.Node) {
+	defer l.wg.Done()
+	t := time.NewTicker(claimInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		reg, err := l.client.Register(ctx, node, l.log)
+		cancel()
+		if err != nil {
+			continue // still held by the old backend
+		}
+		if l.holdName(reg) != nil {
+			return
+		}
+		l.mu.Lock()
+		next := l.next
+		l.next = nil
+		l.mu.Unlock()
+		next.Close()
+		l.log.Info("backend: took the name over", zap.String("name", l.name))
+		return
+	}
+}
+
+// release answers the gateway's Release for this session on link gl: the
+// session goes to this backend's successor. Its acknowledgement and Moved
+// end the stream, after everything written before; reads return
+// ErrDetached from now on, and so do writes, which would come too late.
+func (s *Session) release(gl *gatewayLink) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	ok := s.gl == gl && !s.away && !s.ended && !s.hungup && !s.isDetached()
+	if ok {
+		s.released = true
+	}
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.flushAckLocked(0)
+	link.WriteFrame(s.st, link.FrameMoved, nil)
+	s.detach()
+}
+
+// HandedOver reports whether the session came to this backend from the
+// one it replaced (a deploy with Config.Takeover), rather than after a
+// restart or a crash: Resumed counts both.
+func (s *Session) HandedOver() bool { return s.handedOver }

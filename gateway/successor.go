@@ -1,0 +1,187 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"holdfast/epmd"
+	"holdfast/link"
+)
+
+// A deploy: a successor to the running backend registers the backend's
+// name with link.TakeoverSuffix once it is ready. The gateway links to it,
+// sends it the new players, and hands it the others a batch at a time:
+// Release on the old link, each session answers Moved after its last
+// output and state, and its stream's reader opens it on the successor
+// (HandedOver, its held input after). Then Retire, and the old backend
+// stops. If either backend fails meanwhile, the sessions go to the other,
+// as after a crash.
+
+// watcher looks for the backend and its successor in the registry.
+type watcher struct {
+	client   *epmd.Client
+	name     string
+	host     string
+	embedded *epmd.Server
+}
+
+var errSameBackend = errors.New("gateway: the successor is the backend itself")
+
+// successorPoll is how often the registry is asked for a successor: a
+// registration in the embedded registry wakes the watcher sooner.
+const successorPoll = time.Second
+
+// watchSuccessor looks for a successor to the backend on cur until ctx
+// ends, and links to the first one it finds. A successor that has just
+// taken over holds the successor's name until it has the backend's own:
+// that is the backend on cur, and no successor.
+func (s *Server) watchSuccessor(ctx context.Context, cur *backendLink, w *watcher, found chan<- *backendLink) {
+	defer s.wg.Done()
+	for {
+		var changed <-chan struct{}
+		if w.embedded != nil {
+			changed = w.embedded.Changed()
+		}
+		lk, err := s.dialBackend(w.client, w.name+link.TakeoverSuffix, w.host)
+		if err == nil {
+			s.wg.Add(1)
+			go lk.readControl(s)
+			if id := lk.waitInstance(); id != "" && id == cur.waitInstance() {
+				lk.mux.Close()
+				err = errSameBackend
+			} else {
+				select {
+				case found <- lk:
+				case <-ctx.Done():
+					lk.mux.Close()
+				}
+				return
+			}
+		}
+		if !errors.Is(err, epmd.ErrNotFound) && !errors.Is(err, errSameBackend) {
+			s.log().Warn("gateway: cannot link to the backend's successor", zap.Error(err))
+		}
+		t := time.NewTimer(successorPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// handoverBatch bounds the sessions released at once, and so how long a
+// player waits.
+const handoverBatch = 200
+
+// handoverWait bounds how long a batch's sessions take to reach the
+// successor.
+const handoverWait = 10 * time.Second
+
+// handOver moves every session from old to succ. On success succ is the
+// next link, and old is told to retire; if succ fails meanwhile, old stays
+// the link, and the sessions that had moved come back to it.
+func (s *Server) handOver(old, succ *backendLink) {
+	start := time.Now()
+	s.mu.Lock()
+	s.cur = succ // new players, and any session that loses its stream, go there
+	s.mu.Unlock()
+	s.log().Info("gateway: handing the players to the backend's successor", zap.String("addr", succ.addr))
+	moved, ok := 0, true
+	for ok {
+		batch := s.attachedTo(old, handoverBatch)
+		if len(batch) == 0 {
+			break
+		}
+		ids := make([]string, len(batch))
+		for i, ss := range batch {
+			ss.mu.Lock()
+			ss.handover = true
+			ss.mu.Unlock()
+			ids[i] = ss.id
+		}
+		if err := old.send(link.FrameRelease, link.AppendMove(nil, ids)); err != nil {
+			break // the old backend is going: its sessions come here by themselves
+		}
+		deadline := time.Now().Add(handoverWait)
+		for _, ss := range batch {
+			for ss.onLink(old) && !old.leaving() && !succ.leaving() && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond) // one round trip each; nothing to wait on
+			}
+		}
+		moved += len(batch)
+		ok = !succ.leaving() && !old.leaving()
+	}
+	if succ.leaving() {
+		// The successor failed: the old backend takes back what it had.
+		s.mu.Lock()
+		if s.cur == succ {
+			s.cur = old
+		}
+		s.mu.Unlock()
+		if !old.leaving() {
+			attachAll(old, s.list())
+		}
+		s.log().Warn("gateway: the backend's successor failed; the backend keeps the players", zap.Int("moved", moved))
+		return
+	}
+	s.setSuccessor(succ)
+	if !old.leaving() {
+		old.send(link.FrameRetire, nil)
+	}
+	s.log().Info("gateway: players handed to the backend's successor", zap.Int("sessions", moved),
+		zap.Duration("took", time.Since(start)))
+}
+
+// attachedTo returns up to n sessions on lk.
+func (s *Server) attachedTo(lk *backendLink, n int) []*session {
+	var out []*session
+	for _, ss := range s.list() {
+		if len(out) == n {
+			break
+		}
+		if ss.onLink(lk) {
+			out = append(out, ss)
+		}
+	}
+	return out
+}
+
+func (ss *session) onLink(lk *backendLink) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.lk == lk && ss.st != nil
+}
+
+func (s *Server) setSuccessor(lk *backendLink) {
+	s.mu.Lock()
+	s.successor = lk
+	s.mu.Unlock()
+}
+
+// takeSuccessor returns the link to a backend that took the players over,
+// once.
+func (s *Server) takeSuccessor() *backendLink {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lk := s.successor
+	s.successor = nil
+	if lk != nil && lk.dead.Load() {
+		return nil
+	}
+	return lk
+}
+
+// send writes a frame on the control stream.
+func (lk *backendLink) send(typ byte, payload []byte) error {
+	lk.cmu.Lock()
+	defer lk.cmu.Unlock()
+	lk.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	return link.WriteFrame(lk.ctrl, typ, payload)
+}
