@@ -605,7 +605,10 @@ loop:
 	if gone {
 		return
 	}
-	if cur := s.srv.current(); cur != nil && cur != lk && s.attach(cur) {
+	// A stream that ended with its link goes to another link; one that
+	// the backend let go of (Moved: handed to its successor, which may
+	// have failed) may go to a new stream on the same link.
+	if cur := s.srv.current(); cur != nil && (cur != lk || moved) && s.attach(cur) {
 		return
 	}
 	s.mu.Lock()
