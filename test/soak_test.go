@@ -22,10 +22,11 @@ import (
 )
 
 var (
-	soakPlayers  = flag.Int("soak.players", 20, "players typing in TestChaosSoak")
-	soakRestarts = flag.Int("soak.restarts", 10, "backend restarts in TestChaosSoak")
-	soakUpgrades = flag.Int("soak.upgrades", 3, "gateway upgrades in TestChaosSoak, mixed into the restarts")
-	soakSeed     = flag.Uint64("soak.seed", 0, "random seed for TestChaosSoak; 0 picks one")
+	soakPlayers   = flag.Int("soak.players", 20, "players typing in TestChaosSoak")
+	soakRestarts  = flag.Int("soak.restarts", 10, "backend restarts in TestChaosSoak")
+	soakUpgrades  = flag.Int("soak.upgrades", 3, "gateway upgrades in TestChaosSoak, mixed into the restarts")
+	soakHandovers = flag.Int("soak.handovers", 3, "backend handovers to a successor in TestChaosSoak, in place of restarts")
+	soakSeed      = flag.Uint64("soak.seed", 0, "random seed for TestChaosSoak; 0 picks one")
 )
 
 // soakPlayer types numbered lines at random intervals and checks the
@@ -191,11 +192,18 @@ func TestChaosSoak(t *testing.T) {
 		}(rng.Uint64())
 	}
 
-	var kills, terms, registry, upgrades int
+	var kills, terms, registry, upgrades, handovers int
 	// Upgrades come at random rounds among the restarts.
 	upgradeAt := map[int]bool{}
 	for len(upgradeAt) < min(*soakUpgrades, *soakRestarts) {
 		upgradeAt[rng.IntN(*soakRestarts)] = true
+	}
+	// Handovers replace the kill at other random rounds.
+	handoverAt := map[int]bool{}
+	for len(handoverAt) < min(*soakHandovers, *soakRestarts-len(upgradeAt)) {
+		if r := rng.IntN(*soakRestarts); !upgradeAt[r] {
+			handoverAt[r] = true
+		}
 	}
 	for r := 0; r < *soakRestarts; r++ {
 		time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond) // typing goes on meanwhile
@@ -218,6 +226,18 @@ func TestChaosSoak(t *testing.T) {
 				}
 				upgraded = nil
 			}
+		}
+		if handoverAt[r] {
+			handovers++
+			n := sys.gw.count("gateway: players handed to the backend's successor")
+			next := start(t, "backend", sys.env(), "-cookie-file", sys.cookie, "-takeover")
+			sys.gw.waitLog("gateway: players handed to the backend's successor", n+1)
+			if code := exitCode(t, be); code != 0 {
+				t.Fatalf("handover %d: the old backend exited with status %d", handovers, code)
+			}
+			next.waitLog("backend: took the name over", 1)
+			be = next
+			continue
 		}
 		sig := syscall.SIGKILL
 		if rng.IntN(2) == 0 {
@@ -276,8 +296,8 @@ func TestChaosSoak(t *testing.T) {
 		rss2, heap2, g2 = gatewayStats(t, gwPID(), debugAddr)
 		return g2 <= g0
 	})
-	fmt.Printf("soak: players=%d restarts=%d (SIGKILL %d, SIGTERM %d, registry %d) gateway_upgrades=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
-		len(players), *soakRestarts, kills, terms, registry, upgrades, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
+	fmt.Printf("soak: players=%d rounds=%d (SIGKILL %d, SIGTERM %d, registry %d, handovers %d) gateway_upgrades=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
+		len(players), *soakRestarts, kills, terms, registry, handovers, upgrades, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
 	if lost != 0 || ooo != 0 || disconnected != 0 {
 		t.Fatalf("lost %d, out of order %d, disconnected %d", lost, ooo, disconnected)
 	}
