@@ -37,7 +37,8 @@ func TestLoadToolSmoke(t *testing.T) {
 		"-pid", strconv.Itoa(sys.gw.cmd.Process.Pid), "-backend-pid", strconv.Itoa(be.cmd.Process.Pid),
 		"-backend-cmd", "ERL_EPMD_PORT="+strconv.Itoa(sys.epmdPort)+" "+backendCmd,
 		"-epmd", "127.0.0.1:"+strconv.Itoa(sys.epmdPort),
-		"-upgrade-cmd", filepath.Join(binDir, "gateway")+" upgrade -control "+sys.control)
+		"-upgrade-cmd", filepath.Join(binDir, "gateway")+" upgrade -control "+sys.control,
+		"-handover-cmd", "ERL_EPMD_PORT="+strconv.Itoa(sys.epmdPort)+" "+backendCmd+" -takeover")
 	if pid, ok := figures["upgrade_pid"]; ok {
 		if n, err := strconv.ParseFloat(pid, 64); err == nil {
 			t.Cleanup(func() { syscall.Kill(int(n), syscall.SIGKILL) })
@@ -51,7 +52,8 @@ func TestLoadToolSmoke(t *testing.T) {
 		}
 	}
 	for _, f := range []string{"login_all", "rss_per_idle_session", "rss_total", "rtt_p50", "rtt_p99", "rtt_p999", "fanout_last", "bulk_one", "bulk_all",
-		"upgrade_time", "upgrade_rtt_max", "upgrade_rss_before", "upgrade_rss_after", "upgrade_fds_before", "upgrade_fds_after", "resume_all"} {
+		"upgrade_time", "upgrade_rtt_max", "upgrade_rss_before", "upgrade_rss_after", "upgrade_fds_before", "upgrade_fds_after",
+		"handover_time", "handover_rtt_max", "handover_gateway_rss_peak", "restart_time", "restart_rtt_max", "resume_all"} {
 		if _, ok := figures[f]; !ok {
 			t.Errorf("holdfast: no figure %s in\n%s", f, out)
 		}

@@ -61,6 +61,7 @@ func main() {
 		fs.StringVar(&o.epmd, "epmd", "127.0.0.1:4369", "registry to watch for the backend's registration")
 		fs.StringVar(&o.name, "name", "game", "the backend's registered name")
 		fs.StringVar(&o.upgradeCmd, "upgrade-cmd", "", "shell command that upgrades the gateway and prints its new pid (holdfast only)")
+		fs.StringVar(&o.handoverCmd, "handover-cmd", "", "shell command that starts a successor to the backend (with -backend-pid and -backend-cmd)")
 		fs.Parse(os.Args[2:])
 		err = run(&o)
 	default:
@@ -73,17 +74,18 @@ func main() {
 }
 
 type options struct {
-	addr       string
-	sessions   int
-	typists    int
-	keys       int
-	pid        int
-	bulkLines  int
-	backendPID int
-	backendCmd string
-	epmd       string
-	name       string
-	upgradeCmd string
+	addr        string
+	sessions    int
+	typists     int
+	keys        int
+	pid         int
+	bulkLines   int
+	backendPID  int
+	backendCmd  string
+	epmd        string
+	name        string
+	upgradeCmd  string
+	handoverCmd string
 }
 
 func result(name string, value float64, unit string) {
@@ -147,6 +149,11 @@ func run(o *options) error {
 	}
 	if o.upgradeCmd != "" {
 		if err := upgradeGateway(o, sessions); err != nil {
+			return err
+		}
+	}
+	if o.handoverCmd != "" && o.backendPID != 0 {
+		if err := deploy(o, sessions); err != nil {
 			return err
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -17,57 +16,19 @@ import (
 // descriptors of the old process before and of the new one after. Every
 // player must still answer afterwards.
 func upgradeGateway(o *options, sessions []*session) error {
-	typists := sessions[:min(o.typists, len(sessions))]
-	type sample struct {
-		sent time.Time
-		rtt  time.Duration
-	}
-	var mu sync.Mutex
-	var samples []sample
-	stop := make(chan struct{})
-	errs := make(chan error, len(typists))
-	var wg sync.WaitGroup
-	for _, s := range typists {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := 0; ; k++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				text := fmt.Sprintf("up%s-%d", s.name, k)
-				var t0 time.Time
-				at, err := s.expect("echo: "+text, func() error {
-					t0 = time.Now()
-					return s.send("echo " + text)
-				}, time.Minute)
-				if err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				samples = append(samples, sample{t0, at.Sub(t0)})
-				mu.Unlock()
-			}
-		}()
-	}
+	ty := startTyping(sessions[:min(o.typists, len(sessions))], "up")
 	time.Sleep(time.Second) // typing before
 	rssBefore, fdsBefore := rssKiB(o.pid), openFiles(o.pid)
 	t0 := time.Now()
 	out, err := exec.Command("sh", "-c", o.upgradeCmd).CombinedOutput()
 	took := time.Since(t0)
 	if err != nil {
-		close(stop)
-		wg.Wait()
+		ty.finish(t0, t0)
 		return fmt.Errorf("upgrade: %v: %s", err, out)
 	}
 	time.Sleep(time.Second) // typing after
-	close(stop)
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	during, err := ty.finish(t0, t0.Add(took))
+	if err != nil {
 		return fmt.Errorf("a typist during the upgrade: %w", err)
 	}
 	m := regexp.MustCompile(`pid (\d+)`).FindSubmatch(out)
@@ -75,13 +36,6 @@ func upgradeGateway(o *options, sessions []*session) error {
 		return fmt.Errorf("upgrade: no pid in %q", out)
 	}
 	newPID, _ := strconv.Atoi(string(m[1]))
-	var worst, during time.Duration
-	for _, s := range samples {
-		worst = max(worst, s.rtt)
-		if s.sent.Add(s.rtt).After(t0) && s.sent.Before(t0.Add(took)) {
-			during = max(during, s.rtt)
-		}
-	}
 	// Every player is still there.
 	_, err = all(sessions, func(s *session) (time.Time, error) {
 		return s.expect("echo: after-upgrade", func() error { return s.send("echo after-upgrade") }, time.Minute)
@@ -93,7 +47,6 @@ func upgradeGateway(o *options, sessions []*session) error {
 	result("upgrade_pid", float64(newPID), "pid")
 	result("upgrade_time", float64(took.Microseconds())/1000, "ms")
 	result("upgrade_rtt_max", float64(during.Microseconds())/1000, "ms")
-	result("upgrade_rtt_max_all", float64(worst.Microseconds())/1000, "ms")
 	result("upgrade_rss_before", float64(rssBefore), "KiB")
 	result("upgrade_rss_after", float64(rssKiB(newPID)), "KiB")
 	result("upgrade_fds_before", float64(fdsBefore), "fds")
