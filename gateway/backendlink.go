@@ -263,6 +263,7 @@ func (s *Server) serveLink(lk *backendLink, name string, w *watcher) {
 	s.wg.Add(1)
 	go s.watchSuccessor(watchCtx, lk, w, found)
 	var handed chan struct{}
+	var tookOver bool
 	reason := "backend link lost"
 wait:
 	select {
@@ -278,7 +279,7 @@ wait:
 		go func() {
 			defer s.wg.Done()
 			defer close(handed)
-			s.handOver(lk, succ)
+			tookOver = s.handOver(lk, succ)
 		}()
 		goto wait
 	}
@@ -288,6 +289,9 @@ wait:
 	}
 	if lk.saidGoodbye() {
 		reason = "backend said goodbye"
+	}
+	if tookOver {
+		reason = "backend retired; its successor has the players"
 	}
 	s.mu.Lock()
 	if s.cur == lk {

@@ -84,10 +84,11 @@ const handoverBatch = 200
 // successor.
 const handoverWait = 10 * time.Second
 
-// handOver moves every session from old to succ. On success succ is the
-// next link, and old is told to retire; if succ fails meanwhile, old stays
-// the link, and the sessions that had moved come back to it.
-func (s *Server) handOver(old, succ *backendLink) {
+// handOver moves every session from old to succ and reports whether succ
+// took over. Then succ is the next link, and old is told to retire; if
+// succ fails meanwhile, old stays the link, and the sessions that had
+// moved come back to it.
+func (s *Server) handOver(old, succ *backendLink) bool {
 	start := time.Now()
 	s.mu.Lock()
 	s.cur = succ // new players, and any session that loses its stream, go there
@@ -129,7 +130,7 @@ func (s *Server) handOver(old, succ *backendLink) {
 			attachAll(old, s.list())
 		}
 		s.log().Warn("gateway: the backend's successor failed; the backend keeps the players", zap.Int("moved", moved))
-		return
+		return false
 	}
 	s.setSuccessor(succ)
 	if !old.leaving() {
@@ -137,6 +138,7 @@ func (s *Server) handOver(old, succ *backendLink) {
 	}
 	s.log().Info("gateway: players handed to the backend's successor", zap.Int("sessions", moved),
 		zap.Duration("took", time.Since(start)))
+	return true
 }
 
 // attachedTo returns up to n sessions on lk.
