@@ -61,6 +61,11 @@ type Session struct {
 	st      *yamux.Stream // where frames go, unless the session is away
 	acked   uint64        // offset of the last Ack sent
 	toAck   uint64        // offset to acknowledge next; delivered, published
+	// finished is the input the application had been handed when it last
+	// came back to read: what it has done with. A session handed to a
+	// successor acknowledges only that, so that a line it was still
+	// working on goes to the successor.
+	finished uint64
 	pending []byte        // frames written while away, for the next stream
 	stateMu sync.Mutex
 	state   []byte
@@ -199,6 +204,7 @@ func (s *Session) SetState(b []byte) error {
 func (s *Session) Read(p []byte) (int, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
+	s.finish()
 	if s.isDetached() {
 		return 0, ErrDetached
 	}
@@ -223,6 +229,7 @@ func (s *Session) Read(p []byte) (int, error) {
 func (s *Session) ReadLine() (string, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
+	s.finish()
 	scanned := 0
 	for {
 		if s.isDetached() {
@@ -253,6 +260,14 @@ func (s *Session) ReadLine() (string, error) {
 			return "", err
 		}
 	}
+}
+
+// finish records that the application is done with what it was handed:
+// it has come back to read. It is called with s.rmu held.
+func (s *Session) finish() {
+	s.wmu.Lock()
+	s.finished = s.delivered
+	s.wmu.Unlock()
 }
 
 func (s *Session) deliver(n int) {

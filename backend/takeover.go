@@ -123,8 +123,15 @@ func (s *Session) release(gl *gatewayLink) {
 	if !ok {
 		return
 	}
-	s.flushAckLocked(0)
-	link.WriteFrame(s.st, link.FrameMoved, nil)
+	// Only what the application is done with: a line it was still working
+	// on is not acknowledged, and the successor gets it (its answer here
+	// would fail: the session is released).
+	b := []byte(nil)
+	if ack := min(s.toAck, s.finished); ack > s.acked {
+		b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, ack))
+		s.acked = ack
+	}
+	s.st.Write(link.AppendFrame(b, link.FrameMoved, nil))
 	s.detach()
 }
 
