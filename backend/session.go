@@ -57,18 +57,18 @@ type Session struct {
 	recv      uint64 // input offset of the next byte the streams bring
 	skip      uint64 // input bytes the stream repeats: it started before recv
 
-	wmu     sync.Mutex    // serialises frames to the gateway and guards their fields
-	st      *yamux.Stream // where frames go, unless the session is away
-	acked   uint64        // offset of the last Ack sent
-	toAck   uint64        // offset to acknowledge next; delivered, published
+	wmu   sync.Mutex    // serialises frames to the gateway and guards their fields
+	st    *yamux.Stream // where frames go, unless the session is away
+	acked uint64        // offset of the last Ack sent
+	toAck uint64        // offset to acknowledge next; delivered, published
 	// finished is the input the application had been handed when it last
 	// came back to read: what it has done with. A session handed to a
 	// successor acknowledges only that, so that a line it was still
 	// working on goes to the successor.
 	finished uint64
-	pending []byte        // frames written while away, for the next stream
-	stateMu sync.Mutex
-	state   []byte
+	pending  []byte // frames written while away, for the next stream
+	stateMu  sync.Mutex
+	state    []byte
 
 	detached chan struct{} // closed when the session leaves this backend
 
