@@ -2,6 +2,7 @@ package link
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -300,6 +301,8 @@ func FuzzReader(f *testing.F) {
 func FuzzParseOpen(f *testing.F) {
 	o := Open{ID: "1", Resumed: 1, State: []byte("s"), Facts: Facts{Terminal: "ANSI"}}
 	f.Add(o.Append(nil))
+	o.HandedOver = true
+	f.Add(o.Append(nil))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		got, err := ParseOpen(in)
 		if err != nil {
@@ -309,7 +312,8 @@ func FuzzParseOpen(f *testing.F) {
 			t.Fatalf("state of %d bytes accepted", len(got.State))
 		}
 		again, err := ParseOpen(got.Append(nil))
-		if err != nil || again.ID != got.ID || again.Facts != got.Facts || !bytes.Equal(again.State, got.State) {
+		if err != nil || again.ID != got.ID || again.Facts != got.Facts || !bytes.Equal(again.State, got.State) ||
+			again.HandedOver != got.HandedOver {
 			t.Fatalf("re-encoding changes the message: %+v vs %+v (%v)", again, got, err)
 		}
 	})
@@ -400,4 +404,81 @@ func TestCoalesceCloseBounded(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close hangs on a peer that does not read")
 	}
+}
+
+func TestMoveAndBackend(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ids  []string
+	}{
+		{"none", nil},
+		{"one", []string{"k3f9q2xa-1"}},
+		{"several", []string{"a-1", "", "b-22"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseMove(AppendMove(nil, tc.ids))
+			if err != nil || len(got) != len(tc.ids) {
+				t.Fatalf("ParseMove = %q, %v; want %q", got, err, tc.ids)
+			}
+			for i := range got {
+				if got[i] != tc.ids[i] {
+					t.Fatalf("ParseMove = %q, want %q", got, tc.ids)
+				}
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"short", []byte{0, 0}},
+		{"count past the bound", binary.BigEndian.AppendUint32(nil, MaxMove+1)},
+		{"count past the ids", binary.BigEndian.AppendUint32(nil, 2)},
+		{"bytes after", append(AppendMove(nil, []string{"x"}), 9)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseMove(tc.in); !errors.Is(err, ErrProtocol) {
+				t.Fatalf("ParseMove(%q): %v, want ErrProtocol", tc.in, err)
+			}
+		})
+	}
+	b := Backend{Instance: "abc"}
+	if got, err := ParseBackend(b.Append(nil)); err != nil || got != b {
+		t.Fatalf("ParseBackend round trip: %+v, %v", got, err)
+	}
+	if _, err := ParseBackend([]byte{0, 9, 'x'}); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("a short Backend: %v, want ErrProtocol", err)
+	}
+}
+
+func FuzzParseMove(f *testing.F) {
+	f.Add(AppendMove(nil, []string{"a-1", "b-2"}))
+	f.Add(binary.BigEndian.AppendUint32(nil, MaxMove+1))
+	f.Add([]byte{0, 0, 0, 1, 0, 3, 'a'})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		ids, err := ParseMove(in)
+		if err != nil {
+			return
+		}
+		if len(ids) > MaxMove {
+			t.Fatalf("%d ids accepted", len(ids))
+		}
+		if again := AppendMove(nil, ids); !bytes.Equal(again, in) {
+			t.Fatalf("re-encoding changes the message: %q vs %q", again, in)
+		}
+	})
+}
+
+func FuzzParseBackend(f *testing.F) {
+	f.Add((&Backend{Instance: "abc"}).Append(nil))
+	f.Add([]byte{0xff, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		b, err := ParseBackend(in)
+		if err != nil {
+			return
+		}
+		if len(b.Instance) > len(in) {
+			t.Fatalf("instance of %d bytes from %d", len(b.Instance), len(in))
+		}
+	})
 }
