@@ -235,3 +235,41 @@ func TestDetachWhileAway(t *testing.T) {
 		t.Fatal("read did not return")
 	}
 }
+
+// TestReleaseKeepsLineInProgress: a session handed to the successor while
+// the game works on a line acknowledges only what came before it, so that
+// the successor gets that line; the game's late answer fails.
+func TestReleaseKeepsLineInProgress(t *testing.T) {
+	l, g := setup(t)
+	st, s := g.open(l, link.Open{ID: "r", Offset: 0})
+	link.WriteFrame(st, link.FrameInput, []byte("one\ntwo\n"))
+	if line, err := s.ReadLine(); err != nil || line != "one" {
+		t.Fatalf("ReadLine = %q, %v", line, err)
+	}
+	io.WriteString(s, "answer one\n")
+	if line, err := s.ReadLine(); err != nil || line != "two" {
+		t.Fatalf("ReadLine = %q, %v", line, err)
+	}
+	// The game is working on "two" when the gateway releases the session.
+	link.WriteFrame(g.ctrl, link.FrameRelease, link.AppendMove(nil, []string{"r"}))
+	fr := link.Reader{R: st}
+	var acked uint64
+	for {
+		typ, p := frame(t, &fr)
+		if typ == link.FrameAck {
+			acked, _ = link.ParseAck(p)
+		}
+		if typ == link.FrameMoved {
+			break
+		}
+	}
+	if acked != 4 {
+		t.Errorf("acknowledged up to %d before Moved, want 4: the second line was still being worked on", acked)
+	}
+	if _, err := io.WriteString(s, "answer two\n"); !errors.Is(err, ErrDetached) {
+		t.Errorf("the game's answer after the release: %v, want ErrDetached", err)
+	}
+	if _, err := s.ReadLine(); !errors.Is(err, ErrDetached) {
+		t.Errorf("reading after the release: %v, want ErrDetached", err)
+	}
+}
