@@ -50,8 +50,8 @@ const (
 	closeFlush = time.Second
 )
 
-// Coalesce wraps a link connection before yamux takes it. When a read
-// fails, broken (if not nil) runs once before yamux learns of it.
+// Coalesce wraps a link connection before yamux takes it. When a read or
+// a write fails, broken (if not nil) runs once before yamux learns of it.
 //
 // That order matters: yamux v0.1.2 marks a dead session shut down before it
 // closes its streams, and in between every goroutine blocked in Stream.Read
@@ -73,6 +73,18 @@ func (c *coalescedConn) Read(p []byte) (int, error) {
 }
 
 func (c *coalescedConn) Write(p []byte) (int, error) {
+	n, err := c.write1(p)
+	if err != nil && c.broken != nil {
+		// A peer that dies while frames go out (a backend killed as it
+		// hands its players over) fails a write before any read: yamux
+		// then shuts the session down at once, and the readers must be
+		// woken first here too.
+		c.once.Do(c.broken)
+	}
+	return n, err
+}
+
+func (c *coalescedConn) write1(p []byte) (int, error) {
 	if c.held {
 		c.held = false
 		if err := c.enqueue(c.hdr[:], p); err != nil {

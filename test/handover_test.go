@@ -230,34 +230,42 @@ func TestSuccessorGetsReady(t *testing.T) {
 	ty.finish()
 }
 
-// TestHandoverFailures kills the successor as the handover starts, with
-// enough players that it takes more than one batch: the players it had go
-// back to the old backend, which stays, nobody is disconnected and nothing
+// TestHandoverFailures kills one backend or the other as the handover
+// starts, with enough players that it takes more than one batch: the
+// players end up on the one that lives, nobody is disconnected and nothing
 // typed is lost. A kill that comes after the handover has finished leaves
 // no backend (the old one had retired): then a new one is started, as an
 // operator would, and the players carry on there.
 func TestHandoverFailures(t *testing.T) {
-	sys := startSystem(t)
-	old := sys.startBackend()
-	ty := startTypers(t, sys.telnet, 10)
-	idlers(t, sys.telnet, 2*200)
-	ty.waitAnswered(20)
-	next := successor(t, sys)
-	sys.gw.waitLog("gateway: handing the players to the backend's successor", 1)
-	next.kill(syscall.SIGKILL)
-	next.wait()
-	select {
-	case <-old.exited:
-		t.Logf("the kill came after the handover; starting a new backend")
-		sys.startBackend()
-	case <-time.After(500 * time.Millisecond):
-		if sys.gw.count("gateway: the backend's successor failed; the backend keeps the players") == 0 &&
-			sys.gw.count("gateway: players handed to the backend's successor") == 0 {
-			t.Errorf("the gateway did not notice the successor fail")
-		}
+	for _, kill := range []string{"successor", "old"} {
+		t.Run(kill, func(t *testing.T) {
+			sys := startSystem(t)
+			old := sys.startBackend()
+			ty := startTypers(t, sys.telnet, 10)
+			idlers(t, sys.telnet, 2*200)
+			ty.waitAnswered(20)
+			next := successor(t, sys)
+			sys.gw.waitLog("gateway: handing the players to the backend's successor", 1)
+			victim, survivor := next, old
+			if kill == "old" {
+				victim, survivor = old, next
+			}
+			victim.kill(syscall.SIGKILL)
+			victim.wait()
+			select {
+			case <-survivor.exited:
+				t.Logf("the kill came after the handover; starting a new backend")
+				sys.startBackend()
+			case <-time.After(500 * time.Millisecond):
+				if kill == "successor" && sys.gw.count("gateway: the backend's successor failed; the backend keeps the players") == 0 &&
+					sys.gw.count("gateway: players handed to the backend's successor") == 0 {
+					t.Errorf("the gateway did not notice the successor fail")
+				}
+			}
+			ty.waitAnswered(100)
+			ty.finish()
+		})
 	}
-	ty.waitAnswered(100)
-	ty.finish()
 }
 
 // TestSecondSuccessorRefused: while one successor waits to take over,
