@@ -193,7 +193,7 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 		if r != nil {
 			relays = append(relays, r)
 		}
-		states = append(states, ss.save(r != nil))
+		states = append(states, ss.save())
 	}
 	var buf bytes.Buffer
 	if err := gob.NewEncoder(&buf).Encode(states); err != nil {
@@ -378,7 +378,7 @@ func (ss *session) closeStream() {
 }
 
 // save returns the frozen session's state.
-func (ss *session) save(relayed bool) movedSession {
+func (ss *session) save() movedSession {
 	ss.tmu.Lock()
 	engine := ss.engine.Save()
 	ss.tmu.Unlock()
@@ -386,7 +386,7 @@ func (ss *session) save(relayed bool) movedSession {
 	defer ss.mu.Unlock()
 	_, isTLS := ss.conn.(*tls.Conn)
 	return movedSession{
-		ID: ss.id, Since: ss.since, IP: ss.ip, TLS: isTLS || relayed || ss.tls,
+		ID: ss.id, Since: ss.since, IP: ss.ip, TLS: isTLS || ss.tls,
 		BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(),
 		Engine: engine, Encoder: ss.enc.Save(),
 		Compressing: ss.compressing, Compressor: ss.comp.Save(),
@@ -561,9 +561,6 @@ func (s *Server) StopServing() {
 	s.mu.Lock()
 	s.handedOff = true
 	for ln := range s.listeners {
-		if ul, ok := ln.(*net.UnixListener); ok {
-			ul.SetUnlinkOnClose(false)
-		}
 		ln.Close()
 	}
 	s.mu.Unlock()

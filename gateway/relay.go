@@ -56,7 +56,6 @@ func (s *Server) startRelay(r *relay) {
 	}
 	s.relaySet[r] = struct{}{}
 	s.mu.Unlock()
-	s.relayCount.Add(1)
 	s.relays.Add(2)
 	up := make(chan struct{})
 	go func() {
@@ -94,12 +93,15 @@ func (s *Server) startRelay(r *relay) {
 		s.mu.Lock()
 		delete(s.relaySet, r)
 		s.mu.Unlock()
-		s.relayCount.Add(-1)
 	}()
 }
 
 // Relays returns how many TLS players this process relays for another.
-func (s *Server) Relays() int { return int(s.relayCount.Load()) }
+func (s *Server) Relays() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.relaySet)
+}
 
 // WaitRelays waits until the last relayed TLS player has gone.
 func (s *Server) WaitRelays() { s.relays.Wait() }

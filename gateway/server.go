@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -118,9 +117,8 @@ type Server struct {
 	wg        sync.WaitGroup
 	handedOff bool // another process accepts on the listeners now
 
-	relays     sync.WaitGroup // TLS relays for sessions another process holds
-	relayCount atomic.Int64
-	relaySet   map[*relay]struct{}
+	relays   sync.WaitGroup // TLS relays for sessions another process holds
+	relaySet map[*relay]struct{}
 }
 
 func (s *Server) log() *zap.Logger {
