@@ -13,6 +13,7 @@ type SessionInfo struct {
 	ID        string    `json:"id"`
 	Client    string    `json:"client"` // the player's address, after any PROXY header
 	TLS       bool      `json:"tls"`
+	Kind      string    `json:"kind"` // telnet, telnet+tls, websocket[+tls] and its protocol
 	Since     time.Time `json:"since"`
 	Terminal  string    `json:"terminal"`
 	ClientApp string    `json:"client_app"` // the client program, when it says
@@ -36,6 +37,7 @@ func (s *Server) Sessions() []SessionInfo {
 			ID:        ss.id,
 			Client:    ss.facts.ClientAddr,
 			TLS:       isTLS || ss.tls,
+			Kind:      ss.kind,
 			Since:     ss.since,
 			Terminal:  ss.facts.Terminal,
 			ClientApp: ss.facts.ClientName,

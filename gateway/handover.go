@@ -63,7 +63,8 @@ type movedSession struct {
 	ID          string
 	Since       time.Time
 	IP          netip.Addr
-	TLS         bool // the old process keeps the TLS and relays the plain bytes
+	TLS         bool   // the old process keeps the TLS and relays the plain bytes
+	Kind        string // what the player connected with
 	BytesIn     uint64
 	BytesOut    uint64
 	Engine      telnet.EngineState
@@ -250,12 +251,12 @@ func (s *Server) stopIO(frozen []*session) []*session {
 		list = append(list, stopping{ss, reader, ss.out.freeze()})
 	}
 	// Kicked again and again: a reader or writer may set a deadline of
-	// its own just after a kick. A TLS write cut short by a deadline would
-	// leave the connection unable to write again: its writer is let
-	// finish instead.
+	// its own just after a kick. A TLS or WebSocket write cut short by a
+	// deadline would leave the connection unable to write again: its
+	// writer is let finish instead.
 	kick := func(ss *session) {
 		ss.conn.SetReadDeadline(time.Now())
-		if _, isTLS := ss.conn.(*tls.Conn); !isTLS {
+		if !relayed(ss.conn) {
 			ss.conn.SetWriteDeadline(time.Now())
 		}
 	}
@@ -386,7 +387,7 @@ func (ss *session) save() movedSession {
 	defer ss.mu.Unlock()
 	_, isTLS := ss.conn.(*tls.Conn)
 	return movedSession{
-		ID: ss.id, Since: ss.since, IP: ss.ip, TLS: isTLS || ss.tls,
+		ID: ss.id, Since: ss.since, IP: ss.ip, TLS: isTLS || ss.tls, Kind: ss.kind,
 		BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(),
 		Engine: engine, Encoder: ss.enc.Save(),
 		Compressing: ss.compressing, Compressor: ss.comp.Save(),
@@ -429,21 +430,21 @@ func (ss *session) letGo() {
 }
 
 // closeDescriptor closes this process's descriptor of a connection without
-// ending the connection. A TLS connection is left alone: closing it would
-// send close_notify, and the relay that carries it on holds it.
+// ending the connection. A relayed connection is left alone: closing it
+// would end it (TLS's close_notify, WebSocket's close), and the relay that
+// carries it on holds it.
 func closeDescriptor(c net.Conn) {
-	if _, ok := c.(*tls.Conn); !ok {
+	if !relayed(c) {
 		c.Close()
 	}
 }
 
 // socketFile returns a descriptor of the session's socket to pass to the
-// other process. A TLS session cannot move its TLS state: it gets a local
-// socket pair instead, whose other end the relay joins to the TLS
-// connection here.
+// other process. A relayed connection cannot move: it gets a local socket
+// pair instead, whose other end the relay joins to the connection here.
 func (ss *session) socketFile() (*os.File, *relay, error) {
-	if tc, ok := ss.conn.(*tls.Conn); ok {
-		return newRelay(ss, tc)
+	if relayed(ss.conn) {
+		return newRelay(ss, ss.conn)
 	}
 	f, err := netx.Dup(ss.conn)
 	return f, nil, err
@@ -491,7 +492,7 @@ func (s *Server) arrive(m *movedSession, f *os.File) (*session, error) {
 		return nil, err
 	}
 	ss := newSession(s, m.ID, c, clientAddr(m.Facts.ClientAddr), m.IP)
-	ss.since, ss.tls = m.Since, m.TLS
+	ss.since, ss.tls, ss.kind = m.Since, m.TLS, m.Kind
 	ss.bytesIn.Store(m.BytesIn)
 	ss.bytesOut.Store(m.BytesOut)
 	if err := ss.engine.Restore(m.Engine); err != nil {

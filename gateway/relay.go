@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -12,13 +11,14 @@ import (
 	"go.uber.org/zap"
 )
 
-// relay keeps a TLS player's connection in this process after its session
-// has moved to another: crypto/tls cannot hand its keys and sequence
-// numbers to another process, so this one goes on doing the TLS, and the
-// other reads and writes the plain bytes through a local socket pair.
+// relay keeps a player's connection in this process after its session has
+// moved to another: crypto/tls cannot hand its keys and sequence numbers to
+// another process, nor a WebSocket its framing and resume state, so this
+// one goes on doing TLS or WebSocket, and the other reads and writes the
+// plain telnet bytes through a local socket pair.
 type relay struct {
 	id    string
-	tc    *tls.Conn
+	tc    net.Conn
 	local net.Conn // this process's end of the pair
 }
 
@@ -26,9 +26,9 @@ type relay struct {
 // WriteTimeout does a write to a player's socket.
 const relayWriteTimeout = 30 * time.Second
 
-// newRelay makes the socket pair for a TLS session and returns the other
+// newRelay makes the socket pair for a relayed session and returns the other
 // process's end of it.
-func newRelay(ss *session, tc *tls.Conn) (*os.File, *relay, error) {
+func newRelay(ss *session, tc net.Conn) (*os.File, *relay, error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, err

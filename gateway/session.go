@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -38,7 +39,8 @@ type session struct {
 	conn  net.Conn
 	ip    netip.Addr // what the per-address limit counts
 	since time.Time
-	tls   bool // the player speaks TLS to this process, or to the one that relays it
+	tls   bool   // the player speaks TLS to this process, or to the one that relays it
+	kind  string // what the player connected with, for operators: "telnet", "telnet+tls", "websocket ..."
 	out   *outbox
 	// pendingOut is a moved session's queued output until it starts.
 	pendingOut outboxState
@@ -100,6 +102,7 @@ func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr
 		conn:  c,
 		ip:    ip,
 		since: time.Now(),
+		kind:  connKind(c),
 		facts: link.Facts{ClientAddr: addr.String()},
 	}
 	s.out = newOutbox(srv.outputQueue(), func() {
@@ -109,6 +112,30 @@ func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr
 	s.space.L = &s.mu
 	s.engine = telnet.NewEngine(s, srv.NoCompress)
 	return s
+}
+
+// connKind names a player's connection for operators.
+func connKind(c net.Conn) string {
+	switch v := c.(type) {
+	case *tls.Conn:
+		return "telnet+tls"
+	case interface{ Kind() string }:
+		return v.Kind()
+	}
+	return "telnet"
+}
+
+// relayed reports whether a connection must stay in this process when its
+// session moves to another: TLS (crypto/tls cannot hand over its keys)
+// and WebSocket connections, whose bytes are relayed instead.
+func relayed(c net.Conn) bool {
+	switch v := c.(type) {
+	case *tls.Conn:
+		return true
+	case interface{ Relayed() bool }:
+		return v.Relayed()
+	}
+	return false
 }
 
 // shortDuration writes d as a player would: "1h", "1h30m", "90s".

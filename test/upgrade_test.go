@@ -424,7 +424,7 @@ func TestUpgrade(t *testing.T) {
 	}
 	// The new gateway holds the TLS player through the old process,
 	// which stays only to relay it, and exits when it leaves.
-	if got := runTool(t, "gateway", "sessions", "-control", u.control); !strings.Contains(got, "4 sessions") || !strings.Contains(got, "(tls)") {
+	if got := runTool(t, "gateway", "sessions", "-control", u.control); !strings.Contains(got, "4 sessions") || !strings.Contains(got, "telnet+tls") {
 		t.Errorf("gateway sessions after the upgrade:\n%s", got)
 	}
 	u.gw.waitLog("gateway: relaying TLS players for the new gateway until they leave", 1)

@@ -162,6 +162,8 @@ func (t *talker) command(s *backend.Session, name, line string) bool {
 		}
 		fmt.Fprintf(s, "id: %s\nresumed: %d\nhandover: %s\nclient: %s\nterminal: %s\nmtts: %d\nwidth: %d\nheight: %d\ncharset: %s\nclient_ip: %s\n",
 			s.ID(), s.Resumed(), handover, strings.TrimSpace(f.ClientName+" "+f.ClientVersion), f.Terminal, f.MTTS, f.Width, f.Height, f.Charset, host)
+	case "colours", "colors":
+		io.WriteString(s, "colours: \x1b[31mred\x1b[0m \x1b[32mgreen\x1b[0m \x1b[1;34mbright blue\x1b[0m \x1b[38;5;208morange\x1b[0m\n")
 	case "password":
 		st := state{Name: name, Password: true}
 		return t.password(s, &st)
@@ -169,7 +171,7 @@ func (t *talker) command(s *backend.Session, name, line string) bool {
 		fmt.Fprintf(s, "Goodbye, %s.\n", name)
 		return false
 	default:
-		io.WriteString(s, "Commands: say TEXT, who, echo TEXT, session, password, quit.\n")
+		io.WriteString(s, "Commands: say TEXT, who, echo TEXT, session, colours, password, quit.\n")
 	}
 	return true
 }

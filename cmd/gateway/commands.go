@@ -47,7 +47,7 @@ func runSessions(args []string, out io.Writer) error {
 		return fmt.Errorf("reading /sessions: %w", err)
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tCLIENT\tCONNECTED\tTERMINAL\tSIZE\tSTATE\tRESUMED\tIN\tOUT")
+	fmt.Fprintln(tw, "ID\tCLIENT\tKIND\tCONNECTED\tTERMINAL\tSIZE\tSTATE\tRESUMED\tIN\tOUT")
 	now := time.Now()
 	for _, s := range list {
 		state := "waiting"
@@ -55,14 +55,11 @@ func runSessions(args []string, out io.Writer) error {
 			state = "attached"
 		}
 		client := s.Client
-		if s.TLS {
-			client += " (tls)"
-		}
 		size := "-"
 		if s.Width > 0 {
 			size = fmt.Sprintf("%dx%d", s.Width, s.Height)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s (%s ago)\t%s\t%s\t%s\t%d\t%d\t%d\n", s.ID, client,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s ago)\t%s\t%s\t%s\t%d\t%d\t%d\n", s.ID, client, orDash(s.Kind),
 			s.Since.Local().Format(time.DateTime), now.Sub(s.Since).Round(time.Second),
 			orDash(s.Terminal), size, state, s.Resumed, s.BytesIn, s.BytesOut)
 	}

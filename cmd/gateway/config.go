@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,13 @@ type config struct {
 	tlsListen, tlsCert, tlsKey string
 	proxyProtocol              string
 	proxyFrom                  []string // -proxy-protocol, split and checked
+
+	wsListen, wssListen string
+	wsOrigins           string
+	wsForwardedFor      string
+	reconnectGrace      time.Duration
+	origins             []string       // -ws-origins, split
+	forwardedFrom       []netip.Prefix // -ws-forwarded-for, split and checked
 }
 
 func (c *config) register(fs *flag.FlagSet) {
@@ -66,6 +74,11 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate chain for -tls-listen, reloaded on SIGHUP")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key for -tls-listen, reloaded on SIGHUP")
 	fs.StringVar(&c.proxyProtocol, "proxy-protocol", "", "comma-separated addresses or CIDRs whose connections start with a PROXY header (v1 or v2)")
+	fs.StringVar(&c.wsListen, "ws-listen", "", "HTTP address for browser players: the web client at /, WebSocket at /ws; empty: off")
+	fs.StringVar(&c.wssListen, "wss-listen", "", "HTTPS address for browser players (the web client and WebSocket over TLS); needs -tls-cert and -tls-key")
+	fs.StringVar(&c.wsOrigins, "ws-origins", "", "comma-separated page origins allowed to open WebSockets besides the gateway's own host (host patterns: play.example.com, *.example.com)")
+	fs.StringVar(&c.wsForwardedFor, "ws-forwarded-for", "", "comma-separated addresses or CIDRs of HTTP proxies whose X-Forwarded-For header names the player")
+	fs.DurationVar(&c.reconnectGrace, "reconnect-grace", 5*time.Minute, "how long a browser player's session waits for the page to reconnect after its connection breaks; 0: not at all")
 }
 
 // validate checks the settings together, and fills in what depends on
@@ -90,6 +103,8 @@ func (c *config) validate() error {
 	}
 	addr("listen", c.listen, false)
 	addr("tls-listen", c.tlsListen, true)
+	addr("ws-listen", c.wsListen, true)
+	addr("wss-listen", c.wssListen, true)
 	addr("metrics", c.metrics, true)
 	addr("debug-addr", c.debug, true)
 	if c.common.EPMDPort < 0 || c.common.EPMDPort > 65535 {
@@ -120,7 +135,7 @@ func (c *config) validate() error {
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"handshake-timeout", c.handshakeTimeout}, {"idle-timeout", c.idleTimeout}, {"shutdown-timeout", c.shutdownTimeout}, {"upgrade-timeout", c.upgradeTimeout}} {
+	}{{"handshake-timeout", c.handshakeTimeout}, {"idle-timeout", c.idleTimeout}, {"shutdown-timeout", c.shutdownTimeout}, {"upgrade-timeout", c.upgradeTimeout}, {"reconnect-grace", c.reconnectGrace}} {
 		if d.v < 0 {
 			bad(d.flag, "must not be negative, got %v", d.v)
 		}
@@ -131,12 +146,15 @@ func (c *config) validate() error {
 	if c.upgradeTimeout == 0 {
 		bad("upgrade-timeout", "must be more than zero")
 	}
+	secure := c.tlsListen != "" || c.wssListen != ""
 	switch {
 	case c.tlsListen != "" && (c.tlsCert == "" || c.tlsKey == ""):
 		bad("tls-listen", "needs -tls-cert and -tls-key")
-	case c.tlsListen == "" && (c.tlsCert != "" || c.tlsKey != ""):
-		bad("tls-cert", "given without -tls-listen")
-	case c.tlsListen != "":
+	case c.wssListen != "" && (c.tlsCert == "" || c.tlsKey == ""):
+		bad("wss-listen", "needs -tls-cert and -tls-key")
+	case !secure && (c.tlsCert != "" || c.tlsKey != ""):
+		bad("tls-cert", "given without -tls-listen or -wss-listen")
+	case secure:
 		if _, err := loadCert(c.tlsCert, c.tlsKey); err != nil {
 			bad("tls-cert", "%v", err)
 		}
@@ -156,6 +174,33 @@ func (c *config) validate() error {
 	}
 	if strings.TrimSpace(strings.ReplaceAll(c.proxyProtocol, ",", "")) == "" && c.proxyProtocol != "" {
 		bad("proxy-protocol", "no address or CIDR in %q", c.proxyProtocol)
+	}
+	c.origins = nil
+	for _, o := range strings.Split(c.wsOrigins, ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if _, err := path.Match(o, ""); err != nil {
+			bad("ws-origins", "bad pattern %q", o)
+			continue
+		}
+		c.origins = append(c.origins, o)
+	}
+	c.forwardedFrom = nil
+	for _, r := range strings.Split(c.wsForwardedFor, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			a, aerr := netip.ParseAddr(r)
+			if aerr != nil {
+				bad("ws-forwarded-for", "%q is neither an address nor a CIDR", r)
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.forwardedFrom = append(c.forwardedFrom, p.Masked())
 	}
 	if c.maxSessions == 0 {
 		c.maxSessions = sessionsForFiles()

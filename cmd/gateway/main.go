@@ -24,6 +24,7 @@ import (
 
 	"holdfast/epmd"
 	"holdfast/gateway"
+	"holdfast/gateway/web"
 	"holdfast/internal/cli"
 	"holdfast/internal/systemd"
 )
@@ -171,6 +172,21 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 	if err != nil {
 		return err
 	}
+	wl, httpLns, err := listenWeb(log, cfg, socks, cert)
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return err
+	}
+	if wl != nil {
+		lns = append(lns, wl)
+		serve = append(serve, func() {
+			for _, ln := range httpLns {
+				go wl.Serve(ln)
+			}
+		})
+	}
 	served := make(chan error, len(lns))
 	serve = append(serve, func() {
 		log.Info("gateway: telnet listening", zap.Stringer("addr", lns[0].Addr()), zap.String("backend", cfg.backend),
@@ -267,12 +283,17 @@ func listen(log *zap.Logger, cfg *config, socks *sockets) ([]net.Listener, *cert
 		return fail(err)
 	}
 	lns = append(lns, ln)
-	if cfg.tlsListen == "" {
+	if cfg.tlsListen == "" && cfg.wssListen == "" {
 		return lns, nil, nil
 	}
 	cert := &certificate{certFile: cfg.tlsCert, keyFile: cfg.tlsKey}
-	if err := cert.reload(); err != nil {
-		return fail(fmt.Errorf("-tls-cert: %w", err))
+	if cfg.tlsCert != "" {
+		if err := cert.reload(); err != nil {
+			return fail(fmt.Errorf("-tls-cert: %w", err))
+		}
+	}
+	if cfg.tlsListen == "" {
+		return lns, cert, nil // for -wss-listen
 	}
 	ln, err = open("tls-listen", cfg.tlsListen)
 	if err != nil {
@@ -281,6 +302,72 @@ func listen(log *zap.Logger, cfg *config, socks *sockets) ([]net.Listener, *cert
 	lns = append(lns, tlsListener(ln, cert))
 	log.Info("gateway: telnet over TLS listening", zap.Stringer("addr", ln.Addr()), zap.String("cert", cfg.tlsCert))
 	return lns, cert, nil
+}
+
+// listenWeb opens the listeners for browser players, plain and TLS, each
+// expecting PROXY headers from the configured sources, and the web
+// listener that serves them. It returns a nil listener when neither is
+// asked for.
+func listenWeb(log *zap.Logger, cfg *config, socks *sockets, cert *certificate) (*web.Listener, []net.Listener, error) {
+	if cfg.wsListen == "" && cfg.wssListen == "" {
+		return nil, nil, nil
+	}
+	grace := cfg.reconnectGrace
+	if grace == 0 {
+		grace = -1 // the flag's 0 is "not at all"; the field's is the default
+	}
+	wl := &web.Listener{
+		Origins:          cfg.origins,
+		Grace:            grace,
+		ForwardedFrom:    cfg.forwardedFrom,
+		HandshakeTimeout: cfg.handshakeTimeout,
+		Logger:           log,
+	}
+	var lns []net.Listener
+	for _, l := range []struct {
+		flag, addr string
+		tls        bool
+	}{{"ws-listen", cfg.wsListen, false}, {"wss-listen", cfg.wssListen, true}} {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := socks.listen(l.flag, l.addr, tcpOpener(l.flag, l.addr))
+		if err == nil {
+			var pl net.Listener
+			if pl, err = withProxy(ln, cfg.proxyFrom, cfg.handshakeTimeout); err != nil {
+				ln.Close()
+			}
+			ln = pl
+		}
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return nil, nil, err
+		}
+		if l.tls {
+			ln = tlsListener(ln, cert)
+		}
+		log.Info("gateway: web client listening", zap.String("url", webURL(ln.Addr(), l.tls)))
+		lns = append(lns, ln)
+	}
+	return wl, lns, nil
+}
+
+// webURL is where a player on this machine finds the web client.
+func webURL(a net.Addr, secure bool) string {
+	scheme := "http"
+	if secure {
+		scheme = "https"
+	}
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return scheme + "://" + a.String() + "/"
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/"
 }
 
 // reload takes a renewed TLS certificate on SIGHUP; a bad one is logged

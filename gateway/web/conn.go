@@ -1,0 +1,349 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Conn is one browser player's connection as the gateway sees it: a
+// net.Conn carrying the telnet stream, whatever the WebSocket protocol.
+// A resumable Conn outlives its WebSocket: when the WebSocket breaks, Read
+// waits and Write keeps the output, until the page comes back with its
+// token or the grace period ends (then Read returns io.EOF).
+type Conn struct {
+	l         *Listener
+	proto     string
+	term      *terminal // nil on the telnet protocol
+	resumable bool
+	local     net.Addr
+	remote    net.Addr
+	tls       bool
+
+	mu     sync.Mutex
+	wake   chan struct{} // closed when anything a waiting Read needs changes
+	in     []byte        // input for Read
+	ws     *websocket.Conn
+	gen    uint64 // which WebSocket is current; a lost one's news is ignored
+	away   *time.Timer
+	ended  error // set when the player has gone for good
+	closed bool
+	rdl    time.Time
+	wdl    time.Time
+	token  string // the hash of the one token that resumes this Conn
+
+	// Output, written by one writer at a time. replay keeps what the
+	// client has not acknowledged yet, the last len(replay) bytes of sent.
+	wmu    sync.Mutex
+	sent   uint64
+	acked  uint64
+	replay []byte
+}
+
+// maxInbox bounds the input read from the WebSocket ahead of the gateway.
+// Past it the WebSocket is not read, and the browser's sends wait.
+const maxInbox = 64 << 10
+
+func (c *Conn) broadcastLocked() {
+	if c.wake != nil {
+		close(c.wake)
+	}
+	c.wake = make(chan struct{})
+}
+
+// Read returns the player's input: what the page typed, as telnet.
+func (c *Conn) Read(p []byte) (int, error) {
+	for {
+		c.mu.Lock()
+		if len(c.in) > 0 && len(p) > 0 {
+			n := copy(p, c.in)
+			c.in = c.in[n:]
+			if len(c.in) == 0 {
+				c.in = nil
+			}
+			c.broadcastLocked() // room for the pump
+			c.mu.Unlock()
+			return n, nil
+		}
+		switch {
+		case c.closed:
+			c.mu.Unlock()
+			return 0, net.ErrClosed
+		case c.ended != nil:
+			err := c.ended
+			c.mu.Unlock()
+			return 0, err
+		case len(p) == 0:
+			c.mu.Unlock()
+			return 0, nil
+		}
+		if c.wake == nil {
+			c.wake = make(chan struct{})
+		}
+		wake, dl := c.wake, c.rdl
+		c.mu.Unlock()
+		if dl.IsZero() {
+			<-wake
+			continue
+		}
+		d := time.Until(dl)
+		if d <= 0 {
+			return 0, os.ErrDeadlineExceeded
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// Write sends output to the page. While the WebSocket is away it keeps the
+// output for the reconnect, within the replay bound, and succeeds.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	out := p
+	if c.term != nil {
+		var reply []byte
+		out, reply = c.term.output(nil, nil, p)
+		if len(reply) > 0 {
+			c.in = append(c.in, reply...)
+			c.broadcastLocked()
+		}
+	}
+	c.sent += uint64(len(out))
+	if c.resumable {
+		c.keepLocked(out)
+	}
+	ws, gen, dl := c.ws, c.gen, c.wdl
+	ended := c.ended
+	c.mu.Unlock()
+	if len(out) == 0 {
+		return len(p), nil
+	}
+	if ws == nil {
+		if c.resumable && ended == nil {
+			return len(p), nil // held for the page's return
+		}
+		return 0, io.ErrClosedPipe
+	}
+	if err := c.send(ws, dl, c.msgType(), out); err != nil {
+		c.lost(gen, err)
+		if c.resumable {
+			return len(p), nil
+		}
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// keepLocked adds output to the replay, dropping the oldest past the bound:
+// a page away that long misses it, and is told so.
+func (c *Conn) keepLocked(out []byte) {
+	c.replay = append(c.replay, out...)
+	if over := len(c.replay) - c.l.maxReplay(); over > 0 {
+		c.replay = append(c.replay[:0:0], c.replay[over:]...)
+	}
+}
+
+func (c *Conn) msgType() websocket.MessageType {
+	if c.term != nil && c.term.text {
+		return websocket.MessageText
+	}
+	return websocket.MessageBinary
+}
+
+// send writes one message within the deadline. An expired deadline closes
+// the WebSocket, as any failed write does.
+func (c *Conn) send(ws *websocket.Conn, dl time.Time, typ websocket.MessageType, b []byte) error {
+	ctx := context.Background()
+	if !dl.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl)
+		defer cancel()
+	}
+	return ws.Write(ctx, typ, b)
+}
+
+// ack forgets the output the page has had.
+func (c *Conn) ack(n uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	base := c.sent - uint64(len(c.replay))
+	if n <= c.acked || n > c.sent {
+		return
+	}
+	c.acked = n
+	if n > base {
+		c.replay = c.replay[n-base:]
+		if len(c.replay) == 0 {
+			c.replay = nil
+		}
+	}
+}
+
+// lost is told that WebSocket generation gen failed. A resumable Conn
+// waits for the page; any other has lost its player.
+func (c *Conn) lost(gen uint64, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen || c.ws == nil {
+		return
+	}
+	ws := c.ws
+	c.ws = nil
+	go ws.CloseNow()
+	quit := websocket.CloseStatus(err) == websocket.StatusNormalClosure
+	if !c.resumable || quit || c.l.grace() <= 0 || c.closed {
+		c.endLocked()
+		return
+	}
+	c.l.log().Debug("web: player's connection lost; holding the session", zapErr(err))
+	c.away = time.AfterFunc(c.l.grace(), func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.ws == nil && !c.closed && gen == c.gen {
+			c.endLocked()
+		}
+	})
+	c.broadcastLocked()
+}
+
+// endLocked marks the player gone: Read returns io.EOF once the input is
+// read, and the token resumes nothing.
+func (c *Conn) endLocked() {
+	if c.ended == nil {
+		c.ended = io.EOF
+	}
+	c.l.forget(c.token)
+	c.token = ""
+	c.broadcastLocked()
+}
+
+// Close ends the connection: the page is told the session is over, and
+// does not come back.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return net.ErrClosed
+	}
+	c.closed = true
+	ws := c.ws
+	c.ws = nil
+	if c.away != nil {
+		c.away.Stop()
+	}
+	c.endLocked()
+	c.replay = nil
+	c.mu.Unlock()
+	if ws != nil {
+		// The closing handshake waits for the page: not the caller's
+		// business.
+		go ws.Close(websocket.StatusNormalClosure, "the session has ended")
+	}
+	return nil
+}
+
+// LocalAddr is the address the page connected to.
+func (c *Conn) LocalAddr() net.Addr { return c.local }
+
+// RemoteAddr is the player's address: the peer's, or the one a trusted
+// proxy forwarded.
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rdl = t
+	c.broadcastLocked()
+	return nil
+}
+
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wdl = t
+	return nil
+}
+
+// Kind names the connection for operators: "websocket" or "websocket+tls",
+// and the protocol spoken on it: "websocket:terminal".
+func (c *Conn) Kind() string {
+	k := "websocket"
+	if c.tls {
+		k += "+tls"
+	}
+	short, _, _ := strings.Cut(c.proto, ".")
+	return k + ":" + short
+}
+
+// Relayed reports that the connection cannot be passed to another process:
+// an upgrade relays its bytes instead.
+func (c *Conn) Relayed() bool { return true }
+
+// pump reads one WebSocket's messages into the Conn until it fails.
+func (c *Conn) pump(ws *websocket.Conn, gen uint64) {
+	for {
+		typ, msg, err := ws.Read(c.l.ctx)
+		if err == nil && typ == websocket.MessageText && !validText(msg) {
+			ws.Close(websocket.StatusInvalidFramePayloadData, "text frames must be UTF-8")
+			err = errors.New("web: a text frame that is not UTF-8")
+		}
+		if err != nil {
+			c.lost(gen, err)
+			return
+		}
+		if c.resumable && typ == websocket.MessageText {
+			c.control(msg)
+			continue
+		}
+		if c.term != nil {
+			msg = c.term.input(nil, msg)
+		}
+		if !c.deliver(gen, msg) {
+			return
+		}
+	}
+}
+
+// deliver queues input for Read, waiting while the inbox is full. It
+// reports whether the WebSocket is still current.
+func (c *Conn) deliver(gen uint64, msg []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.in) >= maxInbox && gen == c.gen && !c.closed {
+		if c.wake == nil {
+			c.wake = make(chan struct{})
+		}
+		wake := c.wake
+		c.mu.Unlock()
+		<-wake
+		c.mu.Lock()
+	}
+	if gen != c.gen || c.closed {
+		return false
+	}
+	c.in = append(c.in, msg...)
+	c.broadcastLocked()
+	return true
+}

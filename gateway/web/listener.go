@@ -1,0 +1,588 @@
+// Package web lets browser players in: it serves the web client page and
+// WebSocket connections (RFC 6455), and hands each WebSocket to the gateway
+// as a net.Conn carrying telnet, so that a browser player is held like any
+// other. A page that opts in gets a resume token, and a broken WebSocket
+// comes back to the same session within the grace period.
+package web
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+)
+
+// The WebSocket subprotocols, after mudstandards.org's proposal. A client
+// that offers none gets the telnet stream.
+const (
+	// ProtoTelnet carries the whole telnet stream, both ways, in binary
+	// messages: a telnet-capable client gets every option the gateway
+	// speaks, GMCP included.
+	ProtoTelnet = "telnet.mudstandards.org"
+	// ProtoTerminal carries UTF-8 text with ANSI colour codes, both ways,
+	// in binary messages; no telnet. Each message from the client is a
+	// line (or lines).
+	ProtoTerminal = "terminal.mudstandards.org"
+	// ProtoText is ProtoTerminal in text messages, for the simplest
+	// clients: every message is whole UTF-8.
+	ProtoText = "text.holdfast"
+)
+
+var protocols = []string{ProtoTelnet, ProtoTerminal, ProtoText}
+
+// ErrClosed is returned by Accept after Close.
+var ErrClosed = errors.New("web: listener closed")
+
+// Defaults for the Listener's zero fields.
+const (
+	defaultGrace            = 5 * time.Minute
+	defaultHandshakeTimeout = 10 * time.Second
+	defaultMaxMessage       = 64 << 10
+	defaultMaxReplay        = 256 << 10
+)
+
+// Close codes the page acts on (RFC 6455 keeps 4000-4999 for applications).
+const (
+	closeUnknownToken = 4404 // nothing to resume: start again
+	closeTooMany      = 4429 // too many failed resumes from this address
+	closeReplaced     = 4409 // the same session was resumed elsewhere
+)
+
+// Listener serves the web client and WebSocket players on the listeners
+// given to Serve, and is itself the net.Listener the gateway serves: each
+// Accept returns one new player. The zero value is ready to use.
+type Listener struct {
+	// Origins lists the page origins allowed besides the gateway's own
+	// host, as host patterns ("play.example.com", "*.example.com"), or
+	// "scheme://host" patterns. Browsers send Origin; a WebSocket from
+	// any other origin is refused with 403.
+	Origins []string
+	// Grace is how long a resumable session waits for its page after the
+	// WebSocket breaks. Zero means 5 minutes; negative, not at all.
+	Grace time.Duration
+	// ForwardedFrom lists the proxies whose X-Forwarded-For is believed;
+	// from anybody else it is ignored.
+	ForwardedFrom []netip.Prefix
+	// HandshakeTimeout bounds the HTTP request and, for a resumable page,
+	// its first message. Zero means 10 s.
+	HandshakeTimeout time.Duration
+	// MaxMessage bounds one message from a client; a larger one closes the
+	// WebSocket with 1009. Zero means 64 KiB.
+	MaxMessage int64
+	// MaxReplay bounds the output kept for a page that has not
+	// acknowledged it, or is away. Zero means 256 KiB.
+	MaxReplay int
+	// Logger receives events. Tokens and player input are never logged.
+	Logger *zap.Logger
+
+	once    sync.Once
+	ctx     context.Context
+	cancel  context.CancelFunc
+	accepts chan *Conn
+	mu      sync.Mutex
+	servers []*http.Server
+	addr    net.Addr
+	tokens  map[string]*Conn // by the token's hash
+	fails   map[netip.Addr]*failures
+}
+
+func (l *Listener) init() {
+	l.once.Do(func() {
+		l.ctx, l.cancel = context.WithCancel(context.Background())
+		l.accepts = make(chan *Conn)
+		l.tokens = make(map[string]*Conn)
+		l.fails = make(map[netip.Addr]*failures)
+	})
+}
+
+func (l *Listener) log() *zap.Logger {
+	if l.Logger == nil {
+		return zap.NewNop()
+	}
+	return l.Logger
+}
+
+func (l *Listener) grace() time.Duration {
+	if l.Grace == 0 {
+		return defaultGrace
+	}
+	return l.Grace
+}
+
+func (l *Listener) handshakeTimeout() time.Duration {
+	if l.HandshakeTimeout <= 0 {
+		return defaultHandshakeTimeout
+	}
+	return l.HandshakeTimeout
+}
+
+func (l *Listener) maxMessage() int64 {
+	if l.MaxMessage <= 0 {
+		return defaultMaxMessage
+	}
+	return l.MaxMessage
+}
+
+func (l *Listener) maxReplay() int {
+	if l.MaxReplay <= 0 {
+		return defaultMaxReplay
+	}
+	return l.MaxReplay
+}
+
+// Serve serves HTTP on ln until Close. It may be called for several
+// listeners (plain and TLS); it closes ln.
+func (l *Listener) Serve(ln net.Listener) error {
+	l.init()
+	srv := &http.Server{
+		Handler:           l,
+		ReadHeaderTimeout: l.handshakeTimeout(),
+		ReadTimeout:       l.handshakeTimeout(),
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          zap.NewStdLog(l.log()),
+	}
+	l.mu.Lock()
+	if l.ctx.Err() != nil {
+		l.mu.Unlock()
+		ln.Close()
+		return ErrClosed
+	}
+	l.servers = append(l.servers, srv)
+	if l.addr == nil {
+		l.addr = ln.Addr()
+	}
+	l.mu.Unlock()
+	err := srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
+// Accept waits for the next browser player.
+func (l *Listener) Accept() (net.Conn, error) {
+	l.init()
+	select {
+	case c := <-l.accepts:
+		return c, nil
+	case <-l.ctx.Done():
+		return nil, ErrClosed
+	}
+}
+
+// Close stops serving pages and accepting players. Players already
+// accepted stay: their connections are the gateway's to close.
+func (l *Listener) Close() error {
+	l.init()
+	l.mu.Lock()
+	l.cancel()
+	servers := l.servers
+	l.servers = nil
+	l.mu.Unlock()
+	for _, srv := range servers {
+		srv.Close() // hijacked WebSockets are not closed by it
+	}
+	return nil
+}
+
+// Addr is the first address served.
+func (l *Listener) Addr() net.Addr {
+	l.init()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.addr == nil {
+		return &net.TCPAddr{}
+	}
+	return l.addr
+}
+
+// ServeHTTP serves the page at / and WebSockets at /ws.
+func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.init()
+	if r.URL.Path == "/ws" {
+		l.serveWebSocket(w, r)
+		return
+	}
+	servePage(w, r)
+}
+
+// clientAddr is the player's address: the peer's, or, from a trusted
+// proxy, the last address X-Forwarded-For names that is not another
+// trusted proxy.
+func (l *Listener) clientAddr(r *http.Request) net.Addr {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return stringAddr(r.RemoteAddr)
+	}
+	if !l.trusted(peer.Addr()) {
+		return net.TCPAddrFromAddrPort(peer)
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // a garbled header: believe the proxy itself
+		}
+		a = a.Unmap()
+		if !l.trusted(a) {
+			return net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0))
+		}
+	}
+	return net.TCPAddrFromAddrPort(peer)
+}
+
+func (l *Listener) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range l.ForwardedFrom {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+type stringAddr string
+
+func (stringAddr) Network() string  { return "tcp" }
+func (a stringAddr) String() string { return string(a) }
+
+// hello is a resumable page's first message: a new session, or the token
+// of the one to resume and how much of its output the page has had.
+type hello struct {
+	Resume string `json:"resume"`
+	Got    uint64 `json:"got"`
+}
+
+// control is what the gateway tells a resumable page, in text messages.
+type control struct {
+	Token   string `json:"token"`
+	Resumed bool   `json:"resumed,omitempty"`
+	Missed  uint64 `json:"missed,omitempty"` // output lost to the replay bound
+}
+
+// maxControl bounds a control message from the page.
+const maxControl = 512
+
+func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	remote := l.clientAddr(r)
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:   protocols,
+		OriginPatterns: l.Origins,
+	})
+	if err != nil {
+		l.log().Info("web: WebSocket refused", zap.Stringer("client", remote), zap.Error(err))
+		return
+	}
+	ws.SetReadLimit(l.maxMessage())
+	proto := ws.Subprotocol()
+	if proto == "" {
+		proto = ProtoTelnet
+	}
+	q := r.URL.Query()
+	c := &Conn{
+		l:         l,
+		proto:     proto,
+		resumable: q.Has("hold") && proto != ProtoText && l.grace() > 0,
+		local:     localAddr(r),
+		remote:    remote,
+		tls:       r.TLS != nil,
+	}
+	if proto != ProtoTelnet {
+		c.term = &terminal{client: clientName(q.Get("client")), text: proto == ProtoText}
+		c.term.width, c.term.height = size(q.Get("cols")), size(q.Get("rows"))
+		if c.term.width == 0 || c.term.height == 0 {
+			c.term.width, c.term.height = 0, 0
+		}
+	}
+	if c.resumable {
+		ctx, cancel := context.WithTimeout(l.ctx, l.handshakeTimeout())
+		h, err := readHello(ctx, ws)
+		cancel()
+		if err != nil {
+			l.log().Info("web: no hello from a resumable page", zap.Stringer("client", remote), zap.Error(err))
+			ws.Close(websocket.StatusPolicyViolation, "expected a hello")
+			return
+		}
+		if h.Resume != "" {
+			l.resume(ws, remote, h)
+			return
+		}
+	}
+	gen := c.gen
+	c.ws = ws
+	if c.resumable {
+		tok := l.issue(c)
+		if err := writeControl(ws, control{Token: tok}); err != nil {
+			c.Close()
+			return
+		}
+	}
+	// The gateway's limits come next, in its admission; a gateway that is
+	// not accepting (closing) leaves the page to try again.
+	t := time.NewTimer(l.handshakeTimeout())
+	defer t.Stop()
+	select {
+	case l.accepts <- c:
+	case <-l.ctx.Done():
+		c.abandon(websocket.StatusGoingAway, "the gateway is going away")
+		return
+	case <-t.C:
+		c.abandon(websocket.StatusTryAgainLater, "the gateway is busy")
+		return
+	}
+	go c.pump(ws, gen)
+}
+
+// abandon drops a Conn the gateway never took.
+func (c *Conn) abandon(code websocket.StatusCode, why string) {
+	c.mu.Lock()
+	ws := c.ws
+	c.ws = nil
+	c.mu.Unlock()
+	c.Close()
+	if ws != nil {
+		ws.Close(code, why)
+	}
+}
+
+func readHello(ctx context.Context, ws *websocket.Conn) (hello, error) {
+	var h hello
+	typ, msg, err := ws.Read(ctx)
+	if err != nil {
+		return h, err
+	}
+	if typ != websocket.MessageText || len(msg) > maxControl || !utf8.Valid(msg) {
+		return h, errors.New("the hello is not a short text message")
+	}
+	if err := json.Unmarshal(msg, &h); err != nil {
+		return h, err
+	}
+	return h, nil
+}
+
+func writeControl(ws *websocket.Conn, m control) error {
+	b, _ := json.Marshal(m)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return ws.Write(ctx, websocket.MessageText, b)
+}
+
+// control handles a resumable page's message: an acknowledgement.
+func (c *Conn) control(msg []byte) {
+	var m struct {
+		Ack uint64 `json:"ack"`
+	}
+	if len(msg) <= maxControl && json.Unmarshal(msg, &m) == nil && m.Ack > 0 {
+		c.ack(m.Ack)
+	}
+}
+
+// resume gives a returning page its session back, or refuses it.
+func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) {
+	ip := addrOf(remote)
+	if !l.mayTry(ip, time.Now()) {
+		l.log().Warn("web: too many failed resumes", zap.Stringer("client", remote))
+		ws.Close(closeTooMany, "too many attempts; wait a minute")
+		return
+	}
+	c := l.lookup(h.Resume)
+	if c == nil {
+		l.failed(ip, time.Now())
+		l.log().Info("web: resume refused: unknown or expired token", zap.Stringer("client", remote))
+		ws.Close(closeUnknownToken, "no such session: it ended, or the token was used")
+		return
+	}
+	if err := c.attach(ws, h.Got); err != nil {
+		ws.Close(closeUnknownToken, "no such session: it ended")
+		return
+	}
+	l.log().Info("web: player's connection resumed", zap.Stringer("client", remote), zap.Stringer("was", c.remote))
+}
+
+// attach makes ws the Conn's WebSocket: the output the page has not had is
+// sent again, with a new token.
+func (c *Conn) attach(ws *websocket.Conn, got uint64) error {
+	c.mu.Lock()
+	old := c.ws
+	c.ws = nil
+	c.gen++
+	gen := c.gen
+	if c.away != nil {
+		c.away.Stop()
+		c.away = nil
+	}
+	c.mu.Unlock()
+	if old != nil {
+		// A connection the page gave up on without the gateway knowing;
+		// closing it also frees a writer stuck on it.
+		old.Close(closeReplaced, "resumed on another connection")
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	if c.closed || c.ended != nil || gen != c.gen {
+		c.mu.Unlock()
+		return errors.New("web: the session has ended")
+	}
+	base := c.sent - uint64(len(c.replay))
+	from := min(max(got, base), c.sent)
+	missed := from - min(got, from)
+	data := append([]byte(nil), c.replay[from-base:]...)
+	c.replay = c.replay[from-base:]
+	c.acked = from
+	tok := c.l.issueLocked(c)
+	c.ws = ws
+	typ := c.msgType()
+	c.mu.Unlock()
+	err := writeControl(ws, control{Token: tok, Resumed: true, Missed: missed})
+	if err == nil && len(data) > 0 {
+		err = c.send(ws, time.Now().Add(10*time.Second), typ, data)
+	}
+	if err != nil {
+		c.lost(gen, err)
+		return nil // held again; the page will try once more
+	}
+	go c.pump(ws, gen)
+	return nil
+}
+
+// issue gives c a new token, and forgets its last one: a token is good
+// for one resume.
+func (l *Listener) issue(c *Conn) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return l.issueLocked(c)
+}
+
+func (l *Listener) issueLocked(c *Conn) string {
+	var b [32]byte
+	rand.Read(b[:])
+	tok := base64.RawURLEncoding.EncodeToString(b[:])
+	h := tokenHash(tok)
+	l.mu.Lock()
+	delete(l.tokens, c.token)
+	l.tokens[h] = c
+	l.mu.Unlock()
+	c.token = h
+	return tok
+}
+
+func (l *Listener) lookup(tok string) *Conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := tokenHash(tok)
+	c := l.tokens[h]
+	delete(l.tokens, h)
+	return c
+}
+
+func (l *Listener) forget(h string) {
+	if h == "" {
+		return
+	}
+	l.mu.Lock()
+	delete(l.tokens, h)
+	l.mu.Unlock()
+}
+
+func tokenHash(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return string(sum[:])
+}
+
+// Failed resumes allowed from one address a minute: a real page fails
+// once when its session has ended; a guesser fails forever.
+const (
+	maxFailures   = 10
+	failureWindow = time.Minute
+	maxFailTrack  = 10000
+)
+
+type failures struct {
+	n     int
+	since time.Time
+}
+
+func (l *Listener) mayTry(ip netip.Addr, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := l.fails[ip]
+	return f == nil || now.Sub(f.since) > failureWindow || f.n < maxFailures
+}
+
+func (l *Listener) failed(ip netip.Addr, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := l.fails[ip]
+	if f == nil || now.Sub(f.since) > failureWindow {
+		if len(l.fails) >= maxFailTrack {
+			for k, v := range l.fails {
+				if now.Sub(v.since) > failureWindow {
+					delete(l.fails, k)
+				}
+			}
+		}
+		f = &failures{since: now}
+		l.fails[ip] = f
+	}
+	f.n++
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
+func localAddr(r *http.Request) net.Addr {
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return a
+	}
+	return stringAddr("")
+}
+
+// clientName keeps a page's client name printable and short.
+func clientName(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r > 0x7e {
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > 40 {
+		s = s[:40]
+	}
+	if s == "" {
+		return "WebSocket"
+	}
+	return s
+}
+
+// size reads a window dimension the page gave; anything odd is none.
+func size(s string) uint16 {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 1000 {
+		return 0
+	}
+	return uint16(n)
+}
+
+func validText(b []byte) bool { return utf8.Valid(b) }
+
+func zapErr(err error) zap.Field { return zap.Error(err) }

@@ -1,0 +1,259 @@
+// holdfast's web client: a telnet client over WebSocket
+// (telnet.mudstandards.org) that renders ANSI colour with ansi_up, keeps
+// scrollback and input history, masks the input while the game has echo
+// off, shows prompts, and comes back to the same session when the
+// connection breaks.
+import { AnsiUp } from "./ansi_up.js";
+
+const IAC = 255, DONT = 254, DO = 253, WONT = 252, WILL = 251, SB = 250,
+  GA = 249, SE = 240, EOR = 239;
+const ECHO = 1, SGA = 3, TTYPE = 24, OPT_EOR = 25, NAWS = 31, CHARSET = 42;
+const MAX_LINES = 5000;       // scrollback kept, in output chunks
+const ACK_EVERY = 8192;       // bytes received between acknowledgements
+
+const $ = (id) => document.getElementById(id);
+const out = $("out"), input = $("input"), promptEl = $("prompt");
+const ansi = new AnsiUp();
+ansi.use_classes = false;
+const decoder = new TextDecoder("utf-8");
+const encoder = new TextEncoder();
+
+let ws = null;
+let token = null;      // resumes this session; never shown or stored
+let got = 0;           // output bytes received this session
+let acked = 0;
+let ackTimer = null;
+let retry = 0;
+let ended = false;
+let partial = "";      // the text since the last line end: a prompt, maybe
+const history = [];
+let histPos = 0;
+
+// Telnet state.
+let tstate = 0, verb = 0, sbOpt = 0, sb = [];
+const hisOn = new Set(), ourOn = new Set();
+let ttypeAnswers = 0;
+
+function setState(text, cls) {
+  $("state").textContent = text;
+  document.body.className = cls;
+  window.holdfastState = text;
+}
+
+function append(html, cls) {
+  const atBottom = out.scrollHeight - out.scrollTop - out.clientHeight < 40;
+  const span = document.createElement("span");
+  if (cls) span.className = cls;
+  span.innerHTML = html;
+  out.appendChild(span);
+  while (out.childNodes.length > MAX_LINES) out.removeChild(out.firstChild);
+  if (atBottom) out.scrollTop = out.scrollHeight;
+}
+
+function showText(text) {
+  if (!text) return;
+  if (text.includes("[holdfast] The game is restarting") || text.includes("[holdfast] The game is not running")) {
+    setState("the game is restarting", "waiting");
+  } else if (text.includes("[holdfast] The game is back")) {
+    setState("connected", "connected");
+  }
+  append(ansi.ansi_to_html(text));
+  const nl = text.lastIndexOf("\n");
+  partial = nl < 0 ? partial + text : text.slice(nl + 1);
+}
+
+function send(bytes) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(new Uint8Array(bytes));
+}
+
+function naws() {
+  const m = $("measure");
+  const cw = m.getBoundingClientRect().width / 10 || 8;
+  const lh = parseFloat(getComputedStyle(out).lineHeight) || 18;
+  const cols = Math.max(20, Math.min(500, Math.floor((out.clientWidth - 16) / cw)));
+  const rows = Math.max(5, Math.min(500, Math.floor((out.clientHeight - 8) / lh)));
+  return subneg(NAWS, [cols >> 8, cols & 255, rows >> 8, rows & 255]);
+}
+
+function subneg(opt, payload) {
+  const b = [IAC, SB, opt];
+  for (const c of payload) { if (c === IAC) b.push(IAC); b.push(c); }
+  b.push(IAC, SE);
+  return b;
+}
+
+function setEcho(off) {
+  input.type = off ? "password" : "text";
+  input.autocomplete = off ? "current-password" : "off";
+}
+
+// negotiate answers WILL/WONT/DO/DONT. Options are answered only when
+// their state changes, so that no two sides loop (RFC 1143).
+function negotiate(v, opt) {
+  if (v === WILL || v === WONT) {
+    const want = v === WILL;
+    const agree = [ECHO, SGA, OPT_EOR, CHARSET].includes(opt);
+    if (want && !agree) { send([IAC, DONT, opt]); return; }
+    if (want === hisOn.has(opt)) return;
+    if (want) hisOn.add(opt); else hisOn.delete(opt);
+    send([IAC, want ? DO : DONT, opt]);
+    if (opt === ECHO) setEcho(want);
+    return;
+  }
+  const want = v === DO;
+  const agree = [TTYPE, NAWS, CHARSET].includes(opt);
+  if (want && !agree) { send([IAC, WONT, opt]); return; }
+  if (want === ourOn.has(opt)) return;
+  if (want) ourOn.add(opt); else ourOn.delete(opt);
+  send([IAC, want ? WILL : WONT, opt]);
+  if (want && opt === TTYPE) ttypeAnswers = 0;
+  if (want && opt === NAWS) send(naws());
+}
+
+function subnegotiation(opt, p) {
+  if (opt === TTYPE && p[0] === 1) {
+    const tls = location.protocol === "https:" ? 2048 : 0;
+    const answers = ["holdfast-web", "ANSI-TRUECOLOR", "MTTS " + (1 + 4 + 8 + 256 + tls)];
+    const a = answers[Math.min(ttypeAnswers++, answers.length - 1)];
+    send(subneg(TTYPE, [0, ...encoder.encode(a)]));
+  } else if (opt === CHARSET && p[0] === 1) {
+    const list = new TextDecoder().decode(new Uint8Array(p.slice(2))).split(String.fromCharCode(p[1]));
+    const utf8 = list.some((c) => c.toUpperCase() === "UTF-8");
+    send(subneg(CHARSET, utf8 ? [2, ...encoder.encode("UTF-8")] : [3]));
+  }
+}
+
+// receive parses telnet from the game's output.
+function receive(bytes) {
+  const data = [];
+  const flush = () => {
+    if (data.length) showText(decoder.decode(new Uint8Array(data), { stream: true }));
+    data.length = 0;
+  };
+  for (const c of bytes) {
+    switch (tstate) {
+      case 0:
+        if (c === IAC) tstate = 1; else data.push(c);
+        break;
+      case 1:
+        if (c === IAC) { data.push(c); tstate = 0; }
+        else if (c >= WILL) { verb = c; tstate = 2; }
+        else if (c === SB) tstate = 3;
+        else {
+          if (c === GA || c === EOR) { flush(); promptEl.textContent = stripAnsi(partial); }
+          tstate = 0;
+        }
+        break;
+      case 2:
+        flush();
+        negotiate(verb, c);
+        tstate = 0;
+        break;
+      case 3:
+        sbOpt = c; sb = []; tstate = 4;
+        break;
+      case 4:
+        if (c === IAC) tstate = 5; else if (sb.length < 4096) sb.push(c);
+        break;
+      case 5:
+        if (c === SE) { subnegotiation(sbOpt, sb); tstate = 0; }
+        else if (c === IAC) { sb.push(c); tstate = 4; }
+        else tstate = 0;
+        break;
+    }
+  }
+  flush();
+}
+
+function stripAnsi(s) {
+  return s.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "").replace(/\r/g, "").slice(-60);
+}
+
+function ack(now) {
+  clearTimeout(ackTimer);
+  ackTimer = null;
+  if (got > acked && ws && ws.readyState === WebSocket.OPEN) {
+    ws.send(JSON.stringify({ ack: got }));
+    acked = got;
+  }
+  if (!now && got > acked) ackTimer = setTimeout(() => ack(true), 1000);
+}
+
+function connect() {
+  ended = false;
+  $("connect").hidden = true;
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(scheme + "//" + location.host + "/ws?hold", ["telnet.mudstandards.org"]);
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => {
+    ws.send(JSON.stringify(token ? { resume: token, got } : {}));
+  };
+  ws.onmessage = (ev) => {
+    if (typeof ev.data === "string") {
+      const m = JSON.parse(ev.data);
+      if (m.token) token = m.token;
+      if (m.missed) {
+        got += m.missed;
+        append("[" + m.missed + " bytes of output were missed while away]\n", "notice");
+      }
+      retry = 0;
+      if (!document.body.classList.contains("waiting")) setState("connected", "connected");
+      else if (m.resumed) setState("the game is restarting", "waiting");
+      return;
+    }
+    const bytes = new Uint8Array(ev.data);
+    got += bytes.length;
+    receive(bytes);
+    if (got - acked >= ACK_EVERY) ack(true);
+    else if (!ackTimer) ackTimer = setTimeout(() => ack(true), 1000);
+  };
+  ws.onclose = (ev) => {
+    ws = null;
+    if (ev.code === 1000 || ev.code === 4404 || ev.code === 4429 || !token) {
+      ended = true;
+      token = null; got = 0; acked = 0;
+      hisOn.clear(); ourOn.clear(); tstate = 0; setEcho(false);
+      setState(ev.code === 1000 ? "disconnected" : "session over: " + (ev.reason || "connection closed"), "offline");
+      $("connect").hidden = false;
+      return;
+    }
+    const delay = Math.min(5000, 250 * 2 ** retry++);
+    setState("reconnecting…", "offline");
+    setTimeout(() => { if (!ended) connect(); }, delay);
+  };
+}
+
+$("line").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const text = input.value;
+  input.value = "";
+  if (input.type === "password") {
+    append("\n");
+  } else {
+    append(ansi.ansi_to_html(text) + "\n", "echo");
+    if (text && history[history.length - 1] !== text) history.push(text);
+    if (history.length > 500) history.shift();
+    histPos = history.length;
+  }
+  promptEl.textContent = "";
+  partial = "";
+  const b = [];
+  for (const c of encoder.encode(text + "\r\n")) { if (c === IAC) b.push(IAC); b.push(c); }
+  send(b);
+});
+
+input.addEventListener("keydown", (ev) => {
+  if (input.type === "password") return;
+  if (ev.key === "ArrowUp" && histPos > 0) {
+    input.value = history[--histPos];
+    ev.preventDefault();
+  } else if (ev.key === "ArrowDown" && histPos < history.length) {
+    input.value = history[++histPos] ?? "";
+    ev.preventDefault();
+  }
+});
+
+$("connect").addEventListener("click", connect);
+window.addEventListener("resize", () => { if (ourOn.has(NAWS)) send(naws()); });
+window.addEventListener("online", () => { if (!ws && !ended) connect(); });
+connect();
