@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -145,5 +148,309 @@ func TestWebSocketProtocols(t *testing.T) {
 		if strings.ContainsRune(all.String(), utf8.RuneError) {
 			t.Errorf("replacement characters in the text: %q", all.String())
 		}
+	})
+}
+
+// page is a resumable web client, as the embedded page is: it opts in
+// with ?hold, keeps its token and counts the output it has had.
+type page struct {
+	t       *testing.T
+	c       *websocket.Conn
+	ctx     context.Context
+	token   string
+	got     uint64
+	resumed bool
+	missed  uint64
+	dec     telnet.Decoder
+	text    strings.Builder // the game's text since this connection opened
+}
+
+type nopHandler struct{}
+
+func (nopHandler) Negotiate(verb, opt byte)                      {}
+func (nopHandler) Subnegotiation(opt byte, p []byte, trunc bool) {}
+func (nopHandler) Command(c byte)                                {}
+
+// openPage connects and says hello: {} for a new session, or the resume.
+func openPage(t *testing.T, addr string, hello string) *page {
+	t.Helper()
+	c, _, err := wsDial(t, addr, "?hold", []string{"telnet.mudstandards.org"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
+	t.Cleanup(cancel)
+	if err := c.Write(ctx, websocket.MessageText, []byte(hello)); err != nil {
+		t.Fatal(err)
+	}
+	return &page{t: t, c: c, ctx: ctx}
+}
+
+// next reads one message; it returns the error that ended the connection.
+func (p *page) next() error {
+	typ, msg, err := p.c.Read(p.ctx)
+	if err != nil {
+		return err
+	}
+	if typ == websocket.MessageText {
+		var m struct {
+			Token   string
+			Resumed bool
+			Missed  uint64
+		}
+		if err := json.Unmarshal(msg, &m); err != nil || m.Token == "" {
+			p.t.Fatalf("a control message without a token: %q", msg)
+		}
+		p.token, p.resumed, p.missed = m.Token, p.resumed || m.Resumed, p.missed+m.Missed
+		return nil
+	}
+	p.got += uint64(len(msg))
+	p.text.Write(p.dec.Decode(nil, msg, nopHandler{}))
+	return nil
+}
+
+func (p *page) readUntil(s string) {
+	p.t.Helper()
+	for !strings.Contains(p.text.String(), s) {
+		if err := p.next(); err != nil {
+			p.t.Fatalf("waiting for %q: %v (have %q)", s, err, p.text.String())
+		}
+	}
+}
+
+func (p *page) send(line string) {
+	p.t.Helper()
+	if err := p.c.Write(p.ctx, websocket.MessageBinary, []byte(line+"\r\n")); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// closedWith reads until the gateway closes the WebSocket, and checks the
+// status it gave.
+func closedWith(t *testing.T, c *websocket.Conn, want websocket.StatusCode) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for {
+		_, _, err := c.Read(ctx)
+		if err == nil {
+			continue
+		}
+		if got := websocket.CloseStatus(err); got != want {
+			t.Fatalf("closed with %v (%v), want %v", got, err, want)
+		}
+		return
+	}
+}
+
+func (p *page) login(name string) {
+	p.t.Helper()
+	p.readUntil("What is your name?")
+	p.send(name)
+	p.readUntil("Welcome, " + name + ".")
+}
+
+// sessionID asks the demo for the session's id and resume count.
+func (p *page) sessionID() (id, resumed string) {
+	p.t.Helper()
+	mark := p.text.Len()
+	p.send("session")
+	for !strings.Contains(p.text.String()[mark:], "client_ip:") {
+		if err := p.next(); err != nil {
+			p.t.Fatalf("waiting for the session's facts: %v", err)
+		}
+	}
+	for _, l := range strings.Split(p.text.String()[mark:], "\n") {
+		if v, ok := strings.CutPrefix(l, "id: "); ok {
+			id = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(l, "resumed: "); ok {
+			resumed = strings.TrimSpace(v)
+		}
+	}
+	return id, resumed
+}
+
+// TestWebSocketResume cuts a browser's connection under it and brings it
+// back with its token: the same session, the game told nothing, the output
+// produced meanwhile shown once, and input after it answered.
+func TestWebSocketResume(t *testing.T) {
+	sys, b, addr := startWebSystem(t)
+	bob := dial(t, sys.telnet, "Bob")
+	bob.login()
+	ann := openPage(t, addr, `{}`)
+	ann.login("Ann")
+	bob.expect("Ann has arrived.")
+	id, _ := ann.sessionID()
+	ann.send("echo before the cut")
+	ann.readUntil("echo: before the cut")
+	if ann.token == "" {
+		t.Fatal("no resume token")
+	}
+	token, got := ann.token, ann.got
+
+	ann.c.CloseNow() // the connection breaks: no closing handshake
+	sys.gw.waitLog("web: connection lost; holding the session", 1)
+	bob.send("say while you were away 1")
+	bob.expect("Bob says: while you were away 1")
+	bob.send("say while you were away 2")
+	bob.expect("Bob says: while you were away 2")
+
+	back := openPage(t, addr, `{"resume":"`+token+`","got":`+jsonUint(got)+`}`)
+	back.readUntil("Bob says: while you were away 2")
+	if !back.resumed || back.token == "" || back.token == token {
+		t.Errorf("resumed %v with token changed %v", back.resumed, back.token != token)
+	}
+	text := back.text.String()
+	if n := strings.Count(text, "while you were away 1"); n != 1 {
+		t.Errorf("output from while away shown %d times: %q", n, text)
+	}
+	if strings.Contains(text, "before the cut") || strings.Contains(text, "Welcome") || strings.Contains(text, "[holdfast]") {
+		t.Errorf("output from before the cut, or a notice, shown again: %q", text)
+	}
+	if gotID, resumed := back.sessionID(); gotID != id || resumed != "0" {
+		t.Errorf("session %q resumed %q after the reconnect, want %q and 0", gotID, resumed, id)
+	}
+	back.send("echo after the reconnect")
+	back.readUntil("echo: after the reconnect")
+	bob.who("Ann, Bob")
+	if n := b.count("talker: player left"); n != 0 {
+		t.Errorf("the game saw %d players leave", n)
+	}
+	if sys.gw.count("web: player's connection resumed") != 1 {
+		t.Error("the gateway did not log the resume")
+	}
+
+	// The token was good once.
+	again := openPage(t, addr, `{"resume":"`+token+`","got":0}`)
+	closedWith(t, again.c, 4404)
+	back.send("echo still here")
+	back.readUntil("echo: still here")
+
+	// A backend SIGKILL and restart on top: the page notices nothing but
+	// the notices.
+	b.kill(9)
+	b.wait()
+	sys.startBackend()
+	back.send("echo after the restart")
+	back.readUntil("echo: after the restart")
+	if _, resumed := back.sessionID(); resumed != "1" {
+		t.Errorf("resumed %q after a backend restart, want 1", resumed)
+	}
+}
+
+func jsonUint(n uint64) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// TestWebSocketRefusals sends what a gateway must refuse, each with a clear
+// close, while a telnet player and a browser player go on playing.
+func TestWebSocketRefusals(t *testing.T) {
+	sys, b, addr := startWebSystem(t, "-reconnect-grace", "1s", "-handshake-timeout", "2s", "-ws-origins", "play.example.com")
+	bob := dial(t, sys.telnet, "Bob")
+	bob.login()
+	cat := openPage(t, addr, `{}`)
+	cat.login("Cat")
+	unharmed := func(t *testing.T) {
+		t.Helper()
+		bob.send("echo still here")
+		bob.expect("echo: still here")
+		cat.send("echo me too")
+		cat.readUntil("echo: me too")
+	}
+
+	t.Run("origin", func(t *testing.T) {
+		_, resp, err := wsDial(t, addr, "", nil, http.Header{"Origin": {"http://evil.example"}})
+		if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("a page from another origin: %v, want 403", err)
+		}
+		if _, _, err := wsDial(t, addr, "", nil, http.Header{"Origin": {"http://play.example.com"}}); err != nil {
+			t.Errorf("an origin allowed by -ws-origins: %v", err)
+		}
+		if _, _, err := wsDial(t, addr, "", nil, http.Header{"Origin": {"http://" + addr}}); err != nil {
+			t.Errorf("the page's own origin: %v", err)
+		}
+		unharmed(t)
+	})
+
+	t.Run("oversized message", func(t *testing.T) {
+		c, _, err := wsDial(t, addr, "", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		c.Write(ctx, websocket.MessageBinary, make([]byte, 10<<20)) // may fail half-way: the gateway closes
+		closedWith(t, c, websocket.StatusMessageTooBig)
+		unharmed(t)
+	})
+
+	t.Run("text not UTF-8", func(t *testing.T) {
+		c, _, err := wsDial(t, addr, "", []string{"text.holdfast"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		c.Write(ctx, websocket.MessageText, []byte{'h', 0xff, 0xfe, 'i'})
+		closedWith(t, c, websocket.StatusInvalidFramePayloadData)
+		unharmed(t)
+	})
+
+	t.Run("slow handshake", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\n") // and never the rest
+		conn.SetReadDeadline(time.Now().Add(waitFor))
+		if _, err := io.ReadAll(conn); err != nil {
+			t.Errorf("the gateway did not close a stalled handshake: %v", err)
+		}
+		// A resumable page that never says hello.
+		c, _, err := wsDial(t, addr, "?hold", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closedWith(t, c, websocket.StatusPolicyViolation)
+		unharmed(t)
+	})
+
+	t.Run("token after the grace period", func(t *testing.T) {
+		gus := openPage(t, addr, `{}`)
+		gus.login("Gus")
+		token, got := gus.token, gus.got
+		left := b.count("talker: player left")
+		gus.c.CloseNow()
+		sys.gw.waitLog("web: the page did not come back in time", 1)
+		b.waitLog("talker: player left", left+1) // the game is told once the grace is over
+		late := openPage(t, addr, `{"resume":"`+token+`","got":`+jsonUint(got)+`}`)
+		closedWith(t, late.c, 4404)
+		unharmed(t)
+	})
+
+	t.Run("guessing", func(t *testing.T) {
+		// Ten failures a minute from one address (the late token above
+		// was one of them), then every attempt is refused unread.
+		refused := 0
+		for i := 0; refused == 0; i++ {
+			if i > 10 {
+				t.Fatal("guessing is not limited")
+			}
+			g := openPage(t, addr, `{"resume":"guess`+jsonUint(uint64(i))+`","got":0}`)
+			_, _, err := g.c.Read(g.ctx)
+			switch websocket.CloseStatus(err) {
+			case 4404:
+			case 4429:
+				refused++
+			default:
+				t.Fatalf("guess %d: %v", i, err)
+			}
+		}
+		g := openPage(t, addr, `{"resume":"`+cat.token+`","got":0}`)
+		closedWith(t, g.c, 4429) // refused before the lookup: even a good token
+		unharmed(t)
 	})
 }

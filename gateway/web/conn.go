@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"go.uber.org/zap"
 )
 
 // Conn is one browser player's connection as the gateway sees it: a
@@ -212,11 +213,12 @@ func (c *Conn) lost(gen uint64, err error) {
 		c.endLocked()
 		return
 	}
-	c.l.log().Debug("web: player's connection lost; holding the session", zapErr(err))
+	c.l.log().Info("web: connection lost; holding the session", zap.Stringer("client", c.remote), zap.Duration("grace", c.l.grace()), zap.Error(err))
 	c.away = time.AfterFunc(c.l.grace(), func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.ws == nil && !c.closed && gen == c.gen {
+			c.l.log().Info("web: the page did not come back in time", zap.Stringer("client", c.remote))
 			c.endLocked()
 		}
 	})

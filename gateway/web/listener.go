@@ -309,10 +309,13 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if c.resumable {
-		ctx, cancel := context.WithTimeout(l.ctx, l.handshakeTimeout())
-		h, err := readHello(ctx, ws)
-		cancel()
-		if err != nil {
+		// An expired read context would drop the connection without a
+		// word: the timer closes it with the reason instead.
+		t := time.AfterFunc(l.handshakeTimeout(), func() {
+			ws.Close(websocket.StatusPolicyViolation, "expected a hello")
+		})
+		h, err := readHello(l.ctx, ws)
+		if !t.Stop() || err != nil {
 			l.log().Info("web: no hello from a resumable page", zap.Stringer("client", remote), zap.Error(err))
 			ws.Close(websocket.StatusPolicyViolation, "expected a hello")
 			return
@@ -360,18 +363,23 @@ func (c *Conn) abandon(code websocket.StatusCode, why string) {
 }
 
 func readHello(ctx context.Context, ws *websocket.Conn) (hello, error) {
-	var h hello
 	typ, msg, err := ws.Read(ctx)
 	if err != nil {
-		return h, err
+		return hello{}, err
 	}
-	if typ != websocket.MessageText || len(msg) > maxControl || !utf8.Valid(msg) {
-		return h, errors.New("the hello is not a short text message")
+	if typ != websocket.MessageText {
+		return hello{}, errors.New("the hello is not a text message")
 	}
-	if err := json.Unmarshal(msg, &h); err != nil {
-		return h, err
+	return parseHello(msg)
+}
+
+func parseHello(msg []byte) (hello, error) {
+	var h hello
+	if len(msg) > maxControl || !utf8.Valid(msg) {
+		return h, errors.New("the hello is not short UTF-8 text")
 	}
-	return h, nil
+	err := json.Unmarshal(msg, &h)
+	return h, err
 }
 
 func writeControl(ws *websocket.Conn, m control) error {
@@ -584,5 +592,3 @@ func size(s string) uint16 {
 }
 
 func validText(b []byte) bool { return utf8.Valid(b) }
-
-func zapErr(err error) zap.Field { return zap.Error(err) }

@@ -1,0 +1,236 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// pageConn is a resumable page, speaking the control messages by hand.
+type pageConn struct {
+	t     *testing.T
+	ws    *websocket.Conn
+	token string
+	info  control
+	data  []byte
+}
+
+func dialPage(t *testing.T, url, hello string) *pageConn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, url+"/ws?hold", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	if err := ws.Write(ctx, websocket.MessageText, []byte(hello)); err != nil {
+		t.Fatal(err)
+	}
+	return &pageConn{t: t, ws: ws}
+}
+
+// readData reads until n bytes of data came, taking control messages on
+// the way.
+func (p *pageConn) readData(n int) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for len(p.data) < n {
+		typ, msg, err := p.ws.Read(ctx)
+		if err != nil {
+			p.t.Fatalf("reading (have %q): %v", p.data, err)
+		}
+		if typ == websocket.MessageText {
+			if err := json.Unmarshal(msg, &p.info); err != nil {
+				p.t.Fatal(err)
+			}
+			p.token = p.info.Token
+			continue
+		}
+		p.data = append(p.data, msg...)
+	}
+}
+
+func (p *pageConn) waitToken() {
+	p.t.Helper()
+	p.readData(0)
+	for p.token == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		typ, msg, err := p.ws.Read(ctx)
+		cancel()
+		if err != nil || typ != websocket.MessageText {
+			p.t.Fatalf("no token: %v", err)
+		}
+		json.Unmarshal(msg, &p.info)
+		p.token = p.info.Token
+	}
+}
+
+func serveListener(t *testing.T, l *Listener) string {
+	t.Helper()
+	srv := httptest.NewServer(l)
+	t.Cleanup(func() { srv.Close(); l.Close() })
+	return "ws://" + strings.TrimPrefix(srv.URL, "http://")
+}
+
+func accept(t *testing.T, l *Listener) *Conn {
+	t.Helper()
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*Conn)
+}
+
+// waitAway waits until the Conn has lost its WebSocket.
+func waitAway(t *testing.T, c *Conn) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		away := c.ws == nil
+		wake := c.wake
+		c.mu.Unlock()
+		if away {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the Conn did not notice the WebSocket break")
+		}
+		if wake == nil {
+			time.Sleep(time.Millisecond) // nothing to wait on yet
+			continue
+		}
+		select {
+		case <-wake:
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// TestReplay resumes with less than everything received, and past the
+// replay bound.
+func TestReplay(t *testing.T) {
+	l := &Listener{MaxReplay: 16}
+	url := serveListener(t, l)
+	p := dialPage(t, url, `{}`)
+	c := accept(t, l)
+	c.Write([]byte("0123456789"))
+	p.readData(10)
+	p.waitToken()
+
+	// The page says it had only 7 bytes: the last 3 come again.
+	p.ws.CloseNow()
+	waitAway(t, c)
+	if _, err := c.Write([]byte("abc")); err != nil {
+		t.Fatalf("a write while the page is away: %v", err)
+	}
+	back := dialPage(t, url, `{"resume":"`+p.token+`","got":7}`)
+	back.readData(6)
+	if string(back.data) != "789abc" || back.info.Missed != 0 || !back.info.Resumed {
+		t.Fatalf("replay %q %+v, want 789abc and nothing missed", back.data, back.info)
+	}
+
+	// Away for longer than the bound: the page is told what it missed.
+	back.ws.CloseNow()
+	waitAway(t, c)
+	c.Write([]byte(strings.Repeat("x", 20) + "0123456789ABCDEF"))
+	again := dialPage(t, url, `{"resume":"`+back.token+`","got":13}`)
+	again.readData(16)
+	if string(again.data) != "0123456789ABCDEF" || again.info.Missed != 20 {
+		t.Fatalf("replay %q missed %d, want the last 16 bytes and 20 missed", again.data, again.info.Missed)
+	}
+
+	// Input after the resume reaches the reader.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	again.ws.Write(ctx, websocket.MessageBinary, []byte("look\r\n"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "look\r\n" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+}
+
+// TestAckTrims checks that acknowledged output is let go of, and that a
+// page claiming more than was sent gets nothing twice.
+func TestAckTrims(t *testing.T) {
+	l := &Listener{}
+	url := serveListener(t, l)
+	p := dialPage(t, url, `{}`)
+	c := accept(t, l)
+	c.Write([]byte("hello"))
+	p.readData(5)
+	p.waitToken()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p.ws.Write(ctx, websocket.MessageText, []byte(`{"ack":5}`))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		kept := len(c.replay)
+		c.mu.Unlock()
+		if kept == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes kept after the page acknowledged them all", kept)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p.ws.CloseNow()
+	waitAway(t, c)
+	back := dialPage(t, url, `{"resume":"`+p.token+`","got":999}`)
+	back.waitToken()
+	c.Write([]byte("new"))
+	back.readData(3)
+	if string(back.data) != "new" {
+		t.Fatalf("got %q after resuming past the end, want only the new output", back.data)
+	}
+}
+
+// TestReadDeadline checks that Read honours its deadline, as the gateway's
+// negotiation wait and session moves need, without harming the WebSocket.
+func TestReadDeadline(t *testing.T) {
+	l := &Listener{}
+	url := serveListener(t, l)
+	p := dialPage(t, url, `{}`)
+	c := accept(t, l)
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, err := c.Read(make([]byte, 8))
+	var ne net.Error
+	if !errorsAs(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read past the deadline: %v, want a timeout", err)
+	}
+	c.Write([]byte("still"))
+	p.readData(5)
+}
+
+func errorsAs(err error, target *net.Error) bool {
+	ne, ok := err.(net.Error)
+	if ok {
+		*target = ne
+	}
+	return ok
+}
+
+func FuzzParseHello(f *testing.F) {
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"resume":"abc","got":12}`))
+	f.Add([]byte(`{"got":-1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := parseHello(b)
+		if err == nil && len(b) > maxControl {
+			t.Fatalf("a %d-byte hello accepted: %+v", len(b), h)
+		}
+	})
+}
