@@ -454,3 +454,5 @@ func TestWebSocketRefusals(t *testing.T) {
 		unharmed(t)
 	})
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

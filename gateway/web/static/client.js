@@ -24,7 +24,9 @@ let got = 0;           // output bytes received this session
 let acked = 0;
 let ackTimer = null;
 let retry = 0;
+let reconnectTimer = null;
 let ended = false;
+let gameAway = false;  // the gateway said the game is restarting
 let partial = "";      // the text since the last line end: a prompt, maybe
 const history = [];
 let histPos = 0;
@@ -50,12 +52,21 @@ function append(html, cls) {
   if (atBottom) out.scrollTop = out.scrollHeight;
 }
 
+// showConnected shows the state of a page that is connected: the game's
+// own comings and goings are known from the gateway's notices.
+function showConnected() {
+  if (gameAway) setState("the game is restarting", "waiting");
+  else setState("connected", "connected");
+}
+
 function showText(text) {
   if (!text) return;
   if (text.includes("[holdfast] The game is restarting") || text.includes("[holdfast] The game is not running")) {
-    setState("the game is restarting", "waiting");
+    gameAway = true;
+    showConnected();
   } else if (text.includes("[holdfast] The game is back")) {
-    setState("connected", "connected");
+    gameAway = false;
+    showConnected();
   }
   append(ansi.ansi_to_html(text));
   const nl = text.lastIndexOf("\n");
@@ -197,8 +208,7 @@ function connect() {
         append("[" + m.missed + " bytes of output were missed while away]\n", "notice");
       }
       retry = 0;
-      if (!document.body.classList.contains("waiting")) setState("connected", "connected");
-      else if (m.resumed) setState("the game is restarting", "waiting");
+      showConnected();
       return;
     }
     const bytes = new Uint8Array(ev.data);
@@ -211,7 +221,7 @@ function connect() {
     ws = null;
     if (ev.code === 1000 || ev.code === 4404 || ev.code === 4429 || !token) {
       ended = true;
-      token = null; got = 0; acked = 0;
+      token = null; got = 0; acked = 0; gameAway = false;
       hisOn.clear(); ourOn.clear(); tstate = 0; setEcho(false);
       setState(ev.code === 1000 ? "disconnected" : "session over: " + (ev.reason || "connection closed"), "offline");
       $("connect").hidden = false;
@@ -219,7 +229,7 @@ function connect() {
     }
     const delay = Math.min(5000, 250 * 2 ** retry++);
     setState("reconnecting…", "offline");
-    setTimeout(() => { if (!ended) connect(); }, delay);
+    reconnectTimer = setTimeout(() => { reconnectTimer = null; connect(); }, delay);
   };
 }
 
@@ -255,5 +265,8 @@ input.addEventListener("keydown", (ev) => {
 
 $("connect").addEventListener("click", connect);
 window.addEventListener("resize", () => { if (ourOn.has(NAWS)) send(naws()); });
-window.addEventListener("online", () => { if (!ws && !ended) connect(); });
+// Back on the network: no need to wait out the backoff.
+window.addEventListener("online", () => {
+  if (reconnectTimer) { clearTimeout(reconnectTimer); reconnectTimer = null; connect(); }
+});
 connect();
