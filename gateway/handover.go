@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/gob"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -82,6 +83,9 @@ type movedSession struct {
 	Facts       link.Facts
 	Hello       [][]byte
 	MoveFrom    string // the backend instance holding the session, "" if none does
+	// Conn is the state of a connection that moves without a socket (a
+	// resumable WebSocket); nil for one whose socket goes with it.
+	Conn []byte
 }
 
 // MoveOut hands every session to another gateway process through m, and
@@ -186,15 +190,19 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 		return 0, err
 	}
 	for _, ss := range keep {
-		f, r, err := ss.socketFile()
+		f, r, conn, err := ss.socketFile()
 		if err != nil {
 			return rollback(fmt.Errorf("gateway: session %s: %w", ss.id, err))
 		}
-		files = append(files, f)
+		if f != nil {
+			files = append(files, f)
+		}
 		if r != nil {
 			relays = append(relays, r)
 		}
-		states = append(states, ss.save())
+		st := ss.save()
+		st.Conn = conn
+		states = append(states, st)
 	}
 	var buf bytes.Buffer
 	if err := gob.NewEncoder(&buf).Encode(states); err != nil {
@@ -441,13 +449,26 @@ func closeDescriptor(c net.Conn) {
 
 // socketFile returns a descriptor of the session's socket to pass to the
 // other process. A relayed connection cannot move: it gets a local socket
-// pair instead, whose other end the relay joins to the connection here.
-func (ss *session) socketFile() (*os.File, *relay, error) {
+// pair instead, whose other end the relay joins to the connection here. A
+// connection that the player opens again (a resumable WebSocket) moves as
+// its state alone, with no descriptor.
+func (ss *session) socketFile() (*os.File, *relay, []byte, error) {
+	if e, ok := ss.conn.(exporter); ok && !relayed(ss.conn) {
+		state, err := e.Export()
+		return nil, nil, state, err
+	}
 	if relayed(ss.conn) {
-		return newRelay(ss, ss.conn)
+		f, r, err := newRelay(ss, ss.conn)
+		return f, r, nil, err
 	}
 	f, err := netx.Dup(ss.conn)
-	return f, nil, err
+	return f, nil, nil, err
+}
+
+// exporter is a connection that moves to another process as its state,
+// its player connecting again to that process.
+type exporter interface {
+	Export() ([]byte, error)
 }
 
 // Arrivals are sessions received from another gateway process, prepared
@@ -465,12 +486,23 @@ func (s *Server) Receive(state []byte, conns []*os.File) (*Arrivals, error) {
 	a := &Arrivals{srv: s}
 	var states []movedSession
 	err := gob.NewDecoder(bytes.NewReader(state)).Decode(&states)
-	if err == nil && len(states) != len(conns) {
-		err = fmt.Errorf("%d sessions with %d sockets", len(states), len(conns))
+	withSocket := 0
+	for _, m := range states {
+		if m.Conn == nil {
+			withSocket++
+		}
 	}
+	if err == nil && withSocket != len(conns) {
+		err = fmt.Errorf("%d sessions with sockets, and %d sockets", withSocket, len(conns))
+	}
+	next := conns
 	for i := 0; err == nil && i < len(states); i++ {
+		var f *os.File
+		if states[i].Conn == nil {
+			f, next = next[0], next[1:]
+		}
 		var ss *session
-		ss, err = s.arrive(&states[i], conns[i])
+		ss, err = s.arrive(&states[i], f)
 		if err == nil {
 			a.sessions = append(a.sessions, ss)
 		}
@@ -485,9 +517,19 @@ func (s *Server) Receive(state []byte, conns []*os.File) (*Arrivals, error) {
 	return a, nil
 }
 
-// arrive builds a session from another process's state and socket.
+// arrive builds a session from another process's state and socket, or,
+// for a connection that moved without one, from its state.
 func (s *Server) arrive(m *movedSession, f *os.File) (*session, error) {
-	c, err := net.FileConn(f)
+	var c net.Conn
+	var err error
+	switch {
+	case f != nil:
+		c, err = net.FileConn(f)
+	case s.Reconnect == nil:
+		err = errors.New("a browser's session, and no web listener here")
+	default:
+		c, err = s.Reconnect(m.Conn)
+	}
 	if err != nil {
 		return nil, err
 	}

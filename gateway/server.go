@@ -95,6 +95,11 @@ type Server struct {
 	// Metrics, if set, has the gateway's Prometheus metrics registered in
 	// it at the first Serve.
 	Metrics prometheus.Registerer
+	// Reconnect, in a process taking sessions over from another, rebuilds a
+	// player's connection that moved without its socket: a browser's, whose
+	// page opens a new WebSocket to this process (see web.Listener.Restore).
+	// Nil refuses such sessions, and they stay where they were.
+	Reconnect func(state []byte) (net.Conn, error)
 
 	once      sync.Once
 	ctx       context.Context // done at Close

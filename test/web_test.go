@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -456,3 +459,66 @@ func TestWebSocketRefusals(t *testing.T) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// TestUpgradeWebPlayers upgrades a gateway under two browser players: a
+// resumable page, told to reconnect (1012) and back on the new process at
+// once, whatever batch its session is in; and a terminal client that
+// cannot resume, relayed by the old process until it leaves.
+func TestUpgradeWebPlayers(t *testing.T) {
+	next := nextBuild(t)
+	u := startUpgradable(t, nil, "-ws-listen", "127.0.0.1:0")
+	url := u.gw.waitLog("gateway: web client listening", 1)["url"].(string)
+	addr := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/")
+	be := u.startBackend()
+	ann := openPage(t, addr, `{}`)
+	ann.login("Ann")
+	id, _ := ann.sessionID()
+	tom, _, _ := wsPlayer(t, addr, "Tom", "", []string{"terminal.mudstandards.org"}, websocket.MessageBinary)
+	tom.login()
+	ann.send("echo before the upgrade")
+	ann.readUntil("echo: before the upgrade")
+
+	copyFile(t, next, u.path)
+	upgraded := make(chan error, 1)
+	go func() {
+		out, err := exec.Command(filepath.Join(binDir, "gateway"), "upgrade", "-control", u.control).CombinedOutput()
+		if err == nil && !strings.Contains(string(out), "2 sessions moved") {
+			err = errors.New("gateway upgrade printed " + string(out))
+		}
+		upgraded <- err
+	}()
+	// The page hears 1012 and comes back at once, perhaps before its
+	// session has reached the new process.
+	closedWith(t, ann.c, 1012)
+	back := openPage(t, addr, `{"resume":"`+ann.token+`","got":`+jsonUint(ann.got)+`}`)
+	back.send("echo after the upgrade")
+	back.readUntil("echo: after the upgrade")
+	if err := <-upgraded; err != nil {
+		t.Fatal(err)
+	}
+	newPID, _ := u.health()
+	killOnCleanup(t, newPID)
+	if gotID, resumed := back.sessionID(); gotID != id || resumed != "0" {
+		t.Errorf("session %q resumed %q after the upgrade, want %q and 0", gotID, resumed, id)
+	}
+	if strings.Contains(back.text.String(), "before the upgrade") {
+		t.Errorf("output from before the upgrade shown again: %q", back.text.String())
+	}
+	tom.send("echo relayed")
+	tom.expect("echo: relayed")
+	if n := be.count("talker: player left"); n != 0 {
+		t.Errorf("the game saw %d players leave", n)
+	}
+	out := runTool(t, "gateway", "sessions", "-control", u.control)
+	if !strings.Contains(out, "websocket:telnet") || !strings.Contains(out, "websocket:terminal") {
+		t.Errorf("gateway sessions after the upgrade:\n%s", out)
+	}
+	// The old process stays for the relayed player only.
+	tom.send("quit")
+	tom.expect("Goodbye, Tom.")
+	select {
+	case <-u.gw.exited:
+	case <-time.After(waitFor):
+		t.Error("the old gateway did not exit after its last relayed player left")
+	}
+}

@@ -180,6 +180,12 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 		return err
 	}
 	if wl != nil {
+		gw.Reconnect = wl.Restore
+		if pred != nil {
+			// Browsers reconnect to this process as their sessions move.
+			wl.ExpectArrivals()
+			pred.arrived = wl.ArrivalsDone
+		}
 		lns = append(lns, wl)
 		serve = append(serve, func() {
 			for _, ln := range httpLns {

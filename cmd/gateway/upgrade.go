@@ -353,6 +353,8 @@ func (m *socketMover) Commit() error {
 type predecessorLink struct {
 	conn *handover.Conn
 	once sync.Once
+	// arrived, if set, is called once no more sessions will arrive.
+	arrived func()
 }
 
 // predecessor returns the link to the gateway this process takes over
@@ -416,6 +418,9 @@ func (p *predecessorLink) takeOver(log *zap.Logger, gw *gateway.Server, reg *reg
 // receiveAll takes the sessions and the registry until Done.
 func (p *predecessorLink) receiveAll(log *zap.Logger, gw *gateway.Server, reg *registry, msgs <-chan message) {
 	defer p.conn.Close()
+	if p.arrived != nil {
+		defer p.arrived()
+	}
 	var arrived *gateway.Arrivals
 	sessions := 0
 	for m := range msgs {

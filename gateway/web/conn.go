@@ -214,15 +214,7 @@ func (c *Conn) lost(gen uint64, err error) {
 		return
 	}
 	c.l.log().Info("web: connection lost; holding the session", zap.Stringer("client", c.remote), zap.Duration("grace", c.l.grace()), zap.Error(err))
-	c.away = time.AfterFunc(c.l.grace(), func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.ws == nil && !c.closed && gen == c.gen {
-			c.l.log().Info("web: the page did not come back in time", zap.Stringer("client", c.remote))
-			c.endLocked()
-		}
-	})
-	c.broadcastLocked()
+	c.holdLocked(gen)
 }
 
 // endLocked marks the player gone: Read returns io.EOF once the input is
@@ -299,14 +291,12 @@ func (c *Conn) Kind() string {
 	return k + ":" + short
 }
 
-// Relayed reports that the connection cannot be passed to another process:
-// an upgrade relays its bytes instead.
-func (c *Conn) Relayed() bool { return true }
-
 // pump reads one WebSocket's messages into the Conn until it fails.
 func (c *Conn) pump(ws *websocket.Conn, gen uint64) {
 	for {
-		typ, msg, err := ws.Read(c.l.ctx)
+		// Not the listener's context: a Conn outlives its listener, which
+		// closes when another process takes the listening socket over.
+		typ, msg, err := ws.Read(context.Background())
 		if err == nil && typ == websocket.MessageText && !validText(msg) {
 			ws.Close(websocket.StatusInvalidFramePayloadData, "text frames must be UTF-8")
 			err = errors.New("web: a text frame that is not UTF-8")

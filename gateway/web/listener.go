@@ -97,6 +97,10 @@ type Listener struct {
 	addr    net.Addr
 	tokens  map[string]*Conn // by the token's hash
 	fails   map[netip.Addr]*failures
+	// arriving is set while sessions arrive from another process; arrival
+	// is closed and replaced at each.
+	arriving bool
+	arrival  chan struct{}
 }
 
 func (l *Listener) init() {
@@ -489,13 +493,36 @@ func (l *Listener) issueLocked(c *Conn) string {
 	return tok
 }
 
+// lookup finds the Conn a token resumes, and spends the token. While
+// sessions arrive from another process, an unknown token waits for them,
+// within the handshake timeout.
 func (l *Listener) lookup(tok string) *Conn {
+	h := tokenHash(tok)
+	deadline := time.NewTimer(l.handshakeTimeout())
+	defer deadline.Stop()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	h := tokenHash(tok)
-	c := l.tokens[h]
-	delete(l.tokens, h)
-	return c
+	for {
+		if c := l.tokens[h]; c != nil {
+			delete(l.tokens, h)
+			return c
+		}
+		if !l.arriving {
+			return nil
+		}
+		if l.arrival == nil {
+			l.arrival = make(chan struct{})
+		}
+		wait := l.arrival
+		l.mu.Unlock()
+		select {
+		case <-wait:
+		case <-deadline.C:
+			l.mu.Lock()
+			return nil
+		}
+		l.mu.Lock()
+	}
 }
 
 func (l *Listener) forget(h string) {

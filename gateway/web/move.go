@@ -1,0 +1,166 @@
+package web
+
+import (
+	"bytes"
+	"encoding/gob"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+)
+
+// movedConn is a resumable Conn's state as it goes to another gateway
+// process in an upgrade. Its WebSocket does not go: the page opens a new
+// one to the new process, with its token.
+type movedConn struct {
+	Proto     string
+	Term      *movedTerminal
+	Local     string
+	Remote    string
+	TLS       bool
+	TokenHash string
+	Sent      uint64
+	Acked     uint64
+	Replay    []byte
+	In        []byte
+}
+
+type movedTerminal struct {
+	Client        string
+	Width, Height uint16
+	Text          bool
+	State         uint8
+	Verb, SBOpt   byte
+	SB, Partial   []byte
+	TTypes        int
+	On            [2][256]bool
+}
+
+// errNotMovable is Export's answer for a Conn whose page will not come
+// back by itself: it is relayed instead.
+var errNotMovable = errors.New("web: only a resumable connection moves")
+
+// statusRestart asks the page to reconnect at once (RFC 6455's 1012,
+// Service Restart).
+const statusRestart = websocket.StatusCode(1012)
+
+// Relayed reports whether the connection must stay in this process when
+// its session moves to another: one whose page will not reconnect by
+// itself. A resumable one moves by Export.
+func (c *Conn) Relayed() bool { return !c.resumable }
+
+// Export hands the Conn's state over for another process: the WebSocket
+// is closed with 1012, so that the page reconnects (to the new process,
+// which now accepts on the same socket), and this Conn waits as for any
+// broken connection, in case the move fails and it stays here.
+func (c *Conn) Export() ([]byte, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.resumable || c.closed || c.ended != nil {
+		return nil, errNotMovable
+	}
+	if ws := c.ws; ws != nil {
+		c.ws = nil
+		c.gen++
+		go ws.Close(statusRestart, "the gateway is restarting: reconnect")
+		c.holdLocked(c.gen)
+	}
+	m := movedConn{
+		Proto: c.proto, Local: c.local.String(), Remote: c.remote.String(), TLS: c.tls,
+		TokenHash: c.token, Sent: c.sent, Acked: c.acked,
+		Replay: bytes.Clone(c.replay), In: bytes.Clone(c.in),
+	}
+	if t := c.term; t != nil {
+		m.Term = &movedTerminal{
+			Client: t.client, Width: t.width, Height: t.height, Text: t.text,
+			State: uint8(t.st), Verb: t.verb, SBOpt: t.sbOpt,
+			SB: bytes.Clone(t.sb), Partial: bytes.Clone(t.partial), TTypes: t.ttypes, On: t.on,
+		}
+	}
+	var buf bytes.Buffer
+	err := gob.NewEncoder(&buf).Encode(m)
+	return buf.Bytes(), err
+}
+
+// Restore makes a Conn from another process's Export: it waits for its
+// page to come back, as after a broken connection.
+func (l *Listener) Restore(state []byte) (net.Conn, error) {
+	l.init()
+	var m movedConn
+	if err := gob.NewDecoder(bytes.NewReader(state)).Decode(&m); err != nil {
+		return nil, err
+	}
+	c := &Conn{
+		l: l, proto: m.Proto, resumable: true,
+		local: stringAddr(m.Local), remote: parseAddr(m.Remote), tls: m.TLS,
+		token: m.TokenHash, sent: m.Sent, acked: m.Acked, replay: m.Replay, in: m.In,
+	}
+	if t := m.Term; t != nil {
+		c.term = &terminal{
+			client: t.Client, width: t.Width, height: t.Height, text: t.Text,
+			st: tstate(t.State), verb: t.Verb, sbOpt: t.SBOpt,
+			sb: t.SB, partial: t.Partial, ttypes: t.TTypes, on: t.On,
+		}
+	}
+	c.mu.Lock()
+	c.holdLocked(c.gen)
+	c.mu.Unlock()
+	l.mu.Lock()
+	l.tokens[c.token] = c
+	l.broadcastArrivalLocked()
+	l.mu.Unlock()
+	return c, nil
+}
+
+// holdLocked starts the wait for the page: the grace period.
+func (c *Conn) holdLocked(gen uint64) {
+	if c.away != nil {
+		c.away.Stop()
+	}
+	c.away = time.AfterFunc(c.l.grace(), func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.ws == nil && !c.closed && gen == c.gen {
+			c.l.log().Info("web: the page did not come back in time", zap.Stringer("client", c.remote))
+			c.endLocked()
+		}
+	})
+	c.broadcastLocked()
+}
+
+func parseAddr(s string) net.Addr {
+	if a, err := net.ResolveTCPAddr("tcp", s); err == nil {
+		return a
+	}
+	return stringAddr(s)
+}
+
+// ExpectArrivals tells the listener that sessions are arriving from
+// another process: a page that reconnects before its session has arrived
+// waits for it, instead of being told it has none.
+func (l *Listener) ExpectArrivals() {
+	l.init()
+	l.mu.Lock()
+	l.arriving = true
+	l.mu.Unlock()
+}
+
+// ArrivalsDone says every session that was to arrive has.
+func (l *Listener) ArrivalsDone() {
+	l.init()
+	l.mu.Lock()
+	l.arriving = false
+	l.broadcastArrivalLocked()
+	l.mu.Unlock()
+}
+
+func (l *Listener) broadcastArrivalLocked() {
+	if l.arrival != nil {
+		close(l.arrival)
+	}
+	l.arrival = make(chan struct{})
+}
