@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -520,5 +521,88 @@ func TestUpgradeWebPlayers(t *testing.T) {
 	case <-u.gw.exited:
 	case <-time.After(waitFor):
 		t.Error("the old gateway did not exit after its last relayed player left")
+	}
+}
+
+// TestWebSocketForwarded checks whose address a browser player has: the
+// peer's, unless the peer is a proxy named by -ws-forwarded-for; and that
+// the gateway's limits count that address.
+func TestWebSocketForwarded(t *testing.T) {
+	_, _, addr := startWebSystem(t, "-ws-forwarded-for", "127.0.0.1", "-max-per-ip", "1")
+	dialAs := func(name, forwarded string) (*player, *websocket.Conn) {
+		t.Helper()
+		c, _, err := wsDial(t, addr, "", []string{"terminal.mudstandards.org"}, http.Header{"X-Forwarded-For": {forwarded}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
+		return &player{t: t, name: name, conn: nc, r: bufio.NewReader(nc)}, c
+	}
+	// The proxy's own address is skipped: the player is the one before it.
+	a, _ := dialAs("Ada", "198.51.100.7, 127.0.0.1")
+	a.login()
+	if ip := a.facts()["client_ip"]; ip != "198.51.100.7" {
+		t.Errorf("client_ip %q through a trusted proxy, want 198.51.100.7", ip)
+	}
+	b, _ := dialAs("Ben", "203.0.113.9")
+	b.login()
+	// One session per address: a second from 198.51.100.7 is refused
+	// with the reason, and closed.
+	c, _ := dialAs("Cy", "198.51.100.7")
+	if l := c.next(); !strings.Contains(l, "Too many connections from your address") {
+		t.Errorf("a second session from one forwarded address was told %q", l)
+	}
+	c.expectClosed()
+}
+
+// TestWebSocketUntrustedForwarded checks that X-Forwarded-For from anybody
+// but a trusted proxy is ignored.
+func TestWebSocketUntrustedForwarded(t *testing.T) {
+	_, _, addr := startWebSystem(t)
+	c, _, err := wsDial(t, addr, "", []string{"terminal.mudstandards.org"}, http.Header{"X-Forwarded-For": {"198.51.100.7"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
+	p := &player{t: t, name: "Una", conn: nc, r: bufio.NewReader(nc)}
+	p.login()
+	if ip := p.facts()["client_ip"]; ip != "127.0.0.1" {
+		t.Errorf("client_ip %q from an untrusted X-Forwarded-For, want the peer's 127.0.0.1", ip)
+	}
+}
+
+// TestWebSocketTLS serves the web client and WebSocket over TLS.
+func TestWebSocketTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	pool := writeCert(t, certFile, keyFile, 1)
+	sys := startSystem(t, "-wss-listen", "127.0.0.1:0", "-tls-cert", certFile, "-tls-key", keyFile)
+	url := sys.gw.waitLog("gateway: web client listening", 1)["url"].(string)
+	sys.startBackend()
+	if !strings.HasPrefix(url, "https://127.0.0.1:") {
+		t.Fatalf("web client at %q", url)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "client.js") || resp.Header.Get("Content-Security-Policy") == "" {
+		t.Errorf("the page over TLS: %d %q", resp.StatusCode, page)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(url, "https")+"ws", &websocket.DialOptions{HTTPClient: client, Subprotocols: []string{"terminal.mudstandards.org"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
+	p := &player{t: t, name: "Sec", conn: nc, r: bufio.NewReader(nc)}
+	p.login()
+	if out := runTool(t, "gateway", "sessions", "-control", sys.control); !strings.Contains(out, "websocket+tls:terminal") {
+		t.Errorf("gateway sessions:\n%s", out)
 	}
 }

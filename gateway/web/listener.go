@@ -203,13 +203,13 @@ func (l *Listener) Close() error {
 	return nil
 }
 
-// Addr is the first address served.
+// Addr is the first address served, once Serve has started.
 func (l *Listener) Addr() net.Addr {
 	l.init()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.addr == nil {
-		return &net.TCPAddr{}
+		return stringAddr("web")
 	}
 	return l.addr
 }
