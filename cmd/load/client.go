@@ -32,7 +32,13 @@ type session struct {
 var errTimeout = errors.New("timed out")
 
 func dialSession(addr, name string) (*session, error) {
-	c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+	var c net.Conn
+	var err error
+	if useWS {
+		c, err = dialWS(addr)
+	} else {
+		c, err = net.DialTimeout("tcp", addr, 30*time.Second)
+	}
 	if err != nil {
 		return nil, err
 	}

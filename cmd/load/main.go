@@ -62,6 +62,7 @@ func main() {
 		fs.StringVar(&o.name, "name", "game", "the backend's registered name")
 		fs.StringVar(&o.upgradeCmd, "upgrade-cmd", "", "shell command that upgrades the gateway and prints its new pid (holdfast only)")
 		fs.StringVar(&o.handoverCmd, "handover-cmd", "", "shell command that starts a successor to the backend (with -backend-pid and -backend-cmd)")
+		fs.BoolVar(&useWS, "ws", false, "players connect as the web client does: -addr is the gateway's -ws-listen address")
 		fs.Parse(os.Args[2:])
 		err = run(&o)
 	default:
@@ -72,6 +73,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// useWS makes every player a browser's WebSocket instead of a telnet socket.
+var useWS bool
 
 type options struct {
 	addr        string
