@@ -17,7 +17,7 @@ import (
 type wsStream struct {
 	c     *websocket.Conn
 	local net.Addr
-	buf []byte
+	buf   []byte
 
 	mu       sync.Mutex
 	got      uint64
