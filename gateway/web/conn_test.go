@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -232,5 +233,47 @@ func FuzzParseHello(f *testing.F) {
 		if err == nil && len(b) > maxControl {
 			t.Fatalf("a %d-byte hello accepted: %+v", len(b), h)
 		}
+	})
+}
+
+// FuzzControl sends a resumable Conn whatever a page could: the output it
+// keeps never grows, and never loses what was not acknowledged.
+func FuzzControl(f *testing.F) {
+	f.Add([]byte(`{"ack":3}`))
+	f.Add([]byte(`{"ack":18446744073709551615}`))
+	f.Add([]byte(`{"ack":-1,"x":[1,2]}`))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		c := &Conn{l: &Listener{}, resumable: true, sent: 10, replay: []byte("0123456789")}
+		c.control(msg)
+		if len(c.replay) > 10 || c.acked > c.sent || uint64(len(c.replay)) < c.sent-c.acked {
+			t.Fatalf("replay %q acked %d sent %d", c.replay, c.acked, c.sent)
+		}
+	})
+}
+
+// FuzzClientAddr reads X-Forwarded-For as a trusted proxy sends it: the
+// player's address is always one of the header's or the proxy's own.
+func FuzzClientAddr(f *testing.F) {
+	f.Add("198.51.100.7, 127.0.0.1")
+	f.Add("::ffff:10.0.0.1,,garbage")
+	f.Add("")
+	l := &Listener{ForwardedFrom: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
+	f.Fuzz(func(t *testing.T, xff string) {
+		r := httptest.NewRequest("GET", "/ws", nil)
+		r.RemoteAddr = "127.0.0.1:5555"
+		r.Header.Set("X-Forwarded-For", xff)
+		ip := addrOf(l.clientAddr(r))
+		if ip == netip.MustParseAddr("127.0.0.1") {
+			return
+		}
+		for _, hop := range strings.Split(xff, ",") {
+			if a, err := netip.ParseAddr(strings.TrimSpace(hop)); err == nil && a.Unmap().WithZone("") == ip {
+				if l.trusted(a) {
+					t.Fatalf("a trusted proxy's address %v taken for the player's", a)
+				}
+				return
+			}
+		}
+		t.Fatalf("address %v is neither the peer's nor in %q", ip, xff)
 	})
 }

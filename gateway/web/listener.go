@@ -241,7 +241,7 @@ func (l *Listener) clientAddr(r *http.Request) net.Addr {
 		if err != nil {
 			break // a garbled header: believe the proxy itself
 		}
-		a = a.Unmap()
+		a = a.Unmap().WithZone("") // a zone names an interface here, not the player's
 		if !l.trusted(a) {
 			return net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0))
 		}
