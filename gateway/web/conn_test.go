@@ -1,9 +1,12 @@
 package web
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
@@ -276,4 +279,38 @@ func FuzzClientAddr(f *testing.F) {
 		}
 		t.Fatalf("address %v is neither the peer's nor in %q", ip, xff)
 	})
+}
+
+// TestReadAhead sends the first message in the same write as the
+// handshake, so that net/http has read it ahead: it must not be lost when
+// the WebSocket takes the connection with buffers of its own.
+func TestReadAhead(t *testing.T) {
+	l := &Listener{}
+	url := serveListener(t, l)
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := "GET /ws?hold HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	hello := []byte{0x81, 0x80 | 2, 0, 0, 0, 0, '{', '}'} // a masked text message, mask zero
+	if _, err := c.Write(append([]byte(req), hello...)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	// The gateway answers the hello it read ahead with a token.
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(br, head); err != nil || head[0] != 0x81 || head[1] >= 126 {
+		t.Fatalf("first frame %x: %v", head, err)
+	}
+	payload := make([]byte, head[1])
+	if _, err := io.ReadFull(br, payload); err != nil || !strings.Contains(string(payload), `"token"`) {
+		t.Fatalf("first message %q: %v", payload, err)
+	}
 }

@@ -283,7 +283,7 @@ const maxControl = 512
 
 func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	remote := l.clientAddr(r)
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		Subprotocols:   protocols,
 		OriginPatterns: l.Origins,
 	})
