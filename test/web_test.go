@@ -331,6 +331,17 @@ func TestWebSocketResume(t *testing.T) {
 	back.send("echo still here")
 	back.readUntil("echo: still here")
 
+	m := scrape(t, sys.admin)
+	for name, want := range map[string]float64{
+		"holdfast_web_connections_lost_total":                        1,
+		"holdfast_web_resumes_total":                                 1,
+		`holdfast_web_resumes_refused_total{reason="unknown_token"}`: 1,
+	} {
+		if m[name] != want {
+			t.Errorf("%s = %v, want %v", name, m[name], want)
+		}
+	}
+
 	// A backend SIGKILL and restart on top: the page notices nothing but
 	// the notices.
 	b.kill(9)

@@ -172,7 +172,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 	if err != nil {
 		return err
 	}
-	wl, httpLns, err := listenWeb(log, cfg, socks, cert)
+	wl, httpLns, err := listenWeb(log, cfg, socks, cert, metrics)
 	if err != nil {
 		for _, ln := range lns {
 			ln.Close()
@@ -314,7 +314,7 @@ func listen(log *zap.Logger, cfg *config, socks *sockets) ([]net.Listener, *cert
 // expecting PROXY headers from the configured sources, and the web
 // listener that serves them. It returns a nil listener when neither is
 // asked for.
-func listenWeb(log *zap.Logger, cfg *config, socks *sockets, cert *certificate) (*web.Listener, []net.Listener, error) {
+func listenWeb(log *zap.Logger, cfg *config, socks *sockets, cert *certificate, metrics prometheus.Registerer) (*web.Listener, []net.Listener, error) {
 	if cfg.wsListen == "" && cfg.wssListen == "" {
 		return nil, nil, nil
 	}
@@ -323,6 +323,7 @@ func listenWeb(log *zap.Logger, cfg *config, socks *sockets, cert *certificate) 
 		grace = -1 // the flag's 0 is "not at all"; the field's is the default
 	}
 	wl := &web.Listener{
+		Metrics:          metrics,
 		Origins:          cfg.origins,
 		Grace:            grace,
 		ForwardedFrom:    cfg.forwardedFrom,

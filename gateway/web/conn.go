@@ -213,6 +213,7 @@ func (c *Conn) lost(gen uint64, err error) {
 		c.endLocked()
 		return
 	}
+	c.l.metrics.lost.Inc()
 	c.l.log().Info("web: connection lost; holding the session", zap.Stringer("client", c.remote), zap.Duration("grace", c.l.grace()), zap.Error(err))
 	c.holdLocked(gen)
 }

@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -87,6 +88,9 @@ type Listener struct {
 	MaxReplay int
 	// Logger receives events. Tokens and player input are never logged.
 	Logger *zap.Logger
+	// Metrics, if set, has the listener's Prometheus metrics registered
+	// in it at first use.
+	Metrics prometheus.Registerer
 
 	once    sync.Once
 	ctx     context.Context
@@ -101,6 +105,7 @@ type Listener struct {
 	// is closed and replaced at each.
 	arriving bool
 	arrival  chan struct{}
+	metrics  *metrics
 }
 
 func (l *Listener) init() {
@@ -109,6 +114,14 @@ func (l *Listener) init() {
 		l.accepts = make(chan *Conn)
 		l.tokens = make(map[string]*Conn)
 		l.fails = make(map[netip.Addr]*failures)
+		l.metrics = newMetrics()
+		if l.Metrics != nil {
+			for _, c := range l.metrics.collectors() {
+				if err := l.Metrics.Register(c); err != nil {
+					l.log().Error("web: metrics not registered", zap.Error(err))
+				}
+			}
+		}
 	})
 }
 
@@ -407,6 +420,7 @@ func (c *Conn) control(msg []byte) {
 func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) {
 	ip := addrOf(remote)
 	if !l.mayTry(ip, time.Now()) {
+		l.metrics.refused.WithLabelValues("rate_limited").Inc()
 		l.log().Warn("web: too many failed resumes", zap.Stringer("client", remote))
 		ws.Close(closeTooMany, "too many attempts; wait a minute")
 		return
@@ -414,6 +428,7 @@ func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) {
 	c := l.lookup(h.Resume)
 	if c == nil {
 		l.failed(ip, time.Now())
+		l.metrics.refused.WithLabelValues("unknown_token").Inc()
 		l.log().Info("web: resume refused: unknown or expired token", zap.Stringer("client", remote))
 		ws.Close(closeUnknownToken, "no such session: it ended, or the token was used")
 		return
@@ -422,6 +437,7 @@ func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) {
 		ws.Close(closeUnknownToken, "no such session: it ended")
 		return
 	}
+	l.metrics.resumed.Inc()
 	l.log().Info("web: player's connection resumed", zap.Stringer("client", remote), zap.Stringer("was", c.remote))
 }
 

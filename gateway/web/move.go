@@ -125,6 +125,7 @@ func (c *Conn) holdLocked(gen uint64) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.ws == nil && !c.closed && gen == c.gen {
+			c.l.metrics.expired.Inc()
 			c.l.log().Info("web: the page did not come back in time", zap.Stringer("client", c.remote))
 			c.endLocked()
 		}
