@@ -81,7 +81,7 @@ func (s *Server) startRelay(r *relay) {
 			}
 			if err != nil {
 				if !errors.Is(err, io.EOF) {
-					s.log().Info("gateway: TLS relay ended", zap.String("session", r.id), zap.Error(err))
+					s.log().Info("gateway: relay ended", zap.String("session", r.id), zap.Error(err))
 				}
 				break
 			}
@@ -96,7 +96,7 @@ func (s *Server) startRelay(r *relay) {
 	}()
 }
 
-// Relays returns how many TLS players this process relays for another.
+// Relays returns how many players (TLS, WebSocket) this process relays for another.
 func (s *Server) Relays() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -122,7 +122,7 @@ type Server struct {
 	wg        sync.WaitGroup
 	handedOff bool // another process accepts on the listeners now
 
-	relays   sync.WaitGroup // TLS relays for sessions another process holds
+	relays   sync.WaitGroup // relays (TLS, WebSocket) for sessions another process holds
 	relaySet map[*relay]struct{}
 }
 

@@ -427,7 +427,7 @@ func TestUpgrade(t *testing.T) {
 	if got := runTool(t, "gateway", "sessions", "-control", u.control); !strings.Contains(got, "4 sessions") || !strings.Contains(got, "telnet+tls") {
 		t.Errorf("gateway sessions after the upgrade:\n%s", got)
 	}
-	u.gw.waitLog("gateway: relaying TLS players for the new gateway until they leave", 1)
+	u.gw.waitLog("gateway: relaying players for the new gateway until they leave", 1)
 	select {
 	case <-u.gw.exited:
 		t.Fatal("the old gateway exited with a TLS player to relay")

@@ -262,7 +262,8 @@ func (u *upgrader) passRegistry(conn *handover.Conn, msgs <-chan message) error 
 }
 
 // retire lets this process go once its successor serves: it waits for the
-// TLS players it relays for the successor, and stops.
+// players it relays for the successor (TLS, WebSockets that cannot
+// resume), and stops.
 func (u *upgrader) retire() {
 	for _, srv := range u.servers {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -270,7 +271,7 @@ func (u *upgrader) retire() {
 		cancel()
 	}
 	if n := u.gw.Relays(); n > 0 {
-		u.log.Info("gateway: relaying TLS players for the new gateway until they leave", zap.Int("players", n))
+		u.log.Info("gateway: relaying players for the new gateway until they leave", zap.Int("players", n))
 		u.gw.WaitRelays()
 	}
 	u.gw.Close()
