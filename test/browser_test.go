@@ -297,8 +297,10 @@ func TestBrowser(t *testing.T) {
 	page.waitTrue("reconnecting shown", `document.getElementById("state").textContent.startsWith("reconnecting")`)
 	bob.send("say while you were away")
 	bob.expect("Bob says: while you were away")
+	page.typeLine("say typed while away") // kept by the page, sent once back
 	net.block(false)
 	page.waitText("Bob says: while you were away")
+	bob.expect("Ann says: typed while away")
 	page.waitTrue("connected after the cut", `document.getElementById("state").textContent === "connected"`)
 	page.typeLine("session")
 	page.waitTrue("a second session listing", `document.getElementById("out").innerText.split("client_ip:").length === 3`)

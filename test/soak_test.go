@@ -27,6 +27,7 @@ var (
 	soakUpgrades  = flag.Int("soak.upgrades", 3, "gateway upgrades in TestChaosSoak, mixed into the restarts")
 	soakHandovers = flag.Int("soak.handovers", 3, "backend handovers to a successor in TestChaosSoak, in place of restarts")
 	soakSeed      = flag.Uint64("soak.seed", 0, "random seed for TestChaosSoak; 0 picks one")
+	soakWeb       = flag.Int("soak.web", 4, "browser players in TestChaosSoak, besides the telnet ones: resumable, their connections cut now and then")
 )
 
 // soakPlayer types numbered lines at random intervals and checks the
@@ -148,8 +149,9 @@ func TestChaosSoak(t *testing.T) {
 	sys := &system{t: t, cookie: writeCookie(t, "test-cookie"), epmdPort: port}
 	sys.gw = startPath(t, path, sys.env(), "-metrics", "127.0.0.1:0", "-control", filepath.Join(t.TempDir(), "gateway.sock"),
 		"-max-per-ip", "0", "-conn-rate", "0", "-listen", "127.0.0.1:0", "-cookie-file", sys.cookie,
-		"-epmd-port", strconv.Itoa(port), "-embed-epmd=false", "-debug-addr", "127.0.0.1:0")
+		"-epmd-port", strconv.Itoa(port), "-embed-epmd=false", "-debug-addr", "127.0.0.1:0", "-ws-listen", "127.0.0.1:0")
 	sys.telnet = sys.gw.waitLog("gateway: telnet listening", 1)["addr"].(string)
+	webAddr := strings.TrimSuffix(strings.TrimPrefix(sys.gw.waitLog("gateway: web client listening", 1)["url"].(string), "http://"), "/")
 	sys.admin = sys.gw.waitLog("gateway: admin listening", 1)["addr"].(string)
 	sys.control = sys.gw.waitLog("gateway: control listening", 1)["path"].(string)
 	debugAddr := sys.gw.waitLog("gateway: debug listening", 1)["addr"].(string)
@@ -161,13 +163,26 @@ func TestChaosSoak(t *testing.T) {
 	be := sys.startBackend()
 	rss0, heap0, g0 := gatewayStats(t, gwPID(), debugAddr)
 
-	players := make([]*soakPlayer, *soakPlayers)
+	players := make([]*soakPlayer, *soakPlayers+*soakWeb)
+	var browsers []*resumingClient
 	stop := make(chan struct{})
 	var typing sync.WaitGroup
 	for i := range players {
 		p := &soakPlayer{name: "p" + strconv.Itoa(i), seen: map[int64]bool{}, next: 1, done: make(chan struct{})}
 		players[i] = p
-		c := dial(t, sys.telnet, p.name)
+		var c *player
+		if i < *soakPlayers {
+			c = dial(t, sys.telnet, p.name)
+		} else {
+			p.name = "w" + strconv.Itoa(i)
+			rc, err := dialResuming(webAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { rc.Close() })
+			browsers = append(browsers, rc)
+			c = &player{t: t, name: p.name, conn: rc, r: bufio.NewReader(rc)}
+		}
 		c.login()
 		c.conn.SetReadDeadline(time.Time{}) // the soak may outlast login's deadline
 		p.conn = c.conn
@@ -192,7 +207,7 @@ func TestChaosSoak(t *testing.T) {
 		}(rng.Uint64())
 	}
 
-	var kills, terms, registry, upgrades, handovers int
+	var kills, terms, registry, upgrades, handovers, cuts int
 	// Upgrades come at random rounds among the restarts.
 	upgradeAt := map[int]bool{}
 	for len(upgradeAt) < min(*soakUpgrades, *soakRestarts) {
@@ -207,6 +222,10 @@ func TestChaosSoak(t *testing.T) {
 	}
 	for r := 0; r < *soakRestarts; r++ {
 		time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond) // typing goes on meanwhile
+		if len(browsers) > 0 && rng.IntN(2) == 0 {
+			cuts++
+			browsers[rng.IntN(len(browsers))].cut()
+		}
 		var upgraded chan string
 		if upgradeAt[r] {
 			upgrades++
@@ -296,8 +315,14 @@ func TestChaosSoak(t *testing.T) {
 		rss2, heap2, g2 = gatewayStats(t, gwPID(), debugAddr)
 		return g2 <= g0
 	})
-	fmt.Printf("soak: players=%d rounds=%d (SIGKILL %d, SIGTERM %d, registry %d, handovers %d) gateway_upgrades=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
-		len(players), *soakRestarts, kills, terms, registry, handovers, upgrades, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
+	resumes := 0
+	for _, b := range browsers {
+		b.mu.Lock()
+		resumes += b.resumes
+		b.mu.Unlock()
+	}
+	fmt.Printf("soak: players=%d (browsers %d: %d cuts, %d resumes) rounds=%d (SIGKILL %d, SIGTERM %d, registry %d, handovers %d) gateway_upgrades=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
+		len(players), len(browsers), cuts, resumes, *soakRestarts, kills, terms, registry, handovers, upgrades, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
 	if lost != 0 || ooo != 0 || disconnected != 0 {
 		t.Fatalf("lost %d, out of order %d, disconnected %d", lost, ooo, disconnected)
 	}

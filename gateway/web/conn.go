@@ -28,17 +28,20 @@ type Conn struct {
 	remote    net.Addr
 	tls       bool
 
-	mu     sync.Mutex
-	wake   chan struct{} // closed when anything a waiting Read needs changes
-	in     []byte        // input for Read
-	ws     *websocket.Conn
-	gen    uint64 // which WebSocket is current; a lost one's news is ignored
-	away   *time.Timer
-	ended  error // set when the player has gone for good
-	closed bool
-	rdl    time.Time
-	wdl    time.Time
-	token  string // the hash of the one token that resumes this Conn
+	mu   sync.Mutex
+	wake chan struct{} // closed when anything a waiting Read needs changes
+	in   []byte        // input for Read
+	// received counts the bytes of the page's input messages taken, so
+	// that a page that comes back sends again what did not arrive.
+	received uint64
+	ws       *websocket.Conn
+	gen      uint64 // which WebSocket is current; a lost one's news is ignored
+	away     *time.Timer
+	ended    error // set when the player has gone for good
+	closed   bool
+	rdl      time.Time
+	wdl      time.Time
+	token    string // the hash of the one token that resumes this Conn
 
 	// Output, written by one writer at a time. replay keeps what the
 	// client has not acknowledged yet, the last len(replay) bytes of sent.
@@ -310,18 +313,20 @@ func (c *Conn) pump(ws *websocket.Conn, gen uint64) {
 			c.control(msg)
 			continue
 		}
+		raw := len(msg)
 		if c.term != nil {
 			msg = c.term.input(nil, msg)
 		}
-		if !c.deliver(gen, msg) {
+		if !c.deliver(gen, msg, raw) {
 			return
 		}
 	}
 }
 
-// deliver queues input for Read, waiting while the inbox is full. It
-// reports whether the WebSocket is still current.
-func (c *Conn) deliver(gen uint64, msg []byte) bool {
+// deliver queues input for Read, waiting while the inbox is full: msg, from
+// a message of raw bytes. It reports whether the WebSocket is still
+// current.
+func (c *Conn) deliver(gen uint64, msg []byte, raw int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(c.in) >= maxInbox && gen == c.gen && !c.closed {
@@ -336,6 +341,7 @@ func (c *Conn) deliver(gen uint64, msg []byte) bool {
 	if gen != c.gen || c.closed {
 		return false
 	}
+	c.received += uint64(raw)
 	c.in = append(c.in, msg...)
 	c.broadcastLocked()
 	return true

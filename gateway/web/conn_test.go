@@ -314,3 +314,34 @@ func TestReadAhead(t *testing.T) {
 		t.Fatalf("first message %q: %v", payload, err)
 	}
 }
+
+// TestReceivedCount checks what a page coming back is told it sent: the
+// input messages that reached the session, so that it sends the rest again.
+func TestReceivedCount(t *testing.T) {
+	l := &Listener{}
+	url := serveListener(t, l)
+	p := dialPage(t, url, `{}`)
+	c := accept(t, l)
+	p.waitToken()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p.ws.Write(ctx, websocket.MessageBinary, []byte("one\r\n"))
+	p.ws.Write(ctx, websocket.MessageBinary, []byte("two\r\n"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var in []byte
+	buf := make([]byte, 64)
+	for len(in) < 10 {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in = append(in, buf[:n]...)
+	}
+	p.ws.CloseNow()
+	waitAway(t, c)
+	back := dialPage(t, url, `{"resume":"`+p.token+`","got":0}`)
+	back.waitToken()
+	if back.info.Received != 10 || string(in) != "one\r\ntwo\r\n" {
+		t.Fatalf("told %d bytes received, read %q", back.info.Received, in)
+	}
+}

@@ -289,6 +289,9 @@ type control struct {
 	Token   string `json:"token"`
 	Resumed bool   `json:"resumed,omitempty"`
 	Missed  uint64 `json:"missed,omitempty"` // output lost to the replay bound
+	// Received, on a resume, counts the bytes of the page's input messages
+	// the session has: the page sends the messages after them again.
+	Received uint64 `json:"received"`
 }
 
 // maxControl bounds a control message from the page.
@@ -475,8 +478,9 @@ func (c *Conn) attach(ws *websocket.Conn, got uint64) error {
 	tok := c.l.issueLocked(c)
 	c.ws = ws
 	typ := c.msgType()
+	received := c.received
 	c.mu.Unlock()
-	err := writeControl(ws, control{Token: tok, Resumed: true, Missed: missed})
+	err := writeControl(ws, control{Token: tok, Resumed: true, Missed: missed, Received: received})
 	if err == nil && len(data) > 0 {
 		err = c.send(ws, time.Now().Add(10*time.Second), typ, data)
 	}

@@ -23,6 +23,7 @@ type movedConn struct {
 	TokenHash string
 	Sent      uint64
 	Acked     uint64
+	Received  uint64
 	Replay    []byte
 	In        []byte
 }
@@ -71,7 +72,7 @@ func (c *Conn) Export() ([]byte, error) {
 	}
 	m := movedConn{
 		Proto: c.proto, Local: c.local.String(), Remote: c.remote.String(), TLS: c.tls,
-		TokenHash: c.token, Sent: c.sent, Acked: c.acked,
+		TokenHash: c.token, Sent: c.sent, Acked: c.acked, Received: c.received,
 		Replay: bytes.Clone(c.replay), In: bytes.Clone(c.in),
 	}
 	if t := c.term; t != nil {
@@ -97,7 +98,7 @@ func (l *Listener) Restore(state []byte) (net.Conn, error) {
 	c := &Conn{
 		l: l, proto: m.Proto, resumable: true,
 		local: stringAddr(m.Local), remote: parseAddr(m.Remote), tls: m.TLS,
-		token: m.TokenHash, sent: m.Sent, acked: m.Acked, replay: m.Replay, in: m.In,
+		token: m.TokenHash, sent: m.Sent, acked: m.Acked, received: m.Received, replay: m.Replay, in: m.In,
 	}
 	if t := m.Term; t != nil {
 		c.term = &terminal{

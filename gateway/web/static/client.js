@@ -10,6 +10,8 @@ const IAC = 255, DONT = 254, DO = 253, WONT = 252, WILL = 251, SB = 250,
 const ECHO = 1, SGA = 3, TTYPE = 24, OPT_EOR = 25, NAWS = 31, CHARSET = 42;
 const MAX_LINES = 5000;       // scrollback kept, in output chunks
 const ACK_EVERY = 8192;       // bytes received between acknowledgements
+const MAX_QUEUED = 65536;     // bytes typed while reconnecting, sent once back
+const MAX_SENT_LOG = 65536;   // bytes sent kept, for the gateway to have again
 
 const $ = (id) => document.getElementById(id);
 const out = $("out"), input = $("input"), promptEl = $("prompt");
@@ -19,6 +21,11 @@ const decoder = new TextDecoder("utf-8");
 const encoder = new TextEncoder();
 
 let ws = null;
+let ready = false;     // the gateway has given this connection its session
+let queued = [];       // what was typed while reconnecting
+let queuedBytes = 0;
+let sentLog = [];      // what was sent lately: {at, bytes}, at counting from the session's start
+let sentTotal = 0;
 let token = null;      // resumes this session; never shown or stored
 let got = 0;           // output bytes received this session
 let acked = 0;
@@ -73,8 +80,22 @@ function showText(text) {
   partial = nl < 0 ? partial + text : text.slice(nl + 1);
 }
 
+// transmit sends one input message and keeps it: a connection that breaks
+// may have lost it, and the gateway says what it has when the page is back.
+function transmit(bytes) {
+  ws.send(new Uint8Array(bytes));
+  sentLog.push({ at: sentTotal, bytes });
+  sentTotal += bytes.length;
+  while (sentLog.length > 1 && sentTotal - sentLog[0].at > MAX_SENT_LOG) sentLog.shift();
+}
+
 function send(bytes) {
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(new Uint8Array(bytes));
+  if (ws && ready && ws.readyState === WebSocket.OPEN) {
+    transmit(bytes);
+  } else if (!ended && queuedBytes + bytes.length <= MAX_QUEUED) {
+    queued.push(bytes);
+    queuedBytes += bytes.length;
+  }
 }
 
 function naws() {
@@ -203,6 +224,16 @@ function connect() {
     if (typeof ev.data === "string") {
       const m = JSON.parse(ev.data);
       if (m.token) token = m.token;
+      ready = true;
+      if (m.resumed) {
+        // Again what the gateway did not get, then what was typed meanwhile.
+        const again = sentLog.filter((e) => e.at >= m.received);
+        sentLog = sentLog.filter((e) => e.at < m.received);
+        sentTotal = m.received;
+        for (const e of again) transmit(e.bytes);
+      }
+      for (const b of queued) transmit(b);
+      queued = []; queuedBytes = 0;
       if (m.missed) {
         got += m.missed;
         append("[" + m.missed + " bytes of output were missed while away]\n", "notice");
@@ -219,9 +250,11 @@ function connect() {
   };
   ws.onclose = (ev) => {
     ws = null;
+    ready = false;
     if (ev.code === 1000 || ev.code === 4404 || ev.code === 4429 || !token) {
       ended = true;
       token = null; got = 0; acked = 0; gameAway = false;
+      queued = []; queuedBytes = 0; sentLog = []; sentTotal = 0;
       hisOn.clear(); ourOn.clear(); tstate = 0; setEcho(false);
       setState(ev.code === 1000 ? "disconnected" : "session over: " + (ev.reason || "connection closed"), "offline");
       $("connect").hidden = false;
