@@ -192,7 +192,7 @@ func (b *browser) screenshot(name string) {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	dir := os.Getenv("HOLDFAST_ARTIFACTS")
+	dir := os.Getenv("ARTIFACTS_DIR")
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "holdfast-artifacts")
 	}
