@@ -535,15 +535,18 @@ func (s *session) attach(lk *backendLink) bool {
 	if noticed {
 		s.notice(noticeBack)
 	}
-	err = link.WriteFrame(st, link.FrameOpen, o.Append(nil))
+	// One write for the lot: each write waits for yamux's send loop, and a
+	// resume of thousands of sessions would wait for it thrice each.
+	b := link.AppendFrame(nil, link.FrameOpen, o.Append(nil))
 	for _, m := range hello {
-		if err == nil {
-			err = link.WriteFrame(st, link.FrameGMCPIn, m)
-		}
+		b = link.AppendFrame(b, link.FrameGMCPIn, m)
 	}
-	if err == nil {
-		err = writeChunks(st, link.FrameInput, input)
+	for len(input) > 0 {
+		n := min(len(input), link.MaxChunk)
+		b = link.AppendFrame(b, link.FrameInput, input[:n])
+		input = input[n:]
 	}
+	_, err = st.Write(b)
 	s.srv.wg.Add(1)
 	lk.track(st)
 	go s.readStream(lk, st)

@@ -21,6 +21,8 @@ import (
 type session struct {
 	name string
 	conn net.Conn
+	text io.Reader  // what the player reads: the socket, telnet stripped or answered
+	wmu  sync.Mutex // one writer at a time: the player, and its client's answers
 
 	mu    sync.Mutex
 	want  string         // the prefix a waiter expects
@@ -43,6 +45,10 @@ func dialSession(addr, name string) (*session, error) {
 		return nil, err
 	}
 	s := &session{name: name, conn: c, ended: make(chan struct{})}
+	s.text = telnet.Strip(c)
+	if answerMode != answerNone && !useWS {
+		s.text = &answering{conn: c, mode: answerMode, buf: make([]byte, 4096), wmu: &s.wmu}
+	}
 	s.arm("What is your name?") // before the reader can see the prompt
 	go s.read()
 	return s, nil
@@ -50,7 +56,7 @@ func dialSession(addr, name string) (*session, error) {
 
 func (s *session) read() {
 	defer close(s.ended)
-	sc := bufio.NewScanner(telnet.Strip(s.conn))
+	sc := bufio.NewScanner(s.text)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		text := strings.TrimRight(sc.Text(), "\r")
@@ -108,6 +114,8 @@ func (s *session) expect(prefix string, action func() error, timeout time.Durati
 }
 
 func (s *session) send(text string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	_, err := io.WriteString(s.conn, text+"\r\n")
 	return err

@@ -63,6 +63,9 @@ func main() {
 		fs.StringVar(&o.upgradeCmd, "upgrade-cmd", "", "shell command that upgrades the gateway and prints its new pid (holdfast only)")
 		fs.StringVar(&o.handoverCmd, "handover-cmd", "", "shell command that starts a successor to the backend (with -backend-pid and -backend-cmd)")
 		fs.BoolVar(&useWS, "ws", false, "players connect as the web client does: -addr is the gateway's -ws-listen address")
+		fs.StringVar(&answerMode, "answer", answerNone, "how players answer telnet offers: \"\" (a raw socket: not at all), refuse, mud")
+		fs.StringVar(&o.phases, "phases", "rtt,fanout,bulk,upgrade,deploy,resume", "what to measure after logging in, of rtt, fanout, bulk, upgrade, deploy, resume")
+		fs.IntVar(&o.resumes, "resumes", 1, "backend restarts for the resume figure, each measured")
 		fs.Parse(os.Args[2:])
 		err = run(&o)
 	default:
@@ -77,6 +80,9 @@ func main() {
 // useWS makes every player a browser's WebSocket instead of a telnet socket.
 var useWS bool
 
+// answerMode is how players answer telnet offers (-answer).
+var answerMode string
+
 type options struct {
 	addr        string
 	sessions    int
@@ -90,6 +96,12 @@ type options struct {
 	name        string
 	upgradeCmd  string
 	handoverCmd string
+	phases      string
+	resumes     int
+}
+
+func (o *options) want(phase string) bool {
+	return slices.Contains(strings.Split(o.phases, ","), phase)
 }
 
 func result(name string, value float64, unit string) {
@@ -142,29 +154,37 @@ func run(o *options) error {
 		result("rss_total", float64(rss1), "KiB")
 	}
 
-	if err := roundTrips(sessions[:min(o.typists, len(sessions))], o.keys); err != nil {
-		return err
+	if o.want("rtt") {
+		if err := roundTrips(sessions[:min(o.typists, len(sessions))], o.keys); err != nil {
+			return err
+		}
 	}
-	if err := fanOut(sessions); err != nil {
-		return err
+	if o.want("fanout") {
+		if err := fanOut(sessions); err != nil {
+			return err
+		}
 	}
-	if err := bulk(sessions, o.bulkLines); err != nil {
-		return err
+	if o.want("bulk") {
+		if err := bulk(sessions, o.bulkLines); err != nil {
+			return err
+		}
 	}
-	if o.upgradeCmd != "" {
+	if o.upgradeCmd != "" && o.want("upgrade") {
 		if err := upgradeGateway(o, sessions); err != nil {
 			return err
 		}
 	}
-	if o.handoverCmd != "" && o.backendPID != 0 {
+	if o.handoverCmd != "" && o.backendPID != 0 && o.want("deploy") {
 		if err := deploy(o, sessions); err != nil {
 			return err
 		}
 	}
-	if o.backendPID != 0 {
-		if err := resume(o, sessions); err != nil {
+	for i := 0; o.backendPID != 0 && o.want("resume") && i < o.resumes; i++ {
+		pid, err := resume(o, sessions)
+		if err != nil {
 			return err
 		}
+		o.backendPID = pid
 	}
 	return nil
 }
@@ -326,9 +346,11 @@ func bulk(sessions []*session, lines int) error {
 // resume kills the backend, has every player type a line, starts a new
 // backend, and times from its registration until every player has the
 // answer.
-func resume(o *options, sessions []*session) error {
+// resume kills the backend and starts a new one, and measures from its
+// registration until every session answers; it returns the new backend.
+func resume(o *options, sessions []*session) (int, error) {
 	if err := syscall.Kill(o.backendPID, syscall.SIGKILL); err != nil {
-		return fmt.Errorf("kill backend: %w", err)
+		return 0, fmt.Errorf("kill backend: %w", err)
 	}
 	client := &epmd.Client{Addr: o.epmd}
 	for {
@@ -340,7 +362,7 @@ func resume(o *options, sessions []*session) error {
 	for _, s := range sessions {
 		s.arm("echo: held")
 		if err := s.send("echo held"); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	// The new backend outlives this tool: it must not hold on to its output,
@@ -348,7 +370,7 @@ func resume(o *options, sessions []*session) error {
 	cmd := exec.Command("sh", "-c", o.backendCmd)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start backend: %w", err)
+		return 0, fmt.Errorf("start backend: %w", err)
 	}
 	var registered time.Time
 	for {
@@ -360,9 +382,9 @@ func resume(o *options, sessions []*session) error {
 	}
 	last, err := all(sessions, func(s *session) (time.Time, error) { return s.wait(2 * time.Minute) })
 	if err != nil {
-		return err
+		return 0, err
 	}
 	result("resume_all", float64(last.Sub(registered).Microseconds())/1000, "ms")
 	fmt.Printf("new backend pid %d\n", cmd.Process.Pid)
-	return nil
+	return cmd.Process.Pid, nil
 }
