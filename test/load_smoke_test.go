@@ -80,3 +80,24 @@ func TestLoadToolSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadToolClients runs the load tool's other clients small: players
+// that answer the offers (refusing, or as a MUD client does), and browser
+// players over WebSocket.
+func TestLoadToolClients(t *testing.T) {
+	sys, _, web := startWebSystem(t, "-max-per-ip", "0", "-conn-rate", "0")
+	for _, answer := range []string{"refuse", "mud"} {
+		figures, out := runLoad(t, "-addr", sys.telnet, "-sessions", "20", "-typists", "3", "-keys", "5", "-phases", "rtt", "-answer", answer)
+		for _, f := range []string{"login_all", "rtt_p50"} {
+			if _, ok := figures[f]; !ok {
+				t.Errorf("-answer %s: no figure %s in\n%s", answer, f, out)
+			}
+		}
+	}
+	figures, out := runLoad(t, "-ws", "-addr", web, "-sessions", "20", "-typists", "3", "-keys", "5", "-bulk", "50", "-phases", "rtt,fanout,bulk")
+	for _, f := range []string{"login_all", "rtt_p50", "fanout_last", "bulk_one", "bulk_all"} {
+		if _, ok := figures[f]; !ok {
+			t.Errorf("-ws: no figure %s in\n%s", f, out)
+		}
+	}
+}
