@@ -240,6 +240,15 @@ func (ss *session) freeze() bool {
 	ss.moving = true
 	ss.endedInMove = false
 	ss.space.Broadcast()
+	parked := ss.parked
+	ss.parked = false
+	if parked {
+		// No reader to stop: the socket leaves the parker, and the move
+		// finds the reader done.
+		ss.mu.Unlock()
+		ss.srv.parker.unpark(ss)
+		ss.mu.Lock()
+	}
 	return true
 }
 

@@ -124,6 +124,7 @@ type Server struct {
 
 	relays   sync.WaitGroup // relays (TLS, WebSocket) for sessions another process holds
 	relaySet map[*relay]struct{}
+	parker   *parker // idle players' sockets, waiting without a reader each; nil: none
 }
 
 func (s *Server) log() *zap.Logger {
@@ -173,6 +174,13 @@ func (s *Server) init() {
 		s.wg.Add(2)
 		go s.keepLink()
 		go s.shrinkIdle()
+		if s.parker = newParker(); s.parker != nil {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.parker.run((*session).wake)
+			}()
+		}
 	})
 }
 
@@ -364,6 +372,9 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.cancel()
+	if s.parker != nil {
+		s.parker.stop()
+	}
 	s.wg.Wait()
 	s.relays.Wait()
 	return nil

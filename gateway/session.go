@@ -78,8 +78,11 @@ type session struct {
 	// moving is set while the session is handed to another gateway
 	// process: the player's reader and writer stop, and nothing more goes
 	// to the backend.
-	moving      bool
-	readerDone  chan struct{} // closed when the player's reader has returned
+	moving     bool
+	readerDone chan struct{} // closed when the player's reader has returned
+	// parked is set while the session has no reader: its socket waits in
+	// the server's parker for the player's next input.
+	parked      bool
 	streamDone  chan struct{} // during a move: closed when the stream's reader has returned
 	endedInMove bool          // during a move: the application ended the session
 	// moveFrom names the backend instance that holds the session away
@@ -164,6 +167,7 @@ type playerReader struct {
 	small, buf  []byte
 	negotiating bool
 	overflow    []byte // what came past the held-input bound while negotiating
+	drained     bool   // the last read took all there was, as far as it can tell
 }
 
 func newPlayerReader(s *session) *playerReader {
@@ -183,6 +187,7 @@ func (r *playerReader) read() bool {
 	}
 	b := r.buf
 	n, err := s.conn.Read(b)
+	r.drained = err == nil && n < len(b)
 	switch {
 	case n == len(b) && len(b) < largeRead:
 		r.buf = make([]byte, largeRead)
@@ -260,7 +265,71 @@ func (s *session) readPlayer(done chan struct{}) {
 	if len(r.overflow) > 0 && !s.hold(r.overflow) {
 		return
 	}
+	s.readLoop(r)
+}
+
+// readLoop reads the player's socket until the session ends or the reader
+// must stop. A reader that has read all there was parks the session
+// instead of waiting in Read: the parker starts a new one when the player
+// types again.
+func (s *session) readLoop(r *playerReader) {
 	for r.read() {
+		if r.drained && s.park() {
+			return
+		}
+	}
+}
+
+// park hands the session's socket to the server's parker; it reports
+// whether it did, and this reader must return.
+func (s *session) park() bool {
+	p := s.srv.parker
+	if p == nil || s.srv.IdleTimeout > 0 {
+		return false // an idle timeout is a read deadline: it needs a reader
+	}
+	fd, ok := parkable(s.conn)
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	if s.gone || s.moving {
+		s.mu.Unlock()
+		return false
+	}
+	s.parked = true
+	s.mu.Unlock()
+	if err := p.park(s, fd); err != nil {
+		s.mu.Lock()
+		s.parked = false
+		s.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// unpark takes the session back from the parker, if it is there; it
+// reports whether it was parked.
+func (s *session) unpark() bool {
+	p := s.srv.parker
+	if p == nil {
+		return false
+	}
+	p.unpark(s)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	was := s.parked
+	s.parked = false
+	return was
+}
+
+// closeConn closes the player's socket, out of the parker first: a
+// descriptor number closed while in its set may name another player's
+// socket next.
+func (s *session) closeConn() {
+	parked := s.unpark()
+	s.conn.Close()
+	if parked && !s.isGone() {
+		s.startReader((*session).readOn) // the reader sees the error and ends the session
 	}
 }
 
@@ -270,9 +339,7 @@ func (s *session) readOn(done chan struct{}) {
 	defer s.srv.wg.Done()
 	defer close(done)
 	s.conn.SetReadDeadline(time.Time{})
-	r := newPlayerReader(s)
-	for r.read() {
-	}
+	s.readLoop(newPlayerReader(s))
 }
 
 // startReader starts a reader for the player's socket: readPlayer for a
@@ -407,7 +474,7 @@ func (s *session) writePlayer() {
 func (s *session) writeOnce() bool {
 	if w := s.out.takeWire(); len(w) > 0 && !s.write(w) {
 		if s.isGone() {
-			s.conn.Close()
+			s.closeConn()
 			s.srv.remove(s)
 		}
 		return false
@@ -417,7 +484,7 @@ func (s *session) writeOnce() bool {
 		return false
 	}
 	end := func() bool {
-		s.conn.Close()
+		s.closeConn()
 		s.srv.remove(s)
 		return false
 	}
@@ -675,7 +742,7 @@ func (s *session) abort() {
 	s.space.Broadcast()
 	s.mu.Unlock()
 	s.out.close()
-	s.conn.Close()
+	s.closeConn()
 	if !was {
 		s.srv.metrics.disconnects.WithLabelValues(endClosed).Inc()
 	}
@@ -707,8 +774,20 @@ func (s *session) finish(reason string, flush bool) {
 		s.out.finish()
 	} else {
 		s.out.close()
-		s.conn.Close()
+		s.closeConn()
 	}
 	s.srv.metrics.disconnects.WithLabelValues(reason).Inc()
 	s.srv.log().Info("gateway: player disconnected", zap.String("session", s.id), zap.String("reason", reason))
+}
+
+// wake gives a parked session a reader again: its socket is readable.
+func (s *session) wake() {
+	s.mu.Lock()
+	if !s.parked || s.gone || s.moving {
+		s.mu.Unlock()
+		return
+	}
+	s.parked = false
+	s.mu.Unlock()
+	s.startReader((*session).readOn)
 }

@@ -392,9 +392,10 @@ func TestMegabytePaste(t *testing.T) {
 }
 
 // TestIdleSessionGoroutines checks what an idle attached session costs in
-// goroutines: its player's reader and its stream's reader, and no writer
-// once its output is written. Tens of thousands of held sessions make
-// each goroutine count.
+// goroutines: its stream's reader only. Its player's reader parks the
+// socket with the server and returns, and no writer runs once its output
+// is written. Tens of thousands of held sessions make each goroutine count.
+// A parked player who types gets a reader again, and is heard.
 func TestIdleSessionGoroutines(t *testing.T) {
 	e := newEnv(t, nil)
 	ch := make(chan string, 16)
@@ -404,30 +405,41 @@ func TestIdleSessionGoroutines(t *testing.T) {
 	})
 	e.waitLog("gateway: backend linked")
 	const players = 5
+	var ps []*player
 	for range players {
 		p := e.dial()
 		p.expect("hello")
 		p.send("hi\r\n")
 		recv(t, ch)
+		ps = append(ps, p)
 	}
 	count := func(fn string) int {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		return strings.Count(string(buf), "holdfast/gateway."+fn+"(")
 	}
-	deadline := time.Now().Add(waitFor)
-	for count("(*session).writePlayer") > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d writers still run for idle players", count("(*session).writePlayer"))
+	idle := func() {
+		t.Helper()
+		deadline := time.Now().Add(waitFor)
+		for count("(*session).writePlayer")+count("(*session).readPlayer")+count("(*session).readOn") > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d writers and %d readers still run for idle players", count("(*session).writePlayer"),
+					count("(*session).readPlayer")+count("(*session).readOn"))
+			}
+			time.Sleep(5 * time.Millisecond) // writers end once their queues are empty, readers once they have read all
 		}
-		time.Sleep(5 * time.Millisecond) // the writers end once their queues are empty
+		if n := count("(*session).readStream"); n != players {
+			t.Errorf("%d stream readers for %d players", n, players)
+		}
 	}
-	if n := count("(*session).readPlayer"); n != players {
-		t.Errorf("%d player readers for %d players", n, players)
+	idle()
+	for i, p := range ps {
+		p.send(fmt.Sprintf("again %d\r\n", i))
+		if got := recv(t, ch); got != fmt.Sprintf("again %d", i) {
+			t.Fatalf("a parked player typed %q, the game got %q", fmt.Sprintf("again %d", i), got)
+		}
 	}
-	if n := count("(*session).readStream"); n != players {
-		t.Errorf("%d stream readers for %d players", n, players)
-	}
+	idle()
 }
 
 // TestPasteBeforeAttach: a raw client pastes more than the held-input

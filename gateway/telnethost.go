@@ -91,7 +91,7 @@ func (s *session) isGone() bool {
 func (s *session) Send(b []byte) {
 	if !s.out.putProtocol(b) {
 		s.out.close()
-		s.conn.Close() // the reader sees the error and ends the session
+		s.closeConn() // the reader sees the error and ends the session
 	}
 }
 
