@@ -133,7 +133,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.resumable {
 		c.keepLocked(out)
 	}
-	ws, gen, dl := c.ws, c.gen, c.wdl
+	ws, dl := c.ws, c.wdl
 	ended := c.ended
 	c.mu.Unlock()
 	if len(out) == 0 {
@@ -146,7 +146,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return 0, io.ErrClosedPipe
 	}
 	if err := c.send(ws, dl, c.msgType(), out); err != nil {
-		c.lost(gen, err)
+		// The reader decides what the end means: a page that closed with
+		// 1000 has quit, though this write may fail before the reader
+		// sees its close.
+		ws.CloseNow()
 		if c.resumable {
 			return len(p), nil
 		}

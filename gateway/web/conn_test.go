@@ -345,3 +345,34 @@ func TestReceivedCount(t *testing.T) {
 		t.Fatalf("told %d bytes received, read %q", back.info.Received, in)
 	}
 }
+
+// TestQuitWhileWriting closes the page with 1000 while output streams to
+// it: the player has quit, even when a write fails before the reader sees
+// the close, and the session must not be held for the grace period.
+func TestQuitWhileWriting(t *testing.T) {
+	for range 20 {
+		l := &Listener{}
+		url := serveListener(t, l)
+		p := dialPage(t, url, `{}`)
+		c := accept(t, l)
+		p.waitToken()
+		stop := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c.Write([]byte(strings.Repeat("output ", 100)))
+			}
+		}()
+		go p.ws.Close(websocket.StatusNormalClosure, "quit")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := c.Read(make([]byte, 8))
+		close(stop)
+		if err != io.EOF {
+			t.Fatalf("read after the page quit: %v, want io.EOF", err)
+		}
+	}
+}
