@@ -167,7 +167,11 @@ type playerReader struct {
 	small, buf  []byte
 	negotiating bool
 	overflow    []byte // what came past the held-input bound while negotiating
-	drained     bool   // the last read took all there was, as far as it can tell
+	// linger is how long a read waits before the reader parks the session
+	// instead; zero: it waits as long as it takes. quiet is set when it
+	// waited that long for nothing.
+	linger time.Duration
+	quiet  bool
 }
 
 func newPlayerReader(s *session) *playerReader {
@@ -179,15 +183,18 @@ func newPlayerReader(s *session) *playerReader {
 func (r *playerReader) read() bool {
 	s := r.s
 	idle := s.srv.IdleTimeout
-	if idle > 0 && !r.negotiating {
+	switch {
+	case idle > 0 && !r.negotiating:
 		s.conn.SetReadDeadline(time.Now().Add(idle))
+	case r.linger > 0:
+		s.conn.SetReadDeadline(time.Now().Add(r.linger))
 	}
 	if s.isMoving() {
 		return false
 	}
 	b := r.buf
 	n, err := s.conn.Read(b)
-	r.drained = err == nil && n < len(b)
+	r.quiet = false
 	switch {
 	case n == len(b) && len(b) < largeRead:
 		r.buf = make([]byte, largeRead)
@@ -218,6 +225,9 @@ func (r *playerReader) read() bool {
 		switch {
 		case timeout && r.negotiating:
 			return true // the negotiation wait is over
+		case timeout && r.linger > 0:
+			r.quiet = n == 0 // time to park, unless this read brought input
+			return true
 		case timeout:
 			s.notice(fmt.Sprintf(noticeIdle, shortDuration(idle)))
 			s.finish(endIdle, true)
@@ -268,15 +278,27 @@ func (s *session) readPlayer(done chan struct{}) {
 	s.readLoop(r)
 }
 
+// parkLinger is how long a reader waits for more input before it parks
+// its session: a player typing stays on a reader, an idle one has none.
+const parkLinger = time.Second
+
 // readLoop reads the player's socket until the session ends or the reader
-// must stop. A reader that has read all there was parks the session
-// instead of waiting in Read: the parker starts a new one when the player
-// types again.
+// must stop. A reader that has waited parkLinger for nothing parks the
+// session instead of waiting on in Read: the parker starts a new reader
+// when the player types again.
 func (s *session) readLoop(r *playerReader) {
+	if s.srv.parker != nil && s.srv.IdleTimeout <= 0 {
+		if _, ok := parkable(s.conn); ok {
+			r.linger = parkLinger
+		}
+	}
 	for r.read() {
-		if r.drained && s.park() {
+		if r.quiet && s.park() {
 			return
 		}
+	}
+	if r.linger > 0 {
+		s.conn.SetReadDeadline(time.Time{})
 	}
 }
 

@@ -85,7 +85,7 @@ func (t *talker) serve(s *backend.Session) {
 	if arrived {
 		fmt.Fprintf(s, "Welcome, %s.\n", st.Name)
 		t.announce(fmt.Sprintf("%s has arrived.\n", st.Name), s)
-		status, _ := json.Marshal(map[string]any{"name": st.Name, "online": len(t.names())})
+		status, _ := json.Marshal(map[string]any{"name": st.Name, "online": t.online()})
 		s.SendGMCP("Char.Status", status)
 	}
 	if st.Password && !t.password(s, &st) {
@@ -193,6 +193,14 @@ func (t *talker) password(s *backend.Session, st *state) bool {
 	s.SetEcho(true)
 	fmt.Fprintf(s, "\nPassword of %d characters noted.\n", len(line))
 	return true
+}
+
+// online counts the players, without the sorted list that names makes:
+// every login asks.
+func (t *talker) online() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.players)
 }
 
 func (t *talker) names() []string {
