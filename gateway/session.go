@@ -650,52 +650,72 @@ func (s *session) attach(lk *backendLink) bool {
 func (s *session) readStream(lk *backendLink, st *yamux.Stream) {
 	defer s.srv.wg.Done()
 	defer lk.untrack(st)
+	ended, moved := s.readFrames(st)
+	s.streamEnded(lk, st, ended, moved)
+}
+
+// readFrames handles the stream's frames until one ends it (End, Moved)
+// or it fails. It is where an idle session's one goroutine waits: its own
+// frame is kept small, the work is frame's, so that the waiting stack is
+// small enough for the runtime to shrink.
+func (s *session) readFrames(st *yamux.Stream) (ended, moved bool) {
 	fr := link.Reader{R: st}
-	ended, moved := false, false
 	var out []byte
-loop:
 	for {
 		typ, _, err := fr.Next()
 		if err != nil {
-			break
+			return false, false
 		}
 		p, err := fr.Payload()
 		if err != nil {
-			break
+			return false, false
 		}
-		switch typ {
-		case link.FrameOutput:
-			out = s.enc.Encode(out[:0], p)
-			if err := s.out.put(out, s.srv.slowPlayer()); err != nil {
-				if errors.Is(err, errSlowPlayer) {
-					s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.id))
-					s.finish(endSlowPlayer, false)
-				}
-				break loop
-			}
-			if cap(out) > 16<<10 {
-				out = nil
-			}
-		case link.FrameAck:
-			if off, err := link.ParseAck(p); err == nil {
-				s.ack(off)
-			}
-		case link.FrameState:
-			s.mu.Lock()
-			s.state = bytes.Clone(p)
-			s.mu.Unlock()
-		case link.FrameEnd:
-			ended = true
-			break loop
-		case link.FrameMoved:
-			// The backend answered a Move: nothing more comes here, and
-			// it holds the session for the gateway process it goes to.
-			moved = true
-			break loop
-		default:
-			s.fromBackend(typ, p)
+		if stop, ended, moved := s.frame(typ, p, &out); stop {
+			return ended, moved
 		}
 	}
+}
+
+// frame handles one frame from the backend; it reports whether the stream
+// is over, and why.
+func (s *session) frame(typ byte, p []byte, out *[]byte) (stop, ended, moved bool) {
+	switch typ {
+	case link.FrameOutput:
+		*out = s.enc.Encode((*out)[:0], p)
+		if err := s.out.put(*out, s.srv.slowPlayer()); err != nil {
+			if errors.Is(err, errSlowPlayer) {
+				s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.id))
+				s.finish(endSlowPlayer, false)
+			}
+			return true, false, false
+		}
+		if cap(*out) > 16<<10 {
+			*out = nil
+		}
+	case link.FrameAck:
+		if off, err := link.ParseAck(p); err == nil {
+			s.ack(off)
+		}
+	case link.FrameState:
+		s.mu.Lock()
+		s.state = bytes.Clone(p)
+		s.mu.Unlock()
+	case link.FrameEnd:
+		return true, true, false
+	case link.FrameMoved:
+		// The backend answered a Move: nothing more comes here, and it
+		// holds the session for the gateway process it goes to.
+		return true, false, true
+	default:
+		s.fromBackend(typ, p)
+	}
+	return false, false, false
+}
+
+// streamEnded detaches the session from a stream that is over: it ends
+// the session if the application did, leaves it to a move under way, or
+// attaches it elsewhere.
+func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bool) {
 	if !lk.dead.Load() {
 		st.Close() // on a dead link, closing would only wait on yamux
 	}
