@@ -159,11 +159,14 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 // keepLocked adds output to the replay, dropping the oldest past the bound:
-// a page away that long misses it, and is told so.
+// a page away that long misses it, and is told so. The replay is cut back
+// to the bound once it is a quarter over it, so that a page away from a
+// busy game does not cost a copy of the whole replay at every write.
 func (c *Conn) keepLocked(out []byte) {
 	c.replay = append(c.replay, out...)
-	if over := len(c.replay) - c.l.maxReplay(); over > 0 {
-		c.replay = append(c.replay[:0:0], c.replay[over:]...)
+	max := c.l.maxReplay()
+	if len(c.replay) > max+max/4 {
+		c.replay = append(c.replay[:0:0], c.replay[len(c.replay)-max:]...)
 	}
 }
 
