@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
@@ -307,7 +308,7 @@ func (c *Conn) pump(ws *websocket.Conn, gen uint64) {
 		// Not the listener's context: a Conn outlives its listener, which
 		// closes when another process takes the listening socket over.
 		typ, msg, err := ws.Read(context.Background())
-		if err == nil && typ == websocket.MessageText && !validText(msg) {
+		if err == nil && typ == websocket.MessageText && !utf8.Valid(msg) {
 			ws.Close(websocket.StatusInvalidFramePayloadData, "text frames must be UTF-8")
 			err = errors.New("web: a text frame that is not UTF-8")
 		}

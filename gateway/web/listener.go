@@ -637,5 +637,3 @@ func size(s string) uint16 {
 	}
 	return uint16(n)
 }
-
-func validText(b []byte) bool { return utf8.Valid(b) }
