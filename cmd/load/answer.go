@@ -79,7 +79,7 @@ func (a *answering) Negotiate(verb, opt byte) {
 	a.on[side][opt] = true
 	a.reply([]byte{telnet.IAC, yes, opt})
 	if opt == telnet.OptNAWS {
-		a.reply([]byte{telnet.IAC, telnet.SB, telnet.OptNAWS, 0, 80, 0, 24, telnet.IAC, telnet.SE})
+		a.reply(telnet.AppendSubneg(nil, telnet.OptNAWS, []byte{0, 80, 0, 24}))
 	}
 }
 
@@ -89,9 +89,9 @@ func (a *answering) Subnegotiation(opt byte, p []byte, truncated bool) {
 		names := []string{"holdfast-load", "XTERM-256COLOR", "MTTS 13"}
 		name := names[min(a.ttypes, len(names)-1)]
 		a.ttypes++
-		a.reply(append(append([]byte{telnet.IAC, telnet.SB, telnet.OptTTYPE, 0}, name...), telnet.IAC, telnet.SE))
+		a.reply(telnet.AppendSubneg(nil, telnet.OptTTYPE, append([]byte{0}, name...)))
 	case opt == telnet.OptCharset && len(p) > 0 && p[0] == 1:
-		a.reply(append(append([]byte{telnet.IAC, telnet.SB, telnet.OptCharset, 2}, "UTF-8"...), telnet.IAC, telnet.SE))
+		a.reply(telnet.AppendSubneg(nil, telnet.OptCharset, append([]byte{2}, "UTF-8"...)))
 	}
 }
 

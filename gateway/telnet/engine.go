@@ -176,7 +176,7 @@ func (e *Engine) SendGMCP(msg []byte) bool {
 	if !e.GMCPEnabled() {
 		return false
 	}
-	e.send(appendSubneg(nil, OptGMCP, msg))
+	e.send(AppendSubneg(nil, OptGMCP, msg))
 	return true
 }
 
@@ -239,15 +239,15 @@ func (e *Engine) turnedOn(opt byte, s side) {
 	switch {
 	case opt == OptTTYPE && s == him:
 		e.ttypes = e.ttypes[:0]
-		e.send(appendSubneg(nil, OptTTYPE, []byte{ttypeSEND}))
+		e.send(AppendSubneg(nil, OptTTYPE, []byte{ttypeSEND}))
 	case opt == OptNewEnviron && s == him:
 		b := []byte{envSEND}
 		for _, v := range []string{"CLIENT_NAME", "CLIENT_VERSION", "IPADDRESS", "CHARSET", "MTTS"} {
 			b = append(append(b, envVAR), v...)
 		}
-		e.send(appendSubneg(nil, OptNewEnviron, b))
+		e.send(AppendSubneg(nil, OptNewEnviron, b))
 	case opt == OptCharset && s == us:
-		e.send(appendSubneg(nil, OptCharset, append([]byte{charsetREQUEST}, ";UTF-8"...)))
+		e.send(AppendSubneg(nil, OptCharset, append([]byte{charsetREQUEST}, ";UTF-8"...)))
 	case opt == OptMSSP && s == us:
 		e.sendMSSP()
 	case opt == OptMCCP2 && s == us:
@@ -265,7 +265,7 @@ func (e *Engine) turnedOff(opt byte, s side) {
 // sendMSSP answers a crawler with the host's variables.
 func (e *Engine) sendMSSP() {
 	if vars := e.host.MSSP(); len(vars) > 0 {
-		e.send(appendSubneg(nil, OptMSSP, vars))
+		e.send(AppendSubneg(nil, OptMSSP, vars))
 	}
 }
 
@@ -337,7 +337,7 @@ func (e *Engine) ttype(p []byte) {
 	}
 	e.changed = true
 	if !e.ttypeDone() {
-		e.send(appendSubneg(nil, OptTTYPE, []byte{ttypeSEND}))
+		e.send(AppendSubneg(nil, OptTTYPE, []byte{ttypeSEND}))
 	}
 }
 
@@ -417,19 +417,19 @@ func (e *Engine) charset(p []byte) {
 		if len(list) > 1 {
 			for _, cs := range bytes.Split(list[1:], list[:1]) {
 				if strings.EqualFold(string(cs), "UTF-8") {
-					e.send(appendSubneg(nil, OptCharset, append([]byte{charsetACCEPTED}, "UTF-8"...)))
+					e.send(AppendSubneg(nil, OptCharset, append([]byte{charsetACCEPTED}, "UTF-8"...)))
 					e.facts.Charset = "UTF-8"
 					e.changed = true
 					return
 				}
 			}
 		}
-		e.send(appendSubneg(nil, OptCharset, []byte{charsetREJECTED}))
+		e.send(AppendSubneg(nil, OptCharset, []byte{charsetREJECTED}))
 	}
 }
 
-// appendSubneg appends IAC SB opt payload IAC SE, doubling IAC inside.
-func appendSubneg(b []byte, opt byte, payload []byte) []byte {
+// AppendSubneg appends IAC SB opt payload IAC SE, doubling IAC inside.
+func AppendSubneg(b []byte, opt byte, payload []byte) []byte {
 	b = append(b, IAC, SB, opt)
 	for _, c := range payload {
 		if c == IAC {

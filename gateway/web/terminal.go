@@ -159,7 +159,7 @@ func (t *terminal) negotiate(reply []byte, verb, opt byte) []byte {
 	on[opt] = true
 	reply = append(reply, telnet.IAC, yes, opt)
 	if opt == telnet.OptNAWS {
-		reply = appendSB(reply, telnet.OptNAWS, []byte{byte(t.width >> 8), byte(t.width), byte(t.height >> 8), byte(t.height)})
+		reply = telnet.AppendSubneg(reply, telnet.OptNAWS, []byte{byte(t.width >> 8), byte(t.width), byte(t.height >> 8), byte(t.height)})
 	}
 	return reply
 }
@@ -173,45 +173,19 @@ func (t *terminal) subnegotiation(reply []byte) []byte {
 		answers := []string{t.client, "ANSI", "MTTS " + strconv.Itoa(terminalMTTS)}
 		a := answers[min(t.ttypes, len(answers)-1)]
 		t.ttypes++
-		reply = appendSB(reply, telnet.OptTTYPE, append([]byte{0}, a...))
+		reply = telnet.AppendSubneg(reply, telnet.OptTTYPE, append([]byte{0}, a...))
 	case t.sbOpt == telnet.OptCharset && len(t.sb) > 1 && t.sb[0] == 1: // REQUEST
 		answer := []byte{3} // REJECTED
-		for _, cs := range splitCharsets(t.sb[1:]) {
+		list := t.sb[1:]
+		for _, cs := range bytes.Split(list[1:], list[:1]) { // the first byte is the separator
 			if string(cs) == "UTF-8" {
 				answer = append([]byte{2}, "UTF-8"...) // ACCEPTED
 				break
 			}
 		}
-		reply = appendSB(reply, telnet.OptCharset, answer)
+		reply = telnet.AppendSubneg(reply, telnet.OptCharset, answer)
 	}
 	return reply
-}
-
-func splitCharsets(list []byte) [][]byte {
-	if len(list) < 2 {
-		return nil
-	}
-	var out [][]byte
-	sep := list[0]
-	start := 1
-	for i := 1; i <= len(list); i++ {
-		if i == len(list) || list[i] == sep {
-			out = append(out, list[start:i])
-			start = i + 1
-		}
-	}
-	return out
-}
-
-func appendSB(b []byte, opt byte, payload []byte) []byte {
-	b = append(b, telnet.IAC, telnet.SB, opt)
-	for _, c := range payload {
-		if c == telnet.IAC {
-			b = append(b, c)
-		}
-		b = append(b, c)
-	}
-	return append(b, telnet.IAC, telnet.SE)
 }
 
 // input turns one message of typed text into telnet input: a message is a
