@@ -265,7 +265,12 @@ func FuzzClientAddr(f *testing.F) {
 		r := httptest.NewRequest("GET", "/ws", nil)
 		r.RemoteAddr = "127.0.0.1:5555"
 		r.Header.Set("X-Forwarded-For", xff)
-		ip := addrOf(l.clientAddr(r))
+		ta, ok := l.clientAddr(r).(*net.TCPAddr)
+		if !ok {
+			t.Fatalf("no TCP address from %q", xff)
+		}
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		ip = ip.Unmap()
 		if ip == netip.MustParseAddr("127.0.0.1") {
 			return
 		}
@@ -374,5 +379,33 @@ func TestQuitWhileWriting(t *testing.T) {
 		if err != io.EOF {
 			t.Fatalf("read after the page quit: %v, want io.EOF", err)
 		}
+	}
+}
+
+// TestFailureTracking checks the count of failed resumes: by address, an
+// IPv6 client's whole /64 as one, and bounded however many guess at once.
+func TestFailureTracking(t *testing.T) {
+	l := &Listener{}
+	l.init()
+	now := time.Now()
+	a := addrOf(&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2::7")})
+	b := addrOf(&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:ffff::9")})
+	if a != b {
+		t.Fatalf("two addresses of one /64 counted apart: %v, %v", a, b)
+	}
+	for range maxFailures {
+		l.failed(a, now)
+	}
+	if l.mayTry(b, now) || !l.mayTry(addrOf(&net.TCPAddr{IP: net.ParseIP("192.0.2.1")}), now) {
+		t.Error("the limit is not by client")
+	}
+	if !l.mayTry(b, now.Add(failureWindow+time.Second)) {
+		t.Error("the limit outlasts its window")
+	}
+	for i := range 2 * maxFailTrack {
+		l.failed(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), now)
+	}
+	if n := len(l.fails); n > maxFailTrack {
+		t.Errorf("%d addresses tracked, bound %d", n, maxFailTrack)
 	}
 }

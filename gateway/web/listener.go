@@ -591,18 +591,31 @@ func (l *Listener) failed(ip netip.Addr, now time.Time) {
 				}
 			}
 		}
+		for k := range l.fails {
+			if len(l.fails) < maxFailTrack {
+				break
+			}
+			delete(l.fails, k) // many guessers at once: the bound holds, some are forgotten early
+		}
 		f = &failures{since: now}
 		l.fails[ip] = f
 	}
 	f.n++
 }
 
+// addrOf is what the failed resumes are counted by: the address, or an
+// IPv6 client's /64, which one client has whole, as the gateway's limits
+// count it.
 func addrOf(a net.Addr) netip.Addr {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		return ip.Unmap()
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}
 	}
-	return netip.Addr{}
+	ip, _ := netip.AddrFromSlice(ta.IP)
+	if ip = ip.Unmap(); ip.Is6() {
+		return netip.PrefixFrom(ip, 64).Masked().Addr()
+	}
+	return ip
 }
 
 func localAddr(r *http.Request) net.Addr {
