@@ -101,6 +101,8 @@ type Listener struct {
 	addr    net.Addr
 	tokens  map[string]*Conn // by the token's hash
 	fails   map[netip.Addr]*failures
+	// nextPurge is when the failures may next be swept for expired ones.
+	nextPurge time.Time
 	// arriving is set while sessions arrive from another process; arrival
 	// is closed and replaced at each.
 	arriving bool
@@ -584,7 +586,10 @@ func (l *Listener) failed(ip netip.Addr, now time.Time) {
 	defer l.mu.Unlock()
 	f := l.fails[ip]
 	if f == nil || now.Sub(f.since) > failureWindow {
-		if len(l.fails) >= maxFailTrack {
+		if len(l.fails) >= maxFailTrack && now.After(l.nextPurge) {
+			// At most now and then: under a flood of guessers it would
+			// otherwise go through every entry at every guess.
+			l.nextPurge = now.Add(failureWindow / 10)
 			for k, v := range l.fails {
 				if now.Sub(v.since) > failureWindow {
 					delete(l.fails, k)
