@@ -180,6 +180,17 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 		return err
 	}
 	if wl != nil {
+		// After the gateway has closed: its players' WebSockets finish
+		// closing, within the library's handshake timeout and a margin.
+		closers = append(closers, func() {
+			done := make(chan struct{})
+			go func() { wl.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				log.Warn("gateway: browser connections still closing at exit")
+			}
+		})
 		gw.Reconnect = wl.Restore
 		if pred != nil {
 			// Browsers reconnect to this process as their sessions move.

@@ -217,7 +217,7 @@ func (c *Conn) lost(gen uint64, err error) {
 	}
 	ws := c.ws
 	c.ws = nil
-	go ws.CloseNow()
+	ws.CloseNow() // no handshake: it only closes the socket
 	quit := websocket.CloseStatus(err) == websocket.StatusNormalClosure
 	if !c.resumable || quit || c.l.grace() <= 0 || c.closed {
 		c.endLocked()
@@ -259,7 +259,7 @@ func (c *Conn) Close() error {
 	if ws != nil {
 		// The closing handshake waits for the page: not the caller's
 		// business.
-		go ws.Close(websocket.StatusNormalClosure, "the session has ended")
+		c.l.spawn(func() { ws.Close(websocket.StatusNormalClosure, "the session has ended") })
 	}
 	return nil
 }

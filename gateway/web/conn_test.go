@@ -409,3 +409,29 @@ func TestFailureTracking(t *testing.T) {
 		t.Errorf("%d addresses tracked, bound %d", n, maxFailTrack)
 	}
 }
+
+// TestWaitAfterClose checks that the goroutines of a closed connection end:
+// its reader, and its closing handshake with the page.
+func TestWaitAfterClose(t *testing.T) {
+	l := &Listener{}
+	url := serveListener(t, l)
+	p := dialPage(t, url, `{}`)
+	c := accept(t, l)
+	p.waitToken()
+	go func() {
+		for {
+			if _, _, err := p.ws.Read(context.Background()); err != nil {
+				return // the page answers the close as it reads
+			}
+		}
+	}()
+	c.Close()
+	l.Close()
+	done := make(chan struct{})
+	go func() { l.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a closed connection's goroutines still run")
+	}
+}

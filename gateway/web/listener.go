@@ -108,6 +108,10 @@ type Listener struct {
 	arriving bool
 	arrival  chan struct{}
 	metrics  *metrics
+	// running counts the goroutines of accepted connections: their
+	// readers, and their closing handshakes.
+	running sync.WaitGroup
+	waited  bool // Wait has begun: nothing more is counted
 }
 
 func (l *Listener) init() {
@@ -216,6 +220,28 @@ func (l *Listener) Close() error {
 		srv.Close() // hijacked WebSockets are not closed by it
 	}
 	return nil
+}
+
+// spawn runs f on a goroutine that Wait waits for, unless Wait has begun.
+func (l *Listener) spawn(f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.waited {
+		go f() // a connection that came as the gateway closed: it ends with it
+		return
+	}
+	l.running.Go(f)
+}
+
+// Wait waits, after Close and after the gateway has closed its players'
+// connections, for the goroutines those connections still run: a reader
+// ends with its WebSocket, a closing handshake within the library's 5 s.
+func (l *Listener) Wait() {
+	l.init()
+	l.mu.Lock()
+	l.waited = true
+	l.mu.Unlock()
+	l.running.Wait()
 }
 
 // Addr is the first address served, once Serve has started.
@@ -369,7 +395,7 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		c.abandon(websocket.StatusTryAgainLater, "the gateway is busy")
 		return
 	}
-	go c.pump(ws, gen)
+	l.spawn(func() { c.pump(ws, gen) })
 }
 
 // abandon drops a Conn the gateway never took.
@@ -490,7 +516,7 @@ func (c *Conn) attach(ws *websocket.Conn, got uint64) error {
 		c.lost(gen, err)
 		return nil // held again; the page will try once more
 	}
-	go c.pump(ws, gen)
+	c.l.spawn(func() { c.pump(ws, gen) })
 	return nil
 }
 

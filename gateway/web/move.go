@@ -67,7 +67,7 @@ func (c *Conn) Export() ([]byte, error) {
 	if ws := c.ws; ws != nil {
 		c.ws = nil
 		c.gen++
-		go ws.Close(statusRestart, "the gateway is restarting: reconnect")
+		c.l.spawn(func() { ws.Close(statusRestart, "the gateway is restarting: reconnect") })
 		c.holdLocked(c.gen)
 	}
 	m := movedConn{
