@@ -118,8 +118,11 @@ func exitCode(t *testing.T, p *proc) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
-// idlers logs n players in, many at a time, and leaves them idle.
-func idlers(t *testing.T, addr string, n int) {
+// idlers logs n players in, many at a time, and leaves them idle. A
+// player that does not get in says where it stood and how the system
+// looked then: a stall here is the gateway's or the game's.
+func (sys *system) idlers(n int) {
+	t := sys.t
 	t.Helper()
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 50)
@@ -127,7 +130,7 @@ func idlers(t *testing.T, addr string, n int) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
-			c, err := net.DialTimeout("tcp", addr, waitFor)
+			c, err := net.DialTimeout("tcp", sys.telnet, waitFor)
 			if err != nil {
 				errs <- err
 				return
@@ -137,13 +140,14 @@ func idlers(t *testing.T, addr string, n int) {
 			r := bufio.NewReader(telnet.Strip(c))
 			name := "idle" + strconv.Itoa(i)
 			for _, step := range []struct{ want, send string }{{"What is your name?", name}, {"Welcome, " + name, ""}} {
+				last := ""
 				for {
 					l, err := r.ReadString('\n')
 					if err != nil {
-						errs <- err
+						errs <- fmt.Errorf("%s waiting for %q (last line %q): %w", name, step.want, last+l, err)
 						return
 					}
-					if strings.HasPrefix(l, step.want) {
+					if last = l; strings.HasPrefix(l, step.want) {
 						break
 					}
 				}
@@ -157,7 +161,7 @@ func idlers(t *testing.T, addr string, n int) {
 	}
 	for range n {
 		if err := <-errs; err != nil {
-			t.Fatalf("an idle player: %v", err)
+			t.Fatalf("an idle player: %v\n%s", err, sys.diagnosis())
 		}
 	}
 }
@@ -242,7 +246,7 @@ func TestHandoverFailures(t *testing.T) {
 			sys := startSystem(t)
 			old := sys.startBackend()
 			ty := startTypers(t, sys.telnet, 10)
-			idlers(t, sys.telnet, 2*200)
+			sys.idlers(2 * 200)
 			ty.waitAnswered(20)
 			next := successor(t, sys)
 			sys.gw.waitLog("gateway: handing the players to the backend's successor", 1)

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,7 +78,7 @@ func start(t testing.TB, name string, env []string, args ...string) *proc {
 		// no per-address limits unless a
 		// test sets them (a later flag wins; a config file says it all).
 		args = append([]string{"-metrics", "127.0.0.1:0", "-control", filepath.Join(t.TempDir(), "gateway.sock"),
-			"-max-per-ip", "0", "-conn-rate", "0"}, args...)
+			"-max-per-ip", "0", "-conn-rate", "0", "-debug-addr", "127.0.0.1:0"}, args...)
 	}
 	return startPath(t, filepath.Join(binDir, name), env, args...)
 }
@@ -198,7 +200,9 @@ type system struct {
 	telnet   string // the gateway's player address
 	admin    string // the gateway's -metrics address
 	control  string // the gateway's control socket
+	debug    string // the gateway's -debug-addr
 	epmdPort int
+	backends []*proc // every backend startBackend started
 }
 
 func writeCookie(t *testing.T, secret string) string {
@@ -222,6 +226,7 @@ func startSystem(t *testing.T, flags ...string) *system {
 	s.admin = s.gw.waitLog("gateway: admin listening", 1)["addr"].(string)
 	s.control = s.gw.waitLog("gateway: control listening", 1)["path"].(string)
 	s.telnet = s.gw.waitLog("gateway: telnet listening", 1)["addr"].(string)
+	s.debug = s.gw.waitLog("gateway: debug listening", 1)["addr"].(string)
 	return s
 }
 
@@ -244,6 +249,7 @@ func (s *system) startBackend() *proc {
 	s.t.Helper()
 	n := s.gw.count("gateway: backend linked")
 	b := start(s.t, "backend", s.env(), "-cookie-file", s.cookie)
+	s.backends = append(s.backends, b)
 	s.gw.waitLog("gateway: backend linked", n+1)
 	return b
 }
@@ -402,4 +408,60 @@ func (p *player) who(want string) {
 			p.t.Fatalf("%s: who says %q, want %q", p.name, got, "online: "+want)
 		}
 	}
+}
+
+// diagnosis says how the system looks, for a test that waited in vain:
+// what the gateway and the backends have logged, message by message, and
+// the gateway's goroutines that wait in the same place, grouped.
+func (s *system) diagnosis() string {
+	var b strings.Builder
+	for _, p := range append([]*proc{s.gw}, s.backends...) {
+		fmt.Fprintf(&b, "%s logged: %s\n", p.name, p.tally())
+	}
+	if s.debug == "" {
+		return b.String()
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + s.debug + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		fmt.Fprintf(&b, "gateway goroutines: %v\n", err)
+		return b.String()
+	}
+	defer resp.Body.Close()
+	prof, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	b.WriteString("gateway goroutines, groups of 3 or more:\n")
+	for _, group := range strings.Split(string(prof), "\n\n") {
+		lines := strings.Split(group, "\n")
+		count, _, _ := strings.Cut(lines[0], " @ ")
+		if n, err := strconv.Atoi(count); err != nil || n < 3 {
+			continue
+		}
+		var funcs []string
+		for _, l := range lines[1:] {
+			if f := strings.Fields(l); len(f) >= 3 && f[0] == "#" && len(funcs) < 6 {
+				funcs = append(funcs, f[2])
+			}
+		}
+		fmt.Fprintf(&b, "  %s: %s\n", count, strings.Join(funcs, " < "))
+	}
+	return b.String()
+}
+
+// tally counts the log lines by message, most first.
+func (p *proc) tally() string {
+	p.mu.Lock()
+	counts := map[string]int{}
+	for _, m := range p.lines {
+		if msg, ok := m["msg"].(string); ok {
+			counts[msg]++
+		}
+	}
+	p.mu.Unlock()
+	msgs := slices.Collect(maps.Keys(counts))
+	slices.SortFunc(msgs, func(a, b string) int { return counts[b] - counts[a] })
+	var parts []string
+	for _, m := range msgs {
+		parts = append(parts, fmt.Sprintf("%q %d", m, counts[m]))
+	}
+	return strings.Join(parts, ", ")
 }
