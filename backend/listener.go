@@ -236,6 +236,38 @@ type gatewayLink struct {
 
 	mu   sync.Mutex
 	ctrl net.Conn // the control stream, once the gateway opened it
+
+	// Wakes wait here for one writer, so that a line written to many
+	// parked sessions at once wakes them in a few frames.
+	wmu    sync.Mutex
+	wakes  []string
+	waking bool
+}
+
+// wake has the gateway read the session's stream again (see link.FramePark).
+func (gl *gatewayLink) wake(id string) {
+	gl.wmu.Lock()
+	defer gl.wmu.Unlock()
+	gl.wakes = append(gl.wakes, id)
+	if !gl.waking {
+		gl.waking = true
+		go gl.sendWakes()
+	}
+}
+
+// sendWakes sends the queued wakes until none is left.
+func (gl *gatewayLink) sendWakes() {
+	gl.wmu.Lock()
+	for len(gl.wakes) > 0 {
+		ids := gl.wakes[:min(len(gl.wakes), link.MaxMove)]
+		gl.wakes = gl.wakes[len(ids):]
+		gl.wmu.Unlock()
+		gl.control(link.FrameWake, link.AppendMove(nil, ids))
+		gl.wmu.Lock()
+	}
+	gl.wakes = nil
+	gl.waking = false
+	gl.wmu.Unlock()
 }
 
 // control sends a frame on the control stream, if it is open yet.
@@ -443,7 +475,7 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			l.stop()
 			continue
 		}
-		if typ != link.FrameMove && typ != link.FrameRelease {
+		if typ != link.FrameMove && typ != link.FrameRelease && typ != link.FramePark {
 			continue // from a later version
 		}
 		p, err := fr.Payload()
@@ -457,9 +489,12 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 		}
 		for _, id := range ids {
 			if s := l.lookup(id); s != nil {
-				if typ == link.FrameRelease {
+				switch typ {
+				case link.FrameRelease:
 					s.release(gl)
-				} else {
+				case link.FramePark:
+					s.park(gl)
+				default:
 					s.beginMove(gl)
 				}
 			}

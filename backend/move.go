@@ -74,6 +74,7 @@ func (s *Session) beginMove(gl *gatewayLink) {
 	s.mu.Lock()
 	s.goAwayLocked()
 	s.mu.Unlock()
+	s.wakeLocked()
 	link.WriteFrame(s.st, link.FrameMoved, nil)
 }
 
@@ -106,6 +107,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	s.mu.Unlock()
 
 	// Acknowledgements start again from where the gateway stands.
+	s.wakeLocked() // the old stream closes
 	s.st, s.acked = st, o.Offset
 	b := s.pending
 	s.pending = nil

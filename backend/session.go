@@ -67,7 +67,11 @@ type Session struct {
 	// working on goes to the successor.
 	finished uint64
 	pending  []byte // frames written while away, for the next stream
-	stateMu  sync.Mutex
+	// parked is the link whose gateway has let the reader of st go (it
+	// read Parked there): it is sent Wake before st is written to or
+	// closed. Nil while the gateway reads st.
+	parked  *gatewayLink
+	stateMu sync.Mutex
 	state    []byte
 
 	detached chan struct{} // closed when the session leaves this backend
@@ -493,11 +497,37 @@ func (s *Session) flushAckLocked(batch uint64) error {
 	if s.toAck-s.acked <= batch || s.isAway() || s.isReleased() {
 		return nil // an away session's acknowledgement goes with its next stream
 	}
+	s.wakeLocked()
 	if err := link.WriteFrame(s.st, link.FrameAck, link.AppendAck(nil, s.toAck)); err != nil {
 		return err
 	}
 	s.acked = s.toAck
 	return nil
+}
+
+// wakeLocked, with wmu held, wakes the gateway's reader of st if it has
+// parked: st is about to be written to or closed.
+func (s *Session) wakeLocked() {
+	if s.parked != nil {
+		s.parked.wake(s.id)
+		s.parked = nil
+	}
+}
+
+// park answers the gateway's Park on link gl: Parked on the stream, after
+// which the gateway's reader is gone until a Wake.
+func (s *Session) park(gl *gatewayLink) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	ok := s.gl == gl && !s.away && !s.ended && !s.hungup && !s.closed && !s.released && !s.isDetached()
+	s.mu.Unlock()
+	if !ok || s.parked != nil {
+		return
+	}
+	if link.WriteFrame(s.st, link.FrameParked, nil) == nil {
+		s.parked = gl
+	}
 }
 
 // maxPending bounds the output kept for a session that is between
@@ -536,6 +566,7 @@ func (s *Session) send(typ byte, payload []byte) error {
 			s.pending = append(s.pending, b...)
 			return nil
 		}
+		s.wakeLocked()
 		ack := s.toAck
 		if ack != s.acked {
 			// One write, so that frame and acknowledgement travel together.
@@ -620,6 +651,7 @@ func (s *Session) Close() error {
 		s.wmu.Unlock()
 		return nil // adopt or expire finishes it
 	}
+	s.wakeLocked() // the stream closes, with or without an End
 	s.st.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	err := s.flushAckLocked(0)
 	if end && err == nil {

@@ -131,6 +131,7 @@ func (s *Session) release(gl *gatewayLink) {
 		b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, ack))
 		s.acked = ack
 	}
+	s.wakeLocked()
 	s.st.Write(link.AppendFrame(b, link.FrameMoved, nil))
 	s.detach()
 }

@@ -41,29 +41,55 @@ type backendLink struct {
 	cmu sync.Mutex // serialises frames on the control stream
 
 	mu      sync.Mutex
-	streams map[*yamux.Stream]struct{} // session streams with a reader
+	streams map[*yamux.Stream]*session // session streams, read or parked
+	byID    map[string]*session        // their sessions, for Wake
 }
 
 // track records a session stream whose reader is about to start.
-func (lk *backendLink) track(st *yamux.Stream) {
+func (lk *backendLink) track(st *yamux.Stream, s *session) {
 	lk.readers.Add(1)
 	lk.mu.Lock()
 	if lk.streams == nil {
-		lk.streams = make(map[*yamux.Stream]struct{})
+		lk.streams = make(map[*yamux.Stream]*session)
+		lk.byID = make(map[string]*session)
 	}
-	lk.streams[st] = struct{}{}
+	lk.streams[st] = s
+	lk.byID[s.id] = s
 	if lk.dead.Load() {
 		st.SetReadDeadline(time.Now()) // broken has been and gone
 	}
 	lk.mu.Unlock()
 }
 
-// untrack records that a stream's reader has left.
+// untrack records that a stream's reader has left for good.
 func (lk *backendLink) untrack(st *yamux.Stream) {
 	lk.mu.Lock()
+	if s := lk.streams[st]; s != nil && lk.byID[s.id] == s {
+		delete(lk.byID, s.id)
+	}
 	delete(lk.streams, st)
 	lk.mu.Unlock()
 	lk.readers.Add(-1)
+}
+
+// wake starts the readers of the parked streams of the sessions named.
+func (lk *backendLink) wake(ids []string) {
+	for _, id := range ids {
+		lk.mu.Lock()
+		s := lk.byID[id]
+		lk.mu.Unlock()
+		if s != nil {
+			s.wakeStream(lk)
+		}
+	}
+}
+
+// park asks the backend to park the streams of the sessions named.
+func (lk *backendLink) park(ids []string) error {
+	if lk.leaving() {
+		return nil
+	}
+	return lk.sendIDs(link.FramePark, ids)
 }
 
 // brokenWait bounds how long a failed link waits for its stream readers to
@@ -80,8 +106,16 @@ func (lk *backendLink) broken() {
 	lk.mu.Lock()
 	lk.dead.Store(true)
 	now := time.Now()
-	for st := range lk.streams {
+	for st, s := range lk.streams {
 		st.SetReadDeadline(now)
+		// A parked stream gets its reader back, to find the link gone.
+		s.mu.Lock()
+		parked := s.streamParked && s.st == st
+		s.streamParked = false
+		s.mu.Unlock()
+		if parked {
+			s.restartStream(lk, st)
+		}
 	}
 	lk.mu.Unlock()
 	if lk.ctrl != nil {
@@ -132,6 +166,12 @@ func (lk *backendLink) readControl(s *Server) {
 			}
 		case link.FrameGoodbye:
 			lk.once.Do(func() { close(lk.goodbye) })
+		case link.FrameWake:
+			if p, err := fr.Payload(); err == nil {
+				if ids, err := link.ParseMove(p); err == nil {
+					lk.wake(ids)
+				}
+			}
 		case link.FrameMSSP:
 			if p, err := fr.Payload(); err == nil {
 				s.setMSSP(p)
@@ -375,10 +415,18 @@ func (lk *backendLink) instanceNow() string {
 // move asks the backend to let the sessions named go from this link: each
 // answers Moved on its stream.
 func (lk *backendLink) move(ids []string) error {
+	if err := lk.sendIDs(link.FrameMove, ids); err != nil {
+		return fmt.Errorf("gateway: move: %w", err)
+	}
+	return nil
+}
+
+// sendIDs sends a frame of type typ naming sessions, as many as it takes.
+func (lk *backendLink) sendIDs(typ byte, ids []string) error {
 	for len(ids) > 0 {
 		n := min(len(ids), link.MaxMove)
-		if err := lk.send(link.FrameMove, link.AppendMove(nil, ids[:n])); err != nil {
-			return fmt.Errorf("gateway: move: %w", err)
+		if err := lk.send(typ, link.AppendMove(nil, ids[:n])); err != nil {
+			return err
 		}
 		ids = ids[n:]
 	}

@@ -173,7 +173,7 @@ func (s *Server) init() {
 		}
 		s.wg.Add(2)
 		go s.keepLink()
-		go s.shrinkIdle()
+		go s.sweepIdle()
 		if s.parker = newParker(); s.parker != nil {
 			s.wg.Add(1)
 			go func() {
@@ -188,28 +188,43 @@ func (s *Server) init() {
 // serves any player: a gateway taking over from another links first.
 func (s *Server) Start() { s.init() }
 
+// parkInterval is how often quiet streams are parked: a stream that
+// brought nothing for a whole interval has its reader let go (see
+// link.FramePark).
+const parkInterval = time.Second
+
 // shrinkInterval is how often the receive buffers of streams are released.
 const shrinkInterval = 10 * time.Second
 
-// shrinkIdle releases the receive buffers that yamux keeps for every stream
-// after a burst of output, so that idle sessions cost little memory.
-func (s *Server) shrinkIdle() {
+// sweepIdle parks the streams found quiet, and now and then releases the
+// receive buffers that yamux keeps for every stream after a burst of
+// output, so that idle sessions cost little memory.
+func (s *Server) sweepIdle() {
 	defer s.wg.Done()
-	t := time.NewTicker(shrinkInterval)
+	t := time.NewTicker(parkInterval)
 	defer t.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
 		}
+		shrink := n%int(shrinkInterval/parkInterval) == 0
+		quiet := map[*backendLink][]string{}
 		for _, ss := range s.list() {
 			ss.mu.Lock()
-			st := ss.st
+			st, lk := ss.st, ss.lk
+			if st != nil && !ss.streamParked && !ss.parkAsked && !ss.moving && !ss.gone && !ss.streamBusy.Swap(false) {
+				ss.parkAsked = true
+				quiet[lk] = append(quiet[lk], ss.id)
+			}
 			ss.mu.Unlock()
-			if st != nil {
+			if shrink && st != nil {
 				st.Shrink() // a no-op while data waits to be read
 			}
+		}
+		for lk, ids := range quiet {
+			lk.park(ids)
 		}
 	}
 }

@@ -30,9 +30,10 @@ const (
 )
 
 // session is one player's held session. The player's socket has a reader
-// goroutine for as long as it is open, and a writer while output waits;
+// goroutine while the player types, and a writer while output waits;
 // while a backend is attached, another goroutine reads that backend's
-// stream.
+// stream, unless the stream is parked (see link.FramePark). An idle
+// session has no goroutine.
 type session struct {
 	srv   *Server
 	id    string
@@ -83,7 +84,14 @@ type session struct {
 	// parked is set while the session has no reader: its socket waits in
 	// the server's parker for the player's next input.
 	parked      bool
-	streamDone  chan struct{} // during a move: closed when the stream's reader has returned
+	// The stream's reader: streamParked is set while it is parked;
+	// parkAsked once Park has gone for this stream and until its Parked
+	// is read; wakePending when a Wake came before the Parked it answers.
+	// streamBusy is set by every frame read, and cleared by the sweep
+	// that parks the streams found quiet.
+	streamParked, parkAsked, wakePending bool
+	streamBusy                           atomic.Bool
+	streamDone                           chan struct{} // during a move: closed when the stream's reader has returned
 	endedInMove bool          // during a move: the application ended the session
 	// moveFrom names the backend instance that holds the session away
 	// after a move, until the next attach: on that backend the session
@@ -618,6 +626,8 @@ func (s *session) attach(lk *backendLink) bool {
 		hello = nil
 	}
 	s.st, s.lk, s.sent = st, lk, len(s.in)
+	s.streamParked, s.parkAsked, s.wakePending = false, false, false
+	s.streamBusy.Store(true)
 	noticed := s.noticed
 	s.noticed = false
 	s.mu.Unlock()
@@ -637,7 +647,7 @@ func (s *session) attach(lk *backendLink) bool {
 	}
 	_, err = st.Write(b)
 	s.srv.wg.Add(1)
-	lk.track(st)
+	lk.track(st, s)
 	go s.readStream(lk, st)
 	if err != nil {
 		st.Close() // the reader detaches the session
@@ -649,29 +659,81 @@ func (s *session) attach(lk *backendLink) bool {
 // then detaches the session or, if the application ended it, ends it.
 func (s *session) readStream(lk *backendLink, st *yamux.Stream) {
 	defer s.srv.wg.Done()
+	ended, moved, parked := s.readFrames(st)
+	if parked {
+		lk.readers.Add(-1)
+		return
+	}
 	defer lk.untrack(st)
-	ended, moved := s.readFrames(st)
 	s.streamEnded(lk, st, ended, moved)
+}
+
+// stopAtParked decides, at a Parked frame, whether the stream's reader
+// stops: not when the Wake that follows it has come already.
+func (s *session) stopAtParked() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.parkAsked = false
+	if s.wakePending || s.moving || s.gone {
+		s.wakePending = false
+		return false
+	}
+	s.streamParked = true
+	return true
+}
+
+// wakeStream starts a reader for the session's parked stream on lk: the
+// backend has written to it or closed it. A Wake that comes before the
+// reader has stopped at Parked keeps it from stopping.
+func (s *session) wakeStream(lk *backendLink) {
+	s.mu.Lock()
+	st := s.st
+	if s.lk != lk || st == nil {
+		s.mu.Unlock()
+		return
+	}
+	if !s.streamParked {
+		s.wakePending = true
+		s.mu.Unlock()
+		return
+	}
+	s.streamParked = false
+	s.mu.Unlock()
+	s.restartStream(lk, st)
+}
+
+// restartStream starts the reader of a stream that was parked.
+func (s *session) restartStream(lk *backendLink, st *yamux.Stream) {
+	lk.readers.Add(1)
+	s.srv.wg.Add(1)
+	go s.readStream(lk, st)
 }
 
 // readFrames handles the stream's frames until one ends it (End, Moved)
 // or it fails. It is where an idle session's one goroutine waits: its own
 // frame is kept small, the work is frame's, so that the waiting stack is
 // small enough for the runtime to shrink.
-func (s *session) readFrames(st *yamux.Stream) (ended, moved bool) {
+func (s *session) readFrames(st *yamux.Stream) (ended, moved, parked bool) {
 	fr := link.Reader{R: st}
 	var out []byte
 	for {
 		typ, _, err := fr.Next()
 		if err != nil {
-			return false, false
+			return false, false, false
+		}
+		s.streamBusy.Store(true)
+		if typ == link.FrameParked {
+			if s.stopAtParked() {
+				return false, false, true
+			}
+			continue
 		}
 		p, err := fr.Payload()
 		if err != nil {
-			return false, false
+			return false, false, false
 		}
 		if stop, ended, moved := s.frame(typ, p, &out); stop {
-			return ended, moved
+			return ended, moved, false
 		}
 	}
 }

@@ -391,17 +391,27 @@ func TestMegabytePaste(t *testing.T) {
 	}
 }
 
-// TestIdleSessionGoroutines checks what an idle attached session costs in
-// goroutines: its stream's reader only. Its player's reader parks the
-// socket with the server and returns, and no writer runs once its output
-// is written. Tens of thousands of held sessions make each goroutine count.
-// A parked player who types gets a reader again, and is heard.
+// TestIdleSessionGoroutines: an idle held session costs the gateway no
+// goroutine. Its player's reader parks the socket with the server and
+// returns, no writer runs once its output is written, and its stream's
+// reader stops at the backend's Parked. Tens of thousands of held sessions
+// make each goroutine count. A parked player who types gets a reader
+// again and is heard, and the game's answer wakes the parked stream.
 func TestIdleSessionGoroutines(t *testing.T) {
 	e := newEnv(t, nil)
 	ch := make(chan string, 16)
+	sessions := make(chan *backend.Session, 16)
 	e.backend(func(s *backend.Session) {
+		sessions <- s
 		s.Write([]byte("hello\n"))
-		lines(ch)(s)
+		for {
+			l, err := s.ReadLine()
+			if err != nil {
+				return
+			}
+			ch <- l
+			fmt.Fprintf(s, "got %s\n", l)
+		}
 	})
 	e.waitLog("gateway: backend linked")
 	const players = 5
@@ -411,6 +421,7 @@ func TestIdleSessionGoroutines(t *testing.T) {
 		p.expect("hello")
 		p.send("hi\r\n")
 		recv(t, ch)
+		p.expect("got hi")
 		ps = append(ps, p)
 	}
 	count := func(fn string) int {
@@ -421,23 +432,33 @@ func TestIdleSessionGoroutines(t *testing.T) {
 	idle := func() {
 		t.Helper()
 		deadline := time.Now().Add(waitFor)
-		for count("(*session).writePlayer")+count("(*session).readPlayer")+count("(*session).readOn") > 0 {
+		for {
+			writers, readers, streams := count("(*session).writePlayer"), count("(*session).readPlayer")+count("(*session).readOn"), count("(*session).readStream")
+			if writers+readers+streams == 0 {
+				return
+			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%d writers and %d readers still run for idle players", count("(*session).writePlayer"),
-					count("(*session).readPlayer")+count("(*session).readOn"))
+				t.Fatalf("%d writers, %d readers and %d stream readers still run for idle players", writers, readers, streams)
 			}
 			time.Sleep(5 * time.Millisecond) // writers end once their queues are empty, readers once they have read all
-		}
-		if n := count("(*session).readStream"); n != players {
-			t.Errorf("%d stream readers for %d players", n, players)
 		}
 	}
 	idle()
 	for i, p := range ps {
-		p.send(fmt.Sprintf("again %d\r\n", i))
-		if got := recv(t, ch); got != fmt.Sprintf("again %d", i) {
-			t.Fatalf("a parked player typed %q, the game got %q", fmt.Sprintf("again %d", i), got)
+		line := fmt.Sprintf("again %d", i)
+		p.send(line + "\r\n")
+		if got := recv(t, ch); got != line {
+			t.Fatalf("a parked player typed %q, the game got %q", line, got)
 		}
+		p.expect("got " + line)
+	}
+	idle()
+	// The game speaks first: the write wakes the stream.
+	for range players {
+		(<-sessions).Write([]byte("news\n"))
+	}
+	for _, p := range ps {
+		p.expect("news")
 	}
 	idle()
 }

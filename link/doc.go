@@ -45,6 +45,10 @@
 //	         backend's successor (a deploy); each answers Moved and ends here
 //	Retire   gateway->backend: every session has gone to the successor; the
 //	         backend stops, so that the successor can take its name
+//	Park     gateway->backend, the same payload as Move: these sessions'
+//	         streams have been quiet; each answers Parked (see Parking)
+//	Wake     backend->gateway, the same payload: these sessions' streams
+//	         have something to read, or have closed, after their Parked
 //
 // Session stream, gateway->backend:
 //
@@ -76,11 +80,30 @@
 //	         EOR or IAC GA, as the client negotiated
 //	Moved    the answer to Move, and the last frame on this stream: all the
 //	         output before it is the gateway's to deliver
+//	Parked   the answer to Park (see Parking)
 //
 // A session stream that closes without End or Hangup is a detach: the gateway
 // keeps the session and resumes it on the next backend, replaying input after
 // the last Ack. Input is therefore never lost; a byte is delivered twice only
 // when a backend died after handing it to the application and before its Ack.
+//
+// # Parking
+//
+// Most held sessions are idle, and a goroutine waiting in each stream's
+// read is most of what an idle session costs the gateway. So the gateway
+// lets a quiet stream's reader go: it sends Park naming the sessions whose
+// streams brought nothing for a while, and each backend session answers
+// Parked on its stream. After Parked the backend writes nothing more to
+// that stream, and does not close it, without also sending Wake for the
+// session (before or after: the gateway reads whatever the stream holds
+// once woken). The gateway's reader stops at Parked, unless a Wake for it
+// came first, and Wake starts a reader again. Parked is in the stream, so
+// everything written before it has been read when the reader stops; Wake
+// is on the control stream, so one Wake may name many sessions (a line to
+// everybody wakes them all at once). A link that breaks wakes nothing: the
+// gateway's readers of that link's parked streams start by themselves and
+// find it gone. A backend that ignores Park (an earlier version) answers
+// nothing, and its streams keep their readers.
 //
 // # Moving a session
 //

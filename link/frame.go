@@ -16,6 +16,8 @@ const (
 	FrameMove    byte = 5
 	FrameRelease byte = 6
 	FrameRetire  byte = 7
+	FramePark    byte = 8
+	FrameWake    byte = 9
 
 	FrameOpen   byte = 10
 	FrameInput  byte = 11
@@ -31,6 +33,7 @@ const (
 	FrameEcho    byte = 25
 	FramePrompt  byte = 26
 	FrameMoved   byte = 27
+	FrameParked  byte = 28
 )
 
 const (
@@ -42,7 +45,8 @@ const (
 	MaxState = 64 << 10
 	// MaxChunk is the largest Input or Output payload a sender produces.
 	MaxChunk = 32 << 10
-	// MaxMove bounds the sessions one Move frame names.
+	// MaxMove bounds the sessions one Move, Release, Park or Wake frame
+	// names.
 	MaxMove = 4096
 )
 

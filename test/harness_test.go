@@ -169,6 +169,18 @@ func (p *proc) waitLog(msg string, n int) map[string]any {
 	}
 }
 
+// first returns the first log line whose message is msg, or nil.
+func (p *proc) first(msg string) map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.lines {
+		if m["msg"] == msg {
+			return m
+		}
+	}
+	return nil
+}
+
 // count returns how many log lines have message msg.
 func (p *proc) count(msg string) int {
 	p.mu.Lock()
@@ -200,7 +212,6 @@ type system struct {
 	telnet   string // the gateway's player address
 	admin    string // the gateway's -metrics address
 	control  string // the gateway's control socket
-	debug    string // the gateway's -debug-addr
 	epmdPort int
 	backends []*proc // every backend startBackend started
 }
@@ -226,7 +237,6 @@ func startSystem(t *testing.T, flags ...string) *system {
 	s.admin = s.gw.waitLog("gateway: admin listening", 1)["addr"].(string)
 	s.control = s.gw.waitLog("gateway: control listening", 1)["path"].(string)
 	s.telnet = s.gw.waitLog("gateway: telnet listening", 1)["addr"].(string)
-	s.debug = s.gw.waitLog("gateway: debug listening", 1)["addr"].(string)
 	return s
 }
 
@@ -418,11 +428,12 @@ func (s *system) diagnosis() string {
 	for _, p := range append([]*proc{s.gw}, s.backends...) {
 		fmt.Fprintf(&b, "%s logged: %s\n", p.name, p.tally())
 	}
-	if s.debug == "" {
+	debug := s.gw.first("gateway: debug listening")
+	if debug == nil {
 		return b.String()
 	}
 	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + s.debug + "/debug/pprof/goroutine?debug=1")
+	resp, err := c.Get(fmt.Sprintf("http://%v/debug/pprof/goroutine?debug=1", debug["addr"]))
 	if err != nil {
 		fmt.Fprintf(&b, "gateway goroutines: %v\n", err)
 		return b.String()
