@@ -72,7 +72,7 @@ type Session struct {
 	// closed. Nil while the gateway reads st.
 	parked  *gatewayLink
 	stateMu sync.Mutex
-	state    []byte
+	state   []byte
 
 	detached chan struct{} // closed when the session leaves this backend
 

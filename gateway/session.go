@@ -83,15 +83,17 @@ type session struct {
 	readerDone chan struct{} // closed when the player's reader has returned
 	// parked is set while the session has no reader: its socket waits in
 	// the server's parker for the player's next input.
-	parked      bool
-	// The stream's reader: streamParked is set while it is parked;
-	// parkAsked once Park has gone for this stream and until its Parked
-	// is read; wakePending when a Wake came before the Parked it answers.
-	// streamBusy is set by every frame read, and cleared by the sweep
-	// that parks the streams found quiet.
-	streamParked, parkAsked, wakePending bool
-	streamBusy                           atomic.Bool
-	streamDone                           chan struct{} // during a move: closed when the stream's reader has returned
+	parked bool
+	// The stream's reader (see link.FramePark): streamParked while it is
+	// parked; parkAsked from the Park sent for this stream until its
+	// Parked is read; wakePending when a Wake came before that Parked.
+	streamParked bool
+	parkAsked    bool
+	wakePending  bool
+	// streamBusy is set by every frame read and cleared by the sweep,
+	// which parks the streams it finds quiet.
+	streamBusy  atomic.Bool
+	streamDone  chan struct{} // during a move: closed when the stream's reader has returned
 	endedInMove bool          // during a move: the application ended the session
 	// moveFrom names the backend instance that holds the session away
 	// after a move, until the next attach: on that backend the session
