@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -203,6 +204,8 @@ func (s *Server) sweepIdle() {
 	defer s.wg.Done()
 	t := time.NewTicker(parkInterval)
 	defer t.Stop()
+	var parked int // since the last release
+	var released time.Time
 	for n := 1; ; n++ {
 		select {
 		case <-s.ctx.Done():
@@ -223,11 +226,31 @@ func (s *Server) sweepIdle() {
 				st.Shrink() // a no-op while data waits to be read
 			}
 		}
+		parking := 0
 		for lk, ids := range quiet {
 			lk.park(ids)
+			parking += len(ids)
+		}
+		// Thousands of streams parked (after a login storm, a restart,
+		// an upgrade) have left the stacks and buffers that served them
+		// free in the heap: once the parking calms down, hand them back
+		// to the system rather than at the runtime's next collection,
+		// minutes away.
+		parked += parking
+		if parked >= releaseAfter && parking < releaseAfter/10 && time.Since(released) > releaseEvery {
+			debug.FreeOSMemory()
+			parked, released = 0, time.Now()
 		}
 	}
 }
+
+// The memory of many sessions gone idle is released once releaseAfter of
+// them have parked and the parking calms down, at most once every
+// releaseEvery.
+const (
+	releaseAfter = 1000
+	releaseEvery = 30 * time.Second
+)
 
 // Serve accepts players on ln until Close or Shutdown, and then returns
 // ErrServerClosed. It may be called for several listeners; it closes ln.

@@ -66,6 +66,7 @@ func main() {
 		fs.StringVar(&answerMode, "answer", answerNone, "how players answer telnet offers: \"\" (a raw socket: not at all), refuse, mud")
 		fs.StringVar(&o.phases, "phases", "rtt,fanout,bulk,upgrade,deploy,resume", "what to measure after logging in, of rtt, fanout, bulk, upgrade, deploy, resume")
 		fs.IntVar(&o.resumes, "resumes", 1, "backend restarts for the resume figure, each measured")
+		fs.DurationVar(&o.settle, "settle", 15*time.Second, "how long the players stay idle before the settled memory figure; 0: no such figure")
 		fs.Parse(os.Args[2:])
 		err = run(&o)
 	default:
@@ -98,6 +99,7 @@ type options struct {
 	handoverCmd string
 	phases      string
 	resumes     int
+	settle      time.Duration
 }
 
 func (o *options) want(phase string) bool {
@@ -152,6 +154,12 @@ func run(o *options) error {
 		rss1 := rssKiB(o.pid)
 		result("rss_per_idle_session", float64(rss1-rss0)/float64(len(sessions)), "KiB")
 		result("rss_total", float64(rss1), "KiB")
+		// And once a server that lets go of what idle players do not
+		// need has had the time to.
+		if o.settle > 2*time.Second {
+			time.Sleep(o.settle - 2*time.Second)
+			result("rss_per_idle_settled", float64(rssKiB(o.pid)-rss0)/float64(len(sessions)), "KiB")
+		}
 	}
 
 	if o.want("rtt") {
