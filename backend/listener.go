@@ -487,14 +487,26 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			l.log.Warn("backend: bad move", zap.Error(err))
 			continue
 		}
+		if typ == link.FramePark {
+			// Parked waits for room in the stream's window, which a
+			// stream the gateway cannot read now (its player is slow)
+			// may not have: the control stream goes on meanwhile.
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				for _, id := range ids {
+					if s := l.lookup(id); s != nil {
+						s.park(gl)
+					}
+				}
+			}()
+			continue
+		}
 		for _, id := range ids {
 			if s := l.lookup(id); s != nil {
-				switch typ {
-				case link.FrameRelease:
+				if typ == link.FrameRelease {
 					s.release(gl)
-				case link.FramePark:
-					s.park(gl)
-				default:
+				} else {
 					s.beginMove(gl)
 				}
 			}

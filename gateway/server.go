@@ -217,7 +217,7 @@ func (s *Server) sweepIdle() {
 		for _, ss := range s.list() {
 			ss.mu.Lock()
 			st, lk := ss.st, ss.lk
-			if st != nil && !ss.streamParked && !ss.parkAsked && !ss.moving && !ss.gone && !ss.streamBusy.Swap(false) {
+			if st != nil && !ss.streamParked && !ss.parkAsked && !ss.moving && !ss.gone && !ss.inFrame.Load() && !ss.streamBusy.Swap(false) {
 				ss.parkAsked = true
 				quiet[lk] = append(quiet[lk], ss.id)
 			}

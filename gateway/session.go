@@ -91,8 +91,11 @@ type session struct {
 	parkAsked    bool
 	wakePending  bool
 	// streamBusy is set by every frame read and cleared by the sweep,
-	// which parks the streams it finds quiet.
+	// which parks the streams it finds quiet; inFrame while the reader
+	// handles a frame, where it may wait for a slow player: that stream
+	// is not quiet, and the backend could not write Parked to it.
 	streamBusy  atomic.Bool
+	inFrame     atomic.Bool
 	streamDone  chan struct{} // during a move: closed when the stream's reader has returned
 	endedInMove bool          // during a move: the application ended the session
 	// moveFrom names the backend instance that holds the session away
@@ -734,7 +737,10 @@ func (s *session) readFrames(st *yamux.Stream) (ended, moved, parked bool) {
 		if err != nil {
 			return false, false, false
 		}
-		if stop, ended, moved := s.frame(typ, p, &out); stop {
+		s.inFrame.Store(true)
+		stop, ended, moved := s.frame(typ, p, &out)
+		s.inFrame.Store(false)
+		if stop {
 			return ended, moved, false
 		}
 	}
