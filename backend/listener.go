@@ -237,6 +237,12 @@ type gatewayLink struct {
 	mu   sync.Mutex
 	ctrl net.Conn // the control stream, once the gateway opened it
 
+	// bcast is held (read) while a Broadcast decides which of the link's
+	// sessions are parked and sends them its frame, and (write) while a
+	// session's stream is ended by a Move or a Release, so that a line
+	// broadcast to a parked stream reaches the gateway before its end.
+	bcast sync.RWMutex
+
 	// Wakes wait here for one writer, so that a line written to many
 	// parked sessions at once wakes them in a few frames.
 	wmu    sync.Mutex
@@ -271,13 +277,14 @@ func (gl *gatewayLink) sendWakes() {
 }
 
 // control sends a frame on the control stream, if it is open yet.
-func (gl *gatewayLink) control(typ byte, payload []byte) {
+func (gl *gatewayLink) control(typ byte, payload []byte) error {
 	gl.mu.Lock()
 	defer gl.mu.Unlock()
-	if gl.ctrl != nil {
-		gl.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
-		link.WriteFrame(gl.ctrl, typ, payload)
+	if gl.ctrl == nil {
+		return net.ErrClosed
 	}
+	gl.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+	return link.WriteFrame(gl.ctrl, typ, payload)
 }
 
 // broken runs when a gateway's link fails, before yamux notices: the
@@ -504,11 +511,13 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 		}
 		for _, id := range ids {
 			if s := l.lookup(id); s != nil {
+				gl.bcast.Lock()
 				if typ == link.FrameRelease {
 					s.release(gl)
 				} else {
 					s.beginMove(gl)
 				}
+				gl.bcast.Unlock()
 			}
 		}
 	}

@@ -108,7 +108,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 
 	// Acknowledgements start again from where the gateway stands.
 	s.wakeLocked() // the old stream closes
-	s.st, s.acked = st, o.Offset
+	s.st, s.acked, s.parks = st, o.Offset, 0
 	b := s.pending
 	s.pending = nil
 	if s.toAck != s.acked {

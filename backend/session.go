@@ -71,6 +71,7 @@ type Session struct {
 	// read Parked there): it is sent Wake before st is written to or
 	// closed. Nil while the gateway reads st.
 	parked  *gatewayLink
+	parks   uint32 // Parked frames written on st
 	stateMu sync.Mutex
 	state   []byte
 
@@ -527,7 +528,19 @@ func (s *Session) park(gl *gatewayLink) {
 	}
 	if link.WriteFrame(s.st, link.FrameParked, nil) == nil {
 		s.parked = gl
+		s.parks++
 	}
+}
+
+// parkedOn returns the link whose gateway has parked the session's stream,
+// and how many Parked that stream has had; nil when the stream is read, or
+// is being written to.
+func (s *Session) parkedOn() (*gatewayLink, uint32) {
+	if !s.wmu.TryLock() {
+		return nil, 0 // a writer waits there, perhaps for a slow player
+	}
+	defer s.wmu.Unlock()
+	return s.parked, s.parks
 }
 
 // maxPending bounds the output kept for a session that is between

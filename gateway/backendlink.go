@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"holdfast/epmd"
+	"holdfast/gateway/telnet"
 	"holdfast/internal/netx"
 	"holdfast/link"
 )
@@ -80,6 +81,20 @@ func (lk *backendLink) wake(ids []string) {
 		lk.mu.Unlock()
 		if s != nil {
 			s.wakeStream(lk)
+		}
+	}
+}
+
+// broadcast delivers a line to every session it names, encoded once.
+func (lk *backendLink) broadcast(b link.Broadcast) {
+	var e telnet.Encoder
+	text := e.Encode(nil, b.Text)
+	for _, r := range b.To {
+		lk.mu.Lock()
+		s := lk.byID[r.ID]
+		lk.mu.Unlock()
+		if s != nil {
+			s.broadcast(lk, r.Park, text)
 		}
 	}
 }
@@ -166,6 +181,12 @@ func (lk *backendLink) readControl(s *Server) {
 			}
 		case link.FrameGoodbye:
 			lk.once.Do(func() { close(lk.goodbye) })
+		case link.FrameBroadcast:
+			if p, err := fr.Payload(); err == nil {
+				if b, err := link.ParseBroadcast(p); err == nil {
+					lk.broadcast(b)
+				}
+			}
 		case link.FrameWake:
 			if p, err := fr.Payload(); err == nil {
 				if ids, err := link.ParseMove(p); err == nil {

@@ -90,6 +90,10 @@ type session struct {
 	streamParked bool
 	parkAsked    bool
 	wakePending  bool
+	// parksSeen counts the Parked frames read on the stream; queued holds
+	// the lines broadcast to it after a Parked not read yet.
+	parksSeen uint32
+	queued    [][]byte
 	// streamBusy is set by every frame read and cleared by the sweep,
 	// which parks the streams it finds quiet; inFrame while the reader
 	// handles a frame, where it may wait for a slow player: that stream
@@ -632,6 +636,7 @@ func (s *session) attach(lk *backendLink) bool {
 	}
 	s.st, s.lk, s.sent = st, lk, len(s.in)
 	s.streamParked, s.parkAsked, s.wakePending = false, false, false
+	s.parksSeen, s.queued = 0, nil
 	s.streamBusy.Store(true)
 	noticed := s.noticed
 	s.noticed = false
@@ -674,17 +679,52 @@ func (s *session) readStream(lk *backendLink, st *yamux.Stream) {
 }
 
 // stopAtParked decides, at a Parked frame, whether the stream's reader
-// stops: not when the Wake that follows it has come already.
+// stops: not when the Wake that follows it has come already. Lines
+// broadcast after this Parked that came first go out now.
 func (s *session) stopAtParked() bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.parkAsked = false
-	if s.wakePending || s.moving || s.gone {
-		s.wakePending = false
-		return false
+	s.parksSeen++
+	queued := s.queued
+	s.queued = nil
+	stop := !s.wakePending && !s.moving && !s.gone
+	s.wakePending = false
+	s.streamParked = stop
+	s.mu.Unlock()
+	for _, b := range queued {
+		s.putBroadcast(b)
 	}
-	s.streamParked = true
-	return true
+	return stop
+}
+
+// broadcast delivers a line the backend broadcast to the session's stream
+// on lk after its Parked number park: now if the reader has read that
+// Parked, else when it does. b is shared with the other recipients.
+func (s *session) broadcast(lk *backendLink, park uint32, b []byte) {
+	s.mu.Lock()
+	if s.lk != lk || s.st == nil || s.gone {
+		s.mu.Unlock()
+		return
+	}
+	if s.parksSeen < park {
+		s.queued = append(s.queued, b)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	s.putBroadcast(b)
+}
+
+// putBroadcast queues a broadcast line for the player. It cannot wait for
+// room, as a line on the session's own stream does: it may go past the
+// output bound, up to twice it, and a player that far behind is a slow
+// player.
+func (s *session) putBroadcast(b []byte) {
+	if s.out.putProtocol(b) || s.isGone() {
+		return
+	}
+	s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.id))
+	go s.finish(endSlowPlayer, false)
 }
 
 // wakeStream starts a reader for the session's parked stream on lk: the

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -424,25 +426,7 @@ func TestIdleSessionGoroutines(t *testing.T) {
 		p.expect("got hi")
 		ps = append(ps, p)
 	}
-	count := func(fn string) int {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		return strings.Count(string(buf), "holdfast/gateway."+fn+"(")
-	}
-	idle := func() {
-		t.Helper()
-		deadline := time.Now().Add(waitFor)
-		for {
-			writers, readers, streams := count("(*session).writePlayer"), count("(*session).readPlayer")+count("(*session).readOn"), count("(*session).readStream")
-			if writers+readers+streams == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d writers, %d readers and %d stream readers still run for idle players", writers, readers, streams)
-			}
-			time.Sleep(5 * time.Millisecond) // writers end once their queues are empty, readers once they have read all
-		}
-	}
+	idle := func() { t.Helper(); waitIdle(t) }
 	idle()
 	for i, p := range ps {
 		line := fmt.Sprintf("again %d", i)
@@ -461,6 +445,86 @@ func TestIdleSessionGoroutines(t *testing.T) {
 		p.expect("news")
 	}
 	idle()
+}
+
+// goroutines counts the running goroutines in the gateway's function fn.
+func goroutines(fn string) int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "holdfast/gateway."+fn+"(")
+}
+
+// waitIdle waits until no session has a goroutine: no writer, no reader
+// of a player's socket, no reader of a stream.
+func waitIdle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		writers, readers, streams := goroutines("(*session).writePlayer"), goroutines("(*session).readPlayer")+goroutines("(*session).readOn"), goroutines("(*session).readStream")
+		if writers+readers+streams == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writers, %d readers and %d stream readers still run for idle players", writers, readers, streams)
+		}
+		time.Sleep(5 * time.Millisecond) // writers end once their queues are empty, readers once they have read all
+	}
+}
+
+// TestBroadcastParked: a line the game broadcasts reaches every idle
+// player without waking any stream's reader (one frame on the link for
+// all of them), and a player whose stream is busy gets it there, after the
+// output written before it.
+func TestBroadcastParked(t *testing.T) {
+	e := newEnv(t, nil)
+	var mu sync.Mutex
+	var all []*backend.Session
+	var l *backend.Listener
+	l = e.backend(func(s *backend.Session) {
+		mu.Lock()
+		all = append(all, s)
+		mu.Unlock()
+		s.Write([]byte("hello\n"))
+		for {
+			line, err := s.ReadLine()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(s, "got %s\n", line)
+			mu.Lock()
+			to := slices.Clone(all)
+			mu.Unlock()
+			l.Broadcast(to, []byte("after "+line+"\n"))
+		}
+	})
+	e.waitLog("gateway: backend linked")
+	const players = 5
+	var ps []*player
+	for range players {
+		p := e.dial()
+		p.expect("hello")
+		ps = append(ps, p)
+	}
+	waitIdle(t)
+	mu.Lock()
+	to := slices.Clone(all)
+	mu.Unlock()
+	if err := l.Broadcast(to, []byte("news \xff\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ps {
+		p.expect("news \xff\xff\r\n") // telnet: IAC doubled, CR LF
+	}
+	if n := goroutines("(*session).readStream"); n != 0 {
+		t.Errorf("the broadcast woke %d stream readers", n)
+	}
+	waitIdle(t)
+	ps[0].send("hi\r\n")
+	ps[0].expect("got hi")
+	ps[0].expect("after hi")
+	for _, p := range ps[1:] {
+		p.expect("after hi")
+	}
 }
 
 // TestPasteBeforeAttach: a raw client pastes more than the held-input

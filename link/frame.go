@@ -34,6 +34,8 @@ const (
 	FramePrompt  byte = 26
 	FrameMoved   byte = 27
 	FrameParked  byte = 28
+
+	FrameBroadcast byte = 30
 )
 
 const (

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"testing/iotest"
@@ -479,6 +480,26 @@ func FuzzParseBackend(f *testing.F) {
 		}
 		if len(b.Instance) > len(in) {
 			t.Fatalf("instance of %d bytes from %d", len(b.Instance), len(in))
+		}
+	})
+}
+
+func FuzzParseBroadcast(f *testing.F) {
+	b := Broadcast{Text: []byte("Ann says: hi\n"), To: []Parked{{ID: "a-1", Park: 1}, {ID: "b-2", Park: 7}}}
+	f.Add(b.Append(nil))
+	f.Add(binary.BigEndian.AppendUint32(nil, MaxMove+1))
+	f.Add((&Broadcast{Text: bytes.Repeat([]byte("x"), MaxChunk+1)}).Append(nil))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, err := ParseBroadcast(in)
+		if err != nil {
+			return
+		}
+		if len(got.To) > MaxMove || len(got.Text) > MaxChunk {
+			t.Fatalf("broadcast of %d bytes to %d sessions accepted", len(got.Text), len(got.To))
+		}
+		again, err := ParseBroadcast(got.Append(nil))
+		if err != nil || !bytes.Equal(again.Text, got.Text) || !slices.Equal(again.To, got.To) {
+			t.Fatalf("re-encoding changes the message: %+v vs %+v (%v)", again, got, err)
 		}
 	})
 }

@@ -230,3 +230,49 @@ func ParseMove(p []byte) ([]string, error) {
 	}
 	return ids, d.err
 }
+
+// Broadcast is output for many sessions at once, each of whose streams
+// the backend has parked (see the package documentation, Parking).
+type Broadcast struct {
+	Text []byte // as in Output
+	To   []Parked
+}
+
+// Parked names a recipient of a Broadcast and the Parked it follows: the
+// number of Parked frames written on its stream so far.
+type Parked struct {
+	ID   string
+	Park uint32
+}
+
+// Append encodes b as a Broadcast payload.
+func (b *Broadcast) Append(dst []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(b.To)))
+	for _, r := range b.To {
+		dst = appendStr16(dst, r.ID)
+		dst = binary.BigEndian.AppendUint32(dst, r.Park)
+	}
+	return append(dst, b.Text...)
+}
+
+// ParseBroadcast decodes a Broadcast payload: at most MaxMove recipients
+// and MaxChunk bytes of text.
+func ParseBroadcast(p []byte) (Broadcast, error) {
+	d := decoder{b: p}
+	n := d.u32()
+	if n > MaxMove {
+		return Broadcast{}, fmt.Errorf("%w: broadcast to %d sessions", ErrProtocol, n)
+	}
+	var b Broadcast
+	for range n {
+		b.To = append(b.To, Parked{ID: d.str16(), Park: d.u32()})
+	}
+	if d.err != nil {
+		return Broadcast{}, d.err
+	}
+	if len(d.b) > MaxChunk {
+		return Broadcast{}, fmt.Errorf("%w: broadcast of %d bytes", ErrProtocol, len(d.b))
+	}
+	b.Text = d.b
+	return b, nil
+}

@@ -84,7 +84,7 @@ func main() {
 		{Name: "GMCP", Values: []string{"1"}},
 		{Name: "MCCP", Values: []string{"1"}},
 	})
-	t := newTalker(log, *quiet)
+	t := newTalker(log, l, *quiet)
 	var wg sync.WaitGroup
 	accepting := make(chan struct{})
 	go func() {

@@ -30,6 +30,7 @@ type state struct {
 // each other and can inspect their session.
 type talker struct {
 	log *zap.Logger
+	l   *backend.Listener
 	// quiet leaves out the arrival and departure announcements, which cost
 	// every player a line per login: a load test logs thousands in at once.
 	quiet   bool
@@ -37,8 +38,8 @@ type talker struct {
 	players map[*backend.Session]string
 }
 
-func newTalker(log *zap.Logger, quiet bool) *talker {
-	return &talker{log: log, quiet: quiet, players: make(map[*backend.Session]string)}
+func newTalker(log *zap.Logger, l *backend.Listener, quiet bool) *talker {
+	return &talker{log: log, l: l, quiet: quiet, players: make(map[*backend.Session]string)}
 }
 
 // announce tells everybody but s about a player's coming or going.
@@ -224,7 +225,5 @@ func (t *talker) broadcast(text string, skip *backend.Session) {
 		}
 	}
 	t.mu.Unlock()
-	for _, s := range to {
-		io.WriteString(s, text)
-	}
+	t.l.Broadcast(to, []byte(text))
 }

@@ -1,0 +1,73 @@
+package backend
+
+import (
+	"maps"
+	"slices"
+
+	"holdfast/link"
+)
+
+// Broadcast writes p to every session in to, as Write would: a line that
+// many players get at once (a channel, an arrival). Each gateway link
+// takes it in one frame for all of its sessions whose streams are parked,
+// most idle players, so that the line waits neither for each player's
+// stream in turn nor for a slow player's; the other sessions are written
+// to in turn, after. It returns the first error a Write returned.
+func (l *Listener) Broadcast(to []*Session, p []byte) error {
+	if len(p) > link.MaxChunk {
+		return writeEach(to, p)
+	}
+	return writeEach(l.broadcastParked(to, p), p)
+}
+
+// broadcastParked sends p to the sessions of to whose streams are parked,
+// and returns the others.
+func (l *Listener) broadcastParked(to []*Session, p []byte) (rest []*Session) {
+	l.mu.Lock()
+	links := slices.Collect(maps.Keys(l.links))
+	l.mu.Unlock()
+	for _, gl := range links {
+		gl.bcast.RLock()
+		defer gl.bcast.RUnlock()
+	}
+	type recipient struct {
+		s    *Session
+		park uint32
+	}
+	parked := make(map[*gatewayLink][]recipient)
+	for _, s := range to {
+		if gl, park := s.parkedOn(); gl != nil && slices.Contains(links, gl) {
+			parked[gl] = append(parked[gl], recipient{s, park})
+			continue
+		}
+		rest = append(rest, s)
+	}
+	for gl, rs := range parked {
+		for len(rs) > 0 {
+			b := link.Broadcast{Text: p}
+			for _, r := range rs[:min(len(rs), link.MaxMove)] {
+				b.To = append(b.To, link.Parked{ID: r.s.id, Park: r.park})
+			}
+			if gl.control(link.FrameBroadcast, b.Append(nil)) != nil {
+				// The link has failed: these sessions keep the line for
+				// the stream they are resumed on.
+				for _, r := range rs {
+					rest = append(rest, r.s)
+				}
+				break
+			}
+			rs = rs[len(b.To):]
+		}
+	}
+	return rest
+}
+
+func writeEach(to []*Session, p []byte) error {
+	var first error
+	for _, s := range to {
+		if _, err := s.Write(p); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
