@@ -49,6 +49,10 @@
 //	         streams have been quiet; each answers Parked (see Parking)
 //	Wake     backend->gateway, the same payload: these sessions' streams
 //	         have something to read, or have closed, after their Parked
+//	Broadcast backend->gateway: count:u32, then id:str16 park:u32 for each
+//	         session (at most MaxMove), then text (as in Output, at most
+//	         MaxChunk): output for sessions whose streams are parked, each
+//	         after its Parked number park (see Parking)
 //
 // Session stream, gateway->backend:
 //
@@ -99,11 +103,20 @@
 // once woken). The gateway's reader stops at Parked, unless a Wake for it
 // came first, and Wake starts a reader again. Parked is in the stream, so
 // everything written before it has been read when the reader stops; Wake
-// is on the control stream, so one Wake may name many sessions (a line to
-// everybody wakes them all at once). A link that breaks wakes nothing: the
-// gateway's readers of that link's parked streams start by themselves and
-// find it gone. A backend that ignores Park (an earlier version) answers
-// nothing, and its streams keep their readers.
+// is on the control stream, so one Wake may name many sessions.
+//
+// A line for many sessions goes to the parked ones in Broadcast frames on
+// the control stream, and wakes none of them: each recipient comes with
+// the number of the Parked its line follows, and the gateway delivers the
+// line once its reader has read that Parked (at once, if it has stopped
+// there). The backend sends no Moved (for Move or Release) while a
+// Broadcast naming the session is on its way, so the line reaches the
+// gateway before the stream ends.
+//
+// A link that breaks wakes nothing: the gateway's readers of its parked
+// streams start by themselves and find it gone. A backend that ignores
+// Park (an earlier version) answers nothing, and its streams keep their
+// readers.
 //
 // # Moving a session
 //
