@@ -1,0 +1,65 @@
+package backend
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"holdfast/link"
+)
+
+// TestParkWakeBroadcast speaks the gateway's side of parking frame by
+// frame: Park is answered with Parked on the stream; a Broadcast to parked
+// sessions goes in one control frame naming each with its Parked count,
+// nothing on their streams; a write to a parked session sends Wake, and
+// once woken the session gets broadcasts on its stream; a Park for a
+// session the backend does not hold is ignored.
+func TestParkWakeBroadcast(t *testing.T) {
+	l, g := setup(t)
+	st1, s1 := g.open(l, link.Open{ID: "a-1"})
+	st2, s2 := g.open(l, link.Open{ID: "a-2"})
+	fr1, fr2 := link.Reader{R: st1}, link.Reader{R: st2}
+
+	if err := link.WriteFrame(g.ctrl, link.FramePark, link.AppendMove(nil, []string{"a-1", "nobody", "a-2"})); err != nil {
+		t.Fatal(err)
+	}
+	for _, fr := range []*link.Reader{&fr1, &fr2} {
+		if typ, _ := frame(t, fr); typ != link.FrameParked {
+			t.Fatalf("answer to Park: frame %d, want Parked", typ)
+		}
+	}
+
+	if err := l.Broadcast([]*Session{s1, s2}, []byte("all\n")); err != nil {
+		t.Fatal(err)
+	}
+	typ, p := g.control()
+	b, err := link.ParseBroadcast(p)
+	want := []link.Parked{{ID: "a-1", Park: 1}, {ID: "a-2", Park: 1}}
+	if typ != link.FrameBroadcast || err != nil || string(b.Text) != "all\n" ||
+		!slices.Equal(slices.SortedFunc(slices.Values(b.To), func(x, y link.Parked) int { return strings.Compare(x.ID, y.ID) }), want) {
+		t.Fatalf("broadcast: frame %d %+v %v, want Broadcast of %q to %+v", typ, b, err, "all\n", want)
+	}
+
+	if _, err := s1.Write([]byte("you\n")); err != nil {
+		t.Fatal(err)
+	}
+	if typ, p := frame(t, &fr1); typ != link.FrameOutput || string(p) != "you\n" {
+		t.Fatalf("after the wake: frame %d %q, want the output", typ, p)
+	}
+	typ, p = g.control()
+	if ids, err := link.ParseMove(p); typ != link.FrameWake || err != nil || !slices.Equal(ids, []string{"a-1"}) {
+		t.Fatalf("control frame %d %q %v, want Wake of a-1", typ, ids, err)
+	}
+
+	// a-1 is read again: a broadcast goes on its stream; a-2 is still parked.
+	if err := l.Broadcast([]*Session{s1, s2}, []byte("again\n")); err != nil {
+		t.Fatal(err)
+	}
+	typ, p = g.control()
+	if b, err := link.ParseBroadcast(p); typ != link.FrameBroadcast || err != nil || !slices.Equal(b.To, []link.Parked{{ID: "a-2", Park: 1}}) {
+		t.Fatalf("second broadcast: frame %d %+v %v, want it to a-2 alone", typ, b, err)
+	}
+	if typ, p := frame(t, &fr1); typ != link.FrameOutput || string(p) != "again\n" {
+		t.Fatalf("a-1's stream: frame %d %q, want the broadcast", typ, p)
+	}
+}
