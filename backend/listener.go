@@ -248,6 +248,8 @@ type gatewayLink struct {
 	wmu    sync.Mutex
 	wakes  []string
 	waking bool
+	closed bool           // no more writers start
+	waker  sync.WaitGroup // the writer, which the link's end waits for
 }
 
 // wake has the gateway read the session's stream again (see link.FramePark).
@@ -255,10 +257,18 @@ func (gl *gatewayLink) wake(id string) {
 	gl.wmu.Lock()
 	defer gl.wmu.Unlock()
 	gl.wakes = append(gl.wakes, id)
-	if !gl.waking {
+	if !gl.waking && !gl.closed {
 		gl.waking = true
-		go gl.sendWakes()
+		gl.waker.Go(gl.sendWakes)
 	}
+}
+
+// stopWakes waits for the wakes' writer to finish, and starts no other.
+func (gl *gatewayLink) stopWakes() {
+	gl.wmu.Lock()
+	gl.closed = true
+	gl.wmu.Unlock()
+	gl.waker.Wait()
 }
 
 // sendWakes sends the queued wakes until none is left.
@@ -364,6 +374,7 @@ func (l *Listener) serveLink(c net.Conn) {
 	l.log.Info("backend: gateway linked", zap.Stringer("peer", c.RemoteAddr()))
 	defer func() {
 		mux.Close()
+		gl.stopWakes()
 		l.mu.Lock()
 		delete(l.links, gl)
 		l.mu.Unlock()

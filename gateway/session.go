@@ -707,8 +707,20 @@ func (s *session) broadcast(lk *backendLink, park uint32, b []byte) {
 		return
 	}
 	if s.parksSeen < park {
-		s.queued = append(s.queued, b)
+		// The reader has yet to reach that Parked: it may be waiting
+		// for a slow player, and what waits for it is bounded as the
+		// output queue is.
+		queued := len(b)
+		for _, q := range s.queued {
+			queued += len(q)
+		}
+		if queued <= s.srv.outputQueue() {
+			s.queued = append(s.queued, b)
+			s.mu.Unlock()
+			return
+		}
 		s.mu.Unlock()
+		s.slowPlayer()
 		return
 	}
 	s.mu.Unlock()
@@ -720,11 +732,20 @@ func (s *session) broadcast(lk *backendLink, park uint32, b []byte) {
 // output bound, up to twice it, and a player that far behind is a slow
 // player.
 func (s *session) putBroadcast(b []byte) {
-	if s.out.putProtocol(b) || s.isGone() {
-		return
+	if !s.out.putProtocol(b) && !s.isGone() {
+		s.slowPlayer()
 	}
+}
+
+// slowPlayer ends, on a goroutine of its own, the session of a player too
+// far behind to queue more for: the caller reads a stream for many.
+func (s *session) slowPlayer() {
 	s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.id))
-	go s.finish(endSlowPlayer, false)
+	s.srv.wg.Add(1)
+	go func() {
+		defer s.srv.wg.Done()
+		s.finish(endSlowPlayer, false)
+	}()
 }
 
 // wakeStream starts a reader for the session's parked stream on lk: the
