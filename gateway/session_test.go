@@ -426,8 +426,7 @@ func TestIdleSessionGoroutines(t *testing.T) {
 		p.expect("got hi")
 		ps = append(ps, p)
 	}
-	idle := func() { t.Helper(); waitIdle(t) }
-	idle()
+	waitIdle(t)
 	for i, p := range ps {
 		line := fmt.Sprintf("again %d", i)
 		p.send(line + "\r\n")
@@ -436,7 +435,7 @@ func TestIdleSessionGoroutines(t *testing.T) {
 		}
 		p.expect("got " + line)
 	}
-	idle()
+	waitIdle(t)
 	// The game speaks first: the write wakes the stream.
 	for range players {
 		(<-sessions).Write([]byte("news\n"))
@@ -444,7 +443,7 @@ func TestIdleSessionGoroutines(t *testing.T) {
 	for _, p := range ps {
 		p.expect("news")
 	}
-	idle()
+	waitIdle(t)
 }
 
 // goroutines counts the running goroutines in the gateway's function fn.
