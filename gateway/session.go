@@ -775,10 +775,11 @@ func (s *session) restartStream(lk *backendLink, st *yamux.Stream) {
 	go s.readStream(lk, st)
 }
 
-// readFrames handles the stream's frames until one ends it (End, Moved)
-// or it fails. It is where an idle session's one goroutine waits: its own
-// frame is kept small, the work is frame's, so that the waiting stack is
-// small enough for the runtime to shrink.
+// readFrames handles the stream's frames until one ends it (End, Moved),
+// the reader parks (Parked) or the stream fails. It is where the reader
+// waits between frames: its own frame is kept small, the work is
+// frame's, so that the waiting stack is small enough for the runtime to
+// shrink.
 func (s *session) readFrames(st *yamux.Stream) (ended, moved, parked bool) {
 	fr := link.Reader{R: st}
 	var out []byte
