@@ -204,7 +204,7 @@ func (s *Server) sweepIdle() {
 	defer s.wg.Done()
 	t := time.NewTicker(parkInterval)
 	defer t.Stop()
-	var parked int // since the last release
+	var parked int // in the current burst
 	var released time.Time
 	for n := 1; ; n++ {
 		select {
@@ -231,22 +231,26 @@ func (s *Server) sweepIdle() {
 			lk.park(ids)
 			parking += len(ids)
 		}
-		// Thousands of streams parked (after a login storm, a restart,
-		// an upgrade) have left the stacks and buffers that served them
-		// free in the heap: once the parking calms down, hand them back
-		// to the system rather than at the runtime's next collection,
-		// minutes away.
+		// Thousands of streams parked in one burst (after a login storm,
+		// a restart, an upgrade) have left the stacks and buffers that
+		// served them free in the heap: once the burst is over, hand them
+		// back to the system rather than at the runtime's next
+		// collection, minutes away. Players coming and going a few at a
+		// time make no burst.
 		parked += parking
-		if parked >= releaseAfter && parking < releaseAfter/10 && time.Since(released) > releaseEvery {
-			debug.FreeOSMemory()
-			parked, released = 0, time.Now()
+		if parking < releaseAfter/10 {
+			if parked >= releaseAfter && time.Since(released) > releaseEvery {
+				debug.FreeOSMemory()
+				released = time.Now()
+			}
+			parked = 0
 		}
 	}
 }
 
-// The memory of many sessions gone idle is released once releaseAfter of
-// them have parked and the parking calms down, at most once every
-// releaseEvery.
+// The memory of many sessions gone idle is released after a burst of at
+// least releaseAfter parked streams, once a sweep parks fewer than a tenth
+// of that, at most once every releaseEvery.
 const (
 	releaseAfter = 1000
 	releaseEvery = 30 * time.Second
