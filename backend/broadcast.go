@@ -12,7 +12,8 @@ import (
 // takes it in one frame for all of its sessions whose streams are parked,
 // most idle players, so that the line waits neither for each player's
 // stream in turn nor for a slow player's; the other sessions are written
-// to in turn, after. It returns the first error a Write returned.
+// to in turn, after, those with a write under way (perhaps to a slow
+// player) last. It returns the first error a Write returned.
 func (l *Listener) Broadcast(to []*Session, p []byte) error {
 	if len(p) > link.MaxChunk {
 		return writeEach(to, p)
@@ -21,7 +22,7 @@ func (l *Listener) Broadcast(to []*Session, p []byte) error {
 }
 
 // broadcastParked sends p to the sessions of to whose streams are parked,
-// and returns the others.
+// and returns the others, those busy writing last.
 func (l *Listener) broadcastParked(to []*Session, p []byte) (rest []*Session) {
 	l.mu.Lock()
 	links := slices.Collect(maps.Keys(l.links))
@@ -35,12 +36,17 @@ func (l *Listener) broadcastParked(to []*Session, p []byte) (rest []*Session) {
 		park uint32
 	}
 	parked := make(map[*gatewayLink][]recipient)
+	var busy []*Session
 	for _, s := range to {
-		if gl, park := s.parkedOn(); gl != nil && slices.Contains(links, gl) {
+		gl, park, writing := s.parkedOn()
+		switch {
+		case gl != nil && slices.Contains(links, gl):
 			parked[gl] = append(parked[gl], recipient{s, park})
-			continue
+		case writing:
+			busy = append(busy, s)
+		default:
+			rest = append(rest, s)
 		}
-		rest = append(rest, s)
 	}
 	for gl, rs := range parked {
 		for len(rs) > 0 {
@@ -59,7 +65,7 @@ func (l *Listener) broadcastParked(to []*Session, p []byte) (rest []*Session) {
 			rs = rs[len(b.To):]
 		}
 	}
-	return rest
+	return append(rest, busy...)
 }
 
 func writeEach(to []*Session, p []byte) error {

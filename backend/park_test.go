@@ -1,9 +1,12 @@
 package backend
 
 import (
+	"bytes"
+	"io"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"holdfast/link"
 )
@@ -61,5 +64,44 @@ func TestParkWakeBroadcast(t *testing.T) {
 	}
 	if typ, p := frame(t, &fr1); typ != link.FrameOutput || string(p) != "again\n" {
 		t.Fatalf("a-1's stream: frame %d %q, want the broadcast", typ, p)
+	}
+}
+
+// TestBroadcastStuckLast: a session whose write waits for room (its
+// player reads nothing, so the gateway does not read its stream) gets a
+// broadcast after the others, which do not wait for it.
+func TestBroadcastStuckLast(t *testing.T) {
+	l, g := setup(t)
+	stA, a := g.open(l, link.Open{ID: "a-1"})
+	stB, b := g.open(l, link.Open{ID: "a-2"})
+	written := make(chan error, 1)
+	go func() {
+		_, err := a.Write(bytes.Repeat([]byte("x"), 1<<20)) // past the stream's window
+		written <- err
+	}()
+	deadline := time.Now().Add(waitFor)
+	for _, _, busy := a.parkedOn(); !busy; _, _, busy = a.parkedOn() {
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never waited for room")
+		}
+		time.Sleep(time.Millisecond) // polling: the writer's wait has no event to wait on
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Broadcast([]*Session{a, b}, []byte("all\n")) }()
+	frB := link.Reader{R: stB}
+	if typ, p := frame(t, &frB); typ != link.FrameOutput || string(p) != "all\n" {
+		t.Fatalf("a-2's stream: frame %d %q, want the broadcast", typ, p)
+	}
+	select {
+	case err := <-written:
+		t.Fatalf("a-1's write ended (%v) before its stream was read", err)
+	default:
+	}
+	go io.Copy(io.Discard, stA) // the player reads again
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

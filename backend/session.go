@@ -533,14 +533,14 @@ func (s *Session) park(gl *gatewayLink) {
 }
 
 // parkedOn returns the link whose gateway has parked the session's stream,
-// and how many Parked that stream has had; nil when the stream is read, or
-// is being written to.
-func (s *Session) parkedOn() (*gatewayLink, uint32) {
+// and how many Parked that stream has had; nil when the stream is read.
+// busy reports a writer inside, perhaps waiting for a slow player.
+func (s *Session) parkedOn() (gl *gatewayLink, parks uint32, busy bool) {
 	if !s.wmu.TryLock() {
-		return nil, 0 // a writer waits there, perhaps for a slow player
+		return nil, 0, true
 	}
 	defer s.wmu.Unlock()
-	return s.parked, s.parks
+	return s.parked, s.parks, false
 }
 
 // maxPending bounds the output kept for a session that is between
