@@ -33,7 +33,7 @@ func TestLoadToolSmoke(t *testing.T) {
 	be := start(t, "backend", sys.env(), "-quiet", "-cookie-file", sys.cookie)
 	sys.gw.waitLog("gateway: backend linked", 1)
 	backendCmd := "exec " + filepath.Join(binDir, "backend") + " -quiet -cookie-file " + sys.cookie
-	figures, out := runLoad(t, "-addr", sys.telnet, "-sessions", "20", "-typists", "3", "-keys", "5", "-bulk", "50",
+	figures, out := runLoad(t, "-addr", sys.telnet, "-sessions", "20", "-typists", "3", "-keys", "5", "-bulk", "50", "-settle", "3s",
 		"-pid", strconv.Itoa(sys.gw.cmd.Process.Pid), "-backend-pid", strconv.Itoa(be.cmd.Process.Pid),
 		"-backend-cmd", "ERL_EPMD_PORT="+strconv.Itoa(sys.epmdPort)+" "+backendCmd,
 		"-epmd", "127.0.0.1:"+strconv.Itoa(sys.epmdPort),
@@ -51,7 +51,7 @@ func TestLoadToolSmoke(t *testing.T) {
 			}
 		}
 	}
-	for _, f := range []string{"login_all", "rss_per_idle_session", "rss_total", "rtt_p50", "rtt_p99", "rtt_p999", "fanout_last", "bulk_one", "bulk_all",
+	for _, f := range []string{"login_all", "rss_per_idle_session", "rss_total", "rss_per_idle_settled", "rtt_p50", "rtt_p99", "rtt_p999", "fanout_last", "bulk_one", "bulk_all",
 		"upgrade_time", "upgrade_rtt_max", "upgrade_rss_before", "upgrade_rss_after", "upgrade_fds_before", "upgrade_fds_after",
 		"handover_time", "handover_rtt_max", "handover_gateway_rss_peak", "restart_time", "restart_rtt_max", "resume_all"} {
 		if _, ok := figures[f]; !ok {
@@ -72,9 +72,9 @@ func TestLoadToolSmoke(t *testing.T) {
 		}
 		return false
 	})
-	figures, out = runLoad(t, "-addr", addr, "-sessions", "20", "-typists", "3", "-keys", "5", "-bulk", "50",
+	figures, out = runLoad(t, "-addr", addr, "-sessions", "20", "-typists", "3", "-keys", "5", "-bulk", "50", "-settle", "3s",
 		"-pid", strconv.Itoa(echo.cmd.Process.Pid))
-	for _, f := range []string{"login_all", "rss_per_idle_session", "rtt_p50", "rtt_p99", "rtt_p999", "fanout_last", "bulk_one", "bulk_all"} {
+	for _, f := range []string{"login_all", "rss_per_idle_session", "rss_per_idle_settled", "rtt_p50", "rtt_p99", "rtt_p999", "fanout_last", "bulk_one", "bulk_all"} {
 		if _, ok := figures[f]; !ok {
 			t.Errorf("echo baseline: no figure %s in\n%s", f, out)
 		}
