@@ -50,11 +50,11 @@ func main() {
 	case "run":
 		var o options
 		fs := flag.NewFlagSet("run", flag.ExitOnError)
-		fs.StringVar(&o.addr, "addr", "127.0.0.1:4000", "the server players connect to")
+		fs.StringVar(&o.addr, "addr", "127.0.0.1:4000", "the server players connect to; several, comma-separated, share the players in turn (a baseline that needs more than one process for them all)")
 		fs.IntVar(&o.sessions, "sessions", 100, "players to log in and hold")
 		fs.IntVar(&o.typists, "typists", 10, "players typing for the round-trip figure")
 		fs.IntVar(&o.keys, "keys", 100, "lines each typist sends, one at a time")
-		fs.IntVar(&o.pid, "pid", 0, "process whose memory is measured (the gateway, HAProxy or the echo server)")
+		fs.Var(&o.pids, "pid", "process whose memory is measured (the gateway, HAProxy or the echo server); several, comma-separated, are added up")
 		fs.IntVar(&o.bulkLines, "bulk", 2000, "lines of 200 bytes one player sends back to back for the bulk figure")
 		fs.IntVar(&o.backendPID, "backend-pid", 0, "backend to SIGKILL for the resume figure (holdfast only)")
 		fs.StringVar(&o.backendCmd, "backend-cmd", "", "shell command that starts a new backend (with -backend-pid)")
@@ -68,6 +68,9 @@ func main() {
 		fs.IntVar(&o.resumes, "resumes", 1, "backend restarts for the resume figure, each measured")
 		fs.DurationVar(&o.settle, "settle", 15*time.Second, "how long the players stay idle before the settled memory figure; 0: no such figure")
 		fs.Parse(os.Args[2:])
+		if len(o.pids) > 0 {
+			o.pid = o.pids[0]
+		}
 		err = run(&o)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
@@ -89,7 +92,8 @@ type options struct {
 	sessions    int
 	typists     int
 	keys        int
-	pid         int
+	pid         int  // the gateway, for the phases that follow it
+	pids        pids // every process whose memory is counted
 	bulkLines   int
 	backendPID  int
 	backendCmd  string
@@ -125,6 +129,38 @@ func rssKiB(pid int) int {
 	return 0
 }
 
+// pids is a comma-separated list of process ids.
+type pids []int
+
+func (p *pids) String() string {
+	s := make([]string, len(*p))
+	for i, pid := range *p {
+		s[i] = strconv.Itoa(pid)
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *pids) Set(v string) error {
+	*p = nil
+	for _, f := range strings.Split(v, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return fmt.Errorf("pid %q: %w", f, err)
+		}
+		*p = append(*p, pid)
+	}
+	return nil
+}
+
+// rss returns the resident memory of them all.
+func (p pids) rss() int {
+	total := 0
+	for _, pid := range p {
+		total += rssKiB(pid)
+	}
+	return total
+}
+
 func raiseFileLimit() {
 	var r syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) == nil && r.Cur < r.Max {
@@ -135,9 +171,9 @@ func raiseFileLimit() {
 
 func run(o *options) error {
 	raiseFileLimit()
-	rss0 := rssKiB(o.pid)
+	rss0 := o.pids.rss()
 	start := time.Now()
-	sessions, err := connect(o.addr, o.sessions)
+	sessions, err := connect(strings.Split(o.addr, ","), o.sessions)
 	if err != nil {
 		return err
 	}
@@ -147,18 +183,18 @@ func run(o *options) error {
 		}
 	}()
 	result("login_all", time.Since(start).Seconds(), "s")
-	if o.pid != 0 {
+	if len(o.pids) > 0 {
 		// Let the servers settle, then read their memory with every
 		// player idle.
 		time.Sleep(2 * time.Second)
-		rss1 := rssKiB(o.pid)
+		rss1 := o.pids.rss()
 		result("rss_per_idle_session", float64(rss1-rss0)/float64(len(sessions)), "KiB")
 		result("rss_total", float64(rss1), "KiB")
 		// And once a server that lets go of what idle players do not
 		// need has had the time to.
 		if o.settle > 2*time.Second {
 			time.Sleep(o.settle - 2*time.Second)
-			result("rss_per_idle_settled", float64(rssKiB(o.pid)-rss0)/float64(len(sessions)), "KiB")
+			result("rss_per_idle_settled", float64(o.pids.rss()-rss0)/float64(len(sessions)), "KiB")
 		}
 	}
 
@@ -197,8 +233,9 @@ func run(o *options) error {
 	return nil
 }
 
-// connect logs n players in, a few hundred at a time.
-func connect(addr string, n int) ([]*session, error) {
+// connect logs n players in, a few hundred at a time, to the addresses in
+// turn.
+func connect(addrs []string, n int) ([]*session, error) {
 	sessions := make([]*session, n)
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 500)
@@ -209,7 +246,7 @@ func connect(addr string, n int) ([]*session, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			s, err := dialSession(addr, "u"+strconv.Itoa(i))
+			s, err := dialSession(addrs[i%len(addrs)], "u"+strconv.Itoa(i))
 			if err == nil {
 				err = s.login()
 			}
