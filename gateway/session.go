@@ -176,12 +176,19 @@ const (
 	largeRead = 4096
 )
 
+// largeReads are the buffers of readers whose last read filled its
+// buffer: a player pasting or a client sending a burst. Each is taken for
+// one read and given back, since what is read is copied out (held) before
+// the read returns.
+var largeReads = sync.Pool{New: func() any { return new([largeRead]byte) }}
+
 // playerReader reads one player's socket. A player types a line at a
 // time: the reader of an idle player holds a small buffer, and takes a
-// large one only while reads fill it.
+// large one from largeReads only while reads fill it.
 type playerReader struct {
 	s           *session
-	small, buf  []byte
+	small       []byte
+	large       bool // the last read filled its buffer
 	negotiating bool
 	overflow    []byte // what came past the held-input bound while negotiating
 	// linger is how long a read waits before the reader parks the session
@@ -192,8 +199,7 @@ type playerReader struct {
 }
 
 func newPlayerReader(s *session) *playerReader {
-	small := make([]byte, smallRead)
-	return &playerReader{s: s, small: small, buf: small}
+	return &playerReader{s: s, small: make([]byte, smallRead)}
 }
 
 // read reads once and holds what came; it reports whether to go on.
@@ -209,15 +215,17 @@ func (r *playerReader) read() bool {
 	if s.isMoving() {
 		return false
 	}
-	b := r.buf
+	b := r.small
+	if r.large {
+		large := largeReads.Get().(*[largeRead]byte)
+		defer largeReads.Put(large)
+		b = large[:]
+	}
 	n, err := s.conn.Read(b)
 	r.quiet = false
-	switch {
-	case n == len(b) && len(b) < largeRead:
-		r.buf = make([]byte, largeRead)
-	case n < smallRead && len(b) > smallRead:
-		r.buf = r.small
-	}
+	// A read that filled its buffer left more to read at once; one that
+	// did not may wait for the next line, and waits with the small buffer.
+	r.large = n == len(b)
 	if n > 0 {
 		s.bytesIn.Add(uint64(n))
 		s.srv.metrics.bytesIn.Add(float64(n))
@@ -480,23 +488,23 @@ func (s *session) forward() {
 		s.mu.Unlock()
 		return
 	}
-	chunk := bytes.Clone(s.in[s.sent:])
+	// Framed here, straight from the held input: one copy, not two.
+	b := appendInput(nil, s.in[s.sent:])
 	s.sent = len(s.in)
 	s.mu.Unlock()
 	// A failed write means the stream is dying; its reader will detach the
 	// session and the input will be replayed.
-	writeChunks(st, link.FrameInput, chunk)
+	st.Write(b)
 }
 
-func writeChunks(st *yamux.Stream, typ byte, b []byte) error {
-	for len(b) > 0 {
-		n := min(len(b), link.MaxChunk)
-		if err := link.WriteFrame(st, typ, b[:n]); err != nil {
-			return err
-		}
-		b = b[n:]
+// appendInput appends input as Input frames, as many as it takes.
+func appendInput(b, input []byte) []byte {
+	for len(input) > 0 {
+		n := min(len(input), link.MaxChunk)
+		b = link.AppendFrame(b, link.FrameInput, input[:n])
+		input = input[n:]
 	}
-	return nil
+	return b
 }
 
 // writePlayer drains the outbox to the socket, compressing what follows an
@@ -629,11 +637,16 @@ func (s *session) attach(lk *backendLink) bool {
 	s.moveFrom = ""
 	o.Resumed, o.HandedOver = s.resumed, s.handover
 	s.handover = false
-	input := bytes.Clone(s.in)
-	hello := s.hello
-	if carryOn {
-		hello = nil
+	// One write for the lot (Open, the client's GMCP hello, the held
+	// input): each write waits for yamux's send loop, and a resume of
+	// thousands of sessions would wait for it thrice each.
+	b := link.AppendFrame(nil, link.FrameOpen, o.Append(nil))
+	if !carryOn {
+		for _, m := range s.hello {
+			b = link.AppendFrame(b, link.FrameGMCPIn, m)
+		}
 	}
+	b = appendInput(b, s.in)
 	s.st, s.lk, s.sent = st, lk, len(s.in)
 	s.streamParked, s.parkAsked, s.wakePending = false, false, false
 	s.parksSeen, s.queued = 0, nil
@@ -643,17 +656,6 @@ func (s *session) attach(lk *backendLink) bool {
 	s.mu.Unlock()
 	if noticed {
 		s.notice(noticeBack)
-	}
-	// One write for the lot: each write waits for yamux's send loop, and a
-	// resume of thousands of sessions would wait for it thrice each.
-	b := link.AppendFrame(nil, link.FrameOpen, o.Append(nil))
-	for _, m := range hello {
-		b = link.AppendFrame(b, link.FrameGMCPIn, m)
-	}
-	for len(input) > 0 {
-		n := min(len(input), link.MaxChunk)
-		b = link.AppendFrame(b, link.FrameInput, input[:n])
-		input = input[n:]
 	}
 	_, err = st.Write(b)
 	s.srv.wg.Add(1)

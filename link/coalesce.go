@@ -44,8 +44,11 @@ const (
 	// maxQueued bounds what waits for the writer; yamux's send loop waits
 	// beyond it, which is how a link that does not drain pushes back.
 	maxQueued = 1 << 20
-	// keepSpare bounds the buffer kept for the next batch.
-	keepSpare = 64 << 10
+	// keepSpare bounds the buffer kept for the next batch: a busy link
+	// queues up to maxQueued between writes, and a buffer grown to that
+	// and dropped after each write is most of what a busy gateway
+	// allocates. A link keeps two at most.
+	keepSpare = 2 * maxQueued
 	// closeFlush bounds how long Close waits for queued frames to go out.
 	closeFlush = time.Second
 )
@@ -143,7 +146,6 @@ func (c *coalescedConn) write() {
 			c.spare = b[:0]
 		}
 	}
-	c.queue = nil
 	c.writing = false
 	c.cond.Broadcast()
 	c.mu.Unlock()
