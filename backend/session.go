@@ -554,7 +554,14 @@ const maxPending = 256 << 10
 func (s *Session) send(typ byte, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	b := link.AppendFrame(make([]byte, 0, len(payload)+32), typ, payload)
+	fb := frameBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*fb) <= maxFrameBuf {
+			frameBufs.Put(fb)
+		}
+	}()
+	b := link.AppendFrame((*fb)[:0], typ, payload)
+	*fb = b
 	for {
 		away, ended := s.awayState()
 		switch {
@@ -583,7 +590,9 @@ func (s *Session) send(typ byte, payload []byte) error {
 		ack := s.toAck
 		if ack != s.acked {
 			// One write, so that frame and acknowledgement travel together.
-			b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, ack))
+			var a [8]byte
+			b = link.AppendFrame(b, link.FrameAck, link.AppendAck(a[:0], ack))
+			*fb = b
 		}
 		if _, err := s.st.Write(b); err != nil {
 			if away, _ := s.awayState(); away {
@@ -599,6 +608,14 @@ func (s *Session) send(typ byte, payload []byte) error {
 		return nil
 	}
 }
+
+// frameBufs hold frames while send writes them: yamux has copied a
+// frame's body by the time Write returns, so each buffer serves the next
+// write, of any session.
+var frameBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxFrameBuf bounds the buffers frameBufs keeps.
+const maxFrameBuf = 2 * link.MaxChunk
 
 // errEnded is what writes to a session that ended unclaimed return.
 var errEnded = fmt.Errorf("backend: write: the session has ended: %w", net.ErrClosed)
