@@ -390,9 +390,7 @@ func bulk(sessions []*session, lines int) error {
 
 // resume kills the backend, has every player type a line, starts a new
 // backend, and times from its registration until every player has the
-// answer.
-// resume kills the backend and starts a new one, and measures from its
-// registration until every session answers; it returns the new backend.
+// answer; it returns the new backend.
 func resume(o *options, sessions []*session) (int, error) {
 	if err := syscall.Kill(o.backendPID, syscall.SIGKILL); err != nil {
 		return 0, fmt.Errorf("kill backend: %w", err)
