@@ -68,6 +68,7 @@ func (s *Session) beginMove(gl *gatewayLink) {
 	if !ok {
 		return
 	}
+	s.uncorkLocked()
 	s.flushAckLocked(0)
 	// Away before Moved goes out: the gateway closes the stream when it
 	// reads Moved, and the reader must find the session away then.

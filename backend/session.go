@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -67,6 +68,14 @@ type Session struct {
 	// working on goes to the successor.
 	finished uint64
 	pending  []byte // frames written while away, for the next stream
+	// cork holds frames written while the application had more input to
+	// take (more); corkAck is the acknowledgement the last of them would
+	// have carried; corkTimer sends them at the latest corkDelay after
+	// the first. See Corking.
+	cork      *[]byte
+	corkAck   uint64
+	corkTimer *time.Timer
+	more      atomic.Bool
 	// parked is the link whose gateway has let the reader of st go (it
 	// read Parked there): it is sent Wake before st is written to or
 	// closed. Nil while the gateway reads st.
@@ -220,9 +229,10 @@ func (s *Session) Read(p []byte) (int, error) {
 		n := copy(p, s.line)
 		s.line = s.line[:copy(s.line, s.line[n:])]
 		s.deliver(n)
+		s.more.Store(len(s.line) > 0)
 		return n, nil
 	}
-	s.flushAck(0)
+	s.flushForRead()
 	n, err := s.fill(p)
 	s.deliver(n)
 	return n, err
@@ -245,6 +255,7 @@ func (s *Session) ReadLine() (string, error) {
 			line := string(s.line[:i])
 			s.line = s.line[:copy(s.line, s.line[i+1:])]
 			s.deliver(i + 1)
+			s.more.Store(s.lineWaits())
 			s.flushAck(ackBatch)
 			return line, nil
 		}
@@ -252,10 +263,11 @@ func (s *Session) ReadLine() (string, error) {
 			line := string(s.line[:MaxLine])
 			s.line = s.line[:copy(s.line, s.line[MaxLine:])]
 			s.deliver(MaxLine)
+			s.more.Store(s.lineWaits())
 			return line, nil
 		}
 		scanned = len(s.line)
-		s.flushAck(0)
+		s.flushForRead()
 		if cap(s.line)-len(s.line) < 512 {
 			s.line = append(s.line, make([]byte, 1024)...)[:len(s.line)]
 		}
@@ -265,6 +277,12 @@ func (s *Session) ReadLine() (string, error) {
 			return "", err
 		}
 	}
+}
+
+// lineWaits reports whether ReadLine would return at once: a whole line,
+// or a longest one, is read already. It is called with s.rmu held.
+func (s *Session) lineWaits() bool {
+	return len(s.line) >= MaxLine || bytes.IndexByte(s.line, '\n') >= 0
 }
 
 // finish records that the application is done with what it was handed:
@@ -498,6 +516,11 @@ func (s *Session) flushAckLocked(batch uint64) error {
 	if s.toAck-s.acked <= batch || s.isAway() || s.isReleased() {
 		return nil // an away session's acknowledgement goes with its next stream
 	}
+	if fb := s.takeCork(); fb != nil {
+		// The acknowledgement goes after the output it follows.
+		defer putFrameBuf(fb)
+		return s.writeLocked(fb, s.toAck, false)
+	}
 	s.wakeLocked()
 	if err := link.WriteFrame(s.st, link.FrameAck, link.AppendAck(nil, s.toAck)); err != nil {
 		return err
@@ -526,6 +549,7 @@ func (s *Session) park(gl *gatewayLink) {
 	if !ok || s.parked != nil {
 		return
 	}
+	s.uncorkLocked()
 	if link.WriteFrame(s.st, link.FrameParked, nil) == nil {
 		s.parked = gl
 		s.parks++
@@ -550,28 +574,65 @@ const maxPending = 256 << 10
 // send writes one frame, then acknowledges the input consumed so far: the
 // output and state that input caused reach the gateway before the input is
 // forgotten there. While the session is away, the frame waits for the next
-// stream.
+// stream. While the application has more input to take without waiting,
+// the frame is corked instead.
 func (s *Session) send(typ byte, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	fb := frameBufs.Get().(*[]byte)
-	defer func() {
-		if cap(*fb) <= maxFrameBuf {
-			frameBufs.Put(fb)
+	if s.more.Load() && s.parked == nil && (s.cork == nil || len(*s.cork) < maxCork) {
+		if err := s.writable(); err != nil {
+			return err
 		}
-	}()
-	b := link.AppendFrame((*fb)[:0], typ, payload)
-	*fb = b
+		if s.cork == nil {
+			s.cork = frameBufs.Get().(*[]byte)
+			*s.cork = (*s.cork)[:0]
+			if s.corkTimer == nil {
+				s.corkTimer = time.AfterFunc(corkDelay, s.uncork)
+			} else {
+				s.corkTimer.Reset(corkDelay)
+			}
+		}
+		*s.cork = link.AppendFrame(*s.cork, typ, payload)
+		s.corkAck = s.toAck
+		return nil
+	}
+	fb := s.takeCork()
+	if fb == nil {
+		fb = frameBufs.Get().(*[]byte)
+		*fb = (*fb)[:0]
+	}
+	defer putFrameBuf(fb)
+	*fb = link.AppendFrame(*fb, typ, payload)
+	return s.writeLocked(fb, s.toAck, true)
+}
+
+// writable reports why a frame cannot be written now, if it cannot.
+func (s *Session) writable() error {
+	away, ended := s.awayState()
+	switch {
+	case ended:
+		return errEnded
+	case s.isReleased():
+		return ErrDetached
+	case away && s.isDetached():
+		return ErrDetached // this backend is going: the output has nowhere to go
+	}
+	return nil
+}
+
+// writeLocked writes the frames in *fb with an acknowledgement of ack, or
+// keeps them for the next stream while the session is away: if wait is
+// set, only up to maxPending, waiting for the session to be back beyond
+// that. It is called with wmu held.
+func (s *Session) writeLocked(fb *[]byte, ack uint64, wait bool) error {
+	frames := len(*fb)
 	for {
-		away, ended := s.awayState()
+		if err := s.writable(); err != nil {
+			return err
+		}
+		away, _ := s.awayState()
 		switch {
-		case ended:
-			return errEnded
-		case s.isReleased():
-			return ErrDetached
-		case away && s.isDetached():
-			return ErrDetached // this backend is going: the output has nowhere to go
-		case away && len(s.pending) > 0 && len(s.pending)+len(b) > maxPending:
+		case away && wait && len(s.pending) > 0 && len(s.pending)+frames > maxPending:
 			s.mu.Lock()
 			back := s.back
 			s.mu.Unlock()
@@ -583,29 +644,86 @@ func (s *Session) send(typ byte, payload []byte) error {
 			s.wmu.Lock()
 			continue
 		case away:
-			s.pending = append(s.pending, b...)
+			s.pending = append(s.pending, (*fb)[:frames]...)
 			return nil
 		}
 		s.wakeLocked()
-		ack := s.toAck
-		if ack != s.acked {
-			// One write, so that frame and acknowledgement travel together.
+		b := (*fb)[:frames]
+		if ack > s.acked {
+			// One write, so that frames and acknowledgement travel together.
 			var a [8]byte
 			b = link.AppendFrame(b, link.FrameAck, link.AppendAck(a[:0], ack))
 			*fb = b
 		}
 		if _, err := s.st.Write(b); err != nil {
 			if away, _ := s.awayState(); away {
-				// The link broke under the write: the frame goes again
-				// on the next stream (without the acknowledgement,
-				// which is recomputed there).
-				b = b[:link.HeaderLen+len(payload)]
+				// The link broke under the write: the frames go again on
+				// the next stream (without the acknowledgement, which is
+				// recomputed there).
 				continue
 			}
 			return s.writeError(err)
 		}
-		s.acked = ack
+		s.acked = max(s.acked, ack)
 		return nil
+	}
+}
+
+// Corking. A player's client often sends several lines at once (a paste,
+// a speedwalk, a trigger's commands), and a game answers each as it reads
+// it. While the application has input it will take without waiting, what
+// it writes is corked: kept, and sent as one write when it comes back to
+// read with nothing left, when maxCork is reached, when anything else goes
+// on the stream, or after corkDelay at the latest. Each write through yamux
+// waits for its send loop, so a burst of answers costs one such wait, not
+// one each; the gateway reads, and the player receives, one burst too.
+const maxCork = 16 << 10
+
+var corkDelay = 2 * time.Millisecond // a variable for the tests
+
+// takeCork returns the corked frames, leaving none; nil if there are none.
+func (s *Session) takeCork() *[]byte {
+	fb := s.cork
+	s.cork = nil
+	return fb
+}
+
+// uncorkLocked sends what is corked, with the acknowledgement the last of
+// it would have carried. It is called with wmu held, before anything else
+// is written to the stream or kept for the next one.
+func (s *Session) uncorkLocked() {
+	if fb := s.takeCork(); fb != nil {
+		// Never waiting: a later write must not overtake these frames.
+		s.writeLocked(fb, s.corkAck, false)
+		putFrameBuf(fb)
+	}
+}
+
+// uncork sends what is corked; it runs corkDelay after the first of it.
+func (s *Session) uncork() {
+	s.wmu.Lock()
+	s.uncorkLocked()
+	s.wmu.Unlock()
+}
+
+// flushForRead sends what is corked and acknowledges every byte delivered
+// (the application has come back to read, so it is done with them), before
+// a read that may wait.
+func (s *Session) flushForRead() {
+	s.more.Store(false)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if fb := s.takeCork(); fb != nil {
+		s.writeLocked(fb, s.toAck, false)
+		putFrameBuf(fb)
+		return
+	}
+	s.flushAckLocked(0)
+}
+
+func putFrameBuf(fb *[]byte) {
+	if cap(*fb) <= maxFrameBuf {
+		frameBufs.Put(fb)
 	}
 }
 
@@ -674,6 +792,7 @@ func (s *Session) Close() error {
 	wait := s.away && !s.ended && !s.isDetached()
 	s.mu.Unlock()
 	s.wmu.Lock()
+	s.uncorkLocked()
 	if wait {
 		if end {
 			s.pending = link.AppendFrame(s.pending, link.FrameEnd, nil)

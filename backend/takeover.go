@@ -116,13 +116,14 @@ func (s *Session) release(gl *gatewayLink) {
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	ok := s.gl == gl && !s.away && !s.ended && !s.hungup && !s.isDetached()
-	if ok {
-		s.released = true
-	}
 	s.mu.Unlock()
 	if !ok {
 		return
 	}
+	s.uncorkLocked() // what was written before goes first
+	s.mu.Lock()
+	s.released = true
+	s.mu.Unlock()
 	// Only what the application is done with: a line it was still working
 	// on is not acknowledged, and the successor gets it (its answer here
 	// would fail: the session is released).

@@ -1,0 +1,132 @@
+package backend
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"holdfast/link"
+)
+
+// frames reads n frames from fr and names them: O:text for output (O:#n
+// when longer than 16 bytes), A:offset, P for Parked, M for Moved, E for
+// End.
+func frames(t *testing.T, fr *link.Reader, n int) string {
+	t.Helper()
+	var got []string
+	for range n {
+		typ, p := frame(t, fr)
+		switch typ {
+		case link.FrameOutput:
+			if len(p) > 16 {
+				got = append(got, fmt.Sprintf("O:#%d", len(p)))
+			} else {
+				got = append(got, "O:"+strings.TrimSuffix(string(p), "\n"))
+			}
+		case link.FrameAck:
+			off, err := link.ParseAck(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("A:%d", off))
+		case link.FrameParked:
+			got = append(got, "P")
+		case link.FrameMoved:
+			got = append(got, "M")
+		case link.FrameEnd:
+			got = append(got, "E")
+		default:
+			got = append(got, fmt.Sprintf("?%d", typ))
+		}
+	}
+	return strings.Join(got, " ")
+}
+
+// TestCork has the application answer the first of three lines that came
+// at once, then take the second: the answer is corked while it has more
+// to read, and goes out before anything else does, with the
+// acknowledgement it would have carried. Without corking the answer would
+// go at once with its own acknowledgement (A:4) and nothing here would
+// show; with a cork that something else overtakes, the frames come in
+// another order.
+func TestCork(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		delay time.Duration // corkDelay: long, unless the timer is what sends
+		then  func(t *testing.T, l *Listener, g *fakeGateway, s *Session)
+		want  string
+	}{{
+		name: "read that waits",
+		then: func(t *testing.T, l *Listener, g *fakeGateway, s *Session) {
+			if line, err := s.ReadLine(); line != "three" || err != nil {
+				t.Fatalf("third line %q %v", line, err)
+			}
+			go s.ReadLine() // waits: everything read is done with
+		},
+		want: "O:1 A:14",
+	}, {
+		name:  "timer",
+		delay: time.Millisecond,
+		then:  func(t *testing.T, l *Listener, g *fakeGateway, s *Session) {}, // the application is busy
+		want:  "O:1 A:4",
+	}, {
+		name: "bound",
+		then: func(t *testing.T, l *Listener, g *fakeGateway, s *Session) {
+			s.Write([]byte(strings.Repeat("x", maxCork)))
+			s.Write([]byte("3\n"))
+		},
+		want: "O:1 O:#16384 O:3 A:8",
+	}, {
+		name: "park",
+		then: func(t *testing.T, l *Listener, g *fakeGateway, s *Session) {
+			link.WriteFrame(g.ctrl, link.FramePark, link.AppendMove(nil, []string{s.ID()}))
+		},
+		want: "O:1 A:4 P",
+	}, {
+		name: "move",
+		then: func(t *testing.T, l *Listener, g *fakeGateway, s *Session) {
+			link.WriteFrame(g.ctrl, link.FrameMove, link.AppendMove(nil, []string{s.ID()}))
+		},
+		want: "O:1 A:4 A:8 M",
+	}, {
+		// The line in progress is not acknowledged: the successor gets it.
+		name: "release",
+		then: func(t *testing.T, l *Listener, g *fakeGateway, s *Session) {
+			link.WriteFrame(g.ctrl, link.FrameRelease, link.AppendMove(nil, []string{s.ID()}))
+		},
+		want: "O:1 A:4 M",
+	}, {
+		name: "close",
+		then: func(t *testing.T, l *Listener, g *fakeGateway, s *Session) {
+			s.Close()
+		},
+		want: "O:1 A:4 A:8 E",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			delay := corkDelay
+			corkDelay = time.Hour
+			if tc.delay > 0 {
+				corkDelay = tc.delay
+			}
+			t.Cleanup(func() { corkDelay = delay })
+			l, g := setup(t)
+			st, s := g.open(l, link.Open{ID: "c-1"})
+			fr := link.Reader{R: st}
+			link.WriteFrame(st, link.FrameInput, []byte("one\ntwo\nthree\n"))
+			if line, err := s.ReadLine(); line != "one" || err != nil {
+				t.Fatalf("first line %q %v", line, err)
+			}
+			if _, err := s.Write([]byte("1\n")); err != nil {
+				t.Fatal(err)
+			}
+			if line, err := s.ReadLine(); line != "two" || err != nil {
+				t.Fatalf("second line %q %v", line, err)
+			}
+			tc.then(t, l, g, s)
+			if got := frames(t, &fr, len(strings.Fields(tc.want))); got != tc.want {
+				t.Fatalf("frames %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
