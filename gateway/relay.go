@@ -5,10 +5,11 @@ import (
 	"io"
 	"net"
 	"os"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+
+	"holdfast/internal/netx"
 )
 
 // relay keeps a player's connection in this process after its session has
@@ -29,11 +30,10 @@ const relayWriteTimeout = 30 * time.Second
 // newRelay makes the socket pair for a relayed session and returns the other
 // process's end of it.
 func newRelay(ss *session, tc net.Conn) (*os.File, *relay, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	localF, remote, err := netx.Socketpair("relay")
 	if err != nil {
 		return nil, nil, err
 	}
-	localF, remote := os.NewFile(uintptr(fds[0]), "relay"), os.NewFile(uintptr(fds[1]), "player")
 	local, err := net.FileConn(localF)
 	localF.Close()
 	if err != nil {

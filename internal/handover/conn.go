@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"holdfast/internal/netx"
 )
 
 const (
@@ -54,17 +56,16 @@ func FromFile(f *os.File) (*Conn, error) {
 // Pair returns the two ends of a new connection: this process's, and a
 // file for the other process to inherit.
 func Pair() (*Conn, *os.File, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	mine, theirs, err := netx.Socketpair("handover")
 	if err != nil {
 		return nil, nil, fmt.Errorf("handover: %w", err)
 	}
-	mine := os.NewFile(uintptr(fds[0]), "handover")
 	c, err := FromFile(mine)
 	if err != nil {
-		syscall.Close(fds[1])
+		theirs.Close()
 		return nil, nil, err
 	}
-	return c, os.NewFile(uintptr(fds[1]), "handover"), nil
+	return c, theirs, nil
 }
 
 // Close closes this end.
