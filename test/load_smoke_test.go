@@ -72,12 +72,25 @@ func TestLoadToolSmoke(t *testing.T) {
 		}
 		return false
 	})
-	figures, out = runLoad(t, "-addr", addr, "-sessions", "20", "-typists", "3", "-keys", "5", "-bulk", "50", "-settle", "3s",
-		"-pid", strconv.Itoa(echo.cmd.Process.Pid))
+	// Lists, as scripts/bench gives for a baseline of several processes:
+	// here the same server twice, so that every player still hears the
+	// others for the fan-out.
+	pid := strconv.Itoa(echo.cmd.Process.Pid)
+	figures, out = runLoad(t, "-addr", addr+","+addr, "-sessions", "20", "-typists", "3", "-keys", "5", "-bulk", "50", "-settle", "3s",
+		"-pid", pid+","+pid)
 	for _, f := range []string{"login_all", "rss_per_idle_session", "rss_per_idle_settled", "rtt_p50", "rtt_p99", "rtt_p999", "fanout_last", "bulk_one", "bulk_all"} {
 		if _, ok := figures[f]; !ok {
 			t.Errorf("echo baseline: no figure %s in\n%s", f, out)
 		}
+	}
+}
+
+// TestLoadToolBadPid: a -pid list with something other than a number in
+// it is refused before anything runs.
+func TestLoadToolBadPid(t *testing.T) {
+	out, err := exec.Command(filepath.Join(binDir, "load"), "run", "-pid", "12,abc").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `pid "abc"`) {
+		t.Fatalf("load run -pid 12,abc: %v\n%s\nwant a refusal naming \"abc\"", err, out)
 	}
 }
 
