@@ -158,6 +158,10 @@ func TestGoTelnetClient(t *testing.T) {
 	g.send("echo typed while the game was away")
 	sys.startBackend()
 	g.expect("echo: typed while the game was away")
+	// The two sessions resume side by side: Ada is in the game again
+	// once she is answered, and only then does `who` have to list her.
+	ada.send("echo Ada is back")
+	ada.expect("echo: Ada is back")
 	g.send("who")
 	g.expect("online: Ada, Reiver")
 	g.send("session")
