@@ -232,7 +232,8 @@ func (s *Session) Read(p []byte) (int, error) {
 		s.more.Store(len(s.line) > 0)
 		return n, nil
 	}
-	s.flushForRead()
+	s.more.Store(false)
+	s.flushAck(0) // the application is back for more: done with all it was handed
 	n, err := s.fill(p)
 	s.deliver(n)
 	return n, err
@@ -267,7 +268,8 @@ func (s *Session) ReadLine() (string, error) {
 			return line, nil
 		}
 		scanned = len(s.line)
-		s.flushForRead()
+		s.more.Store(false)
+		s.flushAck(0) // the application is back for more: done with all it was handed
 		if cap(s.line)-len(s.line) < 512 {
 			s.line = append(s.line, make([]byte, 1024)...)[:len(s.line)]
 		}
@@ -505,7 +507,8 @@ func (s *Session) isHungup() bool {
 	return s.hungup
 }
 
-// flushAck sends an Ack when more than batch bytes wait for one.
+// flushAck sends an Ack when more than batch bytes wait for one, and with
+// batch 0 whatever is corked too.
 func (s *Session) flushAck(batch uint64) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -513,13 +516,13 @@ func (s *Session) flushAck(batch uint64) error {
 }
 
 func (s *Session) flushAckLocked(batch uint64) error {
+	if s.cork != nil && (batch == 0 || s.toAck-s.acked > batch) {
+		// The acknowledgement goes with the corked output, after it.
+		s.corkAck = s.toAck
+		return s.uncorkLocked()
+	}
 	if s.toAck-s.acked <= batch || s.isAway() || s.isReleased() {
 		return nil // an away session's acknowledgement goes with its next stream
-	}
-	if fb := s.takeCork(); fb != nil {
-		// The acknowledgement goes after the output it follows.
-		defer putFrameBuf(fb)
-		return s.writeLocked(fb, s.toAck, false)
 	}
 	s.wakeLocked()
 	if err := link.WriteFrame(s.st, link.FrameAck, link.AppendAck(nil, s.toAck)); err != nil {
@@ -691,12 +694,14 @@ func (s *Session) takeCork() *[]byte {
 // uncorkLocked sends what is corked, with the acknowledgement the last of
 // it would have carried. It is called with wmu held, before anything else
 // is written to the stream or kept for the next one.
-func (s *Session) uncorkLocked() {
-	if fb := s.takeCork(); fb != nil {
-		// Never waiting: a later write must not overtake these frames.
-		s.writeLocked(fb, s.corkAck, false)
-		putFrameBuf(fb)
+func (s *Session) uncorkLocked() error {
+	fb := s.takeCork()
+	if fb == nil {
+		return nil
 	}
+	defer putFrameBuf(fb)
+	// Never waiting: a later write must not overtake these frames.
+	return s.writeLocked(fb, s.corkAck, false)
 }
 
 // uncork sends what is corked; it runs corkDelay after the first of it.
@@ -704,21 +709,6 @@ func (s *Session) uncork() {
 	s.wmu.Lock()
 	s.uncorkLocked()
 	s.wmu.Unlock()
-}
-
-// flushForRead sends what is corked and acknowledges every byte delivered
-// (the application has come back to read, so it is done with them), before
-// a read that may wait.
-func (s *Session) flushForRead() {
-	s.more.Store(false)
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if fb := s.takeCork(); fb != nil {
-		s.writeLocked(fb, s.toAck, false)
-		putFrameBuf(fb)
-		return
-	}
-	s.flushAckLocked(0)
 }
 
 func putFrameBuf(fb *[]byte) {
