@@ -130,7 +130,7 @@ func (s *Server) Import(st State, files []*os.File) error {
 	s.notifyLocked()
 	s.mu.Unlock()
 	for _, r := range regs {
-		if !s.track(r.conn) {
+		if s.track(r.conn) != trackServed {
 			r.conn.Close()
 			continue
 		}

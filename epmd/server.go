@@ -17,6 +17,9 @@ import (
 const (
 	defaultIdleTimeout  = 60 * time.Second
 	defaultWriteTimeout = 10 * time.Second
+	defaultMaxRemote    = 64
+	defaultRemotePerIP  = 8
+	defaultRemoteTime   = 5 * time.Second
 	rememberedNames     = 1000
 	errorCreation       = 99
 )
@@ -33,6 +36,19 @@ type Server struct {
 	// Zero means 60 s, as Erlang's epmd; negative means no limit. It never
 	// applies to a live registration.
 	IdleTimeout time.Duration
+	// MaxRemote bounds the connections open at once from other hosts
+	// (peers that are not this host: they may only ask for names and
+	// ports); past it a new one is closed at once, unanswered. Zero means
+	// 64; negative, no bound. Connections from this host, registrations
+	// among them, are never counted.
+	MaxRemote int
+	// MaxRemotePerIP bounds the connections open at once from one other
+	// host, as MaxRemote does. Zero means 8; negative, no bound.
+	MaxRemotePerIP int
+	// RemoteTimeout bounds the whole life of a connection from another
+	// host: its request and the answer. Zero means 5 s; negative, only
+	// IdleTimeout applies.
+	RemoteTimeout time.Duration
 	// Relaxed allows STOP, and KILL with live nodes, as Erlang's
 	// -relaxed_command_check.
 	Relaxed bool
@@ -48,6 +64,8 @@ type Server struct {
 	order     []string // remembered names, oldest first
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
+	remote    map[net.Conn]string // the connections from other hosts, by peer address
+	perRemote map[string]int
 	changed   chan struct{}
 	closing   bool
 	exporting bool // the registrations are going to another process
@@ -75,6 +93,17 @@ func (s *Server) logger() *zap.Logger {
 	}
 	return s.Logger
 }
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+func (s *Server) maxRemote() int               { return orDefault(s.MaxRemote, defaultMaxRemote) }
+func (s *Server) maxRemotePerIP() int          { return orDefault(s.MaxRemotePerIP, defaultRemotePerIP) }
+func (s *Server) remoteTimeout() time.Duration { return orDefault(s.RemoteTimeout, defaultRemoteTime) }
 
 func (s *Server) idleTimeout() time.Duration {
 	if s.IdleTimeout == 0 {
@@ -121,34 +150,83 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
-		if !s.track(c) {
+		switch s.track(c) {
+		case trackClosing:
 			c.Close()
 			return ErrServerClosed
+		case trackRefused:
+			s.logger().Debug("epmd: too many connections from other hosts; refused", zap.Stringer("peer", c.RemoteAddr()))
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetLinger(0) // nothing to say: no TIME_WAIT kept for it either
+			}
+			c.Close()
+			continue
 		}
 		go s.handle(c)
 	}
 }
 
-func (s *Server) track(c net.Conn) bool {
+// What track made of a new connection.
+const (
+	trackServed  = iota
+	trackClosing // the server is closing
+	trackRefused // one more connection from other hosts than allowed
+)
+
+// track counts a new connection in, if the bounds on connections from
+// other hosts allow it, and gives a remote one its whole time.
+func (s *Server) track(c net.Conn) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return false
+		return trackClosing
+	}
+	if !isLocal(c) {
+		peer := peerIP(c)
+		if m := s.maxRemote(); m > 0 && len(s.remote) >= m {
+			return trackRefused
+		}
+		if m := s.maxRemotePerIP(); m > 0 && s.perRemote[peer] >= m {
+			return trackRefused
+		}
+		if s.remote == nil {
+			s.remote = make(map[net.Conn]string)
+			s.perRemote = make(map[string]int)
+		}
+		s.remote[c] = peer
+		s.perRemote[peer]++
+		if d := s.remoteTimeout(); d > 0 {
+			c.SetDeadline(time.Now().Add(d))
+		}
 	}
 	if s.conns == nil {
 		s.conns = make(map[net.Conn]struct{})
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
-	return true
+	return trackServed
 }
 
 func (s *Server) untrack(c net.Conn) {
 	c.Close()
 	s.mu.Lock()
 	delete(s.conns, c)
+	if peer, ok := s.remote[c]; ok {
+		delete(s.remote, c)
+		if s.perRemote[peer]--; s.perRemote[peer] <= 0 {
+			delete(s.perRemote, peer)
+		}
+	}
 	s.mu.Unlock()
 	s.wg.Done()
+}
+
+// peerIP is the address a remote connection is counted by.
+func peerIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return c.RemoteAddr().String()
 }
 
 // Close stops the server at once: listeners and every connection, live
@@ -236,7 +314,7 @@ func (s *Server) port(c net.Conn) int {
 
 func (s *Server) handle(c net.Conn) {
 	defer s.untrack(c)
-	if d := s.idleTimeout(); d > 0 {
+	if d := s.idleTimeout(); d > 0 && (isLocal(c) || s.remoteTimeout() <= 0 || d < s.remoteTimeout()) {
 		c.SetReadDeadline(time.Now().Add(d))
 	}
 	body, err := readRequest(c)
@@ -246,7 +324,9 @@ func (s *Server) handle(c net.Conn) {
 		}
 		return
 	}
-	c.SetWriteDeadline(time.Now().Add(defaultWriteTimeout))
+	if isLocal(c) || s.remoteTimeout() <= 0 {
+		c.SetWriteDeadline(time.Now().Add(defaultWriteTimeout))
+	}
 	switch body[0] {
 	case tagAlive2Req:
 		s.alive2(c, body)
