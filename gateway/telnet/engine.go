@@ -28,6 +28,48 @@ const (
 // client name, the terminal, then "MTTS n".
 const maxTTypeCycle = 4
 
+// Bounds on what the engine keeps of what a client says about itself. A
+// longer answer is cut to the bound; the facts go to the backend and to
+// operators, and a client must not make them large.
+const (
+	// MaxTerminal bounds a terminal type (TTYPE), and a client name learnt
+	// from the MTTS cycle: real ones are a few dozen bytes at most.
+	MaxTerminal = 64
+	// MaxEnvValue bounds a NEW-ENVIRON value the engine keeps
+	// (CLIENT_NAME, CLIENT_VERSION, IPADDRESS).
+	MaxEnvValue = 256
+)
+
+// Printable returns b as printable ASCII, cut to max bytes (no bound if
+// max is negative): each byte outside ' '..'~' becomes '?'. What a client
+// may put in TTYPE and NEW-ENVIRON is printable ASCII (RFC 1091, RFC
+// 1572), and these facts end up before an operator, in the gateway's
+// sessions view and the game's logs: a control byte there could set the
+// operator's terminal title or forge a row.
+func Printable(b []byte, max int) string {
+	if max >= 0 && len(b) > max {
+		b = b[:max]
+	}
+	clean := true
+	for _, c := range b {
+		if c < ' ' || c > '~' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return string(b)
+	}
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if c < ' ' || c > '~' {
+			c = '?'
+		}
+		out[i] = c
+	}
+	return string(out)
+}
+
 // Facts are what negotiation has taught the engine about the client.
 type Facts struct {
 	ClientName    string // TTYPE's first answer in an MTTS cycle, or NEW-ENVIRON's CLIENT_NAME
@@ -37,6 +79,17 @@ type Facts struct {
 	Width, Height uint16 // NAWS
 	Charset       string // "UTF-8" once the client accepted it
 	IPAddress     string // NEW-ENVIRON IPADDRESS, as the client reports it
+}
+
+// bounded returns f with each text made printable and cut to its bound,
+// as the engine learns it.
+func (f Facts) bounded() Facts {
+	f.ClientName = Printable([]byte(f.ClientName), MaxEnvValue)
+	f.ClientVersion = Printable([]byte(f.ClientVersion), MaxEnvValue)
+	f.Terminal = Printable([]byte(f.Terminal), MaxTerminal)
+	f.Charset = Printable([]byte(f.Charset), MaxTerminal)
+	f.IPAddress = Printable([]byte(f.IPAddress), MaxEnvValue)
+	return f
 }
 
 // Host is what the engine needs from the session it serves.
@@ -310,7 +363,7 @@ func (e *Engine) ttype(p []byte) {
 	if len(p) < 1 || p[0] != ttypeIS || e.ttypeDone() {
 		return
 	}
-	name := string(p[1:])
+	name := Printable(p[1:], MaxTerminal)
 	e.ttypes = append(e.ttypes, name)
 	if m, ok := strings.CutPrefix(name, "MTTS "); ok {
 		if v, err := strconv.ParseUint(m, 10, 32); err == nil {
@@ -355,7 +408,7 @@ func (e *Engine) environ(p []byte) {
 		if len(p) > 0 && p[0] == envVALUE {
 			value, p = envField(p[1:])
 		}
-		v := string(value)
+		v := Printable(value, MaxEnvValue)
 		switch string(name) {
 		case "CLIENT_NAME":
 			e.facts.ClientName = v

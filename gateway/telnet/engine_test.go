@@ -308,6 +308,7 @@ func FuzzEngine(f *testing.F) {
 	f.Add([]byte("\xff\xfa\x18\x00TINTIN++\xff\xf0\xff\xfa'\x00\x00CLIENT_NAME\x01x\xff\xf0"))
 	f.Add([]byte("\xff\xfd\xc9\xff\xfa\xc9Core.Hello {}\xff\xf0\xff\xfa\x2a\x01;UTF-8\xff\xf0"))
 	f.Add([]byte("\xff\xfd\x56\xff\xfe\x56\xff\xfd\x46\xff\xf6"))
+	f.Add([]byte("\xff\xfb\x18\xff\xfa\x18\x00xterm\x1b]0;t\x07\r\n\xff\xf0\xff\xfb'\xff\xfa'\x00\x00IPADDRESS\x01\x02\x01\x1b\xff\xf0"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		h := &host{mssp: []byte("\x01NAME\x02x")}
 		e := NewEngine(h, false)
@@ -321,6 +322,15 @@ func FuzzEngine(f *testing.F) {
 		}
 		if len(e.gmcp) > 64 || len(e.sb) > 256 || len(e.ttypes) > maxTTypeCycle {
 			t.Fatalf("state grew: %d GMCP, %d SB, %d TTYPE", len(e.gmcp), len(e.sb), len(e.ttypes))
+		}
+		f := e.Facts()
+		for _, v := range []string{f.Terminal, f.ClientName, f.ClientVersion, f.IPAddress, f.Charset} {
+			if len(v) > MaxEnvValue || Printable([]byte(v), -1) != v {
+				t.Fatalf("a fact of %d bytes, or not printable: %q", len(v), v)
+			}
+		}
+		if len(f.Terminal) > MaxTerminal {
+			t.Fatalf("a terminal type of %d bytes", len(f.Terminal))
 		}
 	})
 }

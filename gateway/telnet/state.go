@@ -78,7 +78,13 @@ func (e *Engine) Restore(st EngineState) error {
 	e.st, e.afterIAC = state(st.Decoder.State), state(st.Decoder.AfterIAC)
 	e.verb, e.opt = st.Decoder.Verb, st.Decoder.Opt
 	e.sb, e.truncated = st.Decoder.SB, st.Decoder.Truncated
-	e.facts, e.ttypes, e.changed = st.Facts, st.TTypes, st.Changed
+	// A state saved by an earlier version may hold facts learnt before
+	// they were bounded: they are bounded as if learnt now.
+	ttypes := st.TTypes[:min(len(st.TTypes), maxTTypeCycle)]
+	for i, t := range ttypes {
+		ttypes[i] = Printable([]byte(t), MaxTerminal)
+	}
+	e.facts, e.ttypes, e.changed = st.Facts.bounded(), ttypes, st.Changed
 	e.gmcp, e.pending, e.spoken, e.NoCompress = st.GMCP, st.Pending, st.Spoken, st.NoCompress
 	return nil
 }
