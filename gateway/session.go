@@ -595,8 +595,13 @@ func (s *session) write(out []byte) bool {
 	return false
 }
 
-// notice tells the player something from the gateway itself.
+// notice tells the player something from the gateway itself: out of band
+// where the connection has a way (a web page's control messages), so that
+// no game output can pass for it; in the output otherwise.
 func (s *session) notice(text string) {
+	if n, ok := s.conn.(interface{ Notice(string) bool }); ok && n.Notice(text) {
+		return
+	}
 	s.out.put(s.encodeNotice(text), 0)
 }
 
@@ -621,7 +626,7 @@ func (s *session) attach(lk *backendLink) bool {
 	s.mu.Unlock()
 	// A session that a move left away on this very backend carries on
 	// there: no resume, and nothing the game has had already.
-	carryOn := moveFrom != "" && lk.waitInstance() == moveFrom
+	carryOn := moveFrom != "" && lk.instance == moveFrom
 	st, err := lk.mux.OpenStream()
 	if err != nil {
 		return false
@@ -860,7 +865,7 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 	if s.moving {
 		// The mover takes it from here.
 		if moved {
-			s.moveFrom = lk.instanceNow()
+			s.moveFrom = lk.instance
 		}
 		s.endedInMove = ended
 		if s.streamDone != nil {
