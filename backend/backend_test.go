@@ -25,10 +25,11 @@ var cookie = []byte("backend-test")
 
 // fakeGateway is the gateway's side of the link, spoken frame by frame.
 type fakeGateway struct {
-	t    *testing.T
-	mux  *yamux.Session
-	ctrl *yamux.Stream
-	cfr  link.Reader
+	t        *testing.T
+	mux      *yamux.Session
+	ctrl     *yamux.Stream
+	cfr      link.Reader
+	instance string // the backend's, from the handshake
 }
 
 // setup starts a registry and a Listener, and links a fake gateway to it.
@@ -69,10 +70,14 @@ func linkGateway(t *testing.T, l *Listener) *fakeGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := link.GatewayHandshake(c, cookie); err != nil {
+	sc, inst, err := link.GatewayHandshake(c, cookie)
+	if err != nil {
 		t.Fatal(err)
 	}
-	mux, err := yamux.Client(c, link.YamuxConfig(zaptest.NewLogger(t)))
+	if inst == "" {
+		t.Fatal("the backend named no instance in the handshake")
+	}
+	mux, err := yamux.Client(sc, link.YamuxConfig(zaptest.NewLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,13 +87,7 @@ func linkGateway(t *testing.T, l *Listener) *fakeGateway {
 		t.Fatal(err)
 	}
 	link.WriteFrame(ctrl, link.FrameControl, nil)
-	g := &fakeGateway{t: t, mux: mux, ctrl: ctrl, cfr: link.Reader{R: ctrl}}
-	// The backend says first who it is.
-	typ, p := g.control()
-	if b, err := link.ParseBackend(p); typ != link.FrameBackend || err != nil || b.Instance == "" {
-		t.Fatalf("first control frame %d %q, want Backend", typ, p)
-	}
-	return g
+	return &fakeGateway{t: t, mux: mux, ctrl: ctrl, cfr: link.Reader{R: ctrl}, instance: inst}
 }
 
 // control reads the next frame on the control stream.
@@ -293,7 +292,21 @@ func TestWrongCookieRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := link.GatewayHandshake(c, []byte("not it")); !errors.Is(err, link.ErrAuth) {
+	if _, _, err := link.GatewayHandshake(c, []byte("not it")); !errors.Is(err, link.ErrAuth) {
 		t.Fatalf("handshake with the wrong cookie: %v, want ErrAuth", err)
+	}
+}
+
+// TestInstance: every link to one Listener learns the same instance name in
+// its handshake, and another Listener has another.
+func TestInstance(t *testing.T) {
+	l, g1 := setup(t)
+	g2 := linkGateway(t, l)
+	if g1.instance != g2.instance {
+		t.Fatalf("two links to one backend: instances %q and %q", g1.instance, g2.instance)
+	}
+	_, g3 := setup(t)
+	if g3.instance == g1.instance {
+		t.Fatalf("two backends share the instance %q", g1.instance)
 	}
 }

@@ -31,7 +31,6 @@ package backend
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"maps"
@@ -86,10 +85,9 @@ type Config struct {
 // Listener accepts sessions from gateways.
 type Listener struct {
 	name     string
-	cookie   []byte
+	creds    *link.Credentials // the cookie, and this process's instance name and certificate
 	log      *zap.Logger
 	orphaned time.Duration
-	instance string // this process's name on every link: see link.Backend
 	ln       net.Listener
 	client   *epmd.Client
 	port     uint16
@@ -132,6 +130,11 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backend: listen: %w", err)
 	}
+	creds, err := link.NewCredentials(cfg.Cookie)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("backend: %w", err)
+	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	client := &epmd.Client{Addr: cfg.EPMD}
 	var reg *epmd.Registration
@@ -146,10 +149,9 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 		client:   client,
 		port:     uint16(port),
 		name:     name,
-		cookie:   cfg.Cookie,
+		creds:    creds,
 		log:      log,
 		orphaned: cfg.OrphanTimeout,
-		instance: rand.Text(),
 		ln:       ln,
 		reg:      reg,
 		accept:   make(chan *Session),
@@ -345,9 +347,11 @@ func (l *Listener) SetMSSP(vars []MSSPVar) {
 
 func (l *Listener) serveLink(c net.Conn) {
 	defer l.wg.Done()
-	if err := link.BackendHandshake(c, l.cookie); err != nil {
-		l.log.Warn("backend: gateway link refused", zap.Stringer("peer", c.RemoteAddr()), zap.Error(err))
-		c.Close()
+	raw := c
+	c, err := link.BackendHandshake(raw, l.creds)
+	if err != nil {
+		l.log.Warn("backend: gateway link refused", zap.Stringer("peer", raw.RemoteAddr()), zap.Error(err))
+		raw.Close()
 		return
 	}
 	gl := &gatewayLink{conn: c}
@@ -410,7 +414,6 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 		l.mu.Lock()
 		mssp := l.mssp
 		l.mu.Unlock()
-		gl.control(link.FrameBackend, (&link.Backend{Instance: l.instance}).Append(nil))
 		if mssp != nil {
 			gl.control(link.FrameMSSP, mssp)
 		}

@@ -33,10 +33,9 @@ type backendLink struct {
 	dead    atomic.Bool   // the connection failed: nothing more is written
 	readers atomic.Int64  // session streams' readers still running
 
-	// What the backend says of itself (link.Backend), once it has: known
-	// is closed then, or when the control stream ends without it (a
-	// backend of an earlier version, which cannot take moved sessions).
-	known    chan struct{}
+	// instance names the backend process, learnt in the handshake over
+	// the authenticated channel: the same on every link to one process,
+	// never empty.
 	instance string
 
 	cmu sync.Mutex // serialises frames on the control stream
@@ -160,11 +159,6 @@ func (lk *backendLink) saidGoodbye() bool {
 func (lk *backendLink) readControl(s *Server) {
 	defer s.wg.Done()
 	defer close(lk.ctrlEnd)
-	defer func() {
-		if !lk.isKnown() {
-			close(lk.known)
-		}
-	}()
 	fr := link.Reader{R: lk.ctrl}
 	for {
 		typ, _, err := fr.Next()
@@ -172,13 +166,6 @@ func (lk *backendLink) readControl(s *Server) {
 			return
 		}
 		switch typ {
-		case link.FrameBackend:
-			if p, err := fr.Payload(); err == nil && !lk.isKnown() {
-				if b, err := link.ParseBackend(p); err == nil {
-					lk.instance = b.Instance
-				}
-				close(lk.known)
-			}
 		case link.FrameGoodbye:
 			lk.once.Do(func() { close(lk.goodbye) })
 		case link.FrameBroadcast:
@@ -281,13 +268,14 @@ func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLi
 		return nil, fmt.Errorf("gateway: dial backend: %w", err)
 	}
 	stop := context.AfterFunc(s.ctx, func() { c.Close() })
-	err = link.GatewayHandshake(c, s.Cookie)
+	sc, instance, err := link.GatewayHandshake(c, s.Cookie)
 	stop()
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
-	lk := &backendLink{addr: addr, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{}), known: make(chan struct{})}
+	c = sc
+	lk := &backendLink{addr: addr, instance: instance, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{})}
 	mux, err := yamux.Client(link.Coalesce(c, lk.broken), link.YamuxConfig(s.log()))
 	if err != nil {
 		c.Close()
@@ -396,41 +384,6 @@ func attachAll(lk *backendLink, sessions []*session) int64 {
 	}
 	wg.Wait()
 	return attached.Load()
-}
-
-func (lk *backendLink) isKnown() bool {
-	select {
-	case <-lk.known:
-		return true
-	default:
-		return false
-	}
-}
-
-// instanceWait bounds how long an attach waits to learn which backend it
-// talks to: a backend says so first thing, so this is only ever reached
-// by one of an earlier version, which never says.
-const instanceWait = 2 * time.Second
-
-// waitInstance returns the backend's instance, waiting for the backend to
-// say it; "" if it does not.
-func (lk *backendLink) waitInstance() string {
-	t := time.NewTimer(instanceWait)
-	defer t.Stop()
-	select {
-	case <-lk.known:
-		return lk.instance
-	case <-t.C:
-		return ""
-	}
-}
-
-// instanceNow returns the backend's instance if it has said it.
-func (lk *backendLink) instanceNow() string {
-	if lk.isKnown() {
-		return lk.instance
-	}
-	return ""
 }
 
 // move asks the backend to let the sessions named go from this link: each

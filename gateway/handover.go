@@ -359,7 +359,7 @@ func (s *Server) detachForMove(frozen []*session) {
 		for i, ss := range list {
 			ids[i] = ss.id
 		}
-		if lk.waitInstance() == "" || lk.leaving() || lk.move(ids) != nil {
+		if lk.leaving() || lk.move(ids) != nil {
 			for _, ss := range list {
 				ss.closeStream()
 			}

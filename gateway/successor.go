@@ -40,6 +40,7 @@ const successorPoll = time.Second
 // that is the backend on cur, and no successor.
 func (s *Server) watchSuccessor(ctx context.Context, cur *backendLink, w *watcher, found chan<- *backendLink) {
 	defer s.wg.Done()
+	sameWarned := false
 	for {
 		var changed <-chan struct{}
 		if w.embedded != nil {
@@ -49,7 +50,11 @@ func (s *Server) watchSuccessor(ctx context.Context, cur *backendLink, w *watche
 		if err == nil {
 			s.wg.Add(1)
 			go lk.readControl(s)
-			if id := lk.waitInstance(); id != "" && id == cur.waitInstance() {
+			// Both instances were learnt over channels bound to the
+			// cookie: the successor's name that leads back to the
+			// backend itself (its own name, or a relay to it) is no
+			// successor.
+			if lk.instance == cur.instance {
 				lk.mux.Close()
 				err = errSameBackend
 			} else {
@@ -61,7 +66,15 @@ func (s *Server) watchSuccessor(ctx context.Context, cur *backendLink, w *watche
 				return
 			}
 		}
-		if !errors.Is(err, epmd.ErrNotFound) && !errors.Is(err, errSameBackend) {
+		switch {
+		case errors.Is(err, epmd.ErrNotFound):
+		case errors.Is(err, errSameBackend):
+			if !sameWarned {
+				s.log().Warn("gateway: the successor's name leads to the running backend itself; not a successor",
+					zap.String("name", w.name+link.TakeoverSuffix))
+				sameWarned = true
+			}
+		default:
 			s.log().Warn("gateway: cannot link to the backend's successor", zap.Error(err))
 		}
 		t := time.NewTimer(successorPoll)

@@ -1,104 +1,213 @@
 package link
 
 import (
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"time"
 )
 
 const (
-	magic    = "HOLDFAST"
-	version  = 1
-	nonceLen = 32
-	macLen   = sha256.Size
+	magic   = "HOLDFAST"
+	version = 2
+	macLen  = sha256.Size
+	// exporterLabel is RFC 9266's: the value is the same at both ends of
+	// one TLS connection and unknown to anyone else, a relay included.
+	exporterLabel = "EXPORTER-Channel-Binding"
+	exporterLen   = 32
+	// maxInstance bounds the instance name a backend sends.
+	maxInstance = 255
 	// HandshakeTimeout bounds the whole authentication exchange.
 	HandshakeTimeout = 10 * time.Second
 )
 
-func mac(cookie []byte, label string, a, b []byte) []byte {
+// The labels tell the two proofs apart, so that neither can be reflected
+// back as the other.
+const (
+	gatewayLabel = "holdfast 2 gateway"
+	backendLabel = "holdfast 2 backend"
+)
+
+// Credentials is what a backend process proves itself with on every link:
+// the cookie, its instance name, and the TLS certificate made at start.
+type Credentials struct {
+	Cookie   []byte
+	Instance string
+	cert     tls.Certificate
+}
+
+// NewCredentials makes a backend process's credentials: a random instance
+// name and a self-signed certificate with a fresh key.
+//
+// The certificate authenticates nothing: the gateway cannot know it in
+// advance, so it does not check it. It is there because TLS needs one;
+// what authenticates both sides is the cookie proof bound to the TLS
+// connection (see Handshake in the package doc).
+func NewCredentials(cookie []byte) (*Credentials, error) {
+	if len(cookie) == 0 {
+		return nil, fmt.Errorf("%w: empty cookie", ErrAuth)
+	}
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("link: credentials: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "holdfast backend"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(100 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
+	if err != nil {
+		return nil, fmt.Errorf("link: credentials: %w", err)
+	}
+	return &Credentials{
+		Cookie:   cookie,
+		Instance: rand.Text(),
+		cert:     tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+	}, nil
+}
+
+func tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// The link's writer already gathers frames into large writes;
+		// small records at the start of a connection would only split
+		// them again.
+		DynamicRecordSizingDisabled: true,
+		SessionTicketsDisabled:      true,
+	}
+}
+
+// proof is one side's MAC of the channel binding under the cookie.
+func proof(cookie []byte, label string, binding []byte, instance string) []byte {
 	h := hmac.New(sha256.New, cookie)
 	h.Write([]byte(label))
-	h.Write(a)
-	h.Write(b)
+	h.Write(binding)
+	h.Write([]byte(instance))
 	return h.Sum(nil)
 }
 
-func hello(nonce []byte) []byte {
-	b := append([]byte(magic), version)
-	return append(b, nonce...)
+func binding(c *tls.Conn) ([]byte, error) {
+	st := c.ConnectionState()
+	b, err := st.ExportKeyingMaterial(exporterLabel, nil, exporterLen)
+	if err != nil {
+		return nil, fmt.Errorf("link: handshake: channel binding: %w", err)
+	}
+	return b, nil
 }
 
-func readHello(r io.Reader) ([]byte, error) {
-	b := make([]byte, len(magic)+1+nonceLen)
+func preamble() []byte { return append([]byte(magic), version) }
+
+func readPreamble(r io.Reader) error {
+	b := make([]byte, len(magic)+1)
 	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, err
+		return err
 	}
 	if string(b[:len(magic)]) != magic {
-		return nil, fmt.Errorf("%w: not a holdfast peer", ErrProtocol)
+		return fmt.Errorf("%w: not a holdfast peer", ErrProtocol)
 	}
 	if v := b[len(magic)]; v != version {
-		return nil, fmt.Errorf("%w: peer speaks version %d, this side %d", ErrProtocol, v, version)
+		return fmt.Errorf("%w: peer speaks version %d, this side %d", ErrProtocol, v, version)
 	}
-	return b[len(magic)+1:], nil
-}
-
-func newNonce() []byte {
-	n := make([]byte, nonceLen)
-	rand.Read(n)
-	return n
+	return nil
 }
 
 // GatewayHandshake authenticates a freshly dialed backend connection from
-// the gateway's side. On success the connection is ready for yamux.
-func GatewayHandshake(c net.Conn, cookie []byte) error {
+// the gateway's side. It returns the encrypted connection, ready for
+// yamux, and the backend's instance name, learnt over it.
+func GatewayHandshake(c net.Conn, cookie []byte) (net.Conn, string, error) {
 	c.SetDeadline(time.Now().Add(HandshakeTimeout))
 	defer c.SetDeadline(time.Time{})
-	nonceB, err := readHello(c)
+	if err := readPreamble(c); err != nil {
+		return nil, "", fmt.Errorf("link: handshake: %w", err)
+	}
+	if _, err := c.Write(preamble()); err != nil {
+		return nil, "", fmt.Errorf("link: handshake: %w", err)
+	}
+	cfg := tlsConfig()
+	// The backend's certificate is made at its start and cannot be known
+	// here; the cookie proof below, bound to this connection, is what
+	// authenticates the backend.
+	cfg.InsecureSkipVerify = true
+	tc := tls.Client(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		return nil, "", fmt.Errorf("link: handshake: tls: %w", err)
+	}
+	cb, err := binding(tc)
 	if err != nil {
-		return fmt.Errorf("link: handshake: %w", err)
+		return nil, "", err
 	}
-	nonceG := newNonce()
-	msg := append(hello(nonceG), mac(cookie, "holdfast gateway", nonceB, nonceG)...)
-	if _, err := c.Write(msg); err != nil {
-		return fmt.Errorf("link: handshake: %w", err)
+	if _, err := tc.Write(proof(cookie, gatewayLabel, cb, "")); err != nil {
+		return nil, "", fmt.Errorf("link: handshake: %w", err)
 	}
-	got := make([]byte, macLen)
-	if _, err := io.ReadFull(c, got); err != nil {
-		// A backend that rejects our MAC closes without answering.
-		return fmt.Errorf("%w: backend closed the handshake: %v", ErrAuth, err)
+	got := make([]byte, macLen+2)
+	if _, err := io.ReadFull(tc, got); err != nil {
+		// A backend that rejects our proof closes without answering.
+		return nil, "", fmt.Errorf("%w: backend closed the handshake: %v", ErrAuth, err)
 	}
-	if !hmac.Equal(got, mac(cookie, "holdfast backend", nonceG, nonceB)) {
-		return fmt.Errorf("%w: backend does not hold the cookie", ErrAuth)
+	n := int(binary.BigEndian.Uint16(got[macLen:]))
+	if n == 0 || n > maxInstance {
+		return nil, "", fmt.Errorf("%w: instance name of %d bytes", ErrProtocol, n)
 	}
-	return nil
+	inst := make([]byte, n)
+	if _, err := io.ReadFull(tc, inst); err != nil {
+		return nil, "", fmt.Errorf("link: handshake: %w", err)
+	}
+	if !hmac.Equal(got[:macLen], proof(cookie, backendLabel, cb, string(inst))) {
+		return nil, "", fmt.Errorf("%w: backend does not hold the cookie", ErrAuth)
+	}
+	return tc, string(inst), nil
 }
 
 // BackendHandshake authenticates an accepted gateway connection from the
-// backend's side.
-func BackendHandshake(c net.Conn, cookie []byte) error {
+// backend's side, and returns the encrypted connection, ready for yamux.
+func BackendHandshake(c net.Conn, cr *Credentials) (net.Conn, error) {
+	if len(cr.Instance) == 0 || len(cr.Instance) > maxInstance {
+		return nil, fmt.Errorf("link: handshake: instance name of %d bytes", len(cr.Instance))
+	}
 	c.SetDeadline(time.Now().Add(HandshakeTimeout))
 	defer c.SetDeadline(time.Time{})
-	nonceB := newNonce()
-	if _, err := c.Write(hello(nonceB)); err != nil {
-		return fmt.Errorf("link: handshake: %w", err)
+	if _, err := c.Write(preamble()); err != nil {
+		return nil, fmt.Errorf("link: handshake: %w", err)
 	}
-	nonceG, err := readHello(c)
+	if err := readPreamble(c); err != nil {
+		return nil, fmt.Errorf("link: handshake: %w", err)
+	}
+	cfg := tlsConfig()
+	cfg.Certificates = []tls.Certificate{cr.cert}
+	tc := tls.Server(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		return nil, fmt.Errorf("link: handshake: tls: %w", err)
+	}
+	cb, err := binding(tc)
 	if err != nil {
-		return fmt.Errorf("link: handshake: %w", err)
+		return nil, err
 	}
 	got := make([]byte, macLen)
-	if _, err := io.ReadFull(c, got); err != nil {
-		return fmt.Errorf("link: handshake: %w", err)
+	if _, err := io.ReadFull(tc, got); err != nil {
+		return nil, fmt.Errorf("link: handshake: %w", err)
 	}
-	if !hmac.Equal(got, mac(cookie, "holdfast gateway", nonceB, nonceG)) {
-		return fmt.Errorf("%w: gateway does not hold the cookie", ErrAuth)
+	if !hmac.Equal(got, proof(cr.Cookie, gatewayLabel, cb, "")) {
+		return nil, fmt.Errorf("%w: gateway does not hold the cookie", ErrAuth)
 	}
-	if _, err := c.Write(mac(cookie, "holdfast backend", nonceG, nonceB)); err != nil {
-		return fmt.Errorf("link: handshake: %w", err)
+	msg := proof(cr.Cookie, backendLabel, cb, cr.Instance)
+	msg = binary.BigEndian.AppendUint16(msg, uint16(len(cr.Instance)))
+	msg = append(msg, cr.Instance...)
+	if _, err := tc.Write(msg); err != nil {
+		return nil, fmt.Errorf("link: handshake: %w", err)
 	}
-	return nil
+	return tc, nil
 }

@@ -170,60 +170,6 @@ func TestAck(t *testing.T) {
 	}
 }
 
-func handshake(t *testing.T, gwCookie, beCookie string, mangle func(net.Conn) net.Conn) (gwErr, beErr error) {
-	t.Helper()
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		beErr = BackendHandshake(b, []byte(beCookie))
-		if beErr != nil {
-			b.Close()
-		}
-	}()
-	gwErr = GatewayHandshake(mangle(a), []byte(gwCookie))
-	if gwErr != nil {
-		a.Close()
-	}
-	wg.Wait()
-	return gwErr, beErr
-}
-
-func TestHandshake(t *testing.T) {
-	same := func(c net.Conn) net.Conn { return c }
-	if g, b := handshake(t, "secret", "secret", same); g != nil || b != nil {
-		t.Fatalf("same cookie: gateway %v, backend %v", g, b)
-	}
-	g, b := handshake(t, "secret", "other", same)
-	if !errors.Is(g, ErrAuth) || !errors.Is(b, ErrAuth) {
-		t.Fatalf("different cookies: gateway %v, backend %v; want ErrAuth on both", g, b)
-	}
-}
-
-func TestHandshakeRejectsStrangers(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		hello []byte
-	}{
-		{"not holdfast", append([]byte("SSH-2.0-"), make([]byte, 33)...)},
-		{"other version", append([]byte("HOLDFAST\x02"), make([]byte, 32)...)},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			a, b := net.Pipe()
-			defer a.Close()
-			go func() { b.Write(tc.hello); io.Copy(io.Discard, b) }()
-			err := GatewayHandshake(a, []byte("secret"))
-			if !errors.Is(err, ErrProtocol) {
-				t.Fatalf("got %v, want ErrProtocol", err)
-			}
-			b.Close()
-		})
-	}
-}
-
 func TestCookie(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "cookie")

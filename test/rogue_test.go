@@ -3,7 +3,6 @@ package test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"net"
 	"strconv"
 	"strings"
@@ -11,13 +10,15 @@ import (
 	"testing"
 
 	"holdfast/epmd"
+	"holdfast/link"
 )
 
 // rogue registers the backend's name without the cookie and records every
 // byte the gateway sends it.
 type rogue struct {
-	ln  net.Listener
-	reg *epmd.Registration
+	ln    net.Listener
+	reg   *epmd.Registration
+	creds *link.Credentials
 
 	mu    sync.Mutex
 	got   []byte
@@ -31,7 +32,11 @@ func startRogue(t *testing.T, epmdPort int) *rogue {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rogue{ln: ln}
+	creds, err := link.NewCredentials([]byte("the rogue's own cookie"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rogue{ln: ln, creds: creds}
 	r.wg.Add(1)
 	go r.serve()
 	c := &epmd.Client{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(epmdPort))}
@@ -58,31 +63,28 @@ func (r *rogue) serve() {
 		go func() {
 			defer r.wg.Done()
 			defer c.Close()
-			// Look like a backend: a well-formed hello, then a made-up MAC.
-			hello := append([]byte("HOLDFAST\x01"), make([]byte, 32)...)
-			rand.Read(hello[9:])
-			c.Write(hello)
-			buf := make([]byte, 4096)
-			sentMAC := false
-			for {
-				n, err := c.Read(buf)
-				r.mu.Lock()
-				if len(r.got) < 1<<20 {
-					r.got = append(r.got, buf[:n]...)
-				}
-				r.mu.Unlock()
-				if err != nil {
-					return
-				}
-				if !sentMAC {
-					fake := make([]byte, 32)
-					rand.Read(fake)
-					c.Write(fake)
-					sentMAC = true
-				}
-			}
+			// Look like a backend: the handshake of the real one, with a
+			// cookie of its own, keeping every byte the gateway sends.
+			link.BackendHandshake(recording{c, r}, r.creds)
 		}()
 	}
+}
+
+// recording is the rogue's view of one connection: it keeps every byte it
+// reads.
+type recording struct {
+	net.Conn
+	r *rogue
+}
+
+func (rc recording) Read(p []byte) (int, error) {
+	n, err := rc.Conn.Read(p)
+	rc.r.mu.Lock()
+	if len(rc.r.got) < 1<<20 {
+		rc.r.got = append(rc.r.got, p[:n]...)
+	}
+	rc.r.mu.Unlock()
+	return n, err
 }
 
 func (r *rogue) close() {
