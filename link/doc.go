@@ -4,20 +4,53 @@
 // # Connection
 //
 // The backend listens on an ephemeral TCP port and registers it in epmd under
-// its name. The gateway looks the name up and dials. Before anything else the
-// two prove to each other that they hold the same cookie (a shared secret
-// read from a file, as Erlang's ~/.erlang.cookie):
+// its name. The gateway looks the name up and dials. The registry is
+// unauthenticated, as Erlang's is: any local process may register any name.
+// So nothing is trusted for having been found there; the link is encrypted,
+// and each side proves that it holds the cookie (a shared secret read from
+// a file, as Erlang's ~/.erlang.cookie) with a proof bound to the
+// encrypted channel it travels on:
 //
-//	backend -> gateway: "HOLDFAST" version:u8 nonceB[32]
-//	gateway -> backend: "HOLDFAST" version:u8 nonceG[32] HMAC-SHA256(cookie, "holdfast gateway" nonceB nonceG)
-//	backend -> gateway: HMAC-SHA256(cookie, "holdfast backend" nonceG nonceB)
+//	backend -> gateway: "HOLDFAST" version:u8                 (in the clear)
+//	gateway -> backend: "HOLDFAST" version:u8                 (in the clear)
+//	TLS 1.3 handshake, the gateway the client, the backend the server
+//	gateway -> backend: HMAC-SHA256(cookie, "holdfast 2 gateway" binding)
+//	backend -> gateway: HMAC-SHA256(cookie, "holdfast 2 backend" binding instance)
+//	                    instance:str16
 //
-// Each side checks the other's MAC and closes the connection on a mismatch,
-// so a process that registers the backend's name without the cookie never
-// sees a session, and one that dials a backend without it never sees one
-// either. The labels keep a MAC from being reflected back. The whole
-// handshake has a deadline. Versions must match exactly; a later version
-// that changes the frames below changes the version byte.
+// binding is RFC 9266's tls-exporter value: 32 bytes of the connection's
+// keying material under the label "EXPORTER-Channel-Binding", the same at
+// both ends of one TLS connection and known to nobody else. A relay that
+// forwards bytes sees only TLS records. A relay that terminates TLS itself
+// has a different binding on each side, so a proof it passes on fails, and
+// it cannot make one without the cookie. Each side closes the connection
+// on a bad proof; the backend answers only a good one, so a process that
+// dials a backend without the cookie learns nothing of it either. The
+// labels keep a proof from being reflected back as the other side's.
+//
+// instance names the backend process: random, made at its start, the same
+// on every link to it. It is learnt here, under the proof, never from the
+// registry: the gateway takes a backend as another (a successor, see below)
+// only when its proven instance differs from the one it is linked to.
+//
+// The backend's certificate is self-signed and made at its start; the
+// gateway does not check it, because it could not know it in advance, and
+// because it is not what authenticates the backend: the proof is.
+//
+// Why TLS 1.3 and not Noise with the cookie as pre-shared key, which would
+// do as well: crypto/tls is in the standard library, maintained and
+// reviewed with it, and brings the record layer (framing, sequence numbers,
+// rekeying) that Noise leaves to the caller; no framing or nonce handling
+// of this package's own guards the link. A record that is changed,
+// dropped, replayed or reordered fails its authentication and ends the
+// connection, which the gateway treats as a broken link (see Moving a
+// session). The cost is a few tens of bytes a write: the link's writer
+// gathers yamux's frames into large writes, and records are not split
+// small at the start of a connection.
+//
+// The whole handshake has a deadline. Versions must match exactly; a later
+// version that changes the frames below changes the version byte. A gateway
+// or backend of version 1 (an unencrypted link) is refused.
 //
 // After the handshake the connection carries yamux (the gateway is the yamux
 // client). The gateway opens one control stream first and then one stream per
@@ -32,8 +65,6 @@
 // Control stream:
 //
 //	Control  gateway->backend, first frame: opens the control stream (empty)
-//	Backend  backend->gateway, first frame: instance:str16, random, the same
-//	         on every link of one backend process (see Moving a session)
 //	Goodbye  backend->gateway: the backend is shutting down; the gateway stops
 //	         sending input and holds its sessions
 //	MSSP     backend->gateway: the game's MSSP variables, encoded as on the
@@ -65,7 +96,19 @@
 //	         session the application has already consumed
 //	Input    player input, telnet already removed, lines ending in "\n"
 //	Hangup   the player has gone; the backend ends the session
-//	Facts    the facts changed (a window resize, a terminal type learnt)
+//	FactsUpdate fields:u16, then each field named in it, in the order and
+//	         encoding of the facts in Open, bit 0 for the first (client,
+//	         terminal, mtts, window = width and height, charset, clientname,
+//	         clientversion, reportedip): the facts that changed since the
+//	         Open or the last update; the others stay as they were. The
+//	         gateway sends at most one per session per 200 ms, the last
+//	         values of a burst (a window being dragged), and none is lost.
+//	         Bits this version does not know name fields after the ones it
+//	         knows, and are ignored with them
+//	Facts    the whole facts record, as in Open: what gateways of an earlier
+//	         version sent on each change, and a backend still takes. (Sent
+//	         whole, a player's burst of window sizes cost the link up to
+//	         the record's size, about 32 KiB, per 9-byte NAWS.)
 //	GMCPIn   a GMCP message from the client: "Package.Message json"
 //
 // Session stream, backend->gateway:
@@ -132,11 +175,11 @@
 //     sessions on its control stream; each answers Moved on its stream,
 //     after all its output, and the old gateway closes the stream once it
 //     has read Moved. The new gateway process, which has its own link to the
-//     same backend (it checks the Backend instance), opens each session with
-//     the Open the old one would have sent, the resume count unchanged. The
-//     player's output before Moved was the old gateway's to write or to hand
-//     over; the output after it comes on the new stream. Nothing is written
-//     twice or lost.
+//     same backend (it checks the instance proven in the handshake), opens
+//     each session with the Open the old one would have sent, the resume
+//     count unchanged. The player's output before Moved was the old
+//     gateway's to write or to hand over; the output after it comes on the
+//     new stream. Nothing is written twice or lost.
 //   - A link that breaks while both sides live on: the gateway opens its
 //     sessions again on a new link, and the backend adopts them.
 //
@@ -156,8 +199,7 @@
 //
 // A session away for longer than the backend's orphan timeout (30 s by
 // default) ends as if the player had left (Read returns io.EOF): its gateway
-// died, and no gateway will claim it. A backend of an earlier version sends
-// no Backend frame and ignores Move: a gateway moving sessions off it closes
-// their streams instead, and the next gateway resumes them as after a
-// restart.
+// died, and no gateway will claim it. A backend that does not answer Move in
+// time has its sessions' streams closed instead, and the next gateway
+// resumes them as after a restart.
 package link
