@@ -167,6 +167,7 @@ type page struct {
 	missed  uint64
 	dec     telnet.Decoder
 	text    strings.Builder // the game's text since this connection opened
+	notices []string        // the gateway's notices, out of band
 }
 
 type nopHandler struct{}
@@ -201,6 +202,11 @@ func (p *page) next() error {
 			Token   string
 			Resumed bool
 			Missed  uint64
+			Notice  *string
+		}
+		if err := json.Unmarshal(msg, &m); err == nil && m.Notice != nil {
+			p.notices = append(p.notices, *m.Notice)
+			return nil
 		}
 		if err := json.Unmarshal(msg, &m); err != nil || m.Token == "" {
 			p.t.Fatalf("a control message without a token: %q", msg)

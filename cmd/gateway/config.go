@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"holdfast/gateway/web"
 	"holdfast/internal/cli"
 )
 
@@ -44,9 +45,11 @@ type config struct {
 
 	wsListen, wssListen string
 	wsOrigins           string
+	wsLinkOrigins       string
 	wsForwardedFor      string
 	reconnectGrace      time.Duration
 	origins             []string       // -ws-origins, split
+	linkOrigins         []string       // -ws-link-origins, split and checked
 	forwardedFrom       []netip.Prefix // -ws-forwarded-for, split and checked
 }
 
@@ -77,6 +80,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.wsListen, "ws-listen", "", "HTTP address for browser players: the web client at /, WebSocket at /ws; empty: off")
 	fs.StringVar(&c.wssListen, "wss-listen", "", "HTTPS address for browser players (the web client and WebSocket over TLS); needs -tls-cert and -tls-key")
 	fs.StringVar(&c.wsOrigins, "ws-origins", "", "comma-separated page origins allowed to open WebSockets besides the gateway's own host (host patterns: play.example.com, *.example.com)")
+	fs.StringVar(&c.wsLinkOrigins, "ws-link-origins", "", "comma-separated origins (https://wiki.example.com) that links in the game's output may go to in the web client, shown with their address; empty: no link is live")
 	fs.StringVar(&c.wsForwardedFor, "ws-forwarded-for", "", "comma-separated addresses or CIDRs of HTTP proxies whose X-Forwarded-For header names the player")
 	fs.DurationVar(&c.reconnectGrace, "reconnect-grace", 5*time.Minute, "how long a browser player's session waits for the page to reconnect after its connection breaks; 0: not at all")
 }
@@ -185,6 +189,18 @@ func (c *config) validate() error {
 			continue
 		}
 		c.origins = append(c.origins, o)
+	}
+	c.linkOrigins = nil
+	for _, o := range strings.Split(c.wsLinkOrigins, ",") {
+		if strings.TrimSpace(o) == "" {
+			continue
+		}
+		lo, err := web.ParseLinkOrigin(o)
+		if err != nil {
+			bad("ws-link-origins", "%v", err)
+			continue
+		}
+		c.linkOrigins = append(c.linkOrigins, lo)
 	}
 	c.forwardedFrom = nil
 	for _, r := range strings.Split(c.wsForwardedFor, ",") {

@@ -336,6 +336,7 @@ func listenWeb(log *zap.Logger, cfg *config, socks *sockets, cert *certificate, 
 	wl := &web.Listener{
 		Metrics:          metrics,
 		Origins:          cfg.origins,
+		LinkOrigins:      cfg.linkOrigins,
 		Grace:            grace,
 		ForwardedFrom:    cfg.forwardedFrom,
 		HandshakeTimeout: cfg.handshakeTimeout,

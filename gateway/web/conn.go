@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -50,6 +51,61 @@ type Conn struct {
 	sent   uint64
 	acked  uint64
 	replay []byte
+	// notices keeps the gateway's notices made while the page was away,
+	// the last maxNotices of them, for its return.
+	notices []string
+}
+
+// maxNotices bounds the notices kept for a page that is away: they say
+// how the game is, and the last few say it.
+const maxNotices = 8
+
+// noticeMsg is a notice from the gateway itself, in a text message of the
+// page's protocol: nothing in the game's output can pass for it.
+type noticeMsg struct {
+	Notice string `json:"notice"`
+}
+
+// Notice tells the page something from the gateway itself, out of band:
+// in a text message, which on the page's protocol only the gateway sends.
+// It reports false for a connection that has no such messages (it is not
+// the page's protocol), and the gateway writes the notice in the output.
+func (c *Conn) Notice(text string) bool {
+	if !c.resumable {
+		return false
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	if c.closed || c.ended != nil {
+		c.mu.Unlock()
+		return true
+	}
+	ws, dl := c.ws, c.wdl
+	if ws == nil {
+		c.keepNoticeLocked(text)
+		c.mu.Unlock()
+		return true
+	}
+	c.mu.Unlock()
+	b, _ := json.Marshal(noticeMsg{Notice: text})
+	if dl.IsZero() {
+		dl = time.Now().Add(10 * time.Second)
+	}
+	if err := c.send(ws, dl, websocket.MessageText, b); err != nil {
+		ws.CloseNow() // the reader holds the session for the page's return
+		c.mu.Lock()
+		c.keepNoticeLocked(text)
+		c.mu.Unlock()
+	}
+	return true
+}
+
+func (c *Conn) keepNoticeLocked(text string) {
+	if len(c.notices) >= maxNotices {
+		c.notices = append(c.notices[:0], c.notices[1:]...)
+	}
+	c.notices = append(c.notices, text)
 }
 
 // maxInbox bounds the input read from the WebSocket ahead of the gateway.

@@ -71,6 +71,12 @@ type Listener struct {
 	// "scheme://host" patterns. Browsers send Origin; a WebSocket from
 	// any other origin is refused with 403.
 	Origins []string
+	// LinkOrigins lists the origins ("https://wiki.example.com", see
+	// ParseLinkOrigin) whose addresses the web client makes live links
+	// of, where the game's output carries OSC 8 hyperlinks: each opens in
+	// a new tab with rel=noopener, its address shown beside its text.
+	// Empty, no link is live: its text is shown plain.
+	LinkOrigins []string
 	// Grace is how long a resumable session waits for its page after the
 	// WebSocket breaks. Zero means 5 minutes; negative, not at all.
 	Grace time.Duration
@@ -108,6 +114,7 @@ type Listener struct {
 	arriving bool
 	arrival  chan struct{}
 	metrics  *metrics
+	index    []byte // the page, with LinkOrigins
 	// running counts the goroutines of accepted connections: their
 	// readers, and their closing handshakes.
 	running sync.WaitGroup
@@ -121,6 +128,15 @@ func (l *Listener) init() {
 		l.tokens = make(map[string]*Conn)
 		l.fails = make(map[netip.Addr]*failures)
 		l.metrics = newMetrics()
+		var origins []string
+		for _, o := range l.LinkOrigins {
+			if o, err := ParseLinkOrigin(o); err == nil {
+				origins = append(origins, o)
+			} else {
+				l.log().Error("web: link origin ignored", zap.Error(err))
+			}
+		}
+		l.index = indexPage(origins)
 		if l.Metrics != nil {
 			for _, c := range l.metrics.collectors() {
 				if err := l.Metrics.Register(c); err != nil {
@@ -262,7 +278,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.serveWebSocket(w, r)
 		return
 	}
-	servePage(w, r)
+	l.servePage(w, r)
 }
 
 // clientAddr is the player's address: the peer's, or, from a trusted
@@ -501,6 +517,8 @@ func (c *Conn) attach(ws *websocket.Conn, got uint64) error {
 	from := min(max(got, base), c.sent)
 	missed := from - min(got, from)
 	data := append([]byte(nil), c.replay[from-base:]...)
+	notices := c.notices
+	c.notices = nil
 	c.replay = c.replay[from-base:]
 	c.acked = from
 	tok := c.l.issueLocked(c)
@@ -512,7 +530,18 @@ func (c *Conn) attach(ws *websocket.Conn, got uint64) error {
 	if err == nil && len(data) > 0 {
 		err = c.send(ws, time.Now().Add(10*time.Second), typ, data)
 	}
+	for err == nil && len(notices) > 0 {
+		b, _ := json.Marshal(noticeMsg{Notice: notices[0]})
+		if err = c.send(ws, time.Now().Add(10*time.Second), websocket.MessageText, b); err == nil {
+			notices = notices[1:]
+		}
+	}
 	if err != nil {
+		c.mu.Lock()
+		for _, n := range notices {
+			c.keepNoticeLocked(n) // for the next return
+		}
+		c.mu.Unlock()
 		c.lost(gen, err)
 		return nil // held again; the page will try once more
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/gob"
 	"errors"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/coder/websocket"
@@ -26,6 +27,7 @@ type movedConn struct {
 	Received  uint64
 	Replay    []byte
 	In        []byte
+	Notices   []string
 }
 
 type movedTerminal struct {
@@ -73,7 +75,7 @@ func (c *Conn) Export() ([]byte, error) {
 	m := movedConn{
 		Proto: c.proto, Local: c.local.String(), Remote: c.remote.String(), TLS: c.tls,
 		TokenHash: c.token, Sent: c.sent, Acked: c.acked, Received: c.received,
-		Replay: bytes.Clone(c.replay), In: bytes.Clone(c.in),
+		Replay: bytes.Clone(c.replay), In: bytes.Clone(c.in), Notices: slices.Clone(c.notices),
 	}
 	if t := c.term; t != nil {
 		m.Term = &movedTerminal{
@@ -99,6 +101,7 @@ func (l *Listener) Restore(state []byte) (net.Conn, error) {
 		l: l, proto: m.Proto, resumable: true,
 		local: stringAddr(m.Local), remote: parseAddr(m.Remote), tls: m.TLS,
 		token: m.TokenHash, sent: m.Sent, acked: m.Acked, received: m.Received, replay: m.Replay, in: m.In,
+		notices: m.Notices,
 	}
 	if t := m.Term; t != nil {
 		c.term = &terminal{

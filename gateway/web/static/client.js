@@ -3,6 +3,11 @@
 // scrollback and input history, masks the input while the game has echo
 // off, shows prompts, and comes back to the same session when the
 // connection breaks.
+//
+// What the game sends is never taken for the gateway's word: the gateway's
+// notices come in text messages, which only the gateway sends, and are
+// shown apart; and a link in the game's output (OSC 8) is live only to an
+// origin the operator allowed (-ws-link-origins), with its address shown.
 import { AnsiUp } from "./ansi_up.js";
 
 const IAC = 255, DONT = 254, DO = 253, WONT = 252, WILL = 251, SB = 250,
@@ -18,6 +23,8 @@ const out = $("out"), input = $("input"), promptEl = $("prompt");
 const ansi = new AnsiUp();
 ansi.use_classes = false;
 const decoder = new TextDecoder("utf-8");
+const linkOrigins = new Set(
+  (document.querySelector('meta[name="holdfast-link-origins"]')?.content || "").split(/\s+/).filter(Boolean));
 const encoder = new TextEncoder();
 
 let ws = null;
@@ -49,14 +56,56 @@ function setState(text, cls) {
   window.holdfastState = text;
 }
 
-function append(html, cls) {
+// liveLinks keeps the links in rendered output that go to an allowed
+// origin, opening in a new tab with no hold on this page and their address
+// shown; any other becomes its plain text.
+function liveLinks(root) {
+  for (const a of root.querySelectorAll("a")) {
+    let url = null;
+    try { url = new URL(a.getAttribute("href")); } catch (e) { url = null; }
+    if (url && (url.protocol === "https:" || url.protocol === "http:") && linkOrigins.has(url.origin)) {
+      a.href = url.href;
+      a.rel = "noopener noreferrer";
+      a.target = "_blank";
+      a.title = url.href;
+      if (a.textContent !== url.href) a.after(document.createTextNode(" <" + url.href + ">"));
+    } else {
+      a.replaceWith(document.createTextNode(a.textContent));
+    }
+  }
+}
+
+function appendNode(node) {
   const atBottom = out.scrollHeight - out.scrollTop - out.clientHeight < 40;
-  const span = document.createElement("span");
-  if (cls) span.className = cls;
-  span.innerHTML = html;
-  out.appendChild(span);
+  out.appendChild(node);
   while (out.childNodes.length > MAX_LINES) out.removeChild(out.firstChild);
   if (atBottom) out.scrollTop = out.scrollHeight;
+}
+
+function append(html, cls) {
+  const t = document.createElement("template");
+  t.innerHTML = html;
+  liveLinks(t.content);
+  const span = document.createElement("span");
+  if (cls) span.className = cls;
+  span.appendChild(t.content);
+  appendNode(span);
+}
+
+// showNotice shows a notice from the gateway itself, apart from the game's
+// output; the game's comings and goings are known from them.
+function showNotice(text) {
+  if (text.startsWith("[holdfast] The game is restarting") || text.startsWith("[holdfast] The game is not running")) {
+    gameAway = true;
+  } else if (text.startsWith("[holdfast] The game is back")) {
+    gameAway = false;
+  }
+  const div = document.createElement("span");
+  div.className = "gateway-notice";
+  div.setAttribute("role", "status");
+  div.textContent = text.replace(/\s+$/, "");
+  appendNode(div);
+  if (ready) showConnected();
 }
 
 // showConnected shows the state of a page that is connected: the game's
@@ -68,13 +117,6 @@ function showConnected() {
 
 function showText(text) {
   if (!text) return;
-  if (text.includes("[holdfast] The game is restarting") || text.includes("[holdfast] The game is not running")) {
-    gameAway = true;
-    showConnected();
-  } else if (text.includes("[holdfast] The game is back")) {
-    gameAway = false;
-    showConnected();
-  }
   append(ansi.ansi_to_html(text));
   const nl = text.lastIndexOf("\n");
   partial = nl < 0 ? partial + text : text.slice(nl + 1);
@@ -223,6 +265,7 @@ function connect() {
   ws.onmessage = (ev) => {
     if (typeof ev.data === "string") {
       const m = JSON.parse(ev.data);
+      if (typeof m.notice === "string") { showNotice(m.notice); return; }
       if (m.token) token = m.token;
       ready = true;
       if (m.resumed) {
