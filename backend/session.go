@@ -370,7 +370,7 @@ func (s *Session) fromStream(p []byte) (int, error) {
 		s.hungup = true
 		s.mu.Unlock()
 		return 0, io.EOF
-	case link.FrameFacts, link.FrameGMCPIn:
+	case link.FrameFacts, link.FrameFactsUpdate, link.FrameGMCPIn:
 		payload, err := s.fr.Payload()
 		if err != nil {
 			return 0, err
@@ -453,22 +453,32 @@ func (timeoutError) Error() string   { return "backend: read deadline passed" }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
 
-// event hands a Facts or GMCP frame to the application's callbacks.
+// event hands a Facts, FactsUpdate or GMCP frame to the application's
+// callbacks. A FactsUpdate carries only what changed: it is merged into
+// the facts the session has.
 func (s *Session) event(typ byte, payload []byte) {
 	s.mu.Lock()
 	onFacts, onGMCP := s.onFacts, s.onGMCP
 	var facts Facts
-	if typ == link.FrameFacts {
+	isFacts := typ == link.FrameFacts || typ == link.FrameFactsUpdate
+	switch typ {
+	case link.FrameFacts:
 		f, err := link.ParseFacts(payload)
 		if err != nil {
 			s.mu.Unlock()
 			return
 		}
 		s.facts, facts = f, f
+	case link.FrameFactsUpdate:
+		if _, err := s.facts.ApplyUpdate(payload); err != nil {
+			s.mu.Unlock()
+			return
+		}
+		facts = s.facts
 	}
 	s.mu.Unlock()
 	switch {
-	case typ == link.FrameFacts && onFacts != nil:
+	case isFacts && onFacts != nil:
 		onFacts(facts)
 	case typ == link.FrameGMCPIn && onGMCP != nil:
 		pkg, data, _ := strings.Cut(string(payload), " ")

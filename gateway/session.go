@@ -110,7 +110,12 @@ type session struct {
 	// the next Open says so.
 	handover bool
 	facts    link.Facts
-	hello    [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
+	// factsDirty names the facts that changed since the current stream
+	// had them (in its Open or the last update); factsTimer is set while
+	// the next update waits for factsInterval to pass.
+	factsDirty link.FactFields
+	factsTimer *time.Timer
+	hello      [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
 
 	wmu sync.Mutex // serialises frames on the stream, and attaching
 }
@@ -633,6 +638,7 @@ func (s *session) attach(lk *backendLink) bool {
 	}
 	s.mu.Lock()
 	o := link.Open{ID: s.id, Offset: s.inOff, Facts: s.facts, State: s.state}
+	s.factsDirty = 0 // the Open has them all
 	if s.opened && !carryOn {
 		s.resumed++
 		s.srv.metrics.resumes.Inc()
@@ -920,6 +926,7 @@ func (s *session) abort() {
 	s.mu.Lock()
 	was := s.gone
 	s.gone = true
+	s.stopFactsLocked()
 	s.space.Broadcast()
 	s.mu.Unlock()
 	s.out.close()
@@ -938,6 +945,7 @@ func (s *session) finish(reason string, flush bool) {
 		return
 	}
 	s.gone = true
+	s.stopFactsLocked()
 	st := s.st
 	s.in = nil
 	s.space.Broadcast()

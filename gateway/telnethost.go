@@ -12,8 +12,20 @@ import (
 // client to answer the telnet offers before the backend sees it.
 const negotiationWait = 300 * time.Millisecond
 
-// maxHello bounds the GMCP handshake messages kept for each new backend.
-const maxHello = 16
+// The GMCP handshake messages kept for each new backend: at most
+// maxHello of them and maxHelloBytes in all, for the session's life. A
+// client's Core.Hello and Core.Supports.Set are a few hundred bytes; what
+// comes past either bound still goes to the backend attached now, and is
+// not kept.
+const (
+	maxHello      = 8
+	maxHelloBytes = 4 << 10
+)
+
+// factsInterval is the shortest time between two facts updates of one
+// session on the link: a client whose window is being dragged sends a
+// NAWS for each step, and the game needs only where it stopped.
+const factsInterval = 200 * time.Millisecond
 
 // fromPlayer runs the telnet engine over bytes from the player, appends
 // the application input to dst, and passes what the engine learnt on to
@@ -26,23 +38,85 @@ func (s *session) fromPlayer(dst, src []byte) []byte {
 	gmcp := s.engine.TakeGMCP()
 	s.tmu.Unlock()
 	if changed {
-		s.mu.Lock()
-		s.facts = mergeFacts(s.facts, f)
-		facts := s.facts
-		s.mu.Unlock()
-		s.toBackend(link.FrameFacts, facts.Append(nil))
+		s.learnt(f)
 	}
 	for _, m := range gmcp {
 		if isHello(m) {
-			s.mu.Lock()
-			if len(s.hello) < maxHello {
-				s.hello = append(s.hello, m)
-			}
-			s.mu.Unlock()
+			s.keepHello(m)
 		}
 		s.toBackend(link.FrameGMCPIn, m)
 	}
 	return dst
+}
+
+// keepHello keeps a GMCP handshake message for each new backend, within
+// the bounds.
+func (s *session) keepHello(m []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kept := 0
+	for _, h := range s.hello {
+		kept += len(h)
+	}
+	if len(s.hello) < maxHello && kept+len(m) <= maxHelloBytes {
+		s.hello = append(s.hello, m)
+	}
+}
+
+// learnt takes what the engine knows into the session's facts, and sends
+// the backend what changed: at once, unless an update went less than
+// factsInterval ago; then the timer that interval set sends the latest
+// values when it is over.
+func (s *session) learnt(t telnet.Facts) {
+	s.mu.Lock()
+	f := mergeFacts(s.facts, t)
+	s.factsDirty |= f.Diff(&s.facts)
+	s.facts = f
+	s.mu.Unlock()
+	s.sendFacts(false)
+}
+
+// sendFacts sends a FactsUpdate with the facts that changed since the
+// current stream last had them, and holds the next one back for
+// factsInterval. tick is set when that interval is over. With nothing
+// changed, or no stream to send on (an attach sends every fact in its
+// Open), the interval ends without an update.
+func (s *session) sendFacts(tick bool) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	if !tick && s.factsTimer != nil {
+		s.mu.Unlock()
+		return // the interval is not over: its end sends them
+	}
+	st, lk := s.st, s.lk
+	if s.factsDirty == 0 || st == nil || s.moving || s.gone || lk.leaving() {
+		if tick {
+			s.factsTimer = nil
+		}
+		s.mu.Unlock()
+		return
+	}
+	b := link.AppendFrame(nil, link.FrameFactsUpdate, s.facts.AppendUpdate(nil, s.factsDirty))
+	s.factsDirty = 0
+	if s.factsTimer == nil {
+		s.factsTimer = time.AfterFunc(factsInterval, func() { s.sendFacts(true) })
+	} else {
+		s.factsTimer.Reset(factsInterval)
+	}
+	s.mu.Unlock()
+	// A failed write means the stream is dying; the next attach sends
+	// every fact in its Open.
+	st.Write(b)
+}
+
+// stopFactsLocked stops the facts timer of a session that has ended;
+// s.mu is held.
+func (s *session) stopFactsLocked() {
+	if s.factsTimer != nil {
+		s.factsTimer.Stop()
+		s.factsTimer = nil
+	}
 }
 
 // isHello reports whether a GMCP message is part of the client's

@@ -24,6 +24,8 @@ const (
 	FrameHangup byte = 12
 	FrameFacts  byte = 13
 	FrameGMCPIn byte = 14
+	// FrameFactsUpdate carries only the facts that changed.
+	FrameFactsUpdate byte = 15
 
 	FrameOutput  byte = 20
 	FrameAck     byte = 21

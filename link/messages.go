@@ -105,6 +105,119 @@ func (f *Facts) Append(b []byte) []byte {
 	return appendStr16(b, f.ReportedIP)
 }
 
+// FactFields names fields of Facts, a bit each, in the order they are
+// encoded: a FactsUpdate carries the fields it names.
+type FactFields uint16
+
+// The fields of Facts. Width and Height travel together, as NAWS sends
+// them.
+const (
+	FactClientAddr FactFields = 1 << iota
+	FactTerminal
+	FactMTTS
+	FactWindow
+	FactCharset
+	FactClientName
+	FactClientVersion
+	FactReportedIP
+
+	// FactsAll names every field this version knows.
+	FactsAll = 1<<iota - 1
+)
+
+// Diff returns the fields in which f and g differ.
+func (f *Facts) Diff(g *Facts) FactFields {
+	var d FactFields
+	set := func(bit FactFields, differ bool) {
+		if differ {
+			d |= bit
+		}
+	}
+	set(FactClientAddr, f.ClientAddr != g.ClientAddr)
+	set(FactTerminal, f.Terminal != g.Terminal)
+	set(FactMTTS, f.MTTS != g.MTTS)
+	set(FactWindow, f.Width != g.Width || f.Height != g.Height)
+	set(FactCharset, f.Charset != g.Charset)
+	set(FactClientName, f.ClientName != g.ClientName)
+	set(FactClientVersion, f.ClientVersion != g.ClientVersion)
+	set(FactReportedIP, f.ReportedIP != g.ReportedIP)
+	return d
+}
+
+// AppendUpdate encodes a FactsUpdate payload that carries the fields of f
+// named in which: fields:u16, then each named field as in Facts, in order.
+func (f *Facts) AppendUpdate(b []byte, which FactFields) []byte {
+	which &= FactsAll
+	b = binary.BigEndian.AppendUint16(b, uint16(which))
+	if which&FactClientAddr != 0 {
+		b = appendStr16(b, f.ClientAddr)
+	}
+	if which&FactTerminal != 0 {
+		b = appendStr16(b, f.Terminal)
+	}
+	if which&FactMTTS != 0 {
+		b = binary.BigEndian.AppendUint32(b, f.MTTS)
+	}
+	if which&FactWindow != 0 {
+		b = binary.BigEndian.AppendUint16(b, f.Width)
+		b = binary.BigEndian.AppendUint16(b, f.Height)
+	}
+	if which&FactCharset != 0 {
+		b = appendStr16(b, f.Charset)
+	}
+	if which&FactClientName != 0 {
+		b = appendStr16(b, f.ClientName)
+	}
+	if which&FactClientVersion != 0 {
+		b = appendStr16(b, f.ClientVersion)
+	}
+	if which&FactReportedIP != 0 {
+		b = appendStr16(b, f.ReportedIP)
+	}
+	return b
+}
+
+// ApplyUpdate decodes a FactsUpdate payload into f: each field it carries
+// replaces f's, the others stay. It returns the fields it carried that
+// this version knows; the fields of a later version come after them, and
+// they and any bytes after the known fields are ignored. On an error f is
+// left as it was.
+func (f *Facts) ApplyUpdate(p []byte) (FactFields, error) {
+	d := decoder{b: p}
+	which := FactFields(d.u16()) & FactsAll
+	g := *f
+	if which&FactClientAddr != 0 {
+		g.ClientAddr = d.str16()
+	}
+	if which&FactTerminal != 0 {
+		g.Terminal = d.str16()
+	}
+	if which&FactMTTS != 0 {
+		g.MTTS = d.u32()
+	}
+	if which&FactWindow != 0 {
+		g.Width = d.u16()
+		g.Height = d.u16()
+	}
+	if which&FactCharset != 0 {
+		g.Charset = d.str16()
+	}
+	if which&FactClientName != 0 {
+		g.ClientName = d.str16()
+	}
+	if which&FactClientVersion != 0 {
+		g.ClientVersion = d.str16()
+	}
+	if which&FactReportedIP != 0 {
+		g.ReportedIP = d.str16()
+	}
+	if d.err != nil {
+		return 0, d.err
+	}
+	*f = g
+	return which, nil
+}
+
 func (f *Facts) decode(d *decoder) {
 	f.ClientAddr = d.str16()
 	f.Terminal = d.str16()
@@ -117,7 +230,8 @@ func (f *Facts) decode(d *decoder) {
 	f.ReportedIP = d.str16()
 }
 
-// ParseFacts decodes a Facts payload.
+// ParseFacts decodes a Facts payload: the whole record, as gateways of an
+// earlier version sent it on each change (this version sends FactsUpdate).
 func ParseFacts(b []byte) (Facts, error) {
 	d := decoder{b: b}
 	var f Facts

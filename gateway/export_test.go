@@ -1,0 +1,4 @@
+package gateway
+
+// FactsInterval is factsInterval, for the tests of package gateway_test.
+const FactsInterval = factsInterval
