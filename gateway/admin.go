@@ -6,9 +6,14 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"holdfast/gateway/telnet"
 )
 
-// SessionInfo describes one held session for an operator.
+// SessionInfo describes one held session for an operator. What a player
+// supplied (Terminal, ClientApp) is printable ASCII: the gateway keeps it
+// so where it learns it, and a session that came from a process of an
+// earlier version has it made so here.
 type SessionInfo struct {
 	ID        string    `json:"id"`
 	Client    string    `json:"client"` // the player's address, after any PROXY header
@@ -39,8 +44,8 @@ func (s *Server) Sessions() []SessionInfo {
 			TLS:       isTLS || ss.tls,
 			Kind:      ss.kind,
 			Since:     ss.since,
-			Terminal:  ss.facts.Terminal,
-			ClientApp: ss.facts.ClientName,
+			Terminal:  telnet.Printable([]byte(ss.facts.Terminal), -1),
+			ClientApp: telnet.Printable([]byte(ss.facts.ClientName), -1),
 			Width:     ss.facts.Width,
 			Height:    ss.facts.Height,
 			Attached:  ss.st != nil,

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -59,13 +60,33 @@ func runSessions(args []string, out io.Writer) error {
 		if s.Width > 0 {
 			size = fmt.Sprintf("%dx%d", s.Width, s.Height)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s ago)\t%s\t%s\t%s\t%d\t%d\t%d\n", s.ID, client, orDash(s.Kind),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s ago)\t%s\t%s\t%s\t%d\t%d\t%d\n", shown(s.ID), shown(client), orDash(shown(s.Kind)),
 			s.Since.Local().Format(time.DateTime), now.Sub(s.Since).Round(time.Second),
-			orDash(s.Terminal), size, state, s.Resumed, s.BytesIn, s.BytesOut)
+			orDash(shown(s.Terminal)), size, state, s.Resumed, s.BytesIn, s.BytesOut)
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "%d sessions\n", len(list))
 	return nil
+}
+
+// shown returns a field for an operator's terminal: what a player
+// supplied (a terminal type) or another process reported. Anything but
+// printable ASCII is written as a Go escape (\x1b, \t, \u202e), and a
+// backslash as \\, so that a player can neither set the operator's
+// window title nor forge a row or a column.
+func shown(s string) string {
+	plain := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c > '~' || c == '\\' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return s
+	}
+	q := strconv.QuoteToASCII(s)
+	return strings.ReplaceAll(q[1:len(q)-1], `\"`, `"`)
 }
 
 func orDash(s string) string {
