@@ -212,7 +212,9 @@ func (p *page) next() error {
 			p.t.Fatalf("a control message without a token: %q", msg)
 		}
 		p.token, p.resumed, p.missed = m.Token, p.resumed || m.Resumed, p.missed+m.Missed
-		return nil
+		// As the web client does: the token it had is spent once this one
+		// is kept.
+		return p.c.Write(p.ctx, websocket.MessageText, []byte(`{"kept_token":true}`))
 	}
 	p.got += uint64(len(msg))
 	p.text.Write(p.dec.Decode(nil, msg, nopHandler{}))

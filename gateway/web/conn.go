@@ -43,7 +43,13 @@ type Conn struct {
 	closed   bool
 	rdl      time.Time
 	wdl      time.Time
-	token    string // the hash of the one token that resumes this Conn
+	// The tokens that resume this Conn, by their hashes: token, the one
+	// the page is known to have, and fresh, the one given to the page last
+	// and not yet acknowledged. Both resume it: a page whose connection
+	// broke as fresh was sent, or whose acknowledgement was lost, comes
+	// back with token. Once the page acknowledges fresh, token is spent.
+	token string
+	fresh string
 
 	// Output, written by one writer at a time. replay keeps what the
 	// client has not acknowledged yet, the last len(replay) bytes of sent.
@@ -291,7 +297,8 @@ func (c *Conn) endLocked() {
 		c.ended = io.EOF
 	}
 	c.l.forget(c.token)
-	c.token = ""
+	c.l.forget(c.fresh)
+	c.token, c.fresh = "", ""
 	c.broadcastLocked()
 }
 
@@ -373,7 +380,7 @@ func (c *Conn) pump(ws *websocket.Conn, gen uint64) {
 			return
 		}
 		if c.resumable && typ == websocket.MessageText {
-			c.control(msg)
+			c.control(gen, msg)
 			continue
 		}
 		raw := len(msg)

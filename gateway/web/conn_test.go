@@ -245,11 +245,15 @@ func FuzzControl(f *testing.F) {
 	f.Add([]byte(`{"ack":3}`))
 	f.Add([]byte(`{"ack":18446744073709551615}`))
 	f.Add([]byte(`{"ack":-1,"x":[1,2]}`))
+	f.Add([]byte(`{"kept_token":true,"ack":4}`))
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		c := &Conn{l: &Listener{}, resumable: true, sent: 10, replay: []byte("0123456789")}
-		c.control(msg)
+		c := &Conn{l: &Listener{}, resumable: true, sent: 10, replay: []byte("0123456789"), token: "old", fresh: "new"}
+		c.control(0, msg)
 		if len(c.replay) > 10 || c.acked > c.sent || uint64(len(c.replay)) < c.sent-c.acked {
 			t.Fatalf("replay %q acked %d sent %d", c.replay, c.acked, c.sent)
+		}
+		if !(c.token == "old" && c.fresh == "new") && !(c.token == "new" && c.fresh == "") {
+			t.Fatalf("tokens %q and %q after %q", c.token, c.fresh, msg)
 		}
 	})
 }

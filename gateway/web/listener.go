@@ -453,14 +453,34 @@ func writeControl(ws *websocket.Conn, m control) error {
 	return ws.Write(ctx, websocket.MessageText, b)
 }
 
-// control handles a resumable page's message: an acknowledgement.
-func (c *Conn) control(msg []byte) {
+// control handles a resumable page's message on WebSocket generation gen:
+// an acknowledgement of output, or of the token this WebSocket brought.
+func (c *Conn) control(gen uint64, msg []byte) {
 	var m struct {
-		Ack uint64 `json:"ack"`
+		Ack       uint64 `json:"ack"`
+		KeptToken bool   `json:"kept_token"`
 	}
-	if len(msg) <= maxControl && json.Unmarshal(msg, &m) == nil && m.Ack > 0 {
+	if len(msg) > maxControl || json.Unmarshal(msg, &m) != nil {
+		return
+	}
+	if m.Ack > 0 {
 		c.ack(m.Ack)
 	}
+	if m.KeptToken {
+		c.keptToken(gen)
+	}
+}
+
+// keptToken is the page's word that it has the token WebSocket gen
+// brought: the one it had before is spent.
+func (c *Conn) keptToken(gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen || c.fresh == "" {
+		return
+	}
+	c.l.forget(c.token)
+	c.token, c.fresh = c.fresh, ""
 }
 
 // resume gives a returning page its session back, or refuses it.
@@ -472,7 +492,7 @@ func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) {
 		ws.Close(closeTooMany, "too many attempts; wait a minute")
 		return
 	}
-	c := l.lookup(h.Resume)
+	c, th := l.lookup(h.Resume)
 	if c == nil {
 		l.failed(ip, time.Now())
 		l.metrics.refused.WithLabelValues("unknown_token").Inc()
@@ -480,7 +500,7 @@ func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) {
 		ws.Close(closeUnknownToken, "no such session: it ended, or the token was used")
 		return
 	}
-	if err := c.attach(ws, h.Got); err != nil {
+	if err := c.attach(ws, th, h.Got); err != nil {
 		ws.Close(closeUnknownToken, "no such session: it ended")
 		return
 	}
@@ -488,9 +508,11 @@ func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) {
 	l.log().Info("web: player's connection resumed", zap.Stringer("client", remote), zap.Stringer("was", c.remote))
 }
 
-// attach makes ws the Conn's WebSocket: the output the page has not had is
-// sent again, with a new token.
-func (c *Conn) attach(ws *websocket.Conn, got uint64) error {
+// attach makes ws the Conn's WebSocket, for a page that came with the
+// token of hash th: the output the page has not had is sent again, with a
+// new token. Of the Conn's tokens, th stays good until the page has
+// acknowledged the new one, and the other is spent.
+func (c *Conn) attach(ws *websocket.Conn, th string, got uint64) error {
 	c.mu.Lock()
 	old := c.ws
 	c.ws = nil
@@ -512,6 +534,17 @@ func (c *Conn) attach(ws *websocket.Conn, got uint64) error {
 	if c.closed || c.ended != nil || gen != c.gen {
 		c.mu.Unlock()
 		return errors.New("web: the session has ended")
+	}
+	switch th {
+	case c.fresh: // the page had the last one given
+		c.l.forget(c.token)
+		c.token, c.fresh = th, ""
+	case c.token: // the page never had it
+		c.l.forget(c.fresh)
+		c.fresh = ""
+	default: // spent by another resume meanwhile
+		c.mu.Unlock()
+		return errors.New("web: the token was spent")
 	}
 	base := c.sent - uint64(len(c.replay))
 	from := min(max(got, base), c.sent)
@@ -549,8 +582,9 @@ func (c *Conn) attach(ws *websocket.Conn, got uint64) error {
 	return nil
 }
 
-// issue gives c a new token, and forgets its last one: a token is good
-// for one resume.
+// issue gives c a new token, to be acknowledged by the page: until then
+// the token it had before still resumes it, and any other given before is
+// forgotten.
 func (l *Listener) issue(c *Conn) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -563,17 +597,20 @@ func (l *Listener) issueLocked(c *Conn) string {
 	tok := base64.RawURLEncoding.EncodeToString(b[:])
 	h := tokenHash(tok)
 	l.mu.Lock()
-	delete(l.tokens, c.token)
+	if c.fresh != "" {
+		delete(l.tokens, c.fresh)
+	}
 	l.tokens[h] = c
 	l.mu.Unlock()
-	c.token = h
+	c.fresh = h
 	return tok
 }
 
-// lookup finds the Conn a token resumes, and spends the token. While
-// sessions arrive from another process, an unknown token waits for them,
-// within the handshake timeout.
-func (l *Listener) lookup(tok string) *Conn {
+// lookup finds the Conn a token resumes, and the token's hash; the Conn's
+// attach decides what the token is still good for. While sessions arrive
+// from another process, an unknown token waits for them, within the
+// handshake timeout.
+func (l *Listener) lookup(tok string) (*Conn, string) {
 	h := tokenHash(tok)
 	deadline := time.NewTimer(l.handshakeTimeout())
 	defer deadline.Stop()
@@ -581,11 +618,10 @@ func (l *Listener) lookup(tok string) *Conn {
 	defer l.mu.Unlock()
 	for {
 		if c := l.tokens[h]; c != nil {
-			delete(l.tokens, h)
-			return c
+			return c, h
 		}
 		if !l.arriving {
-			return nil
+			return nil, ""
 		}
 		if l.arrival == nil {
 			l.arrival = make(chan struct{})
@@ -596,7 +632,7 @@ func (l *Listener) lookup(tok string) *Conn {
 		case <-wait:
 		case <-deadline.C:
 			l.mu.Lock()
-			return nil
+			return nil, ""
 		}
 		l.mu.Lock()
 	}

@@ -22,6 +22,7 @@ type movedConn struct {
 	Remote    string
 	TLS       bool
 	TokenHash string
+	FreshHash string
 	Sent      uint64
 	Acked     uint64
 	Received  uint64
@@ -74,7 +75,7 @@ func (c *Conn) Export() ([]byte, error) {
 	}
 	m := movedConn{
 		Proto: c.proto, Local: c.local.String(), Remote: c.remote.String(), TLS: c.tls,
-		TokenHash: c.token, Sent: c.sent, Acked: c.acked, Received: c.received,
+		TokenHash: c.token, FreshHash: c.fresh, Sent: c.sent, Acked: c.acked, Received: c.received,
 		Replay: bytes.Clone(c.replay), In: bytes.Clone(c.in), Notices: slices.Clone(c.notices),
 	}
 	if t := c.term; t != nil {
@@ -100,7 +101,7 @@ func (l *Listener) Restore(state []byte) (net.Conn, error) {
 	c := &Conn{
 		l: l, proto: m.Proto, resumable: true,
 		local: stringAddr(m.Local), remote: parseAddr(m.Remote), tls: m.TLS,
-		token: m.TokenHash, sent: m.Sent, acked: m.Acked, received: m.Received, replay: m.Replay, in: m.In,
+		token: m.TokenHash, fresh: m.FreshHash, sent: m.Sent, acked: m.Acked, received: m.Received, replay: m.Replay, in: m.In,
 		notices: m.Notices,
 	}
 	if t := m.Term; t != nil {
@@ -114,7 +115,11 @@ func (l *Listener) Restore(state []byte) (net.Conn, error) {
 	c.holdLocked(c.gen)
 	c.mu.Unlock()
 	l.mu.Lock()
-	l.tokens[c.token] = c
+	for _, h := range []string{c.token, c.fresh} {
+		if h != "" {
+			l.tokens[h] = c
+		}
+	}
 	l.broadcastArrivalLocked()
 	l.mu.Unlock()
 	return c, nil

@@ -266,7 +266,12 @@ function connect() {
     if (typeof ev.data === "string") {
       const m = JSON.parse(ev.data);
       if (typeof m.notice === "string") { showNotice(m.notice); return; }
-      if (m.token) token = m.token;
+      if (m.token) {
+        // The token it had resumes the session until the gateway hears
+        // that this one is kept.
+        token = m.token;
+        ws.send(JSON.stringify({ kept_token: true }));
+      }
       ready = true;
       if (m.resumed) {
         // Again what the gateway did not get, then what was typed meanwhile.
