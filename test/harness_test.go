@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if addr := os.Getenv("HOLDFAST_PROBE_ADDR"); addr != "" {
 		runProbe(addr) // this binary runs as another host's client
 	}
+	if spec := os.Getenv("HOLDFAST_RELAY"); spec != "" {
+		runRelay(spec) // this binary runs as a relay on the link
+	}
 	dir, err := os.MkdirTemp("", "holdfast-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -55,6 +55,9 @@ func secondHost(t *testing.T) string {
 	return ns
 }
 
+// hostIface names this side's end of the veth pair to the namespace ns.
+func hostIface(ns string) string { return "hfh" + strings.TrimPrefix(ns, "hfns") }
+
 // probe sends one framed request to addr from inside the namespace, by
 // running this test binary there as a probe, and returns the whole answer.
 func probe(t *testing.T, ns, addr string, req []byte) []byte {
