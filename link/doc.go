@@ -105,10 +105,13 @@
 //	         values of a burst (a window being dragged), and none is lost.
 //	         Bits this version does not know name fields after the ones it
 //	         knows, and are ignored with them
-//	Facts    the whole facts record, as in Open: what gateways of an earlier
-//	         version sent on each change, and a backend still takes. (Sent
-//	         whole, a player's burst of window sizes cost the link up to
-//	         the record's size, about 32 KiB, per 9-byte NAWS.)
+//	Facts    the whole facts record, as in Open. A gateway of this version
+//	         sends FactsUpdate instead; a backend takes either. (Version 1
+//	         sent the whole record on every change, so a player's burst of
+//	         window sizes cost the link up to the record's size, tens of
+//	         KiB, per 9-byte NAWS.) The update is a frame type of its own,
+//	         not a new Facts payload, so that no reader can take one for
+//	         the other
 //	GMCPIn   a GMCP message from the client: "Package.Message json"
 //
 // Session stream, backend->gateway:
