@@ -125,6 +125,16 @@ func readPreamble(r io.Reader) error {
 	return nil
 }
 
+// conn is the link's encrypted connection. Its Close closes the TCP
+// connection at once: TLS's own close (close_notify) would wait up to 5 s
+// for a peer that does not read, and yamux says goodbye in its frames.
+type conn struct {
+	*tls.Conn
+	raw net.Conn
+}
+
+func (c conn) Close() error { return c.raw.Close() }
+
 // GatewayHandshake authenticates a freshly dialed backend connection from
 // the gateway's side. It returns the encrypted connection, ready for
 // yamux, and the backend's instance name, learnt over it.
@@ -169,7 +179,7 @@ func GatewayHandshake(c net.Conn, cookie []byte) (net.Conn, string, error) {
 	if !hmac.Equal(got[:macLen], proof(cookie, backendLabel, cb, string(inst))) {
 		return nil, "", fmt.Errorf("%w: backend does not hold the cookie", ErrAuth)
 	}
-	return tc, string(inst), nil
+	return conn{tc, c}, string(inst), nil
 }
 
 // BackendHandshake authenticates an accepted gateway connection from the
@@ -209,5 +219,5 @@ func BackendHandshake(c net.Conn, cr *Credentials) (net.Conn, error) {
 	if _, err := tc.Write(msg); err != nil {
 		return nil, fmt.Errorf("link: handshake: %w", err)
 	}
-	return tc, nil
+	return conn{tc, c}, nil
 }

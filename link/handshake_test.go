@@ -68,7 +68,7 @@ func TestHandshake(t *testing.T) {
 	}
 	// What follows runs inside TLS 1.3.
 	for _, c := range []net.Conn{gw, be} {
-		if v := c.(*tls.Conn).ConnectionState().Version; v != tls.VersionTLS13 {
+		if v := c.(conn).ConnectionState().Version; v != tls.VersionTLS13 {
 			t.Fatalf("TLS version %x, want 1.3", v)
 		}
 	}
