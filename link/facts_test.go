@@ -33,7 +33,7 @@ func TestFactsUpdate(t *testing.T) {
 			from := factsFull
 			which := tc.to.Diff(&from)
 			if which != tc.fields {
-				t.Fatalf("Diff = %08b, want %08b", which, tc.fields)
+				t.Fatalf("Diff = %v, want %v", which, tc.fields)
 			}
 			p := tc.to.AppendUpdate(nil, which)
 			if len(p) != tc.payload {
@@ -41,7 +41,7 @@ func TestFactsUpdate(t *testing.T) {
 			}
 			got, err := from.ApplyUpdate(p)
 			if err != nil || got != which {
-				t.Fatalf("ApplyUpdate = %08b, %v", got, err)
+				t.Fatalf("ApplyUpdate = %v, %v", got, err)
 			}
 			if from != tc.to {
 				t.Errorf("after the update %+v\nwant %+v", from, tc.to)
@@ -61,7 +61,7 @@ func TestFactsUpdateLater(t *testing.T) {
 	f := factsFull
 	which, err := f.ApplyUpdate(p)
 	if err != nil || which != FactWindow || f != to {
-		t.Fatalf("ApplyUpdate = %08b, %v; facts %+v", which, err, f)
+		t.Fatalf("ApplyUpdate = %v, %v; facts %+v", which, err, f)
 	}
 }
 
@@ -77,6 +77,22 @@ func TestFactsUpdateShort(t *testing.T) {
 		}
 		if f != factsFull {
 			t.Errorf("%d of %d bytes changed the facts: %+v", n, len(p), f)
+		}
+	}
+}
+
+func TestFactFieldsString(t *testing.T) {
+	for _, tc := range []struct {
+		f    FactFields
+		want string
+	}{
+		{0, "none"},
+		{FactWindow, "window"},
+		{FactTerminal | FactWindow, "terminal|window"},
+		{FactReportedIP | 1<<12, "reportedip|bit12"},
+	} {
+		if got := tc.f.String(); got != tc.want {
+			t.Errorf("%016b: %q, want %q", uint16(tc.f), got, tc.want)
 		}
 	}
 }
@@ -104,7 +120,7 @@ func FuzzFactsUpdate(f *testing.F) {
 			t.Fatalf("%x re-encodes as %x", p, again)
 		}
 		if changed := facts.Diff(&factsFull); changed&^which != 0 {
-			t.Fatalf("fields %08b changed, only %08b carried", changed, which)
+			t.Fatalf("fields %v changed, only %v carried", changed, which)
 		}
 	})
 }

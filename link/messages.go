@@ -125,6 +125,31 @@ const (
 	FactsAll = 1<<iota - 1
 )
 
+var factNames = [...]string{"client", "terminal", "mtts", "window", "charset", "clientname", "clientversion", "reportedip"}
+
+// String names the fields, "window|terminal"; a bit this version does not
+// know is shown as its number.
+func (w FactFields) String() string {
+	if w == 0 {
+		return "none"
+	}
+	var b []byte
+	for i := range 16 {
+		if w&(1<<i) == 0 {
+			continue
+		}
+		if len(b) > 0 {
+			b = append(b, '|')
+		}
+		if i < len(factNames) {
+			b = append(b, factNames[i]...)
+		} else {
+			b = fmt.Appendf(b, "bit%d", i)
+		}
+	}
+	return string(b)
+}
+
 // Diff returns the fields in which f and g differ.
 func (f *Facts) Diff(g *Facts) FactFields {
 	var d FactFields
