@@ -559,7 +559,8 @@ func (s *Server) arrive(m *movedSession, f *os.File) (*session, error) {
 	ss.pendingOut = m.Out
 	ss.in, ss.inOff = m.In, m.InOff
 	ss.state, ss.resumed, ss.opened, ss.noticed, ss.lost = m.State, m.Resumed, m.Opened, m.Noticed, m.Lost
-	ss.facts, ss.hello, ss.moveFrom = m.Facts, m.Hello, m.MoveFrom
+	ss.facts, ss.hello = boundMoved(m.Facts, m.Hello)
+	ss.moveFrom = m.MoveFrom
 	ss.negotiated = true
 	return ss, nil
 }

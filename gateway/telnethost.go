@@ -63,6 +63,27 @@ func (s *session) keepHello(m []byte) {
 	}
 }
 
+// boundMoved bounds what a session brings from another gateway process,
+// which may be of an earlier version that kept more: its facts, as this
+// version learns them, and its GMCP hello, as this version keeps it.
+func boundMoved(f link.Facts, hello [][]byte) (link.Facts, [][]byte) {
+	f.Terminal = telnet.Printable([]byte(f.Terminal), telnet.MaxTerminal)
+	f.Charset = telnet.Printable([]byte(f.Charset), telnet.MaxTerminal)
+	f.ClientName = telnet.Printable([]byte(f.ClientName), telnet.MaxEnvValue)
+	f.ClientVersion = telnet.Printable([]byte(f.ClientVersion), telnet.MaxEnvValue)
+	f.ReportedIP = telnet.Printable([]byte(f.ReportedIP), telnet.MaxEnvValue)
+	var kept [][]byte
+	total := 0
+	for _, m := range hello {
+		if len(kept) == maxHello || total+len(m) > maxHelloBytes {
+			break
+		}
+		kept = append(kept, m)
+		total += len(m)
+	}
+	return f, kept
+}
+
 // learnt takes what the engine knows into the session's facts, and sends
 // the backend what changed: at once, unless an update went less than
 // factsInterval ago; then the timer that interval set sends the latest
