@@ -2,11 +2,16 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/gob"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Why a player was refused before a session started. Each is also the
@@ -89,18 +94,130 @@ func (s *Server) forgetFullBuckets(now time.Time, burst float64) {
 	}
 }
 
-// refusal says which limit a new player from ip exceeds, if any, with s.mu
-// held.
-func (s *Server) refusal(ip netip.Addr, now time.Time) string {
+// ErrRefused is what a connection beyond the limits is refused with; the
+// error that wraps it says which limit, in words for the player.
+var ErrRefused = errors.New("gateway: refused")
+
+type refusedError string // the limit, as refusalText names it
+
+func (e refusedError) Error() string {
+	return strings.TrimSpace(strings.TrimPrefix(refusalText[string(e)], "[holdfast] "))
+}
+
+func (e refusedError) Unwrap() error { return ErrRefused }
+
+// A Pass is a new connection's place within the limits, taken before its
+// handshake costs anything: until it becomes a session or is released, it
+// counts as a session does, against the per-address and total limits.
+type Pass struct {
+	s    *Server
+	ip   netip.Addr
+	done bool // used or released; guarded by s.mu
+}
+
+// Release gives the place back. It may be called more than once, and
+// after the pass became a session (then it does nothing).
+func (p *Pass) Release() {
+	if p == nil {
+		return
+	}
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	p.releaseLocked()
+}
+
+func (p *Pass) releaseLocked() {
+	if p.done {
+		return
+	}
+	p.done = true
+	p.s.npending--
+	if p.s.pendingIP[p.ip]--; p.s.pendingIP[p.ip] <= 0 {
+		delete(p.s.pendingIP, p.ip)
+	}
+}
+
+// AdmitConnection is asked as a connection from addr is accepted, before
+// its TLS handshake or anything else is read of it, where what it will be
+// is not yet known (a web listener's: a page, a WebSocket, a resume). It
+// pays the connection rate, and the connections in their handshake are
+// bounded by the per-address and total limits; the sessions held are
+// counted at AdmitSession. The pass is to be released when the handshake
+// is over.
+func (s *Server) AdmitConnection(addr net.Addr) (*Pass, error) {
+	return s.admitAddr(addr, true, false)
+}
+
+// AdmitSession is asked before a connection from addr is made a new
+// session at any cost (a WebSocket upgrade, a resume token): the sessions
+// held and the connections in their handshake are counted against the
+// per-address and total limits; the connection rate is paid unless paid
+// already (AdmitConnection). The pass goes with the connection to Serve,
+// which takes it over, or is released.
+func (s *Server) AdmitSession(addr net.Addr, paid bool) (*Pass, error) {
+	return s.admitAddr(addr, !paid, true)
+}
+
+func (s *Server) admitAddr(addr net.Addr, rate, sessions bool) (*Pass, error) {
+	s.init()
+	ip := clientIP(addr)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil, ErrServerClosed
+	}
+	if why := s.reserveLocked(ip, time.Now(), rate, sessions); why != "" {
+		s.metrics.refused.WithLabelValues(why).Inc()
+		s.log().Info("gateway: player refused", zap.Stringer("client", addr), zap.String("limit", why))
+		return nil, refusedError(why)
+	}
+	return &Pass{s: s, ip: ip}, nil
+}
+
+// reserveLocked takes a place for a connection from ip, with s.mu held, or
+// says which limit it exceeds: the rate, if it is to be paid, and the
+// connections in their handshake, with the sessions held if counted.
+func (s *Server) reserveLocked(ip netip.Addr, now time.Time, rate, sessions bool) string {
+	total, mine := s.npending, s.pendingIP[ip]
+	if sessions {
+		total += len(s.sessions)
+		mine += s.perIP[ip]
+	}
 	switch {
-	case !s.allowRate(ip, now):
+	case rate && !s.allowRate(ip, now):
 		return refusedRate
-	case s.MaxSessions > 0 && len(s.sessions) >= s.MaxSessions:
+	case s.MaxSessions > 0 && total >= s.MaxSessions:
 		return refusedTotal
-	case s.MaxPerIP > 0 && s.perIP[ip] >= s.MaxPerIP:
+	case s.MaxPerIP > 0 && mine >= s.MaxPerIP:
 		return refusedPerIP
 	}
+	s.npending++
+	s.pendingIP[ip]++
 	return ""
+}
+
+// passOf returns the pass a connection was admitted with before its
+// handshake (a web listener's WebSocket, see AdmitSession), if any.
+func (s *Server) passOf(c net.Conn) *Pass {
+	a, ok := c.(interface{ Admission() interface{ Release() } })
+	if !ok {
+		return nil
+	}
+	if p, ok := a.Admission().(*Pass); ok && p != nil && p.s == s {
+		return p
+	}
+	return nil
+}
+
+// refuseUnshaken refuses a connection before its handshake: a TLS one is
+// closed at once, as no word can reach its player without the handshake
+// that the limits are there to spare; any other is told why.
+func (s *Server) refuseUnshaken(c net.Conn, why string) {
+	if _, ok := c.(*tls.Conn); ok {
+		c.Close() // before the handshake: no alert, nothing sent
+		return
+	}
+	s.refuse(c, why)
 }
 
 // refuse tells a player why they cannot play now and closes the connection.

@@ -117,6 +117,8 @@ type Server struct {
 	closing   bool
 	drained   chan struct{}         // closed when the last session ends during Shutdown
 	pending   map[net.Conn]struct{} // connections still in their handshake
+	npending  int                   // places held by passes (see Pass)
+	pendingIP map[netip.Addr]int    // the same, by client address
 	perIP     map[netip.Addr]int
 	buckets   map[netip.Addr]*bucket
 	metrics   *metrics
@@ -163,6 +165,7 @@ func (s *Server) init() {
 		s.sessions = make(map[*session]struct{})
 		s.pending = make(map[net.Conn]struct{})
 		s.perIP = make(map[netip.Addr]int)
+		s.pendingIP = make(map[netip.Addr]int)
 		s.buckets = make(map[netip.Addr]*bucket)
 		s.metrics = newMetrics()
 		if s.Metrics != nil {
@@ -319,40 +322,57 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-// admit finishes a new connection's handshake, checks the limits against
-// the player's address and, within them, starts the player's session.
+// admit checks the limits against a new connection's address before its
+// handshake (TLS) costs anything, finishes the handshake within them, and
+// starts the player's session. A connection admitted before it came here
+// (a WebSocket, see AdmitSession) brings its pass.
 func (s *Server) admit(c net.Conn) {
 	defer s.wg.Done()
 	// RemoteAddr reads a PROXY header where the listener expects one, with
-	// the listener's own bound; a zero-length Read then finishes a TLS
-	// handshake or reports a bad PROXY header.
+	// the listener's own bound: the address the limits count by.
 	addr := c.RemoteAddr()
+	ip := clientIP(addr)
+	pass := s.passOf(c)
+	if pass == nil {
+		s.mu.Lock()
+		why := ""
+		if !s.closing {
+			why = s.reserveLocked(ip, time.Now(), true, true)
+		}
+		if s.closing || why != "" {
+			delete(s.pending, c)
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				c.Close()
+				return
+			}
+			s.metrics.refused.WithLabelValues(why).Inc()
+			s.log().Info("gateway: player refused", zap.Stringer("client", addr), zap.String("limit", why))
+			s.refuseUnshaken(c, why)
+			return
+		}
+		pass = &Pass{s: s, ip: ip}
+		s.mu.Unlock()
+	}
+	// A zero-length Read finishes a TLS handshake or reports a bad PROXY
+	// header; the place taken counts against the limits meanwhile.
 	c.SetDeadline(time.Now().Add(s.handshakeTimeout()))
 	_, err := c.Read(nil)
 	c.SetDeadline(time.Time{})
 	s.mu.Lock()
 	delete(s.pending, c)
-	closing := s.closing
-	why := ""
-	ip := clientIP(addr)
-	if err == nil && !closing {
-		why = s.refusal(ip, time.Now())
-	}
-	if err != nil || closing || why != "" {
+	if err != nil || s.closing {
+		pass.releaseLocked()
 		s.mu.Unlock()
-		switch {
-		case err != nil:
+		if err != nil {
 			s.log().Info("gateway: handshake failed", zap.Stringer("client", addr), zap.Error(err))
-			c.Close()
-		case closing:
-			c.Close()
-		default:
-			s.metrics.refused.WithLabelValues(why).Inc()
-			s.log().Info("gateway: player refused", zap.Stringer("client", addr), zap.String("limit", why))
-			s.refuse(c, why)
 		}
+		c.Close()
 		return
 	}
+	pass.releaseLocked() // a session from here on, counted as one
+	ip = pass.ip
 	s.nextID++
 	ss := newSession(s, s.idPrefix+strconv.FormatUint(s.nextID, 10), c, addr, ip)
 	s.sessions[ss] = struct{}{}

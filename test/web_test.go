@@ -566,12 +566,14 @@ func TestWebSocketForwarded(t *testing.T) {
 	b, _ := dialAs("Ben", "203.0.113.9")
 	b.login()
 	// One session per address: a second from 198.51.100.7 is refused
-	// with the reason, and closed.
-	c, _ := dialAs("Cy", "198.51.100.7")
-	if l := c.next(); !strings.Contains(l, "Too many connections from your address") {
-		t.Errorf("a second session from one forwarded address was told %q", l)
+	// before the upgrade, with the reason.
+	_, resp, err := wsDial(t, addr, "", []string{"terminal.mudstandards.org"}, http.Header{"X-Forwarded-For": {"198.51.100.7"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a second session from one forwarded address: %v, %v", resp, err)
 	}
-	c.expectClosed()
+	if body, _ := io.ReadAll(resp.Body); !strings.Contains(string(body), "Too many connections from your address") {
+		t.Errorf("a second session from one forwarded address was told %q", body)
+	}
 }
 
 // TestWebSocketUntrustedForwarded checks that X-Forwarded-For from anybody

@@ -172,7 +172,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 	if err != nil {
 		return err
 	}
-	wl, httpLns, err := listenWeb(log, cfg, socks, cert, metrics)
+	wl, httpLns, err := listenWeb(log, cfg, socks, cert, metrics, gw)
 	if err != nil {
 		for _, ln := range lns {
 			ln.Close()
@@ -325,7 +325,7 @@ func listen(log *zap.Logger, cfg *config, socks *sockets) ([]net.Listener, *cert
 // expecting PROXY headers from the configured sources, and the web
 // listener that serves them. It returns a nil listener when neither is
 // asked for.
-func listenWeb(log *zap.Logger, cfg *config, socks *sockets, cert *certificate, metrics prometheus.Registerer) (*web.Listener, []net.Listener, error) {
+func listenWeb(log *zap.Logger, cfg *config, socks *sockets, cert *certificate, metrics prometheus.Registerer, gw *gateway.Server) (*web.Listener, []net.Listener, error) {
 	if cfg.wsListen == "" && cfg.wssListen == "" {
 		return nil, nil, nil
 	}
@@ -341,6 +341,7 @@ func listenWeb(log *zap.Logger, cfg *config, socks *sockets, cert *certificate, 
 		ForwardedFrom:    cfg.forwardedFrom,
 		HandshakeTimeout: cfg.handshakeTimeout,
 		Logger:           log,
+		Admission:        webAdmission{gw},
 	}
 	var lns []net.Listener
 	for _, l := range []struct {
@@ -364,6 +365,8 @@ func listenWeb(log *zap.Logger, cfg *config, socks *sockets, cert *certificate, 
 			}
 			return nil, nil, err
 		}
+		// The limits apply before the TLS handshake and the request.
+		ln = wl.Gate(ln, l.tls)
 		if l.tls {
 			ln = tlsListener(ln, cert)
 		}
@@ -371,6 +374,26 @@ func listenWeb(log *zap.Logger, cfg *config, socks *sockets, cert *certificate, 
 		lns = append(lns, ln)
 	}
 	return wl, lns, nil
+}
+
+// webAdmission is the gateway's admission, asked by the web listener
+// before each cost a browser's connection brings.
+type webAdmission struct{ gw *gateway.Server }
+
+func (a webAdmission) AdmitConnection(remote net.Addr) (web.Admission, error) {
+	p, err := a.gw.AdmitConnection(remote)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (a webAdmission) AdmitSession(remote net.Addr, paid bool) (web.Admission, error) {
+	p, err := a.gw.AdmitSession(remote, paid)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // webURL is where a player on this machine finds the web client.

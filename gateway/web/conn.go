@@ -29,6 +29,7 @@ type Conn struct {
 	local     net.Addr
 	remote    net.Addr
 	tls       bool
+	adm       Admission // its place within the gateway's limits; nil: none taken here
 
 	mu   sync.Mutex
 	wake chan struct{} // closed when anything a waiting Read needs changes
@@ -50,6 +51,8 @@ type Conn struct {
 	// back with token. Once the page acknowledges fresh, token is spent.
 	token string
 	fresh string
+	// accepted is set once the gateway has the Conn, and its admission.
+	accepted bool
 
 	// Output, written by one writer at a time. replay keeps what the
 	// client has not acknowledged yet, the last len(replay) bytes of sent.
@@ -318,7 +321,14 @@ func (c *Conn) Close() error {
 	}
 	c.endLocked()
 	c.replay = nil
+	adm := c.adm
+	if c.accepted {
+		adm = nil // the gateway's now, and it may hold its lock here
+	}
 	c.mu.Unlock()
+	if adm != nil {
+		adm.Release()
+	}
 	if ws != nil {
 		// The closing handshake waits for the page: not the caller's
 		// business.
@@ -326,6 +336,11 @@ func (c *Conn) Close() error {
 	}
 	return nil
 }
+
+// Admission is the place the player took within the gateway's limits
+// before the upgrade (Listener.Admission), for the gateway to take over;
+// nil if none was taken here.
+func (c *Conn) Admission() Admission { return c.adm }
 
 // LocalAddr is the address the page connected to.
 func (c *Conn) LocalAddr() net.Addr { return c.local }

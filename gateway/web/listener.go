@@ -92,6 +92,11 @@ type Listener struct {
 	// MaxReplay bounds the output kept for a page that has not
 	// acknowledged it, or is away. Zero means 256 KiB.
 	MaxReplay int
+	// Admission, if set, is asked before each cost a connection brings
+	// (see Admitter and Gate): the gateway's limits apply before it is
+	// paid. Nil admits every player here, and the gateway counts them
+	// when it accepts them.
+	Admission Admitter
 	// Logger receives events. Tokens and player input are never logged.
 	Logger *zap.Logger
 	// Metrics, if set, has the listener's Prometheus metrics registered
@@ -193,6 +198,8 @@ func (l *Listener) Serve(ln net.Listener) error {
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    8 << 10,
 		ErrorLog:          zap.NewStdLog(l.log()),
+		ConnContext:       connContext,
+		ConnState:         connState,
 	}
 	l.mu.Lock()
 	if l.ctx.Err() != nil {
@@ -217,6 +224,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 	l.init()
 	select {
 	case c := <-l.accepts:
+		c.mu.Lock()
+		c.accepted = true
+		c.mu.Unlock()
 		return c, nil
 	case <-l.ctx.Done():
 		return nil, ErrClosed
@@ -343,11 +353,37 @@ const maxControl = 512
 
 func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	remote := l.clientAddr(r)
+	q := r.URL.Query()
+	// A page that says it comes back to its session (resume) has its
+	// place already; any other takes one now, before the upgrade.
+	resume := q.Has("hold") && q.Has("resume") && l.grace() > 0
+	var adm Admission
+	if resume {
+		if !l.mayTry(addrOf(remote), time.Now()) {
+			l.metrics.refused.WithLabelValues("rate_limited").Inc()
+			http.Error(w, "too many attempts; wait a minute", http.StatusTooManyRequests)
+			return
+		}
+	} else if l.Admission != nil {
+		a, err := l.Admission.AdmitSession(remote, paidConn(r))
+		if err != nil {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		adm = a
+	}
+	release := func() {
+		if adm != nil {
+			adm.Release()
+		}
+	}
 	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		Subprotocols:   protocols,
 		OriginPatterns: l.Origins,
 	})
 	if err != nil {
+		release()
 		l.log().Info("web: WebSocket refused", zap.Stringer("client", remote), zap.Error(err))
 		return
 	}
@@ -356,7 +392,6 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if proto == "" {
 		proto = ProtoTelnet
 	}
-	q := r.URL.Query()
 	c := &Conn{
 		l:         l,
 		proto:     proto,
@@ -364,6 +399,7 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		local:     localAddr(r),
 		remote:    remote,
 		tls:       r.TLS != nil,
+		adm:       adm,
 	}
 	if proto != ProtoTelnet {
 		c.term = &terminal{client: clientName(q.Get("client")), text: proto == ProtoText}
@@ -380,12 +416,18 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		})
 		h, err := readHello(l.ctx, ws)
 		if !t.Stop() || err != nil {
+			release()
 			l.log().Info("web: no hello from a resumable page", zap.Stringer("client", remote), zap.Error(err))
 			ws.Close(websocket.StatusPolicyViolation, "expected a hello")
 			return
 		}
 		if h.Resume != "" {
+			release() // its session has its place
 			l.resume(ws, remote, h)
+			return
+		}
+		if resume {
+			ws.Close(websocket.StatusPolicyViolation, "expected a resume")
 			return
 		}
 	}
@@ -394,7 +436,7 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if c.resumable {
 		tok := l.issue(c)
 		if err := writeControl(ws, control{Token: tok}); err != nil {
-			c.Close()
+			c.Close() // and its place given back
 			return
 		}
 	}

@@ -257,7 +257,9 @@ function connect() {
   ended = false;
   $("connect").hidden = true;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  ws = new WebSocket(scheme + "//" + location.host + "/ws?hold", ["telnet.mudstandards.org"]);
+  // A page with a token comes back to its session, which has its place
+  // within the gateway's limits already.
+  ws = new WebSocket(scheme + "//" + location.host + "/ws?hold" + (token ? "&resume" : ""), ["telnet.mudstandards.org"]);
   ws.binaryType = "arraybuffer";
   ws.onopen = () => {
     ws.send(JSON.stringify(token ? { resume: token, got } : {}));
