@@ -175,3 +175,42 @@ func TestGateTrustedProxy(t *testing.T) {
 		t.Errorf("%d connections and %d sessions admitted, paid %v; want 0 and 1, unpaid", adm.conns, adm.sessions, adm.paid)
 	}
 }
+
+// TestResumeAdmitsNoSession checks that a request that says it resumes,
+// and so skips the session's admission, cannot become a new session.
+func TestResumeAdmitsNoSession(t *testing.T) {
+	adm := &counter{}
+	l := &Listener{Admission: adm}
+	url := serveListener(t, l)
+	for _, tc := range []struct {
+		query, proto string
+		hello        string
+	}{
+		{"?hold&resume", "", `{}`},
+		{"?hold&resume", ProtoText, ""},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var protos []string
+		if tc.proto != "" {
+			protos = []string{tc.proto}
+		}
+		ws, _, err := websocket.Dial(ctx, url+"/ws"+tc.query, &websocket.DialOptions{Subprotocols: protos})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.hello != "" {
+			ws.Write(ctx, websocket.MessageText, []byte(tc.hello))
+		}
+		_, _, err = ws.Read(ctx)
+		if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+			t.Errorf("%s %s: %v, want closed with 1008", tc.query, tc.proto, err)
+		}
+		ws.CloseNow()
+	}
+	adm.mu.Lock()
+	defer adm.mu.Unlock()
+	if adm.sessions != 0 {
+		t.Errorf("%d sessions admitted", adm.sessions)
+	}
+}

@@ -401,6 +401,12 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		tls:       r.TLS != nil,
 		adm:       adm,
 	}
+	if resume && !c.resumable {
+		// Admitted as a returning page, it could not be one: on the text
+		// protocol no session is resumed.
+		ws.Close(websocket.StatusPolicyViolation, "resume needs ?hold on a binary protocol")
+		return
+	}
 	if proto != ProtoTelnet {
 		c.term = &terminal{client: clientName(q.Get("client")), text: proto == ProtoText}
 		c.term.width, c.term.height = size(q.Get("cols")), size(q.Get("rows"))
