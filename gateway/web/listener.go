@@ -446,8 +446,9 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// The gateway's limits come next, in its admission; a gateway that is
-	// not accepting (closing) leaves the page to try again.
+	// The gateway takes the Conn next, and its place within the limits
+	// with it (without an Admission, the limits apply there); a gateway
+	// that is not accepting (closing) leaves the page to try again.
 	t := time.NewTimer(l.handshakeTimeout())
 	defer t.Stop()
 	select {
