@@ -111,10 +111,19 @@ func (c *resumingClient) readAll(ws *websocket.Conn) error {
 				Token    string
 				Resumed  bool
 				Received uint64
+				Notice   string
 			}
 			if err := json.Unmarshal(msg, &m); err != nil {
 				return err
 			}
+			if m.Token == "" {
+				continue // a notice from the gateway: the page shows it
+			}
+			// As the web client does: the token it had is spent once the
+			// gateway hears that this one is kept.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ws.Write(ctx, websocket.MessageText, []byte(`{"kept_token":true}`))
+			cancel()
 			c.mu.Lock()
 			c.token, c.ready = m.Token, true
 			if m.Resumed {
