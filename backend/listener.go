@@ -104,6 +104,7 @@ type Listener struct {
 	byID     map[string]*Session
 	idle     chan struct{} // closed when the last session closes
 	stopping bool
+	retiring bool // a gateway said Retire: the backend stops once every gateway linked has
 	wg       sync.WaitGroup
 }
 
@@ -252,6 +253,8 @@ type gatewayLink struct {
 	waking bool
 	closed bool           // no more writers start
 	waker  sync.WaitGroup // the writer, which the link's end waits for
+
+	retired bool // the gateway said Retire on it (guarded by the Listener's mu)
 }
 
 // wake has the gateway read the session's stream again (see link.FramePark).
@@ -320,6 +323,38 @@ func (l *Listener) broken(gl *gatewayLink) {
 	}
 }
 
+// retire records that the gateway on gl has moved every player it had here
+// to this backend's successor. The backend stops once every gateway linked
+// has said so: another gateway, or the new process of a gateway's upgrade,
+// may still have players here, and would lose them.
+func (l *Listener) retire(gl *gatewayLink) {
+	l.mu.Lock()
+	gl.retired, l.retiring = true, true
+	all := l.allRetiredLocked()
+	l.mu.Unlock()
+	if !all {
+		l.log.Info("backend: a gateway moved its players to the successor; waiting for the other gateways")
+		return
+	}
+	if l.stop() {
+		l.log.Info("backend: every player went to the successor; stopping")
+	}
+}
+
+// allRetiredLocked reports whether a gateway said Retire and every gateway
+// still linked has.
+func (l *Listener) allRetiredLocked() bool {
+	if !l.retiring {
+		return false
+	}
+	for gl := range l.links {
+		if !gl.retired {
+			return false
+		}
+	}
+	return true
+}
+
 // MSSPVar is one variable of the server status that MUD crawlers ask for
 // (MSSP): NAME, CODEBASE, CONTACT, WEBSITE... A variable may have several
 // values.
@@ -381,8 +416,12 @@ func (l *Listener) serveLink(c net.Conn) {
 		gl.stopWakes()
 		l.mu.Lock()
 		delete(l.links, gl)
+		retire := l.allRetiredLocked()
 		l.mu.Unlock()
 		l.log.Info("backend: gateway link closed", zap.Stringer("peer", c.RemoteAddr()))
+		if retire && l.stop() {
+			l.log.Info("backend: every player went to the successor; stopping")
+		}
 	}()
 	for {
 		st, err := mux.AcceptStream()
@@ -492,8 +531,7 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			return
 		}
 		if typ == link.FrameRetire {
-			l.log.Info("backend: every player went to the successor; stopping")
-			l.stop()
+			l.retire(gl)
 			continue
 		}
 		if typ != link.FrameMove && typ != link.FrameRelease && typ != link.FramePark {
