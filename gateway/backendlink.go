@@ -188,6 +188,16 @@ func (lk *backendLink) readControl(s *Server) {
 	}
 }
 
+// LinkedAddr returns the address of the backend the server is linked to,
+// "" while it is linked to none.
+func (s *Server) LinkedAddr() string {
+	s.init()
+	if lk := s.current(); lk != nil {
+		return lk.addr
+	}
+	return ""
+}
+
 // backendName splits Backend into the name and the registry to ask.
 func (s *Server) backendName() (name, registry, host string) {
 	name = s.Backend
@@ -218,11 +228,26 @@ func (s *Server) keepLink() {
 	}
 	w := &watcher{client: client, name: name, host: host, embedded: embedded}
 	var delay time.Duration
+	prefer := s.PreferBackend
 	for s.ctx.Err() == nil {
 		if succ := s.takeSuccessor(); succ != nil {
 			// A deploy: the successor that took the players over serves on.
 			s.serveLink(succ, name, w)
 			continue
+		}
+		if prefer != "" {
+			lk, err := s.dialAddr(prefer)
+			if err != nil {
+				s.log().Info("gateway: the backend to link to first is not there; asking the registry",
+					zap.String("addr", prefer), zap.Error(err))
+			}
+			prefer = ""
+			if err == nil {
+				s.wg.Add(1)
+				go lk.readControl(s)
+				s.serveLink(lk, name, w)
+				continue
+			}
 		}
 		var changed <-chan struct{}
 		if embedded != nil {
@@ -261,7 +286,11 @@ func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLi
 	if err != nil {
 		return nil, err
 	}
-	addr := net.JoinHostPort(host, strconv.Itoa(int(node.Port)))
+	return s.dialAddr(net.JoinHostPort(host, strconv.Itoa(int(node.Port))))
+}
+
+// dialAddr dials a backend at addr and authenticates it.
+func (s *Server) dialAddr(addr string) (*backendLink, error) {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	c, err := d.DialContext(s.ctx, "tcp", addr)
 	if err != nil {
@@ -311,30 +340,43 @@ func (s *Server) serveLink(lk *backendLink, name string, w *watcher) {
 	found := make(chan *backendLink, 1)
 	s.wg.Add(1)
 	go s.watchSuccessor(watchCtx, lk, w, found)
-	var handed chan struct{}
-	var tookOver bool
+	handed := make(chan bool, 1)
+	handing, tookOver := false, false
 	reason := "backend link lost"
 wait:
-	select {
-	case <-lk.mux.CloseChan():
-		// A Goodbye may still wait, unread, in the control stream.
-		<-lk.ctrlEnd
-	case <-lk.goodbye:
-	case <-s.ctx.Done():
-		reason = "gateway closing"
-	case succ := <-found:
-		handed = make(chan struct{})
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer close(handed)
-			tookOver = s.handOver(lk, succ)
-		}()
-		goto wait
+	for {
+		select {
+		case <-lk.mux.CloseChan():
+			// A Goodbye may still wait, unread, in the control stream.
+			<-lk.ctrlEnd
+			break wait
+		case <-lk.goodbye:
+			break wait
+		case <-s.ctx.Done():
+			reason = "gateway closing"
+			break wait
+		case succ := <-found:
+			handing = true
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				handed <- s.handOver(lk, succ)
+			}()
+		case ok := <-handed:
+			handing = false
+			if ok {
+				tookOver = true
+				break wait
+			}
+			// Not taken over: this backend serves on, and may yet have
+			// a successor.
+			s.wg.Add(1)
+			go s.watchSuccessor(watchCtx, lk, w, found)
+		}
 	}
 	stopWatch()
-	if handed != nil {
-		<-handed // the successor, if it took over, is the next link
+	if handing {
+		tookOver = <-handed // the successor, if it took over, is the next link
 	}
 	if lk.saidGoodbye() {
 		reason = "backend said goodbye"

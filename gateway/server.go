@@ -101,6 +101,12 @@ type Server struct {
 	// page opens a new WebSocket to this process (see web.Listener.Restore).
 	// Nil refuses such sessions, and they stay where they were.
 	Reconnect func(state []byte) (net.Conn, error)
+	// PreferBackend is the address of a backend to link to first, before
+	// the registry is asked: the new process of an upgrade links to the
+	// backend the old one is linked to, which holds the sessions it takes
+	// (during a deploy the registry's name may lead to the other backend).
+	// Empty asks the registry.
+	PreferBackend string
 
 	once      sync.Once
 	ctx       context.Context // done at Close
@@ -124,6 +130,9 @@ type Server struct {
 	metrics   *metrics
 	wg        sync.WaitGroup
 	handedOff bool // another process accepts on the listeners now
+
+	moveTok    chan struct{} // held by the move under way: see BeginMove
+	moveHolder string        // what kind of move holds it
 
 	relays   sync.WaitGroup // relays (TLS, WebSocket) for sessions another process holds
 	relaySet map[*relay]struct{}
@@ -168,6 +177,7 @@ func (s *Server) init() {
 		s.pendingIP = make(map[netip.Addr]int)
 		s.buckets = make(map[netip.Addr]*bucket)
 		s.metrics = newMetrics()
+		s.moveTok = make(chan struct{}, 1)
 		if s.Metrics != nil {
 			for _, c := range append(s.metrics.collectors(), collector{s}) {
 				if err := s.Metrics.Register(c); err != nil {

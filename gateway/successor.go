@@ -40,7 +40,7 @@ const successorPoll = time.Second
 // that is the backend on cur, and no successor.
 func (s *Server) watchSuccessor(ctx context.Context, cur *backendLink, w *watcher, found chan<- *backendLink) {
 	defer s.wg.Done()
-	sameWarned := false
+	sameSaid, sameAddr := false, ""
 	for {
 		var changed <-chan struct{}
 		if w.embedded != nil {
@@ -56,7 +56,7 @@ func (s *Server) watchSuccessor(ctx context.Context, cur *backendLink, w *watche
 			// successor.
 			if lk.instance == cur.instance {
 				lk.mux.Close()
-				err = errSameBackend
+				sameAddr, err = lk.addr, errSameBackend
 			} else {
 				select {
 				case found <- lk:
@@ -69,10 +69,12 @@ func (s *Server) watchSuccessor(ctx context.Context, cur *backendLink, w *watche
 		switch {
 		case errors.Is(err, epmd.ErrNotFound):
 		case errors.Is(err, errSameBackend):
-			if !sameWarned {
-				s.log().Warn("gateway: the successor's name leads to the running backend itself; not a successor",
-					zap.String("name", w.name+link.TakeoverSuffix))
-				sameWarned = true
+			// Also the case while a successor that took over waits for
+			// the name: worth a line once, not a warning.
+			if !sameSaid {
+				s.log().Info("gateway: the successor's name leads to the backend already linked; not a successor",
+					zap.String("name", w.name+link.TakeoverSuffix), zap.String("addr", sameAddr))
+				sameSaid = true
 			}
 		default:
 			s.log().Warn("gateway: cannot link to the backend's successor", zap.Error(err))
@@ -102,6 +104,18 @@ const handoverWait = 10 * time.Second
 // succ fails meanwhile, old stays the link, and the sessions that had
 // moved come back to it.
 func (s *Server) handOver(old, succ *backendLink) bool {
+	release, _, err := s.BeginMove(s.ctx, "deploy")
+	if err != nil {
+		// The gateway is closing, or an upgrade moved every player to
+		// another process, which takes the successor over itself.
+		succ.mux.Close()
+		return false
+	}
+	defer release()
+	if old.leaving() || succ.leaving() {
+		succ.mux.Close()
+		return false
+	}
 	start := time.Now()
 	s.mu.Lock()
 	s.cur = succ // new players, and any session that loses its stream, go there

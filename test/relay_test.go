@@ -218,7 +218,7 @@ func TestRelayGetsNothing(t *testing.T) {
 	if uid := reg["uid"].(float64); uid == 0 {
 		t.Fatal("the relay runs as root")
 	}
-	sys.gw.waitLog("gateway: the successor's name leads to the running backend itself; not a successor", 1)
+	sys.gw.waitLog("gateway: the successor's name leads to the backend already linked; not a successor", 1)
 	r.waitLog("relay: connection closed", 1)
 
 	p.send("echo the password is swordfish")
@@ -342,7 +342,7 @@ func TestLinkAcrossHosts(t *testing.T) {
 
 	r := nsRun(t, ns, []string{"HOLDFAST_RELAY=" + net.JoinHostPort("127.0.0.1", port) + ",game," + guestAddr}, os.Args[0])
 	r.waitLog("relay: registered", 1)
-	gw.waitLog("gateway: the successor's name leads to the running backend itself; not a successor", 1)
+	gw.waitLog("gateway: the successor's name leads to the backend already linked; not a successor", 1)
 	r.waitLog("relay: connection closed", 1)
 	p.send("echo through it all")
 	p.expect("echo: through it all")

@@ -117,6 +117,9 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 		IdleTimeout:      cfg.idleTimeout,
 		Metrics:          metrics,
 	}
+	if pred != nil {
+		gw.PreferBackend = pred.linked
+	}
 	var closers []func()
 	defer func() {
 		for _, c := range closers {

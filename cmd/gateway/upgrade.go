@@ -65,6 +65,13 @@ const (
 // handover socket is.
 const handoverEnv = "GATEWAY_HANDOVER_FD"
 
+// linkedEnv gives the new process the address of the backend this one is
+// linked to: the sessions it takes are held there.
+const linkedEnv = "GATEWAY_UPGRADE_BACKEND"
+
+// moveWait bounds how long an upgrade waits for a deploy under way.
+const moveWait = 2 * time.Minute
+
 var errUpgrading = errors.New("an upgrade is already under way")
 
 // upgradeResult is what a successful upgrade reports.
@@ -73,6 +80,9 @@ type upgradeResult struct {
 	Version  string        `json:"version"`
 	Sessions int           `json:"sessions"` // moved
 	Took     time.Duration `json:"took_ns"`
+	// WaitedFor names the move the upgrade waited for before it started
+	// ("deploy"), if any.
+	WaitedFor string `json:"waited_for,omitempty"`
 }
 
 // upgrader runs upgrades of this process.
@@ -117,14 +127,25 @@ func (u *upgrader) upgrade() (upgradeResult, error) {
 		return upgradeResult{}, errUpgrading
 	}
 	start := time.Now()
-	u.log.Info("gateway: upgrade starting", zap.String("binary", u.path))
+	// One move at a time: a deploy under way finishes first, and none
+	// starts here until this upgrade is over. If it succeeds, this process
+	// is leaving, and the new one takes any successor over.
+	ctx, cancel := context.WithTimeout(context.Background(), moveWait)
+	release, waited, err := u.gw.BeginMove(ctx, "upgrade")
+	cancel()
+	if err != nil {
+		u.busy.Store(false)
+		return upgradeResult{WaitedFor: waited}, err
+	}
+	u.log.Info("gateway: upgrade starting", zap.String("binary", u.path), zap.String("waited_for", waited))
 	res, committed, err := u.run()
-	res.Took = time.Since(start)
+	res.Took, res.WaitedFor = time.Since(start), waited
 	if err != nil {
 		u.log.Error("gateway: upgrade failed", zap.Error(err), zap.Bool("successor_serves", committed))
 		if !committed {
 			u.busy.Store(false)
 		}
+		release() // this process serves on, with what it has
 		return res, err
 	}
 	u.log.Info("gateway: upgrade done; the new process serves", zap.Int("pid", res.PID),
@@ -154,7 +175,7 @@ func (u *upgrader) run() (res upgradeResult, committed bool, err error) {
 	}
 	cmd := exec.Command(u.path, os.Args[1:]...)
 	cmd.ExtraFiles = append([]*os.File{theirs}, files...)
-	cmd.Env = append(os.Environ(), handoverEnv+"=3", upgradeEnv+"="+desc)
+	cmd.Env = append(os.Environ(), handoverEnv+"=3", upgradeEnv+"="+desc, linkedEnv+"="+u.gw.LinkedAddr())
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	err = cmd.Start()
 	theirs.Close()
@@ -352,8 +373,10 @@ func (m *socketMover) Commit() error {
 
 // predecessorLink is a successor's side of an upgrade.
 type predecessorLink struct {
-	conn *handover.Conn
-	once sync.Once
+	conn    *handover.Conn
+	once    sync.Once
+	release func() // gives the move token back
+	linked  string // the address of the backend the old process is linked to
 	// arrived, if set, is called once no more sessions will arrive.
 	arrived func()
 }
@@ -366,6 +389,8 @@ func predecessor() (*predecessorLink, error) {
 		return nil, nil
 	}
 	os.Unsetenv(handoverEnv)
+	linked := os.Getenv(linkedEnv)
+	os.Unsetenv(linkedEnv)
 	fd, err := strconv.Atoi(v)
 	if err != nil || fd < 3 {
 		return nil, fmt.Errorf("%s=%q", handoverEnv, v)
@@ -375,7 +400,7 @@ func predecessor() (*predecessorLink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &predecessorLink{conn: conn}, nil
+	return &predecessorLink{conn: conn, linked: linked}, nil
 }
 
 // failed tells the predecessor why this process will not take over.
@@ -396,6 +421,13 @@ const readyWait = 3 * time.Second
 // starts serving when told, takes the sessions and the registry, and
 // tells systemd it is the service's main process now.
 func (p *predecessorLink) takeOver(log *zap.Logger, gw *gateway.Server, reg *registry, startServing func()) error {
+	// No deploy starts here until every session has come: one that did
+	// would leave the later ones on the backend they left.
+	release, _, err := gw.BeginMove(context.Background(), "upgrade")
+	if err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	p.release = release
 	gw.Start()
 	deadline := time.Now().Add(readyWait)
 	for !gw.Linked() && time.Now().Before(deadline) {
@@ -419,6 +451,7 @@ func (p *predecessorLink) takeOver(log *zap.Logger, gw *gateway.Server, reg *reg
 // receiveAll takes the sessions and the registry until Done.
 func (p *predecessorLink) receiveAll(log *zap.Logger, gw *gateway.Server, reg *registry, msgs <-chan message) {
 	defer p.conn.Close()
+	defer p.release()
 	if p.arrived != nil {
 		defer p.arrived()
 	}
@@ -515,6 +548,9 @@ func runUpgrade(args []string, out io.Writer) error {
 	var res upgradeResult
 	if err := json.Unmarshal(body, &res); err != nil {
 		return fmt.Errorf("reading the answer: %w", err)
+	}
+	if res.WaitedFor != "" {
+		fmt.Fprintf(out, "waited for the %s under way to finish first\n", res.WaitedFor)
 	}
 	fmt.Fprintf(out, "upgraded: pid %d, version %s, %d sessions moved in %v\n", res.PID, res.Version, res.Sessions, res.Took.Round(time.Millisecond))
 	return nil

@@ -1,0 +1,157 @@
+package test
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"holdfast/gateway/telnet"
+)
+
+var overlapHeld = flag.Int("overlap.held", 300, "idle players held through each overlap of operator actions")
+
+// heldPlayer is an idle player, logged in, whose connection the test keeps
+// to ask it something later.
+type heldPlayer struct {
+	name string
+	c    net.Conn
+	r    *bufio.Reader
+}
+
+// hold logs n players in, many at a time, and keeps their connections.
+func (sys *system) hold(n int) []*heldPlayer {
+	t := sys.t
+	t.Helper()
+	out := make([]*heldPlayer, n)
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 50)
+	for i := range n {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			c, err := net.DialTimeout("tcp", sys.telnet, waitFor)
+			if err != nil {
+				errs <- err
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			p := &heldPlayer{name: "held" + strconv.Itoa(i), c: c, r: bufio.NewReader(telnet.Strip(c))}
+			if err := p.await("What is your name?"); err != nil {
+				errs <- err
+				return
+			}
+			io.WriteString(c, p.name+"\r\n")
+			if err := p.await("Welcome, " + p.name); err != nil {
+				errs <- err
+				return
+			}
+			out[i] = p
+			errs <- nil
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("a held player: %v\n%s", err, sys.diagnosis())
+		}
+	}
+	return out
+}
+
+// await reads until a line starts with want.
+func (p *heldPlayer) await(want string) error {
+	p.c.SetReadDeadline(time.Now().Add(2 * waitFor))
+	defer p.c.SetReadDeadline(time.Time{})
+	last := ""
+	for {
+		l, err := p.r.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("%s waiting for %q (last line %q): %w", p.name, want, last+l, err)
+		}
+		if last = l; strings.HasPrefix(l, want) {
+			return nil
+		}
+	}
+}
+
+// allAnswer has every held player ask for an echo and checks that each
+// gets it: nobody was lost.
+func allAnswer(t *testing.T, held []*heldPlayer, tag string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var lost []string
+	sem := make(chan struct{}, 100)
+	for _, p := range held {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			line := "echo " + p.name + " " + tag
+			io.WriteString(p.c, line+"\r\n")
+			if err := p.await("echo: " + p.name + " " + tag); err != nil {
+				mu.Lock()
+				lost = append(lost, err.Error())
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d held players never answered after %s; first: %s", len(lost), len(held), tag, lost[0])
+	}
+}
+
+// TestUpgradeAndDeploy: a gateway upgrade and a backend deploy at once,
+// in either order, 100 ms apart, with players held and players typing:
+// nobody is lost, every typed line is answered once and in order, and it
+// ends with one gateway process and one backend serving everyone.
+func TestUpgradeAndDeploy(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		deployFirst bool
+	}{
+		{"upgrade then deploy", false},
+		{"deploy then upgrade", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := startUpgradable(t, nil)
+			old := u.startBackend()
+			held := u.hold(*overlapHeld)
+			ty := startTypers(t, u.telnet, 5)
+			ty.waitAnswered(20)
+			oldPID, _ := u.health()
+
+			upgrade := func() { syscall.Kill(oldPID, syscall.SIGUSR2) }
+			var next *proc
+			deploy := func() { next = successor(t, u.system) }
+			if tc.deployFirst {
+				deploy()
+				time.Sleep(100 * time.Millisecond) // the overlap under test: not synchronisation
+				upgrade()
+			} else {
+				upgrade()
+				time.Sleep(100 * time.Millisecond) // the overlap under test: not synchronisation
+				deploy()
+			}
+			newPID := u.gw.waitLog("gateway: upgrade done; the new process serves", 1)["pid"]
+			killOnCleanup(t, int(newPID.(float64)))
+			if code := exitCode(t, old); code != 0 {
+				t.Errorf("the old backend exited with status %d, want 0", code)
+			}
+			next.waitLog("backend: took the name over", 1)
+			ty.waitAnswered(30)
+			ty.finish()
+			allAnswer(t, held, "after")
+			if pid, _ := u.health(); pid == oldPID {
+				t.Errorf("the old gateway process still serves")
+			}
+		})
+	}
+}
