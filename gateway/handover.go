@@ -604,17 +604,3 @@ type clientAddr string
 
 func (clientAddr) Network() string  { return "tcp" }
 func (a clientAddr) String() string { return string(a) }
-
-// StopServing closes the listeners without stopping the server: another
-// process accepts on the same sockets now (a gateway upgrade). Serve
-// returns ErrServerClosed for each. Closing a listener closes only this
-// process's descriptor of it.
-func (s *Server) StopServing() {
-	s.init()
-	s.mu.Lock()
-	s.handedOff = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	s.mu.Unlock()
-}

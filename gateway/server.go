@@ -129,7 +129,6 @@ type Server struct {
 	buckets   map[netip.Addr]*bucket
 	metrics   *metrics
 	wg        sync.WaitGroup
-	handedOff bool // another process accepts on the listeners now
 
 	moveTok    chan struct{} // held by the move under way: see BeginMove
 	moveHolder string        // what kind of move holds it
@@ -289,7 +288,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if s.isClosing() || s.isHandedOff() {
+			if s.isClosing() {
 				s.mu.Lock()
 				delete(s.listeners, ln)
 				s.mu.Unlock()
@@ -318,12 +317,6 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		go s.admit(c)
 	}
-}
-
-func (s *Server) isHandedOff() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.handedOff
 }
 
 func (s *Server) isClosing() bool {

@@ -155,3 +155,67 @@ func TestUpgradeAndDeploy(t *testing.T) {
 		})
 	}
 }
+
+// answering counts the held players that still answer.
+func answering(held []*heldPlayer, tag string) int {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	n := 0
+	sem := make(chan struct{}, 100)
+	for _, p := range held {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			io.WriteString(p.c, "echo "+p.name+" "+tag+"\r\n")
+			if p.await("echo: "+p.name+" "+tag) == nil {
+				mu.Lock()
+				n++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return n
+}
+
+// TestUpgradeNewProcessDies kills the new gateway process as it starts
+// taking the sessions, and later in the move: the old process takes its
+// listening sockets back and serves on, with every session that had not
+// moved, new players get in, /healthz answers, and a second upgrade then
+// works. (The sessions already moved die with the new process: the limits
+// in docs/limits.md say so.)
+func TestUpgradeNewProcessDies(t *testing.T) {
+	for _, after := range []time.Duration{0, 30 * time.Millisecond} {
+		t.Run(after.String(), func(t *testing.T) {
+			u := startUpgradable(t, nil)
+			u.startBackend()
+			held := u.hold(*overlapHeld)
+			oldPID, _ := u.health()
+			syscall.Kill(oldPID, syscall.SIGUSR2)
+			newPID := int(u.gw.waitLog("gateway: taking over", 1)["pid"].(float64))
+			time.Sleep(after) // how far into the move the kill comes: the overlap under test
+			syscall.Kill(newPID, syscall.SIGKILL)
+			m := u.gw.waitLog("gateway: the new gateway died during the upgrade; this process serves again", 1)
+			moved := int(m["moved"].(float64))
+			t.Logf("%d of %d sessions had moved when the new process died", moved, len(held))
+			if pid, _ := u.health(); pid != oldPID {
+				t.Fatalf("/healthz answers from pid %d, want the old process %d", pid, oldPID)
+			}
+			if n := answering(held, "after"); n < len(held)-moved {
+				t.Errorf("%d of %d held players answer; %d moved to the process that died", n, len(held), moved)
+			}
+			late := dial(t, u.telnet, "Late")
+			late.login()
+			// The old process can be upgraded again, and this time it works.
+			syscall.Kill(oldPID, syscall.SIGUSR2)
+			u.gw.waitLog("gateway: upgrade done; the new process serves", 1)
+			late.send("echo once more")
+			late.expect("echo: once more")
+			pid, _ := u.health()
+			killOnCleanup(t, pid)
+			if pid == oldPID || pid == newPID {
+				t.Errorf("after the second upgrade /healthz answers from pid %d", pid)
+			}
+		})
+	}
+}

@@ -470,7 +470,7 @@ func embedRegistry(log *zap.Logger, socks *sockets, list string, port int, serve
 			}
 			return nil, fmt.Errorf("registry: %w", err)
 		}
-		socks.remember("epmd", list, lns...)
+		lns = socks.remember("epmd", list, lns...)
 	}
 	r := &registry{srv: &epmd.Server{Logger: log}, lns: lns,
 		addr: "127.0.0.1:" + strconv.Itoa(lns[0].Addr().(*net.TCPAddr).Port)}

@@ -34,6 +34,15 @@ type sockets struct {
 type openedSocket struct {
 	name, addr string
 	ln         net.Listener // as opened, before any TLS or PROXY wrapping
+	p          *netx.PauseListener
+}
+
+// add records a listening socket and returns what the server accepts on:
+// the socket, pausable for an upgrade.
+func (s *sockets) add(name, addr string, ln net.Listener) net.Listener {
+	p := netx.Pausable(ln)
+	s.opened = append(s.opened, openedSocket{name, addr, ln, p})
+	return p
 }
 
 // inheritSockets reads what a predecessor passed, if this process is one
@@ -78,15 +87,13 @@ func (s *sockets) listen(name, addr string, open func() (net.Listener, error)) (
 		if ul, ok := ln.(*net.UnixListener); ok {
 			ul.SetUnlinkOnClose(true) // this process owns the path now
 		}
-		s.opened = append(s.opened, openedSocket{name, addr, ln})
-		return ln, nil
+		return s.add(name, addr, ln), nil
 	}
 	ln, err := open()
 	if err != nil {
 		return nil, err
 	}
-	s.opened = append(s.opened, openedSocket{name, addr, ln})
-	return ln, nil
+	return s.add(name, addr, ln), nil
 }
 
 // inheritedAll returns every inherited socket of name, for a set of
@@ -99,19 +106,21 @@ func (s *sockets) inheritedAll(name string) []net.Listener {
 		ln, err := net.FileListener(f)
 		f.Close()
 		if err == nil {
-			lns = append(lns, ln)
-			s.opened = append(s.opened, openedSocket{name, is.Addr, ln})
+			lns = append(lns, s.add(name, is.Addr, ln))
 		}
 	}
 	delete(s.inherited, name)
 	return lns
 }
 
-// remember records listeners opened elsewhere.
-func (s *sockets) remember(name, addr string, lns ...net.Listener) {
-	for _, ln := range lns {
-		s.opened = append(s.opened, openedSocket{name, addr, ln})
+// remember records listeners opened elsewhere, and returns what to accept
+// on instead of each.
+func (s *sockets) remember(name, addr string, lns ...net.Listener) []net.Listener {
+	out := make([]net.Listener, len(lns))
+	for i, ln := range lns {
+		out[i] = s.add(name, addr, ln)
 	}
+	return out
 }
 
 // closeUnused closes inherited sockets this process has no use for (a
@@ -154,12 +163,25 @@ func (s *sockets) keepPaths() {
 	}
 }
 
-// closeAllBut closes this process's descriptors of the listening sockets,
-// but those named: the successor serves on them.
-func (s *sockets) closeAllBut(keep string) {
+// pauseAllBut stops this process from accepting on its listening sockets,
+// but those named: the new process accepts on them now. Requests under way
+// finish. Until the upgrade is over the sockets stay open here, so that
+// this process can take them back if the new one fails.
+func (s *sockets) pauseAllBut(keep string) {
 	for _, o := range s.opened {
 		if o.name != keep {
-			o.ln.Close()
+			o.p.Pause()
 		}
+	}
+}
+
+// resumeAll has this process accept on its listening sockets again: the
+// new process failed, and this one serves on.
+func (s *sockets) resumeAll() {
+	for _, o := range s.opened {
+		if ul, ok := o.ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(true)
+		}
+		o.p.Resume()
 	}
 }

@@ -69,6 +69,10 @@ const handoverEnv = "GATEWAY_HANDOVER_FD"
 // linked to: the sessions it takes are held there.
 const linkedEnv = "GATEWAY_UPGRADE_BACKEND"
 
+// exitWait bounds how long an upgrade that failed half-way waits to learn
+// whether the new process died.
+const exitWait = 2 * time.Second
+
 // moveWait bounds how long an upgrade waits for a deploy under way.
 const moveWait = 2 * time.Minute
 
@@ -224,15 +228,26 @@ func (u *upgrader) run() (res upgradeResult, committed bool, err error) {
 		return stop(err)
 	}
 	u.socks.keepPaths()
-	u.gw.StopServing()
 	// Requests under way, this upgrade's own among them, finish; the
 	// registry serves until its registrations go over, last.
-	u.socks.closeAllBut("epmd")
+	u.socks.pauseAllBut("epmd")
 	mover := &socketMover{conn: conn, msgs: msgs}
 	moved, err := u.gw.MoveOut(context.Background(), mover)
 	res.Sessions = moved
 	if err != nil {
-		return res, true, fmt.Errorf("moving sessions stopped after %d: %w (the rest stay with this process)", moved, err)
+		select {
+		case werr := <-exited:
+			// The new process died: this one is in charge again, of
+			// every session that had not moved, and of its sockets.
+			u.socks.resumeAll()
+			u.log.Warn("gateway: the new gateway died during the upgrade; this process serves again",
+				zap.Int("moved", moved), zap.NamedError("exit", werr))
+			return res, false, fmt.Errorf("the new gateway exited during the upgrade (%v) after taking %d sessions: %w; this process serves on with the rest", werr, moved, err)
+		case <-time.After(exitWait):
+			// It lives, and serves: the sessions that did not move stay
+			// here until they end.
+			return res, true, fmt.Errorf("moving sessions stopped after %d: %w (the rest stay with this process)", moved, err)
+		}
 	}
 	if u.reg != nil {
 		if err := u.passRegistry(conn, msgs); err != nil {
