@@ -91,7 +91,7 @@ func linkGateway(t *testing.T, l *Listener) *fakeGateway {
 }
 
 // control reads the next frame on the control stream.
-func (g *fakeGateway) control() (byte, []byte) {
+func (g *fakeGateway) control() (link.FrameType, []byte) {
 	g.t.Helper()
 	return frame(g.t, &g.cfr)
 }
@@ -114,7 +114,7 @@ func (g *fakeGateway) open(l *Listener, o link.Open) (*yamux.Stream, *Session) {
 }
 
 // frame reads the next frame the backend sent on st.
-func frame(t *testing.T, fr *link.Reader) (byte, []byte) {
+func frame(t *testing.T, fr *link.Reader) (link.FrameType, []byte) {
 	t.Helper()
 	fr.R.(*yamux.Stream).SetReadDeadline(time.Now().Add(waitFor))
 	typ, _, err := fr.Next()
@@ -148,7 +148,7 @@ func TestReadLineAcknowledgesWholeLines(t *testing.T) {
 	typ, p := frame(t, &fr)
 	off, _ := link.ParseAck(p)
 	if typ != link.FrameAck || off != 105 {
-		t.Fatalf("frame %d offset %d, want Ack 105", typ, off)
+		t.Fatalf("frame %v offset %d, want Ack 105", typ, off)
 	}
 	link.WriteFrame(st, link.FrameInput, []byte("rth\n"))
 	if l := <-got; l != "north" {
@@ -157,14 +157,14 @@ func TestReadLineAcknowledgesWholeLines(t *testing.T) {
 	// Output goes out first, then the acknowledgement of what caused it.
 	io.WriteString(s, "You go north.\n")
 	if typ, p := frame(t, &fr); typ != link.FrameOutput || string(p) != "You go north.\n" {
-		t.Fatalf("frame %d %q, want the output", typ, p)
+		t.Fatalf("frame %v %q, want the output", typ, p)
 	}
 	if typ, p := frame(t, &fr); typ != link.FrameAck || string(p) != string(link.AppendAck(nil, 111)) {
-		t.Fatalf("frame %d %v, want Ack 111", typ, p)
+		t.Fatalf("frame %v %v, want Ack 111", typ, p)
 	}
 	s.Close()
 	if typ, _ := frame(t, &fr); typ != link.FrameEnd {
-		t.Fatalf("Close sent frame %d, want End", typ)
+		t.Fatalf("Close sent frame %v, want End", typ)
 	}
 }
 
@@ -211,7 +211,7 @@ func TestHangupIsEOF(t *testing.T) {
 			break
 		}
 		if err != nil || typ == link.FrameEnd {
-			t.Fatalf("after a hangup Close sent %d %v", typ, err)
+			t.Fatalf("after a hangup Close sent %v %v", typ, err)
 		}
 	}
 }
@@ -259,7 +259,7 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("write after the detach: %v", err)
 	}
 	if typ, _ := g.control(); typ != link.FrameGoodbye {
-		t.Fatalf("control stream got frame %d, want Goodbye", typ)
+		t.Fatalf("control stream got frame %v, want Goodbye", typ)
 	}
 	fr := link.Reader{R: st}
 	var output string

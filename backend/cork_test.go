@@ -37,7 +37,7 @@ func frames(t *testing.T, fr *link.Reader, n int) string {
 		case link.FrameEnd:
 			got = append(got, "E")
 		default:
-			got = append(got, fmt.Sprintf("?%d", typ))
+			got = append(got, fmt.Sprintf("?%v", typ))
 		}
 	}
 	return strings.Join(got, " ")

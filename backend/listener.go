@@ -292,7 +292,7 @@ func (gl *gatewayLink) sendWakes() {
 }
 
 // control sends a frame on the control stream, if it is open yet.
-func (gl *gatewayLink) control(typ byte, payload []byte) error {
+func (gl *gatewayLink) control(typ link.FrameType, payload []byte) error {
 	gl.mu.Lock()
 	defer gl.mu.Unlock()
 	if gl.ctrl == nil {
@@ -461,7 +461,7 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 		return
 	case link.FrameOpen:
 	default:
-		l.log.Warn("backend: stream opened with unexpected frame", zap.Uint8("type", typ))
+		l.log.Warn("backend: stream opened with unexpected frame", zap.Stringer("type", typ))
 		st.Close()
 		return
 	}

@@ -42,7 +42,7 @@ func want(t *testing.T, c <-chan string, line string) {
 
 // readUntil reads frames from fr until one of type typ and returns the
 // output seen before it.
-func readUntil(t *testing.T, fr *link.Reader, typ byte) string {
+func readUntil(t *testing.T, fr *link.Reader, typ link.FrameType) string {
 	t.Helper()
 	var out string
 	for {
@@ -126,7 +126,7 @@ func TestMoveToAnotherGateway(t *testing.T) {
 	noAccept(t, l)
 	s.Close()
 	if typ, _ := frame(t, &fr2); typ != link.FrameEnd {
-		t.Fatalf("Close after the move sent %d, want End on the new stream", typ)
+		t.Fatalf("Close after the move sent %v, want End on the new stream", typ)
 	}
 }
 
@@ -161,7 +161,7 @@ func TestLinkLostThenClaimed(t *testing.T) {
 	}
 	fr2 := link.Reader{R: st2}
 	if typ, p := frame(t, &fr2); typ != link.FrameOutput || string(p) != "while away\n" {
-		t.Fatalf("first frame on the new stream: %d %q", typ, p)
+		t.Fatalf("first frame on the new stream: %v %q", typ, p)
 	}
 	noAccept(t, l)
 }

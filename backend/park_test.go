@@ -28,7 +28,7 @@ func TestParkWakeBroadcast(t *testing.T) {
 	}
 	for _, fr := range []*link.Reader{&fr1, &fr2} {
 		if typ, _ := frame(t, fr); typ != link.FrameParked {
-			t.Fatalf("answer to Park: frame %d, want Parked", typ)
+			t.Fatalf("answer to Park: frame %v, want Parked", typ)
 		}
 	}
 
@@ -40,18 +40,18 @@ func TestParkWakeBroadcast(t *testing.T) {
 	want := []link.Parked{{ID: "a-1", Park: 1}, {ID: "a-2", Park: 1}}
 	if typ != link.FrameBroadcast || err != nil || string(b.Text) != "all\n" ||
 		!slices.Equal(slices.SortedFunc(slices.Values(b.To), func(x, y link.Parked) int { return strings.Compare(x.ID, y.ID) }), want) {
-		t.Fatalf("broadcast: frame %d %+v %v, want Broadcast of %q to %+v", typ, b, err, "all\n", want)
+		t.Fatalf("broadcast: frame %v %+v %v, want Broadcast of %q to %+v", typ, b, err, "all\n", want)
 	}
 
 	if _, err := s1.Write([]byte("you\n")); err != nil {
 		t.Fatal(err)
 	}
 	if typ, p := frame(t, &fr1); typ != link.FrameOutput || string(p) != "you\n" {
-		t.Fatalf("after the wake: frame %d %q, want the output", typ, p)
+		t.Fatalf("after the wake: frame %v %q, want the output", typ, p)
 	}
 	typ, p = g.control()
 	if ids, err := link.ParseMove(p); typ != link.FrameWake || err != nil || !slices.Equal(ids, []string{"a-1"}) {
-		t.Fatalf("control frame %d %q %v, want Wake of a-1", typ, ids, err)
+		t.Fatalf("control frame %v %q %v, want Wake of a-1", typ, ids, err)
 	}
 
 	// a-1 is read again: a broadcast goes on its stream; a-2 is still parked.
@@ -60,10 +60,10 @@ func TestParkWakeBroadcast(t *testing.T) {
 	}
 	typ, p = g.control()
 	if b, err := link.ParseBroadcast(p); typ != link.FrameBroadcast || err != nil || !slices.Equal(b.To, []link.Parked{{ID: "a-2", Park: 1}}) {
-		t.Fatalf("second broadcast: frame %d %+v %v, want it to a-2 alone", typ, b, err)
+		t.Fatalf("second broadcast: frame %v %+v %v, want it to a-2 alone", typ, b, err)
 	}
 	if typ, p := frame(t, &fr1); typ != link.FrameOutput || string(p) != "again\n" {
-		t.Fatalf("a-1's stream: frame %d %q, want the broadcast", typ, p)
+		t.Fatalf("a-1's stream: frame %v %q, want the broadcast", typ, p)
 	}
 }
 
@@ -90,7 +90,7 @@ func TestBroadcastStuckLast(t *testing.T) {
 	go func() { done <- l.Broadcast([]*Session{a, b}, []byte("all\n")) }()
 	frB := link.Reader{R: stB}
 	if typ, p := frame(t, &frB); typ != link.FrameOutput || string(p) != "all\n" {
-		t.Fatalf("a-2's stream: frame %d %q, want the broadcast", typ, p)
+		t.Fatalf("a-2's stream: frame %v %q, want the broadcast", typ, p)
 	}
 	select {
 	case err := <-written:

@@ -456,7 +456,7 @@ func (timeoutError) Temporary() bool { return true }
 // event hands a Facts, FactsUpdate or GMCP frame to the application's
 // callbacks. A FactsUpdate carries only what changed: it is merged into
 // the facts the session has.
-func (s *Session) event(typ byte, payload []byte) {
+func (s *Session) event(typ link.FrameType, payload []byte) {
 	s.mu.Lock()
 	onFacts, onGMCP := s.onFacts, s.onGMCP
 	var facts Facts
@@ -589,7 +589,7 @@ const maxPending = 256 << 10
 // forgotten there. While the session is away, the frame waits for the next
 // stream. While the application has more input to take without waiting,
 // the frame is corked instead.
-func (s *Session) send(typ byte, payload []byte) error {
+func (s *Session) send(typ link.FrameType, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.more.Load() && s.parked == nil && (s.cork == nil || len(*s.cork) < maxCork) {

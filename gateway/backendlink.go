@@ -438,7 +438,7 @@ func (lk *backendLink) move(ids []string) error {
 }
 
 // sendIDs sends a frame of type typ naming sessions, as many as it takes.
-func (lk *backendLink) sendIDs(typ byte, ids []string) error {
+func (lk *backendLink) sendIDs(typ link.FrameType, ids []string) error {
 	for len(ids) > 0 {
 		n := min(len(ids), link.MaxMove)
 		if err := lk.send(typ, link.AppendMove(nil, ids[:n])); err != nil {

@@ -823,7 +823,7 @@ func (s *session) readFrames(st *yamux.Stream) (ended, moved, parked bool) {
 
 // frame handles one frame from the backend; it reports whether the stream
 // is over, and why.
-func (s *session) frame(typ byte, p []byte, out *[]byte) (stop, ended, moved bool) {
+func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended, moved bool) {
 	switch typ {
 	case link.FrameOutput:
 		*out = s.enc.Encode((*out)[:0], p)

@@ -208,7 +208,7 @@ func (s *Server) takeSuccessor() *backendLink {
 }
 
 // send writes a frame on the control stream.
-func (lk *backendLink) send(typ byte, payload []byte) error {
+func (lk *backendLink) send(typ link.FrameType, payload []byte) error {
 	lk.cmu.Lock()
 	defer lk.cmu.Unlock()
 	lk.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))

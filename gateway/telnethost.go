@@ -156,7 +156,7 @@ func mergeFacts(f link.Facts, t telnet.Facts) link.Facts {
 
 // toBackend sends a frame on the current stream, if there is one that is
 // not leaving; otherwise the attach will carry the news.
-func (s *session) toBackend(typ byte, payload []byte) {
+func (s *session) toBackend(typ link.FrameType, payload []byte) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
@@ -196,7 +196,7 @@ func (s *session) MSSP() []byte   { return s.srv.mssp(s) }
 
 // fromBackend handles the frames by which the application asks for
 // protocol actions. It reports whether typ was one of them.
-func (s *session) fromBackend(typ byte, p []byte) bool {
+func (s *session) fromBackend(typ link.FrameType, p []byte) bool {
 	switch typ {
 	case link.FrameEcho:
 		s.tmu.Lock()

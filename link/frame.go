@@ -5,40 +5,85 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 )
 
-// Frame types.
+// FrameType is a frame's first byte: what its payload is.
+type FrameType byte
+
+// Frame types. The package documentation tells which stream each travels
+// on and what its payload is.
 const (
-	FrameControl byte = 1
-	FrameGoodbye byte = 2
-	FrameMSSP    byte = 3
-	FrameBackend byte = 4
-	FrameMove    byte = 5
-	FrameRelease byte = 6
-	FrameRetire  byte = 7
-	FramePark    byte = 8
-	FrameWake    byte = 9
+	FrameControl FrameType = 1
+	FrameGoodbye FrameType = 2
+	FrameMSSP    FrameType = 3
+	FrameBackend FrameType = 4
+	FrameMove    FrameType = 5
+	FrameRelease FrameType = 6
+	FrameRetire  FrameType = 7
+	FramePark    FrameType = 8
+	FrameWake    FrameType = 9
 
-	FrameOpen   byte = 10
-	FrameInput  byte = 11
-	FrameHangup byte = 12
-	FrameFacts  byte = 13
-	FrameGMCPIn byte = 14
+	FrameOpen   FrameType = 10
+	FrameInput  FrameType = 11
+	FrameHangup FrameType = 12
+	FrameFacts  FrameType = 13
+	FrameGMCPIn FrameType = 14
 	// FrameFactsUpdate carries only the facts that changed.
-	FrameFactsUpdate byte = 15
+	FrameFactsUpdate FrameType = 15
 
-	FrameOutput  byte = 20
-	FrameAck     byte = 21
-	FrameState   byte = 22
-	FrameEnd     byte = 23
-	FrameGMCPOut byte = 24
-	FrameEcho    byte = 25
-	FramePrompt  byte = 26
-	FrameMoved   byte = 27
-	FrameParked  byte = 28
+	FrameOutput  FrameType = 20
+	FrameAck     FrameType = 21
+	FrameState   FrameType = 22
+	FrameEnd     FrameType = 23
+	FrameGMCPOut FrameType = 24
+	FrameEcho    FrameType = 25
+	FramePrompt  FrameType = 26
+	FrameMoved   FrameType = 27
+	FrameParked  FrameType = 28
 
-	FrameBroadcast byte = 30
+	FrameBroadcast FrameType = 30
 )
+
+var frameNames = [...]string{
+	FrameControl: "Control",
+	FrameGoodbye: "Goodbye",
+	FrameMSSP:    "MSSP",
+	FrameBackend: "Backend",
+	FrameMove:    "Move",
+	FrameRelease: "Release",
+	FrameRetire:  "Retire",
+	FramePark:    "Park",
+	FrameWake:    "Wake",
+
+	FrameOpen:        "Open",
+	FrameInput:       "Input",
+	FrameHangup:      "Hangup",
+	FrameFacts:       "Facts",
+	FrameGMCPIn:      "GMCPIn",
+	FrameFactsUpdate: "FactsUpdate",
+
+	FrameOutput:  "Output",
+	FrameAck:     "Ack",
+	FrameState:   "State",
+	FrameEnd:     "End",
+	FrameGMCPOut: "GMCPOut",
+	FrameEcho:    "Echo",
+	FramePrompt:  "Prompt",
+	FrameMoved:   "Moved",
+	FrameParked:  "Parked",
+
+	FrameBroadcast: "Broadcast",
+}
+
+// String returns the frame type's name, "Move" say, or "FrameType(42)" for
+// a type this version does not know.
+func (t FrameType) String() string {
+	if int(t) < len(frameNames) && frameNames[t] != "" {
+		return frameNames[t]
+	}
+	return "FrameType(" + strconv.Itoa(int(t)) + ")"
+}
 
 const (
 	// HeaderLen is the length of a frame's header: type and length.
@@ -62,15 +107,15 @@ var (
 )
 
 // AppendFrame appends a frame header and payload to b.
-func AppendFrame(b []byte, typ byte, payload []byte) []byte {
-	b = append(b, typ)
+func AppendFrame(b []byte, typ FrameType, payload []byte) []byte {
+	b = append(b, byte(typ))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
 	return append(b, payload...)
 }
 
 // WriteFrame writes one frame in a single Write, so that concurrent writers
 // holding the same lock never interleave.
-func WriteFrame(w io.Writer, typ byte, payload []byte) error {
+func WriteFrame(w io.Writer, typ FrameType, payload []byte) error {
 	_, err := w.Write(AppendFrame(make([]byte, 0, HeaderLen+len(payload)), typ, payload))
 	return err
 }
@@ -83,14 +128,14 @@ type Reader struct {
 	hdr    [HeaderLen]byte
 	hdrN   int
 	inBody bool
-	typ    byte
+	typ    FrameType
 	remain int
 	body   []byte
 }
 
 // Next returns the next frame's type and length. Any unread payload of the
 // previous frame is discarded first.
-func (fr *Reader) Next() (typ byte, n int, err error) {
+func (fr *Reader) Next() (typ FrameType, n int, err error) {
 	for fr.inBody && fr.remain > 0 {
 		var scratch [512]byte
 		if _, err := fr.Read(scratch[:min(len(scratch), fr.remain)]); err != nil {
@@ -113,7 +158,7 @@ func (fr *Reader) Next() (typ byte, n int, err error) {
 	if size > MaxFrame {
 		return 0, 0, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, size)
 	}
-	fr.typ, fr.remain, fr.inBody = fr.hdr[0], int(size), true
+	fr.typ, fr.remain, fr.inBody = FrameType(fr.hdr[0]), int(size), true
 	fr.body = fr.body[:0]
 	return fr.typ, fr.remain, nil
 }

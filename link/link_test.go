@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestFrameRoundTrip(t *testing.T) {
 	var buf bytes.Buffer
 	frames := []struct {
-		typ byte
+		typ FrameType
 		p   []byte
 	}{
 		{FrameInput, []byte("look\n")},
@@ -40,7 +40,7 @@ func TestFrameRoundTrip(t *testing.T) {
 	for _, f := range frames {
 		typ, n, err := fr.Next()
 		if err != nil || typ != f.typ || n != len(f.p) {
-			t.Fatalf("Next = %d %d %v, want %d %d", typ, n, err, f.typ, len(f.p))
+			t.Fatalf("Next = %v %d %v, want %v %d", typ, n, err, f.typ, len(f.p))
 		}
 		p, err := fr.Payload()
 		if err != nil || !bytes.Equal(p, f.p) {
@@ -74,12 +74,12 @@ func TestReaderResumes(t *testing.T) {
 	WriteFrame(&buf, FrameState, []byte("state"))
 	WriteFrame(&buf, FrameInput, []byte("abc"))
 	fr := Reader{R: &flaky{r: &buf}}
-	var typ byte
+	var typ FrameType
 	var err error
 	for typ, _, err = fr.Next(); err == errTimeout; typ, _, err = fr.Next() {
 	}
 	if typ != FrameState {
-		t.Fatalf("first frame %d %v", typ, err)
+		t.Fatalf("first frame %v %v", typ, err)
 	}
 	var p []byte
 	for p, err = fr.Payload(); err == errTimeout; p, err = fr.Payload() {
@@ -99,7 +99,7 @@ func TestReaderResumes(t *testing.T) {
 		}
 	}
 	if typ != FrameInput || string(got) != "abc" {
-		t.Fatalf("second frame %d %q", typ, got)
+		t.Fatalf("second frame %v %q", typ, got)
 	}
 }
 
@@ -109,9 +109,9 @@ func TestReaderLimits(t *testing.T) {
 		in   []byte
 		want error
 	}{
-		{"oversize length", []byte{FrameInput, 0x7f, 0xff, 0xff, 0xff}, ErrFrameTooLarge},
+		{"oversize length", []byte{byte(FrameInput), 0x7f, 0xff, 0xff, 0xff}, ErrFrameTooLarge},
 		{"just over the bound", AppendFrame(nil, FrameInput, make([]byte, MaxFrame+1))[:5], ErrFrameTooLarge},
-		{"truncated header", []byte{FrameInput, 0}, io.ErrUnexpectedEOF},
+		{"truncated header", []byte{byte(FrameInput), 0}, io.ErrUnexpectedEOF},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fr := Reader{R: bytes.NewReader(tc.in)}
@@ -120,7 +120,7 @@ func TestReaderLimits(t *testing.T) {
 			}
 		})
 	}
-	fr := Reader{R: bytes.NewReader([]byte{FrameInput, 0, 0, 0, 9, 'a'})}
+	fr := Reader{R: bytes.NewReader([]byte{byte(FrameInput), 0, 0, 0, 9, 'a'})}
 	fr.Next()
 	if _, err := fr.Payload(); err != io.ErrUnexpectedEOF {
 		t.Fatalf("truncated payload: %v", err)
@@ -224,7 +224,7 @@ func TestCookieCreateRace(t *testing.T) {
 
 func FuzzReader(f *testing.F) {
 	f.Add(AppendFrame(AppendFrame(nil, FrameInput, []byte("hi\n")), FrameAck, AppendAck(nil, 3)))
-	f.Add([]byte{FrameInput, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{byte(FrameInput), 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		fr := Reader{R: bytes.NewReader(in)}
 		total := 0
