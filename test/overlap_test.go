@@ -219,3 +219,28 @@ func TestUpgradeNewProcessDies(t *testing.T) {
 		})
 	}
 }
+
+// TestSuccessorDiesEarly kills a deploy's successor early, as new code
+// crashing on old state does: as it registers, and a little later, while
+// the players move to it. The old backend serves on, and every held player
+// answers there.
+func TestSuccessorDiesEarly(t *testing.T) {
+	for _, after := range []time.Duration{0, 20 * time.Millisecond, 60 * time.Millisecond} {
+		t.Run(after.String(), func(t *testing.T) {
+			sys := startSystem(t)
+			old := sys.startBackend()
+			held := sys.hold(*overlapHeld)
+			next := successor(t, sys)
+			next.waitLog("backend: ready to take over", 1)
+			time.Sleep(after) // how far into the deploy the kill comes: the overlap under test
+			next.kill(syscall.SIGKILL)
+			next.wait()
+			allAnswer(t, held, "after")
+			select {
+			case <-old.exited:
+				t.Log("the successor had taken over before it died; the players wait for the next backend")
+			default:
+			}
+		})
+	}
+}
