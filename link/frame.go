@@ -17,7 +17,8 @@ const (
 	FrameControl FrameType = 1
 	FrameGoodbye FrameType = 2
 	FrameMSSP    FrameType = 3
-	FrameBackend FrameType = 4
+	// 4 was Backend, the backend's instance: it is proven in the
+	// handshake now (see the package doc).
 	FrameMove    FrameType = 5
 	FrameRelease FrameType = 6
 	FrameRetire  FrameType = 7
@@ -49,7 +50,6 @@ var frameNames = [...]string{
 	FrameControl: "Control",
 	FrameGoodbye: "Goodbye",
 	FrameMSSP:    "MSSP",
-	FrameBackend: "Backend",
 	FrameMove:    "Move",
 	FrameRelease: "Release",
 	FrameRetire:  "Retire",

@@ -17,7 +17,7 @@ func TestFrameTypeString(t *testing.T) {
 		{FrameControl, "Control"},
 		{FrameGoodbye, "Goodbye"},
 		{FrameMSSP, "MSSP"},
-		{FrameBackend, "Backend"},
+		{4, "FrameType(4)"},
 		{FrameMove, "Move"},
 		{FrameRelease, "Release"},
 		{FrameRetire, "Retire"},

@@ -353,7 +353,7 @@ func TestCoalesceCloseBounded(t *testing.T) {
 	}
 }
 
-func TestMoveAndBackend(t *testing.T) {
+func TestMove(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		ids  []string
@@ -389,13 +389,6 @@ func TestMoveAndBackend(t *testing.T) {
 			}
 		})
 	}
-	b := Backend{Instance: "abc"}
-	if got, err := ParseBackend(b.Append(nil)); err != nil || got != b {
-		t.Fatalf("ParseBackend round trip: %+v, %v", got, err)
-	}
-	if _, err := ParseBackend([]byte{0, 9, 'x'}); !errors.Is(err, ErrProtocol) {
-		t.Fatalf("a short Backend: %v, want ErrProtocol", err)
-	}
 }
 
 func FuzzParseMove(f *testing.F) {
@@ -412,20 +405,6 @@ func FuzzParseMove(f *testing.F) {
 		}
 		if again := AppendMove(nil, ids); !bytes.Equal(again, in) {
 			t.Fatalf("re-encoding changes the message: %q vs %q", again, in)
-		}
-	})
-}
-
-func FuzzParseBackend(f *testing.F) {
-	f.Add((&Backend{Instance: "abc"}).Append(nil))
-	f.Add([]byte{0xff, 0xff})
-	f.Fuzz(func(t *testing.T, in []byte) {
-		b, err := ParseBackend(in)
-		if err != nil {
-			return
-		}
-		if len(b.Instance) > len(in) {
-			t.Fatalf("instance of %d bytes from %d", len(b.Instance), len(in))
 		}
 	})
 }

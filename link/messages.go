@@ -324,26 +324,6 @@ func appendMSSPText(b []byte, s string) []byte {
 // to take over from it: "game~next" while "game" still runs.
 const TakeoverSuffix = "~next"
 
-// Backend is what a backend tells each gateway about itself when the link
-// opens.
-type Backend struct {
-	// Instance names this backend process (its Listener): random, the same
-	// on each of its links. A gateway moving sessions to another link can
-	// tell whether the backend there still holds them.
-	Instance string
-}
-
-// Append encodes b as a Backend payload.
-func (b *Backend) Append(dst []byte) []byte { return appendStr16(dst, b.Instance) }
-
-// ParseBackend decodes a Backend payload. Bytes after the known fields are
-// ignored, so that a later version may add fields at the end.
-func ParseBackend(p []byte) (Backend, error) {
-	d := decoder{b: p}
-	b := Backend{Instance: d.str16()}
-	return b, d.err
-}
-
 // AppendMove encodes a Move payload: count:u32 then each id:str16.
 func AppendMove(b []byte, ids []string) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(ids)))
