@@ -28,6 +28,7 @@ var (
 	soakHandovers = flag.Int("soak.handovers", 3, "backend handovers to a successor in TestChaosSoak, in place of restarts")
 	soakSeed      = flag.Uint64("soak.seed", 0, "random seed for TestChaosSoak; 0 picks one")
 	soakWeb       = flag.Int("soak.web", 4, "browser players in TestChaosSoak, besides the telnet ones: resumable, their connections cut now and then")
+	soakOverlaps  = flag.Int("soak.overlaps", 2, "rounds of TestChaosSoak with a gateway upgrade and a deploy started within 200 ms of each other, the successor killed in one of three")
 )
 
 // soakPlayer types numbered lines at random intervals and checks the
@@ -207,17 +208,24 @@ func TestChaosSoak(t *testing.T) {
 		}(rng.Uint64())
 	}
 
-	var kills, terms, registry, upgrades, handovers, cuts int
+	var kills, terms, registry, upgrades, handovers, cuts, overlaps, successorKills int
 	// Upgrades come at random rounds among the restarts.
 	upgradeAt := map[int]bool{}
 	for len(upgradeAt) < min(*soakUpgrades, *soakRestarts) {
 		upgradeAt[rng.IntN(*soakRestarts)] = true
 	}
-	// Handovers replace the kill at other random rounds.
+	// Handovers replace the kill at other random rounds, and overlaps
+	// (an upgrade and a deploy at once) at others again.
 	handoverAt := map[int]bool{}
 	for len(handoverAt) < min(*soakHandovers, *soakRestarts-len(upgradeAt)) {
 		if r := rng.IntN(*soakRestarts); !upgradeAt[r] {
 			handoverAt[r] = true
+		}
+	}
+	overlapAt := map[int]bool{}
+	for len(overlapAt) < min(*soakOverlaps, *soakRestarts-len(upgradeAt)-len(handoverAt)) {
+		if r := rng.IntN(*soakRestarts); !upgradeAt[r] && !handoverAt[r] {
+			overlapAt[r] = true
 		}
 	}
 	for r := 0; r < *soakRestarts; r++ {
@@ -245,6 +253,61 @@ func TestChaosSoak(t *testing.T) {
 				}
 				upgraded = nil
 			}
+		}
+		if overlapAt[r] {
+			overlaps++
+			upgrades++
+			handovers++
+			upgradeOut := make(chan string, 1)
+			upgrade := func() {
+				go func() {
+					out, err := exec.Command(filepath.Join(binDir, "gateway"), "upgrade", "-control", sys.control).CombinedOutput()
+					if err != nil {
+						out = append(out, []byte(err.Error())...)
+					}
+					upgradeOut <- string(out)
+				}()
+			}
+			var next *proc
+			deploy := func() { next = start(t, "backend", sys.env(), "-cookie-file", sys.cookie, "-takeover") }
+			apart := time.Duration(rng.IntN(200)) * time.Millisecond
+			if rng.IntN(2) == 0 {
+				upgrade()
+				time.Sleep(apart) // the overlap under test
+				deploy()
+			} else {
+				deploy()
+				time.Sleep(apart) // the overlap under test
+				upgrade()
+			}
+			killed := rng.IntN(3) == 0
+			if killed {
+				successorKills++
+				time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond) // where in the deploy the kill comes
+				next.kill(syscall.SIGKILL)
+				next.wait()
+			}
+			if out := <-upgradeOut; !strings.Contains(out, "upgraded: ") {
+				t.Fatalf("upgrade %d, with a deploy at once: %s", upgrades, out)
+			}
+			killOnCleanup(t, gwPID())
+			if !killed {
+				if code := exitCode(t, be); code != 0 {
+					t.Fatalf("overlap %d: the old backend exited with status %d", overlaps, code)
+				}
+				next.waitLog("backend: took the name over", 1)
+				be = next
+				continue
+			}
+			// The successor died: if it had taken over already, a new
+			// backend is started, as an operator would; else the old one
+			// serves on.
+			select {
+			case <-be.exited:
+				be = sys.startBackend()
+			default:
+			}
+			continue
 		}
 		if handoverAt[r] {
 			handovers++
@@ -321,8 +384,8 @@ func TestChaosSoak(t *testing.T) {
 		resumes += b.resumes
 		b.mu.Unlock()
 	}
-	fmt.Printf("soak: players=%d (browsers %d: %d cuts, %d resumes) rounds=%d (SIGKILL %d, SIGTERM %d, registry %d, handovers %d) gateway_upgrades=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
-		len(players), len(browsers), cuts, resumes, *soakRestarts, kills, terms, registry, handovers, upgrades, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
+	fmt.Printf("soak: players=%d (browsers %d: %d cuts, %d resumes) rounds=%d (SIGKILL %d, SIGTERM %d, registry %d, handovers %d, overlaps %d with %d successors killed) gateway_upgrades=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
+		len(players), len(browsers), cuts, resumes, *soakRestarts, kills, terms, registry, handovers, overlaps, successorKills, upgrades, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
 	if lost != 0 || ooo != 0 || disconnected != 0 {
 		t.Fatalf("lost %d, out of order %d, disconnected %d", lost, ooo, disconnected)
 	}
