@@ -16,9 +16,6 @@ import (
 	"holdfast/link"
 )
 
-// Facts are what the gateway learnt about a player's connection.
-type Facts = link.Facts
-
 // MaxLine is the longest line ReadLine returns; a longer line arrives in
 // pieces of this size.
 const MaxLine = 16 << 10
@@ -100,8 +97,8 @@ type Session struct {
 	nextOff      uint64        // the input offset that stream starts at
 	expiry       *time.Timer
 	readDeadline time.Time
-	newFacts     bool // adopted with other facts: OnFacts is due
-	facts        Facts
+	newFacts     bool       // adopted with other facts: OnFacts is due
+	facts        link.Facts // as the link carries them: updates merge here
 	onFacts      func(Facts)
 	onGMCP       func(pkg string, data []byte)
 }
@@ -136,7 +133,7 @@ func (s *Session) Resumed() int {
 func (s *Session) Facts() Facts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.facts
+	return factsOf(&s.facts)
 }
 
 // OnFacts sets a function called when the facts change (the player resized
@@ -395,7 +392,7 @@ func (s *Session) nextStream(err error) error {
 		if s.recv > s.nextOff {
 			s.skip = s.recv - s.nextOff
 		}
-		rd, facts, changed := s.readDeadline, s.facts, s.newFacts
+		rd, facts, changed := s.readDeadline, factsOf(&s.facts), s.newFacts
 		s.newFacts = false
 		onFacts := s.onFacts
 		s.mu.Unlock()
@@ -468,13 +465,13 @@ func (s *Session) event(typ link.FrameType, payload []byte) {
 			s.mu.Unlock()
 			return
 		}
-		s.facts, facts = f, f
+		s.facts, facts = f, factsOf(&f)
 	case link.FrameFactsUpdate:
 		if _, err := s.facts.ApplyUpdate(payload); err != nil {
 			s.mu.Unlock()
 			return
 		}
-		facts = s.facts
+		facts = factsOf(&s.facts)
 	}
 	s.mu.Unlock()
 	switch {

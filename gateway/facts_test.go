@@ -167,7 +167,7 @@ func TestFactsFloodBounded(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		p.send(naws(80+i, 24+i%10))
 	}
-	wantW, wantH := uint16(80+n), uint16(24+n%10)
+	wantW, wantH := 80+n, 24+n%10
 	var last backend.Facts
 	updates := 0
 	deadline := time.After(waitFor)
@@ -215,7 +215,7 @@ func TestFactsUpdateNotLost(t *testing.T) {
 	p := e.dial()
 	p.send("\xff\xfb\x1f" + naws(80, 24))
 	<-opened
-	want := func(w, h uint16) {
+	want := func(w, h int) {
 		t.Helper()
 		deadline := time.After(waitFor)
 		for {

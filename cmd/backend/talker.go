@@ -62,7 +62,7 @@ func (t *talker) serve(s *backend.Session) {
 		// gateway opens a session once the client's negotiation is over.
 		f := s.Facts()
 		t.log.Info("talker: new player", zap.String("session", s.ID()), zap.String("client", f.ClientName),
-			zap.String("terminal", f.Terminal), zap.Uint32("mtts", f.MTTS), zap.Uint16("width", f.Width))
+			zap.String("terminal", f.Terminal), zap.Uint32("mtts", f.MTTS), zap.Int("width", f.Width))
 		name, err := t.login(s)
 		if err != nil {
 			return
