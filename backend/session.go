@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"holdfast/internal/netx"
 	"holdfast/link"
 )
 
@@ -823,13 +824,8 @@ func (s *Session) RemoteAddr() net.Addr {
 	if a, err := net.ResolveTCPAddr("tcp", addr); err == nil {
 		return a
 	}
-	return clientAddr(addr)
+	return netx.Addr(addr)
 }
-
-type clientAddr string
-
-func (clientAddr) Network() string  { return "tcp" }
-func (a clientAddr) String() string { return string(a) }
 
 // SetDeadline sets the read and write deadlines.
 func (s *Session) SetDeadline(t time.Time) error {

@@ -24,6 +24,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"holdfast/internal/netx"
 )
 
 // The WebSocket subprotocols, after mudstandards.org's proposal. A client
@@ -276,7 +278,7 @@ func (l *Listener) Addr() net.Addr {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.addr == nil {
-		return stringAddr("web")
+		return netx.Addr("web")
 	}
 	return l.addr
 }
@@ -297,7 +299,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (l *Listener) clientAddr(r *http.Request) net.Addr {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return stringAddr(r.RemoteAddr)
+		return netx.Addr(r.RemoteAddr)
 	}
 	if !l.trusted(peer.Addr()) {
 		return net.TCPAddrFromAddrPort(peer)
@@ -325,11 +327,6 @@ func (l *Listener) trusted(a netip.Addr) bool {
 	}
 	return false
 }
-
-type stringAddr string
-
-func (stringAddr) Network() string  { return "tcp" }
-func (a stringAddr) String() string { return string(a) }
 
 // hello is a resumable page's first message: a new session, or the token
 // of the one to resume and how much of its output the page has had.
@@ -767,7 +764,7 @@ func localAddr(r *http.Request) net.Addr {
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		return a
 	}
-	return stringAddr("")
+	return netx.Addr("")
 }
 
 // clientName keeps a page's client name printable and short.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
+
+	"holdfast/internal/netx"
 )
 
 // movedConn is a resumable Conn's state as it goes to another gateway
@@ -100,7 +102,7 @@ func (l *Listener) Restore(state []byte) (net.Conn, error) {
 	}
 	c := &Conn{
 		l: l, proto: m.Proto, resumable: true,
-		local: stringAddr(m.Local), remote: parseAddr(m.Remote), tls: m.TLS,
+		local: netx.Addr(m.Local), remote: parseAddr(m.Remote), tls: m.TLS,
 		token: m.TokenHash, fresh: m.FreshHash, sent: m.Sent, acked: m.Acked, received: m.Received, replay: m.Replay, in: m.In,
 		notices: m.Notices,
 	}
@@ -146,7 +148,7 @@ func parseAddr(s string) net.Addr {
 	if a, err := net.ResolveTCPAddr("tcp", s); err == nil {
 		return a
 	}
-	return stringAddr(s)
+	return netx.Addr(s)
 }
 
 // ExpectArrivals tells the listener that sessions are arriving from
