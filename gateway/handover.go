@@ -173,6 +173,7 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 	states := make([]movedSession, 0, len(keep))
 	files := make([]*os.File, 0, len(keep))
 	var relays []*relay
+	var exported []exporter
 	closeFiles := func() {
 		for _, f := range files {
 			f.Close()
@@ -182,6 +183,9 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 		closeFiles()
 		for _, r := range relays {
 			r.cancel()
+		}
+		for _, e := range exported {
+			e.Thaw() // the page never knew
 		}
 		for _, ss := range keep {
 			ss.thaw()
@@ -193,6 +197,9 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 		f, r, conn, err := ss.socketFile()
 		if err != nil {
 			return rollback(fmt.Errorf("gateway: session %s: %w", ss.id, err))
+		}
+		if conn != nil {
+			exported = append(exported, ss.conn.(exporter))
 		}
 		if f != nil {
 			files = append(files, f)
@@ -220,6 +227,9 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 	closeFiles()
 	for _, r := range relays {
 		s.startRelay(r)
+	}
+	for _, e := range exported {
+		e.Moved() // the page reconnects, to the new process
 	}
 	for _, ss := range keep {
 		ss.letGo()
@@ -475,9 +485,15 @@ func (ss *session) socketFile() (*os.File, *relay, []byte, error) {
 }
 
 // exporter is a connection that moves to another process as its state,
-// its player connecting again to that process.
+// its player connecting again to that process. Like a socket's, its move
+// has two phases: Export freezes it and returns its state, and nothing
+// changes for the player until the batch commits; then Moved tells the
+// player to connect to the new process, or, if the batch failed, Thaw
+// lets it carry on here as if nothing had happened.
 type exporter interface {
 	Export() ([]byte, error)
+	Moved()
+	Thaw()
 }
 
 // Arrivals are sessions received from another gateway process, prepared
@@ -542,7 +558,7 @@ func (s *Server) arrive(m *movedSession, f *os.File) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	ss := newSession(s, m.ID, c, clientAddr(m.Facts.ClientAddr), m.IP)
+	ss := newSession(s, m.ID, c, netx.Addr(m.Facts.ClientAddr), m.IP)
 	ss.since, ss.tls, ss.kind = m.Since, m.TLS, m.Kind
 	ss.bytesIn.Store(m.BytesIn)
 	ss.bytesOut.Store(m.BytesOut)
@@ -598,9 +614,3 @@ func (a *Arrivals) Discard() {
 	}
 	a.sessions = nil
 }
-
-// clientAddr is a player's address as another process saw it.
-type clientAddr string
-
-func (clientAddr) Network() string  { return "tcp" }
-func (a clientAddr) String() string { return string(a) }

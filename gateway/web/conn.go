@@ -51,6 +51,9 @@ type Conn struct {
 	// back with token. Once the page acknowledges fresh, token is spent.
 	token string
 	fresh string
+	// frozen is set from Export until Moved or Thaw: nothing more is taken
+	// from the page meanwhile, so that the state exported stays whole.
+	frozen bool
 	// accepted is set once the gateway has the Conn, and its admission.
 	accepted bool
 
@@ -393,6 +396,9 @@ func (c *Conn) pump(ws *websocket.Conn, gen uint64) {
 		if err != nil {
 			c.lost(gen, err)
 			return
+		}
+		if !c.thawed(gen) {
+			return // moved to another process: the page sends it again there
 		}
 		if c.resumable && typ == websocket.MessageText {
 			c.control(gen, msg)

@@ -57,10 +57,11 @@ const statusRestart = websocket.StatusCode(1012)
 // itself. A resumable one moves by Export.
 func (c *Conn) Relayed() bool { return !c.resumable }
 
-// Export hands the Conn's state over for another process: the WebSocket
-// is closed with 1012, so that the page reconnects (to the new process,
-// which now accepts on the same socket), and this Conn waits as for any
-// broken connection, in case the move fails and it stays here.
+// Export freezes the Conn and returns its state for another process.
+// Nothing more is taken from the page until Moved, once the batch it goes
+// in has committed (the page is told to reconnect, to the new process,
+// which now accepts on the same socket), or Thaw, if the batch failed (the
+// Conn carries on here, and the page never knew).
 func (c *Conn) Export() ([]byte, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -69,12 +70,7 @@ func (c *Conn) Export() ([]byte, error) {
 	if !c.resumable || c.closed || c.ended != nil {
 		return nil, errNotMovable
 	}
-	if ws := c.ws; ws != nil {
-		c.ws = nil
-		c.gen++
-		c.l.spawn(func() { ws.Close(statusRestart, "the gateway is restarting: reconnect") })
-		c.holdLocked(c.gen)
-	}
+	c.frozen = true
 	m := movedConn{
 		Proto: c.proto, Local: c.local.String(), Remote: c.remote.String(), TLS: c.tls,
 		TokenHash: c.token, FreshHash: c.fresh, Sent: c.sent, Acked: c.acked, Received: c.received,
@@ -89,7 +85,50 @@ func (c *Conn) Export() ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	err := gob.NewEncoder(&buf).Encode(m)
+	if err != nil {
+		c.frozen = false
+		c.broadcastLocked()
+	}
 	return buf.Bytes(), err
+}
+
+// Moved tells the page of an exported Conn to reconnect (1012): its
+// session is the new process's now.
+func (c *Conn) Moved() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.frozen = false
+	if ws := c.ws; ws != nil {
+		c.ws = nil
+		c.gen++
+		c.l.spawn(func() { ws.Close(statusRestart, "the gateway is restarting: reconnect") })
+	}
+	c.broadcastLocked()
+}
+
+// Thaw lets an exported Conn carry on here: its batch did not move.
+func (c *Conn) Thaw() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.frozen = false
+	c.broadcastLocked()
+}
+
+// thawed waits while the Conn is frozen for a move, and reports whether
+// WebSocket gen is still the current one.
+func (c *Conn) thawed(gen uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.frozen && gen == c.gen && !c.closed {
+		if c.wake == nil {
+			c.wake = make(chan struct{})
+		}
+		wake := c.wake
+		c.mu.Unlock()
+		<-wake
+		c.mu.Lock()
+	}
+	return gen == c.gen && !c.closed
 }
 
 // Restore makes a Conn from another process's Export: it waits for its
