@@ -54,7 +54,7 @@ func (lk *backendLink) track(st *yamux.Stream, s *session) {
 		lk.byID = make(map[string]*session)
 	}
 	lk.streams[st] = s
-	lk.byID[s.id] = s
+	lk.byID[s.ID] = s
 	if lk.dead.Load() {
 		st.SetReadDeadline(time.Now()) // broken has been and gone
 	}
@@ -64,8 +64,8 @@ func (lk *backendLink) track(st *yamux.Stream, s *session) {
 // untrack records that a stream's reader has left for good.
 func (lk *backendLink) untrack(st *yamux.Stream) {
 	lk.mu.Lock()
-	if s := lk.streams[st]; s != nil && lk.byID[s.id] == s {
-		delete(lk.byID, s.id)
+	if s := lk.streams[st]; s != nil && lk.byID[s.ID] == s {
+		delete(lk.byID, s.ID)
 	}
 	delete(lk.streams, st)
 	lk.mu.Unlock()

@@ -1,22 +1,17 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/gob"
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"time"
 
 	"go.uber.org/zap"
 
-	"holdfast/gateway/telnet"
 	"holdfast/internal/netx"
-	"holdfast/link"
 )
 
 // A gateway upgrade moves every held session into a new gateway process,
@@ -58,35 +53,6 @@ const moveBatch = 200
 // moveStop bounds how long a session's reader, writer and backend stream
 // get to stop for a move.
 const moveStop = 5 * time.Second
-
-// movedSession is what a session carries into another gateway process.
-type movedSession struct {
-	ID          string
-	Since       time.Time
-	IP          netip.Addr
-	TLS         bool   // the old process keeps the TLS and relays the plain bytes
-	Kind        string // what the player connected with
-	BytesIn     uint64
-	BytesOut    uint64
-	Engine      telnet.EngineState
-	Encoder     telnet.EncoderState
-	Compressing bool
-	Compressor  telnet.CompressorState
-	Out         outboxState
-	In          []byte
-	InOff       uint64
-	State       []byte
-	Resumed     uint32
-	Opened      bool
-	Noticed     bool
-	Lost        time.Time
-	Facts       link.Facts
-	Hello       [][]byte
-	MoveFrom    string // the backend instance holding the session, "" if none does
-	// Conn is the state of a connection that moves without a socket (a
-	// resumable WebSocket); nil for one whose socket goes with it.
-	Conn []byte
-}
 
 // MoveOut hands every session to another gateway process through m, and
 // returns how many it moved. It waits for connections still in their
@@ -170,7 +136,7 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 	if len(keep) == 0 {
 		return 0, nil
 	}
-	states := make([]movedSession, 0, len(keep))
+	states := make([]record, 0, len(keep))
 	files := make([]*os.File, 0, len(keep))
 	var relays []*relay
 	var exported []exporter
@@ -196,7 +162,7 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 	for _, ss := range keep {
 		f, r, conn, err := ss.socketFile()
 		if err != nil {
-			return rollback(fmt.Errorf("gateway: session %s: %w", ss.id, err))
+			return rollback(fmt.Errorf("gateway: session %s: %w", ss.ID, err))
 		}
 		if conn != nil {
 			exported = append(exported, ss.conn.(exporter))
@@ -208,17 +174,17 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 			relays = append(relays, r)
 		}
 		st := ss.save()
-		st.Conn = conn
+		st.Parts.Conn = conn
 		states = append(states, st)
 	}
-	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(states); err != nil {
-		return rollback(fmt.Errorf("gateway: encoding sessions: %w", err))
+	enc, err := marshalBatch(states)
+	if err != nil {
+		return rollback(err)
 	}
 	if err := ctx.Err(); err != nil {
 		return rollback(err)
 	}
-	if err := m.Offer(buf.Bytes(), files); err != nil {
+	if err := m.Offer(enc, files); err != nil {
 		return rollback(err)
 	}
 	if err := m.Commit(); err != nil {
@@ -297,7 +263,7 @@ func (s *Server) stopIO(frozen []*session) []*session {
 				continue
 			}
 			if time.Now().After(deadline) {
-				s.log().Warn("gateway: a session did not stop for the move; it stays", zap.String("session", st.ss.id))
+				s.log().Warn("gateway: a session did not stop for the move; it stays", zap.String("session", st.ss.ID))
 				st.ss.thaw()
 				continue
 			}
@@ -339,7 +305,7 @@ func (ss *session) drainInput() {
 			ss.bytesIn.Add(uint64(n))
 			data := ss.fromPlayer(buf[:0], buf[:n])
 			ss.mu.Lock()
-			ss.in = append(ss.in, data...)
+			ss.In = append(ss.In, data...)
 			ss.mu.Unlock()
 		}
 		if err != nil || n == 0 {
@@ -367,7 +333,7 @@ func (s *Server) detachForMove(frozen []*session) {
 	for lk, list := range byLink {
 		ids := make([]string, len(list))
 		for i, ss := range list {
-			ids[i] = ss.id
+			ids[i] = ss.ID
 		}
 		if lk.leaving() || lk.move(ids) != nil {
 			for _, ss := range list {
@@ -405,24 +371,24 @@ func (ss *session) closeStream() {
 	}
 }
 
-// save returns the frozen session's state.
-func (ss *session) save() movedSession {
+// save returns the frozen session's record, with what its parts save of
+// themselves.
+func (ss *session) save() record {
 	ss.tmu.Lock()
 	engine := ss.engine.Save()
 	ss.tmu.Unlock()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	r := ss.record
 	_, isTLS := ss.conn.(*tls.Conn)
-	return movedSession{
-		ID: ss.id, Since: ss.since, IP: ss.ip, TLS: isTLS || ss.tls, Kind: ss.kind,
+	r.TLS = isTLS || ss.TLS
+	r.Parts = parts{
 		BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(),
 		Engine: engine, Encoder: ss.enc.Save(),
 		Compressing: ss.compressing, Compressor: ss.comp.Save(),
 		Out: ss.out.save(),
-		In:  ss.in, InOff: ss.inOff,
-		State: ss.state, Resumed: ss.resumed, Opened: ss.opened, Noticed: ss.noticed, Lost: ss.lost,
-		Facts: ss.facts, Hello: ss.hello, MoveFrom: ss.moveFrom,
 	}
+	return r
 }
 
 // thaw gives a frozen session back to this process: the move did not
@@ -509,11 +475,10 @@ type Arrivals struct {
 func (s *Server) Receive(state []byte, conns []*os.File) (*Arrivals, error) {
 	s.init()
 	a := &Arrivals{srv: s}
-	var states []movedSession
-	err := gob.NewDecoder(bytes.NewReader(state)).Decode(&states)
+	states, err := unmarshalBatch(state)
 	withSocket := 0
 	for _, m := range states {
-		if m.Conn == nil {
+		if m.Parts.Conn == nil {
 			withSocket++
 		}
 	}
@@ -523,7 +488,7 @@ func (s *Server) Receive(state []byte, conns []*os.File) (*Arrivals, error) {
 	next := conns
 	for i := 0; err == nil && i < len(states); i++ {
 		var f *os.File
-		if states[i].Conn == nil {
+		if states[i].Parts.Conn == nil {
 			f, next = next[0], next[1:]
 		}
 		var ss *session
@@ -542,9 +507,9 @@ func (s *Server) Receive(state []byte, conns []*os.File) (*Arrivals, error) {
 	return a, nil
 }
 
-// arrive builds a session from another process's state and socket, or,
-// for a connection that moved without one, from its state.
-func (s *Server) arrive(m *movedSession, f *os.File) (*session, error) {
+// arrive builds a session from another process's record and socket, or,
+// for a connection that moved without one, from its record.
+func (s *Server) arrive(m *record, f *os.File) (*session, error) {
 	var c net.Conn
 	var err error
 	switch {
@@ -553,30 +518,28 @@ func (s *Server) arrive(m *movedSession, f *os.File) (*session, error) {
 	case s.Reconnect == nil:
 		err = errors.New("a browser's session, and no web listener here")
 	default:
-		c, err = s.Reconnect(m.Conn)
+		c, err = s.Reconnect(m.Parts.Conn)
 	}
 	if err != nil {
 		return nil, err
 	}
+	p := m.Parts
 	ss := newSession(s, m.ID, c, netx.Addr(m.Facts.ClientAddr), m.IP)
-	ss.since, ss.tls, ss.kind = m.Since, m.TLS, m.Kind
-	ss.bytesIn.Store(m.BytesIn)
-	ss.bytesOut.Store(m.BytesOut)
-	if err := ss.engine.Restore(m.Engine); err != nil {
+	ss.record, ss.Parts = *m, parts{}
+	ss.bytesIn.Store(p.BytesIn)
+	ss.bytesOut.Store(p.BytesOut)
+	if err := ss.engine.Restore(p.Engine); err != nil {
 		c.Close()
 		return nil, err
 	}
-	if err := ss.comp.Restore(m.Compressor); err != nil {
+	if err := ss.comp.Restore(p.Compressor); err != nil {
 		c.Close()
 		return nil, err
 	}
-	ss.enc.Restore(m.Encoder)
-	ss.compressing = m.Compressing
-	ss.pendingOut = m.Out
-	ss.in, ss.inOff = m.In, m.InOff
-	ss.state, ss.resumed, ss.opened, ss.noticed, ss.lost = m.State, m.Resumed, m.Opened, m.Noticed, m.Lost
-	ss.facts, ss.hello = boundMoved(m.Facts, m.Hello)
-	ss.moveFrom = m.MoveFrom
+	ss.enc.Restore(p.Encoder)
+	ss.compressing = p.Compressing
+	ss.pendingOut = p.Out
+	ss.Facts, ss.Hello = boundMoved(m.Facts, m.Hello)
 	ss.negotiated = true
 	return ss, nil
 }
@@ -591,7 +554,7 @@ func (a *Arrivals) Start() {
 	s.mu.Lock()
 	for _, ss := range a.sessions {
 		s.sessions[ss] = struct{}{}
-		s.perIP[ss.ip]++
+		s.perIP[ss.IP]++
 	}
 	s.mu.Unlock()
 	cur := s.current()

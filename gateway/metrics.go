@@ -130,8 +130,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		} else {
 			waiting++
 		}
-		held += len(ss.in)
-		if ss.facts.MTTS != 0 {
+		held += len(ss.In)
+		if ss.Facts.MTTS != 0 {
 			withMTTS++
 		}
 		ss.mu.Unlock()

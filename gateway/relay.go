@@ -40,7 +40,7 @@ func newRelay(ss *session, tc net.Conn) (*os.File, *relay, error) {
 		remote.Close()
 		return nil, nil, err
 	}
-	return remote, &relay{id: ss.id, tc: tc, local: local}, nil
+	return remote, &relay{id: ss.ID, tc: tc, local: local}, nil
 }
 
 // cancel drops a relay that was not needed: the TLS connection stays.

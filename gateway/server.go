@@ -231,7 +231,7 @@ func (s *Server) sweepIdle() {
 			st, lk := ss.st, ss.lk
 			if st != nil && !ss.streamParked && !ss.parkAsked && !ss.moving && !ss.gone && !ss.inFrame.Load() && !ss.streamBusy.Swap(false) {
 				ss.parkAsked = true
-				quiet[lk] = append(quiet[lk], ss.id)
+				quiet[lk] = append(quiet[lk], ss.ID)
 			}
 			ss.mu.Unlock()
 			if shrink && st != nil {
@@ -382,7 +382,7 @@ func (s *Server) admit(c net.Conn) {
 	s.perIP[ip]++
 	s.mu.Unlock()
 	s.metrics.connects.Inc()
-	s.log().Info("gateway: player connected", zap.String("session", ss.id), zap.Stringer("client", addr))
+	s.log().Info("gateway: player connected", zap.String("session", ss.ID), zap.Stringer("client", addr))
 	// A goroutine of its own, not this one: the handshake and the logging
 	// above grow a stack past what a held session needs, and the player's
 	// reader keeps its stack for as long as the player stays.
@@ -400,8 +400,8 @@ func (s *Server) remove(ss *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.sessions, ss)
-	if s.perIP[ss.ip]--; s.perIP[ss.ip] <= 0 {
-		delete(s.perIP, ss.ip)
+	if s.perIP[ss.IP]--; s.perIP[ss.IP] <= 0 {
+		delete(s.perIP, ss.IP)
 	}
 	if len(s.sessions) == 0 && s.drained != nil {
 		close(s.drained)

@@ -35,14 +35,14 @@ const (
 // stream, unless the stream is parked (see link.FramePark). An idle
 // session has no goroutine.
 type session struct {
-	srv   *Server
-	id    string
-	conn  net.Conn
-	ip    netip.Addr // what the per-address limit counts
-	since time.Time
-	tls   bool   // the player speaks TLS to this process, or to the one that relays it
-	kind  string // what the player connected with, for operators: "telnet", "telnet+tls", "websocket ..."
-	out   *outbox
+	// record is what of the session lasts beyond this process and its
+	// backend stream: guarded by mu, but for ID, Since, IP, TLS and Kind,
+	// which never change.
+	record
+
+	srv  *Server
+	conn net.Conn
+	out  *outbox
 	// pendingOut is a moved session's queued output until it starts.
 	pendingOut outboxState
 
@@ -58,14 +58,9 @@ type session struct {
 
 	mu    sync.Mutex
 	space sync.Cond // signalled when input is acknowledged or the session ends
-	// in holds input no backend has acknowledged; in[0] is input byte inOff
-	// of the session, and in[:sent] has gone out on the current stream.
-	in      []byte
-	inOff   uint64
-	sent    int
-	state   []byte
-	resumed uint32
-	opened  bool // attached to a backend at least once
+	// sent is how much of the held input (record.In) has gone out on the
+	// current stream.
+	sent int
 	// negotiated is set once the client has answered the offers (or the
 	// wait for it is over): a backend that links before then would open
 	// the session with half its facts, and the game would greet the
@@ -73,9 +68,7 @@ type session struct {
 	negotiated bool
 	st         *yamux.Stream
 	lk         *backendLink
-	lost       time.Time // when the session lost its backend, until resumed
-	gone       bool      // the player left or the session ended
-	noticed    bool      // the player was told the game is away
+	gone       bool // the player left or the session ended
 	// moving is set while the session is handed to another gateway
 	// process: the player's reader and writer stop, and nothing more goes
 	// to the backend.
@@ -102,33 +95,23 @@ type session struct {
 	inFrame     atomic.Bool
 	streamDone  chan struct{} // during a move: closed when the stream's reader has returned
 	endedInMove bool          // during a move: the application ended the session
-	// moveFrom names the backend instance that holds the session away
-	// after a move, until the next attach: on that backend the session
-	// carries on instead of being resumed.
-	moveFrom string
 	// handover is set while the session goes to the backend's successor:
 	// the next Open says so.
 	handover bool
-	facts    link.Facts
 	// factsDirty names the facts that changed since the current stream
 	// had them (in its Open or the last update); factsTimer is set while
 	// the next update waits for factsInterval to pass.
 	factsDirty link.FactFields
 	factsTimer *time.Timer
-	hello      [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
 
 	wmu sync.Mutex // serialises frames on the stream, and attaching
 }
 
 func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr) *session {
 	s := &session{
-		srv:   srv,
-		id:    id,
-		conn:  c,
-		ip:    ip,
-		since: time.Now(),
-		kind:  connKind(c),
-		facts: link.Facts{ClientAddr: addr.String()},
+		record: record{ID: id, IP: ip, Since: time.Now(), Kind: connKind(c), Facts: link.Facts{ClientAddr: addr.String()}},
+		srv:    srv,
+		conn:   c,
 	}
 	s.out = newOutbox(srv.outputQueue(), func() {
 		srv.wg.Add(1)
@@ -298,7 +281,7 @@ func (s *session) readPlayer(done chan struct{}) {
 	s.mu.Unlock()
 	if cur := s.srv.current(); cur == nil || !s.attach(cur) {
 		s.mu.Lock()
-		s.noticed = true
+		s.Noticed = true
 		s.mu.Unlock()
 		s.notice(noticeWaiting)
 	}
@@ -424,11 +407,11 @@ func (s *session) hold(data []byte) bool {
 		if s.moving {
 			// The reader is stopping for a move: what it read goes with
 			// the session, past the bound by one read at most.
-			s.in = append(s.in, data...)
+			s.In = append(s.In, data...)
 			s.mu.Unlock()
 			return false
 		}
-		for len(s.in) >= max && !s.gone && !s.moving {
+		for len(s.In) >= max && !s.gone && !s.moving {
 			if s.st != nil {
 				s.space.Wait()
 				continue
@@ -444,7 +427,7 @@ func (s *session) hold(data []byte) bool {
 			})
 			s.space.Wait()
 			t.Stop()
-			if s.st == nil && !s.gone && len(s.in) >= max {
+			if s.st == nil && !s.gone && len(s.In) >= max {
 				s.mu.Unlock()
 				if peerClosed(s.conn) {
 					s.finish(endPlayerClosed, false)
@@ -461,8 +444,8 @@ func (s *session) hold(data []byte) bool {
 			s.mu.Unlock()
 			continue // kept whole, above
 		}
-		n := min(len(data), max-len(s.in))
-		s.in = append(s.in, data[:n]...)
+		n := min(len(data), max-len(s.In))
+		s.In = append(s.In, data[:n]...)
 		s.mu.Unlock()
 		data = data[n:]
 		s.forward()
@@ -474,9 +457,9 @@ func (s *session) hold(data []byte) bool {
 // returns the rest.
 func (s *session) holdUpTo(data []byte) []byte {
 	s.mu.Lock()
-	n := min(len(data), max(0, s.srv.maxHeldInput()-len(s.in)))
+	n := min(len(data), max(0, s.srv.maxHeldInput()-len(s.In)))
 	if !s.gone {
-		s.in = append(s.in, data[:n]...)
+		s.In = append(s.In, data[:n]...)
 	}
 	s.mu.Unlock()
 	s.forward()
@@ -489,13 +472,13 @@ func (s *session) forward() {
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	st, lk := s.st, s.lk
-	if st == nil || s.moving || lk.leaving() || s.sent == len(s.in) {
+	if st == nil || s.moving || lk.leaving() || s.sent == len(s.In) {
 		s.mu.Unlock()
 		return
 	}
 	// Framed here, straight from the held input: one copy, not two.
-	b := appendInput(nil, s.in[s.sent:])
-	s.sent = len(s.in)
+	b := appendInput(nil, s.In[s.sent:])
+	s.sent = len(s.In)
 	s.mu.Unlock()
 	// A failed write means the stream is dying; its reader will detach the
 	// session and the input will be replayed.
@@ -595,7 +578,7 @@ func (s *session) write(out []byte) bool {
 		s.out.cut(out[n:])
 		return false
 	}
-	s.srv.log().Info("gateway: write to player failed", zap.String("session", s.id), zap.Error(err))
+	s.srv.log().Info("gateway: write to player failed", zap.String("session", s.ID), zap.Error(err))
 	s.finish(endWriteFailed, false)
 	return false
 }
@@ -627,7 +610,7 @@ func (s *session) attach(lk *backendLink) bool {
 		return attached
 	}
 	s.mu.Lock()
-	moveFrom := s.moveFrom
+	moveFrom := s.MoveFrom
 	s.mu.Unlock()
 	// A session that a move left away on this very backend carries on
 	// there: no resume, and nothing the game has had already.
@@ -637,33 +620,32 @@ func (s *session) attach(lk *backendLink) bool {
 		return false
 	}
 	s.mu.Lock()
-	o := link.Open{ID: s.id, Offset: s.inOff, Facts: s.facts, State: s.state}
 	s.factsDirty = 0 // the Open has them all
-	if s.opened && !carryOn {
-		s.resumed++
+	if s.Opened && !carryOn {
+		s.Resumed++
 		s.srv.metrics.resumes.Inc()
-		s.srv.metrics.resumeSeconds.Observe(time.Since(s.lost).Seconds())
+		s.srv.metrics.resumeSeconds.Observe(time.Since(s.Lost).Seconds())
 	}
-	s.opened = true
-	s.moveFrom = ""
-	o.Resumed, o.HandedOver = s.resumed, s.handover
+	s.Opened = true
+	s.MoveFrom = ""
+	o := s.open(s.handover)
 	s.handover = false
 	// One write for the lot (Open, the client's GMCP hello, the held
 	// input): each write waits for yamux's send loop, and a resume of
 	// thousands of sessions would wait for it thrice each.
 	b := link.AppendFrame(nil, link.FrameOpen, o.Append(nil))
 	if !carryOn {
-		for _, m := range s.hello {
+		for _, m := range s.Hello {
 			b = link.AppendFrame(b, link.FrameGMCPIn, m)
 		}
 	}
-	b = appendInput(b, s.in)
-	s.st, s.lk, s.sent = st, lk, len(s.in)
+	b = appendInput(b, s.In)
+	s.st, s.lk, s.sent = st, lk, len(s.In)
 	s.streamParked, s.parkAsked, s.wakePending = false, false, false
 	s.parksSeen, s.queued = 0, nil
 	s.streamBusy.Store(true)
-	noticed := s.noticed
-	s.noticed = false
+	noticed := s.Noticed
+	s.Noticed = false
 	s.mu.Unlock()
 	if noticed {
 		s.notice(noticeBack)
@@ -753,7 +735,7 @@ func (s *session) putBroadcast(b []byte) {
 // slowPlayer ends, on a goroutine of its own, the session of a player too
 // far behind to queue more for: the caller reads a stream for many.
 func (s *session) slowPlayer() {
-	s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.id))
+	s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.ID))
 	s.srv.wg.Add(1)
 	go func() {
 		defer s.srv.wg.Done()
@@ -829,7 +811,7 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 		*out = s.enc.Encode((*out)[:0], p)
 		if err := s.out.put(*out, s.srv.slowPlayer()); err != nil {
 			if errors.Is(err, errSlowPlayer) {
-				s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.id))
+				s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.ID))
 				s.finish(endSlowPlayer, false)
 			}
 			return true, false, false
@@ -843,7 +825,7 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 		}
 	case link.FrameState:
 		s.mu.Lock()
-		s.state = bytes.Clone(p)
+		s.State = bytes.Clone(p)
 		s.mu.Unlock()
 	case link.FrameEnd:
 		return true, true, false
@@ -866,12 +848,12 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 	}
 	s.mu.Lock()
 	s.st, s.lk, s.sent = nil, nil, 0
-	s.lost = time.Now()
+	s.Lost = time.Now()
 	gone := s.gone
 	if s.moving {
 		// The mover takes it from here.
 		if moved {
-			s.moveFrom = lk.instance
+			s.MoveFrom = lk.instance
 		}
 		s.endedInMove = ended
 		if s.streamDone != nil {
@@ -896,8 +878,8 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 		return
 	}
 	s.mu.Lock()
-	tell := !s.noticed && !s.gone
-	s.noticed = true
+	tell := !s.Noticed && !s.gone
+	s.Noticed = true
 	s.mu.Unlock()
 	if tell {
 		s.notice(noticeRestarting)
@@ -908,15 +890,15 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 func (s *session) ack(off uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if off <= s.inOff || off > s.inOff+uint64(len(s.in)) {
+	if off <= s.InOff || off > s.InOff+uint64(len(s.In)) {
 		return
 	}
-	n := int(off - s.inOff)
-	s.in = s.in[n:]
-	s.inOff = off
+	n := int(off - s.InOff)
+	s.In = s.In[n:]
+	s.InOff = off
 	s.sent = max(0, s.sent-n)
-	if len(s.in) == 0 {
-		s.in = nil // an idle session keeps no buffer
+	if len(s.In) == 0 {
+		s.In = nil // an idle session keeps no buffer
 	}
 	s.space.Broadcast()
 }
@@ -947,7 +929,7 @@ func (s *session) finish(reason string, flush bool) {
 	s.gone = true
 	s.stopFactsLocked()
 	st := s.st
-	s.in = nil
+	s.In = nil
 	s.space.Broadcast()
 	s.mu.Unlock()
 	if st != nil {
@@ -966,7 +948,7 @@ func (s *session) finish(reason string, flush bool) {
 		s.closeConn()
 	}
 	s.srv.metrics.disconnects.WithLabelValues(reason).Inc()
-	s.srv.log().Info("gateway: player disconnected", zap.String("session", s.id), zap.String("reason", reason))
+	s.srv.log().Info("gateway: player disconnected", zap.String("session", s.ID), zap.String("reason", reason))
 }
 
 // wake gives a parked session a reader again: its socket is readable.

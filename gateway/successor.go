@@ -132,7 +132,7 @@ func (s *Server) handOver(old, succ *backendLink) bool {
 			ss.mu.Lock()
 			ss.handover = true
 			ss.mu.Unlock()
-			ids[i] = ss.id
+			ids[i] = ss.ID
 		}
 		if err := old.send(link.FrameRelease, link.AppendMove(nil, ids)); err != nil {
 			break // the old backend is going: its sessions come here by themselves

@@ -55,11 +55,11 @@ func (s *session) keepHello(m []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	kept := 0
-	for _, h := range s.hello {
+	for _, h := range s.Hello {
 		kept += len(h)
 	}
-	if len(s.hello) < maxHello && kept+len(m) <= maxHelloBytes {
-		s.hello = append(s.hello, m)
+	if len(s.Hello) < maxHello && kept+len(m) <= maxHelloBytes {
+		s.Hello = append(s.Hello, m)
 	}
 }
 
@@ -90,9 +90,9 @@ func boundMoved(f link.Facts, hello [][]byte) (link.Facts, [][]byte) {
 // values when it is over.
 func (s *session) learnt(t telnet.Facts) {
 	s.mu.Lock()
-	f := mergeFacts(s.facts, t)
-	s.factsDirty |= f.Diff(&s.facts)
-	s.facts = f
+	f := mergeFacts(s.Facts, t)
+	s.factsDirty |= f.Diff(&s.Facts)
+	s.Facts = f
 	s.mu.Unlock()
 	s.sendFacts(false)
 }
@@ -118,7 +118,7 @@ func (s *session) sendFacts(tick bool) {
 		s.mu.Unlock()
 		return
 	}
-	b := link.AppendFrame(nil, link.FrameFactsUpdate, s.facts.AppendUpdate(nil, s.factsDirty))
+	b := link.AppendFrame(nil, link.FrameFactsUpdate, s.Facts.AppendUpdate(nil, s.factsDirty))
 	s.factsDirty = 0
 	if s.factsTimer == nil {
 		s.factsTimer = time.AfterFunc(factsInterval, func() { s.sendFacts(true) })

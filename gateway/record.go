@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/gob"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"holdfast/gateway/telnet"
+	"holdfast/link"
+)
+
+// record is what of a session lasts beyond one process and one backend
+// stream. The session embeds it; a backend's Open is built from it
+// (open); a move to another gateway process carries it whole, with what
+// the session's parts save of themselves (Parts). It is serialised one
+// way, MarshalBinary, with a format version. Adding a field here is all it
+// takes for the field to move and come back: TestRecordCarried fails for a
+// field that does not.
+type record struct {
+	ID    string
+	Since time.Time
+	IP    netip.Addr // what the per-address limit counts
+	TLS   bool       // the player speaks TLS to this process, or to the one that relays it
+	Kind  string     // what the player connected with, for operators: "telnet", "telnet+tls", "websocket ..."
+
+	// In holds input no backend has acknowledged; In[0] is input byte
+	// InOff of the session.
+	In    []byte
+	InOff uint64
+	State []byte // the application's, from its last State frame
+	// Resumed counts the backends the session was opened on after its
+	// first; Opened is set once it was opened on one.
+	Resumed uint32
+	Opened  bool
+	Noticed bool      // the player was told the game is away
+	Lost    time.Time // when the session lost its backend, until resumed
+	Facts   link.Facts
+	Hello   [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
+	// MoveFrom names the backend instance that holds the session away
+	// after a move, until the next attach: on that backend the session
+	// carries on instead of being resumed.
+	MoveFrom string
+
+	// Parts is what the session's parts save of themselves, for a move
+	// only: a live session's parts are its telnet engine, encoder,
+	// compressor, output queue and connection.
+	Parts parts
+}
+
+// parts is what a session's components save of themselves for a move.
+// Each marshals itself.
+type parts struct {
+	BytesIn, BytesOut uint64 // on the player's socket
+	Engine            telnet.EngineState
+	Encoder           telnet.EncoderState
+	Compressing       bool
+	Compressor        telnet.CompressorState
+	Out               outboxState
+	// Conn is the state of a connection that moves without a socket (a
+	// resumable WebSocket); nil for one whose socket goes with it.
+	Conn []byte
+}
+
+// recordVersion is the format of a record between gateway processes. A
+// process refuses a record of a format it does not read: the upgrade then
+// fails and the old process keeps the session.
+const recordVersion = 1
+
+// MarshalBinary encodes the record: its format version, then the fields.
+func (r *record) MarshalBinary() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteByte(recordVersion)
+	if err := gob.NewEncoder(&buf).Encode((*recordFields)(r)); err != nil {
+		return nil, fmt.Errorf("gateway: record: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// UnmarshalBinary decodes a record of this format.
+func (r *record) UnmarshalBinary(b []byte) error {
+	if len(b) == 0 || b[0] != recordVersion {
+		v := -1
+		if len(b) > 0 {
+			v = int(b[0])
+		}
+		return fmt.Errorf("gateway: a session record of format %d; this process reads %d", v, recordVersion)
+	}
+	*r = record{}
+	if err := gob.NewDecoder(bytes.NewReader(b[1:])).Decode((*recordFields)(r)); err != nil {
+		return fmt.Errorf("gateway: record: %w", err)
+	}
+	return nil
+}
+
+// recordFields is the record without its methods, for gob.
+type recordFields record
+
+// open is the Open that starts the session on a backend stream.
+func (r *record) open(handedOver bool) link.Open {
+	return link.Open{ID: r.ID, Resumed: r.Resumed, Offset: r.InOff, Facts: r.Facts, State: r.State, HandedOver: handedOver}
+}
+
+// marshalBatch encodes the records of a batch of sessions.
+func marshalBatch(recs []record) ([]byte, error) {
+	enc := make([][]byte, len(recs))
+	for i := range recs {
+		b, err := recs[i].MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		enc[i] = b
+	}
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(enc); err != nil {
+		return nil, fmt.Errorf("gateway: encoding sessions: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// unmarshalBatch decodes a batch of records.
+func unmarshalBatch(b []byte) ([]record, error) {
+	var enc [][]byte
+	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&enc); err != nil {
+		return nil, fmt.Errorf("gateway: decoding sessions: %w", err)
+	}
+	recs := make([]record, len(enc))
+	for i, e := range enc {
+		if err := recs[i].UnmarshalBinary(e); err != nil {
+			return nil, err
+		}
+	}
+	return recs, nil
+}
