@@ -27,6 +27,7 @@ import (
 	"holdfast/gateway/web"
 	"holdfast/internal/cli"
 	"holdfast/internal/systemd"
+	"holdfast/internal/upgrade"
 )
 
 // version is set at build time: go build -ldflags "-X main.version=1.2.3".
@@ -51,7 +52,7 @@ func main() {
 		}
 	}
 	// A gateway started by an upgrade reports to the one it takes over from.
-	pred, err := predecessor()
+	pred, err := upgrade.FromEnv()
 	if err != nil {
 		cli.Fatal("gateway", err)
 	}
@@ -61,7 +62,7 @@ func main() {
 			err = fmt.Errorf("configuration: %w", err)
 		}
 		if pred != nil {
-			pred.failed(err)
+			pred.Failed(err)
 		}
 		fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
 		os.Exit(code)
@@ -84,14 +85,14 @@ func main() {
 	}
 	if err := run(log, &cfg, cookie, pred); err != nil {
 		if pred != nil {
-			pred.failed(err)
+			pred.Failed(err)
 		}
 		log.Error("gateway: stopped", zap.Error(err))
 		os.Exit(1)
 	}
 }
 
-func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) error {
+func run(log *zap.Logger, cfg *config, cookie []byte, pred *upgrade.Predecessor) error {
 	// Early, so that a reload asked for while starting does not kill the
 	// gateway (SIGHUP's default action).
 	sigs := make(chan os.Signal, 1)
@@ -118,7 +119,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 		Metrics:          metrics,
 	}
 	if pred != nil {
-		gw.PreferBackend = pred.linked
+		gw.PreferBackend = pred.Backend
 	}
 	var closers []func()
 	defer func() {
@@ -137,10 +138,8 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 			closers = append(closers, func() { reg.srv.Close() })
 		}
 	}
-	up := &upgrader{log: log, gw: gw, socks: socks, reg: reg, timeout: cfg.upgradeTimeout, done: make(chan struct{})}
-	if err := up.locate(); err != nil {
-		log.Warn("gateway: upgrades will not work", zap.Error(err))
-	}
+	parts := &gatewayParts{log: log, gw: gw, socks: socks, reg: reg}
+	up := newUpgrader(log, parts, cfg.upgradeTimeout)
 
 	// What serves players and operators: opened (or inherited) now, served
 	// at once, or, taking over from a predecessor, once it lets go.
@@ -175,6 +174,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 	if err != nil {
 		return err
 	}
+	var arrived func() // called once no more sessions come from the old process
 	wl, httpLns, err := listenWeb(log, cfg, socks, cert, metrics, gw)
 	if err != nil {
 		for _, ln := range lns {
@@ -198,7 +198,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 		if pred != nil {
 			// Browsers reconnect to this process as their sessions move.
 			wl.ExpectArrivals()
-			pred.arrived = wl.ArrivalsDone
+			arrived = wl.ArrivalsDone
 		}
 		lns = append(lns, wl)
 		serve = append(serve, func() {
@@ -222,7 +222,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 		}
 	}
 	if pred != nil {
-		if err := pred.takeOver(log, gw, reg, startServing); err != nil {
+		if err := takeOver(pred, parts, startServing, arrived); err != nil {
 			return err
 		}
 	} else {
@@ -254,7 +254,7 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *predecessorLink) err
 			return nil
 		case err := <-served:
 			if errors.Is(err, gateway.ErrServerClosed) {
-				continue // handed to a successor
+				continue // handed to the new process of an upgrade
 			}
 			gw.Close()
 			return err

@@ -10,15 +10,16 @@ import (
 	"holdfast/internal/netx"
 )
 
-// upgradeEnv names the listening sockets a gateway hands its successor:
-// a JSON list of inheritedSocket, the descriptors themselves following the
-// handover socket (descriptor 3) in ExtraFiles order.
+// upgradeEnv names the listening sockets a gateway passes the new process
+// of an upgrade: a JSON list of inheritedSocket, the descriptors
+// themselves from upgrade.FirstFile on. The name is what earlier releases
+// set and read.
 const upgradeEnv = "GATEWAY_HANDOVER_SOCKETS"
 
-// inheritedSocket is one listening socket passed to a successor.
+// inheritedSocket is one listening socket passed to a new process.
 type inheritedSocket struct {
 	Name string // what it serves: listen, tls-listen, metrics, control, debug, epmd
-	Addr string // the setting it was opened for; a successor whose setting differs opens its own
+	Addr string // the setting it was opened for; a new process whose setting differs opens its own
 	FD   int
 }
 
@@ -45,8 +46,8 @@ func (s *sockets) add(name, addr string, ln net.Listener) net.Listener {
 	return p
 }
 
-// inheritSockets reads what a predecessor passed, if this process is one
-// gateway's successor.
+// inheritSockets reads what the old process passed, if this process is
+// the new process of an upgrade.
 func inheritSockets() (*sockets, error) {
 	s := &sockets{inherited: map[string][]inheritedSocket{}, files: map[int]*os.File{}}
 	v := os.Getenv(upgradeEnv)
@@ -133,7 +134,7 @@ func (s *sockets) closeUnused() {
 }
 
 // pass returns descriptors of every socket this process serves on, and
-// their description for a successor whose inherited descriptors start at
+// their description for a new process whose inherited descriptors start at
 // first. The caller closes the files.
 func (s *sockets) pass(first int) ([]*os.File, string, error) {
 	var files []*os.File
@@ -154,7 +155,7 @@ func (s *sockets) pass(first int) ([]*os.File, string, error) {
 }
 
 // keepPaths stops this process's Unix listeners from removing their paths
-// when they close: the successor serves on them.
+// when they close: the new process serves on them.
 func (s *sockets) keepPaths() {
 	for _, o := range s.opened {
 		if ul, ok := o.ln.(*net.UnixListener); ok {
