@@ -34,6 +34,11 @@ const (
 // while a backend is attached, another goroutine reads that backend's
 // stream, unless the stream is parked (see link.FramePark). An idle
 // session has no goroutine.
+//
+// Locks, in the order they are taken: wmu (frames on the stream, and
+// attaching), then tmu (the telnet engine, whose host callbacks may take
+// mu), then mu (the rest), then the outbox's own lock. A goroutine that
+// holds a later one never waits for an earlier one.
 type session struct {
 	// record is what of the session lasts beyond this process and its
 	// backend stream: guarded by mu, but for ID, Since, IP, TLS and Kind,
