@@ -74,8 +74,7 @@ var (
 	// ErrUnderWay is an upgrade asked for while one runs, or after one
 	// has succeeded. Its text is what the operator reads.
 	ErrUnderWay = errors.New("an upgrade is already under way")
-	// ErrProtocol is a message out of turn, or a protocol version the old
-	// process does not speak.
+	// ErrProtocol is a message out of turn.
 	ErrProtocol = errors.New("upgrade: protocol error")
 )
 
