@@ -360,7 +360,7 @@ wait:
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				handed <- s.handOver(lk, succ)
+				handed <- s.deploy(lk, succ)
 			}()
 		case ok := <-handed:
 			handing = false

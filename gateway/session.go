@@ -100,9 +100,9 @@ type session struct {
 	inFrame     atomic.Bool
 	streamDone  chan struct{} // during a move: closed when the stream's reader has returned
 	endedInMove bool          // during a move: the application ended the session
-	// handover is set while the session goes to the backend's successor:
-	// the next Open says so.
-	handover bool
+	// deployed is set while the session goes to the backend's successor
+	// (a deploy): the next Open says so.
+	deployed bool
 	// factsDirty names the facts that changed since the current stream
 	// had them (in its Open or the last update); factsTimer is set while
 	// the next update waits for factsInterval to pass.
@@ -633,8 +633,8 @@ func (s *session) attach(lk *backendLink) bool {
 	}
 	s.Opened = true
 	s.MoveFrom = ""
-	o := s.open(s.handover)
-	s.handover = false
+	o := s.open(s.deployed)
+	s.deployed = false
 	// One write for the lot (Open, the client's GMCP hello, the held
 	// input): each write waits for yamux's send loop, and a resume of
 	// thousands of sessions would wait for it thrice each.

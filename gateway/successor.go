@@ -91,19 +91,19 @@ func (s *Server) watchSuccessor(ctx context.Context, cur *backendLink, w *watche
 	}
 }
 
-// handoverBatch bounds the sessions released at once, and so how long a
+// deployBatch bounds the sessions released at once, and so how long a
 // player waits.
-const handoverBatch = 200
+const deployBatch = 200
 
-// handoverWait bounds how long a batch's sessions take to reach the
+// deployWait bounds how long a batch's sessions take to reach the
 // successor.
-const handoverWait = 10 * time.Second
+const deployWait = 10 * time.Second
 
-// handOver moves every session from old to succ and reports whether succ
+// deploy moves every session from old to succ and reports whether succ
 // took over. Then succ is the next link, and old is told to retire; if
 // succ fails meanwhile, old stays the link, and the sessions that had
 // moved come back to it.
-func (s *Server) handOver(old, succ *backendLink) bool {
+func (s *Server) deploy(old, succ *backendLink) bool {
 	release, _, err := s.BeginMove(s.ctx, "deploy")
 	if err != nil {
 		// The gateway is closing, or an upgrade moved every player to
@@ -123,21 +123,21 @@ func (s *Server) handOver(old, succ *backendLink) bool {
 	s.log().Info("gateway: handing the players to the backend's successor", zap.String("addr", succ.addr))
 	moved, ok := 0, true
 	for ok {
-		batch := s.attachedTo(old, handoverBatch)
+		batch := s.attachedTo(old, deployBatch)
 		if len(batch) == 0 {
 			break
 		}
 		ids := make([]string, len(batch))
 		for i, ss := range batch {
 			ss.mu.Lock()
-			ss.handover = true
+			ss.deployed = true
 			ss.mu.Unlock()
 			ids[i] = ss.ID
 		}
 		if err := old.send(link.FrameRelease, link.AppendMove(nil, ids)); err != nil {
 			break // the old backend is going: its sessions come here by themselves
 		}
-		deadline := time.Now().Add(handoverWait)
+		deadline := time.Now().Add(deployWait)
 		for _, ss := range batch {
 			for ss.onLink(old) && !old.leaving() && !succ.leaving() && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond) // one round trip each; nothing to wait on

@@ -18,7 +18,7 @@ import (
 )
 
 // sameProcess moves sessions to another Server in this process, as the
-// handover socket does between two processes.
+// upgrade's socket does between two processes.
 type sameProcess struct {
 	to       *gateway.Server
 	arrived  *gateway.Arrivals
