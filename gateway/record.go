@@ -80,12 +80,8 @@ func (r *record) MarshalBinary() ([]byte, error) {
 
 // UnmarshalBinary decodes a record of this format.
 func (r *record) UnmarshalBinary(b []byte) error {
-	if len(b) == 0 || b[0] != recordVersion {
-		v := -1
-		if len(b) > 0 {
-			v = int(b[0])
-		}
-		return fmt.Errorf("gateway: a session record of format %d; this process reads %d", v, recordVersion)
+	if err := checkVersion(b); err != nil {
+		return err
 	}
 	*r = record{}
 	if err := gob.NewDecoder(bytes.NewReader(b[1:])).Decode((*recordFields)(r)); err != nil {
@@ -102,34 +98,47 @@ func (r *record) open(handedOver bool) link.Open {
 	return link.Open{ID: r.ID, Resumed: r.Resumed, Offset: r.InOff, Facts: r.Facts, State: r.State, HandedOver: handedOver}
 }
 
-// marshalBatch encodes the records of a batch of sessions.
+// marshalBatch encodes the records of a batch of sessions: the format
+// version once, then the records' fields, as MarshalBinary encodes one
+// (one encoder for the batch: gob describes the types once, not for each
+// session).
 func marshalBatch(recs []record) ([]byte, error) {
-	enc := make([][]byte, len(recs))
-	for i := range recs {
-		b, err := recs[i].MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
-		enc[i] = b
-	}
 	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(enc); err != nil {
+	buf.WriteByte(recordVersion)
+	fields := make([]recordFields, len(recs))
+	for i := range recs {
+		fields[i] = recordFields(recs[i])
+	}
+	if err := gob.NewEncoder(&buf).Encode(fields); err != nil {
 		return nil, fmt.Errorf("gateway: encoding sessions: %w", err)
 	}
 	return buf.Bytes(), nil
 }
 
-// unmarshalBatch decodes a batch of records.
+// unmarshalBatch decodes a batch of records of this format.
 func unmarshalBatch(b []byte) ([]record, error) {
-	var enc [][]byte
-	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&enc); err != nil {
+	if err := checkVersion(b); err != nil {
+		return nil, err
+	}
+	var fields []recordFields
+	if err := gob.NewDecoder(bytes.NewReader(b[1:])).Decode(&fields); err != nil {
 		return nil, fmt.Errorf("gateway: decoding sessions: %w", err)
 	}
-	recs := make([]record, len(enc))
-	for i, e := range enc {
-		if err := recs[i].UnmarshalBinary(e); err != nil {
-			return nil, err
-		}
+	recs := make([]record, len(fields))
+	for i := range fields {
+		recs[i] = record(fields[i])
 	}
 	return recs, nil
+}
+
+// checkVersion refuses an encoding of another format than this one.
+func checkVersion(b []byte) error {
+	if len(b) == 0 || b[0] != recordVersion {
+		v := -1
+		if len(b) > 0 {
+			v = int(b[0])
+		}
+		return fmt.Errorf("gateway: a session record of format %d; this process reads %d", v, recordVersion)
+	}
+	return nil
 }

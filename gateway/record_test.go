@@ -122,5 +122,31 @@ func TestRecordFormat(t *testing.T) {
 		if err := r.UnmarshalBinary(b); err == nil || !strings.Contains(err.Error(), "format") {
 			t.Errorf("UnmarshalBinary(%v) = %v, want a refusal naming the format", b, err)
 		}
+		if _, err := unmarshalBatch(b); err == nil || !strings.Contains(err.Error(), "format") {
+			t.Errorf("unmarshalBatch(%v) = %v, want a refusal naming the format", b, err)
+		}
+	}
+}
+
+// BenchmarkBatch measures encoding and decoding an upgrade's batch of 200
+// sessions' records.
+//
+//	go test -run - -bench Batch ./gateway/
+func BenchmarkBatch(b *testing.B) {
+	var one record
+	fill(&testing.T{}, reflect.ValueOf(&one).Elem(), "record")
+	recs := make([]record, 200)
+	for i := range recs {
+		recs[i] = one
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		enc, err := marshalBatch(recs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := unmarshalBatch(enc); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
