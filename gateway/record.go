@@ -45,8 +45,10 @@ type record struct {
 
 	// Parts is what the session's parts save of themselves, for a move
 	// only: a live session's parts are its telnet engine, encoder,
-	// compressor, output queue and connection.
-	Parts parts
+	// compressor, output queue and connection, and its Parts is nil (a
+	// pointer: held by every live session, the parts' zero values would
+	// cost 376 bytes each).
+	Parts *parts
 }
 
 // parts is what a session's components save of themselves for a move.

@@ -84,7 +84,7 @@ func TestRecordCarried(t *testing.T) {
 	t.Cleanup(func() { a.Close(); b2.Close() })
 	s := newSession(srv, "x", a, a.RemoteAddr(), netip.Addr{})
 	s.record = want
-	s.Parts = parts{}
+	s.Parts = nil
 	sent := s.save()
 	sent.Parts.Conn = []byte("the page's part")
 	enc, err := marshalBatch([]record{sent})
@@ -109,7 +109,7 @@ func TestRecordCarried(t *testing.T) {
 		t.Fatal(err)
 	}
 	again := arrived.save()
-	again.Parts, sent.Parts = parts{}, parts{}
+	again.Parts, sent.Parts = nil, nil
 	if !reflect.DeepEqual(again, sent) {
 		t.Fatalf("a session's record changed in a move:\n got %+v\nwant %+v", again, sent)
 	}

@@ -382,7 +382,7 @@ func (ss *session) save() record {
 	r := ss.record
 	_, isTLS := ss.conn.(*tls.Conn)
 	r.TLS = isTLS || ss.TLS
-	r.Parts = parts{
+	r.Parts = &parts{
 		BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(),
 		Engine: engine, Encoder: ss.enc.Save(),
 		Compressing: ss.compressing, Compressor: ss.comp.Save(),
@@ -478,6 +478,10 @@ func (s *Server) Receive(state []byte, conns []*os.File) (*Arrivals, error) {
 	states, err := unmarshalBatch(state)
 	withSocket := 0
 	for _, m := range states {
+		if m.Parts == nil {
+			err = errors.New("a session record without its parts")
+			break
+		}
 		if m.Parts.Conn == nil {
 			withSocket++
 		}
@@ -525,7 +529,7 @@ func (s *Server) arrive(m *record, f *os.File) (*session, error) {
 	}
 	p := m.Parts
 	ss := newSession(s, m.ID, c, netx.Addr(m.Facts.ClientAddr), m.IP)
-	ss.record, ss.Parts = *m, parts{}
+	ss.record, ss.Parts = *m, nil
 	ss.bytesIn.Store(p.BytesIn)
 	ss.bytesOut.Store(p.BytesOut)
 	if err := ss.engine.Restore(p.Engine); err != nil {
