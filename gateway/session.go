@@ -481,8 +481,16 @@ func (s *session) forward() {
 		s.mu.Unlock()
 		return
 	}
+	// A fact learnt before this input goes before it, whatever the facts
+	// interval: the game reads the input knowing it. (A player who sends
+	// a fact before each line pays for each update with a line.)
+	var b []byte
+	if s.factsDirty != 0 {
+		b = link.AppendFrame(b, link.FrameFactsUpdate, s.Facts.AppendUpdate(nil, s.factsDirty))
+		s.factsDirty = 0
+	}
 	// Framed here, straight from the held input: one copy, not two.
-	b := appendInput(nil, s.In[s.sent:])
+	b = appendInput(b, s.In[s.sent:])
 	s.sent = len(s.In)
 	s.mu.Unlock()
 	// A failed write means the stream is dying; its reader will detach the
