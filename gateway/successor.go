@@ -112,9 +112,8 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 		return false
 	}
 	defer release()
-	if old.leaving() || succ.leaving() {
-		succ.mux.Close()
-		return false
+	if succ.leaving() {
+		return false // it failed while the move waited: old serves on
 	}
 	start := time.Now()
 	s.mu.Lock()
