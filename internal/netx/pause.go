@@ -52,7 +52,8 @@ func (l *PauseListener) isPaused() bool {
 }
 
 // Pause stops Accept from taking connections until Resume or Close; an
-// Accept under way returns to wait.
+// Accept under way returns to wait (one whose connection arrives as Pause
+// is called may still take it: the caller serves it as any other).
 func (l *PauseListener) Pause() {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -22,6 +22,7 @@ func TestPauseListener(t *testing.T) {
 				t.Fatal(err)
 			}
 			ln := Pausable(raw)
+			ln.Pause() // before any Accept: nothing may be taken
 			accepted := make(chan net.Conn, 4)
 			errs := make(chan error, 1)
 			go func() {
@@ -42,10 +43,6 @@ func TestPauseListener(t *testing.T) {
 				t.Cleanup(func() { c.Close() })
 				return c
 			}
-			dial()
-			(<-accepted).Close()
-
-			ln.Pause()
 			dial() // waits in the kernel's queue
 			select {
 			case c := <-accepted:
@@ -60,6 +57,8 @@ func TestPauseListener(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("the resumed listener did not take the waiting connection")
 			}
+			dial()
+			(<-accepted).Close()
 			ln.Pause()
 			ln.Close()
 			select {

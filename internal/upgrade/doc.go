@@ -11,7 +11,7 @@
 // socket as its descriptor 3 and the listening sockets from FirstFile on,
 // and says so in its environment (FromEnv reads it). They speak over the
 // socket, each message a Kind with a payload and descriptors
-// (internal/handover frames them):
+// (internal/fdmsg frames them):
 //
 //	new -> old  Failed  reason          (then it exits: nothing changed)
 //	new -> old  Ready   protocol, pid, version   configured, linked to the backend

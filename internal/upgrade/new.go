@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"holdfast/internal/handover"
+	"holdfast/internal/fdmsg"
 )
 
 // Receiver is the new process's part in an upgrade: it takes what the old
@@ -42,7 +42,7 @@ type Predecessor struct {
 	// first.
 	Backend string
 
-	conn *handover.Conn
+	conn *fdmsg.Conn
 	once sync.Once
 }
 
@@ -69,7 +69,7 @@ func FromEnv() (*Predecessor, error) {
 // FromFile returns the old process at the other end of f, this process's
 // end of the upgrade's socket, which FromFile takes; backend is Backend.
 func FromFile(f *os.File, backend string) (*Predecessor, error) {
-	conn, err := handover.FromFile(f)
+	conn, err := fdmsg.FromFile(f)
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
 	}

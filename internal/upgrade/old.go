@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"holdfast/internal/handover"
+	"holdfast/internal/fdmsg"
 )
 
 // Defaults of the Upgrader's knobs.
@@ -201,7 +201,7 @@ func (c command) Kill() error { return c.cmd.Process.Kill() }
 // run does the upgrade. committed reports whether the new process has
 // taken over, so that a failure from then on cannot be undone.
 func (u *Upgrader) run() (res Result, committed bool, err error) {
-	conn, theirs, err := handover.Pair()
+	conn, theirs, err := fdmsg.Pair()
 	if err != nil {
 		return res, false, err
 	}

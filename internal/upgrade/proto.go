@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 
-	"holdfast/internal/handover"
+	"holdfast/internal/fdmsg"
 )
 
 // Version is the protocol version this package speaks.
@@ -98,13 +98,13 @@ type message struct {
 // so that the old process can wait for one, for the new process's exit
 // and for a timer at once.
 type reader struct {
-	conn *handover.Conn
+	conn *fdmsg.Conn
 	msgs chan message
 	quit chan struct{}
 	done chan struct{}
 }
 
-func newReader(conn *handover.Conn) *reader {
+func newReader(conn *fdmsg.Conn) *reader {
 	r := &reader{conn: conn, msgs: make(chan message), quit: make(chan struct{}), done: make(chan struct{})}
 	go r.loop()
 	return r

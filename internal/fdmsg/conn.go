@@ -1,6 +1,6 @@
-// Package handover carries messages and open descriptors between a running
-// gateway process and the one that takes over from it, over a Unix socket.
-package handover
+// Package fdmsg carries messages and open descriptors over a Unix socket:
+// between a running gateway process and the new one of an upgrade.
+package fdmsg
 
 import (
 	"encoding/binary"
@@ -26,7 +26,7 @@ const (
 )
 
 // ErrProtocol is a message that breaks the rules above.
-var ErrProtocol = errors.New("handover: protocol error")
+var ErrProtocol = errors.New("fdmsg: protocol error")
 
 // Conn carries messages, each with descriptors, both ways. One goroutine
 // may send while another receives.
@@ -43,12 +43,12 @@ func FromFile(f *os.File) (*Conn, error) {
 	c, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
-		return nil, fmt.Errorf("handover: %w", err)
+		return nil, fmt.Errorf("fdmsg: %w", err)
 	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		c.Close()
-		return nil, fmt.Errorf("handover: %w: not a Unix socket", ErrProtocol)
+		return nil, fmt.Errorf("fdmsg: %w: not a Unix socket", ErrProtocol)
 	}
 	return New(uc), nil
 }
@@ -56,9 +56,9 @@ func FromFile(f *os.File) (*Conn, error) {
 // Pair returns the two ends of a new connection: this process's, and a
 // file for the other process to inherit.
 func Pair() (*Conn, *os.File, error) {
-	mine, theirs, err := netx.Socketpair("handover")
+	mine, theirs, err := netx.Socketpair("fdmsg")
 	if err != nil {
-		return nil, nil, fmt.Errorf("handover: %w", err)
+		return nil, nil, fmt.Errorf("fdmsg: %w", err)
 	}
 	c, err := FromFile(mine)
 	if err != nil {
@@ -78,7 +78,7 @@ func (c *Conn) SetDeadline(t time.Time) error { return c.c.SetDeadline(t) }
 // caller still owns (the other process receives copies).
 func (c *Conn) Send(kind byte, payload []byte, files []*os.File) error {
 	if len(files) > MaxFiles || len(payload) > MaxPayload {
-		return fmt.Errorf("handover: %w: %d descriptors, %d bytes", ErrProtocol, len(files), len(payload))
+		return fmt.Errorf("fdmsg: %w: %d descriptors, %d bytes", ErrProtocol, len(files), len(payload))
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -94,7 +94,7 @@ func (c *Conn) Send(kind byte, payload []byte, files []*os.File) error {
 			// process that shares it.
 			raw, err := f.SyscallConn()
 			if err != nil {
-				return fmt.Errorf("handover: send: %w", err)
+				return fmt.Errorf("fdmsg: send: %w", err)
 			}
 			raw.Control(func(fd uintptr) { fds[i] = int(fd) })
 		}
@@ -102,13 +102,13 @@ func (c *Conn) Send(kind byte, payload []byte, files []*os.File) error {
 	}
 	// The descriptors travel with the header's bytes.
 	if _, _, err := c.c.WriteMsgUnix(hdr, oob, nil); err != nil {
-		return fmt.Errorf("handover: send: %w", err)
+		return fmt.Errorf("fdmsg: send: %w", err)
 	}
 	if len(payload) == 0 {
 		return nil // a write of nothing could fail on a peer that has its message and left
 	}
 	if _, err := c.c.Write(payload); err != nil {
-		return fmt.Errorf("handover: send: %w", err)
+		return fmt.Errorf("fdmsg: send: %w", err)
 	}
 	return nil
 }
@@ -121,7 +121,7 @@ func (c *Conn) Recv() (kind byte, payload []byte, files []*os.File, err error) {
 	oob := make([]byte, syscall.CmsgSpace(MaxFiles*4))
 	n, oobn, flags, _, err := c.c.ReadMsgUnix(hdr, oob)
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("handover: receive: %w", err)
+		return 0, nil, nil, fmt.Errorf("fdmsg: receive: %w", err)
 	}
 	if n == 0 {
 		return 0, nil, nil, io.EOF
@@ -137,18 +137,18 @@ func (c *Conn) Recv() (kind byte, payload []byte, files []*os.File, err error) {
 		return fail(perr)
 	}
 	if flags&syscall.MSG_CTRUNC != 0 {
-		return fail(fmt.Errorf("handover: %w: descriptors cut short", ErrProtocol))
+		return fail(fmt.Errorf("fdmsg: %w: descriptors cut short", ErrProtocol))
 	}
 	if _, err := io.ReadFull(c.c, hdr[n:]); err != nil {
-		return fail(fmt.Errorf("handover: receive: %w", err))
+		return fail(fmt.Errorf("fdmsg: receive: %w", err))
 	}
 	size, nfiles := binary.BigEndian.Uint32(hdr[1:]), binary.BigEndian.Uint32(hdr[5:])
 	if size > MaxPayload || int(nfiles) != len(files) {
-		return fail(fmt.Errorf("handover: %w: %d bytes, %d descriptors announced, %d came", ErrProtocol, size, nfiles, len(files)))
+		return fail(fmt.Errorf("fdmsg: %w: %d bytes, %d descriptors announced, %d came", ErrProtocol, size, nfiles, len(files)))
 	}
 	payload = make([]byte, size)
 	if _, err := io.ReadFull(c.c, payload); err != nil {
-		return fail(fmt.Errorf("handover: receive: %w", err))
+		return fail(fmt.Errorf("fdmsg: receive: %w", err))
 	}
 	return hdr[0], payload, files, nil
 }
@@ -156,7 +156,7 @@ func (c *Conn) Recv() (kind byte, payload []byte, files []*os.File, err error) {
 func parseRights(oob []byte) ([]*os.File, error) {
 	msgs, err := syscall.ParseSocketControlMessage(oob)
 	if err != nil {
-		return nil, fmt.Errorf("handover: %w: %v", ErrProtocol, err)
+		return nil, fmt.Errorf("fdmsg: %w: %v", ErrProtocol, err)
 	}
 	var files []*os.File
 	for _, m := range msgs {
