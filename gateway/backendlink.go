@@ -292,18 +292,17 @@ func (s *Server) dialBackend(client *epmd.Client, name, host string) (*backendLi
 // dialAddr dials a backend at addr and authenticates it.
 func (s *Server) dialAddr(addr string) (*backendLink, error) {
 	d := net.Dialer{Timeout: 5 * time.Second}
-	c, err := d.DialContext(s.ctx, "tcp", addr)
+	raw, err := d.DialContext(s.ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: dial backend: %w", err)
 	}
-	stop := context.AfterFunc(s.ctx, func() { c.Close() })
-	sc, instance, err := link.GatewayHandshake(c, s.Cookie)
+	stop := context.AfterFunc(s.ctx, func() { raw.Close() })
+	c, instance, err := link.GatewayHandshake(raw, s.Cookie)
 	stop()
 	if err != nil {
-		c.Close()
+		raw.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
-	c = sc
 	lk := &backendLink{addr: addr, instance: instance, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{})}
 	mux, err := yamux.Client(link.Coalesce(c, lk.broken), link.YamuxConfig(s.log()))
 	if err != nil {
