@@ -117,9 +117,13 @@ func marshalBatch(recs []record) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// unmarshalBatch decodes a batch of records of this format.
+// unmarshalBatch decodes a batch of records of this format, or of the
+// gateways before formats had versions.
 func unmarshalBatch(b []byte) ([]record, error) {
 	if err := checkVersion(b); err != nil {
+		if recs, lerr := unmarshalLegacy(b); lerr == nil {
+			return recs, nil
+		}
 		return nil, err
 	}
 	var fields []recordFields
@@ -143,4 +147,55 @@ func checkVersion(b []byte) error {
 		return fmt.Errorf("gateway: a session record of format %d; this process reads %d", v, recordVersion)
 	}
 	return nil
+}
+
+// legacySession is a session as the gateways before record formats sent
+// it in an upgrade's batch: gob of a list of these, with no version. This
+// version reads it, so that a gateway of the release before can upgrade
+// to it (its players are held; the backend must be deployed again, since
+// the link's handshake changed).
+type legacySession struct {
+	ID          string
+	Since       time.Time
+	IP          netip.Addr
+	TLS         bool
+	Kind        string
+	BytesIn     uint64
+	BytesOut    uint64
+	Engine      telnet.EngineState
+	Encoder     telnet.EncoderState
+	Compressing bool
+	Compressor  telnet.CompressorState
+	Out         outboxState
+	In          []byte
+	InOff       uint64
+	State       []byte
+	Resumed     uint32
+	Opened      bool
+	Noticed     bool
+	Lost        time.Time
+	Facts       link.Facts
+	Hello       [][]byte
+	MoveFrom    string
+	Conn        []byte
+}
+
+func unmarshalLegacy(b []byte) ([]record, error) {
+	var old []legacySession
+	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&old); err != nil {
+		return nil, err
+	}
+	recs := make([]record, len(old))
+	for i, m := range old {
+		recs[i] = record{
+			ID: m.ID, Since: m.Since, IP: m.IP, TLS: m.TLS, Kind: m.Kind,
+			In: m.In, InOff: m.InOff, State: m.State, Resumed: m.Resumed, Opened: m.Opened,
+			Noticed: m.Noticed, Lost: m.Lost, Facts: m.Facts, Hello: m.Hello, MoveFrom: m.MoveFrom,
+			Parts: &parts{
+				BytesIn: m.BytesIn, BytesOut: m.BytesOut, Engine: m.Engine, Encoder: m.Encoder,
+				Compressing: m.Compressing, Compressor: m.Compressor, Out: m.Out, Conn: m.Conn,
+			},
+		}
+	}
+	return recs, nil
 }

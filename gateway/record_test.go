@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"encoding/gob"
 	"net"
 	"net/netip"
 	"reflect"
@@ -176,4 +178,25 @@ func FuzzUnmarshalBatch(f *testing.F) {
 			t.Fatalf("a batch encoded again reads as %d records, %v; want %d", len(back), err, len(recs))
 		}
 	})
+}
+
+// TestLegacyBatch: a batch as the gateways before record formats sent it
+// (gob of their flat session, no version) is read, every field in its
+// place, so that such a gateway can upgrade to this one.
+func TestLegacyBatch(t *testing.T) {
+	var old legacySession
+	fill(t, reflect.ValueOf(&old).Elem(), "legacySession")
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode([]legacySession{old}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := unmarshalBatch(buf.Bytes())
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("a legacy batch: %d records, %v", len(recs), err)
+	}
+	var want record
+	fill(t, reflect.ValueOf(&want).Elem(), "record")
+	if !reflect.DeepEqual(recs[0], want) {
+		t.Fatalf("a legacy session read as\n %+v\nwant\n %+v", recs[0], want)
+	}
 }
