@@ -83,10 +83,16 @@ func boundHello(t *testing.T) {
 	p.expect("The game is restarting")
 	e.backend(handle)
 	p.expect("The game is back")
-	p.send("two\r\n") // "one" was acknowledged: the next backend reads this first
+	p.send("two\r\n")
+	// Close may have come before the first backend's acknowledgement of
+	// "one" went out: then "one" is replayed first, as the guarantee
+	// allows, and "two" follows.
 	b := <-got
+	if b.line == "one" {
+		b = <-got
+	}
 	if b.line != "two" {
-		t.Fatalf("the next backend read %q first", b.line)
+		t.Fatalf("the next backend read %q", b.line)
 	}
 	t.Logf("kept for the next backend: %d messages, %d bytes (of %d sent)", b.hello, b.bytes, sent+1)
 	if b.hello == 0 || b.hello > gateway.MaxHello || b.bytes > gateway.MaxHelloBytes {
