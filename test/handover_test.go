@@ -1,11 +1,8 @@
 package test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -14,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"holdfast/gateway/telnet"
 )
 
 // typers are players logged in to the demo and typing numbered lines at
@@ -118,54 +113,6 @@ func exitCode(t *testing.T, p *proc) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
-// idlers logs n players in, many at a time, and leaves them idle. A
-// player that does not get in says where it stood and how the system
-// looked then: a stall here is the gateway's or the game's.
-func (sys *system) idlers(n int) {
-	t := sys.t
-	t.Helper()
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 50)
-	for i := range n {
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem }()
-			c, err := net.DialTimeout("tcp", sys.telnet, waitFor)
-			if err != nil {
-				errs <- err
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-			c.SetDeadline(time.Now().Add(waitFor))
-			r := bufio.NewReader(telnet.Strip(c))
-			name := "idle" + strconv.Itoa(i)
-			for _, step := range []struct{ want, send string }{{"What is your name?", name}, {"Welcome, " + name, ""}} {
-				last := ""
-				for {
-					l, err := r.ReadString('\n')
-					if err != nil {
-						errs <- fmt.Errorf("%s waiting for %q (last line %q): %w", name, step.want, last+l, err)
-						return
-					}
-					if last = l; strings.HasPrefix(l, step.want) {
-						break
-					}
-				}
-				if step.send != "" {
-					io.WriteString(c, step.send+"\r\n")
-				}
-			}
-			c.SetDeadline(time.Time{})
-			errs <- nil
-		}()
-	}
-	for range n {
-		if err := <-errs; err != nil {
-			t.Fatalf("an idle player: %v\n%s", err, sys.diagnosis())
-		}
-	}
-}
-
 func successor(t *testing.T, sys *system, args ...string) *proc {
 	t.Helper()
 	return start(t, "backend", sys.env(), append([]string{"-cookie-file", sys.cookie, "-takeover"}, args...)...)
@@ -246,7 +193,7 @@ func TestHandoverFailures(t *testing.T) {
 			sys := startSystem(t)
 			old := sys.startBackend()
 			ty := startTypers(t, sys.telnet, 10)
-			sys.idlers(2 * 200)
+			sys.hold(2 * 200) // idle: enough for more than one batch
 			ty.waitAnswered(20)
 			next := successor(t, sys)
 			sys.gw.waitLog("gateway: handing the players to the backend's successor", 1)

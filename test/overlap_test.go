@@ -26,7 +26,9 @@ type heldPlayer struct {
 	r    *bufio.Reader
 }
 
-// hold logs n players in, many at a time, and keeps their connections.
+// hold logs n players in, many at a time, and keeps their connections. A
+// player that does not get in says where it stood and how the system
+// looked then: a stall here is the gateway's or the game's.
 func (sys *system) hold(n int) []*heldPlayer {
 	t := sys.t
 	t.Helper()
