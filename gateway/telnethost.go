@@ -54,13 +54,19 @@ func (s *session) fromPlayer(dst, src []byte) []byte {
 func (s *session) keepHello(m []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	kept := 0
-	for _, h := range s.Hello {
-		kept += len(h)
+	s.Hello = keptHello(s.Hello, m)
+}
+
+// keptHello returns hello with m added, if the bounds leave room for it.
+func keptHello(hello [][]byte, m []byte) [][]byte {
+	total := 0
+	for _, h := range hello {
+		total += len(h)
 	}
-	if len(s.Hello) < maxHello && kept+len(m) <= maxHelloBytes {
-		s.Hello = append(s.Hello, m)
+	if len(hello) < maxHello && total+len(m) <= maxHelloBytes {
+		return append(hello, m)
 	}
+	return hello
 }
 
 // boundMoved bounds what a session brings from another gateway process,
@@ -73,13 +79,8 @@ func boundMoved(f link.Facts, hello [][]byte) (link.Facts, [][]byte) {
 	f.ClientVersion = telnet.Printable([]byte(f.ClientVersion), telnet.MaxEnvValue)
 	f.ReportedIP = telnet.Printable([]byte(f.ReportedIP), telnet.MaxEnvValue)
 	var kept [][]byte
-	total := 0
 	for _, m := range hello {
-		if len(kept) == maxHello || total+len(m) > maxHelloBytes {
-			break
-		}
-		kept = append(kept, m)
-		total += len(m)
+		kept = keptHello(kept, m)
 	}
 	return f, kept
 }
