@@ -354,16 +354,21 @@ func (p *player) facts() map[string]string {
 func (p *proc) waitLogged(msg, key, value string) {
 	p.t.Helper()
 	deadline := time.After(waitFor)
-	for !p.logged(msg, key, value) {
-		p.mu.Lock()
-		more := p.more
-		p.mu.Unlock()
+	for {
+		// The check and the channel that announces the next line are taken
+		// under one lock: a line logged between them would otherwise wake
+		// nobody.
+		ok, more := p.loggedOrNext(msg, key, value)
+		if ok {
+			return
+		}
 		select {
 		case <-more:
 		case <-p.done:
-			if !p.logged(msg, key, value) {
+			if ok, _ := p.loggedOrNext(msg, key, value); !ok {
 				p.t.Fatalf("%s exited before logging %q with %s=%q", p.name, msg, key, value)
 			}
+			return
 		case <-deadline:
 			p.t.Fatalf("%s did not log %q with %s=%q within %v", p.name, msg, key, value, waitFor)
 		}
@@ -372,14 +377,21 @@ func (p *proc) waitLogged(msg, key, value string) {
 
 // logged reports whether a log line with message msg has key set to value.
 func (p *proc) logged(msg, key, value string) bool {
+	ok, _ := p.loggedOrNext(msg, key, value)
+	return ok
+}
+
+// loggedOrNext reports whether a log line with message msg has key set to
+// value and, if not, returns the channel closed when the next line arrives.
+func (p *proc) loggedOrNext(msg, key, value string) (bool, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, m := range p.lines {
 		if m["msg"] == msg && m[key] == value {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, p.more
 }
 
 // expectClosed reads until the gateway closes the connection.
