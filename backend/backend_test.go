@@ -298,7 +298,8 @@ func TestWrongCookieRefused(t *testing.T) {
 }
 
 // TestInstance: every link to one Listener learns the same instance name in
-// its handshake, and another Listener has another.
+// its handshake, and another Listener has another, which proves it
+// started later: the gateways move players to it, never back.
 func TestInstance(t *testing.T) {
 	l, g1 := setup(t)
 	g2 := linkGateway(t, l)
@@ -308,5 +309,8 @@ func TestInstance(t *testing.T) {
 	_, g3 := setup(t)
 	if g3.instance == g1.instance {
 		t.Fatalf("two backends share the instance %q", g1.instance)
+	}
+	if !link.Newer(g3.instance, g1.instance) || link.Newer(g1.instance, g3.instance) {
+		t.Fatalf("the backend started second (%q) is not proven newer than the first (%q)", g3.instance, g1.instance)
 	}
 }

@@ -136,6 +136,9 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 		ln.Close()
 		return nil, fmt.Errorf("backend: %w", err)
 	}
+	// Gateways move players only to a backend that started after the one
+	// they are linked to: the order is proven with the instance.
+	creds.Instance = link.NewInstance(processStart())
 	port := ln.Addr().(*net.TCPAddr).Port
 	client := &epmd.Client{Addr: cfg.EPMD}
 	var reg *epmd.Registration

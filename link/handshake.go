@@ -13,6 +13,8 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -46,7 +48,9 @@ type Credentials struct {
 }
 
 // NewCredentials makes a backend process's credentials: a random instance
-// name and a self-signed certificate with a fresh key.
+// name and a self-signed certificate with a fresh key. An instance made
+// here says nothing of when its process started; a backend that may be
+// deployed sets Instance with NewInstance.
 //
 // The certificate authenticates nothing: the gateway cannot know it in
 // advance, so it does not check it. It is there because TLS needs one;
@@ -78,6 +82,50 @@ func NewCredentials(cookie []byte) (*Credentials, error) {
 		Instance: rand.Text(),
 		cert:     tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
 	}, nil
+}
+
+// An instance name that orders its process is its start, in decimal, a
+// dot, and a random part. It is proven in the handshake with the rest, so
+// a gateway learns the order of two backends from them and from nothing
+// else: not from the registry, which any local process may write to, and
+// which forgets everything when it restarts.
+const instanceSep = "."
+
+// NewInstance returns an instance name for a process that started at
+// started: nanoseconds on a clock that every backend process under one
+// name reads alike and that never goes back (on Linux, CLOCK_BOOTTIME:
+// the processes that register one name share the registry's host).
+func NewInstance(started int64) string {
+	return strconv.FormatInt(started, 10) + instanceSep + rand.Text()
+}
+
+// instanceStart returns when the process of an instance name made by
+// NewInstance started.
+func instanceStart(instance string) (int64, bool) {
+	s, _, ok := strings.Cut(instance, instanceSep)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+// Newer reports whether the backend process named by instance a started
+// after the one named by b. Only a backend proven newer than the one a
+// gateway is linked to can take its players: so that whatever the registry
+// says, and in whatever order backends register after it restarts, the
+// players only ever move forward, and end on the newest backend. Instances
+// that do not say when they started are never newer, nor is one equal.
+func Newer(a, b string) bool {
+	sa, ok := instanceStart(a)
+	if !ok {
+		return false
+	}
+	sb, ok := instanceStart(b)
+	return ok && sa > sb
 }
 
 func tlsConfig() *tls.Config {

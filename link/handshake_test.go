@@ -3,6 +3,7 @@ package link
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -301,4 +302,104 @@ func FuzzBackendHandshake(f *testing.F) {
 			t.Fatal("a peer without the cookie was taken")
 		}
 	})
+}
+
+// TestNewer: the order of two backend processes is their start, and an
+// instance that does not say when it started is never newer, nor older.
+func TestNewer(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		a, b string
+		want bool
+	}{
+		{"started later", NewInstance(2_000), NewInstance(1_000), true},
+		{"started earlier", NewInstance(1_000), NewInstance(2_000), false},
+		{"started at once", NewInstance(1_000), NewInstance(1_000), false},
+		{"decimal, not text order", NewInstance(10), NewInstance(9), true},
+		{"a says no start", "ABCDEFGH", NewInstance(1), false},
+		{"b says no start", NewInstance(1), "ABCDEFGH", false},
+		{"a start that is no number", "x1.ABC", NewInstance(1), false},
+		{"a negative start", "-5.ABC", "-9.ABC", false},
+		{"an empty start", ".ABC", NewInstance(0), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Newer(tc.a, tc.b); got != tc.want {
+				t.Errorf("Newer(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestNewerProven: the gateway learns the order from the handshake, under
+// the cookie's proof: a backend that claims another start than the one its
+// proof was made for is refused.
+func TestNewerProven(t *testing.T) {
+	learn := func(cr *Credentials, claim string) (string, error) {
+		a, b := tcpPair(t)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if claim == "" {
+				BackendHandshake(b, cr)
+			} else {
+				claimStart(b, cr, claim)
+			}
+		})
+		defer wg.Wait()
+		_, inst, err := GatewayHandshake(a, []byte("secret"))
+		a.Close()
+		b.Close()
+		return inst, err
+	}
+	older, err := NewCredentials([]byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	older.Instance = NewInstance(1_000)
+	newer, err := NewCredentials([]byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer.Instance = NewInstance(2_000)
+	a, err := learn(older, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := learn(newer, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !Newer(b, a) || Newer(a, b) {
+		t.Fatalf("learnt %q and %q: the second is not the newer", a, b)
+	}
+	// The older backend, with the cookie, sends a later start than the
+	// one its proof is for: a relay that rewrote it would do no better.
+	if inst, err := learn(older, NewInstance(3_000)); !errors.Is(err, ErrAuth) {
+		t.Fatalf("a start claimed against the proof: learnt %q, %v; want ErrAuth", inst, err)
+	}
+}
+
+// claimStart is BackendHandshake with the proof made for cr's instance and
+// claim sent as the instance.
+func claimStart(c net.Conn, cr *Credentials, claim string) {
+	c.Write(preamble())
+	if readPreamble(c) != nil {
+		return
+	}
+	cfg := tlsConfig()
+	cfg.Certificates = []tls.Certificate{cr.cert}
+	tc := tls.Server(c, cfg)
+	if tc.Handshake() != nil {
+		return
+	}
+	cb, err := binding(tc)
+	if err != nil {
+		return
+	}
+	got := make([]byte, macLen)
+	if _, err := io.ReadFull(tc, got); err != nil {
+		return
+	}
+	msg := proof(cr.Cookie, backendLabel, cb, cr.Instance)
+	msg = binary.BigEndian.AppendUint16(msg, uint16(len(claim)))
+	tc.Write(append(msg, claim...))
 }
