@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"cmp"
+	"context"
 	"crypto/tls"
 	"slices"
 	"strings"
@@ -74,4 +75,27 @@ func (s *Server) SessionCount() int {
 func (s *Server) Linked() bool {
 	s.init()
 	return s.current() != nil
+}
+
+// WaitLinked waits until a backend link is established, or ctx ends; it
+// reports whether one is.
+func (s *Server) WaitLinked(ctx context.Context) bool {
+	s.init()
+	for {
+		s.mu.Lock()
+		if s.cur != nil {
+			s.mu.Unlock()
+			return true
+		}
+		if s.linkedWait == nil {
+			s.linkedWait = make(chan struct{})
+		}
+		wait := s.linkedWait
+		s.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }

@@ -327,6 +327,10 @@ func (s *Server) dialAddr(addr string) (*backendLink, error) {
 func (s *Server) serveLink(lk *backendLink, name string, w *watcher) {
 	s.mu.Lock()
 	s.cur = lk
+	if s.linkedWait != nil {
+		close(s.linkedWait)
+		s.linkedWait = nil
+	}
 	held := slices.Collect(maps.Keys(s.sessions))
 	s.mu.Unlock()
 	start := time.Now()

@@ -115,20 +115,22 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
 	cur       *backendLink
-	successor *backendLink // a backend that took the players over, to be served next
-	idPrefix  string       // this process's, so that ids are unique across restarts and gateways
-	nextID    uint64
-	started   time.Time
-	gameMSSP  []byte // the backend's MSSP variables, encoded
-	closing   bool
-	drained   chan struct{}         // closed when the last session ends during Shutdown
-	pending   map[net.Conn]struct{} // connections still in their handshake
-	npending  int                   // places held by passes (see Pass)
-	pendingIP map[netip.Addr]int    // the same, by client address
-	perIP     map[netip.Addr]int
-	buckets   map[netip.Addr]*bucket
-	metrics   *metrics
-	wg        sync.WaitGroup
+	// linkedWait, if set, is closed when a link is established.
+	linkedWait chan struct{}
+	successor  *backendLink // a backend that took the players over, to be served next
+	idPrefix   string       // this process's, so that ids are unique across restarts and gateways
+	nextID     uint64
+	started    time.Time
+	gameMSSP   []byte // the backend's MSSP variables, encoded
+	closing    bool
+	drained    chan struct{}         // closed when the last session ends during Shutdown
+	pending    map[net.Conn]struct{} // connections still in their handshake
+	npending   int                   // places held by passes (see Pass)
+	pendingIP  map[netip.Addr]int    // the same, by client address
+	perIP      map[netip.Addr]int
+	buckets    map[netip.Addr]*bucket
+	metrics    *metrics
+	wg         sync.WaitGroup
 
 	moveTok    chan struct{} // held by the move under way: see BeginMove
 	moveHolder string        // what kind of move holds it

@@ -15,8 +15,8 @@ import (
 )
 
 // A gateway upgrade moves every held session into a new gateway process,
-// with everything the session knows, in batches. For each batch the old
-// process (MoveOut):
+// with everything the session knows, in batches, and commits once at the
+// end. For each batch the old process (MoveOut):
 //
 //  1. stops the players' readers and writers, keeping what they had read
 //     and not yet held, and what they had queued and not yet written;
@@ -25,15 +25,20 @@ import (
 //     stream, after all its output, and waits, its writes kept, until a
 //     stream from the new process opens it again;
 //  3. offers the sessions' state and sockets to the new process, which
-//     prepares them without touching them;
-//  4. commits: once the new process has said it took the batch, the old
-//     one lets go of its copies of the sockets (closing a descriptor, never
-//     shutting a socket down). Until then, any failure gives the batch back
-//     to the old process, which carries on with it as before.
+//     prepares them without touching them.
 //
-// The new process starts each session where it stood, and opens it on its
-// own link to the backend, which takes it back as the same Session. The
-// player and the game notice a pause of one batch at most.
+// Once every session is offered, it commits: once the new process has said
+// it took them, the old one lets go of its copies of the sockets (closing
+// a descriptor, never shutting a socket down). Until then, any failure, the
+// new process dying included, gives every batch back to the old process,
+// which carries on with them as before: a session moves only to a process
+// that has taken all of them.
+//
+// The quietest sessions go first (their socket and their stream parked), the
+// busiest last, so that a player who types waits for one batch and the
+// commit, and an idle one, who waits longer, does not notice. The new
+// process starts each session where it stood, and opens it on its own link
+// to the backend, which takes it back as the same Session.
 
 // Mover carries sessions to another gateway process, a batch at a time.
 type Mover interface {
@@ -41,9 +46,12 @@ type Mover interface {
 	// sockets, in order. It returns once the other process holds them,
 	// untouched.
 	Offer(state []byte, conns []*os.File) error
-	// Commit makes the batch offered last the other process's own. It
-	// returns once the other process has taken it.
+	// Commit makes every batch offered the other process's own. It returns
+	// once the other process has taken them; an error leaves them here.
 	Commit() error
+	// Abort takes back every batch offered: once it returns, the other
+	// process has let go of them, untouched, or is dead.
+	Abort()
 }
 
 // moveBatch bounds a batch: descriptors passed in one message (Linux takes
@@ -57,35 +65,63 @@ const moveStop = 5 * time.Second
 // MoveOut hands every session to another gateway process through m, and
 // returns how many it moved. It waits for connections still in their
 // handshake and clients still negotiating, and moves them too; the caller
-// stops accepting new players first (StopServing). Sessions that end
-// meanwhile end here. On an error the batch under way stays here, and so
-// do the sessions not yet moved.
+// stops accepting new players first. Sessions that end meanwhile end here.
+// On an error every session stays here.
 func (s *Server) MoveOut(ctx context.Context, m Mover) (int, error) {
 	s.init()
-	moved := 0
+	var offered []*offer
+	fail := func(err error) (int, error) {
+		m.Abort()
+		for _, o := range offered {
+			o.rollback()
+		}
+		n := 0
+		for _, o := range offered {
+			n += len(o.sessions)
+		}
+		s.log().Warn("gateway: the sessions offered stay here", zap.Int("sessions", n), zap.Error(err))
+		return 0, err
+	}
 	for {
 		batch, waiting := s.movable(moveBatch)
 		if len(batch) == 0 {
 			if !waiting {
-				return moved, nil
+				break
 			}
 			select {
 			case <-ctx.Done():
-				return moved, ctx.Err()
+				return fail(ctx.Err())
 			case <-time.After(10 * time.Millisecond): // a handshake or negotiation to finish
 			}
 			continue
 		}
-		n, err := s.moveOut(ctx, m, batch)
-		moved += n
+		o, err := s.offer(ctx, m, batch)
+		if o != nil {
+			offered = append(offered, o)
+		}
 		if err != nil {
-			return moved, err
+			return fail(err)
 		}
 	}
+	if len(offered) == 0 {
+		return 0, nil
+	}
+	start := time.Now()
+	if err := m.Commit(); err != nil {
+		return fail(err)
+	}
+	moved := 0
+	for _, o := range offered {
+		o.commit()
+		moved += len(o.sessions)
+	}
+	s.log().Info("gateway: sessions moved", zap.Int("sessions", moved), zap.Int("batches", len(offered)),
+		zap.Duration("commit", time.Since(start)))
+	return moved, nil
 }
 
-// movable returns up to n sessions ready to move, and reports whether
-// others will be (a handshake or a negotiation under way).
+// movable returns up to n sessions ready to move, the quietest first, and
+// reports whether others will be (a handshake or a negotiation under way).
 func (s *Server) movable(n int) (batch []*session, waiting bool) {
 	s.mu.Lock()
 	waiting = len(s.pending) > 0
@@ -94,24 +130,53 @@ func (s *Server) movable(n int) (batch []*session, waiting bool) {
 		list = append(list, ss)
 	}
 	s.mu.Unlock()
+	// By how busy: 0 with the socket and the stream parked, 1 with one of
+	// them, 2 with neither.
+	var byBusy [3][]*session
 	for _, ss := range list {
 		ss.mu.Lock()
 		switch {
 		case ss.gone, ss.moving:
 		case !ss.negotiated:
 			waiting = true
-		case len(batch) < n:
-			batch = append(batch, ss)
 		default:
-			waiting = true
+			busy := 2
+			if ss.parked {
+				busy--
+			}
+			if ss.streamParked {
+				busy--
+			}
+			byBusy[busy] = append(byBusy[busy], ss)
 		}
 		ss.mu.Unlock()
+	}
+	for _, l := range byBusy {
+		for _, ss := range l {
+			if len(batch) == n {
+				return batch, true
+			}
+			batch = append(batch, ss)
+		}
 	}
 	return batch, waiting
 }
 
-func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, error) {
-	start := time.Now()
+// offer is a batch offered to the other process and not yet committed:
+// its sessions are frozen, and this process keeps what it needs to carry
+// on with them.
+type offer struct {
+	srv      *Server
+	sessions []*session
+	files    []*os.File
+	relays   []*relay
+	exported []exporter
+}
+
+// offer freezes a batch, takes it off the backend, and offers it. The
+// offer returned, if any, holds the sessions frozen, also on an error:
+// the caller rolls it back.
+func (s *Server) offer(ctx context.Context, m Mover, batch []*session) (*offer, error) {
 	var frozen []*session
 	for _, ss := range batch {
 		if ss.freeze() {
@@ -120,7 +185,7 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 	}
 	frozen = s.stopIO(frozen)
 	s.detachForMove(frozen)
-	var keep []*session
+	o := &offer{srv: s}
 	for _, ss := range frozen {
 		ss.mu.Lock()
 		ended := ss.endedInMove
@@ -131,47 +196,25 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 			ss.finish(endApplication, true)
 			continue
 		}
-		keep = append(keep, ss)
+		o.sessions = append(o.sessions, ss)
 	}
-	if len(keep) == 0 {
-		return 0, nil
+	if len(o.sessions) == 0 {
+		return nil, nil
 	}
-	states := make([]record, 0, len(keep))
-	files := make([]*os.File, 0, len(keep))
-	var relays []*relay
-	var exported []exporter
-	closeFiles := func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}
-	rollback := func(err error) (int, error) {
-		closeFiles()
-		for _, r := range relays {
-			r.cancel()
-		}
-		for _, e := range exported {
-			e.Thaw() // the page never knew
-		}
-		for _, ss := range keep {
-			ss.thaw()
-		}
-		s.log().Warn("gateway: a batch of sessions stays here", zap.Int("sessions", len(keep)), zap.Error(err))
-		return 0, err
-	}
-	for _, ss := range keep {
+	states := make([]record, 0, len(o.sessions))
+	for _, ss := range o.sessions {
 		f, r, conn, err := ss.socketFile()
 		if err != nil {
-			return rollback(fmt.Errorf("gateway: session %s: %w", ss.ID, err))
+			return o, fmt.Errorf("gateway: session %s: %w", ss.ID, err)
 		}
 		if conn != nil {
-			exported = append(exported, ss.conn.(exporter))
+			o.exported = append(o.exported, ss.conn.(exporter))
 		}
 		if f != nil {
-			files = append(files, f)
+			o.files = append(o.files, f)
 		}
 		if r != nil {
-			relays = append(relays, r)
+			o.relays = append(o.relays, r)
 		}
 		st := ss.save()
 		st.Parts.Conn = conn
@@ -179,29 +222,47 @@ func (s *Server) moveOut(ctx context.Context, m Mover, batch []*session) (int, e
 	}
 	enc, err := marshalBatch(states)
 	if err != nil {
-		return rollback(err)
+		return o, err
 	}
 	if err := ctx.Err(); err != nil {
-		return rollback(err)
+		return o, err
 	}
-	if err := m.Offer(enc, files); err != nil {
-		return rollback(err)
+	return o, m.Offer(enc, o.files)
+}
+
+func (o *offer) closeFiles() {
+	for _, f := range o.files {
+		f.Close()
 	}
-	if err := m.Commit(); err != nil {
-		return rollback(err)
+	o.files = nil
+}
+
+// rollback gives the offered sessions back to this process.
+func (o *offer) rollback() {
+	o.closeFiles()
+	for _, r := range o.relays {
+		r.cancel()
 	}
-	closeFiles()
-	for _, r := range relays {
-		s.startRelay(r)
+	for _, e := range o.exported {
+		e.Thaw() // the page never knew
 	}
-	for _, e := range exported {
+	for _, ss := range o.sessions {
+		ss.thaw()
+	}
+}
+
+// commit lets go of the sessions the other process has taken.
+func (o *offer) commit() {
+	o.closeFiles()
+	for _, r := range o.relays {
+		o.srv.startRelay(r)
+	}
+	for _, e := range o.exported {
 		e.Moved() // the page reconnects, to the new process
 	}
-	for _, ss := range keep {
+	for _, ss := range o.sessions {
 		ss.letGo()
 	}
-	s.log().Info("gateway: sessions moved", zap.Int("sessions", len(keep)), zap.Duration("took", time.Since(start)))
-	return len(keep), nil
 }
 
 // freeze marks the session as moving: from now on nothing new reaches the

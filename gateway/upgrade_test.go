@@ -21,13 +21,15 @@ import (
 // upgrade's socket does between two processes.
 type sameProcess struct {
 	to       *gateway.Server
-	arrived  *gateway.Arrivals
+	arrived  []*gateway.Arrivals
 	failWith error // Commit fails with it, once
 }
 
 func (m *sameProcess) Offer(state []byte, conns []*os.File) error {
 	a, err := m.to.Receive(state, conns)
-	m.arrived = a
+	if err == nil {
+		m.arrived = append(m.arrived, a)
+	}
 	return err
 }
 
@@ -35,11 +37,20 @@ func (m *sameProcess) Commit() error {
 	if m.failWith != nil {
 		err := m.failWith
 		m.failWith = nil
-		m.arrived.Discard()
 		return err
 	}
-	m.arrived.Start()
+	for _, a := range m.arrived {
+		a.Start()
+	}
+	m.arrived = nil
 	return nil
+}
+
+func (m *sameProcess) Abort() {
+	for _, a := range m.arrived {
+		a.Discard()
+	}
+	m.arrived = nil
 }
 
 // secondGateway starts another gateway on e's registry and waits until it

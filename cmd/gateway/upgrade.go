@@ -203,10 +203,9 @@ func takeOver(pred *upgrade.Predecessor, parts *gatewayParts, startServing, arri
 		return fmt.Errorf("upgrade: %w", err)
 	}
 	gw.Start()
-	deadline := time.Now().Add(readyWait)
-	for !gw.Linked() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // linking is a few round trips; nothing to wait on
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), readyWait)
+	gw.WaitLinked(ctx)
+	cancel()
 	if err := pred.Ready(upgrade.Hello{PID: os.Getpid(), Version: version}); err != nil {
 		release()
 		return err
@@ -220,7 +219,8 @@ func takeOver(pred *upgrade.Predecessor, parts *gatewayParts, startServing, arri
 		}
 		sessions, err := pred.Receive(parts)
 		if err != nil {
-			log.Warn("gateway: the old gateway went away during the upgrade", zap.Error(err))
+			// What it had offered was started: nobody else will serve it.
+			log.Warn("gateway: the old gateway went away during the upgrade", zap.Int("sessions", sessions), zap.Error(err))
 			return
 		}
 		systemd.Notify(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid()))

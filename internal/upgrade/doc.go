@@ -19,8 +19,8 @@
 //	            (or Refused reason: a protocol the old one does not speak)
 //	old -> new  Batch   sessions + sockets      } a batch at a time
 //	new -> old  Prepared / Refused reason       } (gateway.Server.MoveOut)
-//	old -> new  Commit                          }
-//	new -> old  Committed                       }
+//	old -> new  Commit  (or Abort)              once every session is offered
+//	new -> old  Committed (or Aborted)
 //	old -> new  Registry  registrations + connections, limits
 //	new -> old  Taken
 //	old -> new  Done
@@ -30,7 +30,20 @@
 // one is stopped; the command reports why. From Accept on, the old process
 // has paused its listening sockets, not closed them: if the new process
 // dies before it serves, the old one takes them back and serves on with
-// every session that had not moved (a batch moves only once committed).
+// every session.
+//
+// The move commits once, at the end: the new process prepares each batch
+// and starts none until the Commit, and the old one keeps its copies of
+// the sockets and each session's state until Committed. A new process that
+// dies or refuses a batch half-way, as new code that crashes on old state
+// does, so leaves every player with the old process, where they carry on.
+// The old process freezes the quietest sessions first, so that those
+// waiting longest for the commit are those least likely to notice, and the
+// new process starts the last offered first. If the old process dies
+// instead, the new one starts what it has prepared: nobody else will.
+// Abort gives the batches back while the new process lives; one that does
+// not answer Abort is killed before the old process carries on with them,
+// so that no session is ever served by both.
 //
 // # Versions
 //

@@ -119,18 +119,22 @@ func (p *Predecessor) Ready(h Hello) error {
 }
 
 // Receive takes what the old process hands over, through r, until it is
-// done, then closes the link, and returns how many sessions arrived. An
-// error is the old process gone before it was done: a batch prepared and
-// not committed is discarded (the old process keeps it); those committed
-// are this process's.
+// done, then closes the link, and returns how many sessions arrived. The
+// batches prepared start at a Commit, the last offered first (the old
+// process offers the busiest last), or are let go of at an Abort. An error
+// is the old process gone before it was done: what it had prepared, this
+// process starts, since the old one can no longer serve it.
 func (p *Predecessor) Receive(r Receiver) (sessions int, err error) {
 	defer p.conn.Close()
-	var arrived Arrivals
-	defer func() {
-		if arrived != nil {
-			arrived.Discard() // never committed: the old gateway keeps them
+	var prepared []Arrivals
+	start := func() {
+		for i := len(prepared) - 1; i >= 0; i-- {
+			sessions += prepared[i].Len()
+			prepared[i].Start()
 		}
-	}()
+		prepared = nil
+	}
+	defer start()
 	for {
 		kind, payload, files, err := p.conn.Recv()
 		if err != nil {
@@ -138,32 +142,28 @@ func (p *Predecessor) Receive(r Receiver) (sessions int, err error) {
 		}
 		switch Kind(kind) {
 		case Batch:
-			if arrived != nil {
-				arrived.Discard() // offered again, not committed
-				arrived = nil
-			}
 			a, err := r.Receive(payload, files)
 			if err != nil {
 				p.conn.Send(byte(Refused), []byte(err.Error()), nil)
 				continue
 			}
-			arrived = a
+			prepared = append(prepared, a)
 			p.conn.Send(byte(Prepared), nil, nil)
 		case Commit:
-			if arrived == nil {
+			if len(prepared) == 0 {
 				p.conn.Send(byte(Refused), []byte("nothing to commit"), nil)
 				continue
 			}
-			// Said before the sessions start: if the old gateway does not
-			// hear it, it must be that this process died first.
-			if err := p.conn.Send(byte(Committed), nil, nil); err != nil {
-				arrived.Discard()
-				arrived = nil
-				continue
+			// Said before the sessions start: the old gateway lets go of
+			// them only once it has heard it.
+			p.conn.Send(byte(Committed), nil, nil)
+			start()
+		case Abort:
+			for _, a := range prepared {
+				a.Discard()
 			}
-			sessions += arrived.Len()
-			arrived.Start()
-			arrived = nil
+			prepared = nil
+			p.conn.Send(byte(Aborted), nil, nil)
 		case Registry:
 			if err := r.TakeRegistry(payload, files); err != nil {
 				p.conn.Send(byte(Refused), []byte(err.Error()), nil)

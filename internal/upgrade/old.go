@@ -41,9 +41,12 @@ type Mover interface {
 	// Offer hands the new process a batch, and returns once it holds the
 	// batch untouched.
 	Offer(state []byte, conns []*os.File) error
-	// Commit makes the batch offered last the new process's own, and
-	// returns once it has taken it.
+	// Commit makes every batch offered the new process's own, and returns
+	// once it has taken them; an error leaves them with this process.
 	Commit() error
+	// Abort takes back every batch offered: once it returns, the new
+	// process has let go of them untouched, or is dead.
+	Abort()
 }
 
 // Gateway is the old process's part in an upgrade.
@@ -70,8 +73,8 @@ type Gateway interface {
 	// before it served, and this one serves on.
 	Resume()
 	// MoveOut moves every session through m, and returns how many moved
-	// (gateway.Server.MoveOut). On an error, the batch under way and those
-	// not yet moved stay.
+	// (gateway.Server.MoveOut): it offers them all, then commits. On an
+	// error it aborts, and every session stays.
 	MoveOut(ctx context.Context, m Mover) (int, error)
 	// Registry returns what is handed over last, once every session has
 	// moved: the registry's state and its registrations' connections,
@@ -219,18 +222,17 @@ func (u *Upgrader) run() (res Result, committed bool, err error) {
 		conn.Close()
 		return res, false, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- proc.Wait() }()
+	ex := watch(proc)
 	r := newReader(conn)
 	defer r.close()
 
 	// Until the new process says it is ready, nothing has changed here.
 	stop := func(why error) (Result, bool, error) {
 		proc.Kill()
-		<-exited
+		<-ex.done
 		return res, false, why
 	}
-	hello, gone, err := u.awaitReady(r, exited)
+	hello, gone, err := u.awaitReady(r, ex)
 	switch {
 	case gone:
 		return res, false, err
@@ -239,7 +241,7 @@ func (u *Upgrader) run() (res Result, committed bool, err error) {
 		t := time.NewTimer(orDefault(u.ExitWait, DefaultExitWait))
 		defer t.Stop()
 		select {
-		case <-exited:
+		case <-ex.done:
 			return res, false, err
 		case <-t.C:
 			return stop(err)
@@ -256,23 +258,23 @@ func (u *Upgrader) run() (res Result, committed bool, err error) {
 	}
 	conn.SetDeadline(time.Time{})
 	u.Gateway.Pause()
-	moved, err := u.Gateway.MoveOut(context.Background(), &mover{u, r})
+	moved, err := u.Gateway.MoveOut(context.Background(), &mover{u, r, proc, ex})
 	res.Sessions = moved
 	if err != nil {
 		t := time.NewTimer(orDefault(u.ExitWait, DefaultExitWait))
 		defer t.Stop()
 		select {
-		case werr := <-exited:
+		case <-ex.done:
 			// The new process died: this one is in charge again, of every
-			// session that had not moved, and of its sockets.
+			// session, and of its sockets.
 			u.Gateway.Resume()
 			u.log().Warn("gateway: the new gateway died during the upgrade; this process serves again",
-				zap.Int("moved", moved), zap.NamedError("exit", werr))
-			return res, false, fmt.Errorf("the new gateway exited during the upgrade (%v) after taking %d sessions: %w; this process serves on with the rest", werr, moved, err)
+				zap.NamedError("exit", ex.err))
+			return res, false, fmt.Errorf("the new gateway exited during the upgrade (%v): %w; this process serves on with every session", ex.err, err)
 		case <-t.C:
-			// It lives, and serves: the sessions that did not move stay
-			// here until they end.
-			return res, true, fmt.Errorf("moving sessions stopped after %d: %w (the rest stay with this process)", moved, err)
+			// It lives, and serves the players it accepted; the sessions
+			// that did not move stay here until they end.
+			return res, true, fmt.Errorf("moving sessions failed: %w; every session stays with this process, and the new one serves the players it accepted", err)
 		}
 	}
 	// The registry goes last, so that the new process could find the
@@ -285,24 +287,40 @@ func (u *Upgrader) run() (res Result, committed bool, err error) {
 	}
 	go func() {
 		// The new process runs on; this one does not wait for it.
-		if err := <-exited; err != nil {
-			u.log().Info("gateway: the new gateway has exited", zap.Error(err))
+		if <-ex.done; ex.err != nil {
+			u.log().Info("gateway: the new gateway has exited", zap.Error(ex.err))
 		}
 	}()
 	return res, true, nil
 }
 
+// exit is the new process's exit: done is closed once it has exited, and
+// err says how.
+type exit struct {
+	done chan struct{}
+	err  error
+}
+
+func watch(p Process) *exit {
+	ex := &exit{done: make(chan struct{})}
+	go func() {
+		ex.err = p.Wait()
+		close(ex.done)
+	}()
+	return ex
+}
+
 // awaitReady waits for the new process's Ready, and checks that it speaks
 // this process's protocol. gone reports that the new process has exited
 // already.
-func (u *Upgrader) awaitReady(r *reader, exited <-chan error) (hello Hello, gone bool, err error) {
+func (u *Upgrader) awaitReady(r *reader, ex *exit) (hello Hello, gone bool, err error) {
 	timeout := orDefault(u.ReadyTimeout, DefaultReadyTimeout)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	var m message
 	select {
 	case m = <-r.msgs:
-	case err := <-exited:
+	case <-ex.done:
 		// What it said before it exited is still to be read.
 		select {
 		case m = <-r.msgs:
@@ -312,7 +330,7 @@ func (u *Upgrader) awaitReady(r *reader, exited <-chan error) (hello Hello, gone
 			}
 		case <-timer.C:
 		}
-		return hello, true, fmt.Errorf("the new gateway exited before it was ready: %v", err)
+		return hello, true, fmt.Errorf("the new gateway exited before it was ready: %v", ex.err)
 	case <-timer.C:
 		return hello, false, fmt.Errorf("the new gateway was not ready within %v", timeout)
 	}
@@ -321,13 +339,13 @@ func (u *Upgrader) awaitReady(r *reader, exited <-chan error) (hello Hello, gone
 	case m.err != nil:
 		// The socket closed: the new process exited, and says how.
 		select {
-		case err := <-exited:
-			return hello, true, fmt.Errorf("the new gateway exited before it was ready: %v", err)
+		case <-ex.done:
+			return hello, true, fmt.Errorf("the new gateway exited before it was ready: %v", ex.err)
 		case <-timer.C:
 			return hello, false, fmt.Errorf("the new gateway closed the upgrade's socket: %v", m.err)
 		}
 	case m.kind == Failed:
-		<-exited
+		<-ex.done
 		return hello, true, fmt.Errorf("the new gateway refused to start: %s", m.payload)
 	case m.kind != Ready:
 		return hello, false, fmt.Errorf("%w: the new gateway said %v before it was ready", ErrProtocol, m.kind)
@@ -382,7 +400,7 @@ func (u *Upgrader) send(r *reader, kind Kind, payload []byte, files []*os.File, 
 		case m.err != nil:
 			return fmt.Errorf("the other gateway went away: %w", m.err)
 		case m.kind == Refused:
-			return fmt.Errorf("the other gateway refused: %s", m.payload)
+			return fmt.Errorf("%w: %s", errRefused, m.payload)
 		case m.kind != want:
 			return fmt.Errorf("%w: the other gateway said %v, not %v", ErrProtocol, m.kind, want)
 		}
@@ -394,12 +412,39 @@ func (u *Upgrader) send(r *reader, kind Kind, payload []byte, files []*os.File, 
 
 // mover is Mover over the upgrade's socket.
 type mover struct {
-	u *Upgrader
-	r *reader
+	u    *Upgrader
+	r    *reader
+	proc Process
+	ex   *exit
 }
 
 func (m *mover) Offer(state []byte, conns []*os.File) error {
 	return m.u.send(m.r, Batch, state, conns, Prepared)
 }
 
-func (m *mover) Commit() error { return m.u.send(m.r, Commit, nil, nil, Committed) }
+func (m *mover) Commit() error {
+	err := m.u.send(m.r, Commit, nil, nil, Committed)
+	if err != nil && !errors.Is(err, errRefused) {
+		// No answer: whatever the new process did, it is stopped, so that
+		// it cannot serve a session this one takes back.
+		m.kill()
+	}
+	return err
+}
+
+func (m *mover) Abort() {
+	select {
+	case <-m.ex.done:
+		return // dead: it has let go of everything
+	default:
+	}
+	if err := m.u.send(m.r, Abort, nil, nil, Aborted); err != nil {
+		m.u.log().Warn("gateway: the new gateway did not give the sessions back; stopping it", zap.Error(err))
+		m.kill()
+	}
+}
+
+func (m *mover) kill() {
+	m.proc.Kill()
+	<-m.ex.done
+}

@@ -8,8 +8,12 @@ import (
 	"holdfast/internal/fdmsg"
 )
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the protocol version this package speaks. Version 2 commits
+// the whole move at once: a Commit covers every batch offered since the
+// last, and Abort gives them back. A new process of this version also
+// takes a move from an old process that commits each batch, as earlier
+// releases do.
+const Version = 2
 
 // speaks reports whether this package speaks protocol version v.
 func speaks(v int) bool { return v == Version }
@@ -26,8 +30,10 @@ const (
 	Batch     Kind = 'B' // old -> new: sessions' state and sockets
 	Prepared  Kind = 'P' // new -> old: the batch is held, untouched
 	Refused   Kind = 'E' // either way: no, and why
-	Commit    Kind = 'C' // old -> new: the batch is the new process's
+	Commit    Kind = 'C' // old -> new: the batches offered are the new process's
 	Committed Kind = 'K' // new -> old: taken
+	Abort     Kind = 'X' // old -> new: the batches offered stay with the old process
+	Aborted   Kind = 'x' // new -> old: let go of, untouched
 	Registry  Kind = 'G' // old -> new: the registry's state and connections
 	Taken     Kind = 'g' // new -> old: the registry is served
 	Done      Kind = 'D' // old -> new: nothing more
@@ -36,7 +42,7 @@ const (
 
 var kindNames = map[Kind]string{
 	Failed: "Failed", Ready: "Ready", Accept: "Accept", Batch: "Batch", Prepared: "Prepared",
-	Refused: "Refused", Commit: "Commit", Committed: "Committed", Registry: "Registry",
+	Refused: "Refused", Commit: "Commit", Committed: "Committed", Abort: "Abort", Aborted: "Aborted", Registry: "Registry",
 	Taken: "Taken", Done: "Done", Serving: "Serving",
 }
 
@@ -76,6 +82,8 @@ var (
 	ErrUnderWay = errors.New("an upgrade is already under way")
 	// ErrProtocol is a message out of turn.
 	ErrProtocol = errors.New("upgrade: protocol error")
+	// errRefused is the other process's Refused: an answer, so it lives.
+	errRefused = errors.New("the other gateway refused")
 )
 
 // closeFiles closes the descriptors of a message nobody takes.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strings"
@@ -14,6 +13,8 @@ import (
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
+
+	"holdfast/internal/fdmsg"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -87,18 +88,25 @@ func (g *oldGateway) MoveOut(ctx context.Context, m Mover) (int, error) {
 	for _, b := range g.batches {
 		r, w, err := os.Pipe()
 		if err != nil {
-			return moved, err
+			return 0, err
 		}
 		err = m.Offer([]byte(strings.Join(b, ",")), []*os.File{r})
 		r.Close()
-		if err == nil {
-			err = m.Commit()
-		}
 		w.Close()
 		if err != nil {
-			return moved, err
+			m.Abort()
+			g.event("abort")
+			return 0, err
 		}
 		moved += len(b)
+	}
+	if len(g.batches) == 0 {
+		return 0, nil
+	}
+	if err := m.Commit(); err != nil {
+		m.Abort()
+		g.event("abort")
+		return 0, err
 	}
 	return moved, nil
 }
@@ -120,9 +128,10 @@ type newGateway struct {
 	// refuse, if set, answers a batch with an error instead.
 	refuse func(batch int) error
 
-	batches  int
-	started  []string
-	registry string
+	batches   int
+	started   []string
+	discarded []string
+	registry  string
 }
 
 func (g *newGateway) Receive(state []byte, conns []*os.File) (Arrivals, error) {
@@ -152,7 +161,7 @@ type arrivals struct {
 
 func (a *arrivals) Len() int { return len(a.names) }
 func (a *arrivals) Start()   { a.g.started = append(a.g.started, a.names...) }
-func (a *arrivals) Discard() {}
+func (a *arrivals) Discard() { a.g.discarded = append(a.g.discarded, a.names...) }
 
 // process is a new process played by a goroutine: run is its main, and
 // its error the way it exits. Kill closes its end of the socket, as the
@@ -222,7 +231,8 @@ func TestUpgrade(t *testing.T) {
 	if res.PID != 42 || res.Version != "v2" || res.Sessions != 5 || res.Took <= 0 || res.WaitedFor != "" {
 		t.Errorf("result %+v", res)
 	}
-	if took != 5 || !slices.Equal(recv.started, []string{"ada", "bob", "cy", "dee", "eve"}) || recv.registry != "game=4370" {
+	// The last offered (the busiest) start first.
+	if took != 5 || !slices.Equal(recv.started, []string{"dee", "eve", "cy", "ada", "bob"}) || recv.registry != "game=4370" {
 		t.Errorf("the new process took %d (%v): %v, registry %q", took, tookErr, recv.started, recv.registry)
 	}
 	if ev := old.Events(); !slices.Equal(ev, []string{"begin", "pause"}) {
@@ -316,11 +326,11 @@ func TestUpgradeFails(t *testing.T) {
 			p.Close()
 			return errKilled
 		},
-		want:   "the new gateway exited during the upgrade (signal: killed) after taking 0 sessions: ",
-		events: []string{"begin", "pause", "resume", "release"},
+		want:   "the new gateway exited during the upgrade (signal: killed): ",
+		events: []string{"begin", "pause", "abort", "resume", "release"},
 		newErr: errKilled.Error(),
 	}, {
-		name: "died after a committed batch",
+		name: "died half-way",
 		main: func(p *Predecessor) error {
 			if err := p.Ready(Hello{PID: 42}); err != nil {
 				return err
@@ -333,8 +343,8 @@ func TestUpgradeFails(t *testing.T) {
 			}})
 			return errKilled
 		},
-		want:   "the new gateway exited during the upgrade (signal: killed) after taking 2 sessions: ",
-		events: []string{"begin", "pause", "resume", "release"},
+		want:   "the new gateway exited during the upgrade (signal: killed): ",
+		events: []string{"begin", "pause", "abort", "resume", "release"},
 		newErr: errKilled.Error(),
 	}, {
 		name: "a batch refused",
@@ -350,8 +360,8 @@ func TestUpgradeFails(t *testing.T) {
 			}})
 			return err
 		},
-		want:   "moving sessions stopped after 2: the other gateway refused: no room (the rest stay with this process)",
-		events: []string{"begin", "pause", "release"},
+		want:   "moving sessions failed: the other gateway refused: no room; every session stays with this process",
+		events: []string{"begin", "pause", "abort", "release"},
 		serves: true,
 		newErr: "EOF",
 	}} {
@@ -428,24 +438,134 @@ func TestUpgradeNotFound(t *testing.T) {
 }
 
 // TestReadyEarlierRelease: a Ready without a protocol version, as
-// gateways said it before versions, is version 1.
+// gateways said it before versions, is version 1, which commits each batch
+// and would drop all but the last of a move committed once: refused, and
+// the new process told why.
 func TestReadyEarlierRelease(t *testing.T) {
 	start, started := newProcess(func(p *Predecessor) error {
 		if err := p.conn.Send(byte(Ready), []byte(`{"pid":9,"version":"old","sessions":0,"took_ns":0}`), nil); err != nil {
 			return err
 		}
-		if kind, _, _, err := p.conn.Recv(); err != nil || Kind(kind) != Accept {
-			return fmt.Errorf("%v %v", Kind(kind), err)
+		kind, payload, _, err := p.conn.Recv()
+		if err != nil {
+			return err
 		}
-		_, err := p.Receive(&newGateway{})
-		return err
+		return fmt.Errorf("%v: %s", Kind(kind), payload)
 	})
-	u := &Upgrader{Gateway: &oldGateway{}, Start: start}
-	res, err := u.Upgrade()
-	if err != nil || res.PID != 9 || res.Version != "old" {
-		t.Errorf("upgrade: %+v, %v", res, err)
+	old := &oldGateway{}
+	u := &Upgrader{Gateway: old, Start: start, ExitWait: time.Second}
+	_, err := u.Upgrade()
+	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "the new gateway speaks 1, this one 2") {
+		t.Errorf("upgrade: %v", err)
 	}
-	if err := (<-started).Wait(); err != nil && err != io.EOF {
+	if err := (<-started).Wait(); err == nil || !strings.Contains(err.Error(), "Refused: upgrade: a protocol version") {
 		t.Errorf("the new process: %v", err)
+	}
+	if ev := old.Events(); !slices.Equal(ev, []string{"begin", "release"}) {
+		t.Errorf("the old process: %v", ev)
+	}
+}
+
+// TestMoveAllOrNothing: the new process starts no session before the
+// Commit; at an Abort it lets go of every batch untouched, and goes on
+// serving; if the old process goes away half-way, it starts what it has,
+// since nobody else will.
+func TestMoveAllOrNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		send          []Kind // after the batches
+		started       []string
+		discarded     []string
+		err           bool
+		answeredAbort bool
+	}{
+		{name: "commit", send: []Kind{Commit, Done}, started: []string{"cy", "ada", "bob"}},
+		{name: "abort", send: []Kind{Abort, Done}, discarded: []string{"ada", "bob", "cy"}, answeredAbort: true},
+		{name: "old gone", started: []string{"cy", "ada", "bob"}, err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old, theirs, err := fdmsg.Pair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pred, err := FromFile(theirs, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := &newGateway{}
+			type result struct {
+				n   int
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				n, err := pred.Receive(g)
+				done <- result{n, err}
+			}()
+			r := newReader(old)
+			defer r.close()
+			u := &Upgrader{}
+			for _, b := range []string{"ada,bob", "cy"} {
+				if err := u.send(r, Batch, []byte(b), nil, Prepared); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, k := range tc.send {
+				want := map[Kind]Kind{Commit: Committed, Abort: Aborted, Done: Serving}[k]
+				if err := u.send(r, k, nil, nil, want); err != nil {
+					t.Fatalf("%v: %v", k, err)
+				}
+			}
+			if len(tc.send) == 0 {
+				old.Close()
+			}
+			res := <-done
+			if (res.err != nil) != tc.err || res.n != len(tc.started) {
+				t.Errorf("Receive = %d, %v", res.n, res.err)
+			}
+			if !slices.Equal(g.started, tc.started) || !slices.Equal(g.discarded, tc.discarded) {
+				t.Errorf("started %v, discarded %v; want %v and %v", g.started, g.discarded, tc.started, tc.discarded)
+			}
+		})
+	}
+}
+
+// TestAbortUnanswered: a new process that does not answer an Abort is
+// killed before the old one carries on with the sessions, so that no
+// session is served by both.
+func TestAbortUnanswered(t *testing.T) {
+	start, started := newProcess(func(p *Predecessor) error {
+		if err := p.Ready(Hello{PID: 42}); err != nil {
+			return err
+		}
+		batches := 0
+		for {
+			kind, _, files, err := p.conn.Recv()
+			closeFiles(files)
+			if err != nil {
+				return errors.New("signal: killed")
+			}
+			if Kind(kind) == Batch {
+				if batches++; batches == 1 {
+					p.conn.Send(byte(Prepared), nil, nil)
+				} else {
+					p.conn.Send(byte(Refused), []byte("out of memory"), nil)
+				}
+			}
+			// An Abort is not answered: stuck.
+		}
+	})
+	old := &oldGateway{batches: [][]string{{"ada"}, {"bob"}}}
+	u := &Upgrader{Gateway: old, Start: start, AnswerTimeout: 50 * time.Millisecond, ExitWait: time.Second,
+		Logger: zaptest.NewLogger(t)}
+	_, err := u.Upgrade()
+	if err == nil || !strings.Contains(err.Error(), "the new gateway exited during the upgrade (signal: killed)") {
+		t.Errorf("upgrade: %v", err)
+	}
+	if err := (<-started).Wait(); err == nil {
+		t.Error("the new process was not stopped")
+	}
+	if ev := old.Events(); !slices.Equal(ev, []string{"begin", "pause", "abort", "resume", "release"}) {
+		t.Errorf("the old process: %v", ev)
 	}
 }
