@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,7 +38,15 @@ func (l *Listener) Ready(ctx context.Context) error {
 	node := epmd.Node{Name: l.name, Port: l.port}
 	reg, err := l.client.Register(ctx, node, l.log)
 	if err == nil {
-		return l.holdName(reg) // nothing to take over from
+		// Nothing to take over from, or a backend that serves under the
+		// name and has not registered it again since the registry
+		// restarted: the gateways move its players here all the same,
+		// this backend being the newer (see link.Newer).
+		if err := l.holdName(reg); err != nil {
+			return err
+		}
+		l.log.Info("backend: the name was free; took it", zap.String("name", l.name))
+		return nil
 	}
 	if !errors.Is(err, epmd.ErrRefused) {
 		return fmt.Errorf("backend: register %q: %w", l.name, err)
@@ -54,7 +63,7 @@ func (l *Listener) Ready(ctx context.Context) error {
 	if l.stopping {
 		l.mu.Unlock()
 		nreg.Close()
-		return fmt.Errorf("backend: ready: %w", errors.New("listener closed"))
+		return fmt.Errorf("backend: ready: %w", net.ErrClosed)
 	}
 	l.next = nreg
 	l.mu.Unlock()
@@ -70,7 +79,7 @@ func (l *Listener) holdName(reg *epmd.Registration) error {
 	defer l.mu.Unlock()
 	if l.stopping {
 		reg.Close()
-		return errors.New("backend: ready: listener closed")
+		return fmt.Errorf("backend: ready: %w", net.ErrClosed)
 	}
 	l.reg = reg
 	return nil

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"sync"
@@ -67,8 +68,11 @@ func main() {
 			return
 		}
 	}
-	if err := l.Ready(ctx); err != nil {
+	if err := ready(ctx, l, log); err != nil {
 		l.Close()
+		if ctx.Err() != nil {
+			return // interrupted before the registry answered
+		}
 		cli.Fatal("backend", err)
 	}
 	log.Info("backend: registered", zap.String("name", *name), zap.Stringer("addr", l.Addr()), zap.Bool("takeover", *take))
@@ -129,6 +133,26 @@ func register(ctx context.Context, cfg backend.Config, log *zap.Logger) (*backen
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// ready says the backend is ready, retrying until the registry answers: a
+// deploy started while the registry restarts waits for it rather than
+// failing. A name taken twice over is no reason to wait.
+func ready(ctx context.Context, l *backend.Listener, log *zap.Logger) error {
+	var delay time.Duration
+	for {
+		err := l.Ready(ctx)
+		if err == nil || errors.Is(err, backend.ErrHandoverBusy) || errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+			return err
+		}
+		delay = netx.Backoff(delay, 100*time.Millisecond, 2*time.Second)
+		log.Warn("backend: cannot register yet; retrying", zap.Error(err), zap.Duration("delay", delay))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-time.After(delay):
 		}
 	}
