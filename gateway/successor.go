@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"errors"
+	"net"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,50 +36,81 @@ var errSameBackend = errors.New("gateway: the successor is the backend itself")
 // registration in the embedded registry wakes the watcher sooner.
 const successorPoll = time.Second
 
+// notSuccessorFor is how long an address found to hold no successor is
+// not dialled again while the registry keeps giving it.
+const notSuccessorFor = 10 * time.Second
+
 // watchSuccessor looks for a successor to the backend on cur until ctx
-// ends, and links to the first one it finds. A successor that has just
-// taken over holds the successor's name until it has the backend's own:
-// that is the backend on cur, and no successor.
+// ends, and links to the first one it finds.
+//
+// A successor is a backend proven newer than cur (link.Newer), whichever
+// name it holds. It registers the successor's name while cur holds the
+// backend's own; but the registry forgets every name when it restarts, and
+// a successor that comes first after that finds the name free and takes
+// it, while cur, still serving the players, is refused it. So both names
+// are asked, and what decides is the order proven in the handshake, never
+// the name: a successor that has taken over holds the successor's name
+// until it has the backend's own, and the backend it replaced holds the
+// name until it stops; both are cur or older, and no successor.
 func (s *Server) watchSuccessor(ctx context.Context, cur *backendLink, w *watcher, found chan<- *backendLink) {
 	defer s.wg.Done()
-	sameSaid, sameAddr := false, ""
+	names := []string{w.name + link.TakeoverSuffix, w.name}
+	skip := map[string]time.Time{} // address -> until when it is not dialled again
+	said := map[string]bool{}      // addresses whose verdict has been logged
 	for {
 		var changed <-chan struct{}
 		if w.embedded != nil {
 			changed = w.embedded.Changed()
 		}
-		lk, err := s.dialBackend(w.client, w.name+link.TakeoverSuffix, w.host)
-		if err == nil {
-			s.wg.Add(1)
-			go lk.readControl(s)
-			// Both instances were learnt over channels bound to the
-			// cookie: the successor's name that leads back to the
-			// backend itself (its own name, or a relay to it) is no
-			// successor.
-			if lk.instance == cur.instance {
-				lk.mux.Close()
-				sameAddr, err = lk.addr, errSameBackend
-			} else {
-				select {
-				case found <- lk:
-				case <-ctx.Done():
-					lk.mux.Close()
-				}
-				return
+		for addr, until := range skip {
+			if time.Now().After(until) {
+				delete(skip, addr)
 			}
 		}
-		switch {
-		case errors.Is(err, epmd.ErrNotFound):
-		case errors.Is(err, errSameBackend):
-			// Also the case while a successor that took over waits for
-			// the name: worth a line once, not a warning.
-			if !sameSaid {
-				s.log().Info("gateway: the successor's name leads to the backend already linked; not a successor",
-					zap.String("name", w.name+link.TakeoverSuffix), zap.String("addr", sameAddr))
-				sameSaid = true
+		var best *backendLink
+		for _, name := range names {
+			lk, addr, err := s.successorUnder(cur, w, name, skip)
+			switch {
+			case err == nil:
+			case errors.Is(err, epmd.ErrNotFound):
+			case errors.Is(err, errSameBackend), errors.Is(err, errNotNewer):
+				// Also the case while a successor that took over waits
+				// for the name, or the backend it replaced stops: worth
+				// a line once, not a warning.
+				if !said[addr] {
+					s.log().Info(notSuccessorMsg(err, name == w.name), zap.String("name", name), zap.String("addr", addr))
+					said[addr] = true
+				}
+			case name == w.name:
+				// Whatever holds the name without proving the cookie is
+				// nothing to the players; the backend's own link says
+				// whether it is there.
+				s.log().Debug("gateway: cannot link to what holds the backend's name", zap.Error(err))
+			default:
+				s.log().Warn("gateway: cannot link to the backend's successor", zap.Error(err))
 			}
-		default:
-			s.log().Warn("gateway: cannot link to the backend's successor", zap.Error(err))
+			if lk == nil {
+				continue
+			}
+			// Two at once: the older goes first, and the newer takes the
+			// players from it in turn, so that every backend passed by
+			// is told to retire.
+			if best != nil && link.Newer(lk.instance, best.instance) {
+				lk.mux.Close()
+				continue
+			}
+			if best != nil {
+				best.mux.Close()
+			}
+			best = lk
+		}
+		if best != nil {
+			select {
+			case found <- best:
+			case <-ctx.Done():
+				best.mux.Close()
+			}
+			return
 		}
 		t := time.NewTimer(successorPoll)
 		select {
@@ -89,6 +122,57 @@ func (s *Server) watchSuccessor(ctx context.Context, cur *backendLink, w *watche
 		}
 		t.Stop()
 	}
+}
+
+var errNotNewer = errors.New("gateway: the backend there started before the one linked")
+
+// notSuccessorMsg says why what a name leads to is no successor.
+func notSuccessorMsg(err error, ownName bool) string {
+	switch {
+	case errors.Is(err, errNotNewer):
+		return "gateway: the name leads to a backend that started before the one linked; not a successor"
+	case ownName:
+		return "gateway: the backend's name leads to the backend already linked; not a successor"
+	default:
+		return "gateway: the successor's name leads to the backend already linked; not a successor"
+	}
+}
+
+// successorUnder links to the backend registered under name if it is a
+// successor to cur. An address that led to cur itself, or to an older
+// backend, is not dialled again for a while.
+func (s *Server) successorUnder(cur *backendLink, w *watcher, name string, skip map[string]time.Time) (*backendLink, string, error) {
+	node, err := w.client.Lookup(s.ctx, name)
+	if err != nil {
+		return nil, "", err
+	}
+	addr := net.JoinHostPort(w.host, strconv.Itoa(int(node.Port)))
+	if addr == cur.addr {
+		return nil, addr, nil // one listening socket, one process: cur itself
+	}
+	if _, ok := skip[addr]; ok {
+		return nil, addr, nil
+	}
+	lk, err := s.dialAddr(addr)
+	if err != nil {
+		return nil, addr, err
+	}
+	s.wg.Add(1)
+	go lk.readControl(s)
+	// Both instances were learnt over channels bound to the cookie: a
+	// name that leads back to the backend itself (its own listener, or a
+	// relay to it) is no successor, and nor is an older backend.
+	switch {
+	case lk.instance == cur.instance:
+		err = errSameBackend
+	case !link.Newer(lk.instance, cur.instance):
+		err = errNotNewer
+	default:
+		return lk, addr, nil
+	}
+	lk.mux.Close()
+	skip[addr] = time.Now().Add(notSuccessorFor)
+	return nil, addr, err
 }
 
 // deployBatch bounds the sessions released at once, and so how long a

@@ -28,10 +28,12 @@
 // dials a backend without the cookie learns nothing of it either. The
 // labels keep a proof from being reflected back as the other side's.
 //
-// instance names the backend process: random, made at its start, the same
-// on every link to it. It is learnt here, under the proof, never from the
-// registry: the gateway takes a backend as another (a successor, see below)
-// only when its proven instance differs from the one it is linked to.
+// instance names the backend process: made at its start, the same on every
+// link to it, it says when the process started (NewInstance: the host's
+// boot clock in decimal, a dot, a random part). It is learnt here, under the
+// proof, never from the registry: the gateway takes a backend as its
+// backend's successor only when its proven instance says it started later
+// (Newer), whichever name it is registered under.
 //
 // The backend's certificate is self-signed and made at its start; the
 // gateway does not check it, because it could not know it in advance, and
@@ -198,7 +200,11 @@
 // it sends Retire; the old backend stops, its registration goes, and the
 // successor registers the name itself. A successor that fails sends the
 // sessions it had back to the old backend as after a crash, and the other
-// way round.
+// way round. A registry that restarts forgets both names, and a successor
+// that registers first finds the name free and takes it: the gateway looks
+// for a successor under both names, and takes one only if it is newer than
+// the backend it is linked to (see the instance, above), so that players
+// only ever move to a later backend.
 //
 // A session away for longer than the backend's orphan timeout (30 s by
 // default) ends as if the player had left (Read returns io.EOF): its gateway
