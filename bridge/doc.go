@@ -1,0 +1,46 @@
+// Package bridge puts an existing telnet game, unmodified, behind a
+// holdfast gateway. It is a game written on package backend whose every
+// session is carried over a TCP connection of its own to the game server:
+// the game sees one well-behaved telnet client per player, the players
+// keep what the gateway gives them (a connection that survives the game's
+// restarts, TLS, the web client, compression).
+//
+// # What the game is told
+//
+// The bridge answers the game's negotiation on the player's behalf, from
+// the facts the gateway holds, so that no client renegotiates anything
+// when the game restarts:
+//
+//   - TTYPE: the MTTS cycle, the client's name, its terminal type, then
+//     "MTTS n" with the client's bits and 128 (a proxy: its players share
+//     an address).
+//   - NAWS: the window size, and each later change.
+//   - NEW-ENVIRON: IPADDRESS (the player's address as the gateway saw it),
+//     CLIENT_NAME, CLIENT_VERSION, TERMINAL_TYPE, CHARSET and MTTS.
+//   - CHARSET: the player's character set if the game offers it, else
+//     ASCII, else a refusal.
+//   - EOR and GA mark prompts; the gateway marks them for the player as the
+//     player's client negotiated.
+//   - ECHO: the game hiding a password hides it at the player's client.
+//   - GMCP both ways; each new connection hears the client's Core.Hello
+//     and Core.Supports again.
+//   - MCCP is declined: the gateway compresses towards the player.
+//   - MSSP is fetched over a connection of its own and handed to the
+//     gateways, which answer crawlers with it while the game is down.
+//
+// With Bridge.ProxyHeader, each connection starts with a PROXY header
+// carrying the player's address.
+//
+// # When the game goes away
+//
+// A connection that the game closes, or that breaks, is followed at once
+// by another attempt. If the game accepts it, the game ended the player's
+// connection on purpose (a quit, a boot), and the player leaves too. If it
+// does not, the game is down: the player is told once, stays connected,
+// and the bridge tries again with a jittered backoff, with at most
+// MaxConnecting connections being opened at once. What the player types
+// meanwhile is held (up to MaxHeld; past it the gateway holds the rest)
+// and sent after the game's first output on the new connection. A game
+// that restarts faster than that first attempt looks like one that ended
+// the connection on purpose: its players leave.
+package bridge

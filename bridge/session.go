@@ -1,0 +1,423 @@
+package bridge
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"holdfast/backend"
+)
+
+// Bounds on what a session keeps of the client's GMCP: messages waiting
+// for the game (a client flooding GMCP loses the excess, as at the
+// gateway), and the Core.Hello and Core.Supports messages replayed to each
+// new connection.
+const (
+	maxGMCPWaiting = 64
+	maxHello       = 16
+)
+
+// session carries one player: it reads the player's input into held, and
+// its run goroutine opens connections to the game one after another,
+// writing to the current one.
+type session struct {
+	b  *Bridge
+	p  Player
+	id string
+
+	mu       sync.Mutex
+	held     []byte // the player's input, as telnet for the game, not yet sent
+	facts    backend.Facts
+	newFacts bool     // facts changed since the writer last looked
+	gmcp     [][]byte // the client's GMCP messages for the game
+	helloMsg [][]byte // Core.Hello and Core.Supports.*, for each new connection
+	inErr    error    // why the player's input ended
+
+	kick   chan struct{} // something for the writer: input, facts, GMCP, answers
+	room   chan struct{} // held has room again
+	inDone chan struct{} // closed when the player's input has ended
+}
+
+func newSession(b *Bridge, p Player) *session {
+	return &session{
+		b: b, p: p, id: p.ID(),
+		facts:  p.Facts(),
+		kick:   make(chan struct{}, 1),
+		room:   make(chan struct{}, 1),
+		inDone: make(chan struct{}),
+	}
+}
+
+func (s *session) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// stop wakes the player's reader: the bridge is closing.
+func (s *session) stop() { s.p.SetReadDeadline(time.Now()) }
+
+// readPlayer reads the player's input until the player leaves, the session
+// is detached, or the bridge closes. Facts and GMCP arrive through the
+// callbacks, in order with the input.
+func (s *session) readPlayer() {
+	buf := make([]byte, 2<<10)
+	for {
+		n, err := s.p.Read(buf)
+		if n > 0 && !s.hold(buf[:n]) {
+			err = errors.New("bridge: closed")
+		}
+		if err != nil {
+			s.mu.Lock()
+			s.inErr = err
+			s.mu.Unlock()
+			close(s.inDone)
+			return
+		}
+	}
+}
+
+// hold keeps p for the game, waiting while MaxHeld is already kept: the
+// player's further input then waits at the gateway. It reports false when
+// the bridge closes meanwhile.
+func (s *session) hold(p []byte) bool {
+	s.mu.Lock()
+	for len(s.held) >= s.b.maxHeld() {
+		s.mu.Unlock()
+		select {
+		case <-s.room:
+		case <-s.b.ctx.Done():
+			return false
+		}
+		s.mu.Lock()
+	}
+	s.held = appendInput(s.held, p)
+	s.mu.Unlock()
+	s.wake()
+	return true
+}
+
+func (s *session) onFacts(f backend.Facts) {
+	s.mu.Lock()
+	s.facts, s.newFacts = f, true
+	s.mu.Unlock()
+	s.wake()
+}
+
+func (s *session) onGMCP(pkg string, data []byte) {
+	msg := []byte(pkg)
+	if len(data) > 0 {
+		msg = append(append(msg, ' '), data...)
+	}
+	s.mu.Lock()
+	if pkg == "Core.Hello" || strings.HasPrefix(pkg, "Core.Supports.") {
+		if pkg == "Core.Hello" || pkg == "Core.Supports.Set" {
+			// Each replaces what came before it of its kind.
+			s.helloMsg = dropPrefix(s.helloMsg, pkg)
+		}
+		if len(s.helloMsg) < maxHello {
+			s.helloMsg = append(s.helloMsg, msg)
+		}
+	}
+	if len(s.gmcp) < maxGMCPWaiting {
+		s.gmcp = append(s.gmcp, msg)
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+// dropPrefix removes the messages of package pkg, and for Core.Supports.Set
+// every Core.Supports message, which it replaces.
+func dropPrefix(msgs [][]byte, pkg string) [][]byte {
+	if pkg == "Core.Supports.Set" {
+		pkg = "Core.Supports."
+	}
+	keep := msgs[:0]
+	for _, m := range msgs {
+		name, _, _ := strings.Cut(string(m), " ")
+		if name == pkg || strings.HasPrefix(pkg, "Core.Supports.") && strings.HasPrefix(name, pkg) {
+			continue
+		}
+		keep = append(keep, m)
+	}
+	return keep
+}
+
+// hello returns the client's Core.Hello and Core.Supports messages.
+func (s *session) hello() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([][]byte(nil), s.helloMsg...)
+}
+
+// factsChange is facts that changed since the writer last looked.
+type factsChange struct{ f backend.Facts }
+
+// How a connection to the game ended.
+type ending uint8
+
+const (
+	endGame   ending = iota // the game closed it, or it failed
+	endPlayer               // the player left, or the session left this bridge
+	endBridge               // the bridge is closing
+)
+
+func (e ending) String() string {
+	return [...]string{"game", "player", "bridge"}[e]
+}
+
+// run carries the player to the game until the player leaves, the game
+// ends the player's connection on purpose, or the bridge closes.
+func (s *session) run() {
+	s.p.OnFacts(s.onFacts)
+	s.p.OnGMCP(s.onGMCP)
+	go s.readPlayer()
+	log := s.b.log()
+	var (
+		delay    time.Duration
+		down     bool // the game is out of reach: the player has been told
+		attempts int  // since the game went out of reach
+	)
+	for {
+		u, release, err := s.connect(s.b.ctx)
+		if err == nil {
+			var why ending
+			why, err = s.carry(u, release, func() {
+				if down {
+					log.Info("bridge: the game is back; player reconnected", zap.String("session", s.id), zap.Int("attempts", attempts))
+					s.b.gameBack()
+				}
+				down, delay, attempts = false, 0, 0
+			})
+			if why != endGame {
+				s.end(why)
+				return
+			}
+			// The game closed the connection, or it broke. If the game
+			// still answers on a connection of its own, it ended this
+			// player's on purpose (a quit, a boot, a refusal): the player
+			// leaves too. If it does not, it is going down or restarting,
+			// and the player waits for it.
+			if !down && !errors.Is(err, errSilent) && s.gameUp() {
+				log.Info("bridge: the game ended the player's connection", zap.String("session", s.id), zap.Error(err))
+				s.p.Close()
+				return
+			}
+		}
+		if s.finished() {
+			return
+		}
+		attempts++
+		if !down {
+			down = true
+			log.Info("bridge: the game went away; holding the player", zap.String("session", s.id), zap.Error(err))
+			if s.tell(s.b.notice()) != nil {
+				s.end(endPlayer)
+				return
+			}
+		}
+		delay = s.b.nextDelay(delay)
+		if !s.pause(jitter(delay)) {
+			return
+		}
+	}
+}
+
+// errSilent is a connection on which the game said nothing in GreetWait:
+// a listener that outlived the game (a child process holding its socket)
+// accepts connections but never serves them.
+var errSilent = errors.New("bridge: the game accepted the connection but said nothing")
+
+// probeWait bounds how long gameUp waits for the game to say something.
+const probeWait = 2 * time.Second
+
+// gameUp reports whether the game accepts a connection and says something
+// on it within probeWait, as a game that is up does at once.
+func (s *session) gameUp() bool {
+	u, release, err := s.open(s.b.ctx, true)
+	if err != nil {
+		return false
+	}
+	defer release()
+	defer u.close()
+	t := time.NewTimer(probeWait)
+	defer t.Stop()
+	select {
+	case <-u.spoke:
+		return true
+	case <-u.done:
+	case <-t.C:
+	case <-s.b.ctx.Done():
+	}
+	select {
+	case <-u.spoke:
+		return true
+	default:
+		return false
+	}
+}
+
+// finished reports whether the session is over for a reason other than
+// the game, and if so ends it.
+func (s *session) finished() bool {
+	switch {
+	case s.b.ctx.Err() != nil:
+		s.end(endBridge)
+		return true
+	case s.inputEnded():
+		s.end(endPlayer)
+		return true
+	}
+	return false
+}
+
+func (s *session) inputEnded() bool {
+	select {
+	case <-s.inDone:
+		return true
+	default:
+		return false
+	}
+}
+
+// pause waits d before the next attempt; it reports false when the session
+// ended meanwhile.
+func (s *session) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.inDone:
+		s.end(endPlayer)
+	case <-s.b.ctx.Done():
+		s.end(endBridge)
+	}
+	return false
+}
+
+// end finishes the session. A player who left, or whose session left this
+// bridge, is closed: package backend ends a player's session only if it
+// is still here (and for one detached, only lets it go). When the bridge
+// closes, the player is left to the listener.
+func (s *session) end(why ending) {
+	if why == endPlayer && s.b.ctx.Err() == nil {
+		s.p.Close()
+	}
+	// The player's reader leaves with the player or the listener.
+	s.b.log().Debug("bridge: session ended", zap.String("session", s.id), zap.Stringer("by", why))
+}
+
+// tell writes a notice to the player on a line of its own.
+func (s *session) tell(text string) error {
+	_, err := io.WriteString(s.p, "\n"+text+"\n")
+	return err
+}
+
+// carry writes to the game on u until the connection ends, the player
+// leaves, or the bridge closes. The player's input waits until the game
+// has greeted the player (see upstream.greeted), or GreetWait has passed
+// with the game saying something; a game silent for that long fails the
+// connection with errSilent. greeted is called when input may flow.
+func (s *session) carry(u *upstream, release func(), greeted func()) (ending, error) {
+	defer release()
+	flowing := false
+	greetTimer := time.NewTimer(s.b.greetWait())
+	defer greetTimer.Stop()
+	greet := u.greeted
+	start := func() {
+		flowing, greet = true, nil
+		release()
+		greeted()
+	}
+	for {
+		if err := s.flush(u, flowing); err != nil {
+			u.close()
+			s.restoreEcho(u)
+			return endGame, err
+		}
+		select {
+		case <-s.kick:
+		case <-greet:
+			start()
+		case <-greetTimer.C:
+			if flowing {
+				continue
+			}
+			select {
+			case <-u.spoke:
+				start() // a game that waits for input before its welcome
+			default:
+				u.close()
+				return endGame, errSilent
+			}
+		case <-u.done:
+			s.flush(u, flowing) // input that cannot go is held for the next connection
+			u.close()
+			if u.lost != nil {
+				return endPlayer, u.lost
+			}
+			s.restoreEcho(u)
+			return endGame, u.err
+		case <-s.inDone:
+			if flowing {
+				s.flush(u, true) // the player's last words (a QUIT) still go
+			}
+			u.close()
+			return endPlayer, nil
+		case <-s.b.ctx.Done():
+			u.close()
+			return endBridge, nil
+		}
+	}
+}
+
+// restoreEcho gives the player's client its echo back when a connection
+// that had hidden it ends: the next one starts with the welcome.
+func (s *session) restoreEcho(u *upstream) {
+	if u.echoOff {
+		s.p.SetEcho(true)
+	}
+}
+
+// flush writes what waits for the game: answers, a changed window size,
+// GMCP and, once the game has greeted the player, held input. Input whose
+// write fails is held again for the next connection.
+func (s *session) flush(u *upstream, greeted bool) error {
+	s.mu.Lock()
+	var fc *factsChange
+	if s.newFacts {
+		fc = &factsChange{s.facts}
+		s.newFacts = false
+	}
+	gmcp := s.gmcp
+	s.gmcp = nil
+	var in []byte
+	if greeted && len(s.held) > 0 {
+		in = s.held
+		s.held = nil
+	}
+	s.mu.Unlock()
+	out := u.takeOut(fc, gmcp)
+	err := u.write(out)
+	if err == nil && len(in) > 0 {
+		err = u.write(in)
+	}
+	if len(in) > 0 {
+		if err != nil {
+			s.mu.Lock()
+			s.held = append(in, s.held...)
+			s.mu.Unlock()
+		}
+		select {
+		case s.room <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}

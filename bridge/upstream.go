@@ -1,0 +1,258 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"holdfast/backend"
+	"holdfast/gateway/telnet"
+)
+
+// readBuf is the size of one read from the game: a screenful of text, and
+// small enough that thousands of idle connections cost little.
+const readBuf = 4 << 10
+
+// maxOut bounds the protocol answers waiting to go to the game. A game
+// that keeps asking without reading the answers is dropped past it.
+const maxOut = 64 << 10
+
+// writeTimeout bounds one write to the game; a game that reads nothing for
+// that long is treated as gone.
+const writeTimeout = 10 * time.Second
+
+// upstream is one connection to the game for one player. Its reader
+// decodes what the game sends, hands text and prompts to the player and
+// answers negotiation; the session's run goroutine is its only writer.
+type upstream struct {
+	s    *session
+	conn net.Conn
+	dec  decoder // the reader's alone
+
+	mu  sync.Mutex // guards neg and out
+	neg negotiator
+	out []byte // answers for the game, in order, not yet written
+
+	probe    bool          // only to learn whether the game is up
+	spoke    chan struct{} // closed at the game's first byte
+	greeted  chan struct{} // closed once the game has sent text and asked what it asks at once
+	done     chan struct{} // closed when the reader has ended
+	err      error         // why the reader ended; read after done
+	lost     error         // a write to the player failed; read after done
+	spokeSet bool          // spoke is closed; the reader's alone
+	texted   bool          // the game has sent text; the reader's alone
+	greetSet bool          // greeted is closed; the reader's alone
+	echoOff  bool          // the game hid the player's echo; the reader's alone
+}
+
+// connect opens a connection to the game for s, waiting for a slot among
+// those being opened: the slot is the caller's to release once the game
+// has greeted the player.
+func (s *session) connect(ctx context.Context) (*upstream, func(), error) {
+	return s.open(ctx, false)
+}
+
+// open opens a connection to the game for s; a probe's reader only notes
+// that the game spoke, and hands nothing to the player.
+func (s *session) open(ctx context.Context, probe bool) (*upstream, func(), error) {
+	b := s.b
+	release, err := b.acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := b.dial(ctx)
+	if err != nil {
+		release()
+		return nil, nil, fmt.Errorf("bridge: dial %s: %w", b.Upstream, err)
+	}
+	s.mu.Lock()
+	facts := s.facts
+	s.mu.Unlock()
+	if b.ProxyHeader != 0 {
+		h, err := proxyHeader(b.ProxyHeader, facts.ClientAddr, conn.RemoteAddr())
+		if err == nil {
+			conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			_, err = conn.Write(h)
+		}
+		if err != nil {
+			conn.Close()
+			release()
+			return nil, nil, fmt.Errorf("bridge: PROXY header to %s: %w", b.Upstream, err)
+		}
+	}
+	u := &upstream{
+		s: s, conn: conn, probe: probe,
+		neg:     negotiator{facts: facts},
+		spoke:   make(chan struct{}),
+		greeted: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go u.read()
+	return u, release, nil
+}
+
+func (u *upstream) read() {
+	defer close(u.done)
+	buf := make([]byte, readBuf)
+	for {
+		n, err := u.conn.Read(buf)
+		if n > 0 && !u.spokeSet {
+			u.spokeSet = true
+			close(u.spoke)
+			if u.probe {
+				return
+			}
+		}
+		if n > 0 {
+			u.dec.decode(buf[:n], u)
+			if u.lost != nil {
+				return
+			}
+			u.mu.Lock()
+			pending := len(u.out)
+			settled := u.neg.settled()
+			u.mu.Unlock()
+			if pending > 0 {
+				u.s.wake()
+			}
+			if u.texted && settled && !u.greetSet {
+				u.greetSet = true
+				close(u.greeted)
+			}
+		}
+		if err != nil {
+			u.err = err
+			return
+		}
+	}
+}
+
+// text hands the game's text to the player. A write waits while the
+// player's session is between gateways (bounded by package backend), and
+// the game's output waits with it in TCP.
+func (u *upstream) text(p []byte) {
+	if u.lost != nil {
+		return
+	}
+	u.texted = true
+	if _, err := u.s.p.Write(p); err != nil {
+		u.lose(err)
+	}
+}
+
+func (u *upstream) lose(err error) {
+	if u.lost == nil {
+		u.lost = err
+		u.conn.Close()
+	}
+}
+
+func (u *upstream) negotiate(verb, opt byte) {
+	if u.lost != nil {
+		return
+	}
+	u.mu.Lock()
+	var changed bool
+	u.out, changed = u.neg.negotiate(u.out, verb, opt)
+	on := u.neg.him[opt]
+	if changed && on && opt == telnet.OptGMCP {
+		// A new connection learns what the client said it supports,
+		// as the game would have heard it from the client.
+		for _, m := range u.s.hello() {
+			u.out = telnet.AppendSubneg(u.out, telnet.OptGMCP, m)
+		}
+	}
+	over := len(u.out) > maxOut
+	u.mu.Unlock()
+	if over {
+		u.lose(fmt.Errorf("bridge: the game asks more than it reads (%d bytes of answers waiting)", maxOut))
+		return
+	}
+	if changed && opt == telnet.OptEcho {
+		u.echoOff = on
+		if err := u.s.p.SetEcho(!on); err != nil {
+			u.lose(err)
+		}
+	}
+}
+
+func (u *upstream) subneg(opt byte, p []byte, truncated bool) {
+	if u.lost != nil || truncated {
+		return // cut to the bound: whatever it says, it is not whole
+	}
+	switch opt {
+	case telnet.OptGMCP:
+		u.mu.Lock()
+		on := u.neg.him[opt]
+		u.mu.Unlock()
+		if on {
+			pkg, data, _ := strings.Cut(string(p), " ")
+			if err := u.s.p.SendGMCP(pkg, []byte(data)); err != nil && !isTooLarge(err) {
+				u.lose(err)
+			}
+		}
+		return
+	}
+	u.mu.Lock()
+	u.out = u.neg.subneg(u.out, opt, p)
+	over := len(u.out) > maxOut
+	u.mu.Unlock()
+	if over {
+		u.lose(fmt.Errorf("bridge: the game asks more than it reads (%d bytes of answers waiting)", maxOut))
+	}
+}
+
+func (u *upstream) command(c byte) {
+	if u.lost != nil {
+		return
+	}
+	if c == telnet.GA || c == telnet.EOR {
+		if err := u.s.p.Prompt(""); err != nil {
+			u.lose(err)
+		}
+	}
+}
+
+// takeOut returns the answers waiting for the game, with what the player's
+// new facts and GMCP messages add, leaving none.
+func (u *upstream) takeOut(facts *factsChange, gmcp [][]byte) []byte {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if facts != nil {
+		u.out = u.neg.setFacts(u.out, facts.f)
+	}
+	if u.neg.him[telnet.OptGMCP] {
+		for _, m := range gmcp {
+			u.out = telnet.AppendSubneg(u.out, telnet.OptGMCP, m)
+		}
+	}
+	out := u.out
+	u.out = nil
+	return out
+}
+
+// write writes b to the game within writeTimeout.
+func (u *upstream) write(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	u.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := u.conn.Write(b); err != nil {
+		return fmt.Errorf("bridge: write to the game: %w", err)
+	}
+	return nil
+}
+
+// close closes the connection and waits for its reader.
+func (u *upstream) close() {
+	u.conn.Close()
+	<-u.done
+}
+
+// isTooLarge reports a GMCP message from the game that the link cannot
+// carry: it is dropped, and the player stays.
+func isTooLarge(err error) bool { return errors.Is(err, backend.ErrMessageTooLarge) }

@@ -1,0 +1,150 @@
+// Command bridge puts an existing telnet game server, unmodified, behind a
+// holdfast gateway: it registers like any backend, and carries each player
+// over a connection of the player's own to the game at -upstream,
+// answering the game's negotiation from what the gateway knows of the
+// player's client. When the game restarts, the players stay connected to
+// the gateway and find the game's welcome again when it is back.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"holdfast/backend"
+	"holdfast/bridge"
+	"holdfast/epmd"
+	"holdfast/internal/cli"
+	"holdfast/internal/netx"
+	"holdfast/internal/systemd"
+)
+
+func main() {
+	var (
+		common     cli.Common
+		upstream   = flag.String("upstream", "", "the game's telnet address, HOST:PORT (required)")
+		proxy      = flag.String("upstream-proxy", "", "send a PROXY header of this version (v1 or v2) first on each connection to the game, with the player's address")
+		name       = flag.String("name", backend.DefaultName, "name to register in epmd")
+		listen     = flag.String("listen", "127.0.0.1:0", "address for the gateway's link")
+		orphan     = flag.Duration("orphan-timeout", backend.DefaultOrphanTimeout, "how long a player whose gateway is gone waits for it to come back before leaving the game")
+		take       = flag.Bool("takeover", false, "take the players over from the bridge running under -name (a deploy without a pause)")
+		connecting = flag.Int("max-connecting", bridge.DefaultMaxConnecting, "connections to the game being opened at once, at most (negative: no bound)")
+		retryMax   = flag.Duration("retry-max", bridge.DefaultRetryMax, "longest wait between a player's attempts to reach a game that is down")
+		notice     = flag.String("notice", bridge.DefaultNotice, "what a player is told when the game cannot be reached")
+		msspEvery  = flag.Duration("mssp-interval", bridge.DefaultMSSPInterval, "how often to ask the game for its MSSP variables (negative: never)")
+	)
+	common.Register(flag.CommandLine)
+	flag.Parse()
+	if flag.NArg() > 0 {
+		cli.Fatal("bridge", fmt.Errorf("unexpected arguments: %q", flag.Args()))
+	}
+	if _, _, err := net.SplitHostPort(*upstream); err != nil {
+		cli.Fatal("bridge", fmt.Errorf("-upstream: want the game's HOST:PORT, not %q", *upstream))
+	}
+	version := 0
+	switch *proxy {
+	case "":
+	case "v1", "1":
+		version = 1
+	case "v2", "2":
+		version = 2
+	default:
+		cli.Fatal("bridge", fmt.Errorf("-upstream-proxy: want v1 or v2, not %q", *proxy))
+	}
+	log, err := common.Logger()
+	if err != nil {
+		cli.Fatal("bridge", err)
+	}
+	cookie, err := common.Cookie()
+	if err != nil {
+		cli.Fatal("bridge", err)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cfg := backend.Config{Name: *name, ListenAddr: *listen, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log,
+		OrphanTimeout: *orphan, Takeover: *take}
+	l, err := register(ctx, cfg, log)
+	if errors.Is(err, epmd.ErrRefused) {
+		cli.Fatal("bridge", fmt.Errorf("the name %q is taken: a backend is running under it; start this one with -takeover to take its players over", *name))
+	}
+	if err != nil {
+		return // interrupted before the registry answered
+	}
+	if err := l.Ready(ctx); err != nil {
+		l.Close()
+		cli.Fatal("bridge", err)
+	}
+	log.Info("bridge: registered", zap.String("name", *name), zap.Stringer("addr", l.Addr()),
+		zap.String("upstream", *upstream), zap.Bool("takeover", *take))
+	systemd.Ready()
+
+	b := &bridge.Bridge{
+		Upstream:      *upstream,
+		ProxyHeader:   version,
+		MaxConnecting: *connecting,
+		RetryMax:      *retryMax,
+		Notice:        *notice,
+		MSSPInterval:  *msspEvery,
+		Logger:        log,
+	}
+	served := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-served:
+			return // handed over to a successor: the players are its
+		}
+		systemd.Stopping()
+		log.Info("bridge: shutting down; the gateway keeps the players")
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		l.Shutdown(sctx)
+	}()
+	err = b.Serve(l)
+	close(served)
+	// The listener has stopped: its sessions are detached or gone, and
+	// each bridged session ends by itself and closes its connection to
+	// the game.
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	b.Shutdown(sctx)
+	cancel()
+	l.Close()
+	if err != nil && !errors.Is(err, bridge.ErrServerClosed) {
+		log.Info("bridge: stopped", zap.Error(err))
+	}
+}
+
+// register listens and registers in epmd, retrying until it answers: epmd,
+// gateway and bridge may start in any order.
+func register(ctx context.Context, cfg backend.Config, log *zap.Logger) (*backend.Listener, error) {
+	var delay time.Duration
+	for {
+		l, err := backend.Listen(ctx, cfg)
+		if err == nil || errors.Is(err, epmd.ErrRefused) {
+			return l, err
+		}
+		delay = netx.Backoff(delay, 100*time.Millisecond, 2*time.Second)
+		log.Warn("bridge: cannot register yet; retrying", zap.Error(err), zap.Duration("delay", delay))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+func init() {
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: bridge -upstream HOST:PORT [flags]\n\nCarries each player of a holdfast gateway to an existing telnet game.\n\n")
+		flag.PrintDefaults()
+	}
+}

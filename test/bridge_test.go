@@ -1,0 +1,251 @@
+package test
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"holdfast/gateway/telnet"
+)
+
+// tinyMUX is a TinyMUX game of the test's own, made with Debian's
+// tinymux-install on a free port.
+type tinyMUX struct {
+	t    *testing.T
+	dir  string // the game directory, holding Startmux and netmux.conf
+	addr string
+}
+
+// startTinyMUX installs a TinyMUX game in a directory of the test's and
+// starts it.
+func startTinyMUX(t *testing.T) *tinyMUX {
+	t.Helper()
+	install, err := exec.LookPath("tinymux-install")
+	if err != nil {
+		install = "/usr/games/tinymux-install" // Debian puts it outside root's PATH
+		if _, serr := os.Stat(install); serr != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("tinymux-install is not installed; .ci/run must install tinymux")
+			}
+			t.Skip("tinymux is not installed")
+		}
+	}
+	top := t.TempDir()
+	cmd := exec.Command(install)
+	cmd.Dir = top
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("tinymux-install: %v\n%s", err, out)
+	}
+	m := &tinyMUX{t: t, dir: filepath.Join(top, "tinymux", "game")}
+	conf := filepath.Join(m.dir, "netmux.conf")
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	m.addr = "127.0.0.1:" + strconv.Itoa(port)
+	b = regexp.MustCompile(`(?m)^port \d+$`).ReplaceAll(b, []byte("port "+strconv.Itoa(port)))
+	if err := os.WriteFile(conf, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.kill() })
+	m.start()
+	return m
+}
+
+// start runs Startmux and waits until the game accepts connections.
+func (m *tinyMUX) start() {
+	m.t.Helper()
+	os.Remove(filepath.Join(m.dir, "netmux.pid")) // Startmux refuses to start over one
+	cmd := exec.Command("./Startmux")
+	cmd.Dir = m.dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		m.t.Fatalf("Startmux: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(waitFor)
+	for {
+		c, err := net.DialTimeout("tcp", m.addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("TinyMUX does not accept on %s: %v", m.addr, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a port that is not open yet
+	}
+}
+
+// pid returns the game's process id, from its pid file.
+func (m *tinyMUX) pid() int {
+	b, err := os.ReadFile(filepath.Join(m.dir, "netmux.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// kill ends the game with SIGKILL and waits until it is gone.
+func (m *tinyMUX) kill() {
+	pid := m.pid()
+	if pid <= 1 {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	deadline := time.Now().Add(waitFor)
+	for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); bytes.Contains(b, []byte(") Z ")) {
+			break // a zombie whose parent (nohup's shell) is gone: reaped by init
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// startBridge starts the bridge to upstream, with extra flags, and waits
+// until the gateway has linked to it.
+func (s *system) startBridge(upstream string, flags ...string) *proc {
+	s.t.Helper()
+	n := s.gw.count("gateway: backend linked")
+	args := append([]string{"-cookie-file", s.cookie, "-upstream", upstream}, flags...)
+	b := start(s.t, "bridge", s.env(), args...)
+	s.backends = append(s.backends, b)
+	s.gw.waitLog("gateway: backend linked", n+1)
+	return b
+}
+
+// think has the game evaluate expr for the player, and returns the answer.
+func (m *mudClient) think(tag, expr string) string {
+	m.t.Helper()
+	start := len(m.text)
+	m.line("think " + tag + "=<[" + expr + "]>")
+	m.until(tag+" answer", func() bool {
+		return bytes.Contains(m.text[start:], []byte(tag+"=<")) && bytes.Contains(m.text[start:], []byte(">\n"))
+	})
+	re := regexp.MustCompile(regexp.QuoteMeta(tag) + `=<([^>]*)>`)
+	got := re.FindSubmatch(m.text[start:])
+	if got == nil {
+		m.t.Fatalf("no %s answer in %q", tag, m.text[start:])
+	}
+	return string(got[1])
+}
+
+// thinkUntil asks until the answer is want: a fact the client has just
+// changed reaches the game a moment later.
+func (m *mudClient) thinkUntil(tag, expr, want string) {
+	m.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for i := 0; ; i++ {
+		got := m.think(tag+strconv.Itoa(i), expr)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("%s: the game says %q, want %q", expr, got, want)
+		}
+	}
+}
+
+// TestBridgeTinyMUX puts Debian's TinyMUX behind gateway and bridge: a MUD
+// client logs in, and the game knows its window size and terminal type
+// from the bridge; a resize reaches it; the game is killed and started
+// again while the player stays connected, is told once, sees the welcome
+// again, and what the player typed meanwhile arrives after it; TinyMUX's
+// own @restart keeps the connection; QUIT ends the player's connection.
+func TestBridgeTinyMUX(t *testing.T) {
+	mux := startTinyMUX(t)
+	sys := startSystem(t)
+	br := sys.startBridge(mux.addr)
+
+	m := dialMUD(t, sys.telnet, telnet.OptTTYPE, telnet.OptNAWS, telnet.OptSGA, telnet.OptEOR,
+		telnet.OptEcho, telnet.OptGMCP, telnet.OptNewEnviron, telnet.OptCharset)
+	m.width, m.height = 132, 50
+	m.expect("Welcome to TinyMUX")
+	m.line("connect wizard potrzebie")
+	m.expect("Last connect")
+	if got := m.think("W", "width(me)"); got != "132" {
+		t.Errorf("width(me) = %q, want 132 (the client's NAWS)", got)
+	}
+	if got := m.think("H", "height(me)"); got != "50" {
+		t.Errorf("height(me) = %q, want 50", got)
+	}
+	term := m.think("T", "terminfo(me)")
+	if !strings.HasPrefix(term, "TESTCLIENT ") || !strings.Contains(term, "unicode") {
+		t.Errorf("terminfo(me) = %q, want the client's name and UTF-8 (CHARSET)", term)
+	}
+	m.naws(100, 40)
+	m.thinkUntil("R", "width(me)", "100")
+
+	// TinyMUX's own restart keeps its connections: nothing to do for the
+	// bridge, which must not take it for an outage.
+	m.atRestart()
+	if got := m.think("SAME", "name(me)"); got != "Wizard" {
+		t.Errorf("after @restart name(me) = %q, want Wizard (still logged in)", got)
+	}
+	if n := br.count("bridge: the game went away; holding the player"); n != 0 {
+		t.Errorf("the bridge saw the game go away %d times during @restart", n)
+	}
+
+	// The game dies: the player stays, is told, and types meanwhile.
+	mux.kill()
+	m.expect(bridgeNotice)
+	m.line("connect wizard potrzebie")
+	m.line("think AFTER=<[width(me)] [terminfo(me)]>")
+	mux.start()
+	start := len(m.text)
+	m.expect("Welcome to TinyMUX")
+	m.until("the line typed while the game was down", func() bool { return bytes.Contains(m.text[start:], []byte("AFTER=<")) })
+	after := regexp.MustCompile(`AFTER=<([^>]*)>`).FindSubmatch(m.text[start:])
+	if after == nil || string(after[1]) != "100 "+term {
+		t.Errorf("after the restart the game says %q, want %q", after, "100 "+term)
+	}
+	if n := bytes.Count(m.text, []byte(bridgeNotice)); n != 1 {
+		t.Errorf("the player was told %d times that the game is restarting, want once", n)
+	}
+	br.waitLog("bridge: the game is back; player reconnected", 1)
+
+	if n := br.count("bridge: the game went away; holding the player"); n != 1 {
+		t.Errorf("the bridge saw the game go away %d times, want once", n)
+	}
+
+	// The game ends the player's connection: the gateway closes the player's.
+	m.line("QUIT")
+	err := m.read("the gateway to close the connection", func() bool { return false })
+	if err == nil || !strings.Contains(err.Error(), "EOF") {
+		t.Errorf("after QUIT: %v, want the connection closed", err)
+	}
+}
+
+// atRestart runs TinyMUX's @restart, which it refuses for a few seconds
+// after it has started, and waits for it to finish.
+func (m *mudClient) atRestart() {
+	m.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		start := len(m.text)
+		m.line("@restart")
+		m.until("@restart's answer", func() bool {
+			return bytes.Contains(m.text[start:], []byte("Restart finished.")) || bytes.Contains(m.text[start:], []byte("try again"))
+		})
+		if bytes.Contains(m.text[start:], []byte("Restart finished.")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("TinyMUX refused @restart for %v", waitFor)
+		}
+		time.Sleep(250 * time.Millisecond) // TinyMUX says when to ask again: "in a few seconds"
+	}
+}
+
+// bridgeNotice is the start of what the bridge tells a player when the
+// game is down.
+const bridgeNotice = "The game is restarting."
