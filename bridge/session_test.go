@@ -1,0 +1,358 @@
+package bridge
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+	"go.uber.org/goleak"
+
+	"holdfast/backend"
+	"holdfast/gateway/telnet"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestBridgeCarries: the game's negotiation is answered from the facts,
+// its text, prompts, echo and GMCP reach the player, and the player's
+// input, resizes and GMCP reach the game.
+func TestBridgeCarries(t *testing.T) {
+	g := startGame(t)
+	b := newBridge(t, g.addr)
+	p := newPlayer(t, "s1", mudlet)
+	p.in <- gmcpMsg{"Core.Hello", `{"client":"Mudlet"}`}
+	p.in <- gmcpMsg{"Core.Supports.Set", `["Char 1"]`}
+	b.Handle(p)
+
+	gc := g.accept()
+	gc.send(iac, telnet.DO, 24, iac, telnet.DO, 31, iac, telnet.WILL, 201, iac, telnet.WILL, 86)
+	gc.sendText("Welcome!\r\n")
+	gc.send(sbytes(24, 1)...)
+	gc.waitEvent(`SB 24 "\x00MUDLET"`)
+	gc.waitEvent(`SB 31 "\x00x\x00("`)
+	gc.waitEvent("DONT 86")
+	gc.waitEvent(`SB 201 "Core.Hello {\"client\":\"Mudlet\"}"`)
+	gc.waitEvent(`SB 201 "Core.Supports.Set [\"Char 1\"]"`)
+	p.waitOutput("Welcome!\r\n")
+
+	p.typeLine("connect ada secret")
+	gc.waitText("connect ada secret\n")
+	if raw := string(gc.raw); !strings.Contains(raw, "connect ada secret\r\n") {
+		t.Errorf("the game got %q; want the line ended with CR LF", raw)
+	}
+
+	gc.sendText("Password: ")
+	gc.send(iac, telnet.WILL, 1, iac, telnet.GA)
+	p.waitEvent("echo off")
+	p.waitEvent(`prompt after "Password: "`)
+	gc.send(iac, telnet.WONT, 1)
+	p.waitEvent("echo on")
+
+	f := mudlet
+	f.Width, f.Height = 100, 30
+	p.in <- f
+	gc.waitEvent(`SB 31 "\x00d\x00\x1e"`)
+
+	p.in <- gmcpMsg{"Char.Login", `{"name":"ada"}`}
+	gc.waitEvent(`SB 201 "Char.Login {\"name\":\"ada\"}"`)
+	gc.send(telnet.AppendSubneg(nil, 201, []byte(`Char.Vitals {"hp":10}`))...)
+	p.waitEvent(`gmcp Char.Vitals {"hp":10}`)
+
+	p.leave()
+	gc.waitEOF()
+	p.waitEvent("closed")
+}
+
+// TestBridgeGameRestart: the game goes down; the player is told once and
+// stays; what the player types meanwhile reaches the game after its
+// welcome on the new connection, with the facts answered again.
+func TestBridgeGameRestart(t *testing.T) {
+	g := startGame(t)
+	b := newBridge(t, g.addr)
+	p := newPlayer(t, "s1", mudlet)
+	b.Handle(p)
+	gc := g.accept()
+	gc.sendText("Welcome!\r\n")
+	p.waitOutput("Welcome!")
+	p.typeLine("look")
+	gc.waitText("look\n")
+
+	g.stop()
+	p.waitOutput(DefaultNotice)
+	p.typeLine("connect ada secret")
+	p.typeLine("say I am back")
+	g.restart()
+	gc = g.accept()
+	gc.send(iac, telnet.DO, 24)
+	if got := gc.gotText(); got != "" {
+		t.Fatalf("the game got %q before its welcome", got)
+	}
+	gc.sendText("Welcome again!\r\n")
+	gc.send(sbytes(24, 1)...)
+	gc.waitText("connect ada secret\nsay I am back\n")
+	if i, j := strings.Index(string(gc.raw), "MUDLET"), strings.Index(string(gc.raw), "connect"); i < 0 || j < i {
+		t.Errorf("the game got %q: the terminal type should come before the held input", gc.raw)
+	}
+	p.waitOutput("Welcome again!")
+	if n := strings.Count(p.output(), DefaultNotice); n != 1 {
+		t.Errorf("told %d times that the game is restarting, want once", n)
+	}
+	if p.isClosed() {
+		t.Error("the player was closed")
+	}
+}
+
+// TestBridgeGameEndsPlayer: the game closing one player's connection while
+// it still serves ends that player's session, and no other.
+func TestBridgeGameEndsPlayer(t *testing.T) {
+	g := startGame(t)
+	b := newBridge(t, g.addr)
+	p1, p2 := newPlayer(t, "s1", mudlet), newPlayer(t, "s2", mudlet)
+	b.Handle(p1)
+	gc1 := g.accept()
+	b.Handle(p2)
+	gc2 := g.accept()
+	gc1.sendText("hi 1\r\n")
+	gc2.sendText("hi 2\r\n")
+	p1.waitOutput("hi 1")
+	p2.waitOutput("hi 2")
+	go func() {
+		// The probe that asks whether the game is up: a game greets it.
+		if gc := g.accept(); gc != nil {
+			gc.sendText("Welcome!\r\n")
+		}
+	}()
+	gc1.sendText("Bye.\r\n")
+	gc1.c.Close()
+	p1.waitEvent("closed")
+	if !strings.Contains(p1.output(), "Bye.") || strings.Contains(p1.output(), DefaultNotice) {
+		t.Errorf("player 1 saw %q; want the game's goodbye and no notice", p1.output())
+	}
+	p2.typeLine("still here")
+	gc2.waitText("still here\n")
+	if p2.isClosed() {
+		t.Error("player 2 was closed")
+	}
+}
+
+// TestBridgeGameNeverUp: a game whose port never opens holds the players,
+// told once; closing the bridge leaves them to the listener.
+func TestBridgeGameNeverUp(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	b := newBridge(t, addr)
+	p := newPlayer(t, "s1", mudlet)
+	b.Handle(p)
+	p.waitOutput(DefaultNotice)
+	p.typeLine("hello?")
+	b.Close()
+	if p.isClosed() {
+		t.Error("the player was closed by the bridge")
+	}
+	if n := strings.Count(p.output(), DefaultNotice); n != 1 {
+		t.Errorf("told %d times, want once", n)
+	}
+}
+
+// TestBridgeSilentListener: a listener that accepts but never speaks (a
+// game's child holding its socket after the game died) counts as down.
+func TestBridgeSilentListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	b := newBridge(t, ln.Addr().String())
+	b.GreetWait = 100 * time.Millisecond
+	p := newPlayer(t, "s1", mudlet)
+	b.Handle(p)
+	p.waitOutput(DefaultNotice)
+	if p.isClosed() {
+		t.Error("the player was closed")
+	}
+}
+
+// TestBridgeHeldInputBounded: input beyond MaxHeld is not read from the
+// player while the game is down (the gateway keeps it), and all of it
+// reaches the game, in order, when it is back.
+func TestBridgeHeldInputBounded(t *testing.T) {
+	g := startGame(t)
+	b := newBridge(t, g.addr)
+	b.MaxHeld = 32
+	g.stop()
+	p := newPlayer(t, "s1", mudlet)
+	b.Handle(p)
+	p.waitOutput(DefaultNotice)
+	var want strings.Builder
+	for i := range 20 {
+		line := fmt.Sprintf("line %02d", i)
+		want.WriteString(line + "\n")
+		p.typeLine(line)
+	}
+	// The reader stops once MaxHeld is kept; the rest waits in p.in.
+	p.waitFor("the reader to stop", func() bool { return len(p.in) > 0 && p.reads < 20 })
+	g.restart()
+	gc := g.accept()
+	gc.sendText("Welcome!\r\n")
+	gc.waitText(want.String())
+}
+
+// TestBridgeBoundsConnecting: thousands of players coming back at once do
+// not all land on the game at once: at most MaxConnecting connections are
+// opened and not yet greeted.
+func TestBridgeBoundsConnecting(t *testing.T) {
+	const players, bound = 12, 3
+	g := startGame(t)
+	b := newBridge(t, g.addr)
+	b.MaxConnecting = bound
+	for i := range players {
+		b.Handle(newPlayer(t, fmt.Sprint(i), mudlet))
+	}
+	var waiting []*gameConn
+	most := 0
+	for accepted := 0; accepted < players; {
+		// Take every connection that has arrived, then greet the oldest.
+		for more := true; more; {
+			select {
+			case gc := <-g.conns:
+				waiting = append(waiting, gc)
+				accepted++
+			default:
+				more = false
+			}
+		}
+		most = max(most, len(waiting))
+		if len(waiting) == 0 {
+			waiting = append(waiting, g.accept())
+			accepted++
+			continue
+		}
+		waiting[0].sendText("Welcome!\r\n")
+		waiting = waiting[1:]
+		if len(waiting) < bound && accepted < players {
+			waiting = append(waiting, g.accept())
+			accepted++
+		}
+	}
+	if most > bound {
+		t.Fatalf("%d connections were waiting for the game's welcome at once, want at most %d", most, bound)
+	}
+}
+
+// TestBridgeProxyHeader: each connection starts with a PROXY header that
+// carries the player's address.
+func TestBridgeProxyHeader(t *testing.T) {
+	for _, version := range []int{1, 2} {
+		t.Run(fmt.Sprint("v", version), func(t *testing.T) {
+			g := startGame(t)
+			b := newBridge(t, g.addr)
+			b.ProxyHeader = version
+			b.Handle(newPlayer(t, "s1", mudlet))
+			gc := g.accept()
+			gc.sendText("Welcome!\r\n")
+			gc.waitFor("a PROXY header", func() bool { return len(gc.raw) >= 16 })
+			gc.mu.Lock()
+			raw := append([]byte(nil), gc.raw...)
+			gc.mu.Unlock()
+			h, err := proxyproto.Read(bufio.NewReader(strings.NewReader(string(raw))))
+			if err != nil {
+				t.Fatalf("no PROXY header in %q: %v", raw, err)
+			}
+			if h.Version != byte(version) || h.SourceAddr.String() != mudlet.ClientAddr {
+				t.Fatalf("PROXY header v%d from %v, want v%d from %s", h.Version, h.SourceAddr, version, mudlet.ClientAddr)
+			}
+		})
+	}
+	t.Run("unknown address", func(t *testing.T) {
+		h, err := proxyHeader(1, "", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4000})
+		if err != nil || string(h) != "PROXY UNKNOWN\r\n" {
+			t.Fatalf("proxyHeader = %q, %v", h, err)
+		}
+	})
+}
+
+// TestFetchMSSP: the game's MSSP table, fetched over a connection of its
+// own; a game without MSSP says so.
+func TestFetchMSSP(t *testing.T) {
+	g := startGame(t)
+	b := newBridge(t, g.addr)
+	go func() {
+		gc := g.accept()
+		gc.send(iac, telnet.WILL, 70, iac, telnet.DO, 24)
+		gc.sendText("Welcome!\r\n")
+		gc.waitEvent("DO 70")
+		gc.send(telnet.AppendSubneg(nil, 70, []byte("\x01NAME\x02Tiny\x01PORT\x024000"))...)
+	}()
+	vars, err := b.FetchMSSP(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vars) != 2 || vars[0].Name != "NAME" || vars[0].Values[0] != "Tiny" {
+		t.Fatalf("FetchMSSP = %q", vars)
+	}
+
+	go func() {
+		gc := g.accept()
+		gc.sendText("Welcome!\r\n")
+	}()
+	if _, err := b.FetchMSSP(context.Background()); err != ErrNoMSSP {
+		t.Fatalf("FetchMSSP from a game without MSSP: %v, want ErrNoMSSP", err)
+	}
+}
+
+// TestBridgeCloseLeavesNothing: Close ends every goroutine, with players
+// in every state: connected, waiting for the game, and gone.
+func TestBridgeCloseLeavesNothing(t *testing.T) {
+	g := startGame(t)
+	b := newBridge(t, g.addr)
+	p1 := newPlayer(t, "s1", mudlet)
+	b.Handle(p1)
+	gc := g.accept()
+	gc.sendText("Welcome!\r\n")
+	p1.waitOutput("Welcome!")
+	p2 := newPlayer(t, "s2", backend.Facts{})
+	b.Handle(p2)
+	g.accept() // never greeted
+	b.Close()
+	b.Close()
+	if b.Sessions() != 0 {
+		t.Fatalf("%d sessions after Close", b.Sessions())
+	}
+	if p1.isClosed() || p2.isClosed() {
+		t.Error("Close closed a player")
+	}
+	if b.Handle(newPlayer(t, "s3", mudlet)) {
+		t.Error("Handle after Close took a player")
+	}
+}
+
+// TestServeReturnsServerClosed: Serve's accept loop ends with
+// ErrServerClosed after Close.
+func TestServeReturnsServerClosed(t *testing.T) {
+	b := newBridge(t, "127.0.0.1:1")
+	accepted := make(chan Player)
+	done := make(chan error, 1)
+	go func() {
+		done <- b.serve(func() (Player, error) {
+			p, ok := <-accepted
+			if !ok {
+				return nil, net.ErrClosed
+			}
+			return p, nil
+		})
+	}()
+	b.Close()
+	close(accepted)
+	if err := <-done; err != ErrServerClosed {
+		t.Fatalf("serve = %v, want ErrServerClosed", err)
+	}
+}
