@@ -17,6 +17,7 @@ func TestSystemdUnits(t *testing.T) {
 	units := []string{
 		"../cmd/epmd/epmd.socket", "../cmd/epmd/epmd.service",
 		"../cmd/gateway/holdfast-gateway.service", "../cmd/backend/holdfast-backend.service",
+		"../cmd/bridge/holdfast-bridge.service",
 	}
 	var args []string
 	for _, u := range units {
