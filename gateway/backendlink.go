@@ -124,8 +124,7 @@ func (lk *backendLink) broken() {
 		st.SetReadDeadline(now)
 		// A parked stream gets its reader back, to find the link gone.
 		s.mu.Lock()
-		parked := s.streamParked && s.st == st
-		s.streamParked = false
+		parked := s.st == st && s.cond.stream == streamParked && s.to(evWake)
 		s.mu.Unlock()
 		if parked {
 			s.restartStream(lk, st)

@@ -231,8 +231,8 @@ func (s *Server) sweepIdle() {
 		for _, ss := range s.list() {
 			ss.mu.Lock()
 			st, lk := ss.st, ss.lk
-			if st != nil && !ss.streamParked && !ss.parkAsked && !ss.moving && !ss.gone && !ss.inFrame.Load() && !ss.streamBusy.Swap(false) {
-				ss.parkAsked = true
+			if _, ok := ss.cond.next(evAskPark); ok && !ss.inFrame.Load() && !ss.streamBusy.Swap(false) {
+				ss.to(evAskPark)
 				quiet[lk] = append(quiet[lk], ss.ID)
 			}
 			ss.mu.Unlock()

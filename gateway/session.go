@@ -33,12 +33,8 @@ const (
 // goroutine while the player types, and a writer while output waits;
 // while a backend is attached, another goroutine reads that backend's
 // stream, unless the stream is parked (see link.FramePark). An idle
-// session has no goroutine.
-//
-// Locks, in the order they are taken: wmu (frames on the stream, and
-// attaching), then tmu (the telnet engine, whose host callbacks may take
-// mu), then mu (the rest), then the outbox's own lock. A goroutine that
-// holds a later one never waits for an earlier one.
+// session has no goroutine. Where it stands is its condition (cond), and
+// condition.go has the locks' order.
 type session struct {
 	// record is what of the session lasts beyond this process and its
 	// backend stream: guarded by mu, but for ID, Since, IP, TLS and Kind,
@@ -62,32 +58,16 @@ type session struct {
 	engine *telnet.Engine
 
 	mu    sync.Mutex
+	cond  condition
 	space sync.Cond // signalled when input is acknowledged or the session ends
 	// sent is how much of the held input (record.In) has gone out on the
 	// current stream.
 	sent int
-	// negotiated is set once the client has answered the offers (or the
-	// wait for it is over): a backend that links before then would open
-	// the session with half its facts, and the game would greet the
-	// player as the wrong terminal.
-	negotiated bool
+	// st and lk are the backend stream and its link, while cond.stream is
+	// not away.
 	st         *yamux.Stream
 	lk         *backendLink
-	gone       bool // the player left or the session ended
-	// moving is set while the session is handed to another gateway
-	// process: the player's reader and writer stop, and nothing more goes
-	// to the backend.
-	moving     bool
 	readerDone chan struct{} // closed when the player's reader has returned
-	// parked is set while the session has no reader: its socket waits in
-	// the server's parker for the player's next input.
-	parked bool
-	// The stream's reader (see link.FramePark): streamParked while it is
-	// parked; parkAsked from the Park sent for this stream until its
-	// Parked is read; wakePending when a Wake came before that Parked.
-	streamParked bool
-	parkAsked    bool
-	wakePending  bool
 	// parksSeen counts the Parked frames read on the stream; queued holds
 	// the lines broadcast to it after a Parked not read yet.
 	parksSeen uint32
@@ -205,7 +185,7 @@ func (r *playerReader) read() bool {
 	case r.linger > 0:
 		s.conn.SetReadDeadline(time.Now().Add(r.linger))
 	}
-	if s.isMoving() {
+	if s.is(phaseMoving) {
 		return false
 	}
 	b := r.small
@@ -235,11 +215,11 @@ func (r *playerReader) read() bool {
 		}
 	}
 	if err != nil {
-		if s.isMoving() {
+		if s.is(phaseMoving) {
 			return false // stopped for the move; the socket is not ours to end
 		}
 		var ne net.Error
-		timeout := errors.As(err, &ne) && ne.Timeout() && !s.isGone()
+		timeout := errors.As(err, &ne) && ne.Timeout() && !s.is(phaseGone)
 		switch {
 		case timeout && r.negotiating:
 			return true // the negotiation wait is over
@@ -282,7 +262,7 @@ func (s *session) readPlayer(done chan struct{}) {
 	s.conn.SetReadDeadline(time.Time{})
 	r.negotiating = false
 	s.mu.Lock()
-	s.negotiated = true
+	s.to(evNegotiated)
 	s.mu.Unlock()
 	if cur := s.srv.current(); cur == nil || !s.attach(cur) {
 		s.mu.Lock()
@@ -332,15 +312,14 @@ func (s *session) park() bool {
 		return false
 	}
 	s.mu.Lock()
-	if s.gone || s.moving {
-		s.mu.Unlock()
+	ok = s.to(evPark)
+	s.mu.Unlock()
+	if !ok {
 		return false
 	}
-	s.parked = true
-	s.mu.Unlock()
 	if err := p.park(s, fd); err != nil {
 		s.mu.Lock()
-		s.parked = false
+		s.to(evUnpark)
 		s.mu.Unlock()
 		return false
 	}
@@ -357,9 +336,7 @@ func (s *session) unpark() bool {
 	p.unpark(s)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	was := s.parked
-	s.parked = false
-	return was
+	return s.to(evUnpark)
 }
 
 // closeConn closes the player's socket, out of the parker first: a
@@ -368,7 +345,7 @@ func (s *session) unpark() bool {
 func (s *session) closeConn() {
 	parked := s.unpark()
 	s.conn.Close()
-	if parked && !s.isGone() {
+	if parked && !s.is(phaseGone) {
 		s.startReader((*session).readOn) // the reader sees the error and ends the session
 	}
 }
@@ -393,12 +370,6 @@ func (s *session) startReader(read func(*session, chan struct{})) {
 	go read(s, done)
 }
 
-func (s *session) isMoving() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.moving
-}
-
 // heldCheck is how often a player whose held input is full, with no
 // backend attached, is checked for having left.
 const heldCheck = time.Second
@@ -409,14 +380,14 @@ func (s *session) hold(data []byte) bool {
 	max := s.srv.maxHeldInput()
 	for len(data) > 0 {
 		s.mu.Lock()
-		if s.moving {
+		if s.cond.phase == phaseMoving {
 			// The reader is stopping for a move: what it read goes with
 			// the session, past the bound by one read at most.
 			s.In = append(s.In, data...)
 			s.mu.Unlock()
 			return false
 		}
-		for len(s.In) >= max && !s.gone && !s.moving {
+		for len(s.In) >= max && s.cond.phase == phaseLive {
 			if s.st != nil {
 				s.space.Wait()
 				continue
@@ -432,7 +403,7 @@ func (s *session) hold(data []byte) bool {
 			})
 			s.space.Wait()
 			t.Stop()
-			if s.st == nil && !s.gone && len(s.In) >= max {
+			if s.st == nil && s.cond.phase == phaseLive && len(s.In) >= max {
 				s.mu.Unlock()
 				if peerClosed(s.conn) {
 					s.finish(endPlayerClosed, false)
@@ -441,11 +412,11 @@ func (s *session) hold(data []byte) bool {
 				s.mu.Lock()
 			}
 		}
-		if s.gone {
+		switch s.cond.phase {
+		case phaseGone:
 			s.mu.Unlock()
 			return false
-		}
-		if s.moving {
+		case phaseMoving:
 			s.mu.Unlock()
 			continue // kept whole, above
 		}
@@ -463,7 +434,7 @@ func (s *session) hold(data []byte) bool {
 func (s *session) holdUpTo(data []byte) []byte {
 	s.mu.Lock()
 	n := min(len(data), max(0, s.srv.maxHeldInput()-len(s.In)))
-	if !s.gone {
+	if s.cond.phase != phaseGone {
 		s.In = append(s.In, data[:n]...)
 	}
 	s.mu.Unlock()
@@ -477,7 +448,7 @@ func (s *session) forward() {
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	st, lk := s.st, s.lk
-	if st == nil || s.moving || lk.leaving() || s.sent == len(s.In) {
+	if st == nil || s.cond.phase == phaseMoving || lk.leaving() || s.sent == len(s.In) {
 		s.mu.Unlock()
 		return
 	}
@@ -521,7 +492,7 @@ func (s *session) writePlayer() {
 // writeOnce writes what is queued and reports whether to go on.
 func (s *session) writeOnce() bool {
 	if w := s.out.takeWire(); len(w) > 0 && !s.write(w) {
-		if s.isGone() {
+		if s.is(phaseGone) {
 			s.closeConn()
 			s.srv.remove(s)
 		}
@@ -563,7 +534,7 @@ func (s *session) writeOnce() bool {
 		out = wire
 	}
 	if len(out) > 0 && !s.write(out) {
-		if s.isGone() {
+		if s.is(phaseGone) {
 			return end()
 		}
 		return false // cut by a move
@@ -587,7 +558,7 @@ func (s *session) write(out []byte) bool {
 	if err == nil {
 		return true
 	}
-	if s.out.isFrozen() && !s.isGone() {
+	if s.out.isFrozen() && !s.is(phaseGone) {
 		s.out.cut(out[n:])
 		return false
 	}
@@ -617,14 +588,11 @@ func (s *session) attach(lk *backendLink) bool {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	attached, gone, negotiated, moving := s.st != nil, s.gone, s.negotiated, s.moving
+	c, moveFrom := s.cond, s.MoveFrom
 	s.mu.Unlock()
-	if attached || gone || !negotiated || moving || lk.leaving() {
-		return attached
+	if _, ok := c.next(evAttach); !ok || lk.leaving() {
+		return c.stream != streamAway
 	}
-	s.mu.Lock()
-	moveFrom := s.MoveFrom
-	s.mu.Unlock()
 	// A session that a move left away on this very backend carries on
 	// there: no resume, and nothing the game has had already.
 	carryOn := moveFrom != "" && lk.instance == moveFrom
@@ -633,6 +601,12 @@ func (s *session) attach(lk *backendLink) bool {
 		return false
 	}
 	s.mu.Lock()
+	if !s.to(evAttach) {
+		// It ended or began to move while the stream opened.
+		s.mu.Unlock()
+		st.Close()
+		return false
+	}
 	s.factsDirty = 0 // the Open has them all
 	if s.Opened && !carryOn {
 		s.Resumed++
@@ -654,7 +628,6 @@ func (s *session) attach(lk *backendLink) bool {
 	}
 	b = appendInput(b, s.In)
 	s.st, s.lk, s.sent = st, lk, len(s.In)
-	s.streamParked, s.parkAsked, s.wakePending = false, false, false
 	s.parksSeen, s.queued = 0, nil
 	s.streamBusy.Store(true)
 	noticed := s.Noticed
@@ -691,13 +664,11 @@ func (s *session) readStream(lk *backendLink, st *yamux.Stream) {
 // broadcast after this Parked that came first go out now.
 func (s *session) stopAtParked() bool {
 	s.mu.Lock()
-	s.parkAsked = false
 	s.parksSeen++
 	queued := s.queued
 	s.queued = nil
-	stop := !s.wakePending && !s.moving && !s.gone
-	s.wakePending = false
-	s.streamParked = stop
+	s.to(evParkedRead)
+	stop := s.cond.stream == streamParked
 	s.mu.Unlock()
 	for _, b := range queued {
 		s.putBroadcast(b)
@@ -710,7 +681,7 @@ func (s *session) stopAtParked() bool {
 // Parked, else when it does. b is shared with the other recipients.
 func (s *session) broadcast(lk *backendLink, park uint32, b []byte) {
 	s.mu.Lock()
-	if s.lk != lk || s.st == nil || s.gone {
+	if s.lk != lk || s.st == nil || s.cond.phase == phaseGone {
 		s.mu.Unlock()
 		return
 	}
@@ -740,7 +711,7 @@ func (s *session) broadcast(lk *backendLink, park uint32, b []byte) {
 // output bound, up to twice it, and a player that far behind is a slow
 // player.
 func (s *session) putBroadcast(b []byte) {
-	if !s.out.putProtocol(b) && !s.isGone() {
+	if !s.out.putProtocol(b) && !s.is(phaseGone) {
 		s.slowPlayer()
 	}
 }
@@ -762,16 +733,10 @@ func (s *session) slowPlayer() {
 func (s *session) wakeStream(lk *backendLink) {
 	s.mu.Lock()
 	st := s.st
-	if s.lk != lk || st == nil {
+	if s.lk != lk || st == nil || !s.to(evWake) || s.cond.stream != streamAttached {
 		s.mu.Unlock()
 		return
 	}
-	if !s.streamParked {
-		s.wakePending = true
-		s.mu.Unlock()
-		return
-	}
-	s.streamParked = false
 	s.mu.Unlock()
 	s.restartStream(lk, st)
 }
@@ -861,9 +826,10 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 	}
 	s.mu.Lock()
 	s.st, s.lk, s.sent = nil, nil, 0
+	s.to(evDetach)
 	s.Lost = time.Now()
-	gone := s.gone
-	if s.moving {
+	ph := s.cond.phase
+	if ph == phaseMoving {
 		// The mover takes it from here.
 		if moved {
 			s.MoveFrom = lk.instance
@@ -881,7 +847,7 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 		s.finish(endApplication, true)
 		return
 	}
-	if gone {
+	if ph == phaseGone {
 		return
 	}
 	// A stream that ended with its link goes to another link; one that
@@ -891,7 +857,7 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 		return
 	}
 	s.mu.Lock()
-	tell := !s.Noticed && !s.gone
+	tell := !s.Noticed && s.cond.phase != phaseGone
 	s.Noticed = true
 	s.mu.Unlock()
 	if tell {
@@ -919,14 +885,13 @@ func (s *session) ack(off uint64) {
 // abort ends the session at once, telling nobody: the gateway is closing.
 func (s *session) abort() {
 	s.mu.Lock()
-	was := s.gone
-	s.gone = true
+	ended := s.to(evEnd)
 	s.stopFactsLocked()
 	s.space.Broadcast()
 	s.mu.Unlock()
 	s.out.close()
 	s.closeConn()
-	if !was {
+	if ended {
 		s.srv.metrics.disconnects.WithLabelValues(endClosed).Inc()
 	}
 }
@@ -935,11 +900,10 @@ func (s *session) abort() {
 // and the socket is closed, after the queued output when flush is set.
 func (s *session) finish(reason string, flush bool) {
 	s.mu.Lock()
-	if s.gone {
+	if !s.to(evEnd) {
 		s.mu.Unlock()
 		return
 	}
-	s.gone = true
 	s.stopFactsLocked()
 	st := s.st
 	s.In = nil
@@ -967,11 +931,9 @@ func (s *session) finish(reason string, flush bool) {
 // wake gives a parked session a reader again: its socket is readable.
 func (s *session) wake() {
 	s.mu.Lock()
-	if !s.parked || s.gone || s.moving {
-		s.mu.Unlock()
-		return
-	}
-	s.parked = false
+	ok := s.to(evWakePlayer)
 	s.mu.Unlock()
-	s.startReader((*session).readOn)
+	if ok {
+		s.startReader((*session).readOn)
+	}
 }

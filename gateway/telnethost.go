@@ -112,7 +112,7 @@ func (s *session) sendFacts(tick bool) {
 		return // the interval is not over: its end sends them
 	}
 	st, lk := s.st, s.lk
-	if s.factsDirty == 0 || st == nil || s.moving || s.gone || lk.leaving() {
+	if s.factsDirty == 0 || st == nil || s.cond.phase != phaseLive || lk.leaving() {
 		if tick {
 			s.factsTimer = nil
 		}
@@ -161,7 +161,7 @@ func (s *session) toBackend(typ link.FrameType, payload []byte) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	st, lk, moving := s.st, s.lk, s.moving
+	st, lk, moving := s.st, s.lk, s.cond.phase == phaseMoving
 	s.mu.Unlock()
 	if st != nil && !moving && !lk.leaving() {
 		link.WriteFrame(st, typ, payload)
@@ -172,12 +172,6 @@ func (s *session) settled() bool {
 	s.tmu.Lock()
 	defer s.tmu.Unlock()
 	return s.engine.Settled()
-}
-
-func (s *session) isGone() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.gone
 }
 
 // The session is its engine's telnet.Host.

@@ -135,21 +135,21 @@ func (s *Server) movable(n int) (batch []*session, waiting bool) {
 	var byBusy [3][]*session
 	for _, ss := range list {
 		ss.mu.Lock()
-		switch {
-		case ss.gone, ss.moving:
-		case !ss.negotiated:
+		c := ss.cond
+		ss.mu.Unlock()
+		switch c.phase {
+		case phaseNegotiating:
 			waiting = true
-		default:
+		case phaseLive:
 			busy := 2
-			if ss.parked {
+			if c.player == playerParked {
 				busy--
 			}
-			if ss.streamParked {
+			if c.stream == streamParked {
 				busy--
 			}
 			byBusy[busy] = append(byBusy[busy], ss)
 		}
-		ss.mu.Unlock()
 	}
 	for _, l := range byBusy {
 		for _, ss := range l {
@@ -271,14 +271,12 @@ func (o *offer) commit() {
 func (ss *session) freeze() bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.gone || ss.moving || !ss.negotiated {
+	parked := ss.cond.player == playerParked
+	if !ss.to(evFreeze) {
 		return false
 	}
-	ss.moving = true
 	ss.endedInMove = false
 	ss.space.Broadcast()
-	parked := ss.parked
-	ss.parked = false
 	if parked {
 		// No reader to stop: the socket leaves the parker, and the move
 		// finds the reader done.
@@ -456,11 +454,10 @@ func (ss *session) save() record {
 // happen. It carries on where it stood, on the backend it was on.
 func (ss *session) thaw() {
 	ss.mu.Lock()
-	if !ss.moving {
+	if !ss.to(evThaw) {
 		ss.mu.Unlock()
 		return
 	}
-	ss.moving = false
 	attached := ss.st != nil
 	ss.mu.Unlock()
 	ss.out.thaw()
@@ -476,7 +473,7 @@ func (ss *session) thaw() {
 // that process's, so only this process's descriptor is closed.
 func (ss *session) letGo() {
 	ss.mu.Lock()
-	ss.gone = true
+	ss.to(evEnd)
 	ss.mu.Unlock()
 	ss.out.close()
 	closeDescriptor(ss.conn)
@@ -605,7 +602,7 @@ func (s *Server) arrive(m *record, f *os.File) (*session, error) {
 	ss.compressing = p.Compressing
 	ss.pendingOut = p.Out
 	ss.Facts, ss.Hello = boundMoved(m.Facts, m.Hello)
-	ss.negotiated = true
+	ss.to(evNegotiated)
 	return ss, nil
 }
 
