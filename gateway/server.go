@@ -107,6 +107,12 @@ type Server struct {
 	// (during a deploy the registry's name may lead to the other backend).
 	// Empty asks the registry.
 	PreferBackend string
+	// DrainMessage is what a drain tells telnet players (see Drain). Empty
+	// means a notice that the server goes down for maintenance.
+	DrainMessage string
+	// DrainTimeout is how long a drain lets telnet players stay before
+	// they are disconnected. Zero means 10 minutes; negative, at once.
+	DrainTimeout time.Duration
 
 	once      sync.Once
 	ctx       context.Context // done at Close
@@ -138,6 +144,7 @@ type Server struct {
 	relays   sync.WaitGroup // relays (TLS, WebSocket) for sessions another process holds
 	relaySet map[*relay]struct{}
 	parker   *parker // idle players' sockets, waiting without a reader each; nil: none
+	drain    drainState
 }
 
 func (s *Server) log() *zap.Logger {
@@ -275,7 +282,7 @@ const (
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
 	s.mu.Lock()
-	if s.closing {
+	if s.closing || s.drainingLocked() {
 		s.mu.Unlock()
 		ln.Close()
 		return ErrServerClosed
@@ -290,7 +297,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if s.isClosing() {
+			if s.isClosing() || s.isDraining() {
 				s.mu.Lock()
 				delete(s.listeners, ln)
 				s.mu.Unlock()
