@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -282,6 +283,7 @@ func (r *Registration) keep() {
 		}
 		r.log.Warn("epmd: registration lost; registering again", zap.String("name", r.node.Name))
 		var delay time.Duration
+		taken := false
 		for {
 			delay = netx.Backoff(delay, 50*time.Millisecond, 2*time.Second)
 			t := time.NewTimer(delay)
@@ -292,6 +294,16 @@ func (r *Registration) keep() {
 			case <-t.C:
 			}
 			conn, creation, err := r.c.register(r.ctx, &r.node)
+			if errors.Is(err, ErrRefused) && !taken {
+				// A registry that restarted forgot this registration, and
+				// another process registered the name first. Which of the
+				// two may serve is not the registry's to say: this one
+				// keeps trying until the name is free or Close.
+				r.log.Info("epmd: the name is registered by another process now; registering again once it is free",
+					zap.String("name", r.node.Name))
+				taken = true
+				continue
+			}
 			if err != nil {
 				r.log.Debug("epmd: register again failed", zap.String("name", r.node.Name), zap.Error(err))
 				continue
