@@ -30,11 +30,11 @@ import (
 // The health check that tells the balancer is the caller's (cmd/gateway
 // answers 503 from DrainStatus).
 
-// Defaults for the drain's knobs.
-const (
-	defaultDrainTimeout = 10 * time.Minute
-	defaultDrainMessage = "This server is going down for maintenance. Please reconnect when convenient: you will reach another one."
-)
+// DefaultDrainMessage is what a drain tells telnet players when
+// DrainMessage is empty.
+const DefaultDrainMessage = "This server is going down for maintenance. Please reconnect when convenient: you will reach another one."
+
+const defaultDrainTimeout = 10 * time.Minute
 
 // drainTick is how often a drain looks at the sessions: players who
 // arrived during their handshake as it began are told, the deadline is
@@ -95,7 +95,7 @@ func (s *Server) drainTimeout() time.Duration {
 func (s *Server) drainNotice() string {
 	msg := strings.TrimSpace(s.DrainMessage)
 	if msg == "" {
-		msg = defaultDrainMessage
+		msg = DefaultDrainMessage
 	}
 	return "[holdfast] " + msg + "\n"
 }

@@ -30,7 +30,14 @@ func serveAdmin(log *zap.Logger, ln net.Listener, gw *gateway.Server, reg *prome
 			backend = "linked"
 		}
 		// The gateway is healthy while a backend restarts: that is its job.
-		writeJSON(w, map[string]any{"status": "ok", "backend": backend, "sessions": gw.SessionCount(),
+		// Draining, it is not, so that a balancer sends its players elsewhere.
+		status := "ok"
+		if gw.DrainStatus().Draining {
+			status = "draining"
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		writeJSON(w, map[string]any{"status": status, "backend": backend, "sessions": gw.SessionCount(),
 			"pid": os.Getpid(), "version": version})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}

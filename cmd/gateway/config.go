@@ -12,7 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
+	"holdfast/gateway"
 	"holdfast/gateway/web"
 	"holdfast/internal/cli"
 )
@@ -21,6 +23,10 @@ import (
 // says otherwise: loopback, so that only the operator's own tools reach
 // them.
 const defaultAdmin = "127.0.0.1:9464"
+
+// maxDrainMessage bounds -drain-message: a notice, read in a player's
+// window.
+const maxDrainMessage = 1024
 
 // config is everything the gateway is told at start.
 type config struct {
@@ -38,6 +44,8 @@ type config struct {
 	handshakeTimeout, idleTimeout    time.Duration
 	shutdownTimeout                  time.Duration
 	upgradeTimeout                   time.Duration
+	drainTimeout                     time.Duration
+	drainMessage                     string
 
 	tlsListen, tlsCert, tlsKey string
 	proxyProtocol              string
@@ -72,6 +80,8 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a new connection has for its PROXY header and TLS handshake")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "disconnect a player who types nothing for this long; 0: never")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "time given to telling players and the backend on SIGTERM")
+	fs.StringVar(&c.drainMessage, "drain-message", gateway.DefaultDrainMessage, "what 'gateway drain' tells the telnet players, once as it begins and again as it disconnects those left")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Minute, "how long 'gateway drain' lets telnet players stay before disconnecting them; 0: at once")
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 30*time.Second, "time a new gateway binary has to become ready in an upgrade before it is stopped")
 	fs.StringVar(&c.tlsListen, "tls-listen", "", "telnet-over-TLS address for players; needs -tls-cert and -tls-key")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate chain for -tls-listen, reloaded on SIGHUP")
@@ -139,7 +149,7 @@ func (c *config) validate() error {
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"handshake-timeout", c.handshakeTimeout}, {"idle-timeout", c.idleTimeout}, {"shutdown-timeout", c.shutdownTimeout}, {"upgrade-timeout", c.upgradeTimeout}, {"reconnect-grace", c.reconnectGrace}} {
+	}{{"handshake-timeout", c.handshakeTimeout}, {"idle-timeout", c.idleTimeout}, {"shutdown-timeout", c.shutdownTimeout}, {"upgrade-timeout", c.upgradeTimeout}, {"reconnect-grace", c.reconnectGrace}, {"drain-timeout", c.drainTimeout}} {
 		if d.v < 0 {
 			bad(d.flag, "must not be negative, got %v", d.v)
 		}
@@ -149,6 +159,14 @@ func (c *config) validate() error {
 	}
 	if c.upgradeTimeout == 0 {
 		bad("upgrade-timeout", "must be more than zero")
+	}
+	switch msg := strings.TrimSpace(c.drainMessage); {
+	case msg == "":
+		bad("drain-message", "must not be empty")
+	case len(msg) > maxDrainMessage:
+		bad("drain-message", "at most %d bytes, got %d", maxDrainMessage, len(msg))
+	case strings.ContainsFunc(msg, unicode.IsControl):
+		bad("drain-message", "one line of text, without control characters")
 	}
 	secure := c.tlsListen != "" || c.wssListen != ""
 	switch {

@@ -102,15 +102,25 @@ func checkControlDir(dir string) error {
 }
 
 // serveControl serves the operator's commands on ln: GET /sessions, the
-// log level (GET to read it, PUT level=debug to change it), and POST
-// /upgrade, which answers once the upgrade has succeeded or failed.
+// log level (GET to read it, PUT level=debug to change it), POST
+// /upgrade, which answers once the upgrade has succeeded or failed, and
+// the drain (drain.go).
 func serveControl(log *zap.Logger, ln net.Listener, gw *gateway.Server, level http.Handler, up *upgrader) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /sessions", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, gw.Sessions())
 	})
 	mux.Handle("/loglevel", level)
+	mux.HandleFunc("POST /drain", handleDrain(log, gw))
+	mux.HandleFunc("GET /drain", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, gw.DrainStatus())
+	})
 	mux.HandleFunc("POST /upgrade", func(w http.ResponseWriter, r *http.Request) {
+		if gw != nil && gw.DrainStatus().Draining {
+			// The new process would serve players the drain is sending away.
+			http.Error(w, "the gateway is draining", http.StatusConflict)
+			return
+		}
 		res, err := up.upgrade()
 		if err != nil {
 			status := http.StatusInternalServerError

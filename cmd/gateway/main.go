@@ -4,6 +4,8 @@
 //	gateway [flags]                  serve players
 //	gateway sessions [-json]         list the sessions a running gateway holds
 //	gateway log-level [LEVEL]        print or change a running gateway's log level
+//	gateway upgrade                  replace a running gateway with the binary at its path
+//	gateway drain                    empty a running gateway for maintenance; it exits
 package main
 
 import (
@@ -39,6 +41,7 @@ func main() {
 			"sessions":  func(a []string) error { return runSessions(a, os.Stdout) },
 			"log-level": func(a []string) error { return runLogLevel(a, os.Stdout) },
 			"upgrade":   func(a []string) error { return runUpgrade(a, os.Stdout) },
+			"drain":     func(a []string) error { return runDrain(a, os.Stdout) },
 		}
 		if tool := tools[os.Args[1]]; tool != nil {
 			if err := tool(os.Args[2:]); err != nil {
@@ -117,6 +120,11 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *upgrade.Predecessor)
 		HandshakeTimeout: cfg.handshakeTimeout,
 		IdleTimeout:      cfg.idleTimeout,
 		Metrics:          metrics,
+		DrainMessage:     cfg.drainMessage,
+		DrainTimeout:     cfg.drainTimeout,
+	}
+	if cfg.drainTimeout == 0 {
+		gw.DrainTimeout = -1 // the flag's 0 is "at once"; the field's is the default
 	}
 	if pred != nil {
 		gw.PreferBackend = pred.Backend
@@ -237,6 +245,10 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *upgrade.Predecessor)
 				reload(log, cert)
 				continue
 			case syscall.SIGUSR2:
+				if gw.DrainStatus().Draining {
+					log.Warn("gateway: SIGUSR2: no upgrade while draining")
+					continue
+				}
 				go func() {
 					if _, err := up.upgrade(); err == nil {
 						up.leave()
@@ -260,6 +272,16 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *upgrade.Predecessor)
 			return err
 		case <-up.done:
 			up.retire()
+			return nil
+		case <-gw.Emptied():
+			log.Info("gateway: drained; exiting")
+			systemd.Stopping()
+			for _, srv := range up.servers {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				srv.Shutdown(ctx) // the drain's last word goes out to the command
+				cancel()
+			}
+			gw.Close()
 			return nil
 		}
 	}
