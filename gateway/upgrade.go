@@ -227,7 +227,12 @@ func (s *Server) offer(ctx context.Context, m Mover, batch []*session) (*offer, 
 	if err := ctx.Err(); err != nil {
 		return o, err
 	}
-	return o, m.Offer(enc, o.files)
+	err = m.Offer(enc, o.files)
+	// The other process has its own descriptors now, and this one keeps
+	// the sessions' own until the commit: the copies would only count
+	// against the limit on open files, twice the sessions by the end.
+	o.closeFiles()
+	return o, err
 }
 
 func (o *offer) closeFiles() {
