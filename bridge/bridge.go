@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"holdfast/backend"
+	"holdfast/internal/fdmsg"
 )
 
 // Defaults for the Bridge's knobs left at zero.
@@ -84,6 +85,12 @@ type Bridge struct {
 	// variables (also once at the start, and when the game is back after
 	// an outage). Zero means DefaultMSSPInterval; negative, never.
 	MSSPInterval time.Duration
+	// HandoverAddr is the Unix socket (a path, or "@name" for an abstract
+	// one on Linux) where this bridge hands its connections to the game to
+	// a successor that calls TakeOver, so that a deploy keeps them. Serve
+	// listens on it. Empty means no handover: the successor opens new
+	// connections, and the game sees its players leave and come back.
+	HandoverAddr string
 	// Logger receives the bridge's events. Nil logs nothing.
 	Logger *zap.Logger
 
@@ -95,7 +102,11 @@ type Bridge struct {
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
-	idle     chan struct{} // closed when the last session ends, while shutting down
+	pred     *predecessor      // the bridge taken over, while its records come
+	succ     *fdmsg.Conn       // the successor, once one is connected
+	hln      *net.UnixListener // where a successor connects
+	handover bool              // TakeOver or Serve has started the handover's side
+	idle     chan struct{}     // closed when the last session ends, while shutting down
 	closed   bool
 	wg       sync.WaitGroup
 }
@@ -180,6 +191,7 @@ func (b *Bridge) dial(ctx context.Context) (net.Conn, error) {
 // It returns ErrServerClosed after Close or Shutdown.
 func (b *Bridge) Serve(l *backend.Listener) error {
 	b.init()
+	b.startHandover()
 	if b.msspInterval() > 0 {
 		b.wg.Go(func() { b.watchMSSP(l.SetMSSP) })
 	}
@@ -251,12 +263,22 @@ func (b *Bridge) Close() error {
 	for s := range b.sessions {
 		sessions = append(sessions, s)
 	}
+	hln, succ, pred := b.hln, b.succ, b.pred
 	b.mu.Unlock()
 	b.cancel()
+	if hln != nil {
+		hln.Close()
+	}
+	if succ != nil {
+		succ.Close()
+	}
 	for _, s := range sessions {
 		s.stop()
 	}
 	b.wg.Wait()
+	if pred != nil {
+		pred.drop()
+	}
 	return nil
 }
 

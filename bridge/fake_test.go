@@ -27,6 +27,8 @@ type fakePlayer struct {
 	id    string
 	in    chan any // []byte input, backend.Facts, gmcpMsg, or io.EOF to leave
 	facts backend.Facts
+	// handedOver says the session came from the bridge before (a deploy).
+	handedOver bool
 
 	mu       sync.Mutex
 	out      bytes.Buffer
@@ -51,6 +53,8 @@ func newPlayer(t testing.TB, id string, f backend.Facts) *fakePlayer {
 }
 
 func (p *fakePlayer) ID() string { return p.id }
+
+func (p *fakePlayer) HandedOver() bool { return p.handedOver }
 
 func (p *fakePlayer) Read(b []byte) (int, error) {
 	for {

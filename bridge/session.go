@@ -165,10 +165,11 @@ const (
 	endGame   ending = iota // the game closed it, or it failed
 	endPlayer               // the player left, or the session left this bridge
 	endBridge               // the bridge is closing
+	endMoved                // the session went to the successor, the connection with it
 )
 
 func (e ending) String() string {
-	return [...]string{"game", "player", "bridge"}[e]
+	return [...]string{"game", "player", "bridge", "moved"}[e]
 }
 
 // run carries the player to the game until the player leaves, the game
@@ -183,8 +184,12 @@ func (s *session) run() {
 		down     bool // the game is out of reach: the player has been told
 		attempts int  // since the game went out of reach
 	)
+	u := s.adopt() // a deploy's: the connection the bridge before had
 	for {
-		u, release, err := s.connect(s.b.ctx)
+		release, err := func() {}, error(nil)
+		if u == nil {
+			u, release, err = s.connect(s.b.ctx)
+		}
 		if err == nil {
 			var why ending
 			why, err = s.carry(u, release, func() {
@@ -194,6 +199,7 @@ func (s *session) run() {
 				}
 				down, delay, attempts = false, 0, 0
 			})
+			u = nil
 			if why != endGame {
 				s.end(why)
 				return
@@ -306,7 +312,16 @@ func (s *session) pause(d time.Duration) bool {
 // is still here (and for one detached, only lets it go). When the bridge
 // closes, the player is left to the listener.
 func (s *session) end(why ending) {
-	if why == endPlayer && s.b.ctx.Err() == nil {
+	switch {
+	case why == endMoved:
+		s.p.Close()
+	case why == endPlayer && s.b.ctx.Err() == nil:
+		if fc := s.b.successor(); fc != nil && s.detached(nil) {
+			// Away from the game (it is down): the held input goes.
+			if err := s.handOver(fc, nil); err != nil {
+				s.b.log().Info("bridge: cannot hand a session to the successor", zap.String("session", s.id), zap.Error(err))
+			}
+		}
 		s.p.Close()
 	}
 	// The player's reader leaves with the player or the listener.
@@ -358,23 +373,55 @@ func (s *session) carry(u *upstream, release func(), greeted func()) (ending, er
 			}
 		case <-u.done:
 			s.flush(u, flowing) // input that cannot go is held for the next connection
-			u.close()
 			if u.lost != nil {
-				return endPlayer, u.lost
+				return s.leave(u), u.lost
 			}
+			u.close()
 			s.restoreEcho(u)
 			return endGame, u.err
 		case <-s.inDone:
 			if flowing {
 				s.flush(u, true) // the player's last words (a QUIT) still go
 			}
-			u.close()
-			return endPlayer, nil
+			return s.leave(u), nil
 		case <-s.b.ctx.Done():
 			u.close()
 			return endBridge, nil
 		}
 	}
+}
+
+// leave ends the connection as the player leaves this bridge: handed to
+// the successor when the session went to it, closed otherwise.
+func (s *session) leave(u *upstream) ending {
+	if fc := s.b.successor(); fc != nil && s.detached(u) {
+		if err := s.handOver(fc, u); err != nil {
+			s.b.log().Info("bridge: cannot hand a connection to the game to the successor; it closes", zap.String("session", s.id), zap.Error(err))
+			return endPlayer
+		}
+		return endMoved
+	}
+	u.close()
+	return endPlayer
+}
+
+// detached reports whether the session has left this bridge (for another
+// one, or at its shutdown), as its reader or u's learnt.
+func (s *session) detached(u *upstream) bool {
+	s.mu.Lock()
+	err := s.inErr
+	s.mu.Unlock()
+	if detachedErr(err) {
+		return true
+	}
+	if u != nil {
+		select {
+		case <-u.done:
+			return detachedErr(u.lost)
+		default:
+		}
+	}
+	return false
 }
 
 // restoreEcho gives the player's client its echo back when a connection

@@ -37,16 +37,19 @@ type upstream struct {
 	neg negotiator
 	out []byte // answers for the game, in order, not yet written
 
-	probe    bool          // only to learn whether the game is up
-	spoke    chan struct{} // closed at the game's first byte
-	greeted  chan struct{} // closed once the game has sent text and asked what it asks at once
-	done     chan struct{} // closed when the reader has ended
-	err      error         // why the reader ended; read after done
-	lost     error         // a write to the player failed; read after done
-	spokeSet bool          // spoke is closed; the reader's alone
-	texted   bool          // the game has sent text; the reader's alone
-	greetSet bool          // greeted is closed; the reader's alone
-	echoOff  bool          // the game hid the player's echo; the reader's alone
+	probe   bool          // only to learn whether the game is up
+	spoke   chan struct{} // closed at the game's first byte
+	greeted chan struct{} // closed once the game has sent text and asked what it asks at once
+	done    chan struct{} // closed when the reader has ended
+	err     error         // why the reader ended; read after done
+	lost    error         // a write to the player failed; read after done
+	// undelivered is the game's text read after the player's side failed,
+	// for a successor to deliver; at most one read's worth.
+	undelivered []byte
+	spokeSet    bool // spoke is closed; the reader's alone
+	texted      bool // the game has sent text; the reader's alone
+	greetSet    bool // greeted is closed; the reader's alone
+	echoOff     bool // the game hid the player's echo; the reader's alone
 }
 
 // connect opens a connection to the game for s, waiting for a slot among
@@ -136,18 +139,22 @@ func (u *upstream) read() {
 // the game's output waits with it in TCP.
 func (u *upstream) text(p []byte) {
 	if u.lost != nil {
+		u.undelivered = append(u.undelivered, p...)
 		return
 	}
 	u.texted = true
-	if _, err := u.s.p.Write(p); err != nil {
+	if n, err := u.s.p.Write(p); err != nil {
 		u.lose(err)
+		u.undelivered = append(u.undelivered, p[n:]...)
 	}
 }
 
+// lose records that the player's side failed: the reader stops after what
+// it read, and the session decides what becomes of the connection (closed,
+// or handed to a successor with the text that did not reach the player).
 func (u *upstream) lose(err error) {
 	if u.lost == nil {
 		u.lost = err
-		u.conn.Close()
 	}
 }
 

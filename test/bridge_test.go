@@ -225,6 +225,67 @@ func TestBridgeTinyMUX(t *testing.T) {
 	}
 }
 
+// TestBridgeTakeover deploys a new bridge while a player types: the
+// connection to TinyMUX moves with the player, so the game sees no
+// disconnect (the player is still logged in, on the one connection it
+// had), and every line typed is answered once, in order.
+func TestBridgeTakeover(t *testing.T) {
+	mux := startTinyMUX(t)
+	sys := startSystem(t)
+	old := sys.startBridge(mux.addr)
+
+	m := dialMUD(t, sys.telnet, telnet.OptTTYPE, telnet.OptNAWS, telnet.OptSGA, telnet.OptEOR,
+		telnet.OptEcho, telnet.OptGMCP, telnet.OptNewEnviron, telnet.OptCharset)
+	m.width, m.height = 132, 50
+	m.expect("Welcome to TinyMUX")
+	m.line("connect wizard potrzebie")
+	m.expect("Last connect")
+	if got := m.think("N", "words(lwho())"); got != "1" {
+		t.Fatalf("TinyMUX has %s players connected, want 1", got)
+	}
+	since := len(m.text)
+
+	next := start(t, "bridge", sys.env(), "-cookie-file", sys.cookie, "-upstream", mux.addr, "-takeover")
+	deadline := time.Now().Add(waitFor)
+	lines := 0
+	for ; ; lines++ {
+		if got := m.think(fmt.Sprintf("L%03d", lines), "name(me)"); got != "Wizard" {
+			t.Fatalf("line %d: name(me) = %q, want Wizard", lines, got)
+		}
+		exited := false
+		select {
+		case <-old.exited:
+			exited = true
+		default:
+		}
+		if exited && lines >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the old bridge did not exit within %v", waitFor)
+		}
+	}
+	if code := old.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("the old bridge exited with status %d, want 0", code)
+	}
+	next.waitLog("bridge: taking the game's connections over", 1)
+	after := string(m.text[since:])
+	for i := 0; i <= lines; i++ {
+		if n := strings.Count(after, fmt.Sprintf("L%03d=<", i)); n != 1 {
+			t.Errorf("line %d answered %d times, want once", i, n)
+		}
+	}
+	if strings.Contains(after, "Welcome to TinyMUX") || strings.Contains(after, bridgeNotice) {
+		t.Errorf("the player saw the game's welcome or the notice again: %q", after)
+	}
+	if got := m.think("N2", "words(lwho())"); got != "1" {
+		t.Errorf("TinyMUX has %s players connected after the deploy, want 1 (the same connection)", got)
+	}
+	if got := m.think("W2", "width(me)"); got != "132" {
+		t.Errorf("width(me) = %q after the deploy, want 132", got)
+	}
+}
+
 // atRestart runs TinyMUX's @restart, which it refuses for a few seconds
 // after it has started, and waits for it to finish.
 func (m *mudClient) atRestart() {

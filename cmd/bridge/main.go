@@ -14,6 +14,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -40,6 +42,7 @@ func main() {
 		retryMax   = flag.Duration("retry-max", bridge.DefaultRetryMax, "longest wait between a player's attempts to reach a game that is down")
 		notice     = flag.String("notice", bridge.DefaultNotice, "what a player is told when the game cannot be reached")
 		msspEvery  = flag.Duration("mssp-interval", bridge.DefaultMSSPInterval, "how often to ask the game for its MSSP variables (negative: never)")
+		handover   = flag.String("handover", "", "Unix socket where a deploy's successor takes the connections to the game over (\"@name\" is abstract; default one per user, registry port and -name; \"none\": a deploy reconnects the players)")
 	)
 	common.Register(flag.CommandLine)
 	flag.Parse()
@@ -68,8 +71,25 @@ func main() {
 		cli.Fatal("bridge", err)
 	}
 
+	switch *handover {
+	case "":
+		*handover = defaultHandover(common.EPMDPort, *name)
+	case "none":
+		*handover = ""
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	b := &bridge.Bridge{
+		Upstream:      *upstream,
+		ProxyHeader:   version,
+		MaxConnecting: *connecting,
+		RetryMax:      *retryMax,
+		Notice:        *notice,
+		MSSPInterval:  *msspEvery,
+		HandoverAddr:  *handover,
+		Logger:        log,
+	}
 	cfg := backend.Config{Name: *name, ListenAddr: *listen, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log,
 		OrphanTimeout: *orphan, Takeover: *take}
 	l, err := register(ctx, cfg, log)
@@ -79,6 +99,13 @@ func main() {
 	if err != nil {
 		return // interrupted before the registry answered
 	}
+	if *take {
+		// Before Ready: the gateway starts moving the players at Ready,
+		// and each must find its connection to the game here.
+		if err := b.TakeOver(ctx); err != nil {
+			log.Warn("bridge: the players will get new connections to the game", zap.Error(err))
+		}
+	}
 	if err := l.Ready(ctx); err != nil {
 		l.Close()
 		cli.Fatal("bridge", err)
@@ -87,15 +114,6 @@ func main() {
 		zap.String("upstream", *upstream), zap.Bool("takeover", *take))
 	systemd.Ready()
 
-	b := &bridge.Bridge{
-		Upstream:      *upstream,
-		ProxyHeader:   version,
-		MaxConnecting: *connecting,
-		RetryMax:      *retryMax,
-		Notice:        *notice,
-		MSSPInterval:  *msspEvery,
-		Logger:        log,
-	}
 	served := make(chan struct{})
 	go func() {
 		select {
@@ -140,6 +158,17 @@ func register(ctx context.Context, cfg backend.Config, log *zap.Logger) (*backen
 		case <-time.After(delay):
 		}
 	}
+}
+
+// defaultHandover is the handover socket of the bridges registered as
+// name on the registry at epmdPort by this user: abstract on Linux, so
+// that nothing is left behind; a file in the temporary directory elsewhere.
+func defaultHandover(epmdPort int, name string) string {
+	base := fmt.Sprintf("holdfast-bridge-%d-%d-%s", os.Getuid(), epmdPort, name)
+	if runtime.GOOS == "linux" {
+		return "@" + base
+	}
+	return filepath.Join(os.TempDir(), base+".sock")
 }
 
 func init() {

@@ -1,0 +1,171 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"holdfast/backend"
+	"holdfast/gateway/telnet"
+)
+
+// TestHandover: a deploy moves the connection to the game with the
+// player: the game sees no disconnect, no new connection, and the state of
+// both telnet sides goes on, input and output included.
+func TestHandover(t *testing.T) {
+	addr := fmt.Sprintf("@holdfast-bridge-test-%d", rand.Uint64())
+	g := startGame(t)
+	a := newBridge(t, g.addr)
+	a.HandoverAddr = addr
+	a.startHandover()
+	p := newPlayer(t, "s1", mudlet)
+	p.in <- gmcpMsg{"Core.Hello", `{"client":"Mudlet"}`}
+	a.Handle(p)
+	gc := g.accept()
+	gc.send(iac, telnet.DO, 24, iac, telnet.WILL, 201)
+	gc.sendText("Welcome!\r\n")
+	gc.send(sbytes(24, 1)...)
+	gc.waitEvent(`SB 24 "\x00MUDLET"`)
+	gc.waitEvent(`SB 201 "Core.Hello {\"client\":\"Mudlet\"}"`)
+	p.waitOutput("Welcome!")
+	gc.sendText("Password: ")
+	gc.send(iac, telnet.WILL, 1, iac, telnet.GA)
+	p.waitEvent("echo off")
+
+	b := newBridge(t, g.addr)
+	b.HandoverAddr = addr
+	if err := b.TakeOver(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway releases the session on the old bridge, and opens it on
+	// the new one.
+	p.in <- fmt.Errorf("released: %w", backend.ErrDetached)
+	p.waitEvent("closed")
+	q := newPlayer(t, "s1", mudlet)
+	q.handedOver = true
+	b.Handle(q)
+
+	q.typeLine("secret")
+	gc.waitText("secret\n")
+	gc.send(iac, telnet.WONT, 1)
+	q.waitEvent("echo on") // the echo state came over: WONT changes it
+	gc.send(sbytes(24, 1)...)
+	gc.waitEvent(`SB 24 "\x00XTERM-256COLOR"`) // the MTTS cycle goes on
+	gc.sendText("Hello again.\r\n")
+	q.waitOutput("Hello again.")
+	q.in <- gmcpMsg{"Char.Login", "{}"}
+	gc.waitEvent(`SB 201 "Char.Login {}"`) // GMCP stayed on
+	gc.mu.Lock()
+	eof := gc.eof
+	gc.mu.Unlock()
+	if eof {
+		t.Fatal("the game saw its connection close")
+	}
+	select {
+	case c := <-g.conns:
+		t.Fatalf("the game got a new connection from %v", c.c.RemoteAddr())
+	default:
+	}
+	if strings.Contains(q.output(), DefaultNotice) {
+		t.Errorf("the player was told the game is restarting: %q", q.output())
+	}
+
+	// The old bridge gone, the new one takes successors of its own.
+	a.Close()
+	c := newBridge(t, g.addr)
+	c.HandoverAddr = addr
+	waitListening(t, b)
+	if err := c.TakeOver(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	succ := b.succ
+	b.mu.Unlock()
+	if succ == nil {
+		t.Fatal("the new bridge did not take a successor")
+	}
+}
+
+// waitListening waits until b listens for a successor: a successor's
+// listener comes up once its predecessor has gone.
+func waitListening(t *testing.T, b *Bridge) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		b.mu.Lock()
+		ln := b.hln
+		b.mu.Unlock()
+		if ln != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the bridge does not listen on %s", b.HandoverAddr)
+		}
+		time.Sleep(10 * time.Millisecond) // polling for a listener that comes up by itself
+	}
+}
+
+// TestRecordCarriesEverything: every field of a record, of the negotiator
+// and of the decoder survives the trip; a field added and not carried fails
+// here.
+func TestRecordCarriesEverything(t *testing.T) {
+	n := negotiator{mssp: true, ttypes: 2, environ: true}
+	n.us[24], n.him[201] = true, true
+	d := decoder{st: decSB, back: decCR, verb: telnet.DO, opt: 201, sb: []byte("Core"), truncated: true}
+	neg, err := n.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := d.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := record{ID: "s1", Conn: true, Neg: neg, Dec: dec, Out: []byte{iac, telnet.WILL, 24}, Held: []byte("look\r\n"),
+		Text: []byte("You see"), Hello: [][]byte{[]byte("Core.Hello {}")}, Flowing: true, EchoOff: true}
+	nonZero(t, r, "Version")
+	nonZero(t, n, "facts") // the facts come from the gateway
+	nonZero(t, d, "out")   // empty between reads
+	p, err := r.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r2 record
+	if err := r2.UnmarshalBinary(p); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(r, r2) {
+		t.Fatalf("record %+v came back %+v", r, r2)
+	}
+	var n2 negotiator
+	var d2 decoder
+	if err := n2.UnmarshalBinary(r2.Neg); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.UnmarshalBinary(r2.Dec); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(n, n2) || !reflect.DeepEqual(d, d2) {
+		t.Fatalf("negotiator %+v came back %+v; decoder %+v came back %+v", n, n2, d, d2)
+	}
+	p[len(p)/2] ^= 0xff
+	var r3 record
+	if err := r3.UnmarshalBinary(p[:len(p)-3]); err == nil {
+		t.Error("a cut record was read")
+	}
+}
+
+// nonZero fails for a field of v left at its zero value, but those named.
+func nonZero(t *testing.T, v any, except ...string) {
+	t.Helper()
+	rv := reflect.ValueOf(v)
+	for i := range rv.NumField() {
+		name := rv.Type().Field(i).Name
+		if rv.Field(i).IsZero() && !contains(except, name) {
+			t.Errorf("%T.%s is zero in the test: set it, so that the trip is tested", v, name)
+		}
+	}
+}
