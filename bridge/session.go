@@ -186,7 +186,8 @@ func (s *session) run() {
 	)
 	u := s.adopt() // a deploy's: the connection the bridge before had
 	for {
-		release, err := func() {}, error(nil)
+		release := func() {}
+		var err error
 		if u == nil {
 			u, release, err = s.connect(s.b.ctx)
 		}

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -355,4 +356,47 @@ func TestServeReturnsServerClosed(t *testing.T) {
 	if err := <-done; err != ErrServerClosed {
 		t.Fatalf("serve = %v, want ErrServerClosed", err)
 	}
+}
+
+// TestBridgeGameFloods: a game that floods text reaches the player whole;
+// one that asks faster than the answers can go is dropped once they pass
+// maxOut, and the player, the game still up, leaves with it.
+func TestBridgeGameFloods(t *testing.T) {
+	g := startGame(t)
+	b := newBridge(t, g.addr)
+	p := newPlayer(t, "s1", mudlet)
+	b.Handle(p)
+	gc := g.accept()
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
+	go gc.c.Write([]byte(big + "END\r\n"))
+	p.waitOutput("END\r\n")
+	if got := p.output(); !strings.Contains(got, big) {
+		t.Fatalf("the player got %d bytes of the flood", len(got))
+	}
+
+	q := newPlayer(t, "s2", mudlet)
+	b.Handle(q)
+	gc2 := g.accept()
+	gc2.sendText("Welcome!\r\n")
+	q.waitOutput("Welcome!")
+	go func() {
+		// Greet the probe that asks whether the game is up.
+		if gc := g.accept(); gc != nil {
+			gc.sendText("Welcome!\r\n")
+		}
+	}()
+	asks := bytes.Repeat(sbytes(24, 1), 1<<10)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			gc2.c.SetWriteDeadline(time.Now().Add(waitFor))
+			if _, err := gc2.c.Write(append([]byte{iac, telnet.DO, 24}, asks...)); err != nil {
+				return
+			}
+		}
+	}()
+	q.waitEvent("closed")
+	gc2.c.Close()
+	<-stopped
 }

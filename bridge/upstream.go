@@ -43,6 +43,7 @@ type upstream struct {
 	done    chan struct{} // closed when the reader has ended
 	err     error         // why the reader ended; read after done
 	lost    error         // a write to the player failed; read after done
+	fault   error         // the game broke a bound; the reader's alone
 	// undelivered is the game's text read after the player's side failed,
 	// for a successor to deliver; at most one read's worth.
 	undelivered []byte
@@ -112,6 +113,10 @@ func (u *upstream) read() {
 		}
 		if n > 0 {
 			u.dec.decode(buf[:n], u)
+			if u.fault != nil {
+				u.err = u.fault
+				return
+			}
 			if u.lost != nil {
 				return
 			}
@@ -138,6 +143,9 @@ func (u *upstream) read() {
 // player's session is between gateways (bounded by package backend), and
 // the game's output waits with it in TCP.
 func (u *upstream) text(p []byte) {
+	if u.fault != nil {
+		return
+	}
 	if u.lost != nil {
 		u.undelivered = append(u.undelivered, p...)
 		return
@@ -146,6 +154,14 @@ func (u *upstream) text(p []byte) {
 	if n, err := u.s.p.Write(p); err != nil {
 		u.lose(err)
 		u.undelivered = append(u.undelivered, p[n:]...)
+	}
+}
+
+// fail drops a connection on which the game broke a bound.
+func (u *upstream) fail(err error) {
+	if u.fault == nil {
+		u.fault = err
+		u.conn.Close()
 	}
 }
 
@@ -159,7 +175,7 @@ func (u *upstream) lose(err error) {
 }
 
 func (u *upstream) negotiate(verb, opt byte) {
-	if u.lost != nil {
+	if u.lost != nil || u.fault != nil {
 		return
 	}
 	u.mu.Lock()
@@ -176,7 +192,7 @@ func (u *upstream) negotiate(verb, opt byte) {
 	over := len(u.out) > maxOut
 	u.mu.Unlock()
 	if over {
-		u.lose(fmt.Errorf("bridge: the game asks more than it reads (%d bytes of answers waiting)", maxOut))
+		u.fail(fmt.Errorf("bridge: the game asks more than it reads (%d bytes of answers waiting)", maxOut))
 		return
 	}
 	if changed && opt == telnet.OptEcho {
@@ -188,7 +204,7 @@ func (u *upstream) negotiate(verb, opt byte) {
 }
 
 func (u *upstream) subneg(opt byte, p []byte, truncated bool) {
-	if u.lost != nil || truncated {
+	if u.lost != nil || u.fault != nil || truncated {
 		return // cut to the bound: whatever it says, it is not whole
 	}
 	switch opt {
@@ -209,12 +225,12 @@ func (u *upstream) subneg(opt byte, p []byte, truncated bool) {
 	over := len(u.out) > maxOut
 	u.mu.Unlock()
 	if over {
-		u.lose(fmt.Errorf("bridge: the game asks more than it reads (%d bytes of answers waiting)", maxOut))
+		u.fail(fmt.Errorf("bridge: the game asks more than it reads (%d bytes of answers waiting)", maxOut))
 	}
 }
 
 func (u *upstream) command(c byte) {
-	if u.lost != nil {
+	if u.lost != nil || u.fault != nil {
 		return
 	}
 	if c == telnet.GA || c == telnet.EOR {
