@@ -20,9 +20,10 @@ import (
 // tinyMUX is a TinyMUX game of the test's own, made with Debian's
 // tinymux-install on a free port.
 type tinyMUX struct {
-	t    *testing.T
-	dir  string // the game directory, holding Startmux and netmux.conf
-	addr string
+	t      *testing.T
+	dir    string // the game directory, holding Startmux and netmux.conf
+	addr   string
+	groups []int // the process group of each start: netmux and its helpers
 }
 
 // startTinyMUX installs a TinyMUX game in a directory of the test's and
@@ -57,7 +58,13 @@ func startTinyMUX(t *testing.T) *tinyMUX {
 	if err := os.WriteFile(conf, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.kill() })
+	t.Cleanup(func() {
+		m.kill()
+		// netmux's helpers (stubslave, slave) outlive it: end them too.
+		for _, g := range m.groups {
+			syscall.Kill(-g, syscall.SIGKILL)
+		}
+	})
 	m.start()
 	return m
 }
@@ -68,7 +75,12 @@ func (m *tinyMUX) start() {
 	os.Remove(filepath.Join(m.dir, "netmux.pid")) // Startmux refuses to start over one
 	cmd := exec.Command("./Startmux")
 	cmd.Dir = m.dir
-	if out, err := cmd.CombinedOutput(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.CombinedOutput()
+	if cmd.Process != nil {
+		m.groups = append(m.groups, cmd.Process.Pid)
+	}
+	if err != nil {
 		m.t.Fatalf("Startmux: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(waitFor)
