@@ -39,7 +39,7 @@ const defaultDrainTimeout = 10 * time.Minute
 // drainTick is how often a drain looks at the sessions: players who
 // arrived during their handshake as it began are told, the deadline is
 // checked, and the gateway found empty.
-const drainTick = 100 * time.Millisecond
+const drainTick = 250 * time.Millisecond
 
 // endDrained is why a session ended: the drain's deadline passed, or a
 // browser player was sent elsewhere. It labels the disconnects metric.
@@ -214,16 +214,21 @@ func (s *Server) drainLoop() {
 			return
 		}
 		s.mu.Unlock()
-		// Forget the players the server has forgotten; a session that is
-		// ending stays listed until its output is written, told already.
-		here := make(map[*session]struct{}, len(list))
-		for _, ss := range list {
-			here[ss] = struct{}{}
-		}
-		for ss := range told {
-			if _, ok := here[ss]; !ok {
-				delete(told, ss)
-				delete(sent, ss)
+		// Forget the players the server has forgotten, so that their
+		// memory goes; a session that is ending stays listed until its
+		// output is written, told already. Nobody new comes during a
+		// drain but for a handshake under way as it began, so the maps
+		// only shrink, and a tick with nothing gone costs no more.
+		if len(told) > len(list) {
+			here := make(map[*session]struct{}, len(list))
+			for _, ss := range list {
+				here[ss] = struct{}{}
+			}
+			for ss := range told {
+				if _, ok := here[ss]; !ok {
+					delete(told, ss)
+					delete(sent, ss)
+				}
 			}
 		}
 		if !expired && !time.Now().Before(deadline) {
@@ -234,18 +239,18 @@ func (s *Server) drainLoop() {
 			expired = true
 		}
 		for _, ss := range list {
-			if ss.is(phaseGone) {
+			_, wasTold := told[ss]
+			_, wasSent := sent[ss]
+			if wasSent || wasTold && !expired || ss.is(phaseGone) {
 				continue
 			}
-			if _, ok := told[ss]; !ok {
+			if !wasTold {
 				told[ss] = struct{}{}
 				if s.sendElsewhere(ss) {
 					sent[ss] = struct{}{}
 					continue
 				}
 				ss.notice(s.drainNotice())
-			} else if _, ok := sent[ss]; ok || !expired {
-				continue
 			} else {
 				ss.notice(s.drainNotice()) // again, as they go
 			}
