@@ -39,6 +39,7 @@ type fakePlayer struct {
 	changed  chan struct{} // closed and replaced on every write or event
 	deadline chan struct{} // closed by SetReadDeadline
 	gone     chan struct{} // closed by Close
+	detached chan struct{} // closed by detach
 	reads    int
 }
 
@@ -49,12 +50,23 @@ type gmcpMsg struct {
 
 func newPlayer(t testing.TB, id string, f backend.Facts) *fakePlayer {
 	return &fakePlayer{t: t, id: id, facts: f, in: make(chan any, 64),
-		changed: make(chan struct{}), deadline: make(chan struct{}), gone: make(chan struct{})}
+		changed: make(chan struct{}), deadline: make(chan struct{}), gone: make(chan struct{}),
+		detached: make(chan struct{})}
 }
 
 func (p *fakePlayer) ID() string { return p.id }
 
 func (p *fakePlayer) HandedOver() bool { return p.handedOver }
+
+func (p *fakePlayer) Detached() <-chan struct{} { return p.detached }
+
+// detach has the session leave the bridge, as package backend does: the
+// channel closes at once, and reads return ErrDetached once what was
+// typed before has been read.
+func (p *fakePlayer) detach() {
+	close(p.detached)
+	p.in <- fmt.Errorf("released: %w", backend.ErrDetached)
+}
 
 func (p *fakePlayer) Read(b []byte) (int, error) {
 	for {

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"holdfast/backend"
 	"holdfast/gateway/telnet"
 )
 
@@ -43,7 +42,7 @@ func TestHandover(t *testing.T) {
 	}
 	// The gateway releases the session on the old bridge, and opens it on
 	// the new one.
-	p.in <- fmt.Errorf("released: %w", backend.ErrDetached)
+	p.detach()
 	p.waitEvent("closed")
 	q := newPlayer(t, "s1", mudlet)
 	q.handedOver = true
@@ -168,4 +167,43 @@ func nonZero(t *testing.T, v any, except ...string) {
 			t.Errorf("%T.%s is zero in the test: set it, so that the trip is tested", v, name)
 		}
 	}
+}
+
+// TestHandoverHeldInput: a session that leaves while the game is down, its
+// held input at the bound, goes to the successor with every byte of it, and
+// the successor sends it to the game when the game is back.
+func TestHandoverHeldInput(t *testing.T) {
+	addr := fmt.Sprintf("@holdfast-bridge-test-%d", rand.Uint64())
+	g := startGame(t)
+	g.stop()
+	a := newBridge(t, g.addr)
+	a.HandoverAddr = addr
+	a.MaxHeld = 16
+	a.startHandover()
+	p := newPlayer(t, "s1", mudlet)
+	a.Handle(p)
+	p.waitOutput(DefaultNotice)
+	var want strings.Builder
+	for i := range 6 {
+		line := fmt.Sprintf("line %d", i)
+		want.WriteString(line + "\n")
+		p.typeLine(line)
+	}
+	p.waitFor("the reader to stop at the bound", func() bool { return len(p.in) > 0 })
+
+	b := newBridge(t, g.addr)
+	b.HandoverAddr = addr
+	if err := b.TakeOver(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.detach()
+	p.waitEvent("closed")
+	q := newPlayer(t, "s1", mudlet)
+	q.handedOver = true
+	b.Handle(q)
+	q.waitOutput(DefaultNotice) // the game is still down
+	g.restart()
+	gc := g.accept()
+	gc.sendText("Welcome!\r\n")
+	gc.waitText(want.String())
 }

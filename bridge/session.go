@@ -83,14 +83,21 @@ func (s *session) readPlayer() {
 }
 
 // hold keeps p for the game, waiting while MaxHeld is already kept: the
-// player's further input then waits at the gateway. It reports false when
-// the bridge closes meanwhile.
+// player's further input then waits at the gateway. A session that leaves
+// this bridge meanwhile keeps p beyond the bound, for its successor: the
+// gateway counts it as read. It reports false when the bridge closes.
 func (s *session) hold(p []byte) bool {
+	var detached <-chan struct{}
+	if d, ok := s.p.(interface{ Detached() <-chan struct{} }); ok {
+		detached = d.Detached()
+	}
 	s.mu.Lock()
-	for len(s.held) >= s.b.maxHeld() {
+	for left := false; !left && len(s.held) >= s.b.maxHeld(); {
 		s.mu.Unlock()
 		select {
 		case <-s.room:
+		case <-detached:
+			left = true
 		case <-s.b.ctx.Done():
 			return false
 		}
