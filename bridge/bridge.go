@@ -29,6 +29,10 @@ const (
 // ErrServerClosed is what Serve returns after Close or Shutdown.
 var ErrServerClosed = errors.New("bridge: server closed")
 
+// ErrProxyVersion is what Serve returns for a ProxyHeader other than 0, 1
+// or 2.
+var ErrProxyVersion = errors.New("bridge: PROXY header version: want 1 or 2")
+
 // Player is the player's side of a bridged session, as package backend
 // hands it to a game: a *backend.Session.
 type Player interface {
@@ -55,7 +59,7 @@ type Bridge struct {
 	Upstream string
 	// ProxyHeader, 1 or 2, sends a PROXY header of that version first on
 	// each connection to the game, with the player's address. Zero sends
-	// none.
+	// none; any other value makes Serve fail.
 	ProxyHeader int
 	// Dial opens a connection to the game. Nil means a net.Dialer bounded
 	// by DefaultDialTimeout.
@@ -68,7 +72,8 @@ type Bridge struct {
 	MaxConnecting int
 	// RetryMin and RetryMax bound the backoff between one player's
 	// attempts to reach a game that is down; each wait is jittered. Zero
-	// means DefaultRetryMin and DefaultRetryMax.
+	// or negative means DefaultRetryMin and DefaultRetryMax; a RetryMax
+	// below RetryMin is RetryMin.
 	RetryMin, RetryMax time.Duration
 	// MaxHeld bounds the input kept for a player while the game is away;
 	// beyond it the bridge stops reading the player, and the gateway keeps
@@ -191,6 +196,9 @@ func (b *Bridge) dial(ctx context.Context) (net.Conn, error) {
 // It returns ErrServerClosed after Close or Shutdown.
 func (b *Bridge) Serve(l *backend.Listener) error {
 	b.init()
+	if b.ProxyHeader < 0 || b.ProxyHeader > 2 {
+		return fmt.Errorf("%w, not %d", ErrProxyVersion, b.ProxyHeader)
+	}
 	b.startHandover()
 	if b.msspInterval() > 0 {
 		b.wg.Go(func() { b.watchMSSP(l.SetMSSP) })
@@ -207,6 +215,9 @@ func (b *Bridge) Serve(l *backend.Listener) error {
 // serve bridges every player accept returns.
 func (b *Bridge) serve(accept func() (Player, error)) error {
 	b.init()
+	if b.ProxyHeader < 0 || b.ProxyHeader > 2 {
+		return fmt.Errorf("%w, not %d", ErrProxyVersion, b.ProxyHeader)
+	}
 	for {
 		p, err := accept()
 		if err != nil {
