@@ -298,6 +298,29 @@ func TestBridgeTakeover(t *testing.T) {
 	}
 }
 
+// TestBridgeTinyMUXTelnet logs in to TinyMUX through gateway and bridge
+// with Debian's telnet in a terminal: TinyMUX learns the terminal's width
+// and type from the bridge, as the telnet client told the gateway.
+func TestBridgeTinyMUXTelnet(t *testing.T) {
+	telnetPath := needTool(t, "telnet")
+	mux := startTinyMUX(t)
+	sys := startSystem(t)
+	sys.startBridge(mux.addr)
+	host, port, _ := net.SplitHostPort(sys.telnet)
+	tm := startTerminal(t, 100, 30, "env", "TERM=xterm-256color", telnetPath, host, port)
+	tm.waitFor("Welcome to TinyMUX", 1)
+	tm.keys("connect wizard potrzebie")
+	tm.enter()
+	tm.waitFor("Last connect", 1)
+	tm.keys("think W=[width(me)] T=[terminfo(me)]")
+	tm.enter()
+	tm.waitFor("W=100 T=", 1)
+	got := regexp.MustCompile(`W=100 T=(.*)`).FindStringSubmatch(tm.screen())
+	if got == nil || !strings.HasPrefix(strings.ToUpper(got[1]), "XTERM-256COLOR ") {
+		t.Errorf("terminfo(me) = %q, want the terminal type telnet sent (TERM=xterm-256color)", got)
+	}
+}
+
 // atRestart runs TinyMUX's @restart, which it refuses for a few seconds
 // after it has started, and waits for it to finish.
 func (m *mudClient) atRestart() {
