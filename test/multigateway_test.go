@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"golang.org/x/sys/unix"
 
 	"holdfast/gateway/telnet"
@@ -231,6 +232,80 @@ type farPlayer struct {
 	id string
 }
 
+// farPage is a browser player's page on the players' host, through the
+// balancer's web frontend: telnet in binary messages, the gateway's word
+// in text ones, resumable (?hold).
+type farPage struct {
+	t       *testing.T
+	name    string
+	ws      *websocket.Conn
+	local   string // the page's address, as the gateway logs it
+	gw      *proc
+	id      string
+	notices []string
+}
+
+// openPage opens a page from address ip on the players' host.
+func (n *hostNet) openPage(name, ip, url string) *farPage {
+	n.t.Helper()
+	pg := &farPage{t: n.t, name: name}
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := n.dial(ip, addr)
+			if err == nil {
+				pg.local = c.LocalAddr().String()
+			}
+			return c, err
+		},
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: client, Subprotocols: []string{"telnet.mudstandards.org"}})
+	if err != nil {
+		n.t.Fatalf("%s: opening the page: %v", name, err)
+	}
+	n.t.Cleanup(func() { ws.CloseNow() })
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{}`)); err != nil {
+		n.t.Fatal(err)
+	}
+	pg.ws = ws
+	return pg
+}
+
+func (pg *farPage) send(line string) {
+	pg.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := pg.ws.Write(ctx, websocket.MessageBinary, []byte(line+"\r\n")); err != nil {
+		pg.t.Fatalf("%s: %v", pg.name, err)
+	}
+}
+
+// read reads the page's messages until its output holds want, and returns
+// the output read; the gateway's notices are kept. With want empty it
+// reads until the WebSocket closes, and returns its close status.
+func (pg *farPage) read(want string) (string, websocket.StatusCode) {
+	pg.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	var out strings.Builder
+	for want == "" || !strings.Contains(out.String(), want) {
+		typ, msg, err := pg.ws.Read(ctx)
+		if err != nil {
+			if want == "" {
+				return out.String(), websocket.CloseStatus(err)
+			}
+			pg.t.Fatalf("%s: waiting for %q (had %q): %v", pg.name, want, out.String(), err)
+		}
+		if typ == websocket.MessageText {
+			pg.notices = append(pg.notices, string(msg))
+		} else {
+			out.Write(msg)
+		}
+	}
+	return out.String(), 0
+}
+
 // TestSeveralGateways runs the shipped deploy/haproxy.cfg before two
 // gateways on hosts of their own, the game on a third, players on a
 // fourth: players spread, the game sees them all and where they are; a
@@ -350,11 +425,42 @@ func TestSeveralGateways(t *testing.T) {
 	if on(gw1, first...) == 0 || on(gw2, first...) == 0 {
 		t.Fatalf("the players did not spread: %d on gw1, %d on gw2", on(gw1, first...), on(gw2, first...))
 	}
-	first[0].who("Ann, Bob, Cid, Dee")
-	first[3].who("Ann, Bob, Cid, Dee")
+	// Two browser players, one on each gateway.
+	webURL := "ws://" + net.JoinHostPort(lan.addrs["lb"], lbPorts[1]) + "/ws?hold"
+	var pages []*farPage
+	for _, who := range []string{"Pia", "Quin"} {
+		pg := lan.openPage(who, lanPrefix+strconv.Itoa(nextIP), webURL)
+		nextIP++
+		pg.read("What is your name?")
+		pg.send(who)
+		pg.read("Welcome, " + who + ".")
+		pg.send("session")
+		out, _ := pg.read("client_ip: ")
+		_, id, _ := strings.Cut(out, "id: ")
+		pg.id, _, _ = strings.Cut(id, "\n")
+		pg.id = strings.TrimSpace(pg.id)
+		ids = append(ids, pg.id)
+		for _, gw := range []*proc{gw1, gw2} {
+			if gw.loggedClient(pg.local) {
+				pg.gw = gw
+			}
+		}
+		if pg.gw == nil {
+			t.Fatalf("%s (%s): none of the gateways logged the page", who, pg.local)
+		}
+		pages = append(pages, pg)
+	}
+	if pages[0].gw == pages[1].gw {
+		t.Fatalf("both pages went to %s", name[pages[0].gw])
+	}
+	first[0].who("Ann, Bob, Cid, Dee, Pia, Quin")
+	first[3].who("Ann, Bob, Cid, Dee, Pia, Quin")
 	first[0].send("say hello from wherever I am")
 	for _, p := range first {
 		p.expect("Ann says: hello from wherever I am")
+	}
+	for _, pg := range pages {
+		pg.read("Ann says: hello from wherever I am")
 	}
 
 	// Drain gw1.
@@ -371,6 +477,21 @@ func TestSeveralGateways(t *testing.T) {
 		t.Fatalf("gw1 /healthz before the drain: %d %q", code, status)
 	}
 	drain := startPath(t, filepath.Join(binDir, "gateway"), nil, "drain", "-control", control1)
+	// The page on gw1 is sent elsewhere at once: told, and its WebSocket
+	// closed with 1012 so that it reconnects through the balancer.
+	var pageStays *farPage
+	for _, pg := range pages {
+		if pg.gw != gw1 {
+			pageStays = pg
+			continue
+		}
+		if _, code := pg.read(""); code != 1012 {
+			t.Errorf("%s: the drained gateway closed the page's WebSocket with %d, want 1012", pg.name, code)
+		}
+		if !strings.Contains(strings.Join(pg.notices, "\n"), "Reconnecting you to another one") {
+			t.Errorf("%s was not told why the page reconnects: %q", pg.name, pg.notices)
+		}
+	}
 	drain.waitRaw(fmt.Sprintf("draining: %d players left (telnet %d, telnet+tls 0, web 0)", len(drained), len(drained)), 1)
 	if code, status := lan.healthz(gw1Admin); code != http.StatusServiceUnavailable || status != "draining" {
 		t.Errorf("gw1 /healthz draining: %d %q, want 503 draining", code, status)
@@ -383,7 +504,7 @@ func TestSeveralGateways(t *testing.T) {
 	// New players go to gw2 at once: gw1 refuses, HAProxy tries gw2; and
 	// once the health check has seen the drain, HAProxy sends none to gw1.
 	newcomers := []*farPlayer{arrive("Eve", gw1, gw2), arrive("Fay", gw1, gw2)}
-	stay[0].who("Ann, Bob, Cid, Dee, Eve, Fay") // the drained gateway's players still play
+	stay[0].who("Ann, Bob, Cid, Dee, Eve, Fay, " + pageStays.name) // the drained gateway's telnet players still play
 	// The health check saw the drain (fall 2, inter 2s: within about 4 s,
 	// before the deadline), and marking gw1 down cut none of its players.
 	if down := lb.waitRaw("gateways-telnet/gw1 is DOWN", 1); !strings.Contains(down, "code: 503") {
@@ -419,7 +540,9 @@ func TestSeveralGateways(t *testing.T) {
 		p.send("echo undisturbed")
 		p.expect("echo: undisturbed")
 	}
-	stay[0].who(strings.Join(slices.Sorted(slices.Values(namesOf(append(stay, newcomers...)))), ", "))
+	pageStays.send("echo undisturbed")
+	pageStays.read("echo: undisturbed")
+	stay[0].who(strings.Join(slices.Sorted(slices.Values(append(namesOf(append(stay, newcomers...)), pageStays.name))), ", "))
 
 	// A gateway started later on gw1's host links, and once its health
 	// check passes HAProxy sends it the next player: it holds the fewest.
@@ -448,9 +571,12 @@ func TestSeveralGateways(t *testing.T) {
 	}
 	be.waitLog("backend: gateway link closed", 2) // the drained gateway's was the first
 	back := arrive("Bob", gw3)                    // gw2 refuses: HAProxy tries gw3
-	late.who(strings.Join(slices.Sorted(slices.Values(append(namesOf(orphans), "Bob", "Hal"))), ", "))
-	for _, p := range orphans {
-		be.waitLogged("backend: session not claimed by a gateway in time; the player has gone", "session", p.id)
+	if _, code := pageStays.read(""); code == websocket.StatusNormalClosure {
+		t.Errorf("%s: the killed gateway's page was closed as if its session had ended", pageStays.name)
+	}
+	late.who(strings.Join(slices.Sorted(slices.Values(append(namesOf(orphans), "Bob", "Hal", pageStays.name))), ", "))
+	for _, id := range append(idsOf(orphans), pageStays.id) {
+		be.waitLogged("backend: session not claimed by a gateway in time; the player has gone", "session", id)
 	}
 	late.who("Bob, Hal")
 	late.send("echo after all that")
@@ -465,6 +591,14 @@ func TestSeveralGateways(t *testing.T) {
 		}
 		seen[id] = true
 	}
+}
+
+func idsOf(ps []*farPlayer) []string {
+	var ids []string
+	for _, p := range ps {
+		ids = append(ids, p.id)
+	}
+	return ids
 }
 
 func namesOf(ps []*farPlayer) []string {
