@@ -23,7 +23,7 @@ const (
 	DefaultDialTimeout   = 5 * time.Second
 	DefaultGreetWait     = 5 * time.Second
 	DefaultMSSPInterval  = 10 * time.Minute
-	DefaultNotice        = "The game is restarting. Stay connected: you will be back in a moment."
+	DefaultNotice        = "[holdfast] The game is restarting. Stay connected: you will be back in a moment."
 )
 
 // ErrServerClosed is what Serve returns after Close or Shutdown.

@@ -41,6 +41,7 @@ type fakePlayer struct {
 	gone     chan struct{} // closed by Close
 	detached chan struct{} // closed by detach
 	reads    int
+	offset   uint64 // input handed over, as package backend counts it
 }
 
 type gmcpMsg struct {
@@ -60,6 +61,12 @@ func (p *fakePlayer) HandedOver() bool { return p.handedOver }
 
 func (p *fakePlayer) Detached() <-chan struct{} { return p.detached }
 
+func (p *fakePlayer) InputOffset() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.offset
+}
+
 // detach has the session leave the bridge, as package backend does: the
 // channel closes at once, and reads return ErrDetached once what was
 // typed before has been read.
@@ -78,7 +85,11 @@ func (p *fakePlayer) Read(b []byte) (int, error) {
 			p.mu.Unlock()
 			switch v := v.(type) {
 			case []byte:
-				return copy(b, v), nil
+				n := copy(b, v)
+				p.mu.Lock()
+				p.offset += uint64(n)
+				p.mu.Unlock()
+				return n, nil
 			case backend.Facts:
 				p.mu.Lock()
 				p.facts = v

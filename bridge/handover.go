@@ -349,7 +349,7 @@ func (s *session) handOver(fc *fdmsg.Conn, u *upstream) error {
 		rec.Neg, rec.Dec = neg, dec
 	}
 	s.mu.Lock()
-	rec.Held, rec.Hello = s.held, s.helloMsg
+	rec.Held, rec.Hello, rec.InputEnd = s.held, s.helloMsg, s.inEnd
 	s.mu.Unlock()
 	payload, err := rec.MarshalBinary()
 	if err != nil {
@@ -361,7 +361,9 @@ func (s *session) handOver(fc *fdmsg.Conn, u *upstream) error {
 
 // adopt takes the session's record from the predecessor, if it was handed
 // over with one: the held input and GMCP hello, and the connection to the
-// game, which it returns ready to carry.
+// game, which it returns ready to carry. It runs before the player's input
+// is read: the input the gateway gives again that the predecessor had
+// passed on is skipped.
 func (s *session) adopt() *upstream {
 	b := s.b
 	b.mu.Lock()
@@ -373,12 +375,17 @@ func (s *session) adopt() *upstream {
 	if h, ok := s.p.(interface{ HandedOver() bool }); !ok || !h.HandedOver() {
 		return nil
 	}
+	start := inputOffset(s.p)
 	in, ok := p.take(b.ctx, s.id)
 	if !ok {
 		b.log().Info("bridge: a session came over without its connection to the game", zap.String("session", s.id))
 		return nil
 	}
+	if in.rec.InputEnd > start {
+		s.skip = in.rec.InputEnd - start
+	}
 	s.mu.Lock()
+	s.inEnd = max(start, in.rec.InputEnd)
 	s.held = append(in.rec.Held, s.held...)
 	s.helloMsg = in.rec.Hello
 	facts := s.facts

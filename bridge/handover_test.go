@@ -124,7 +124,7 @@ func TestRecordCarriesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := record{ID: "s1", Conn: true, Neg: neg, Dec: dec, Out: []byte{iac, telnet.WILL, 24}, Held: []byte("look\r\n"),
-		Text: []byte("You see"), Hello: [][]byte{[]byte("Core.Hello {}")}, Flowing: true, EchoOff: true}
+		InputEnd: 42, Text: []byte("You see"), Hello: [][]byte{[]byte("Core.Hello {}")}, Flowing: true, EchoOff: true}
 	nonZero(t, r, "Version")
 	nonZero(t, n, "facts") // the facts come from the gateway
 	nonZero(t, d, "out")   // empty between reads
@@ -206,4 +206,39 @@ func TestHandoverHeldInput(t *testing.T) {
 	gc := g.accept()
 	gc.sendText("Welcome!\r\n")
 	gc.waitText(want.String())
+}
+
+// TestHandoverSkipsReplayedInput: input the old bridge passed on to the
+// game, which the gateway gives the successor again (the old bridge was
+// not done with it when the session left), reaches the game once.
+func TestHandoverSkipsReplayedInput(t *testing.T) {
+	addr := fmt.Sprintf("@holdfast-bridge-test-%d", rand.Uint64())
+	g := startGame(t)
+	a := newBridge(t, g.addr)
+	a.HandoverAddr = addr
+	a.startHandover()
+	p := newPlayer(t, "s1", mudlet)
+	p.offset = 100
+	a.Handle(p)
+	gc := g.accept()
+	gc.sendText("Welcome!\r\n")
+	p.typeLine("look")
+	gc.waitText("look\n")
+
+	b := newBridge(t, g.addr)
+	b.HandoverAddr = addr
+	if err := b.TakeOver(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.detach()
+	p.waitEvent("closed")
+	q := newPlayer(t, "s1", mudlet)
+	q.handedOver, q.offset = true, 100 // the gateway starts where it had the acknowledgement
+	q.typeLine("look")                 // given again
+	q.typeLine("north")
+	b.Handle(q)
+	gc.waitText("north\n")
+	if got := gc.gotText(); got != "look\nnorth\n" {
+		t.Fatalf("the game got %q, want each line once", got)
+	}
 }

@@ -16,15 +16,18 @@ const recordVersion = 1
 type record struct {
 	Version uint8
 	ID      string
-	Conn    bool     // the connection's descriptor comes with the record
-	Neg     []byte   // the negotiator, marshalled
-	Dec     []byte   // the decoder, marshalled
-	Out     []byte   // answers for the game not yet written
-	Held    []byte   // the player's input not yet written to the game
-	Text    []byte   // the game's text not yet written to the player
-	Hello   [][]byte // the client's Core.Hello and Core.Supports
-	Flowing bool     // the game had greeted the player: input goes at once
-	EchoOff bool     // the game had hidden the player's echo
+	Conn    bool   // the connection's descriptor comes with the record
+	Neg     []byte // the negotiator, marshalled
+	Dec     []byte // the decoder, marshalled
+	Out     []byte // answers for the game not yet written
+	Held    []byte // the player's input not yet written to the game
+	// InputEnd is the player's input offset at the end of Held: what
+	// the gateway gives the successor again up to it was passed on.
+	InputEnd uint64
+	Text     []byte   // the game's text not yet written to the player
+	Hello    [][]byte // the client's Core.Hello and Core.Supports
+	Flowing  bool     // the game had greeted the player: input goes at once
+	EchoOff  bool     // the game had hidden the player's echo
 }
 
 // recordFields is a record without its methods, for gob, which would

@@ -36,6 +36,12 @@ type session struct {
 	gmcp     [][]byte // the client's GMCP messages for the game
 	helloMsg [][]byte // Core.Hello and Core.Supports.*, for each new connection
 	inErr    error    // why the player's input ended
+	// inEnd is the player's input offset (see backend's InputOffset) at
+	// the end of what is held or was sent to the game; 0 if unknown.
+	inEnd uint64
+	// skip is how much of the player's first input the gateway gives again
+	// that the bridge before had passed on (a deploy); readPlayer's alone.
+	skip uint64
 
 	kick   chan struct{} // something for the writer: input, facts, GMCP, answers
 	room   chan struct{} // held has room again
@@ -69,7 +75,11 @@ func (s *session) readPlayer() {
 	buf := make([]byte, 2<<10)
 	for {
 		n, err := s.p.Read(buf)
-		if n > 0 && !s.hold(buf[:n]) {
+		in := buf[:n]
+		if k := min(s.skip, uint64(n)); k > 0 {
+			in, s.skip = in[k:], s.skip-k
+		}
+		if n > 0 && !s.hold(in, inputOffset(s.p)) {
 			err = errors.New("bridge: closed")
 		}
 		if err != nil {
@@ -86,7 +96,7 @@ func (s *session) readPlayer() {
 // player's further input then waits at the gateway. A session that leaves
 // this bridge meanwhile keeps p beyond the bound, for its successor: the
 // gateway counts it as read. It reports false when the bridge closes.
-func (s *session) hold(p []byte) bool {
+func (s *session) hold(p []byte, end uint64) bool {
 	var detached <-chan struct{}
 	if d, ok := s.p.(interface{ Detached() <-chan struct{} }); ok {
 		detached = d.Detached()
@@ -104,9 +114,18 @@ func (s *session) hold(p []byte) bool {
 		s.mu.Lock()
 	}
 	s.held = appendInput(s.held, p)
+	s.inEnd = end
 	s.mu.Unlock()
 	s.wake()
 	return true
+}
+
+// inputOffset returns the player's input offset, if the player tells it.
+func inputOffset(p Player) uint64 {
+	if o, ok := p.(interface{ InputOffset() uint64 }); ok {
+		return o.InputOffset()
+	}
+	return 0
 }
 
 func (s *session) onFacts(f backend.Facts) {
@@ -184,6 +203,7 @@ func (e ending) String() string {
 func (s *session) run() {
 	s.p.OnFacts(s.onFacts)
 	s.p.OnGMCP(s.onGMCP)
+	u := s.adopt() // a deploy's: the connection the bridge before had
 	go s.readPlayer()
 	log := s.b.log()
 	var (
@@ -191,7 +211,6 @@ func (s *session) run() {
 		down     bool // the game is out of reach: the player has been told
 		attempts int  // since the game went out of reach
 	)
-	u := s.adopt() // a deploy's: the connection the bridge before had
 	for {
 		release := func() {}
 		var err error

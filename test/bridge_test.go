@@ -240,7 +240,9 @@ func TestBridgeTinyMUX(t *testing.T) {
 // TestBridgeTakeover deploys a new bridge while a player types: the
 // connection to TinyMUX moves with the player, so the game sees no
 // disconnect (the player is still logged in, on the one connection it
-// had), and every line typed is answered once, in order.
+// had), and every line typed is answered once, in order. Then the bridge
+// is killed: the player stays, and finds the game's welcome again on the
+// next bridge.
 func TestBridgeTakeover(t *testing.T) {
 	mux := startTinyMUX(t)
 	sys := startSystem(t)
@@ -296,6 +298,22 @@ func TestBridgeTakeover(t *testing.T) {
 	if got := m.think("W2", "width(me)"); got != "132" {
 		t.Errorf("width(me) = %q after the deploy, want 132", got)
 	}
+
+	// A bridge killed loses the connections to the game, not the player:
+	// the next bridge opens a new one, and the player finds the welcome.
+	next.kill(syscall.SIGKILL)
+	next.wait()
+	since = len(m.text)
+	sys.startBridge(mux.addr)
+	m.expect("Welcome to TinyMUX")
+	m.line("connect wizard potrzebie")
+	m.expect("Last connect")
+	if got := m.think("W3", "width(me)"); got != "132" {
+		t.Errorf("width(me) = %q on the next bridge, want 132", got)
+	}
+	if strings.Contains(string(m.text[since:]), bridgeNotice) {
+		t.Errorf("the bridge told the player the game is restarting; it was the bridge that restarted")
+	}
 }
 
 // TestBridgeTinyMUXTelnet logs in to TinyMUX through gateway and bridge
@@ -342,6 +360,7 @@ func (m *mudClient) atRestart() {
 	}
 }
 
-// bridgeNotice is the start of what the bridge tells a player when the
-// game is down.
-const bridgeNotice = "The game is restarting."
+// bridgeNotice is what the bridge tells a player when the game is down,
+// in words of its own: the gateway's notice when the bridge itself is
+// away begins the same.
+const bridgeNotice = "The game is restarting. Stay connected: you will be back in a moment."
