@@ -184,7 +184,8 @@ func answering(held []*heldPlayer, tag string) int {
 }
 
 // TestUpgradeNewProcessDies kills the new gateway process as it starts
-// taking the sessions, and later, half-way through the move: the move
+// taking the sessions, at once and after the old one has waited on it
+// half-way through the move: the move
 // commits only once every session is offered, so every held player comes
 // back to the old process, which takes its listening sockets back and
 // serves on; players typing through it have every line answered once and
@@ -201,7 +202,10 @@ func TestUpgradeNewProcessDies(t *testing.T) {
 			oldPID, _ := u.health()
 			syscall.Kill(oldPID, syscall.SIGUSR2)
 			newPID := int(u.gw.waitLog("gateway: taking over", 1)["pid"].(float64))
-			time.Sleep(after) // how far into the move the kill comes: the overlap under test
+			// Stopped where it stands, so that the move cannot commit
+			// before the kill, however fast the machine.
+			syscall.Kill(newPID, syscall.SIGSTOP)
+			time.Sleep(after) // how long the old process waits on it: the overlap under test
 			syscall.Kill(newPID, syscall.SIGKILL)
 			u.gw.waitLog("gateway: the new gateway died during the upgrade; this process serves again", 1)
 			if m := u.gw.first("gateway: the sessions offered stay here"); m != nil {

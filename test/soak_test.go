@@ -28,7 +28,7 @@ var (
 	soakHandovers = flag.Int("soak.handovers", 3, "backend handovers to a successor in TestChaosSoak, in place of restarts")
 	soakSeed      = flag.Uint64("soak.seed", 0, "random seed for TestChaosSoak; 0 picks one")
 	soakWeb       = flag.Int("soak.web", 4, "browser players in TestChaosSoak, besides the telnet ones: resumable, their connections cut now and then")
-	soakOverlaps  = flag.Int("soak.overlaps", 2, "rounds of TestChaosSoak with a gateway upgrade and a deploy started within 200 ms of each other, SIGHUP in one of two, the successor killed in one of three")
+	soakOverlaps  = flag.Int("soak.overlaps", 2, "rounds of TestChaosSoak with a gateway upgrade and a deploy started within 200 ms of each other, SIGHUP in one of two, the successor killed in one of three and the new gateway in another")
 )
 
 // soakPlayer types numbered lines at random intervals and checks the
@@ -209,7 +209,7 @@ func TestChaosSoak(t *testing.T) {
 		}(rng.Uint64())
 	}
 
-	var kills, terms, registry, upgrades, handovers, cuts, overlaps, successorKills, hups int
+	var kills, terms, registry, upgrades, handovers, cuts, overlaps, successorKills, gatewayKills, hups int
 	// Upgrades come at random rounds among the restarts.
 	upgradeAt := map[int]bool{}
 	for len(upgradeAt) < min(*soakUpgrades, *soakRestarts) {
@@ -256,6 +256,8 @@ func TestChaosSoak(t *testing.T) {
 			}
 		}
 		if overlapAt[r] {
+			takingOver := sys.gw.count("gateway: taking over") // one per new gateway process
+			moved := sys.gw.count("gateway: sessions moved")   // one per upgrade committed
 			overlaps++
 			upgrades++
 			handovers++
@@ -290,14 +292,26 @@ func TestChaosSoak(t *testing.T) {
 				hups++
 				syscall.Kill(gwPID(), syscall.SIGHUP)
 			}
-			killed := rng.IntN(3) == 0
-			if killed {
+			// In one of three the successor is killed, in another the
+			// new gateway process: each half-way through its move.
+			kill := rng.IntN(3)
+			killed := kill == 1
+			switch kill {
+			case 1:
 				successorKills++
 				time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond) // where in the deploy the kill comes
 				next.kill(syscall.SIGKILL)
 				next.wait()
+			case 2:
+				if stopMidUpgrade(sys.gw, takingOver, moved) {
+					gatewayKills++
+				}
 			}
-			if out := <-upgradeOut; !strings.Contains(out, "upgraded: ") {
+			out := <-upgradeOut
+			switch {
+			case kill == 2 && strings.Contains(out, "the new gateway exited during the upgrade"):
+				// Every player stays with the old process, which serves on.
+			case !strings.Contains(out, "upgraded: "):
 				t.Fatalf("upgrade %d, with a deploy at once: %s", upgrades, out)
 			}
 			killOnCleanup(t, gwPID())
@@ -394,9 +408,30 @@ func TestChaosSoak(t *testing.T) {
 		resumes += b.resumes
 		b.mu.Unlock()
 	}
-	fmt.Printf("soak: players=%d (browsers %d: %d cuts, %d resumes) rounds=%d (SIGKILL %d, SIGTERM %d, registry %d, handovers %d, overlaps %d with %d successors killed, SIGHUP %d) gateway_upgrades=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
-		len(players), len(browsers), cuts, resumes, *soakRestarts, kills, terms, registry, handovers, overlaps, successorKills, hups, upgrades, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
+	fmt.Printf("soak: players=%d (browsers %d: %d cuts, %d resumes) rounds=%d (SIGKILL %d, SIGTERM %d, registry %d, handovers %d, overlaps %d with %d successors and %d new gateways killed, SIGHUP %d) gateway_upgrades=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
+		len(players), len(browsers), cuts, resumes, *soakRestarts, kills, terms, registry, handovers, overlaps, successorKills, gatewayKills, hups, upgrades, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
 	if lost != 0 || ooo != 0 || disconnected != 0 {
 		t.Fatalf("lost %d, out of order %d, disconnected %d", lost, ooo, disconnected)
 	}
+}
+
+// stopMidUpgrade kills the new gateway process of an upgrade under way in
+// the middle of its move, and reports whether it did. It stops the process
+// as soon as it says it is taking over (the n+1-th such line), and kills it
+// unless the move had committed by then, which the old process says
+// (the moved+1-th "sessions moved") at once if so: with few players the
+// move is over within milliseconds.
+func stopMidUpgrade(gw *proc, n, moved int) bool {
+	pid := int(gw.waitLog("gateway: taking over", n+1)["pid"].(float64))
+	syscall.Kill(pid, syscall.SIGSTOP)
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if gw.count("gateway: sessions moved") > moved {
+			syscall.Kill(pid, syscall.SIGCONT) // too late: it serves
+			return false
+		}
+		time.Sleep(10 * time.Millisecond) // the old process's next line, if any, is a write away
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	return true
 }
