@@ -413,7 +413,10 @@ func (s *session) adopt() *upstream {
 		b.log().Warn("bridge: a session's record came over unusable", zap.String("session", s.id), zap.Error(err))
 		return nil
 	}
+	// The window may have changed since the bridge before last told the
+	// game: an impossible size makes the first flush tell it again.
 	u.neg.facts = facts
+	u.neg.facts.Width, u.neg.facts.Height = -1, -1
 	close(u.spoke)
 	u.spokeSet, u.texted, u.echoOff = true, in.rec.Flowing, in.rec.EchoOff
 	if in.rec.Flowing {
@@ -426,7 +429,6 @@ func (s *session) adopt() *upstream {
 			return nil
 		}
 	}
-	// Facts that changed meanwhile reach the game with the first flush.
 	s.mu.Lock()
 	s.newFacts = true
 	s.mu.Unlock()

@@ -25,10 +25,11 @@ func TestHandover(t *testing.T) {
 	p.in <- gmcpMsg{"Core.Hello", `{"client":"Mudlet"}`}
 	a.Handle(p)
 	gc := g.accept()
-	gc.send(iac, telnet.DO, 24, iac, telnet.WILL, 201)
+	gc.send(iac, telnet.DO, 24, iac, telnet.WILL, 201, iac, telnet.DO, 31)
 	gc.sendText("Welcome!\r\n")
 	gc.send(sbytes(24, 1)...)
 	gc.waitEvent(`SB 24 "\x00MUDLET"`)
+	gc.waitEvent(`SB 31 "\x00x\x00("`)
 	gc.waitEvent(`SB 201 "Core.Hello {\"client\":\"Mudlet\"}"`)
 	p.waitOutput("Welcome!")
 	gc.sendText("Password: ")
@@ -44,9 +45,12 @@ func TestHandover(t *testing.T) {
 	// the new one.
 	p.detach()
 	p.waitEvent("closed")
-	q := newPlayer(t, "s1", mudlet)
+	resized := mudlet
+	resized.Width = 90 // while the session moved
+	q := newPlayer(t, "s1", resized)
 	q.handedOver = true
 	b.Handle(q)
+	gc.waitEvent(`SB 31 "\x00Z\x00("`)
 
 	q.typeLine("secret")
 	gc.waitText("secret\n")
