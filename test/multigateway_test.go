@@ -306,23 +306,30 @@ func (pg *farPage) read(want string) (string, websocket.StatusCode) {
 	return out.String(), 0
 }
 
-// TestSeveralGateways runs the shipped deploy/haproxy.cfg before two
-// gateways on hosts of their own, the game on a third, players on a
-// fourth: players spread, the game sees them all and where they are; a
-// drain sends new players to the other gateway and keeps the drained
-// one's telnet players until its deadline; a gateway killed takes its
-// players' connections but the game holds their sessions for the orphan
-// timeout; and a gateway started later gets players once healthy.
-func TestSeveralGateways(t *testing.T) {
-	haproxy := needTool(t, "haproxy")
-	cfg, err := filepath.Abs("../deploy/haproxy.cfg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lan := newHostNet(t, map[string]int{"gw1": 11, "gw2": 12, "game": 20, "lb": 5, "players": 100})
-	gwPorts := lan.freePorts("gw1", 3) // telnet, web, admin: the same on every gateway host
-	telnetPort, webPort, adminPort := gwPorts[0], gwPorts[1], gwPorts[2]
-	lan.in("gw2", func() { // a fresh host: free there too, but make sure
+// farm is the layout of deploy/: a game's host with its registry and
+// backend, gateways on hosts of their own linked to it, HAProxy with
+// deploy/haproxy.cfg before them, and a host for the players.
+type farm struct {
+	t      *testing.T
+	lan    *hostNet
+	env    []string
+	cookie string
+	// The ports every gateway listens on, each on its own host, and the
+	// balancer's.
+	telnetPort, webPort, adminPort string
+	lbTelnet, lbWeb                string
+	lb                             *proc
+	ids                            []string // every session id a player was given
+	nextIP                         int      // the next player's address on the players' host
+}
+
+func newFarm(t *testing.T) *farm {
+	t.Helper()
+	f := &farm{t: t, nextIP: 101}
+	f.lan = newHostNet(t, map[string]int{"gw1": 11, "gw2": 12, "game": 20, "lb": 5, "players": 100})
+	gwPorts := f.lan.freePorts("gw1", 3)
+	f.telnetPort, f.webPort, f.adminPort = gwPorts[0], gwPorts[1], gwPorts[2]
+	f.lan.in("gw2", func() { // a fresh host: free there too, but make sure
 		for _, p := range gwPorts {
 			ln, err := net.Listen("tcp", ":"+p)
 			if err != nil {
@@ -332,85 +339,135 @@ func TestSeveralGateways(t *testing.T) {
 			ln.Close()
 		}
 	})
-	epmdPort := lan.freePorts("game", 1)[0]
-	lbPorts := lan.freePorts("lb", 2)
-	lbTelnet := net.JoinHostPort(lan.addrs["lb"], lbPorts[0])
+	lbPorts := f.lan.freePorts("lb", 2)
+	f.lbTelnet = net.JoinHostPort(f.lan.addrs["lb"], lbPorts[0])
+	f.lbWeb = net.JoinHostPort(f.lan.addrs["lb"], lbPorts[1])
+	// The game's host: its registry, which the gateways on the other hosts
+	// ask by NAME@HOST.
+	epmdPort := f.lan.freePorts("game", 1)[0]
+	f.env = []string{"ERL_EPMD_PORT=" + epmdPort}
+	f.cookie = writeCookie(t, "cookie-several-gateways")
+	nsRun(t, f.lan.hosts["game"], f.env, filepath.Join(binDir, "epmd"), "-port", epmdPort, "-address", f.lan.addrs["game"])
+	return f
+}
 
-	// The game's host: its registry, and the backend, which the gateways
-	// on the other hosts reach by NAME@HOST.
-	env := []string{"ERL_EPMD_PORT=" + epmdPort}
-	cookie := writeCookie(t, "cookie-several-gateways")
-	nsRun(t, lan.hosts["game"], env, filepath.Join(binDir, "epmd"), "-port", epmdPort, "-address", lan.addrs["game"])
+// startBackend starts a backend on the game's host.
+func (f *farm) startBackend(args ...string) *proc {
+	f.t.Helper()
+	be := nsRun(f.t, f.lan.hosts["game"], f.env, filepath.Join(binDir, "backend"),
+		append([]string{"-listen", f.lan.addrs["game"] + ":0", "-cookie-file", f.cookie}, args...)...)
+	be.name = "backend"
+	return be
+}
+
+// startGateway starts a gateway on host role, as deploy/'s unit does, and
+// waits for its link to the backend; it returns its control socket too.
+func (f *farm) startGateway(role string, args ...string) (*proc, string) {
+	f.t.Helper()
+	control := filepath.Join(f.t.TempDir(), role+".sock")
+	gw := nsRun(f.t, f.lan.hosts[role], f.env, filepath.Join(binDir, "gateway"), append([]string{
+		"-listen", ":" + f.telnetPort, "-ws-listen", ":" + f.webPort,
+		"-metrics", net.JoinHostPort(f.lan.addrs[role], f.adminPort), "-control", control,
+		"-embed-epmd=false", "-backend", "game@" + f.lan.addrs["game"], "-proxy-protocol", f.lan.addrs["lb"],
+		"-cookie-file", f.cookie, "-max-per-ip", "0", "-conn-rate", "0"}, args...)...)
+	gw.name = "gateway on " + role
+	gw.waitLog("gateway: backend linked", 1)
+	return gw, control
+}
+
+// startBalancer runs HAProxy with deploy/haproxy.cfg as shipped, only its
+// addresses from the environment.
+func (f *farm) startBalancer() {
+	f.t.Helper()
+	haproxy := needTool(f.t, "haproxy")
+	cfg, err := filepath.Abs("../deploy/haproxy.cfg")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.lb = nsRun(f.t, f.lan.hosts["lb"], []string{
+		"TELNET_BIND=" + f.lbTelnet, "WEB_BIND=" + f.lbWeb,
+		"GATEWAY1_ADDR=" + f.lan.addrs["gw1"], "GATEWAY2_ADDR=" + f.lan.addrs["gw2"],
+		"GATEWAY_TELNET_PORT=" + f.telnetPort, "GATEWAY_WEB_PORT=" + f.webPort, "GATEWAY_ADMIN_PORT=" + f.adminPort,
+	}, haproxy, "-f", cfg, "-db")
+	f.lb.name = "haproxy"
+}
+
+// arrive connects a player through the balancer from an address of its
+// own, logs them in, checks that the game sees that address, and finds
+// the gateway that holds them, among gws.
+func (f *farm) arrive(who string, gws ...*proc) *farPlayer {
+	t := f.t
+	t.Helper()
+	ip := lanPrefix + strconv.Itoa(f.nextIP)
+	f.nextIP++
+	var c net.Conn
+	deadline := time.Now().Add(waitFor)
+	for {
+		var err error
+		if c, err = f.lan.dial(ip, f.lbTelnet); err == nil {
+			break
+		}
+		if time.Now().After(deadline) { // HAProxy is starting
+			t.Fatalf("%s: connecting through the balancer: %v", who, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Cleanup(func() { c.Close() })
+	p := &farPlayer{player: &player{t: t, name: who, conn: c, r: bufio.NewReader(telnet.Strip(c))}, ip: ip}
+	p.login()
+	facts := p.facts()
+	if facts["client_ip"] != ip {
+		t.Errorf("%s: the game sees client_ip %q, want the player's own %s", who, facts["client_ip"], ip)
+	}
+	p.id = facts["id"]
+	f.ids = append(f.ids, p.id)
+	for _, gw := range gws {
+		if gw.loggedClient(c.LocalAddr().String()) {
+			p.gw = gw
+		}
+	}
+	if p.gw == nil {
+		t.Fatalf("%s (%s): none of the gateways logged the player", who, c.LocalAddr())
+	}
+	return p
+}
+
+// uniqueIDs checks that no two players were given one session id.
+func (f *farm) uniqueIDs() {
+	seen := map[string]bool{}
+	for _, id := range f.ids {
+		if seen[id] {
+			f.t.Errorf("session id %s given twice", id)
+		}
+		seen[id] = true
+	}
+}
+
+// TestSeveralGateways runs the shipped deploy/haproxy.cfg before two
+// gateways on hosts of their own, the game on a third, players on a
+// fourth: players spread, the game sees them all and where they are; a
+// drain sends new players to the other gateway and keeps the drained
+// one's telnet players until its deadline; a gateway killed takes its
+// players' connections but the game holds their sessions for the orphan
+// timeout; and a gateway started later gets players once healthy.
+func TestSeveralGateways(t *testing.T) {
+	f := newFarm(t)
+	lan := f.lan
 	const orphanTimeout = 6 * time.Second
-	be := nsRun(t, lan.hosts["game"], env, filepath.Join(binDir, "backend"), "-listen", lan.addrs["game"]+":0",
-		"-cookie-file", cookie, "-orphan-timeout", orphanTimeout.String())
+	be := f.startBackend("-orphan-timeout", orphanTimeout.String())
 	be.waitLog("backend: registered", 1)
-
 	const drainMessage = "Maintenance on this server: please come back in a minute."
 	const drainTimeout = 6 * time.Second
 	startGateway := func(role string) (*proc, string) {
 		t.Helper()
-		control := filepath.Join(t.TempDir(), role+".sock")
-		gw := nsRun(t, lan.hosts[role], env, filepath.Join(binDir, "gateway"),
-			"-listen", ":"+telnetPort, "-ws-listen", ":"+webPort, "-metrics", net.JoinHostPort(lan.addrs[role], adminPort),
-			"-control", control, "-embed-epmd=false", "-backend", "game@"+lan.addrs["game"],
-			"-proxy-protocol", lan.addrs["lb"], "-cookie-file", cookie, "-max-per-ip", "0", "-conn-rate", "0",
-			"-drain-message", drainMessage, "-drain-timeout", drainTimeout.String())
-		gw.name = "gateway on " + role
-		gw.waitLog("gateway: backend linked", 1)
-		return gw, control
+		return f.startGateway(role, "-drain-message", drainMessage, "-drain-timeout", drainTimeout.String())
 	}
 	gw1, control1 := startGateway("gw1")
 	gw2, _ := startGateway("gw2")
 	name := map[*proc]string{gw1: "gw1", gw2: "gw2"}
-
-	lb := nsRun(t, lan.hosts["lb"], []string{
-		"TELNET_BIND=" + lbTelnet, "WEB_BIND=" + net.JoinHostPort(lan.addrs["lb"], lbPorts[1]),
-		"GATEWAY1_ADDR=" + lan.addrs["gw1"], "GATEWAY2_ADDR=" + lan.addrs["gw2"],
-		"GATEWAY_TELNET_PORT=" + telnetPort, "GATEWAY_WEB_PORT=" + webPort, "GATEWAY_ADMIN_PORT=" + adminPort,
-	}, haproxy, "-f", cfg, "-db")
-	lb.name = "haproxy"
-	be.name = "backend"
-
-	var ids []string
-	nextIP := 101
-	// arrive connects a player through the balancer, logs them in, and
-	// finds the gateway that holds them, among gws.
-	arrive := func(who string, gws ...*proc) *farPlayer {
-		t.Helper()
-		ip := lanPrefix + strconv.Itoa(nextIP)
-		nextIP++
-		var c net.Conn
-		deadline := time.Now().Add(waitFor)
-		for {
-			var err error
-			if c, err = lan.dial(ip, lbTelnet); err == nil {
-				break
-			}
-			if time.Now().After(deadline) { // HAProxy is starting
-				t.Fatalf("%s: connecting through the balancer: %v", who, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Cleanup(func() { c.Close() })
-		p := &farPlayer{player: &player{t: t, name: who, conn: c, r: bufio.NewReader(telnet.Strip(c))}, ip: ip}
-		p.login()
-		f := p.facts()
-		if f["client_ip"] != ip {
-			t.Errorf("%s: the game sees client_ip %q, want the player's own %s", who, f["client_ip"], ip)
-		}
-		p.id = f["id"]
-		ids = append(ids, p.id)
-		for _, gw := range gws {
-			if gw.loggedClient(c.LocalAddr().String()) {
-				p.gw = gw
-			}
-		}
-		if p.gw == nil {
-			t.Fatalf("%s (%s): none of the gateways logged the player", who, c.LocalAddr())
-		}
-		return p
-	}
+	f.startBalancer()
+	lb := f.lb
+	arrive := f.arrive
 	on := func(gw *proc, ps ...*farPlayer) (n int) {
 		for _, p := range ps {
 			if p.gw == gw {
@@ -426,11 +483,11 @@ func TestSeveralGateways(t *testing.T) {
 		t.Fatalf("the players did not spread: %d on gw1, %d on gw2", on(gw1, first...), on(gw2, first...))
 	}
 	// Two browser players, one on each gateway.
-	webURL := "ws://" + net.JoinHostPort(lan.addrs["lb"], lbPorts[1]) + "/ws?hold"
+	webURL := "ws://" + f.lbWeb + "/ws?hold"
 	var pages []*farPage
 	for _, who := range []string{"Pia", "Quin"} {
-		pg := lan.openPage(who, lanPrefix+strconv.Itoa(nextIP), webURL)
-		nextIP++
+		pg := lan.openPage(who, lanPrefix+strconv.Itoa(f.nextIP), webURL)
+		f.nextIP++
 		pg.read("What is your name?")
 		pg.send(who)
 		pg.read("Welcome, " + who + ".")
@@ -439,7 +496,7 @@ func TestSeveralGateways(t *testing.T) {
 		_, id, _ := strings.Cut(out, "id: ")
 		pg.id, _, _ = strings.Cut(id, "\n")
 		pg.id = strings.TrimSpace(pg.id)
-		ids = append(ids, pg.id)
+		f.ids = append(f.ids, pg.id)
 		for _, gw := range []*proc{gw1, gw2} {
 			if gw.loggedClient(pg.local) {
 				pg.gw = gw
@@ -472,7 +529,7 @@ func TestSeveralGateways(t *testing.T) {
 			stay = append(stay, p)
 		}
 	}
-	gw1Admin := net.JoinHostPort(lan.addrs["gw1"], adminPort)
+	gw1Admin := net.JoinHostPort(lan.addrs["gw1"], f.adminPort)
 	if code, status := lan.healthz(gw1Admin); code != http.StatusOK || status != "ok" {
 		t.Fatalf("gw1 /healthz before the drain: %d %q", code, status)
 	}
@@ -584,13 +641,7 @@ func TestSeveralGateways(t *testing.T) {
 	back.send("say back again")
 	late.expect("Bob says: back again")
 
-	seen := map[string]bool{}
-	for _, id := range ids {
-		if seen[id] {
-			t.Errorf("session id %s given twice", id)
-		}
-		seen[id] = true
-	}
+	f.uniqueIDs()
 }
 
 func idsOf(ps []*farPlayer) []string {
@@ -631,4 +682,128 @@ func TestDeployUnits(t *testing.T) {
 	if err != nil || len(out) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
+}
+
+// typersOf makes players already logged in type numbered lines, as
+// startTypers does, each line "echo NAME-k" with NAME their name and tag.
+// Their readers are the typers' from then on.
+func typersOf(t *testing.T, ps []*farPlayer, tag string) *typers {
+	t.Helper()
+	ty := &typers{t: t, stop: make(chan struct{})}
+	for i, fp := range ps {
+		p := &soakPlayer{name: fp.name + tag, conn: fp.conn, seen: map[int64]bool{}, next: 1, done: make(chan struct{})}
+		fp.conn.SetReadDeadline(time.Time{})
+		go p.read(fp.r)
+		ty.players = append(ty.players, p)
+		ty.typing.Add(1)
+		go func() {
+			defer ty.typing.Done()
+			for {
+				select {
+				case <-ty.stop:
+					return
+				case <-time.After(time.Duration(5+i%20) * time.Millisecond):
+				}
+				k := p.sent.Load() + 1
+				p.conn.SetWriteDeadline(time.Now().Add(waitFor))
+				if _, err := fmt.Fprintf(p.conn, "echo %s-%d\r\n", p.name, k); err != nil {
+					return
+				}
+				p.sent.Store(k)
+			}
+		}()
+	}
+	return ty
+}
+
+// finishRepeating is typers.finish for a backend killed while players
+// type: a line the backend read and did not acknowledge before it died
+// is answered again by the next, as the guarantee allows; nothing is lost
+// or answered out of order, and nobody is disconnected.
+func (ty *typers) finishRepeating() {
+	ty.t.Helper()
+	close(ty.stop)
+	ty.typing.Wait()
+	for _, p := range ty.players {
+		fmt.Fprintf(p.conn, "echo %s-end\r\n", p.name)
+	}
+	for _, p := range ty.players {
+		select {
+		case <-p.done:
+		case <-time.After(2 * waitFor):
+			ty.t.Errorf("%s: the last line was never answered", p.name)
+			continue
+		}
+		p.mu.Lock()
+		if p.disconnected != nil || p.outOfOrder != 0 {
+			ty.t.Errorf("%s: disconnected %v, %d out of order", p.name, p.disconnected, p.outOfOrder)
+		}
+		if p.duplicates > 0 {
+			ty.t.Logf("%s: %d lines answered twice (read by the killed backend, not acknowledged)", p.name, p.duplicates)
+		}
+		p.mu.Unlock()
+		if n := p.lost(); n != 0 {
+			ty.t.Errorf("%s: %d lines lost", p.name, n)
+		}
+	}
+}
+
+// TestSeveralGatewaysBackendRestarts: with players typing on two gateways
+// on hosts of their own, a deploy (-takeover) on the game's host moves
+// every player of both gateways to the successor, and the old backend
+// exits 0 once both have; then the successor is killed and another
+// started: nothing typed on either gateway is lost, repeated by a deploy
+// or answered out of order, and everybody is still logged in.
+func TestSeveralGatewaysBackendRestarts(t *testing.T) {
+	f := newFarm(t)
+	old := f.startBackend()
+	old.waitLog("backend: registered", 1)
+	gw1, _ := f.startGateway("gw1")
+	gw2, _ := f.startGateway("gw2")
+	f.startBalancer()
+	watcher := f.arrive("Watch", gw1, gw2)
+	var typists []*farPlayer
+	on := map[*proc]int{}
+	for _, who := range []string{"Ann", "Bob", "Cid", "Dee"} {
+		p := f.arrive(who, gw1, gw2)
+		typists = append(typists, p)
+		on[p.gw]++
+	}
+	if on[gw1] == 0 || on[gw2] == 0 {
+		t.Fatalf("the typists did not spread: %d on gw1, %d on gw2", on[gw1], on[gw2])
+	}
+	everyone := "Ann, Bob, Cid, Dee, Watch"
+
+	ty := typersOf(t, typists, "")
+	ty.waitAnswered(20)
+	next := f.startBackend("-takeover")
+	if code := exitCode(t, old); code != 0 {
+		t.Errorf("the old backend exited %d, want 0", code)
+	}
+	old.waitLog("backend: every player went to the successor; stopping", 1)
+	for _, gw := range []*proc{gw1, gw2} {
+		gw.waitLog("gateway: players handed to the backend's successor", 1)
+	}
+	ty.waitAnswered(20)
+	ty.finish()
+	watcher.who(everyone)
+	if n := next.count("talker: new player"); n != 0 {
+		t.Errorf("the successor met %d new players: their login was lost", n)
+	}
+
+	ty = typersOf(t, typists, "k")
+	ty.waitAnswered(20)
+	linked := []int{gw1.count("gateway: backend linked"), gw2.count("gateway: backend linked")}
+	next.kill(syscall.SIGKILL)
+	last := f.startBackend()
+	for i, gw := range []*proc{gw1, gw2} {
+		gw.waitLog("gateway: backend linked", linked[i]+1)
+	}
+	ty.waitAnswered(20)
+	ty.finishRepeating()
+	watcher.who(everyone)
+	if n := last.count("talker: new player"); n != 0 {
+		t.Errorf("the backend started after the kill met %d new players: their login was lost", n)
+	}
+	f.uniqueIDs()
 }
