@@ -171,9 +171,10 @@ func (m *mudClient) thinkUntil(tag, expr, want string) {
 // client logs in, and the game knows its window size and terminal type
 // from the bridge; a resize reaches it; the game is killed and started
 // again while the player stays connected, is told once, sees the welcome
-// again, and what the player typed meanwhile arrives after it; TinyMUX's
-// own @restart keeps the connection; QUIT ends the player's connection.
+// again, and what the player typed meanwhile arrives after it; QUIT ends
+// the player's connection.
 func TestBridgeTinyMUX(t *testing.T) {
+	t.Parallel() // with TestBridgeTinyMUXRestart, which waits for TinyMUX
 	mux := startTinyMUX(t)
 	sys := startSystem(t)
 	br := sys.startBridge(mux.addr)
@@ -196,16 +197,6 @@ func TestBridgeTinyMUX(t *testing.T) {
 	}
 	m.naws(100, 40)
 	m.thinkUntil("R", "width(me)", "100")
-
-	// TinyMUX's own restart keeps its connections: nothing to do for the
-	// bridge, which must not take it for an outage.
-	m.atRestart()
-	if got := m.think("SAME", "name(me)"); got != "Wizard" {
-		t.Errorf("after @restart name(me) = %q, want Wizard (still logged in)", got)
-	}
-	if n := br.count("bridge: the game went away; holding the player"); n != 0 {
-		t.Errorf("the bridge saw the game go away %d times during @restart", n)
-	}
 
 	// The game dies: the player stays, is told, and types meanwhile.
 	mux.kill()
@@ -313,6 +304,26 @@ func TestBridgeTakeover(t *testing.T) {
 	}
 	if strings.Contains(string(m.text[since:]), bridgeNotice) {
 		t.Errorf("the bridge told the player the game is restarting; it was the bridge that restarted")
+	}
+}
+
+// TestBridgeTinyMUXRestart: TinyMUX's own @restart keeps its connections;
+// the bridge passes it through and does not take it for an outage.
+func TestBridgeTinyMUXRestart(t *testing.T) {
+	t.Parallel() // TinyMUX refuses @restart for its first seconds
+	mux := startTinyMUX(t)
+	sys := startSystem(t)
+	br := sys.startBridge(mux.addr)
+	m := dialMUD(t, sys.telnet, telnet.OptTTYPE, telnet.OptNAWS, telnet.OptSGA, telnet.OptEOR)
+	m.expect("Welcome to TinyMUX")
+	m.line("connect wizard potrzebie")
+	m.expect("Last connect")
+	m.atRestart()
+	if got := m.think("SAME", "name(me)"); got != "Wizard" {
+		t.Errorf("after @restart name(me) = %q, want Wizard (still logged in)", got)
+	}
+	if n := br.count("bridge: the game went away; holding the player"); n != 0 {
+		t.Errorf("the bridge saw the game go away %d times during @restart", n)
 	}
 }
 
