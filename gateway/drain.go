@@ -12,24 +12,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// A drain empties a gateway that is to stop, one of several behind a load
-// balancer, without ending anyone's game before they choose to or the
-// operator's deadline comes:
-//
-//   - its listeners close, so that a connection the balancer still sends
-//     before its health check notices is refused, and the balancer tries
-//     another gateway (HAProxy's retries and redispatch) instead of the
-//     player being let in only to be sent away;
-//   - every telnet player is told once (DrainMessage) and plays on, until
-//     they leave or DrainTimeout passes; then the players left are told
-//     again and disconnected, their sessions hung up on the backend;
-//   - every browser player whose page can reconnect by itself is sent
-//     elsewhere at once (sendElsewhere);
-//   - once no player is left, Emptied is closed, and the process may go.
-//
-// The health check that tells the balancer is the caller's (cmd/gateway
-// answers 503 from DrainStatus).
-
 // DefaultDrainMessage is what a drain tells telnet players when
 // DrainMessage is empty.
 const DefaultDrainMessage = "This server is going down for maintenance. Please reconnect when convenient: you will reach another one."
@@ -53,16 +35,14 @@ const noticeElsewhere = "[holdfast] This server is going down for maintenance. R
 // new process: the drain belongs to whichever process serves after it.
 var ErrUpgrading = errors.New("gateway: an upgrade is under way")
 
-// drainState is a server's drain. The zero value is a server that is not
-// draining. Its fields are guarded by Server.mu, but told and elsewhere,
-// which only the drain's goroutine uses.
+// drainState is a server's drain, guarded by Server.mu. The zero value is
+// a server that is not draining.
 type drainState struct {
-	begun    time.Time // zero: not draining
-	deadline time.Time // when the telnet players left are disconnected
-	expired  bool      // the deadline has passed and its work is done
-	empty    chan struct{}
-	emptied  bool
-	told     map[*session]struct{}
+	begun    time.Time     // zero: not draining
+	deadline time.Time     // when the telnet players left are disconnected
+	expired  bool          // the deadline has passed
+	empty    chan struct{} // Emptied's, made when first asked for
+	emptied  bool          // empty is closed
 }
 
 // DrainStatus is how a drain stands: the players left, by kind.
@@ -100,7 +80,23 @@ func (s *Server) drainNotice() string {
 	return "[holdfast] " + msg + "\n"
 }
 
-// Drain begins the drain and returns: see drainState. A second call does
+// Drain begins to empty the gateway, one of several behind a load
+// balancer that is to stop, without ending anyone's game before they
+// choose to or the operator's deadline comes, and returns:
+//
+//   - its listeners close, so that a connection the balancer still sends
+//     before its health check notices is refused, and the balancer tries
+//     another gateway (HAProxy's retries and redispatch) instead of the
+//     player being let in only to be sent away;
+//   - every telnet player is told once (DrainMessage) and plays on, until
+//     they leave or DrainTimeout passes; then the players left are told
+//     again and disconnected, their sessions hung up on the backend;
+//   - every browser player whose page can reconnect by itself is sent
+//     elsewhere at once (sendElsewhere);
+//   - once no player is left, Emptied is closed, and the process may go.
+//
+// The health check that tells the balancer is the caller's (cmd/gateway
+// answers 503 while DrainStatus says Draining). A second call does
 // nothing and reports no error; a drain during an upgrade is refused with
 // ErrUpgrading, since the sessions are on their way to another process.
 func (s *Server) Drain() error {
@@ -118,7 +114,8 @@ func (s *Server) Drain() error {
 		return nil
 	}
 	now := time.Now()
-	s.drain.begun, s.drain.deadline = now, now.Add(s.drainTimeout())
+	deadline := now.Add(s.drainTimeout())
+	s.drain.begun, s.drain.deadline = now, deadline
 	lns := slices.Collect(maps.Keys(s.listeners))
 	players := len(s.sessions)
 	s.wg.Add(1)
@@ -129,7 +126,7 @@ func (s *Server) Drain() error {
 		ln.Close()
 	}
 	s.log().Info("gateway: draining: no new players; the players here are told",
-		zap.Int("players", players), zap.Time("deadline", s.drain.deadline))
+		zap.Int("players", players), zap.Time("deadline", deadline))
 	go s.drainLoop()
 	return nil
 }
