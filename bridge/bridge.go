@@ -106,6 +106,8 @@ type Bridge struct {
 	back     chan struct{} // the game is back after an outage: fetch MSSP again
 
 	mu       sync.Mutex
+	up       chan struct{} // closed and replaced when a player reaches the game, while some wait
+	waiting  int           // players waiting out a backoff
 	sessions map[*session]struct{}
 	pred     *predecessor      // the bridge taken over, while its records come
 	succ     *fdmsg.Conn       // the successor, once one is connected
@@ -123,6 +125,7 @@ func (b *Bridge) init() {
 			b.gate = make(chan struct{}, n)
 		}
 		b.back = make(chan struct{}, 1)
+		b.up = make(chan struct{})
 		b.sessions = make(map[*session]struct{})
 	})
 }

@@ -135,6 +135,31 @@ func (b *Bridge) gameBack() {
 	}
 }
 
+// reached says a player has reached the game: the players waiting out a
+// backoff need not wait so long.
+func (b *Bridge) reached() {
+	b.mu.Lock()
+	if b.waiting > 0 {
+		close(b.up)
+		b.up = make(chan struct{})
+	}
+	b.mu.Unlock()
+}
+
+// wait counts a player waiting out a backoff, and returns the channel
+// closed when another reaches the game, and the function that ends the
+// wait.
+func (b *Bridge) wait() (<-chan struct{}, func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.waiting++
+	return b.up, func() {
+		b.mu.Lock()
+		b.waiting--
+		b.mu.Unlock()
+	}
+}
+
 // watchMSSP fetches the game's MSSP at the start, every MSSPInterval, and
 // after the game comes back, and hands what changed to set.
 func (b *Bridge) watchMSSP(set func([]backend.MSSPVar)) {

@@ -224,6 +224,7 @@ func (s *session) run() {
 					log.Info("bridge: the game is back; player reconnected", zap.String("session", s.id), zap.Int("attempts", attempts))
 					s.b.gameBack()
 				}
+				s.b.reached()
 				down, delay, attempts = false, 0, 0
 			})
 			u = nil
@@ -318,14 +319,32 @@ func (s *session) inputEnded() bool {
 	}
 }
 
+// upSpread bounds how long a waiting player takes to come back once
+// another has found the game back.
+const upSpread = time.Second
+
 // pause waits d before the next attempt; it reports false when the session
 // ended meanwhile.
 func (s *session) pause(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
+	up, done := s.b.wait()
+	defer done()
 	select {
 	case <-t.C:
 		return true
+	case <-up:
+		// Another player has reached the game: it is back. Come back
+		// soon, spread out so as not to arrive with everyone else.
+		t.Reset(jitter(min(d, upSpread)))
+		select {
+		case <-t.C:
+			return true
+		case <-s.inDone:
+			s.end(endPlayer)
+		case <-s.b.ctx.Done():
+			s.end(endBridge)
+		}
 	case <-s.inDone:
 		s.end(endPlayer)
 	case <-s.b.ctx.Done():

@@ -400,3 +400,29 @@ func TestBridgeGameFloods(t *testing.T) {
 	gc2.c.Close()
 	<-stopped
 }
+
+// TestBridgeComesBackTogether: once one player reaches the game after an
+// outage, the others waiting out a long backoff come back soon too.
+func TestBridgeComesBackTogether(t *testing.T) {
+	g := startGame(t)
+	g.stop()
+	b := newBridge(t, g.addr)
+	b.RetryMin, b.RetryMax = time.Minute, time.Minute // longer than the test waits
+	var waiting []*fakePlayer
+	for i := range 5 {
+		p := newPlayer(t, fmt.Sprint(i), mudlet)
+		b.Handle(p)
+		p.waitOutput(DefaultNotice)
+		waiting = append(waiting, p)
+	}
+	g.restart()
+	go func() {
+		for gc := range g.conns {
+			gc.sendText("Welcome!\r\n")
+		}
+	}()
+	b.Handle(newPlayer(t, "new", mudlet)) // connects at once, and finds the game back
+	for _, p := range waiting {
+		p.waitOutput("Welcome!")
+	}
+}
