@@ -1,9 +1,16 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -207,4 +214,61 @@ func TestDrainZeroAndClosed(t *testing.T) {
 	if err := closed.Drain(); !errors.Is(err, gateway.ErrServerClosed) {
 		t.Errorf("Drain after Close: %v, want ErrServerClosed", err)
 	}
+}
+
+// selfSigned returns a TLS certificate for 127.0.0.1, made now.
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestDrainKinds: the drain counts telnet players over TLS apart, tells
+// them as it tells the others, and with a negative timeout disconnects
+// every telnet player at once.
+func TestDrainKinds(t *testing.T) {
+	e := newEnv(t, &gateway.Server{DrainTimeout: -1})
+	e.backend(talker(new(atomic.Int32), make(chan error, 4)))
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.gw.Serve(ln) }()
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	secure := &player{t: t, conn: c, r: bufio.NewReader(c)}
+	secure.send("one\r\n")
+	secure.expect("1: one")
+	plain := e.dial()
+	plain.send("one\r\n")
+	plain.expect("1: one")
+	if d := e.gw.DrainStatus(); d.Telnet != 1 || d.TelnetTLS != 1 || d.Web != 0 {
+		t.Fatalf("before the drain: %+v, want a telnet player and one over TLS", d)
+	}
+
+	if err := e.gw.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; !errors.Is(err, gateway.ErrServerClosed) {
+		t.Errorf("Serve of the TLS listener: %v, want ErrServerClosed", err)
+	}
+	for _, p := range []*player{secure, plain} {
+		if rest := p.readToEOF(); !strings.Contains(rest, "[holdfast] "+gateway.DefaultDrainMessage) {
+			t.Errorf("disconnected at once with %q, want the default message", rest)
+		}
+	}
+	emptied(t, e.gw)
 }
