@@ -237,7 +237,7 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 		}
 		s.mu.Unlock()
 		if !old.leaving() {
-			attachAll(old, s.list())
+			s.takeBack(old, succ)
 		}
 		s.log().Warn("gateway: the backend's successor failed; the backend keeps the players", zap.Int("moved", moved))
 		return false
@@ -249,6 +249,24 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 	s.log().Info("gateway: players handed to the backend's successor", zap.Int("sessions", moved),
 		zap.Duration("took", time.Since(start)))
 	return true
+}
+
+// takeBack attaches to old every session that the failed successor had,
+// or was being given. A session whose stream to the successor was opening
+// as it failed finds the successor still current, and waits: the first
+// pass does not see it, so the passes go on until every session is
+// attached somewhere, the successor's readers have left (each one that
+// leaves attaches its session to old by itself), or deployWait passes.
+func (s *Server) takeBack(old, succ *backendLink) {
+	deadline := time.Now().Add(deployWait)
+	for {
+		all := s.list()
+		attached := attachAll(old, all)
+		if (attached == int64(len(all)) && succ.readers.Load() == 0) || old.leaving() || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // a failure path: polling is cheap enough
+	}
 }
 
 // attachedTo returns up to n sessions on lk.
