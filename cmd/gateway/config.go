@@ -72,7 +72,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.mccp, "mccp", true, "offer MCCP2 output compression to clients")
 	fs.StringVar(&c.debug, "debug-addr", "", "serve Go's /debug/pprof on this address (keep it on loopback); empty: off")
 	fs.StringVar(&c.metrics, "metrics", defaultAdmin, "address for /metrics and /healthz; empty: off")
-	fs.StringVar(&c.control, "control", defaultControl(), "Unix socket for the operator's commands (sessions, log-level, upgrade); empty: off")
+	fs.StringVar(&c.control, "control", defaultControl(), "Unix socket for the operator's commands (sessions, log-level, upgrade, drain); empty: off")
 	fs.IntVar(&c.maxSessions, "max-sessions", 0, "most sessions held at once; 0: as many as the open-file limit allows")
 	fs.IntVar(&c.maxPerIP, "max-per-ip", 64, "most sessions from one client address (an IPv6 one counts as its /64); 0: no limit")
 	fs.Float64Var(&c.connRate, "conn-rate", 5, "new connections per second allowed from one client address; 0: no limit")
