@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -552,6 +553,15 @@ func TestSeveralGateways(t *testing.T) {
 	drain.waitRaw(fmt.Sprintf("draining: %d players left (telnet %d, telnet+tls 0, web 0)", len(drained), len(drained)), 1)
 	if code, status := lan.healthz(gw1Admin); code != http.StatusServiceUnavailable || status != "draining" {
 		t.Errorf("gw1 /healthz draining: %d %q, want 503 draining", code, status)
+	}
+	// Its player ports refuse, so that HAProxy tries another gateway.
+	for _, port := range []string{f.telnetPort, f.webPort} {
+		if c, err := lan.dial(lanPrefix+"100", net.JoinHostPort(lan.addrs["gw1"], port)); err == nil {
+			c.Close()
+			t.Errorf("the draining gateway accepted a connection on port %s", port)
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("connecting to the draining gateway's port %s: %v, want it refused", port, err)
+		}
 	}
 	for _, p := range drained {
 		p.expect("[holdfast] " + drainMessage)
