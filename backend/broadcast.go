@@ -62,6 +62,9 @@ func (l *Listener) broadcastParked(to []*Session, p []byte) (rest []*Session) {
 				}
 				break
 			}
+			for _, r := range rs[:len(b.To)] {
+				r.s.keepBroadcast(p)
+			}
 			rs = rs[len(b.To):]
 		}
 	}

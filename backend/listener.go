@@ -479,6 +479,10 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 		return
 	}
 	st.SetReadDeadline(time.Time{})
+	if o.Claim != "" {
+		l.claimed(gl, st, &o)
+		return
+	}
 	if old := l.lookup(o.ID); old != nil && old.adopt(gl, st, &o) {
 		return // the session carries on, on this stream
 	}

@@ -90,6 +90,16 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		s.wmu.Unlock()
 		return false
 	}
+	claim := o.Claim != ""
+	if claim && !s.away {
+		// The gateway it is on hears that it is taken, after what was
+		// written before: it forgets the session without a Hangup.
+		s.mu.Unlock()
+		s.uncorkLocked()
+		s.wakeLocked()
+		link.WriteFrame(s.st, link.FrameTaken, nil)
+		s.mu.Lock()
+	}
 	old := s.cur
 	if s.expiry != nil {
 		s.expiry.Stop()
@@ -112,6 +122,15 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	s.st, s.acked, s.parks = st, o.Offset, 0
 	b := s.pending
 	s.pending = nil
+	switch {
+	case claim:
+		// The output kept holds what was written while away, and what
+		// the other gateway may not have delivered.
+		b = s.claimFramesLocked(nil)
+	case o.Keep:
+		s.kept.on = true
+		s.kept.ack(o.Output) // a count that went on elsewhere goes on here
+	}
 	if s.toAck != s.acked {
 		b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, s.toAck))
 		s.acked = s.toAck

@@ -81,6 +81,9 @@ type Session struct {
 	parks   uint32 // Parked frames written on st
 	stateMu sync.Mutex
 	state   []byte
+	// kept is the output kept for a claim from another gateway (see
+	// keep.go); guarded by wmu.
+	kept kept
 
 	detached chan struct{} // closed when the session leaves this backend
 
@@ -114,6 +117,7 @@ func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *S
 		gl:       gl, cur: st, resumed: int(o.Resumed), facts: o.Facts,
 		handedOver: o.HandedOver,
 	}
+	s.kept.on, s.kept.off = o.Keep, o.Output
 	return s
 }
 
@@ -374,6 +378,12 @@ func (s *Session) fromStream(p []byte) (int, error) {
 			return 0, err
 		}
 		s.event(typ, payload)
+	case link.FrameOutAck, link.FrameTokens:
+		payload, err := s.fr.Payload()
+		if err != nil {
+			return 0, err
+		}
+		s.keepFrame(typ, payload)
 	}
 	// Any other frame is from a later version: Next skips it.
 	return 0, nil
@@ -605,6 +615,9 @@ func (s *Session) send(typ link.FrameType, payload []byte) error {
 		}
 		*s.cork = link.AppendFrame(*s.cork, typ, payload)
 		s.corkAck = s.toAck
+		if typ == link.FrameOutput {
+			s.keepOutput(payload)
+		}
 		return nil
 	}
 	fb := s.takeCork()
@@ -614,7 +627,11 @@ func (s *Session) send(typ link.FrameType, payload []byte) error {
 	}
 	defer putFrameBuf(fb)
 	*fb = link.AppendFrame(*fb, typ, payload)
-	return s.writeLocked(fb, s.toAck, true)
+	err := s.writeLocked(fb, s.toAck, true)
+	if err == nil && typ == link.FrameOutput {
+		s.keepOutput(payload)
+	}
+	return err
 }
 
 // writable reports why a frame cannot be written now, if it cannot.

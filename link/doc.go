@@ -115,6 +115,24 @@
 //	         not a new Facts payload, so that no reader can take one for
 //	         the other
 //	GMCPIn   a GMCP message from the client: "Package.Message json"
+//	OutAck   offset:u64, of a session opened with keep: the player has the
+//	         session's output up to there (the bytes of its Output frames
+//	         and broadcast lines, counted from the session's start), and the
+//	         backend forgets it
+//	Tokens   none to two SHA-256 hashes of 32 bytes: the tokens that may
+//	         claim the session from another gateway, replacing those before
+//
+// Open's flags (u8, after the state; absent from an earlier version): bit 0
+// handed over (a deploy), bit 1 keep: the player may come back through
+// another gateway, so the backend keeps the output the gateway has not
+// acknowledged with OutAck, up to MaxKept. After the flags, output:u64, the
+// session's output offset at the gateway, where the backend's count goes on
+// from (a new backend starts there). After it, a claim:str16,
+// a token of the session's: the backend checks its hash against the
+// session's Tokens, takes the session from the stream it is on (Taken
+// there), and sends the output it kept again, after the Open; a claim it
+// cannot verify, or for a session it does not hold, is answered End. A
+// claim never starts a session.
 //
 // Session stream, backend->gateway:
 //
@@ -133,6 +151,10 @@
 //	Moved    the answer to Move, and the last frame on this stream: all the
 //	         output before it is the gateway's to deliver
 //	Parked   the answer to Park (see Parking)
+//	OutAck   offset:u64, first after the Open of a claim: the output sent
+//	         again after it starts at that offset
+//	Taken    the last frame on the stream: another gateway claimed the
+//	         session; this gateway forgets it without a Hangup
 //
 // A session stream that closes without End or Hangup is a detach: the gateway
 // keeps the session and resumes it on the next backend, replaying input after

@@ -32,6 +32,12 @@ const (
 	FrameGMCPIn FrameType = 14
 	// FrameFactsUpdate carries only the facts that changed.
 	FrameFactsUpdate FrameType = 15
+	// FrameOutAck says how much of the session's kept output (see
+	// Open.Keep) the player has: the backend forgets it.
+	FrameOutAck FrameType = 16
+	// FrameTokens carries the SHA-256 hashes of the tokens that may claim
+	// the session (Open.Claim), none to two.
+	FrameTokens FrameType = 17
 
 	FrameOutput  FrameType = 20
 	FrameAck     FrameType = 21
@@ -42,6 +48,8 @@ const (
 	FramePrompt  FrameType = 26
 	FrameMoved   FrameType = 27
 	FrameParked  FrameType = 28
+	// FrameTaken ends a stream whose session another gateway claimed.
+	FrameTaken FrameType = 29
 
 	FrameBroadcast FrameType = 30
 )
@@ -62,6 +70,8 @@ var frameNames = [...]string{
 	FrameFacts:       "Facts",
 	FrameGMCPIn:      "GMCPIn",
 	FrameFactsUpdate: "FactsUpdate",
+	FrameOutAck:      "OutAck",
+	FrameTokens:      "Tokens",
 
 	FrameOutput:  "Output",
 	FrameAck:     "Ack",
@@ -72,6 +82,7 @@ var frameNames = [...]string{
 	FramePrompt:  "Prompt",
 	FrameMoved:   "Moved",
 	FrameParked:  "Parked",
+	FrameTaken:   "Taken",
 
 	FrameBroadcast: "Broadcast",
 }

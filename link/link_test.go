@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/iotest"
@@ -137,27 +138,55 @@ func TestOpenRoundTrip(t *testing.T) {
 	if got.ID != o.ID || got.Resumed != o.Resumed || got.Offset != o.Offset || got.Facts != o.Facts || !bytes.Equal(got.State, o.State) {
 		t.Fatalf("round trip: %+v, want %+v", got, o)
 	}
+	b := o.Append(nil)
+	// An earlier version's Open ends before the flags, and the one before
+	// this after them; cut anywhere else, it is short.
+	flags := len(b) - 1 - 8
+	for i := range len(b) {
+		_, err := ParseOpen(b[:i])
+		if ok := i == flags || i == flags+1; ok != (err == nil) || !ok && !errors.Is(err, ErrProtocol) {
+			t.Fatalf("truncated to %d bytes: %v", i, err)
+		}
+	}
+	if got, err := ParseOpen(b[:flags]); err != nil || got.HandedOver {
+		t.Fatalf("an Open without flags: %+v, %v", got, err)
+	}
+	o.HandedOver = true
+	if got, err := ParseOpen(o.Append(nil)); err != nil || !got.HandedOver || got.Keep || got.Claim != "" {
+		t.Fatalf("a handed-over Open: %+v, %v", got, err)
+	}
+	o.HandedOver, o.Keep, o.Output, o.Claim = false, true, 1<<33, "17.c2VjcmV0"
+	got, err = ParseOpen(o.Append(nil))
+	if err != nil || got.HandedOver || !got.Keep || got.Output != o.Output || got.Claim != o.Claim {
+		t.Fatalf("a claim: %+v, %v", got, err)
+	}
 	// Fields added at the end by a later version are ignored.
 	if _, err := ParseOpen(append(o.Append(nil), 1, 2, 3)); err != nil {
 		t.Fatalf("trailing bytes: %v", err)
 	}
-	b := o.Append(nil)
-	for i := range len(b) - 1 {
-		if _, err := ParseOpen(b[:i]); !errors.Is(err, ErrProtocol) {
-			t.Fatalf("truncated to %d bytes: %v, want ErrProtocol", i, err)
-		}
-	}
-	// An earlier version's Open ends before the flags.
-	if got, err := ParseOpen(b[:len(b)-1]); err != nil || got.HandedOver {
-		t.Fatalf("an Open without flags: %+v, %v", got, err)
-	}
-	o.HandedOver = true
-	if got, err := ParseOpen(o.Append(nil)); err != nil || !got.HandedOver {
-		t.Fatalf("a handed-over Open: %+v, %v", got, err)
+	o.Claim = strings.Repeat("x", MaxClaim+1)
+	if _, err := ParseOpen(o.Append(nil)); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("oversize claim: %v", err)
 	}
 	big := Open{State: make([]byte, MaxState+1)}
 	if _, err := ParseOpen(big.Append(nil)); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("oversize state: %v", err)
+	}
+}
+
+func TestTokens(t *testing.T) {
+	hs := [][32]byte{{1}, {2}}
+	got, err := ParseTokens(AppendTokens(nil, hs))
+	if err != nil || len(got) != 2 || got[0] != hs[0] || got[1] != hs[1] {
+		t.Fatalf("round trip: %v, %v", got, err)
+	}
+	if got, err := ParseTokens(nil); err != nil || len(got) != 0 {
+		t.Fatalf("none: %v, %v", got, err)
+	}
+	for _, n := range []int{1, 31, 33, 96} {
+		if _, err := ParseTokens(make([]byte, n)); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%d bytes: %v, want ErrProtocol", n, err)
+		}
 	}
 }
 
@@ -250,17 +279,19 @@ func FuzzParseOpen(f *testing.F) {
 	f.Add(o.Append(nil))
 	o.HandedOver = true
 	f.Add(o.Append(nil))
+	o.Keep, o.Claim = true, "1.abc"
+	f.Add(o.Append(nil))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		got, err := ParseOpen(in)
 		if err != nil {
 			return
 		}
-		if len(got.State) > MaxState {
-			t.Fatalf("state of %d bytes accepted", len(got.State))
+		if len(got.State) > MaxState || len(got.Claim) > MaxClaim {
+			t.Fatalf("state of %d bytes, claim of %d accepted", len(got.State), len(got.Claim))
 		}
 		again, err := ParseOpen(got.Append(nil))
 		if err != nil || again.ID != got.ID || again.Facts != got.Facts || !bytes.Equal(again.State, got.State) ||
-			again.HandedOver != got.HandedOver {
+			again.HandedOver != got.HandedOver || again.Keep != got.Keep || again.Output != got.Output || again.Claim != got.Claim {
 			t.Fatalf("re-encoding changes the message: %+v vs %+v (%v)", again, got, err)
 		}
 	})

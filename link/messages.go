@@ -29,7 +29,26 @@ type Open struct {
 	// HandedOver says that the previous backend handed the session to this
 	// one (a deploy), rather than going away (a restart or a crash).
 	HandedOver bool
+	// Keep asks the backend to keep the session's output until the gateway
+	// says the player has it (FrameOutAck), within MaxKept: the player may
+	// come back through another gateway, which claims the session.
+	Keep bool
+	// Output is the session's output offset at the gateway (see OutAck):
+	// where the backend's count goes on from.
+	Output uint64
+	// Claim is a token of the session's (FrameTokens): the gateway that
+	// opens the stream takes the session from wherever it is, and the
+	// output kept is sent again. An Open with a Claim never starts a new
+	// session.
+	Claim string
 }
+
+// MaxKept bounds the output a backend keeps for a session that may be
+// claimed elsewhere (Open.Keep): past it the oldest is forgotten.
+const MaxKept = 256 << 10
+
+// MaxClaim bounds a claim's token.
+const MaxClaim = 256
 
 func appendStr16(b []byte, s string) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
@@ -89,7 +108,15 @@ func (o *Open) Append(b []byte) []byte {
 	if o.HandedOver {
 		flags |= 1
 	}
-	return append(b, flags)
+	if o.Keep {
+		flags |= 2
+	}
+	b = append(b, flags)
+	b = binary.BigEndian.AppendUint64(b, o.Output)
+	if o.Claim != "" {
+		b = appendStr16(b, o.Claim)
+	}
+	return b
 }
 
 // Append encodes f.
@@ -280,9 +307,39 @@ func ParseOpen(b []byte) (Open, error) {
 	o.State = append([]byte(nil), d.take(int(n))...)
 	if d.err == nil && len(d.b) > 0 {
 		// Flags, from a gateway of this version or later.
-		o.HandedOver = d.take(1)[0]&1 != 0
+		flags := d.take(1)[0]
+		o.HandedOver, o.Keep = flags&1 != 0, flags&2 != 0
+	}
+	if d.err == nil && len(d.b) > 0 {
+		o.Output = d.u64()
+	}
+	if d.err == nil && len(d.b) > 0 {
+		o.Claim = d.str16()
+		if len(o.Claim) > MaxClaim {
+			return o, fmt.Errorf("%w: a claim of %d bytes", ErrProtocol, len(o.Claim))
+		}
 	}
 	return o, d.err
+}
+
+// AppendTokens encodes a Tokens payload: the hashes, each 32 bytes.
+func AppendTokens(b []byte, hashes [][32]byte) []byte {
+	for _, h := range hashes {
+		b = append(b, h[:]...)
+	}
+	return b
+}
+
+// ParseTokens decodes a Tokens payload: at most two hashes.
+func ParseTokens(b []byte) ([][32]byte, error) {
+	if len(b)%32 != 0 || len(b) > 64 {
+		return nil, fmt.Errorf("%w: tokens of %d bytes", ErrProtocol, len(b))
+	}
+	var hs [][32]byte
+	for ; len(b) > 0; b = b[32:] {
+		hs = append(hs, [32]byte(b[:32]))
+	}
+	return hs, nil
 }
 
 // AppendAck encodes an Ack payload.

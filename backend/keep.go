@@ -1,0 +1,133 @@
+package backend
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+
+	"holdfast/link"
+)
+
+// Output kept for a claim. A player whose gateway may die (a browser page,
+// which reconnects by itself through a balancer) has the session opened
+// with link.Open.Keep: the backend keeps what the session writes (Output
+// and broadcast lines) until that gateway says the player has it (OutAck),
+// and keeps the hashes of the tokens that prove the player's page (Tokens).
+// Another gateway that the page comes back to opens the session with the
+// token (link.Open.Claim): the session moves to that gateway's stream, the
+// first one hears Taken, and what the player had not acknowledged is sent
+// again. The application notices nothing.
+
+// kept is a session's kept output; guarded by the session's wmu.
+type kept struct {
+	on     bool
+	buf    []byte // the output from off on
+	off    uint64 // offset of buf[0]
+	tokens [][32]byte
+}
+
+// end is the session's output offset: every byte written so far.
+func (k *kept) end() uint64 { return k.off + uint64(len(k.buf)) }
+
+// add keeps p, forgetting the oldest past link.MaxKept.
+func (k *kept) add(p []byte) {
+	if !k.on {
+		return
+	}
+	k.buf = append(k.buf, p...)
+	if over := len(k.buf) - link.MaxKept; over > 0 {
+		k.buf = k.buf[:copy(k.buf, k.buf[over:])]
+		k.off += uint64(over)
+	}
+}
+
+// ack forgets the output up to off. An offset past the end is a count
+// that goes on from elsewhere (a gateway's, after a deploy): it is taken.
+func (k *kept) ack(off uint64) {
+	switch {
+	case off <= k.off:
+	case off >= k.end():
+		k.buf, k.off = nil, off
+	default:
+		n := int(off - k.off)
+		k.buf = k.buf[:copy(k.buf, k.buf[n:])]
+		k.off = off
+		if len(k.buf) == 0 {
+			k.buf = nil // an idle session keeps no buffer
+		}
+	}
+}
+
+// proves reports whether claim is one of the session's tokens.
+func (k *kept) proves(claim string) bool {
+	h := sha256.Sum256([]byte(claim))
+	ok := 0
+	for _, t := range k.tokens {
+		ok |= subtle.ConstantTimeCompare(h[:], t[:])
+	}
+	return ok == 1
+}
+
+// keepOutput keeps p, written to the session, for a claim; wmu is held.
+func (s *Session) keepOutput(p []byte) { s.kept.add(p) }
+
+// keepBroadcast keeps a line broadcast to the session.
+func (s *Session) keepBroadcast(p []byte) {
+	s.wmu.Lock()
+	s.kept.add(p)
+	s.wmu.Unlock()
+}
+
+// keepFrame takes the gateway's OutAck or Tokens.
+func (s *Session) keepFrame(typ link.FrameType, payload []byte) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	switch typ {
+	case link.FrameOutAck:
+		if off, err := link.ParseAck(payload); err == nil {
+			s.kept.ack(off)
+		}
+	case link.FrameTokens:
+		if hs, err := link.ParseTokens(payload); err == nil {
+			s.kept.tokens = hs
+		}
+	}
+}
+
+// claimed answers an Open with a claim on st: true once the session has
+// moved to st, false (and st ended) when the claim is refused.
+func (l *Listener) claimed(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
+	s := l.lookup(o.ID)
+	ok := s != nil
+	if ok {
+		s.wmu.Lock()
+		ok = s.kept.on && s.kept.proves(o.Claim)
+		s.wmu.Unlock()
+	}
+	if !ok || !s.adopt(gl, st, o) {
+		l.log.Info("backend: a claim refused: no such session, or not its token", zap.String("session", o.ID))
+		link.WriteFrame(st, link.FrameEnd, nil)
+		st.Close()
+		return false
+	}
+	l.log.Info("backend: session claimed by another gateway", zap.String("session", o.ID))
+	return true
+}
+
+// claimFramesLocked returns what goes first on the stream of a claim: the
+// application's state, where the output sent again starts, and that
+// output. wmu is held.
+func (s *Session) claimFramesLocked(b []byte) []byte {
+	s.stateMu.Lock()
+	b = link.AppendFrame(b, link.FrameState, s.state)
+	s.stateMu.Unlock()
+	b = link.AppendFrame(b, link.FrameOutAck, link.AppendAck(nil, s.kept.off))
+	for p := s.kept.buf; len(p) > 0; {
+		n := min(len(p), link.MaxChunk)
+		b = link.AppendFrame(b, link.FrameOutput, p[:n])
+		p = p[n:]
+	}
+	return b
+}

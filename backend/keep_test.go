@@ -1,0 +1,111 @@
+package backend
+
+import (
+	"crypto/sha256"
+	"io"
+	"testing"
+
+	"holdfast/link"
+)
+
+// TestClaimFromAnotherGateway: a kept session goes to the gateway that
+// proves one of its tokens, with the output the first had not acknowledged
+// sent again and the rest never; the first gateway hears Taken; the game
+// notices nothing. A wrong token, or a session not opened to be kept,
+// gets End and changes nothing.
+func TestClaimFromAnotherGateway(t *testing.T) {
+	l, g1 := setup(t)
+	st1, s := g1.open(l, link.Open{ID: "k1", Keep: true, Output: 1000, State: []byte("ada")})
+	in := lines(s)
+	h := sha256.Sum256([]byte("k1.secret"))
+	link.WriteFrame(st1, link.FrameTokens, link.AppendTokens(nil, [][32]byte{h}))
+	link.WriteFrame(st1, link.FrameInput, []byte("one\n"))
+	want(t, in, "one")
+	io.WriteString(s, "seen\n")
+	link.WriteFrame(st1, link.FrameOutAck, link.AppendAck(nil, 1000+5)) // "seen\n": the page has it
+	io.WriteString(s, "not acknowledged\n")
+	l.Broadcast([]*Session{s}, []byte("a broadcast\n"))
+	fr1 := link.Reader{R: st1}
+	var out string
+	for out != "seen\nnot acknowledged\na broadcast\n" && len(out) < 100 {
+		if typ, p := frame(t, &fr1); typ == link.FrameOutput {
+			out += string(p)
+		}
+	}
+
+	g2 := linkGateway(t, l)
+	claim := func(o link.Open) *link.Reader {
+		st, err := g2.mux.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		link.WriteFrame(st, link.FrameOpen, o.Append(nil))
+		return &link.Reader{R: st}
+	}
+	for _, o := range []link.Open{
+		{ID: "k1", Keep: true, Claim: "k1.wrong"},
+		{ID: "nobody", Keep: true, Claim: "k1.secret"},
+	} {
+		if typ, _ := frame(t, claim(o)); typ != link.FrameEnd {
+			t.Fatalf("claim %+v answered %v, want End", o, typ)
+		}
+	}
+	noAccept(t, l)
+
+	fr2 := claim(link.Open{ID: "k1", Keep: true, Offset: 0, Claim: "k1.secret"})
+	if typ, p := frame(t, fr2); typ != link.FrameState || string(p) != "ada" {
+		t.Fatalf("first frame of the claim: %v %q, want the state", typ, p)
+	}
+	typ, p := frame(t, fr2)
+	if off, _ := link.ParseAck(p); typ != link.FrameOutAck || off != 1005 {
+		t.Fatalf("then %v %d, want OutAck 1005", typ, off)
+	}
+	var again string
+	for again != "not acknowledged\na broadcast\n" && len(again) < 100 {
+		if typ, p := frame(t, fr2); typ == link.FrameOutput {
+			again += string(p)
+		}
+	}
+	if again != "not acknowledged\na broadcast\n" {
+		t.Fatalf("output sent again: %q", again)
+	}
+	// The first gateway hears it, after nothing more.
+	if out := readUntil(t, &fr1, link.FrameTaken); out != "" {
+		t.Fatalf("output on the first stream after the claim: %q", out)
+	}
+	// The input the new gateway repeats is skipped; the next is read.
+	link.WriteFrame(fr2.R.(io.Writer), link.FrameInput, []byte("one\ntwo\n"))
+	want(t, in, "two")
+	noAccept(t, l)
+}
+
+// TestKept: the bound, acknowledgements inside, before and past what is
+// kept, and a session not kept.
+func TestKept(t *testing.T) {
+	k := kept{on: true, off: 10}
+	k.add([]byte("hello"))
+	k.ack(12)
+	if k.off != 12 || string(k.buf) != "llo" {
+		t.Fatalf("after ack 12: %d %q", k.off, k.buf)
+	}
+	k.ack(5) // already forgotten
+	if k.off != 12 || k.end() != 15 {
+		t.Fatalf("after an old ack: %d..%d", k.off, k.end())
+	}
+	k.ack(100) // a count from elsewhere goes on
+	if k.off != 100 || len(k.buf) != 0 {
+		t.Fatalf("after ack 100: %d %q", k.off, k.buf)
+	}
+	k.add(make([]byte, link.MaxKept+7))
+	if len(k.buf) != link.MaxKept || k.off != 107 || k.end() != 100+link.MaxKept+7 {
+		t.Fatalf("past the bound: %d bytes from %d", len(k.buf), k.off)
+	}
+	off := kept{off: 3}
+	off.add([]byte("x"))
+	if len(off.buf) != 0 || off.end() != 3 {
+		t.Fatalf("a session not kept kept %q", off.buf)
+	}
+	if off.proves("anything") {
+		t.Fatal("a session without tokens proved a claim")
+	}
+}
