@@ -20,7 +20,7 @@ type registryDeploy struct {
 func startRegistryDeploy(t *testing.T) *registryDeploy {
 	t.Helper()
 	reg, port := startEPMD(t, ourEPMD)
-	sys := startSystemOn(t, port, "-epmd-port", strconv.Itoa(port), "-embed-epmd=false", "-debug-addr", "127.0.0.1:0")
+	sys := startSystemOn(t, port, "-epmd-port", strconv.Itoa(port), "-embed-epmd=false")
 	return &registryDeploy{system: sys, reg: reg, port: port}
 }
 
