@@ -401,11 +401,12 @@ func (s *session) adopt() *upstream {
 	}
 	u := &upstream{
 		s: s, conn: conn,
-		neg:     negotiator{facts: facts},
-		out:     in.rec.Out,
-		spoke:   make(chan struct{}),
-		greeted: make(chan struct{}),
-		done:    make(chan struct{}),
+		neg:      negotiator{facts: facts},
+		out:      in.rec.Out,
+		spoke:    make(chan struct{}),
+		welcomed: make(chan struct{}),
+		greeted:  make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	err = errors.Join(u.neg.UnmarshalBinary(in.rec.Neg), u.dec.UnmarshalBinary(in.rec.Dec))
 	if err != nil {
@@ -420,6 +421,7 @@ func (s *session) adopt() *upstream {
 	close(u.spoke)
 	u.spokeSet, u.texted, u.echoOff = true, in.rec.Flowing, in.rec.EchoOff
 	if in.rec.Flowing {
+		close(u.welcomed)
 		u.greetSet = true
 		close(u.greeted)
 	}

@@ -380,21 +380,33 @@ func (s *session) tell(text string) error {
 	return err
 }
 
+// settleWait bounds how long input waits, after the game's first text, for
+// the game to ask what it turned on (the terminal type, the environment).
+const settleWait = 500 * time.Millisecond
+
 // carry writes to the game on u until the connection ends, the player
 // leaves, or the bridge closes. The player's input waits until the game
-// has greeted the player (see upstream.greeted), or GreetWait has passed
-// with the game saying something; a game silent for that long fails the
-// connection with errSilent. greeted is called when input may flow.
+// has greeted the player (see upstream.greeted), or settleWait after its
+// first text, or GreetWait with the game saying something; a game silent
+// for that long fails the connection with errSilent. The slot among the
+// connections being opened is released at the game's first text. greeted
+// is called when input may flow.
 func (s *session) carry(u *upstream, release func(), greeted func()) (ending, error) {
 	defer release()
 	flowing := false
 	greetTimer := time.NewTimer(s.b.greetWait())
 	defer greetTimer.Stop()
-	greet := u.greeted
+	settleTimer := time.NewTimer(settleWait)
+	settleTimer.Stop()
+	defer settleTimer.Stop()
+	greet, welcome := u.greeted, u.welcomed
+	var settle <-chan time.Time
 	start := func() {
-		flowing, greet = true, nil
-		release()
-		greeted()
+		if !flowing {
+			flowing, greet, settle = true, nil, nil
+			release()
+			greeted()
+		}
 	}
 	for {
 		if err := s.flush(u, flowing); err != nil {
@@ -404,6 +416,14 @@ func (s *session) carry(u *upstream, release func(), greeted func()) (ending, er
 		}
 		select {
 		case <-s.kick:
+		case <-welcome:
+			// The game has taken the connection in: the next may come.
+			welcome = nil
+			release()
+			settleTimer.Reset(settleWait)
+			settle = settleTimer.C
+		case <-settle:
+			start() // the game asked for less than it turned on
 		case <-greet:
 			start()
 		case <-greetTimer.C:

@@ -426,3 +426,18 @@ func TestBridgeComesBackTogether(t *testing.T) {
 		p.waitOutput("Welcome!")
 	}
 }
+
+// TestBridgeInputAfterWelcome: a game that turns TTYPE on but never asks
+// for it gets the player's input shortly after its welcome all the same.
+func TestBridgeInputAfterWelcome(t *testing.T) {
+	g := startGame(t)
+	b := newBridge(t, g.addr)
+	b.GreetWait = time.Minute // longer than the test waits
+	p := newPlayer(t, "s1", mudlet)
+	p.typeLine("connect ada")
+	b.Handle(p)
+	gc := g.accept()
+	gc.send(iac, telnet.DO, 24)
+	gc.sendText("Welcome!\r\n")
+	gc.waitText("connect ada\n")
+}

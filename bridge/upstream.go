@@ -37,13 +37,14 @@ type upstream struct {
 	neg negotiator
 	out []byte // answers for the game, in order, not yet written
 
-	probe   bool          // only to learn whether the game is up
-	spoke   chan struct{} // closed at the game's first byte
-	greeted chan struct{} // closed once the game has sent text and asked what it asks at once
-	done    chan struct{} // closed when the reader has ended
-	err     error         // why the reader ended; read after done
-	lost    error         // a write to the player failed; read after done
-	fault   error         // the game broke a bound; the reader's alone
+	probe    bool          // only to learn whether the game is up
+	spoke    chan struct{} // closed at the game's first byte
+	welcomed chan struct{} // closed at the game's first text
+	greeted  chan struct{} // closed once the game has sent text and asked what it asks at once
+	done     chan struct{} // closed when the reader has ended
+	err      error         // why the reader ended; read after done
+	lost     error         // a write to the player failed; read after done
+	fault    error         // the game broke a bound; the reader's alone
 	// undelivered is the game's text read after the player's side failed,
 	// for a successor to deliver; at most one read's worth.
 	undelivered []byte
@@ -90,10 +91,11 @@ func (s *session) open(ctx context.Context, probe bool) (*upstream, func(), erro
 	}
 	u := &upstream{
 		s: s, conn: conn, probe: probe,
-		neg:     negotiator{facts: facts},
-		spoke:   make(chan struct{}),
-		greeted: make(chan struct{}),
-		done:    make(chan struct{}),
+		neg:      negotiator{facts: facts},
+		spoke:    make(chan struct{}),
+		welcomed: make(chan struct{}),
+		greeted:  make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	go u.read()
 	return u, release, nil
@@ -150,7 +152,10 @@ func (u *upstream) text(p []byte) {
 		u.undelivered = append(u.undelivered, p...)
 		return
 	}
-	u.texted = true
+	if !u.texted {
+		u.texted = true
+		close(u.welcomed)
+	}
 	if n, err := u.s.p.Write(p); err != nil {
 		u.lose(err)
 		u.undelivered = append(u.undelivered, p[n:]...)
