@@ -464,8 +464,9 @@ func TestSeveralGateways(t *testing.T) {
 		return f.startGateway(role, "-drain-message", drainMessage, "-drain-timeout", drainTimeout.String())
 	}
 	gw1, control1 := startGateway("gw1")
-	gw2, _ := startGateway("gw2")
-	name := map[*proc]string{gw1: "gw1", gw2: "gw2"}
+	gw2, control2 := startGateway("gw2")
+	role := map[*proc]string{gw1: "gw1", gw2: "gw2"}
+	control := map[*proc]string{gw1: control1, gw2: control2}
 	f.startBalancer()
 	lb := f.lb
 	arrive := f.arrive
@@ -477,10 +478,14 @@ func TestSeveralGateways(t *testing.T) {
 		}
 		return n
 	}
+	sorted := func(names ...string) string { return strings.Join(slices.Sorted(slices.Values(names)), ", ") }
 
 	// Spread: leastconn takes the gateways in turn.
-	first := []*farPlayer{arrive("Ann", gw1, gw2), arrive("Bob", gw1, gw2), arrive("Cid", gw1, gw2), arrive("Dee", gw1, gw2)}
-	if on(gw1, first...) == 0 || on(gw2, first...) == 0 {
+	var first []*farPlayer
+	for _, who := range []string{"Ann", "Bob", "Cid", "Dee", "Eli"} {
+		first = append(first, arrive(who, gw1, gw2))
+	}
+	if on(gw1, first...) < 2 || on(gw2, first...) < 2 {
 		t.Fatalf("the players did not spread: %d on gw1, %d on gw2", on(gw1, first...), on(gw2, first...))
 	}
 	// Two browser players, one on each gateway.
@@ -509,10 +514,11 @@ func TestSeveralGateways(t *testing.T) {
 		pages = append(pages, pg)
 	}
 	if pages[0].gw == pages[1].gw {
-		t.Fatalf("both pages went to %s", name[pages[0].gw])
+		t.Fatalf("both pages went to %s", role[pages[0].gw])
 	}
-	first[0].who("Ann, Bob, Cid, Dee, Pia, Quin")
-	first[3].who("Ann, Bob, Cid, Dee, Pia, Quin")
+	everyone := sorted(append(namesOf(first), "Pia", "Quin")...)
+	first[0].who(everyone)
+	first[len(first)-1].who(everyone)
 	first[0].send("say hello from wherever I am")
 	for _, p := range first {
 		p.expect("Ann says: hello from wherever I am")
@@ -521,25 +527,32 @@ func TestSeveralGateways(t *testing.T) {
 		pg.read("Ann says: hello from wherever I am")
 	}
 
-	// Drain gw1.
+	// Drain the gateway with fewer telnet players: HAProxy's leastconn
+	// sends it the next player until the health check has seen the drain,
+	// and that player gets in all the same, on the other gateway.
+	dr, other := gw1, gw2
+	if on(gw2, first...) < on(gw1, first...) {
+		dr, other = gw2, gw1
+	}
 	var drained, stay []*farPlayer
 	for _, p := range first {
-		if p.gw == gw1 {
+		if p.gw == dr {
 			drained = append(drained, p)
 		} else {
 			stay = append(stay, p)
 		}
 	}
-	gw1Admin := net.JoinHostPort(lan.addrs["gw1"], f.adminPort)
-	if code, status := lan.healthz(gw1Admin); code != http.StatusOK || status != "ok" {
-		t.Fatalf("gw1 /healthz before the drain: %d %q", code, status)
+	drAdmin := net.JoinHostPort(lan.addrs[role[dr]], f.adminPort)
+	if code, status := lan.healthz(drAdmin); code != http.StatusOK || status != "ok" {
+		t.Fatalf("/healthz before the drain: %d %q", code, status)
 	}
-	drain := startPath(t, filepath.Join(binDir, "gateway"), nil, "drain", "-control", control1)
-	// The page on gw1 is sent elsewhere at once: told, and its WebSocket
-	// closed with 1012 so that it reconnects through the balancer.
+	drain := startPath(t, filepath.Join(binDir, "gateway"), nil, "drain", "-control", control[dr])
+	// The drained gateway's page is sent elsewhere at once: told, and its
+	// WebSocket closed with 1012 so that it reconnects through the
+	// balancer.
 	var pageStays *farPage
 	for _, pg := range pages {
-		if pg.gw != gw1 {
+		if pg.gw != dr {
 			pageStays = pg
 			continue
 		}
@@ -551,30 +564,29 @@ func TestSeveralGateways(t *testing.T) {
 		}
 	}
 	drain.waitRaw(fmt.Sprintf("draining: %d players left (telnet %d, telnet+tls 0, web 0)", len(drained), len(drained)), 1)
-	if code, status := lan.healthz(gw1Admin); code != http.StatusServiceUnavailable || status != "draining" {
-		t.Errorf("gw1 /healthz draining: %d %q, want 503 draining", code, status)
+	if code, status := lan.healthz(drAdmin); code != http.StatusServiceUnavailable || status != "draining" {
+		t.Errorf("/healthz draining: %d %q, want 503 draining", code, status)
 	}
 	// Its player ports refuse, so that HAProxy tries another gateway.
 	for _, port := range []string{f.telnetPort, f.webPort} {
-		if c, err := lan.dial(lanPrefix+"100", net.JoinHostPort(lan.addrs["gw1"], port)); err == nil {
+		if c, err := lan.dial(lanPrefix+"100", net.JoinHostPort(lan.addrs[role[dr]], port)); err == nil {
 			c.Close()
 			t.Errorf("the draining gateway accepted a connection on port %s", port)
 		} else if !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Errorf("connecting to the draining gateway's port %s: %v, want it refused", port, err)
 		}
 	}
+	newcomers := []*farPlayer{arrive("Fay", gw1, gw2)}
 	for _, p := range drained {
 		p.expect("[holdfast] " + drainMessage)
 		p.send("echo still here")
 		p.expect("echo: still here")
 	}
-	// New players go to gw2 at once: gw1 refuses, HAProxy tries gw2; and
-	// once the health check has seen the drain, HAProxy sends none to gw1.
-	newcomers := []*farPlayer{arrive("Eve", gw1, gw2), arrive("Fay", gw1, gw2)}
-	stay[0].who("Ann, Bob, Cid, Dee, Eve, Fay, " + pageStays.name) // the drained gateway's telnet players still play
+	stay[0].who(sorted(append(namesOf(append(first, newcomers...)), pageStays.name)...)) // the drained gateway's telnet players still play
 	// The health check saw the drain (fall 2, inter 2s: within about 4 s,
-	// before the deadline), and marking gw1 down cut none of its players.
-	if down := lb.waitRaw("gateways-telnet/gw1 is DOWN", 1); !strings.Contains(down, "code: 503") {
+	// before the deadline), and marking the gateway down cut none of its
+	// players.
+	if down := lb.waitRaw("gateways-telnet/"+role[dr]+" is DOWN", 1); !strings.Contains(down, "code: 503") {
 		t.Errorf("HAProxy marked the draining gateway down for another reason: %s", down)
 	}
 	for _, p := range drained {
@@ -582,10 +594,11 @@ func TestSeveralGateways(t *testing.T) {
 		p.expect("echo: after the balancer let go")
 	}
 	newcomers = append(newcomers, arrive("Gus", gw1, gw2))
-	if n := on(gw1, newcomers...); n != 0 {
+	if n := on(dr, newcomers...); n != 0 {
 		t.Errorf("%d new players went to the draining gateway", n)
 	}
-	// At the deadline, gw1's players are told again and disconnected.
+	// At the deadline, the drained gateway's players are told again and
+	// disconnected.
 	for _, p := range drained {
 		p.conn.SetReadDeadline(time.Now().Add(waitFor))
 		rest, err := io.ReadAll(p.r)
@@ -596,7 +609,7 @@ func TestSeveralGateways(t *testing.T) {
 			t.Errorf("%s was disconnected with %q, want the drain message", p.name, rest)
 		}
 	}
-	if code := gw1.exitCode(); code != 0 {
+	if code := dr.exitCode(); code != 0 {
 		t.Errorf("the drained gateway exited %d, want 0", code)
 	}
 	if code := drain.exitCode(); code != 0 {
@@ -609,47 +622,49 @@ func TestSeveralGateways(t *testing.T) {
 	}
 	pageStays.send("echo undisturbed")
 	pageStays.read("echo: undisturbed")
-	stay[0].who(strings.Join(slices.Sorted(slices.Values(append(namesOf(append(stay, newcomers...)), pageStays.name))), ", "))
+	stay[0].who(sorted(append(namesOf(append(stay, newcomers...)), pageStays.name)...))
 
-	// A gateway started later on gw1's host links, and once its health
-	// check passes HAProxy sends it the next player: it holds the fewest.
-	ups := lb.countRaw("gateways-telnet/gw1 is UP")
-	gw3, _ := startGateway("gw1")
-	name[gw3] = "gw1 again"
-	t.Logf("haproxy: %s", lb.waitRaw("gateways-telnet/gw1 is UP", ups+1))
-	late := arrive("Hal", gw2, gw3)
-	if late.gw != gw3 {
-		t.Errorf("the player after gw1 came back went to %s, want the new gateway", name[late.gw])
+	// A gateway started later on the drained one's host links, and once
+	// its health check passes HAProxy sends it the next player: it holds
+	// the fewest.
+	ups := lb.countRaw("gateways-telnet/" + role[dr] + " is UP")
+	later, _ := startGateway(role[dr])
+	role[later] = role[dr] + " started later"
+	t.Logf("haproxy: %s", lb.waitRaw("gateways-telnet/"+role[dr]+" is UP", ups+1))
+	hal := arrive("Hal", other, later)
+	if hal.gw != later {
+		t.Errorf("the player after the gateway came back went to %s, want the new gateway", role[hal.gw])
 	}
 
-	// SIGKILL gw2: its players' connections end; the game holds their
-	// sessions for the orphan timeout, so a player who comes back in that
-	// time finds the character still there, as a player whose gateway
-	// stayed away does today; the new gateway's player plays on.
+	// SIGKILL the other gateway: its players' connections end; the game
+	// holds their sessions for the orphan timeout, so a player who comes
+	// back in that time finds the character still there, as a player whose
+	// gateway stayed away does today; the new gateway's player plays on.
 	var orphans []*farPlayer
 	for _, p := range append(stay, newcomers...) {
-		if p.gw == gw2 {
+		if p.gw == other {
 			orphans = append(orphans, p)
 		}
 	}
-	gw2.kill(syscall.SIGKILL)
+	other.kill(syscall.SIGKILL)
 	for _, p := range orphans {
 		p.expectClosed()
 	}
 	be.waitLog("backend: gateway link closed", 2) // the drained gateway's was the first
-	back := arrive("Bob", gw3)                    // gw2 refuses: HAProxy tries gw3
+	again := orphans[0].name
+	back := arrive(again, later) // the killed gateway refuses: HAProxy tries the other
 	if _, code := pageStays.read(""); code == websocket.StatusNormalClosure {
 		t.Errorf("%s: the killed gateway's page was closed as if its session had ended", pageStays.name)
 	}
-	late.who(strings.Join(slices.Sorted(slices.Values(append(namesOf(orphans), "Bob", "Hal", pageStays.name))), ", "))
+	hal.who(sorted(append(namesOf(orphans), again, "Hal", pageStays.name)...))
 	for _, id := range append(idsOf(orphans), pageStays.id) {
 		be.waitLogged("backend: session not claimed by a gateway in time; the player has gone", "session", id)
 	}
-	late.who("Bob, Hal")
-	late.send("echo after all that")
-	late.expect("echo: after all that")
+	hal.who(sorted(again, "Hal"))
+	hal.send("echo after all that")
+	hal.expect("echo: after all that")
 	back.send("say back again")
-	late.expect("Bob says: back again")
+	hal.expect(again + " says: back again")
 
 	f.uniqueIDs()
 }
