@@ -38,8 +38,9 @@ const (
 )
 
 // handoverWait bounds how long a session handed over by the gateway waits
-// for its record; without one it opens a new connection to the game.
-const handoverWait = 5 * time.Second
+// for its record (without one it opens a new connection to the game), and
+// how long a record may take to go. A variable for the tests.
+var handoverWait = 5 * time.Second
 
 // maxRecords bounds the records a successor keeps unclaimed.
 const maxRecords = 1 << 16
@@ -355,8 +356,16 @@ func (s *session) handOver(fc *fdmsg.Conn, u *upstream) error {
 	if err != nil {
 		return err
 	}
-	fc.SetDeadline(time.Now().Add(handoverWait))
-	return fc.Send(msgSession, payload, files)
+	// Not a deadline on fc, which would end the wait for the successor's
+	// end too: a successor that takes no record for that long is stuck,
+	// and is dropped.
+	stuck := time.AfterFunc(handoverWait, func() { s.b.dropSuccessor(fc) })
+	defer stuck.Stop()
+	if err := fc.Send(msgSession, payload, files); err != nil {
+		s.b.dropSuccessor(fc)
+		return err
+	}
+	return nil
 }
 
 // adopt takes the session's record from the predecessor, if it was handed

@@ -246,3 +246,44 @@ func TestHandoverSkipsReplayedInput(t *testing.T) {
 		t.Fatalf("the game got %q, want each line once", got)
 	}
 }
+
+// TestHandoverLongDeploy: a deploy whose sessions come over slowly, some
+// after handoverWait, still hands every one over: sending a record does
+// not end the wait for the successor's end.
+func TestHandoverLongDeploy(t *testing.T) {
+	was := handoverWait
+	t.Cleanup(func() { handoverWait = was }) // after the bridges', which run first
+	handoverWait = 300 * time.Millisecond
+	addr := fmt.Sprintf("@holdfast-bridge-test-%d", rand.Uint64())
+	g := startGame(t)
+	a := newBridge(t, g.addr)
+	a.HandoverAddr = addr
+	a.startHandover()
+	var players []*fakePlayer
+	var conns []*gameConn
+	for i := range 2 {
+		p := newPlayer(t, fmt.Sprint(i), mudlet)
+		a.Handle(p)
+		gc := g.accept()
+		gc.sendText("Welcome!\r\n")
+		p.waitOutput("Welcome!")
+		players, conns = append(players, p), append(conns, gc)
+	}
+	b := newBridge(t, g.addr)
+	b.HandoverAddr = addr
+	if err := b.TakeOver(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range players {
+		p.detach()
+		p.waitEvent("closed")
+		q := newPlayer(t, p.id, mudlet)
+		q.handedOver = true
+		b.Handle(q)
+		q.typeLine(fmt.Sprint("hello ", i))
+		conns[i].waitText(fmt.Sprint("hello ", i, "\n"))
+		if i == 0 {
+			time.Sleep(2 * handoverWait) // a slow deploy: past any deadline a record set
+		}
+	}
+}
