@@ -34,13 +34,24 @@
 // # When the game goes away
 //
 // A connection that the game closes, or that breaks, is followed at once
-// by another attempt. If the game accepts it, the game ended the player's
-// connection on purpose (a quit, a boot), and the player leaves too. If it
-// does not, the game is down: the player is told once, stays connected,
-// and the bridge tries again with a jittered backoff, with at most
-// MaxConnecting connections being opened at once. What the player types
-// meanwhile is held (up to MaxHeld; past it the gateway holds the rest)
-// and sent after the game's first output on the new connection. A game
-// that restarts faster than that first attempt looks like one that ended
-// the connection on purpose: its players leave.
+// by another attempt. If the game accepts it and says something on it,
+// the game ended the player's connection on purpose (a quit, a boot), and
+// the player leaves too. If it does not, the game is down: the player is
+// told once, stays connected, and the bridge tries again with a jittered
+// backoff, with at most MaxConnecting connections being opened at once
+// (each until the game's first text); once one player reaches the game,
+// the others waiting come back within a jittered second. What the player
+// types meanwhile is held (up to MaxHeld; past it the gateway holds the
+// rest) and sent after the game's first output on the new connection,
+// once the game has asked for the terminal type and the environment it
+// turned on (half a second at most). A game that restarts faster than
+// the first attempt looks like one that ended the connection on purpose:
+// its players leave.
+//
+// # Deploys
+//
+// A Bridge with HandoverAddr hands each session's connection to the game
+// to its successor (TakeOver) when the gateway moves the session there:
+// the descriptor and the state of both telnet sides go over a Unix
+// socket, and the game sees no disconnect. See handover.go.
 package bridge
