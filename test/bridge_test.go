@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -347,6 +348,26 @@ func TestBridgeTinyMUXTelnet(t *testing.T) {
 	got := regexp.MustCompile(`W=100 T=(.*)`).FindStringSubmatch(tm.screen())
 	if got == nil || !strings.HasPrefix(strings.ToUpper(got[1]), "XTERM-256COLOR ") {
 		t.Errorf("terminfo(me) = %q, want the terminal type telnet sent (TERM=xterm-256color)", got)
+	}
+}
+
+// TestBridgeFlags: a bridge told nothing sensible says what is wrong and
+// exits 1 at once.
+func TestBridgeFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "-upstream: want the game's HOST:PORT"},
+		{[]string{"-upstream", "localhost"}, "-upstream: want the game's HOST:PORT"},
+		{[]string{"-upstream", "localhost:4201", "-upstream-proxy", "v3"}, "-upstream-proxy: want v1 or v2"},
+		{[]string{"-upstream", "localhost:4201", "extra"}, "unexpected arguments"},
+	} {
+		out, err := exec.Command(filepath.Join(binDir, "bridge"), tc.args...).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), tc.want) {
+			t.Errorf("bridge %q: %v, %q; want exit 1 saying %q", tc.args, err, out, tc.want)
+		}
 	}
 }
 
