@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -348,6 +349,43 @@ func TestBridgeTinyMUXTelnet(t *testing.T) {
 	got := regexp.MustCompile(`W=100 T=(.*)`).FindStringSubmatch(tm.screen())
 	if got == nil || !strings.HasPrefix(strings.ToUpper(got[1]), "XTERM-256COLOR ") {
 		t.Errorf("terminfo(me) = %q, want the terminal type telnet sent (TERM=xterm-256color)", got)
+	}
+}
+
+// TestBridgeGatewayUpgrade upgrades the gateway under a player bridged to
+// TinyMUX: the session moves to the new gateway process, and the bridge's
+// connection to the game with it untouched: still logged in, on the one
+// connection TinyMUX had, no welcome screen again.
+func TestBridgeGatewayUpgrade(t *testing.T) {
+	mux := startTinyMUX(t)
+	sys := startSystem(t)
+	br := sys.startBridge(mux.addr)
+	m := dialMUD(t, sys.telnet, telnet.OptTTYPE, telnet.OptNAWS, telnet.OptSGA, telnet.OptEOR)
+	m.expect("Welcome to TinyMUX")
+	m.line("connect wizard potrzebie")
+	m.expect("Last connect")
+	since := len(m.text)
+
+	sys.gw.kill(syscall.SIGUSR2)
+	sys.gw.waitLog("gateway: took over", 1)
+	var h struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(get(t, sys.admin, "/healthz")), &h); err != nil {
+		t.Fatal(err)
+	}
+	killOnCleanup(t, h.PID)
+	if got := m.think("N", "name(me)"); got != "Wizard" {
+		t.Errorf("after the upgrade name(me) = %q, want Wizard", got)
+	}
+	if got := m.think("C", "words(lwho())"); got != "1" {
+		t.Errorf("TinyMUX has %s players connected after the upgrade, want 1", got)
+	}
+	if after := string(m.text[since:]); strings.Contains(after, "Welcome to TinyMUX") {
+		t.Errorf("the player saw the welcome again: %q", after)
+	}
+	if n := br.count("bridge: the game went away; holding the player"); n != 0 {
+		t.Errorf("the bridge saw the game go away %d times", n)
 	}
 }
 
