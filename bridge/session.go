@@ -29,6 +29,9 @@ type session struct {
 	p  Player
 	id string
 
+	// mu guards the fields below. Lock order: an upstream's mu before it
+	// (the reader replays the hello under the upstream's); the Bridge's mu
+	// is never held with either.
 	mu       sync.Mutex
 	held     []byte // the player's input, as telnet for the game, not yet sent
 	facts    backend.Facts
