@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -18,6 +19,7 @@ const (
 
 	envIS    = 0
 	envSEND  = 1
+	envINFO  = 2
 	envVAR   = 0
 	envVALUE = 1
 	envESC   = 2
@@ -149,9 +151,23 @@ func (n *negotiator) subneg(b []byte, opt byte, p []byte) []byte {
 // learn of the change: the window size, once NAWS is on.
 func (n *negotiator) setFacts(b []byte, f backend.Facts) []byte {
 	resized := f.Width != n.facts.Width || f.Height != n.facts.Height
+	before := n.knownVars()
 	n.facts = f
 	if resized && n.us[telnet.OptNAWS] {
 		b = n.appendNAWS(b)
+	}
+	if n.us[telnet.OptNewEnviron] && n.environ {
+		// A game that asked for the environment hears of a change in it
+		// (a client name learnt late), as RFC 1572's INFO says.
+		var info []byte
+		for _, kv := range n.knownVars() {
+			if !slices.Contains(before, kv) {
+				info = appendEnv(info, envVAR, kv[0], kv[1], true)
+			}
+		}
+		if len(info) > 0 {
+			b = telnet.AppendSubneg(b, telnet.OptNewEnviron, append([]byte{envINFO}, info...))
+		}
 	}
 	return b
 }

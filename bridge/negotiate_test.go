@@ -116,6 +116,22 @@ func TestNegotiationFactsChange(t *testing.T) {
 	}
 }
 
+func TestNegotiationEnvironInfo(t *testing.T) {
+	n := &negotiator{facts: backend.Facts{ClientAddr: "203.0.113.7:5"}}
+	answers(n, cat([]byte{iac, telnet.DO, 39}, sbytes(39, envSEND)))
+	f := n.facts
+	f.ClientName = "Mudlet"
+	var r recorder
+	var d decoder
+	d.decode(n.setFacts(nil, f), &r)
+	if want := []string{`SB 39 "\x02\x00CLIENT_NAME\x01Mudlet" false`}; !slices.Equal(r.events, want) {
+		t.Errorf("a client name learnt late sends %q, want %q", r.events, want)
+	}
+	if b := n.setFacts(nil, f); len(b) != 0 {
+		t.Errorf("no change sends %q", b)
+	}
+}
+
 func TestSettled(t *testing.T) {
 	n := &negotiator{facts: mudlet}
 	if !n.settled() {
