@@ -129,7 +129,9 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		b = s.claimFramesLocked(nil)
 	case o.Keep:
 		s.kept.on = true
-		s.kept.ack(o.Output) // a count that went on elsewhere goes on here
+		if o.Output > s.kept.end() {
+			s.kept.ack(o.Output) // a count that went on elsewhere goes on here
+		}
 	}
 	if s.toAck != s.acked {
 		b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, s.toAck))

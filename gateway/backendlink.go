@@ -61,11 +61,18 @@ func (lk *backendLink) track(st *yamux.Stream, s *session) {
 	lk.mu.Unlock()
 }
 
-// untrack records that a stream's reader has left for good.
+// untrack records that a stream's reader has left for good. A session that
+// the backend let go of (Moved) may be on a new stream of this link before
+// the old stream's reader leaves: it keeps its entry, which Wake needs.
 func (lk *backendLink) untrack(st *yamux.Stream) {
 	lk.mu.Lock()
 	if s := lk.streams[st]; s != nil && lk.byID[s.ID] == s {
-		delete(lk.byID, s.ID)
+		s.mu.Lock()
+		newer := s.lk == lk && s.st != nil && s.st != st
+		s.mu.Unlock()
+		if !newer {
+			delete(lk.byID, s.ID)
+		}
 	}
 	delete(lk.streams, st)
 	lk.mu.Unlock()
@@ -93,7 +100,7 @@ func (lk *backendLink) broadcast(b link.Broadcast) {
 		s := lk.byID[r.ID]
 		lk.mu.Unlock()
 		if s != nil {
-			s.broadcast(lk, r.Park, text)
+			s.broadcast(lk, r.Park, broadcastLine{text, len(b.Text)})
 		}
 	}
 }

@@ -277,8 +277,9 @@ func resumable(ss *session) bool {
 // sendElsewhere sends a browser player whose page reconnects by itself to
 // another gateway: the page is told, its WebSocket closed with 1012
 // (Service Restart) so that it reconnects at once, through the balancer,
-// which sends it elsewhere; its session here ends. It reports false for
-// any other player, who is told and stays until the deadline.
+// which sends it elsewhere; its session here ends without a Hangup, and the
+// backend keeps it for the other gateway's claim (keep.go). It reports
+// false for any other player, who is told and stays until the deadline.
 func (s *Server) sendElsewhere(ss *session) bool {
 	if playerKind(ss) != kindWeb || !resumable(ss) {
 		return false
@@ -288,7 +289,7 @@ func (s *Server) sendElsewhere(ss *session) bool {
 		defer s.wg.Done()
 		ss.notice(noticeElsewhere)
 		ss.conn.(interface{ Moved() }).Moved()
-		ss.finish(endDrained, false)
+		ss.leave(endDrained)
 	}()
 	return true
 }

@@ -17,6 +17,7 @@ const (
 	endApplication  = "application"    // the backend ended the session (quit)
 	endShutdown     = "shutdown"       // the gateway is shutting down
 	endClosed       = "gateway_closed" // the gateway closed at once
+	endTaken        = "taken"          // the player came back through another gateway
 )
 
 // adoption lists the telnet options whose use the metrics count.

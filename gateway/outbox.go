@@ -33,6 +33,11 @@ type outbox struct {
 	frozen  bool
 	stopped chan struct{} // closed when the writer has stopped for the freeze
 	wire    []byte        // what a write cut by the freeze left unwritten, as it goes on the wire
+
+	// game is the session's output offset (record.OutOff) that what is
+	// queued reaches, set after each put: a take never hands the writer
+	// an offset past its bytes. taken is the offset of the last take.
+	game, taken uint64
 }
 
 // mark records that MCCP2 compression starts (or stops) at offset at of
@@ -122,6 +127,21 @@ func (o *outbox) putProtocol(b []byte) bool {
 	return true
 }
 
+// reached records that what is queued reaches the session's output offset
+// game.
+func (o *outbox) reached(game uint64) {
+	o.mu.Lock()
+	o.game = game
+	o.mu.Unlock()
+}
+
+// takenUpTo is the output offset of what the writer took last.
+func (o *outbox) takenUpTo() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.taken
+}
+
 // mark records that compression starts or stops after what is queued.
 func (o *outbox) mark(compress bool) {
 	o.mu.Lock()
@@ -159,6 +179,7 @@ func (o *outbox) take() (b []byte, marks []mark, closeAfter, closed, ok bool) {
 	b, o.buf = o.buf, nil
 	marks, o.marks = o.marks, nil
 	closeAfter, closed = o.closeAfter, o.closed
+	o.taken = o.game
 	o.mu.Unlock()
 	signal(o.room)
 	return b, marks, closeAfter, closed, true

@@ -38,6 +38,10 @@ type record struct {
 	Lost    time.Time // when the session lost its backend, until resumed
 	Facts   link.Facts
 	Hello   [][]byte // the client's GMCP Core.Hello and Core.Supports.*, for each new backend
+	// OutOff counts the game's output to the session, the bytes of its
+	// Output frames and broadcast lines: a player who may come back
+	// through another gateway acknowledges output by it (see keep.go).
+	OutOff uint64
 	// MoveFrom names the backend instance that holds the session away
 	// after a move, until the next attach: on that backend the session
 	// carries on instead of being resumed.

@@ -386,10 +386,26 @@ func (s *Server) admit(c net.Conn) {
 	pass.releaseLocked() // a session from here on, counted as one
 	ip = pass.ip
 	s.nextID++
-	ss := newSession(s, s.idPrefix+strconv.FormatUint(s.nextID, 10), c, addr, ip)
+	id := s.idPrefix + strconv.FormatUint(s.nextID, 10)
+	// A page back from another gateway claims its session there: with the
+	// page's typing from where the game had it, if the backend takes the
+	// token, and else it ends.
+	k, _ := c.(keeper)
+	cid, token, in, claimed := "", "", uint64(0), false
+	if k != nil && k.Keeps() {
+		cid, token, in, claimed = k.Claim()
+	}
+	if claimed {
+		id = cid
+	}
+	ss := newSession(s, id, c, addr, ip)
+	if claimed {
+		ss.claim, ss.InOff, ss.Opened = token, in, true
+	}
 	s.sessions[ss] = struct{}{}
 	s.perIP[ip]++
 	s.mu.Unlock()
+	ss.keep()
 	s.metrics.connects.Inc()
 	s.log().Info("gateway: player connected", zap.String("session", ss.ID), zap.Stringer("client", addr))
 	// A goroutine of its own, not this one: the handshake and the logging

@@ -71,7 +71,13 @@ type session struct {
 	// parksSeen counts the Parked frames read on the stream; queued holds
 	// the lines broadcast to it after a Parked not read yet.
 	parksSeen uint32
-	queued    [][]byte
+	queued    []broadcastLine
+	// keeps is set for a player who may come back through another
+	// gateway (keep.go): the session counts the game's output (OutOff).
+	// claim is the token of a session claimed from another gateway, for
+	// its first Open here.
+	keeps bool
+	claim string
 	// streamBusy is set by every frame read and cleared by the sweep,
 	// which parks the streams it finds quiet; inFrame while the reader
 	// handles a frame, where it may wait for a slow player: that stream
@@ -104,7 +110,15 @@ func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr
 	})
 	s.space.L = &s.mu
 	s.engine = telnet.NewEngine(s, srv.NoCompress)
+	s.keeps = s.keeper() != nil
 	return s
+}
+
+// broadcastLine is a line broadcast to the session, encoded, and how long
+// the game's text of it is.
+type broadcastLine struct {
+	b []byte
+	n int
 }
 
 // connKind names a player's connection for operators.
@@ -539,6 +553,11 @@ func (s *session) writeOnce() bool {
 		}
 		return false // cut by a move
 	}
+	if s.keeps {
+		if k := s.keeper(); k != nil {
+			k.Sent(s.out.takenUpTo())
+		}
+	}
 	if closeAfter {
 		// Nothing can be queued once closeAfter is set, and take handed
 		// over everything queued before.
@@ -617,10 +636,15 @@ func (s *session) attach(lk *backendLink) bool {
 	s.MoveFrom = ""
 	o := s.open(s.deployed)
 	s.deployed = false
+	o.Keep, o.Output, o.Claim = s.keeps, s.OutOff, s.claim
+	s.claim = "" // once: if refused, the session ends
 	// One write for the lot (Open, the client's GMCP hello, the held
 	// input): each write waits for yamux's send loop, and a resume of
 	// thousands of sessions would wait for it thrice each.
 	b := link.AppendFrame(nil, link.FrameOpen, o.Append(nil))
+	if s.keeps {
+		b = s.keptFrames(b)
+	}
 	if !carryOn {
 		for _, m := range s.Hello {
 			b = link.AppendFrame(b, link.FrameGMCPIn, m)
@@ -670,8 +694,8 @@ func (s *session) stopAtParked() bool {
 	s.to(evParkedRead)
 	stop := s.cond.stream == streamParked
 	s.mu.Unlock()
-	for _, b := range queued {
-		s.putBroadcast(b)
+	for _, l := range queued {
+		s.putBroadcast(l)
 	}
 	return stop
 }
@@ -679,7 +703,7 @@ func (s *session) stopAtParked() bool {
 // broadcast delivers a line the backend broadcast to the session's stream
 // on lk after its Parked number park: now if the reader has read that
 // Parked, else when it does. b is shared with the other recipients.
-func (s *session) broadcast(lk *backendLink, park uint32, b []byte) {
+func (s *session) broadcast(lk *backendLink, park uint32, l broadcastLine) {
 	s.mu.Lock()
 	if s.lk != lk || s.st == nil || s.cond.phase == phaseGone {
 		s.mu.Unlock()
@@ -689,12 +713,12 @@ func (s *session) broadcast(lk *backendLink, park uint32, b []byte) {
 		// The reader has yet to reach that Parked: it may be waiting
 		// for a slow player, and what waits for it is bounded as the
 		// output queue is.
-		queued := len(b)
+		queued := len(l.b)
 		for _, q := range s.queued {
-			queued += len(q)
+			queued += len(q.b)
 		}
 		if queued <= s.srv.outputQueue() {
-			s.queued = append(s.queued, b)
+			s.queued = append(s.queued, l)
 			s.mu.Unlock()
 			return
 		}
@@ -703,17 +727,34 @@ func (s *session) broadcast(lk *backendLink, park uint32, b []byte) {
 		return
 	}
 	s.mu.Unlock()
-	s.putBroadcast(b)
+	s.putBroadcast(l)
 }
 
 // putBroadcast queues a broadcast line for the player. It cannot wait for
 // room, as a line on the session's own stream does: it may go past the
 // output bound, up to twice it, and a player that far behind is a slow
 // player.
-func (s *session) putBroadcast(b []byte) {
-	if !s.out.putProtocol(b) && !s.is(phaseGone) {
-		s.slowPlayer()
+func (s *session) putBroadcast(l broadcastLine) {
+	if !s.out.putProtocol(l.b) {
+		if !s.is(phaseGone) {
+			s.slowPlayer()
+		}
+		return
 	}
+	s.wrote(l.n)
+}
+
+// wrote counts n bytes of the game's output as queued for the player, for
+// a player who may come back elsewhere.
+func (s *session) wrote(n int) {
+	if !s.keeps {
+		return
+	}
+	s.mu.Lock()
+	s.OutOff += uint64(n)
+	off := s.OutOff
+	s.mu.Unlock()
+	s.out.reached(off)
 }
 
 // slowPlayer ends, on a goroutine of its own, the session of a player too
@@ -794,6 +835,7 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 			}
 			return true, false, false
 		}
+		s.wrote(len(p))
 		if cap(*out) > 16<<10 {
 			*out = nil
 		}
@@ -811,6 +853,17 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 		// The backend answered a Move: nothing more comes here, and it
 		// holds the session for the gateway process it goes to.
 		return true, false, true
+	case link.FrameTaken:
+		s.leave(endTaken)
+		return true, false, false
+	case link.FrameOutAck:
+		// A claim's: the output sent again starts here.
+		if off, err := link.ParseAck(p); err == nil && s.keeps {
+			s.mu.Lock()
+			s.OutOff = off
+			s.mu.Unlock()
+			s.out.reached(off)
+		}
 	default:
 		s.fromBackend(typ, p)
 	}
@@ -867,10 +920,19 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 
 // ack forgets held input up to the absolute offset off.
 func (s *session) ack(off uint64) {
+	if s.forgetInput(off) && s.keeps {
+		if k := s.keeper(); k != nil {
+			k.InputAcked(off) // the page forgets what it typed up to there
+		}
+	}
+}
+
+// forgetInput forgets held input up to off, and reports whether it did.
+func (s *session) forgetInput(off uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if off <= s.InOff || off > s.InOff+uint64(len(s.In)) {
-		return
+		return false
 	}
 	n := int(off - s.InOff)
 	s.In = s.In[n:]
@@ -880,6 +942,7 @@ func (s *session) ack(off uint64) {
 		s.In = nil // an idle session keeps no buffer
 	}
 	s.space.Broadcast()
+	return true
 }
 
 // abort ends the session at once, telling nobody: the gateway is closing.

@@ -627,7 +627,9 @@ func (a *Arrivals) Start() {
 	cur := s.current()
 	for _, ss := range a.sessions {
 		ss.out.restore(ss.pendingOut)
+		ss.out.reached(ss.OutOff)
 		ss.pendingOut = outboxState{}
+		ss.keep()
 		ss.startReader((*session).readOn)
 	}
 	if cur != nil {

@@ -64,14 +64,14 @@ func (c *cutter) serve() {
 			return
 		}
 		c.mu.Lock()
-		blocked := c.blocked
+		blocked, target := c.blocked, c.target
 		c.mu.Unlock()
 		if blocked {
 			in.(*net.TCPConn).SetLinger(0)
 			in.Close()
 			continue
 		}
-		out, err := net.Dial("tcp", c.target)
+		out, err := net.Dial("tcp", target)
 		if err != nil {
 			in.Close()
 			continue
@@ -93,6 +93,14 @@ func (c *cutter) cut() {
 		conn.Close()
 	}
 	clear(c.conns)
+}
+
+// to sends the connections from now on to target, as a balancer does once
+// the gateway it chose is gone.
+func (c *cutter) to(target string) {
+	c.mu.Lock()
+	c.target = target
+	c.mu.Unlock()
 }
 
 func (c *cutter) block(b bool) {

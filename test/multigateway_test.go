@@ -244,13 +244,18 @@ type farPage struct {
 	gw      *proc
 	id      string
 	notices []string
+	// For coming back through another gateway: the last token, and the
+	// game's count of what the page typed (a line and "\n" each).
+	token  string
+	typed  uint64
+	client *http.Client
 }
 
 // openPage opens a page from address ip on the players' host.
 func (n *hostNet) openPage(name, ip, url string) *farPage {
 	n.t.Helper()
 	pg := &farPage{t: n.t, name: name}
-	client := &http.Client{Transport: &http.Transport{
+	pg.client = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := n.dial(ip, addr)
 			if err == nil {
@@ -261,16 +266,50 @@ func (n *hostNet) openPage(name, ip, url string) *farPage {
 	}}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: client, Subprotocols: []string{"telnet.mudstandards.org"}})
+	pg.open(ctx, url, `{}`)
+	return pg
+}
+
+// open opens the page's WebSocket at url with hello.
+func (pg *farPage) open(ctx context.Context, url, hello string) {
+	pg.t.Helper()
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: pg.client, Subprotocols: []string{"telnet.mudstandards.org"}})
 	if err != nil {
-		n.t.Fatalf("%s: opening the page: %v", name, err)
+		pg.t.Fatalf("%s: opening the page: %v", pg.name, err)
 	}
-	n.t.Cleanup(func() { ws.CloseNow() })
-	if err := ws.Write(ctx, websocket.MessageText, []byte(`{}`)); err != nil {
-		n.t.Fatal(err)
+	pg.t.Cleanup(func() { ws.CloseNow() })
+	if err := ws.Write(ctx, websocket.MessageText, []byte(hello)); err != nil {
+		pg.t.Fatal(err)
 	}
 	pg.ws = ws
-	return pg
+}
+
+// comeBack opens the page's session again through the balancer at url, as
+// the web client does when its WebSocket breaks, and checks that the
+// gateway it reaches claimed the session from elsewhere.
+func (pg *farPage) comeBack(url string) {
+	pg.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	hello := fmt.Sprintf(`{"resume":%q,"got":0,"session":%q,"in":%d}`, pg.token, pg.id, pg.typed)
+	pg.open(ctx, url+"&resume", hello)
+	for {
+		typ, msg, err := pg.ws.Read(ctx)
+		if err != nil {
+			pg.t.Fatalf("%s: coming back: %v", pg.name, err)
+		}
+		var m struct {
+			Token     string
+			Elsewhere bool
+		}
+		if typ == websocket.MessageText && json.Unmarshal(msg, &m) == nil && m.Token != "" {
+			if !m.Elsewhere {
+				pg.t.Fatalf("%s came back to a gateway that knew it: %s", pg.name, msg)
+			}
+			pg.token = m.Token
+			return
+		}
+	}
 }
 
 func (pg *farPage) send(line string) {
@@ -280,6 +319,7 @@ func (pg *farPage) send(line string) {
 	if err := pg.ws.Write(ctx, websocket.MessageBinary, []byte(line+"\r\n")); err != nil {
 		pg.t.Fatalf("%s: %v", pg.name, err)
 	}
+	pg.typed += uint64(len(line)) + 1
 }
 
 // read reads the page's messages until its output holds want, and returns
@@ -300,6 +340,10 @@ func (pg *farPage) read(want string) (string, websocket.StatusCode) {
 		}
 		if typ == websocket.MessageText {
 			pg.notices = append(pg.notices, string(msg))
+			var m struct{ Token string }
+			if json.Unmarshal(msg, &m) == nil && m.Token != "" {
+				pg.token = m.Token
+			}
 		} else {
 			out.Write(msg)
 		}
@@ -550,12 +594,13 @@ func TestSeveralGateways(t *testing.T) {
 	// The drained gateway's page is sent elsewhere at once: told, and its
 	// WebSocket closed with 1012 so that it reconnects through the
 	// balancer.
-	var pageStays *farPage
+	var pageStays, pageMoved *farPage
 	for _, pg := range pages {
 		if pg.gw != dr {
 			pageStays = pg
 			continue
 		}
+		pageMoved = pg
 		if _, code := pg.read(""); code != 1012 {
 			t.Errorf("%s: the drained gateway closed the page's WebSocket with %d, want 1012", pg.name, code)
 		}
@@ -576,13 +621,26 @@ func TestSeveralGateways(t *testing.T) {
 			t.Errorf("connecting to the draining gateway's port %s: %v, want it refused", port, err)
 		}
 	}
+	// The page comes back through the balancer, to the other gateway,
+	// which claims its session: the same one, the game never saw it go.
+	pageMoved.comeBack(webURL)
+	pageMoved.send("session")
+	// What the page had not acknowledged comes again first (this page
+	// acknowledges nothing): the answer is the last.
+	if out, _ := pageMoved.read("resumed: 1"); !strings.HasPrefix(out[strings.LastIndex(out, "id: "):], "id: "+pageMoved.id+"\r\n") {
+		t.Errorf("%s came back to another session: %q", pageMoved.name, out)
+	}
+	if be.logged("talker: player left", "session", pageMoved.id) {
+		t.Errorf("the game saw %s leave when its gateway drained", pageMoved.name)
+	}
+	pageMoved.gw = other
 	newcomers := []*farPlayer{arrive("Fay", gw1, gw2)}
 	for _, p := range drained {
 		p.expect("[holdfast] " + drainMessage)
 		p.send("echo still here")
 		p.expect("echo: still here")
 	}
-	stay[0].who(sorted(append(namesOf(append(first, newcomers...)), pageStays.name)...)) // the drained gateway's telnet players still play
+	stay[0].who(sorted(append(namesOf(append(first, newcomers...)), pageStays.name, pageMoved.name)...)) // the drained gateway's telnet players still play
 	// The health check saw the drain (fall 2, inter 2s: within about 4 s,
 	// before the deadline), and marking the gateway down cut none of its
 	// players.
@@ -620,9 +678,11 @@ func TestSeveralGateways(t *testing.T) {
 		p.send("echo undisturbed")
 		p.expect("echo: undisturbed")
 	}
-	pageStays.send("echo undisturbed")
-	pageStays.read("echo: undisturbed")
-	stay[0].who(sorted(append(namesOf(append(stay, newcomers...)), pageStays.name)...))
+	for _, pg := range pages {
+		pg.send("echo undisturbed")
+		pg.read("echo: undisturbed")
+	}
+	stay[0].who(sorted(append(namesOf(append(stay, newcomers...)), pageStays.name, pageMoved.name)...))
 
 	// A gateway started later on the drained one's host links, and once
 	// its health check passes HAProxy sends it the next player: it holds
@@ -653,14 +713,27 @@ func TestSeveralGateways(t *testing.T) {
 	be.waitLog("backend: gateway link closed", 2) // the drained gateway's was the first
 	again := orphans[0].name
 	back := arrive(again, later) // the killed gateway refuses: HAProxy tries the other
-	if _, code := pageStays.read(""); code == websocket.StatusNormalClosure {
-		t.Errorf("%s: the killed gateway's page was closed as if its session had ended", pageStays.name)
+	// The browser players' pages come back through the balancer to the
+	// gateway left, which claims their sessions from the game.
+	for _, pg := range pages {
+		if _, code := pg.read(""); code == websocket.StatusNormalClosure {
+			t.Errorf("%s: the killed gateway's page was closed as if its session had ended", pg.name)
+		}
+		pg.comeBack(webURL)
+		pg.send("echo back")
+		pg.read("echo: back")
+		be.waitLogged("backend: session claimed by another gateway", "session", pg.id)
 	}
-	hal.who(sorted(append(namesOf(orphans), again, "Hal", pageStays.name)...))
-	for _, id := range append(idsOf(orphans), pageStays.id) {
+	hal.who(sorted(append(namesOf(orphans), again, "Hal", pageStays.name, pageMoved.name)...))
+	for _, id := range idsOf(orphans) {
 		be.waitLogged("backend: session not claimed by a gateway in time; the player has gone", "session", id)
 	}
-	hal.who(sorted(again, "Hal"))
+	for _, pg := range pages {
+		if be.logged("talker: player left", "session", pg.id) {
+			t.Errorf("the game saw %s leave", pg.name)
+		}
+	}
+	hal.who(sorted(again, "Hal", pageStays.name, pageMoved.name))
 	hal.send("echo after all that")
 	hal.expect("echo: after all that")
 	back.send("say back again")

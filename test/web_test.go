@@ -203,10 +203,15 @@ func (p *page) next() error {
 			Resumed bool
 			Missed  uint64
 			Notice  *string
+			Session string
+			In      *uint64
 		}
 		if err := json.Unmarshal(msg, &m); err == nil && m.Notice != nil {
 			p.notices = append(p.notices, *m.Notice)
 			return nil
+		}
+		if m.Token == "" && (m.Session != "" || m.In != nil) {
+			return nil // the session's id, or how much of the input the game has
 		}
 		if err := json.Unmarshal(msg, &m); err != nil || m.Token == "" {
 			p.t.Fatalf("a control message without a token: %q", msg)

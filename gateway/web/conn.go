@@ -66,6 +66,18 @@ type Conn struct {
 	// notices keeps the gateway's notices made while the page was away,
 	// the last maxNotices of them, for its return.
 	notices []string
+
+	// For a page that may come back through another gateway (keep.go),
+	// guarded by mu: the session's id, the game's input offset the page
+	// was last told, the marks that map its acknowledgements onto the
+	// game's output, and the session's hooks. claim is set, for good,
+	// on a Conn that came back from another gateway.
+	session       string
+	inAcked       uint64
+	marks         []sentMark
+	outAcked      func(game uint64)
+	tokensChanged func()
+	claim         *claim
 }
 
 // maxNotices bounds the notices kept for a page that is away: they say
@@ -261,9 +273,9 @@ func (c *Conn) send(ws *websocket.Conn, dl time.Time, typ websocket.MessageType,
 // ack forgets the output the page has had.
 func (c *Conn) ack(n uint64) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	base := c.sent - uint64(len(c.replay))
 	if n <= c.acked || n > c.sent {
+		c.mu.Unlock()
 		return
 	}
 	c.acked = n
@@ -272,6 +284,12 @@ func (c *Conn) ack(n uint64) {
 		if len(c.replay) == 0 {
 			c.replay = nil
 		}
+	}
+	game, ok := c.ackedGameLocked()
+	f := c.outAcked
+	c.mu.Unlock()
+	if ok {
+		f(game) // on to the game, before the page's next input is read
 	}
 }
 

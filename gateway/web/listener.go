@@ -333,6 +333,11 @@ func (l *Listener) trusted(a netip.Addr) bool {
 type hello struct {
 	Resume string `json:"resume"`
 	Got    uint64 `json:"got"`
+	// Session and In, from a page that may have been on another gateway:
+	// its session's id, and the input offset the game had (it keeps its
+	// typing after it).
+	Session string `json:"session"`
+	In      uint64 `json:"in"`
 }
 
 // control is what the gateway tells a resumable page, in text messages.
@@ -343,6 +348,13 @@ type control struct {
 	// Received, on a resume, counts the bytes of the page's input messages
 	// the session has: the page sends the messages after them again.
 	Received uint64 `json:"received"`
+	// Elsewhere, on a resume, says that the session was claimed from
+	// another gateway: a new connection to it, whose telnet starts again,
+	// and the page sends what it typed after In again.
+	Elsewhere bool `json:"elsewhere,omitempty"`
+	// Session names the page's session, In the input the game has.
+	Session string `json:"session,omitempty"`
+	In      uint64 `json:"in,omitempty"`
 }
 
 // maxControl bounds a control message from the page.
@@ -426,10 +438,18 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		}
 		if h.Resume != "" {
 			release() // its session has its place
-			l.resume(ws, remote, h)
-			return
-		}
-		if resume {
+			if l.resume(ws, remote, h) {
+				return
+			}
+			// Its session is on another gateway, or was: claimed from the
+			// backend, which checks the token, it takes a place here.
+			if adm, err = l.admitClaim(remote, r); err != nil {
+				ws.Close(websocket.StatusTryAgainLater, err.Error())
+				return
+			}
+			c.adm = adm
+			c.claim = &claim{session: h.Session, token: h.Resume, in: h.In}
+		} else if resume {
 			ws.Close(websocket.StatusPolicyViolation, "expected a resume")
 			return
 		}
@@ -438,7 +458,13 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	c.ws = ws
 	if c.resumable {
 		tok := l.issue(c)
-		if err := writeControl(ws, control{Token: tok}); err != nil {
+		m := control{Token: tok}
+		if c.claim != nil {
+			m.Resumed, m.Elsewhere, m.In = true, true, c.claim.in
+			l.metrics.resumed.Inc()
+			l.log().Info("web: a page back from another gateway claims its session", zap.Stringer("client", remote))
+		}
+		if err := writeControl(ws, m); err != nil {
 			c.Close() // and its place given back
 			return
 		}
@@ -521,37 +547,57 @@ func (c *Conn) control(gen uint64, msg []byte) {
 // brought: the one it had before is spent.
 func (c *Conn) keptToken(gen uint64) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if gen != c.gen || c.fresh == "" {
+		c.mu.Unlock()
 		return
 	}
 	c.l.forget(c.token)
 	c.token, c.fresh = c.fresh, ""
+	c.mu.Unlock()
+	c.tokensMoved()
 }
 
-// resume gives a returning page its session back, or refuses it.
-func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) {
+// resume gives a returning page its session back, or refuses it. It
+// reports false, having done nothing, for a page whose token it does not
+// know and that names its session: that page claims it from the backend.
+func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) bool {
 	ip := addrOf(remote)
 	if !l.mayTry(ip, time.Now()) {
 		l.metrics.refused.WithLabelValues("rate_limited").Inc()
 		l.log().Warn("web: too many failed resumes", zap.Stringer("client", remote))
 		ws.Close(closeTooMany, "too many attempts; wait a minute")
-		return
+		return true
 	}
 	c, th := l.lookup(h.Resume)
+	if c == nil && h.Session != "" && len(h.Session) <= maxSessionID {
+		return false
+	}
 	if c == nil {
 		l.failed(ip, time.Now())
 		l.metrics.refused.WithLabelValues("unknown_token").Inc()
 		l.log().Info("web: resume refused: unknown or expired token", zap.Stringer("client", remote))
 		ws.Close(closeUnknownToken, "no such session: it ended, or the token was used")
-		return
+		return true
 	}
 	if err := c.attach(ws, th, h.Got); err != nil {
 		ws.Close(closeUnknownToken, "no such session: it ended")
-		return
+		return true
 	}
 	l.metrics.resumed.Inc()
 	l.log().Info("web: player's connection resumed", zap.Stringer("client", remote), zap.Stringer("was", c.remote))
+	return true
+}
+
+// maxSessionID bounds the session id a page names.
+const maxSessionID = 64
+
+// admitClaim takes a place within the limits for a page that claims its
+// session from another gateway: here it is a new player.
+func (l *Listener) admitClaim(remote net.Addr, r *http.Request) (Admission, error) {
+	if l.Admission == nil {
+		return nil, nil
+	}
+	return l.Admission.AdmitSession(remote, paidConn(r))
 }
 
 // attach makes ws the Conn's WebSocket, for a page that came with the
@@ -604,8 +650,10 @@ func (c *Conn) attach(ws *websocket.Conn, th string, got uint64) error {
 	c.ws = ws
 	typ := c.msgType()
 	received := c.received
+	session, in := c.session, c.inAcked
 	c.mu.Unlock()
-	err := writeControl(ws, control{Token: tok, Resumed: true, Missed: missed, Received: received})
+	c.tokensMoved()
+	err := writeControl(ws, control{Token: tok, Resumed: true, Missed: missed, Received: received, Session: session, In: in})
 	if err == nil && len(data) > 0 {
 		err = c.send(ws, time.Now().Add(10*time.Second), typ, data)
 	}

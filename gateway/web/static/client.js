@@ -15,6 +15,9 @@ const IAC = 255, DONT = 254, DO = 253, WONT = 252, WILL = 251, SB = 250,
 const ECHO = 1, SGA = 3, TTYPE = 24, OPT_EOR = 25, NAWS = 31, CHARSET = 42;
 const MAX_LINES = 5000;       // scrollback kept, in output chunks
 const ACK_EVERY = 8192;       // bytes received between acknowledgements
+// Or this long after output: what a page had not acknowledged when its
+// gateway died comes again through the next.
+const ACK_AFTER = 250;
 const MAX_QUEUED = 65536;     // bytes typed while reconnecting, sent once back
 const MAX_SENT_LOG = 65536;   // bytes sent kept, for the gateway to have again
 
@@ -34,6 +37,13 @@ let queuedBytes = 0;
 let sentLog = [];      // what was sent lately: {at, bytes}, at counting from the session's start
 let sentTotal = 0;
 let token = null;      // resumes this session; never shown or stored
+// A page may come back through another gateway (several behind a
+// balancer): it keeps what it typed until the game has it, by the game's
+// count of input bytes (the gateway's telnet decoding: a line and "\n").
+let sessionId = "";    // the session's id, which the gateway says
+let inAcked = 0;       // the game has the input up to here
+let typed = [];        // lines typed: {at, len, bytes}, at in the game's count
+let typedTotal = 0;
 let got = 0;           // output bytes received this session
 let acked = 0;
 let ackTimer = null;
@@ -243,6 +253,12 @@ function stripAnsi(s) {
   return s.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "").replace(/\r/g, "").slice(-60);
 }
 
+// gameHas forgets the typing the game has.
+function gameHas(n) {
+  inAcked = Math.max(inAcked, n);
+  while (typed.length > 0 && typed[0].at + typed[0].len <= inAcked) typed.shift();
+}
+
 function ack(now) {
   clearTimeout(ackTimer);
   ackTimer = null;
@@ -250,7 +266,7 @@ function ack(now) {
     ws.send(JSON.stringify({ ack: got }));
     acked = got;
   }
-  if (!now && got > acked) ackTimer = setTimeout(() => ack(true), 1000);
+  if (!now && got > acked) ackTimer = setTimeout(() => ack(true), ACK_AFTER);
 }
 
 function connect() {
@@ -262,12 +278,38 @@ function connect() {
   ws = new WebSocket(scheme + "//" + location.host + "/ws?hold" + (token ? "&resume" : ""), ["telnet.mudstandards.org"]);
   ws.binaryType = "arraybuffer";
   ws.onopen = () => {
-    ws.send(JSON.stringify(token ? { resume: token, got } : {}));
+    // in: where the typing kept starts, which the game may have in part.
+    const from = typed.length ? typed[0].at : typedTotal;
+    ws.send(JSON.stringify(token ? { resume: token, got, session: sessionId, in: from } : {}));
   };
   ws.onmessage = (ev) => {
     if (typeof ev.data === "string") {
       const m = JSON.parse(ev.data);
       if (typeof m.notice === "string") { showNotice(m.notice); return; }
+      if (m.token === undefined) {
+        // Said on the way: the session's id, or how much of the typing
+        // the game has.
+        if (m.session) sessionId = m.session;
+        if (typeof m.in === "number") gameHas(m.in);
+        return;
+      }
+      if (m.session) sessionId = m.session;
+      if (typeof m.in === "number") gameHas(m.in);
+      if (m.elsewhere) {
+        // The session, claimed from another gateway: a new connection to
+        // it, whose telnet starts again. The typing kept goes again (the
+        // game skips what it has); the rest of what was sent is forgotten.
+        hisOn.clear(); ourOn.clear(); tstate = 0; setEcho(false);
+        got = 0; acked = 0; sentLog = []; sentTotal = 0;
+        queued = []; queuedBytes = 0;
+        token = m.token;
+        ws.send(JSON.stringify({ kept_token: true }));
+        ready = true;
+        for (const e of typed) transmit(e.bytes);
+        retry = 0;
+        showConnected();
+        return;
+      }
       if (m.token) {
         // The token it had resumes the session until the gateway hears
         // that this one is kept.
@@ -296,7 +338,7 @@ function connect() {
     got += bytes.length;
     receive(bytes);
     if (got - acked >= ACK_EVERY) ack(true);
-    else if (!ackTimer) ackTimer = setTimeout(() => ack(true), 1000);
+    else if (!ackTimer) ackTimer = setTimeout(() => ack(true), ACK_AFTER);
   };
   ws.onclose = (ev) => {
     ws = null;
@@ -304,6 +346,7 @@ function connect() {
     if (ev.code === 1000 || ev.code === 4404 || ev.code === 4429 || !token) {
       ended = true;
       token = null; got = 0; acked = 0; gameAway = false;
+      sessionId = ""; inAcked = 0; typed = []; typedTotal = 0;
       queued = []; queuedBytes = 0; sentLog = []; sentTotal = 0;
       hisOn.clear(); ourOn.clear(); tstate = 0; setEcho(false);
       setState(ev.code === 1000 ? "disconnected" : "session over: " + (ev.reason || "connection closed"), "offline");
@@ -331,7 +374,12 @@ $("line").addEventListener("submit", (ev) => {
   promptEl.textContent = "";
   partial = "";
   const b = [];
-  for (const c of encoder.encode(text + "\r\n")) { if (c === IAC) b.push(IAC); b.push(c); }
+  const data = encoder.encode(text.replace(/[\r\n\0]/g, "") + "\r\n");
+  for (const c of data) { if (c === IAC) b.push(IAC); b.push(c); }
+  // The gateway makes "\r\n" one "\n": the game counts a byte less.
+  typed.push({ at: typedTotal, len: data.length - 1, bytes: b });
+  typedTotal += data.length - 1;
+  while (typed.length > 1 && typedTotal - typed[0].at > MAX_SENT_LOG) typed.shift();
   send(b);
 });
 

@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"go.uber.org/zap"
+
+	"holdfast/link"
+)
+
+// A player who may come back through another gateway: a resumable browser
+// page, which reconnects by itself, through a balancer, to whichever
+// gateway answers. The session is opened with link.Open.Keep, so that the
+// backend keeps the output the player has not acknowledged, and with the
+// hashes of the page's tokens (link.FrameTokens); the page's
+// acknowledgements of output, counted in the game's output offset
+// (record.OutOff), go on to the backend (link.FrameOutAck), and the
+// backend's of input go on to the page, so that the page keeps what it
+// typed until the game has it. If this gateway dies, the page comes back
+// to another with its token and the session's id: that gateway claims
+// the session (link.Open.Claim), and the backend sends it the output kept.
+// If the page comes back elsewhere while this gateway lives, the backend
+// says Taken here, and the session ends here without a Hangup.
+
+// keeper is a connection whose player may come back through another
+// gateway (gateway/web's resumable Conn).
+type keeper interface {
+	// Keeps reports whether the player may come back elsewhere.
+	Keeps() bool
+	// KeepWith gives the connection the session's id, and what to call
+	// when the player acknowledges output up to an offset of the game's
+	// or when its tokens change.
+	KeepWith(id string, outAcked func(game uint64), tokens func())
+	// Sent says that what was written to the connection so far reaches
+	// the game's output offset game.
+	Sent(game uint64)
+	// InputAcked says that the game has the player's input up to off.
+	InputAcked(off uint64)
+	// TokenHashes are the SHA-256 hashes of the tokens that resume the
+	// connection now.
+	TokenHashes() [][32]byte
+	// Claim, for a connection that came back from another gateway, says
+	// which session and with which token, and the input offset the page
+	// keeps its typing from.
+	Claim() (id, token string, in uint64, ok bool)
+}
+
+// keeper returns the session's connection as a keeper, or nil.
+func (s *session) keeper() keeper {
+	if k, ok := s.conn.(keeper); ok && k.Keeps() {
+		return k
+	}
+	return nil
+}
+
+// keep hooks the session to its connection, if it is a keeper; the
+// session's id is set.
+func (s *session) keep() {
+	if k := s.keeper(); k != nil {
+		k.KeepWith(s.ID, s.outAcked, s.tokensChanged)
+	}
+}
+
+// outAcked tells the backend that the player has the output up to game.
+func (s *session) outAcked(game uint64) {
+	s.toBackend(link.FrameOutAck, link.AppendAck(nil, game))
+}
+
+// tokensChanged tells the backend which tokens may claim the session now.
+func (s *session) tokensChanged() {
+	if k := s.keeper(); k != nil {
+		s.toBackend(link.FrameTokens, link.AppendTokens(nil, k.TokenHashes()))
+	}
+}
+
+// keptFrames returns what follows the Open of a kept session's stream:
+// its tokens.
+func (s *session) keptFrames(b []byte) []byte {
+	if k := s.keeper(); k != nil {
+		b = link.AppendFrame(b, link.FrameTokens, link.AppendTokens(nil, k.TokenHashes()))
+	}
+	return b
+}
+
+// leave ends the session here for a player who goes on through another
+// gateway, without a Hangup: the backend keeps the session for that
+// gateway's claim (it closed the stream already if it said Taken). The
+// player's connection here, if any is left, is closed.
+func (s *session) leave(reason string) {
+	s.mu.Lock()
+	ended := s.to(evEnd)
+	s.stopFactsLocked()
+	s.In = nil
+	st := s.st
+	s.space.Broadcast()
+	s.mu.Unlock()
+	if !ended {
+		return
+	}
+	if st != nil {
+		st.Close() // the backend holds the session away, as after a break
+	}
+	s.out.close()
+	s.closeConn()
+	s.srv.metrics.disconnects.WithLabelValues(reason).Inc()
+	s.srv.log().Info("gateway: player disconnected", zap.String("session", s.ID), zap.String("reason", reason))
+}

@@ -1,0 +1,386 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/coder/websocket"
+
+	"holdfast/gateway/telnet"
+)
+
+// claimPage is a browser page as the web client is, driven by hand: it
+// acknowledges output as it comes, keeps what it typed until the game has
+// it ({"in":N}), and comes back, to whichever gateway it is given, with its
+// token and its session's id.
+type claimPage struct {
+	t *testing.T
+
+	mu         sync.Mutex
+	ws         *websocket.Conn
+	token      string
+	session    string
+	got        uint64
+	typed      []typedLine
+	typedTotal uint64
+	dec        telnet.Decoder
+	partial    []byte
+
+	lines   chan string         // the game's text, a line at a time
+	replies chan map[string]any // answers to the page's hello
+	gone    chan error          // the current WebSocket ended
+}
+
+type typedLine struct {
+	at uint64
+	b  []byte
+}
+
+func newClaimPage(t *testing.T) *claimPage {
+	return &claimPage{t: t, lines: make(chan string, 1000), replies: make(chan map[string]any, 4)}
+}
+
+// open connects to addr with hello and returns the gateway's answer.
+func (p *claimPage) open(addr string, hello any) map[string]any {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	q := "/ws?hold"
+	if _, ok := hello.(map[string]any)["resume"]; ok {
+		q += "&resume"
+	}
+	ws, _, err := websocket.Dial(ctx, "ws://"+addr+q, &websocket.DialOptions{Subprotocols: []string{"telnet.mudstandards.org"}})
+	if err != nil {
+		p.t.Fatalf("page: dial %s: %v", addr, err)
+	}
+	ws.SetReadLimit(-1)
+	b, _ := json.Marshal(hello)
+	if err := ws.Write(ctx, websocket.MessageText, b); err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.ws = ws
+	p.gone = make(chan error, 1)
+	gone := p.gone
+	p.mu.Unlock()
+	go p.read(ws, gone)
+	select {
+	case m := <-p.replies:
+		return m
+	case err := <-gone:
+		p.t.Fatalf("page: the gateway at %s closed before answering: %v", addr, err)
+	case <-ctx.Done():
+		p.t.Fatalf("page: no answer from %s", addr)
+	}
+	return nil
+}
+
+func (p *claimPage) read(ws *websocket.Conn, gone chan<- error) {
+	for {
+		typ, msg, err := ws.Read(context.Background())
+		if err != nil {
+			gone <- err
+			return
+		}
+		if typ == websocket.MessageText {
+			var m map[string]any
+			if json.Unmarshal(msg, &m) != nil {
+				continue
+			}
+			p.mu.Lock()
+			if s, ok := m["session"].(string); ok && s != "" {
+				p.session = s
+			}
+			if in, ok := m["in"].(float64); ok {
+				p.gameHasLocked(uint64(in))
+			}
+			p.mu.Unlock()
+			if tok, ok := m["token"].(string); ok {
+				p.mu.Lock()
+				p.token = tok
+				if m["elsewhere"] == true {
+					// A new connection to the session: telnet starts again.
+					p.dec, p.got, p.partial = telnet.Decoder{}, 0, nil
+				}
+				p.mu.Unlock()
+				write(ws, `{"kept_token":true}`)
+				p.replies <- m
+			}
+			continue
+		}
+		p.mu.Lock()
+		p.got += uint64(len(msg))
+		got := p.got
+		text := p.dec.Decode(nil, msg, nopHandler{})
+		p.partial = append(p.partial, text...)
+		for {
+			i := bytes.IndexByte(p.partial, '\n')
+			if i < 0 {
+				break
+			}
+			p.lines <- strings.TrimRight(string(p.partial[:i]), "\r")
+			p.partial = p.partial[i+1:]
+		}
+		p.mu.Unlock()
+		write(ws, fmt.Sprintf(`{"ack":%d}`, got)) // at once: the page has it
+	}
+}
+
+func write(ws *websocket.Conn, s string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws.Write(ctx, websocket.MessageText, []byte(s))
+}
+
+func (p *claimPage) gameHasLocked(in uint64) {
+	for len(p.typed) > 0 && p.typed[0].at+uint64(len(p.typed[0].b))-1 <= in {
+		p.typed = p.typed[1:]
+	}
+}
+
+// typeLine types a line: sent now if connected, and kept until the game
+// has it.
+func (p *claimPage) typeLine(s string) {
+	b := []byte(s + "\r\n")
+	p.mu.Lock()
+	p.typed = append(p.typed, typedLine{p.typedTotal, b})
+	p.typedTotal += uint64(len(s)) + 1 // the gateway makes "\r\n" one "\n"
+	ws := p.ws
+	p.mu.Unlock()
+	if ws != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ws.Write(ctx, websocket.MessageBinary, b)
+		cancel()
+	}
+}
+
+// cutOff waits for the current WebSocket to end, its gateway gone.
+func (p *claimPage) cutOff() {
+	p.t.Helper()
+	p.mu.Lock()
+	gone := p.gone
+	p.mu.Unlock()
+	select {
+	case <-gone:
+	case <-time.After(waitFor):
+		p.t.Fatal("page: the WebSocket did not end")
+	}
+	p.mu.Lock()
+	p.ws = nil
+	p.mu.Unlock()
+}
+
+// comeBack opens the session again at addr, as the page does after a
+// break, and sends again what it typed that the game may not have.
+func (p *claimPage) comeBack(addr string) map[string]any {
+	p.t.Helper()
+	p.mu.Lock()
+	from := p.typedTotal
+	if len(p.typed) > 0 {
+		from = p.typed[0].at
+	}
+	hello := map[string]any{"resume": p.token, "got": p.got, "session": p.session, "in": from}
+	p.mu.Unlock()
+	m := p.open(addr, hello)
+	if m["elsewhere"] == true {
+		p.mu.Lock()
+		typed, ws := p.typed, p.ws
+		p.mu.Unlock()
+		for _, l := range typed {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ws.Write(ctx, websocket.MessageBinary, l.b)
+			cancel()
+		}
+	}
+	return m
+}
+
+// until reads the game's lines until one starts with want, and returns
+// those before it.
+func (p *claimPage) until(want string) []string {
+	p.t.Helper()
+	var seen []string
+	deadline := time.After(waitFor)
+	for {
+		select {
+		case l := <-p.lines:
+			if strings.HasPrefix(l, want) {
+				return seen
+			}
+			seen = append(seen, l)
+		case <-deadline:
+			p.t.Fatalf("page: no %q; saw %q", want, seen)
+		}
+	}
+}
+
+// TestBrowserResumesOnAnotherGateway: two gateways on one game, a browser
+// page on the first. The first gateway is killed; the page comes back to
+// the second with its token and its session's id, and has the same game
+// session: the game never saw it leave, what was said meanwhile arrives
+// once, what it typed while away is answered once, and of what the page
+// had before, only what it had not acknowledged could come again. A page
+// that names the session without its token gets nothing of it.
+func TestBrowserResumesOnAnotherGateway(t *testing.T) {
+	_, port := startEPMD(t, ourEPMD)
+	flags := []string{"-epmd-port", fmt.Sprint(port), "-embed-epmd=false", "-ws-listen", "127.0.0.1:0", "-max-per-ip", "0"}
+	a := startSystemOn(t, port, flags...)
+	b := startSystemOn(t, port, flags...)
+	be := a.startBackend()
+	b.gw.waitLog("gateway: backend linked", 1)
+	webAddr := func(s *system) string {
+		u := s.gw.waitLog("gateway: web client listening", 1)["url"].(string)
+		return strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/")
+	}
+	webA, webB := webAddr(a), webAddr(b)
+
+	page := newClaimPage(t)
+	if m := page.open(webA, map[string]any{}); m["token"] == "" {
+		t.Fatalf("first answer: %v", m)
+	}
+	page.until("What is your name?")
+	page.typeLine("Pat")
+	page.until("Welcome, Pat.")
+	for i := 1; i <= 5; i++ {
+		page.typeLine(fmt.Sprintf("echo before %d", i))
+		page.until(fmt.Sprintf("echo: before %d", i))
+	}
+	page.typeLine("session")
+	page.until("id: ")
+	page.mu.Lock()
+	id := page.session
+	page.mu.Unlock()
+	if id == "" {
+		t.Fatal("the gateway did not tell the page its session's id")
+	}
+	// Each answer was acknowledged as it came, and the gateway passes an
+	// acknowledgement on before the next input: by this answer the game
+	// knows the page has all before it.
+	page.typeLine("echo sync")
+	page.until("echo: sync")
+
+	bob := dial(t, b.telnet, "Bob")
+	bob.login()
+
+	a.gw.kill(syscall.SIGKILL)
+	page.cutOff()
+	bob.send("say while you were away")
+	bob.expect("Bob says: while you were away")
+	page.typeLine("echo typed while away")
+
+	// Someone with the session's id and not its token gets nothing.
+	thief := newClaimPage(t)
+	thief.open(webB, map[string]any{"resume": "not-the-token", "got": 0, "session": id, "in": 0})
+	select {
+	case <-thief.gone:
+	case <-time.After(waitFor):
+		t.Fatal("a claim with a wrong token was not ended")
+	}
+	be.waitLogged("backend: a claim refused: no such session, or not its token", "session", id)
+
+	m := page.comeBack(webB)
+	if m["elsewhere"] != true || m["resumed"] != true {
+		t.Fatalf("the answer on the other gateway: %v", m)
+	}
+	be.waitLogged("backend: session claimed by another gateway", "session", id)
+	seen := page.until("Bob says: while you were away")
+	seen = append(seen, page.until("echo: typed while away")...)
+	page.typeLine("echo after")
+	seen = append(seen, page.until("echo: after")...)
+	for _, l := range seen {
+		// The answer to sync may come again (it went unacknowledged to
+		// the game); nothing before it does, nor what was said meanwhile.
+		if strings.HasPrefix(l, "echo: before") || strings.HasPrefix(l, "Welcome") || strings.Contains(l, "while you were away") ||
+			strings.HasPrefix(l, "echo: typed while away") {
+			t.Errorf("on the other gateway, again: %q (all: %q)", l, seen)
+		}
+	}
+	page.typeLine("session")
+	f := map[string]string{}
+	for _, l := range page.until("client_ip:") {
+		if k, v, ok := strings.Cut(l, ": "); ok {
+			f[k] = v
+		}
+	}
+	if f["id"] != id {
+		t.Errorf("on the other gateway the session is %q, want %q", f["id"], id)
+	}
+	if be.logged("talker: player left", "session", id) || be.count("talker: new player") != 2 {
+		t.Errorf("the game saw the page's player leave, or a new player: %d new", be.count("talker: new player"))
+	}
+	bob.send("echo still here")
+	bob.expect("echo: still here")
+}
+
+// TestBrowserMovesGateway: the web client itself, in headless Chromium,
+// through an address that reaches one gateway and, once that gateway is
+// killed, another (as a balancer's does): the page comes back by itself to
+// the same game session, logged in, with what was said meanwhile and what
+// it typed while away, each once.
+func TestBrowserMovesGateway(t *testing.T) {
+	_, port := startEPMD(t, ourEPMD)
+	flags := []string{"-epmd-port", fmt.Sprint(port), "-embed-epmd=false", "-ws-listen", "127.0.0.1:0", "-max-per-ip", "0"}
+	a := startSystemOn(t, port, flags...)
+	b := startSystemOn(t, port, flags...)
+	be := a.startBackend()
+	b.gw.waitLog("gateway: backend linked", 1)
+	webAddr := func(s *system) string {
+		u := s.gw.waitLog("gateway: web client listening", 1)["url"].(string)
+		return strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/")
+	}
+	balancer := newCutter(t, webAddr(a))
+	bob := dial(t, b.telnet, "Bob")
+	bob.login()
+
+	page := newBrowser(t, 1000, 700, false)
+	page.run(chromedp.Navigate("http://" + balancer.addr() + "/"))
+	page.waitText("What is your name?")
+	page.typeLine("Ann")
+	page.waitText("Welcome, Ann.")
+	page.typeLine("session")
+	page.waitText("client_ip:")
+	id := between(page.output(), "id: ", "\n")
+
+	a.gw.kill(syscall.SIGKILL)
+	balancer.block(true)
+	balancer.cut()
+	page.waitTrue("reconnecting shown", `document.getElementById("state").textContent.startsWith("reconnecting")`)
+	bob.send("say while you were away")
+	bob.expect("Bob says: while you were away")
+	page.typeLine("echo typed while away")
+	balancer.to(webAddr(b))
+	balancer.block(false)
+
+	page.waitText("echo: typed while away")
+	be.waitLogged("backend: session claimed by another gateway", "session", id)
+	page.waitTrue("connected again", `document.getElementById("state").textContent === "connected"`)
+	page.typeLine("session")
+	page.waitText("resumed: 1")
+	out := page.output()
+	if again := between(out[strings.LastIndex(out, "id: "):], "id: ", "\n"); again != id {
+		t.Errorf("after the move the page's session is %q, want %q", again, id)
+	}
+	if n := page.countText("echo: typed while away"); n != 1 {
+		t.Errorf("what the page typed while away was answered %d times", n)
+	}
+	if n := page.countText("Bob says: while you were away"); n != 1 {
+		t.Errorf("what was said while the page was away came %d times", n)
+	}
+	// What the page had not acknowledged when its gateway died (it does
+	// so a quarter second after output) comes again; the game asked
+	// nothing again.
+	if be.count("talker: new player") != 2 || be.logged("talker: player left", "session", id) {
+		t.Error("the player had to log in again, or the game saw them leave")
+	}
+	page.typeLine("say from the other gateway")
+	bob.expect("Ann says: from the other gateway")
+	page.screenshot("web-client-moved-gateway.png")
+}
