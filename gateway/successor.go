@@ -257,6 +257,8 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 // pass does not see it, so the passes go on until every session is
 // attached somewhere, the successor's readers have left (each one that
 // leaves attaches its session to old by itself), or deployWait passes.
+// A session old let go of (Moved) comes back on a new stream of the same
+// link, which keeps it known to the link for Wake (see untrack).
 func (s *Server) takeBack(old, succ *backendLink) {
 	deadline := time.Now().Add(deployWait)
 	for {

@@ -2,8 +2,12 @@ package test
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -90,12 +94,54 @@ func (r *registryDeploy) servesAll(serving, gone *proc, goneRetired bool, held [
 	})
 	ty.waitAnswered(20)
 	ty.finish()
-	allAnswer(t, held, "after")
+	if lost := r.unanswered(held, "after"); len(lost) > 0 {
+		t.Fatalf("%d of %d held players never answered; their sessions in the gateway:\n%s\n%s",
+			len(lost), len(held), strings.Join(lost, "\n"), r.diagnosis())
+	}
 	select {
 	case <-serving.exited:
 		t.Fatalf("the backend that should serve exited\n%s", r.diagnosis())
 	default:
 	}
+}
+
+// unanswered has every held player ask for an echo and returns, for each
+// that gets none, how the gateway sees its session.
+func (r *registryDeploy) unanswered(held []*heldPlayer, tag string) []string {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var lost []*heldPlayer
+	sem := make(chan struct{}, 100)
+	for _, p := range held {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			io.WriteString(p.c, "echo "+p.name+" "+tag+"\r\n")
+			if p.await("echo: "+p.name+" "+tag) != nil {
+				mu.Lock()
+				lost = append(lost, p)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(lost) == 0 {
+		return nil
+	}
+	var sessions []map[string]any
+	path := r.gw.waitLog("gateway: control listening", 1)["path"].(string)
+	json.Unmarshal([]byte(runTool(r.t, "gateway", "sessions", "-json", "-control", path)), &sessions)
+	byClient := map[string]map[string]any{}
+	for _, ss := range sessions {
+		c, _ := ss["client"].(string)
+		byClient[c] = ss
+	}
+	var out []string
+	for _, p := range lost {
+		b, _ := json.Marshal(byClient[p.c.LocalAddr().String()])
+		out = append(out, p.name+": "+string(b))
+	}
+	return out
 }
 
 // TestRegistryDeploy kills the standalone registry, and starts it again
