@@ -118,13 +118,15 @@ func (l *Listener) claimed(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool
 
 // claimFramesLocked returns what goes first on the stream of a claim: the
 // application's state, where the output sent again starts, and that
-// output. wmu is held.
-func (s *Session) claimFramesLocked(b []byte) []byte {
+// output: what the player does not have (has is what it says it has), of
+// what is kept. wmu is held.
+func (s *Session) claimFramesLocked(b []byte, has uint64) []byte {
 	s.stateMu.Lock()
 	b = link.AppendFrame(b, link.FrameState, s.state)
 	s.stateMu.Unlock()
-	b = link.AppendFrame(b, link.FrameOutAck, link.AppendAck(nil, s.kept.off))
-	for p := s.kept.buf; len(p) > 0; {
+	from := min(max(has, s.kept.off), s.kept.end())
+	b = link.AppendFrame(b, link.FrameOutAck, link.AppendAck(nil, from))
+	for p := s.kept.buf[from-s.kept.off:]; len(p) > 0; {
 		n := min(len(p), link.MaxChunk)
 		b = link.AppendFrame(b, link.FrameOutput, p[:n])
 		p = p[n:]

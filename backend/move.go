@@ -126,7 +126,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	case claim:
 		// The output kept holds what was written while away, and what
 		// the other gateway may not have delivered.
-		b = s.claimFramesLocked(nil)
+		b = s.claimFramesLocked(nil, o.Output)
 	case o.Keep:
 		s.kept.on = true
 		if o.Output > s.kept.end() {

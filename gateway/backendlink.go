@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -95,12 +96,21 @@ func (lk *backendLink) wake(ids []string) {
 func (lk *backendLink) broadcast(b link.Broadcast) {
 	var e telnet.Encoder
 	text := e.Encode(nil, b.Text)
+	exact := text // the same, but for a line with a "\r"
+	if bytes.IndexByte(b.Text, '\r') >= 0 {
+		x := telnet.Encoder{Exact: true}
+		exact = x.Encode(nil, b.Text)
+	}
 	for _, r := range b.To {
 		lk.mu.Lock()
 		s := lk.byID[r.ID]
 		lk.mu.Unlock()
 		if s != nil {
-			s.broadcast(lk, r.Park, broadcastLine{text, len(b.Text)})
+			l := broadcastLine{text, len(b.Text)}
+			if s.keeps {
+				l.b = exact
+			}
+			s.broadcast(lk, r.Park, l)
 		}
 	}
 }

@@ -38,9 +38,9 @@ type keeper interface {
 	// connection now.
 	TokenHashes() [][32]byte
 	// Claim, for a connection that came back from another gateway, says
-	// which session and with which token, and the input offset the page
-	// keeps its typing from.
-	Claim() (id, token string, in uint64, ok bool)
+	// which session and with which token, the input offset the page keeps
+	// its typing from, and the game's output offset the page has.
+	Claim() (id, token string, in, out uint64, ok bool)
 }
 
 // keeper returns the session's connection as a keeper, or nil.

@@ -391,16 +391,20 @@ func (s *Server) admit(c net.Conn) {
 	// page's typing from where the game had it, if the backend takes the
 	// token, and else it ends.
 	k, _ := c.(keeper)
-	cid, token, in, claimed := "", "", uint64(0), false
-	if k != nil && k.Keeps() {
-		cid, token, in, claimed = k.Claim()
+	var claim struct {
+		id, token string
+		in, out   uint64
+		ok        bool
 	}
-	if claimed {
-		id = cid
+	if k != nil && k.Keeps() {
+		claim.id, claim.token, claim.in, claim.out, claim.ok = k.Claim()
+	}
+	if claim.ok {
+		id = claim.id
 	}
 	ss := newSession(s, id, c, addr, ip)
-	if claimed {
-		ss.claim, ss.InOff, ss.Opened = token, in, true
+	if claim.ok {
+		ss.claim, ss.InOff, ss.OutOff, ss.Opened = claim.token, claim.in, claim.out, true
 	}
 	s.sessions[ss] = struct{}{}
 	s.perIP[ip]++

@@ -111,6 +111,10 @@ func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr
 	s.space.L = &s.mu
 	s.engine = telnet.NewEngine(s, srv.NoCompress)
 	s.keeps = s.keeper() != nil
+	// Such a page counts the game's output as it comes (OutOff), to say
+	// where it stands when it comes back elsewhere: one unit on the wire
+	// for each byte of the game's.
+	s.enc.Exact = s.keeps
 	return s
 }
 

@@ -604,6 +604,7 @@ func (s *Server) arrive(m *record, f *os.File) (*session, error) {
 		return nil, err
 	}
 	ss.enc.Restore(p.Encoder)
+	ss.enc.Exact = ss.keeps
 	ss.compressing = p.Compressing
 	ss.pendingOut = p.Out
 	ss.Facts, ss.Hello = boundMoved(m.Facts, m.Hello)

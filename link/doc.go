@@ -130,7 +130,8 @@
 // from (a new backend starts there). After it, a claim:str16,
 // a token of the session's: the backend checks its hash against the
 // session's Tokens, takes the session from the stream it is on (Taken
-// there), and sends the output it kept again, after the Open; a claim it
+// there), and sends again, after the Open, the output it kept from the
+// claim's output offset (what the player has) on; a claim it
 // cannot verify, or for a session it does not hold, is answered End. A
 // claim never starts a session.
 //

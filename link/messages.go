@@ -34,7 +34,8 @@ type Open struct {
 	// come back through another gateway, which claims the session.
 	Keep bool
 	// Output is the session's output offset at the gateway (see OutAck):
-	// where the backend's count goes on from.
+	// where the backend's count goes on from. With a Claim, the output
+	// the player has: what follows, of what is kept, is sent again.
 	Output uint64
 	// Claim is a token of the session's (FrameTokens): the gateway that
 	// opens the stream takes the session from wherever it is, and the

@@ -162,6 +162,10 @@ func (d *Decoder) sbByte(c byte) {
 // the last byte between calls. The zero value is ready to use.
 type Encoder struct {
 	lastCR bool
+	// Exact makes each byte of the application's one unit on the wire,
+	// so that a client can count them: "\r" becomes "\r\0" and "\n"
+	// always "\r\n" (RFC 854's NVT, each taken literally).
+	Exact bool
 }
 
 // Encode appends the encoded form of src to dst and returns it.
@@ -170,8 +174,13 @@ func (e *Encoder) Encode(dst, src []byte) []byte {
 		switch c {
 		case IAC:
 			dst = append(dst, IAC, IAC)
+		case '\r':
+			dst = append(dst, '\r')
+			if e.Exact {
+				dst = append(dst, 0)
+			}
 		case '\n':
-			if !e.lastCR {
+			if !e.lastCR || e.Exact {
 				dst = append(dst, '\r')
 			}
 			dst = append(dst, '\n')

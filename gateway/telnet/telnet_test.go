@@ -106,6 +106,40 @@ func TestEncode(t *testing.T) {
 	if string(got) != "a\r\nb" {
 		t.Errorf("split CR LF encoded as %q", got)
 	}
+	// Exact: each byte one unit, whatever came before.
+	for _, tc := range []struct{ in, want string }{
+		{"hello\n", "hello\r\n"},
+		{"a\r\nb", "a\r\x00\r\nb"},
+		{"\r", "\r\x00"},
+		{"\x00\xff", "\x00\xff\xff"},
+	} {
+		e := Encoder{Exact: true}
+		if got := e.Encode(nil, []byte(tc.in)); string(got) != tc.want {
+			t.Errorf("exact Encode(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// countUnits counts the application's bytes in an exactly encoded stream,
+// as a client does: IAC IAC is one, and so are CR LF and CR NUL.
+func countUnits(wire []byte) int {
+	n, cr, iac := 0, false, false
+	for _, c := range wire {
+		switch {
+		case iac:
+			iac = false
+			n++ // IAC IAC: the only command in encoded text
+			cr = false
+		case c == IAC:
+			iac = true
+		case cr && (c == '\n' || c == 0):
+			cr = false
+		default:
+			n++
+			cr = c == '\r'
+		}
+	}
+	return n
 }
 
 func TestRefusal(t *testing.T) {
@@ -171,6 +205,13 @@ func FuzzEncode(f *testing.F) {
 		want = bytes.ReplaceAll(want, []byte{0}, nil)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("round trip %q -> %q -> %q, want %q", in, enc, got, want)
+		}
+		// Exactly encoded, in two writes, a client counts every byte.
+		x := Encoder{Exact: true}
+		half := len(in) / 2
+		exact := x.Encode(x.Encode(nil, in[:half]), in[half:])
+		if n := countUnits(exact); n != len(in) {
+			t.Fatalf("exact %q -> %q counts %d, want %d", in, exact, n, len(in))
 		}
 	})
 }

@@ -28,7 +28,7 @@ const maxMarks = 256
 // claim is what a page back from another gateway brought.
 type claim struct {
 	session, token string
-	in             uint64
+	in, out        uint64
 }
 
 // Keeps reports whether the page may come back through another gateway.
@@ -92,12 +92,13 @@ func (c *Conn) TokenHashes() [][32]byte {
 }
 
 // Claim says which session a page back from another gateway claims, with
-// which token, and where the game's copy of its typing ends.
-func (c *Conn) Claim() (session, token string, in uint64, ok bool) {
+// which token, where the typing it kept starts and how much of the game's
+// output it has.
+func (c *Conn) Claim() (session, token string, in, out uint64, ok bool) {
 	if c.claim == nil {
-		return "", "", 0, false
+		return "", "", 0, 0, false
 	}
-	return c.claim.session, c.claim.token, c.claim.in, true
+	return c.claim.session, c.claim.token, c.claim.in, c.claim.out, true
 }
 
 // tokensMoved tells the session that the Conn's tokens changed.

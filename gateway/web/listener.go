@@ -333,11 +333,13 @@ func (l *Listener) trusted(a netip.Addr) bool {
 type hello struct {
 	Resume string `json:"resume"`
 	Got    uint64 `json:"got"`
-	// Session and In, from a page that may have been on another gateway:
-	// its session's id, and the input offset the game had (it keeps its
-	// typing after it).
+	// Session, In and Out, from a page that may have been on another
+	// gateway: its session's id, where the typing it kept starts, and how
+	// much of the game's output it has (counted as the game writes it:
+	// the gateway encodes each byte as one unit for such a page).
 	Session string `json:"session"`
 	In      uint64 `json:"in"`
+	Out     uint64 `json:"out"`
 }
 
 // control is what the gateway tells a resumable page, in text messages.
@@ -448,7 +450,7 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			c.adm = adm
-			c.claim = &claim{session: h.Session, token: h.Resume, in: h.In}
+			c.claim = &claim{session: h.Session, token: h.Resume, in: h.In, out: h.Out}
 		} else if resume {
 			ws.Close(websocket.StatusPolicyViolation, "expected a resume")
 			return

@@ -44,6 +44,11 @@ let sessionId = "";    // the session's id, which the gateway says
 let inAcked = 0;       // the game has the input up to here
 let typed = [];        // lines typed: {at, len, bytes}, at in the game's count
 let typedTotal = 0;
+// The game's output this session, counted as the game wrote it: for such a
+// page the gateway sends each byte of it as one unit (CR LF for "\n", CR
+// NUL for "\r", IAC IAC for 255), so that the next gateway sends the rest.
+let gameGot = 0;
+let afterCR = false;
 let got = 0;           // output bytes received this session
 let acked = 0;
 let ackTimer = null;
@@ -214,13 +219,23 @@ function receive(bytes) {
     if (data.length) showText(decoder.decode(new Uint8Array(data), { stream: true }));
     data.length = 0;
   };
+  const text = (c) => {
+    if (afterCR && (c === 10 || c === 0)) {
+      afterCR = false;
+      if (c === 10) data.push(c);
+      return;
+    }
+    gameGot++;
+    afterCR = c === 13;
+    data.push(c);
+  };
   for (const c of bytes) {
     switch (tstate) {
       case 0:
-        if (c === IAC) tstate = 1; else data.push(c);
+        if (c === IAC) tstate = 1; else text(c);
         break;
       case 1:
-        if (c === IAC) { data.push(c); tstate = 0; }
+        if (c === IAC) { text(c); tstate = 0; }
         else if (c >= WILL) { verb = c; tstate = 2; }
         else if (c === SB) tstate = 3;
         else {
@@ -280,7 +295,7 @@ function connect() {
   ws.onopen = () => {
     // in: where the typing kept starts, which the game may have in part.
     const from = typed.length ? typed[0].at : typedTotal;
-    ws.send(JSON.stringify(token ? { resume: token, got, session: sessionId, in: from } : {}));
+    ws.send(JSON.stringify(token ? { resume: token, got, session: sessionId, in: from, out: gameGot } : {}));
   };
   ws.onmessage = (ev) => {
     if (typeof ev.data === "string") {
@@ -299,7 +314,7 @@ function connect() {
         // The session, claimed from another gateway: a new connection to
         // it, whose telnet starts again. The typing kept goes again (the
         // game skips what it has); the rest of what was sent is forgotten.
-        hisOn.clear(); ourOn.clear(); tstate = 0; setEcho(false);
+        hisOn.clear(); ourOn.clear(); tstate = 0; setEcho(false); afterCR = false;
         got = 0; acked = 0; sentLog = []; sentTotal = 0;
         queued = []; queuedBytes = 0;
         token = m.token;
@@ -346,7 +361,7 @@ function connect() {
     if (ev.code === 1000 || ev.code === 4404 || ev.code === 4429 || !token) {
       ended = true;
       token = null; got = 0; acked = 0; gameAway = false;
-      sessionId = ""; inAcked = 0; typed = []; typedTotal = 0;
+      sessionId = ""; inAcked = 0; typed = []; typedTotal = 0; gameGot = 0; afterCR = false;
       queued = []; queuedBytes = 0; sentLog = []; sentTotal = 0;
       hisOn.clear(); ourOn.clear(); tstate = 0; setEcho(false);
       setState(ev.code === 1000 ? "disconnected" : "session over: " + (ev.reason || "connection closed"), "offline");
