@@ -74,6 +74,7 @@ type Conn struct {
 	// on a Conn that came back from another gateway.
 	session       string
 	inAcked       uint64
+	inTimer       *time.Timer // set while the page waits to be told inAcked
 	marks         []sentMark
 	outAcked      func(game uint64)
 	tokensChanged func()

@@ -70,10 +70,26 @@ func (c *Conn) ackedGameLocked() (game uint64, ok bool) {
 	return game, ok && c.outAcked != nil
 }
 
-// InputAcked tells the page that the game has its input up to off.
+// inEvery bounds how often a page is told how much of its input the game
+// has: a message for each line typed would double a typing player's
+// messages, and the page only forgets its typing by it.
+const inEvery = 250 * time.Millisecond
+
+// InputAcked tells the page, within inEvery, that the game has its input
+// up to off.
 func (c *Conn) InputAcked(off uint64) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.inAcked = off
+	if c.inTimer == nil {
+		c.inTimer = time.AfterFunc(inEvery, c.tellIn)
+	}
+}
+
+func (c *Conn) tellIn() {
+	c.mu.Lock()
+	off := c.inAcked
+	c.inTimer = nil
 	c.mu.Unlock()
 	c.tell(info{In: &off})
 }
