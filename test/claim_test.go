@@ -267,6 +267,25 @@ func (p *claimPage) until(want string) []string {
 	}
 }
 
+// twoWebGateways starts two gateways with web listeners on a registry of
+// their own, and the demo game linked to both.
+func twoWebGateways(t *testing.T) (a, b *system, be *proc) {
+	t.Helper()
+	_, port := startEPMD(t, ourEPMD)
+	flags := []string{"-epmd-port", fmt.Sprint(port), "-embed-epmd=false", "-ws-listen", "127.0.0.1:0", "-max-per-ip", "0"}
+	a = startSystemOn(t, port, flags...)
+	b = startSystemOn(t, port, flags...)
+	be = a.startBackend()
+	b.gw.waitLog("gateway: backend linked", 1)
+	return a, b, be
+}
+
+// webAddr is the address of a gateway's web listener.
+func webAddr(s *system) string {
+	u := s.gw.waitLog("gateway: web client listening", 1)["url"].(string)
+	return strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/")
+}
+
 // TestBrowserResumesOnAnotherGateway: two gateways on one game, a browser
 // page on the first. The first gateway is killed; the page comes back to
 // the second with its token and its session's id, and has the same game
@@ -275,16 +294,7 @@ func (p *claimPage) until(want string) []string {
 // had before comes again (it says how much of the game's output it has).
 // A page that names the session without its token gets nothing of it.
 func TestBrowserResumesOnAnotherGateway(t *testing.T) {
-	_, port := startEPMD(t, ourEPMD)
-	flags := []string{"-epmd-port", fmt.Sprint(port), "-embed-epmd=false", "-ws-listen", "127.0.0.1:0", "-max-per-ip", "0"}
-	a := startSystemOn(t, port, flags...)
-	b := startSystemOn(t, port, flags...)
-	be := a.startBackend()
-	b.gw.waitLog("gateway: backend linked", 1)
-	webAddr := func(s *system) string {
-		u := s.gw.waitLog("gateway: web client listening", 1)["url"].(string)
-		return strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/")
-	}
+	a, b, be := twoWebGateways(t)
 	webA, webB := webAddr(a), webAddr(b)
 
 	page := newClaimPage(t)
@@ -367,16 +377,7 @@ func TestBrowserResumesOnAnotherGateway(t *testing.T) {
 // the same game session, logged in, with what was said meanwhile and what
 // it typed while away, each once.
 func TestBrowserMovesGateway(t *testing.T) {
-	_, port := startEPMD(t, ourEPMD)
-	flags := []string{"-epmd-port", fmt.Sprint(port), "-embed-epmd=false", "-ws-listen", "127.0.0.1:0", "-max-per-ip", "0"}
-	a := startSystemOn(t, port, flags...)
-	b := startSystemOn(t, port, flags...)
-	be := a.startBackend()
-	b.gw.waitLog("gateway: backend linked", 1)
-	webAddr := func(s *system) string {
-		u := s.gw.waitLog("gateway: web client listening", 1)["url"].(string)
-		return strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/")
-	}
+	a, b, be := twoWebGateways(t)
 	balancer := newCutter(t, webAddr(a))
 	bob := dial(t, b.telnet, "Bob")
 	bob.login()
