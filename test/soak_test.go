@@ -28,7 +28,7 @@ var (
 	soakHandovers = flag.Int("soak.handovers", 3, "backend handovers to a successor in TestChaosSoak, in place of restarts")
 	soakSeed      = flag.Uint64("soak.seed", 0, "random seed for TestChaosSoak; 0 picks one")
 	soakWeb       = flag.Int("soak.web", 4, "browser players in TestChaosSoak, besides the telnet ones: resumable, their connections cut now and then")
-	soakOverlaps  = flag.Int("soak.overlaps", 2, "rounds of TestChaosSoak with a gateway upgrade and a deploy started within 200 ms of each other, SIGHUP in one of two, the successor killed in one of three and the new gateway in another")
+	soakOverlaps  = flag.Int("soak.overlaps", 2, "rounds of TestChaosSoak with a gateway upgrade and a deploy started within 200 ms of each other, SIGHUP in one of two, the registry restarted in one of three, the successor killed in one of three and the new gateway in another")
 )
 
 // soakPlayer types numbered lines at random intervals and checks the
@@ -284,13 +284,18 @@ func TestChaosSoak(t *testing.T) {
 				upgrade()
 			}
 			// Now and then the gateway is told to reload its certificate
-			// (SIGHUP) in the middle of it. (Not the registry killed: a
-			// successor that starts while the running backend has not yet
-			// registered its name again takes the name as a backend of its
-			// own; see docs/limits.md.)
+			// (SIGHUP) in the middle of it, and the registry is killed
+			// and started again: whichever backend registers first, the
+			// players move only to the newer.
 			if rng.IntN(2) == 0 {
 				hups++
 				syscall.Kill(gwPID(), syscall.SIGHUP)
+			}
+			if rng.IntN(3) == 0 {
+				registry++
+				reg.kill(syscall.SIGKILL)
+				reg.wait()
+				reg = startPath(t, epmdPath(t, ourEPMD), nil, "-port", strconv.Itoa(port))
 			}
 			// In one of three the successor is killed, in another the
 			// new gateway process: each half-way through its move.
