@@ -72,6 +72,8 @@ func main() {
 			o.pid = o.pids[0]
 		}
 		err = run(&o)
+	case "bridge":
+		err = bridgeMain(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
