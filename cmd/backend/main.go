@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"sync"
@@ -20,7 +19,6 @@ import (
 	"holdfast/backend"
 	"holdfast/epmd"
 	"holdfast/internal/cli"
-	"holdfast/internal/netx"
 	"holdfast/internal/systemd"
 )
 
@@ -52,7 +50,7 @@ func main() {
 	defer stop()
 	cfg := backend.Config{Name: *name, ListenAddr: *listen, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log,
 		OrphanTimeout: *orphan, Takeover: *take}
-	l, err := register(ctx, cfg, log)
+	l, err := backend.ListenRetrying(ctx, cfg)
 	if errors.Is(err, epmd.ErrRefused) {
 		cli.Fatal("backend", fmt.Errorf("the name %q is taken: a backend is running under it; start this one with -takeover to take its players over", *name))
 	}
@@ -68,7 +66,7 @@ func main() {
 			return
 		}
 	}
-	if err := ready(ctx, l, log); err != nil {
+	if err := l.ReadyRetrying(ctx); err != nil {
 		l.Close()
 		if ctx.Err() != nil {
 			return // interrupted before the registry answered
@@ -117,45 +115,6 @@ func main() {
 	close(accepting)
 	wg.Wait()
 	l.Close()
-}
-
-// register listens and registers in epmd, retrying until it answers: epmd, gateway and
-// backend may start in any order.
-func register(ctx context.Context, cfg backend.Config, log *zap.Logger) (*backend.Listener, error) {
-	var delay time.Duration
-	for {
-		l, err := backend.Listen(ctx, cfg)
-		if err == nil || errors.Is(err, epmd.ErrRefused) {
-			return l, err
-		}
-		delay = netx.Backoff(delay, 100*time.Millisecond, 2*time.Second)
-		log.Warn("backend: cannot register yet; retrying", zap.Error(err), zap.Duration("delay", delay))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
-	}
-}
-
-// ready says the backend is ready, retrying until the registry answers: a
-// deploy started while the registry restarts waits for it rather than
-// failing. A name taken twice over is no reason to wait.
-func ready(ctx context.Context, l *backend.Listener, log *zap.Logger) error {
-	var delay time.Duration
-	for {
-		err := l.Ready(ctx)
-		if err == nil || errors.Is(err, backend.ErrHandoverBusy) || errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
-			return err
-		}
-		delay = netx.Backoff(delay, 100*time.Millisecond, 2*time.Second)
-		log.Warn("backend: cannot register yet; retrying", zap.Error(err), zap.Duration("delay", delay))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-	}
 }
 
 func init() {

@@ -25,7 +25,6 @@ import (
 	"holdfast/bridge"
 	"holdfast/epmd"
 	"holdfast/internal/cli"
-	"holdfast/internal/netx"
 	"holdfast/internal/systemd"
 )
 
@@ -92,7 +91,7 @@ func main() {
 	}
 	cfg := backend.Config{Name: *name, ListenAddr: *listen, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log,
 		OrphanTimeout: *orphan, Takeover: *take}
-	l, err := register(ctx, cfg, log)
+	l, err := backend.ListenRetrying(ctx, cfg)
 	if errors.Is(err, epmd.ErrRefused) {
 		cli.Fatal("bridge", fmt.Errorf("the name %q is taken: a backend is running under it; start this one with -takeover to take its players over", *name))
 	}
@@ -106,8 +105,11 @@ func main() {
 			log.Warn("bridge: the players will get new connections to the game", zap.Error(err))
 		}
 	}
-	if err := l.Ready(ctx); err != nil {
+	if err := l.ReadyRetrying(ctx); err != nil {
 		l.Close()
+		if ctx.Err() != nil {
+			return // interrupted before the registry answered
+		}
 		cli.Fatal("bridge", err)
 	}
 	log.Info("bridge: registered", zap.String("name", *name), zap.Stringer("addr", l.Addr()),
@@ -138,25 +140,6 @@ func main() {
 	l.Close()
 	if err != nil && !errors.Is(err, bridge.ErrServerClosed) {
 		log.Info("bridge: stopped", zap.Error(err))
-	}
-}
-
-// register listens and registers in epmd, retrying until it answers: epmd,
-// gateway and bridge may start in any order.
-func register(ctx context.Context, cfg backend.Config, log *zap.Logger) (*backend.Listener, error) {
-	var delay time.Duration
-	for {
-		l, err := backend.Listen(ctx, cfg)
-		if err == nil || errors.Is(err, epmd.ErrRefused) {
-			return l, err
-		}
-		delay = netx.Backoff(delay, 100*time.Millisecond, 2*time.Second)
-		log.Warn("bridge: cannot register yet; retrying", zap.Error(err), zap.Duration("delay", delay))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
 	}
 }
 

@@ -29,7 +29,6 @@ import (
 
 	"holdfast/backend"
 	"holdfast/internal/cli"
-	"holdfast/internal/netx"
 )
 
 func main() {
@@ -56,18 +55,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	cfg := backend.Config{Name: *name, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log}
-	var l *backend.Listener
-	for delay := time.Duration(0); ; {
-		if l, err = backend.Listen(ctx, cfg); err == nil {
-			break
-		}
-		delay = netx.Backoff(delay, 100*time.Millisecond, 2*time.Second)
-		log.Warn("gotelnet: cannot register yet; retrying", zap.Error(err))
-		select {
-		case <-ctx.Done():
+	l, err := backend.ListenRetrying(ctx, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
 			return
-		case <-time.After(delay):
 		}
+		cli.Fatal("gotelnet", err)
 	}
 	log.Info("gotelnet: registered", zap.String("name", *name), zap.String("handler", *which))
 
