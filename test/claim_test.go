@@ -24,8 +24,13 @@ import (
 type claimPage struct {
 	t *testing.T
 
+	// sendMu keeps the page's input in order: a line typed waits while
+	// the page comes back and sends its kept typing again.
+	sendMu sync.Mutex
+
 	mu         sync.Mutex
 	ws         *websocket.Conn
+	ready      bool // the gateway answered this WebSocket's hello
 	token      string
 	session    string
 	got        uint64
@@ -76,6 +81,9 @@ func (p *claimPage) open(addr string, hello any) map[string]any {
 	go p.read(ws, gone)
 	select {
 	case m := <-p.replies:
+		p.mu.Lock()
+		p.ready = true
+		p.mu.Unlock()
 		return m
 	case err := <-gone:
 		p.t.Fatalf("page: the gateway at %s closed before answering: %v", addr, err)
@@ -195,12 +203,14 @@ func (p *claimPage) gameHasLocked(in uint64) {
 // has it.
 func (p *claimPage) typeLine(s string) {
 	b := []byte(s + "\r\n")
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
 	p.mu.Lock()
 	p.typed = append(p.typed, typedLine{p.typedTotal, b})
 	p.typedTotal += uint64(len(s)) + 1 // the gateway makes "\r\n" one "\n"
-	ws := p.ws
+	ws, ready := p.ws, p.ready
 	p.mu.Unlock()
-	if ws != nil {
+	if ws != nil && ready {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		ws.Write(ctx, websocket.MessageBinary, b)
 		cancel()
@@ -219,7 +229,7 @@ func (p *claimPage) cutOff() {
 		p.t.Fatal("page: the WebSocket did not end")
 	}
 	p.mu.Lock()
-	p.ws = nil
+	p.ws, p.ready = nil, false
 	p.mu.Unlock()
 }
 
@@ -227,6 +237,8 @@ func (p *claimPage) cutOff() {
 // break, and sends again what it typed that the game may not have.
 func (p *claimPage) comeBack(addr string) map[string]any {
 	p.t.Helper()
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
 	p.mu.Lock()
 	from := p.typedTotal
 	if len(p.typed) > 0 {
@@ -427,4 +439,57 @@ func TestBrowserMovesGateway(t *testing.T) {
 	page.typeLine("say from the other gateway")
 	bob.expect("Ann says: from the other gateway")
 	page.screenshot("web-client-moved-gateway.png")
+}
+
+// TestBrowserTypesThroughGatewayDeath: a page types a numbered line every
+// few milliseconds while its gateway is killed and it comes back through
+// the other: every line is answered once, in order, and the game sees
+// the same session throughout.
+func TestBrowserTypesThroughGatewayDeath(t *testing.T) {
+	a, b, be := twoWebGateways(t)
+	page := newClaimPage(t)
+	page.open(webAddr(a), map[string]any{})
+	page.until("What is your name?")
+	page.typeLine("Pat")
+	page.until("Welcome, Pat.")
+
+	const lines = 400
+	typed := make(chan struct{})
+	go func() {
+		defer close(typed)
+		for i := 1; i <= lines; i++ {
+			page.typeLine(fmt.Sprintf("echo n%d", i))
+			time.Sleep(3 * time.Millisecond) // a fast typist's pace, not synchronisation
+		}
+	}()
+	var answers []string
+	for len(answers) < 60 {
+		l := <-page.lines
+		if strings.HasPrefix(l, "echo: n") {
+			answers = append(answers, l)
+		}
+	}
+	a.gw.kill(syscall.SIGKILL)
+	page.cutOff()
+	if m := page.comeBack(webAddr(b)); m["elsewhere"] != true {
+		t.Fatalf("the answer on the other gateway: %v", m)
+	}
+	<-typed
+	page.typeLine("echo end")
+	for _, l := range page.until("echo: end") {
+		if strings.HasPrefix(l, "echo: n") {
+			answers = append(answers, l)
+		}
+	}
+	for i, l := range answers {
+		if want := fmt.Sprintf("echo: n%d", i+1); l != want {
+			t.Fatalf("answer %d is %q, want %q (all %d: %q)", i+1, l, want, len(answers), answers)
+		}
+	}
+	if len(answers) != lines {
+		t.Fatalf("%d answers, want %d", len(answers), lines)
+	}
+	if be.count("talker: new player") != 1 || be.count("talker: player left") != 0 {
+		t.Error("the game saw the player leave, or arrive again")
+	}
 }
