@@ -18,6 +18,7 @@ type terminal struct {
 	text          bool   // output goes in text frames: whole UTF-8 only
 
 	st      tstate
+	afterCR bool // the last data byte was a CR: a NUL after it is the NVT's, not text
 	verb    byte
 	sbOpt   byte
 	sb      []byte
@@ -50,10 +51,16 @@ func (t *terminal) output(out, reply, p []byte) ([]byte, []byte) {
 	for _, c := range p {
 		switch t.st {
 		case tData:
-			if c == telnet.IAC {
+			switch {
+			case c == telnet.IAC:
 				t.st = tIAC
-			} else {
+			case c == 0 && t.afterCR: // CR NUL is a CR
+			default:
 				out = append(out, c)
+			}
+			t.afterCR = c == '\r'
+			if c == telnet.IAC {
+				t.afterCR = false
 			}
 		case tIAC:
 			switch c {

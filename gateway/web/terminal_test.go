@@ -78,6 +78,21 @@ func TestTerminalTextIsUTF8(t *testing.T) {
 	}
 }
 
+// TestTerminalCRNUL: CR NUL, the telnet for a bare CR (which the gateway
+// sends to a page that counts the game's bytes), is a CR in the text,
+// also across writes; a NUL elsewhere is the game's.
+func TestTerminalCRNUL(t *testing.T) {
+	term := &terminal{}
+	var all []byte
+	for _, p := range []string{"a\r", "\x00b\r\n", "\x00c"} {
+		out, _ := term.output(nil, nil, []byte(p))
+		all = append(all, out...)
+	}
+	if want := "a\rb\r\n\x00c"; string(all) != want {
+		t.Errorf("got %q, want %q", all, want)
+	}
+}
+
 func TestTerminalInput(t *testing.T) {
 	var term terminal
 	for _, tc := range []struct{ in, want string }{
