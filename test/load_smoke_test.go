@@ -1,8 +1,11 @@
 package test
 
 import (
+	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -113,4 +116,98 @@ func TestLoadToolClients(t *testing.T) {
 			t.Errorf("-ws: no figure %s in\n%s", f, out)
 		}
 	}
+}
+
+// TestLoadToolFarm runs the farm scenario small: browser players through
+// HAProxy with deploy/haproxy.cfg in front of two gateways (on addresses
+// of their own, the same ports), one of which is killed, and in the other
+// round drained; every page comes back through the other. It checks that
+// every figure is produced and asserts no timing: scripts/bench-farm
+// measures.
+func TestLoadToolFarm(t *testing.T) {
+	haproxy := needTool(t, "haproxy")
+	if os.Geteuid() != 0 {
+		t.Skip("deploy/haproxy.cfg changes root to /var/lib/haproxy: root only")
+	}
+	cfg, err := filepath.Abs("../deploy/haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, event := range []string{"kill", "drain"} {
+		t.Run(event, func(t *testing.T) {
+			_, eport := startEPMD(t, ourEPMD)
+			env := []string{"ERL_EPMD_PORT=" + strconv.Itoa(eport)}
+			cookie := writeCookie(t, "cookie-farm")
+			be := start(t, "backend", env, "-quiet", "-cookie-file", cookie)
+			gwAddrs := []string{"127.0.0.11", "127.0.0.12"}
+			ports := portsFreeOn(t, 3, gwAddrs...)
+			var gws []*proc
+			var controls []string
+			for _, a := range gwAddrs {
+				control := filepath.Join(t.TempDir(), "gateway.sock")
+				gw := start(t, "gateway", env, "-listen", a+":"+ports[0], "-ws-listen", a+":"+ports[1],
+					"-metrics", a+":"+ports[2], "-control", control, "-embed-epmd=false",
+					"-proxy-protocol", "127.0.0.1", "-cookie-file", cookie)
+				gw.waitLog("gateway: backend linked", 1)
+				gws, controls = append(gws, gw), append(controls, control)
+			}
+			web := "127.0.0.1:" + strconv.Itoa(freePort(t))
+			lb := startPath(t, haproxy, []string{
+				"TELNET_BIND=127.0.0.1:" + strconv.Itoa(freePort(t)), "WEB_BIND=" + web,
+				"GATEWAY1_ADDR=" + gwAddrs[0], "GATEWAY2_ADDR=" + gwAddrs[1],
+				"GATEWAY_TELNET_PORT=" + ports[0], "GATEWAY_WEB_PORT=" + ports[1], "GATEWAY_ADMIN_PORT=" + ports[2],
+			}, "-f", cfg, "-db")
+			eventually(t, "HAProxy listens", func() bool {
+				c, err := net.Dial("tcp", web)
+				if err == nil {
+					c.Close()
+				}
+				return err == nil
+			})
+			out, err := exec.Command(filepath.Join(binDir, "load"), "farm", "-addr", web, "-players", "20", "-typists", "2",
+				"-event", event, "-settle", "1s", "-timeout", "1m",
+				"-gateways", strconv.Itoa(gws[0].cmd.Process.Pid)+","+strconv.Itoa(gws[1].cmd.Process.Pid),
+				"-balancer-pid", strconv.Itoa(lb.cmd.Process.Pid), "-backend-pid", strconv.Itoa(be.cmd.Process.Pid),
+				"-drain-cmd", filepath.Join(binDir, "gateway")+" drain -control "+controls[0]).CombinedOutput()
+			if err != nil {
+				t.Fatalf("load farm: %v\n%s", err, out)
+			}
+			ev := "farm_" + event + "_"
+			for _, f := range []string{"farm_login_all", ev + "players_moved", ev + "sessions_lost", ev + "claimed_all", ev + "resumed_all",
+				ev + "pause_max", ev + "pause_max_other", ev + "rss_balancer_before", ev + "rss_balancer_after",
+				ev + "rss_gateway_other_after", ev + "rss_backend_after"} {
+				if !strings.Contains(string(out), "RESULT "+f+" ") {
+					t.Errorf("no figure %s in\n%s", f, out)
+				}
+			}
+		})
+	}
+}
+
+// portsFreeOn returns n ports that were free a moment ago on every one of
+// addrs, for servers on addresses of their own that share their ports.
+func portsFreeOn(t *testing.T, n int, addrs ...string) []string {
+	t.Helper()
+	var ports []string
+	for len(ports) < n {
+		ln, err := net.Listen("tcp", addrs[0]+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+		ok := !slices.Contains(ports, port)
+		for _, a := range addrs[1:] {
+			l2, err := net.Listen("tcp", a+":"+port)
+			if err != nil {
+				ok = false
+				break
+			}
+			l2.Close()
+		}
+		ln.Close()
+		if ok {
+			ports = append(ports, port)
+		}
+	}
+	return ports
 }

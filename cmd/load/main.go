@@ -6,6 +6,7 @@
 //
 //	load echo -listen 127.0.0.1:5000
 //	load run -addr 127.0.0.1:4000 -sessions 1000 -pid GATEWAY_PID
+//	load farm -addr HAPROXY_WEB -players 1000 -gateways PID1,PID2 -event kill
 //
 // Each figure is printed as a line "RESULT name value unit".
 package main
@@ -29,7 +30,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: load echo|run|port [flags]")
+		fmt.Fprintln(os.Stderr, "usage: load echo|run|farm|port [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -39,6 +40,8 @@ func main() {
 		addr := fs.String("listen", "127.0.0.1:0", "address to serve on")
 		fs.Parse(os.Args[2:])
 		err = runEcho(*addr)
+	case "farm":
+		err = farmMain(os.Args[2:])
 	case "port":
 		// A free port, for programs that cannot report the one they bound.
 		ln, lerr := net.Listen("tcp", "127.0.0.1:0")
