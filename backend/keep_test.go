@@ -3,7 +3,9 @@ package backend
 import (
 	"crypto/sha256"
 	"io"
+	"strings"
 	"testing"
+	"time"
 
 	"holdfast/link"
 )
@@ -109,5 +111,27 @@ func TestKept(t *testing.T) {
 	}
 	if off.proves("anything") {
 		t.Fatal("a session without tokens proved a claim")
+	}
+}
+
+// TestKeptSessionWaitsLonger: when the gateway's link goes, a session
+// that a page may claim elsewhere waits KeptTimeout for it, a telnet
+// player's OrphanTimeout.
+func TestKeptSessionWaitsLonger(t *testing.T) {
+	l, g := setupWith(t, Config{OrphanTimeout: 50 * time.Millisecond, KeptTimeout: time.Minute})
+	_, telnetPlayer := g.open(l, link.Open{ID: "t1"})
+	_, page := g.open(l, link.Open{ID: "p1", Keep: true})
+	tl, pl := lines(telnetPlayer), lines(page)
+	g.mux.Close()
+	if got := <-tl; !strings.HasPrefix(got, "error: EOF") {
+		t.Fatalf("the telnet player's session: %q, want it ended", got)
+	}
+	if away, ended := page.awayState(); !away || ended {
+		t.Fatalf("the page's session: away %v, ended %v; want it waiting", away, ended)
+	}
+	select {
+	case got := <-pl:
+		t.Fatalf("the page's session read %q", got)
+	default:
 	}
 }

@@ -80,6 +80,12 @@ type Config struct {
 	// gateway process that an upgrade hands it to) before it ends as if the
 	// player had left. Zero or negative means DefaultOrphanTimeout.
 	OrphanTimeout time.Duration
+	// KeptTimeout is the same for a session whose player may come back
+	// through another gateway (a browser page, see keep.go), if longer:
+	// its page reconnects by itself, and when a gateway with thousands of
+	// pages dies they all come back through the others at once. Zero or
+	// negative means DefaultKeptTimeout.
+	KeptTimeout time.Duration
 }
 
 // Listener accepts sessions from gateways.
@@ -88,6 +94,7 @@ type Listener struct {
 	creds    *link.Credentials // the cookie, and this process's instance name and certificate
 	log      *zap.Logger
 	orphaned time.Duration
+	kept     time.Duration
 	ln       net.Listener
 	client   *epmd.Client
 	port     uint16
@@ -156,6 +163,7 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 		creds:    creds,
 		log:      log,
 		orphaned: cfg.OrphanTimeout,
+		kept:     cfg.KeptTimeout,
 		ln:       ln,
 		reg:      reg,
 		accept:   make(chan *Session),
@@ -175,6 +183,14 @@ func (l *Listener) orphanTimeout() time.Duration {
 		return DefaultOrphanTimeout
 	}
 	return l.orphaned
+}
+
+func (l *Listener) keptTimeout() time.Duration {
+	k := l.kept
+	if k <= 0 {
+		k = DefaultKeptTimeout
+	}
+	return max(k, l.orphanTimeout())
 }
 
 // shrinkIdle releases the receive buffers yamux keeps for every stream

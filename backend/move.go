@@ -24,6 +24,11 @@ import (
 // it after its stream or link has gone, when Config.OrphanTimeout is zero.
 const DefaultOrphanTimeout = 30 * time.Second
 
+// DefaultKeptTimeout is how long a session that a browser page may claim
+// through another gateway waits for it, when Config.KeptTimeout is zero:
+// as long as a gateway holds a page that went away (-reconnect-grace).
+const DefaultKeptTimeout = 5 * time.Minute
+
 // goAwayLocked marks the session as between streams and starts the clock
 // on it. It is called with s.mu held.
 func (s *Session) goAwayLocked() {
@@ -32,7 +37,11 @@ func (s *Session) goAwayLocked() {
 	}
 	s.away = true
 	s.back = make(chan struct{})
-	s.expiry = time.AfterFunc(s.l.orphanTimeout(), s.expire)
+	wait := s.l.orphanTimeout()
+	if s.keeps.Load() {
+		wait = s.l.keptTimeout()
+	}
+	s.expiry = time.AfterFunc(wait, s.expire)
 }
 
 func (s *Session) awayState() (away, ended bool) {
@@ -129,6 +138,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		b = s.claimFramesLocked(nil, o.Output)
 	case o.Keep:
 		s.kept.on = true
+		s.keeps.Store(true)
 		if o.Output > s.kept.end() {
 			s.kept.ack(o.Output) // a count that went on elsewhere goes on here
 		}

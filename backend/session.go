@@ -82,8 +82,9 @@ type Session struct {
 	stateMu sync.Mutex
 	state   []byte
 	// kept is the output kept for a claim from another gateway (see
-	// keep.go); guarded by wmu.
-	kept kept
+	// keep.go); guarded by wmu. keeps says kept.on, to what holds mu.
+	kept  kept
+	keeps atomic.Bool
 
 	detached chan struct{} // closed when the session leaves this backend
 
@@ -118,6 +119,7 @@ func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *S
 		handedOver: o.HandedOver,
 	}
 	s.kept.on, s.kept.off = o.Keep, o.Output
+	s.keeps.Store(o.Keep)
 	return s
 }
 

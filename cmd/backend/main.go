@@ -29,6 +29,7 @@ func main() {
 		listen = flag.String("listen", "127.0.0.1:0", "address for the gateway's link")
 		quiet  = flag.Bool("quiet", false, "do not announce arrivals and departures (for load tests)")
 		orphan = flag.Duration("orphan-timeout", backend.DefaultOrphanTimeout, "how long a player whose gateway is gone waits for it to come back before leaving the game")
+		kept   = flag.Duration("kept-timeout", backend.DefaultKeptTimeout, "how long a browser player whose gateway is gone waits to come back through another gateway (at least -orphan-timeout)")
 		take   = flag.Bool("takeover", false, "take the players over from the backend running under -name (a deploy without a pause)")
 		delay  = flag.Duration("ready-delay", 0, "wait this long before saying ready, as a game loading its world would")
 	)
@@ -49,7 +50,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	cfg := backend.Config{Name: *name, ListenAddr: *listen, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log,
-		OrphanTimeout: *orphan, Takeover: *take}
+		OrphanTimeout: *orphan, KeptTimeout: *kept, Takeover: *take}
 	l, err := backend.ListenRetrying(ctx, cfg)
 	if errors.Is(err, epmd.ErrRefused) {
 		cli.Fatal("backend", fmt.Errorf("the name %q is taken: a backend is running under it; start this one with -takeover to take its players over", *name))

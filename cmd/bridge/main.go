@@ -36,6 +36,7 @@ func main() {
 		name       = flag.String("name", backend.DefaultName, "name to register in epmd")
 		listen     = flag.String("listen", "127.0.0.1:0", "address for the gateway's link")
 		orphan     = flag.Duration("orphan-timeout", backend.DefaultOrphanTimeout, "how long a player whose gateway is gone waits for it to come back before leaving the game")
+		kept       = flag.Duration("kept-timeout", backend.DefaultKeptTimeout, "how long a browser player whose gateway is gone waits to come back through another gateway (at least -orphan-timeout)")
 		take       = flag.Bool("takeover", false, "take the players over from the bridge running under -name (a deploy without a pause)")
 		connecting = flag.Int("max-connecting", bridge.DefaultMaxConnecting, "connections to the game being opened at once, at most (negative: no bound)")
 		retryMax   = flag.Duration("retry-max", bridge.DefaultRetryMax, "longest wait between a player's attempts to reach a game that is down")
@@ -90,7 +91,7 @@ func main() {
 		Logger:        log,
 	}
 	cfg := backend.Config{Name: *name, ListenAddr: *listen, EPMD: common.EPMDAddr(), Cookie: cookie, Logger: log,
-		OrphanTimeout: *orphan, Takeover: *take}
+		OrphanTimeout: *orphan, KeptTimeout: *kept, Takeover: *take}
 	l, err := backend.ListenRetrying(ctx, cfg)
 	if errors.Is(err, epmd.ErrRefused) {
 		cli.Fatal("bridge", fmt.Errorf("the name %q is taken: a backend is running under it; start this one with -takeover to take its players over", *name))
