@@ -221,6 +221,12 @@ func (s *Server) backendName() (name, registry, host string) {
 		name = defaultBackend
 	}
 	if n, h, ok := strings.Cut(name, "@"); ok {
+		// A gateway without a registry of its own was told the registry's
+		// port (-epmd-port): the one there listens on it, as Erlang's nodes
+		// assume of every host. One with its own asks the usual port.
+		if _, port, err := net.SplitHostPort(s.EPMD); err == nil && port != "" && port != "0" && s.Registry == nil {
+			return n, net.JoinHostPort(h, port), h
+		}
 		return n, epmd.HostAddr(h), h
 	}
 	host = "127.0.0.1"
