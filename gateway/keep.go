@@ -16,7 +16,9 @@ import (
 // backend's of input go on to the page, so that the page keeps what it
 // typed until the game has it. If this gateway dies, the page comes back
 // to another with its token and the session's id: that gateway claims
-// the session (link.Open.Claim), and the backend sends it the output kept.
+// the session (link.Open.Claim), saying how much of the game's output the
+// page has (the page counts it: such a session's output is encoded one
+// unit a byte, telnet.Encoder.Exact), and the backend sends it the rest.
 // If the page comes back elsewhere while this gateway lives, the backend
 // says Taken here, and the session ends here without a Hangup.
 
