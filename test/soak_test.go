@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -324,7 +325,9 @@ func TestChaosSoak(t *testing.T) {
 				if code := exitCode(t, be); code != 0 {
 					t.Fatalf("overlap %d: the old backend exited with status %d", overlaps, code)
 				}
-				next.waitLog("backend: took the name over", 1)
+				// Its name: taken over from the backend it replaced, or found
+				// free at its start when the registry had just restarted.
+				next.waitAny("backend: took the name over", "backend: the name was free; took it")
 				be = next
 				continue
 			}
@@ -439,4 +442,28 @@ func stopMidUpgrade(gw *proc, n, moved int) bool {
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
 	return true
+}
+
+// waitAny waits for a log line whose message is one of msgs.
+func (p *proc) waitAny(msgs ...string) {
+	p.t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		p.mu.Lock()
+		for _, m := range p.lines {
+			if msg, _ := m["msg"].(string); slices.Contains(msgs, msg) {
+				p.mu.Unlock()
+				return
+			}
+		}
+		more := p.more // taken with the check: a line in between wakes this
+		p.mu.Unlock()
+		select {
+		case <-more:
+		case <-p.done:
+			p.t.Fatalf("%s exited before logging any of %q", p.name, msgs)
+		case <-deadline:
+			p.t.Fatalf("%s did not log any of %q within %v", p.name, msgs, waitFor)
+		}
+	}
 }
