@@ -47,6 +47,13 @@ type backendLink struct {
 }
 
 // track records a session stream whose reader is about to start.
+// holds reports whether a session with id has a stream on the link.
+func (lk *backendLink) holds(id string) bool {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	return lk.byID[id] != nil
+}
+
 func (lk *backendLink) track(st *yamux.Stream, s *session) {
 	lk.readers.Add(1)
 	lk.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/netip"
@@ -372,6 +373,25 @@ func (s *Server) admit(c net.Conn) {
 	c.SetDeadline(time.Now().Add(s.handshakeTimeout()))
 	_, err := c.Read(nil)
 	c.SetDeadline(time.Time{})
+	// A page back from another gateway claims its session there: with the
+	// page's typing from where the game had it, if the backend takes the
+	// token, and else it ends. A session held here under that id is the
+	// page's own, whose token this gateway would know: a claim of it can
+	// only be somebody else's, and would take its place on the link.
+	k, _ := c.(keeper)
+	var claim struct {
+		id, token string
+		in, out   uint64
+		ok        bool
+	}
+	if k != nil && k.Keeps() {
+		claim.id, claim.token, claim.in, claim.out, claim.ok = k.Claim()
+	}
+	if err == nil && claim.ok {
+		if cur := s.current(); cur != nil && cur.holds(claim.id) {
+			err = fmt.Errorf("gateway: a claim of session %q, which is held here", claim.id)
+		}
+	}
 	s.mu.Lock()
 	delete(s.pending, c)
 	if err != nil || s.closing {
@@ -387,18 +407,6 @@ func (s *Server) admit(c net.Conn) {
 	ip = pass.ip
 	s.nextID++
 	id := s.idPrefix + strconv.FormatUint(s.nextID, 10)
-	// A page back from another gateway claims its session there: with the
-	// page's typing from where the game had it, if the backend takes the
-	// token, and else it ends.
-	k, _ := c.(keeper)
-	var claim struct {
-		id, token string
-		in, out   uint64
-		ok        bool
-	}
-	if k != nil && k.Keeps() {
-		claim.id, claim.token, claim.in, claim.out, claim.ok = k.Claim()
-	}
 	if claim.ok {
 		id = claim.id
 	}

@@ -351,6 +351,23 @@ func TestBrowserResumesOnAnotherGateway(t *testing.T) {
 		t.Fatal("a claim with a wrong token was not ended")
 	}
 	be.waitLogged("backend: a claim refused: no such session, or not its token", "session", id)
+	// Nor does a claim of a session the gateway holds itself (whose page
+	// it would know): it never reaches the game, and takes nothing from
+	// the player who has it.
+	bob.send("session")
+	bobID := strings.TrimPrefix(bob.expect("id: "), "id: ")
+	intruder := newClaimPage(t)
+	intruder.open(webB, map[string]any{"resume": "not-the-token", "got": 0, "session": bobID, "in": 0})
+	select {
+	case <-intruder.gone:
+	case <-time.After(waitFor):
+		t.Fatal("a claim of a session held on the gateway was not refused")
+	}
+	if be.logged("backend: a claim refused: no such session, or not its token", "session", bobID) {
+		t.Error("a claim of a session held on the gateway reached the game")
+	}
+	bob.send("echo still mine")
+	bob.expect("echo: still mine")
 
 	m := page.comeBack(webB)
 	if m["elsewhere"] != true || m["resumed"] != true {

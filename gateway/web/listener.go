@@ -571,7 +571,7 @@ func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) bool {
 		return true
 	}
 	c, th := l.lookup(h.Resume)
-	if c == nil && h.Session != "" && len(h.Session) <= maxSessionID {
+	if c == nil && validSessionID(h.Session) {
 		return false
 	}
 	if c == nil {
@@ -592,6 +592,21 @@ func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) bool {
 
 // maxSessionID bounds the session id a page names.
 const maxSessionID = 64
+
+// validSessionID reports whether a page names a session id as gateways make
+// them (letters, digits and '-'): it goes into the logs and the operator's
+// list of sessions as it is.
+func validSessionID(id string) bool {
+	if id == "" || len(id) > maxSessionID {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // admitClaim takes a place within the limits for a page that claims its
 // session from another gateway: here it is a new player.

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,5 +120,23 @@ func TestTokenExchange(t *testing.T) {
 	l.mu.Unlock()
 	if n != 0 {
 		t.Errorf("%d tokens still resume an ended session", n)
+	}
+}
+
+// TestValidSessionID: the session id a page names is bounded and made of
+// what gateways make ids of, since it is logged and listed as it is.
+func TestValidSessionID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"sqq1azd3-1":                    true,
+		"":                              false,
+		strings.Repeat("a", 65):         false,
+		"a\x1b[31m":                     false,
+		"a b":                           false,
+		"x\n":                           false,
+		strings.Repeat("Z9-", 21) + "a": true,
+	} {
+		if got := validSessionID(id); got != want {
+			t.Errorf("validSessionID(%q) = %v, want %v", id, got, want)
+		}
 	}
 }
