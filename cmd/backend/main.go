@@ -89,19 +89,7 @@ func main() {
 	})
 	t := newTalker(log, l, *quiet)
 	var wg sync.WaitGroup
-	accepting := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-accepting:
-			return // handed over to a successor: the players are its
-		}
-		systemd.Stopping()
-		log.Info("backend: shutting down; the gateway keeps the players")
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		l.Shutdown(sctx)
-	}()
+	served := cli.ShutdownOnSignal(ctx, log, "backend", l)
 	for {
 		s, err := l.Accept()
 		if err != nil {
@@ -113,7 +101,7 @@ func main() {
 			t.serve(s)
 		}()
 	}
-	close(accepting)
+	served() // handed over to a successor, or shut down: the players are not here
 	wg.Wait()
 	l.Close()
 }

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"syscall"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -117,25 +116,13 @@ func main() {
 		zap.String("upstream", *upstream), zap.Bool("takeover", *take))
 	systemd.Ready()
 
-	served := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-served:
-			return // handed over to a successor: the players are its
-		}
-		systemd.Stopping()
-		log.Info("bridge: shutting down; the gateway keeps the players")
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		l.Shutdown(sctx)
-	}()
+	served := cli.ShutdownOnSignal(ctx, log, "bridge", l)
 	err = b.Serve(l)
-	close(served)
+	served() // handed over to a successor, or shut down: the players are not here
 	// The listener has stopped: its sessions are detached or gone, and
 	// each bridged session ends by itself and closes its connection to
 	// the game.
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), cli.ShutdownTimeout)
 	b.Shutdown(sctx)
 	cancel()
 	l.Close()
