@@ -350,7 +350,7 @@ func (s *session) handOver(fc *fdmsg.Conn, u *upstream) error {
 		rec.Neg, rec.Dec = neg, dec
 	}
 	s.mu.Lock()
-	rec.Held, rec.Hello, rec.InputEnd = s.held, s.helloMsg, s.inEnd
+	rec.Held, rec.GMCP, rec.Hello, rec.InputEnd = s.held, s.gmcp, s.helloMsg, s.inEnd
 	s.mu.Unlock()
 	payload, err := rec.MarshalBinary()
 	if err != nil {
@@ -395,6 +395,10 @@ func (s *session) adopt() *upstream {
 	}
 	s.mu.Lock()
 	s.inEnd = max(start, in.rec.InputEnd)
+	for i := range s.gmcp {
+		s.gmcp[i].At += len(in.rec.Held)
+	}
+	s.gmcp = append(in.rec.GMCP, s.gmcp...)
 	s.held = append(in.rec.Held, s.held...)
 	s.helloMsg = in.rec.Hello
 	facts := s.facts

@@ -128,6 +128,7 @@ func TestRecordCarriesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := record{ID: "s1", Conn: true, Neg: neg, Dec: dec, Out: []byte{iac, telnet.WILL, 24}, Held: []byte("look\r\n"),
+		GMCP:     []heldGMCP{{At: 6, Msg: []byte("Char.Login {}")}},
 		InputEnd: 42, Text: []byte("You see"), Hello: [][]byte{[]byte("Core.Hello {}")}, Flowing: true, EchoOff: true}
 	nonZero(t, r, "Version")
 	nonZero(t, n, "facts") // the facts come from the gateway

@@ -21,6 +21,9 @@ type record struct {
 	Dec     []byte // the decoder, marshalled
 	Out     []byte // answers for the game not yet written
 	Held    []byte // the player's input not yet written to the game
+	// GMCP is the client's GMCP not yet written to the game, each at its
+	// place in Held.
+	GMCP []heldGMCP
 	// InputEnd is the player's input offset at the end of Held: what
 	// the gateway gives the successor again up to it was passed on.
 	InputEnd uint64
@@ -50,6 +53,13 @@ func (r *record) UnmarshalBinary(p []byte) error {
 	}
 	if got.Version != recordVersion {
 		return fmt.Errorf("bridge: record of version %d, want %d", got.Version, recordVersion)
+	}
+	at := 0
+	for _, g := range got.GMCP {
+		if g.At < at || g.At > len(got.Held) {
+			return fmt.Errorf("bridge: record: a GMCP message at %d of %d bytes of input, after one at %d", g.At, len(got.Held), at)
+		}
+		at = g.At
 	}
 	*r = record(got)
 	return nil

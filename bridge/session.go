@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"holdfast/backend"
+	"holdfast/gateway/telnet"
 )
 
 // Bounds on what a session keeps of the client's GMCP: messages waiting
@@ -32,11 +33,14 @@ type session struct {
 	// mu guards the fields below. Lock order: an upstream's mu before it
 	// (the reader replays the hello under the upstream's); the Bridge's mu
 	// is never held with either.
-	mu       sync.Mutex
-	held     []byte // the player's input, as telnet for the game, not yet sent
+	mu sync.Mutex
+	// held and gmcp are one queue, the player's to the game, in the
+	// order the player sent it: held is the input, as telnet for the game,
+	// and each GMCP message sits at the offset in held where it came.
+	held     []byte
+	gmcp     []heldGMCP
 	facts    backend.Facts
 	newFacts bool     // facts changed since the writer last looked
-	gmcp     [][]byte // the client's GMCP messages for the game
 	helloMsg [][]byte // Core.Hello and Core.Supports.*, for each new connection
 	inErr    error    // why the player's input ended
 	// inEnd is the player's input offset (see backend's InputOffset) at
@@ -154,7 +158,7 @@ func (s *session) onGMCP(pkg string, data []byte) {
 		}
 	}
 	if len(s.gmcp) < maxGMCPWaiting {
-		s.gmcp = append(s.gmcp, msg)
+		s.gmcp = append(s.gmcp, heldGMCP{At: len(s.held), Msg: msg})
 	}
 	s.mu.Unlock()
 	s.wake()
@@ -177,10 +181,34 @@ func dropPrefix(msgs [][]byte, pkg string) [][]byte {
 	return keep
 }
 
-// hello returns the client's Core.Hello and Core.Supports messages.
+// heldGMCP is a GMCP message from the client waiting for the game, At
+// bytes into the input held before it.
+type heldGMCP struct {
+	At  int
+	Msg []byte
+}
+
+// isHello reports whether a GMCP message is one that hello replays.
+func isHello(msg []byte) bool {
+	name, _, _ := strings.Cut(string(msg), " ")
+	return name == "Core.Hello" || strings.HasPrefix(name, "Core.Supports.")
+}
+
+// hello returns the client's Core.Hello and Core.Supports messages, for a
+// connection on which the game has just turned GMCP on, and drops those
+// waiting in the queue ahead of all held input: the replay carries them.
+// Those behind input stay, in their place.
 func (s *session) hello() [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	keep := s.gmcp[:0]
+	for _, g := range s.gmcp {
+		if g.At > 0 || !isHello(g.Msg) {
+			keep = append(keep, g)
+		}
+	}
+	clear(s.gmcp[len(keep):])
+	s.gmcp = keep
 	return append([][]byte(nil), s.helloMsg...)
 }
 
@@ -501,32 +529,55 @@ func (s *session) restoreEcho(u *upstream) {
 	}
 }
 
-// flush writes what waits for the game: answers, a changed window size,
-// GMCP and, once the game has greeted the player, held input. Input whose
-// write fails is held again for the next connection.
+// flush writes what waits for the game, in one write: answers and a
+// changed window size, then the player's queue. Before the game has
+// greeted the player only the GMCP ahead of all held input goes, once the
+// game has turned GMCP on; after, the whole queue goes, GMCP in its place
+// among the input (dropped if the game has no GMCP). What fails to go is
+// held again for the next connection.
 func (s *session) flush(u *upstream, greeted bool) error {
+	gmcpOn := u.gmcpOn()
 	s.mu.Lock()
 	var fc *factsChange
 	if s.newFacts {
 		fc = &factsChange{s.facts}
 		s.newFacts = false
 	}
-	gmcp := s.gmcp
-	s.gmcp = nil
 	var in []byte
-	if greeted && len(s.held) > 0 {
-		in = s.held
-		s.held = nil
+	var gmcp []heldGMCP
+	switch {
+	case greeted:
+		in, gmcp = s.held, s.gmcp
+		s.held, s.gmcp = nil, nil
+	case gmcpOn:
+		n := 0
+		for n < len(s.gmcp) && s.gmcp[n].At == 0 {
+			n++
+		}
+		if n > 0 {
+			gmcp = s.gmcp[:n:n]
+			s.gmcp = append([]heldGMCP(nil), s.gmcp[n:]...)
+		}
 	}
 	s.mu.Unlock()
-	out := u.takeOut(fc, gmcp)
-	err := u.write(out)
-	if err == nil && len(in) > 0 {
-		err = u.write(in)
+	out := u.takeOut(fc)
+	sent := 0
+	for _, g := range gmcp {
+		out = append(out, in[sent:g.At]...)
+		sent = g.At
+		if gmcpOn {
+			out = telnet.AppendSubneg(out, telnet.OptGMCP, g.Msg)
+		}
 	}
-	if len(in) > 0 {
+	out = append(out, in[sent:]...)
+	err := u.write(out)
+	if len(in) > 0 || len(gmcp) > 0 {
 		if err != nil {
 			s.mu.Lock()
+			for i := range s.gmcp {
+				s.gmcp[i].At += len(in)
+			}
+			s.gmcp = append(gmcp, s.gmcp...)
 			s.held = append(in, s.held...)
 			s.mu.Unlock()
 		}

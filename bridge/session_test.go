@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -440,4 +441,56 @@ func TestBridgeInputAfterWelcome(t *testing.T) {
 	gc.send(iac, telnet.DO, 24)
 	gc.sendText("Welcome!\r\n")
 	gc.waitText("connect ada\n")
+}
+
+// TestBridgeKeepsInputAndGMCPInOrder: a GMCP message the client sends
+// right after a line reaches the game after that line, also with the game
+// down when both were sent (both then wait for its welcome), and a Core
+// message ahead of every line goes at once (with GMCP on) and only once.
+func TestBridgeKeepsInputAndGMCPInOrder(t *testing.T) {
+	const n = 30 // within maxGMCPWaiting, however slow the writer
+	g := startGame(t)
+	b := newBridge(t, g.addr)
+	p := newPlayer(t, "s1", mudlet)
+	p.in <- gmcpMsg{"Core.Hello", `{"client":"Mudlet"}`}
+	// Typed before the game greets the player: they wait for the welcome,
+	// in order.
+	p.typeLine("early")
+	p.in <- gmcpMsg{"Char.Early", "1"}
+	b.Handle(p)
+	gc := g.accept()
+	gc.send(iac, telnet.WILL, 201)
+	gc.waitEvent(`SB 201 "Core.Hello {\"client\":\"Mudlet\"}"`)
+	gc.sendText("Welcome!\r\n")
+	go func() {
+		for i := range n {
+			p.typeLine(fmt.Sprintf("line %d", i))
+			p.in <- gmcpMsg{"Char.Line", fmt.Sprint(i)}
+		}
+	}()
+	gc.waitEvent(fmt.Sprintf(`SB 201 "Char.Line %d"`, n-1))
+
+	gc.mu.Lock()
+	raw := append([]byte(nil), gc.raw...)
+	gc.mu.Unlock()
+	var r recorder
+	var d decoder
+	d.decode(raw, &r)
+	var got []string
+	for _, e := range r.events {
+		if text, ok := strings.CutPrefix(e, "text "); ok {
+			for l := range strings.Lines(text) {
+				got = append(got, strings.TrimSpace(l))
+			}
+		} else if strings.HasPrefix(e, "SB 201") {
+			got = append(got, e)
+		}
+	}
+	want := []string{`SB 201 "Core.Hello {\"client\":\"Mudlet\"}" false`, "early", `SB 201 "Char.Early 1" false`}
+	for i := range n {
+		want = append(want, fmt.Sprintf("line %d", i), fmt.Sprintf(`SB 201 "Char.Line %d" false`, i))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("the game got, in this order:\n%q\nwant\n%q", got, want)
+	}
 }

@@ -246,21 +246,23 @@ func (u *upstream) command(c byte) {
 }
 
 // takeOut returns the answers waiting for the game, with what the player's
-// new facts and GMCP messages add, leaving none.
-func (u *upstream) takeOut(facts *factsChange, gmcp [][]byte) []byte {
+// new facts add, leaving none.
+func (u *upstream) takeOut(facts *factsChange) []byte {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if facts != nil {
 		u.out = u.neg.setFacts(u.out, facts.f)
 	}
-	if u.neg.him[telnet.OptGMCP] {
-		for _, m := range gmcp {
-			u.out = telnet.AppendSubneg(u.out, telnet.OptGMCP, m)
-		}
-	}
 	out := u.out
 	u.out = nil
 	return out
+}
+
+// gmcpOn reports whether the game has turned GMCP on.
+func (u *upstream) gmcpOn() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.neg.him[telnet.OptGMCP]
 }
 
 // write writes b to the game within writeTimeout.
