@@ -26,17 +26,24 @@ func jitter(d time.Duration) time.Duration {
 
 // acquire takes a slot for a connection being opened, waiting while
 // MaxConnecting are; it returns the function that gives the slot back
-// (safe to call twice), or ctx's error.
-func (b *Bridge) acquire(ctx context.Context) (release func(), err error) {
+// (safe to call twice), or ctx's error. If the game is known to be down
+// while it waits, down is called, once, and the wait goes on.
+func (b *Bridge) acquire(ctx context.Context, down func()) (release func(), err error) {
 	if b.gate == nil {
 		return func() {}, nil
 	}
-	select {
-	case b.gate <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	isDown := b.downSignal()
+	for {
+		select {
+		case b.gate <- struct{}{}:
+			return sync.OnceFunc(func() { <-b.gate }), nil
+		case <-isDown:
+			isDown = nil
+			down()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	return sync.OnceFunc(func() { <-b.gate }), nil
 }
 
 // sleep waits d, or until ctx is done; it reports whether d passed.

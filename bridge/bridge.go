@@ -109,6 +109,10 @@ type Bridge struct {
 	up       chan struct{} // closed and replaced when a player reaches the game, while some wait
 	waiting  int           // players waiting out a backoff
 	sessions map[*session]struct{}
+	serial   uint64            // the next connection to the game's, in the order opened
+	live     int               // connections to the game open, probes aside
+	drops    []*drop           // drops not yet decided
+	isDown   chan struct{}     // closed while the game is known to be down
 	pred     *predecessor      // the bridge taken over, while its records come
 	succ     *fdmsg.Conn       // the successor, once one is connected
 	hln      *net.UnixListener // where a successor connects
@@ -126,6 +130,7 @@ func (b *Bridge) init() {
 		}
 		b.back = make(chan struct{}, 1)
 		b.up = make(chan struct{})
+		b.isDown = make(chan struct{})
 		b.sessions = make(map[*session]struct{})
 	})
 }

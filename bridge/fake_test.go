@@ -303,6 +303,16 @@ func (g *fakeGame) stop() {
 	}
 }
 
+// dropAll closes every connection accepted so far and goes on listening:
+// a game restarted faster than anyone could connect to it in between.
+func (g *fakeGame) dropAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, gc := range g.all {
+		gc.c.Close()
+	}
+}
+
 // restart listens again on the same address.
 func (g *fakeGame) restart() {
 	g.t.Helper()

@@ -327,6 +327,7 @@ func (s *session) handOver(fc *fdmsg.Conn, u *upstream) error {
 	var files []*os.File
 	if u != nil {
 		// The reader leaves once it has handled everything it read.
+		u.ours.Store(true)
 		u.conn.SetReadDeadline(time.Now())
 		<-u.done
 		f, err := netx.Dup(u.conn)
@@ -447,6 +448,7 @@ func (s *session) adopt() *upstream {
 	s.mu.Lock()
 	s.newFacts = true
 	s.mu.Unlock()
+	b.opened(u)
 	go u.read()
 	b.log().Debug("bridge: took a connection to the game over", zap.String("session", s.id))
 	return u

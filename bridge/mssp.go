@@ -135,10 +135,15 @@ func (b *Bridge) gameBack() {
 	}
 }
 
-// reached says a player has reached the game: the players waiting out a
-// backoff need not wait so long.
+// reached says a player has reached the game: it is not down, and the
+// players waiting out a backoff need not wait so long.
 func (b *Bridge) reached() {
 	b.mu.Lock()
+	select {
+	case <-b.isDown:
+		b.isDown = make(chan struct{}) // no longer known to be down
+	default:
+	}
 	if b.waiting > 0 {
 		close(b.up)
 		b.up = make(chan struct{})

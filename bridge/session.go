@@ -50,6 +50,11 @@ type session struct {
 	// that the bridge before had passed on (a deploy); readPlayer's alone.
 	skip uint64
 
+	// told says the player has been told the game is down, since it was
+	// last reached; toldErr is why telling failed. The run goroutine's.
+	told    bool
+	toldErr error
+
 	kick   chan struct{} // something for the writer: input, facts, GMCP, answers
 	room   chan struct{} // held has room again
 	inDone chan struct{} // closed when the player's input has ended
@@ -239,36 +244,43 @@ func (s *session) run() {
 	log := s.b.log()
 	var (
 		delay    time.Duration
-		down     bool // the game is out of reach: the player has been told
-		attempts int  // since the game went out of reach
+		attempts int // since the game went out of reach
 	)
 	for {
 		release := func() {}
 		var err error
 		if u == nil {
 			u, release, err = s.connect(s.b.ctx)
+			if s.toldErr != nil {
+				if err == nil {
+					release()
+					u.close()
+				}
+				s.end(endPlayer)
+				return
+			}
 		}
 		if err == nil {
 			var why ending
 			why, err = s.carry(u, release, func() {
-				if down {
+				if s.told {
 					log.Info("bridge: the game is back; player reconnected", zap.String("session", s.id), zap.Int("attempts", attempts))
 					s.b.gameBack()
 				}
 				s.b.reached()
-				down, delay, attempts = false, 0, 0
+				s.told, delay, attempts = false, 0, 0
 			})
+			last := u
 			u = nil
 			if why != endGame {
 				s.end(why)
 				return
 			}
-			// The game closed the connection, or it broke. If the game
-			// still answers on a connection of its own, it ended this
-			// player's on purpose (a quit, a boot, a refusal): the player
-			// leaves too. If it does not, it is going down or restarting,
-			// and the player waits for it.
-			if !down && !errors.Is(err, errSilent) && s.gameUp() {
+			// The game closed the connection, or it broke: it ended this
+			// player's connection on purpose (a quit, a boot, a refusal),
+			// and the player leaves too, or it went down or restarted, and
+			// the player waits for it. See drops.go.
+			if !s.told && !errors.Is(err, errSilent) && s.gameEnded(last) {
 				log.Info("bridge: the game ended the player's connection", zap.String("session", s.id), zap.Error(err))
 				s.p.Close()
 				return
@@ -278,10 +290,9 @@ func (s *session) run() {
 			return
 		}
 		attempts++
-		if !down {
-			down = true
+		if !s.told {
 			log.Info("bridge: the game went away; holding the player", zap.String("session", s.id), zap.Error(err))
-			if s.tell(s.b.notice()) != nil {
+			if s.gameDown(); s.toldErr != nil {
 				s.end(endPlayer)
 				return
 			}
@@ -291,6 +302,28 @@ func (s *session) run() {
 			return
 		}
 	}
+}
+
+// gameDown tells the player, once, that the game is down.
+func (s *session) gameDown() {
+	if !s.told {
+		s.told = true
+		s.toldErr = s.tell(s.b.notice())
+	}
+}
+
+// gameEnded reports whether the game, closing u, ended the player's
+// connection on purpose, rather than going down: by the drop u's close
+// joined, or, without a witness, by asking the game.
+func (s *session) gameEnded(u *upstream) bool {
+	switch v := s.b.judge(u); v {
+	case verdictEnded:
+		return true
+	case verdictRestart:
+		s.b.log().Debug("bridge: the game dropped its connections together", zap.String("session", s.id))
+		return false
+	}
+	return s.gameUp()
 }
 
 // errSilent is a connection on which the game said nothing in GreetWait:
@@ -441,7 +474,7 @@ func (s *session) carry(u *upstream, release func(), greeted func()) (ending, er
 	}
 	for {
 		if err := s.flush(u, flowing); err != nil {
-			u.close()
+			u.broken()
 			s.restoreEcho(u)
 			return endGame, err
 		}

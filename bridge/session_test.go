@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,35 +111,131 @@ func TestBridgeGameRestart(t *testing.T) {
 }
 
 // TestBridgeGameEndsPlayer: the game closing one player's connection while
-// it still serves ends that player's session, and no other.
+// it still serves ends that player's session, and no other. With another
+// connection open to the game, that connection says the game is up; alone,
+// the player's session asks the game on a connection of its own.
 func TestBridgeGameEndsPlayer(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		witness bool
+	}{{"beside another player", true}, {"alone", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startGame(t)
+			b := newBridge(t, g.addr)
+			p1, p2 := newPlayer(t, "s1", mudlet), newPlayer(t, "s2", mudlet)
+			b.Handle(p1)
+			gc1 := g.accept()
+			gc1.sendText("hi 1\r\n")
+			p1.waitOutput("hi 1")
+			var gc2 *gameConn
+			if tc.witness {
+				b.Handle(p2)
+				gc2 = g.accept()
+				gc2.sendText("hi 2\r\n")
+				p2.waitOutput("hi 2")
+			}
+			gc1.sendText("Bye.\r\n")
+			gc1.c.Close()
+			if !tc.witness {
+				// The question whether the game is up: a game greets it.
+				g.accept().sendText("Welcome!\r\n")
+			}
+			p1.waitEvent("closed")
+			if !strings.Contains(p1.output(), "Bye.") || strings.Contains(p1.output(), DefaultNotice) {
+				t.Errorf("player 1 saw %q; want the game's goodbye and no notice", p1.output())
+			}
+			if !tc.witness {
+				return
+			}
+			p2.typeLine("still here")
+			gc2.waitText("still here\n")
+			if p2.isClosed() {
+				t.Error("player 2 was closed")
+			}
+			select {
+			case gc := <-g.conns:
+				t.Errorf("the game got a connection from %v: the other player's said it was up", gc.c.RemoteAddr())
+			default:
+			}
+		})
+	}
+}
+
+// TestBridgeGameRestartsAtOnce: a game that drops every connection and
+// accepts new ones at once (restarted faster than the bridge's first
+// attempt) has restarted: every player is told once, stays, and finds its
+// welcome again on a new connection.
+func TestBridgeGameRestartsAtOnce(t *testing.T) {
+	const n = 3
 	g := startGame(t)
 	b := newBridge(t, g.addr)
-	p1, p2 := newPlayer(t, "s1", mudlet), newPlayer(t, "s2", mudlet)
-	b.Handle(p1)
-	gc1 := g.accept()
-	b.Handle(p2)
-	gc2 := g.accept()
-	gc1.sendText("hi 1\r\n")
-	gc2.sendText("hi 2\r\n")
-	p1.waitOutput("hi 1")
-	p2.waitOutput("hi 2")
-	go func() {
-		// The probe that asks whether the game is up: a game greets it.
-		if gc := g.accept(); gc != nil {
-			gc.sendText("Welcome!\r\n")
-		}
-	}()
-	gc1.sendText("Bye.\r\n")
-	gc1.c.Close()
-	p1.waitEvent("closed")
-	if !strings.Contains(p1.output(), "Bye.") || strings.Contains(p1.output(), DefaultNotice) {
-		t.Errorf("player 1 saw %q; want the game's goodbye and no notice", p1.output())
+	var ps []*fakePlayer
+	for i := range n {
+		p := newPlayer(t, fmt.Sprintf("s%d", i), mudlet)
+		ps = append(ps, p)
+		b.Handle(p)
+		gc := g.accept()
+		gc.sendText("Welcome!\r\n")
+		p.waitOutput("Welcome!")
 	}
-	p2.typeLine("still here")
-	gc2.waitText("still here\n")
-	if p2.isClosed() {
-		t.Error("player 2 was closed")
+	g.dropAll()
+	for range n {
+		g.accept().sendText("Welcome back!\r\n")
+	}
+	for _, p := range ps {
+		p.waitOutput("Welcome back!")
+		if p.isClosed() {
+			t.Errorf("player %s was closed", p.id)
+		}
+		if c := strings.Count(p.output(), DefaultNotice); c != 1 {
+			t.Errorf("player %s was told %d times that the game is restarting, want once", p.id, c)
+		}
+	}
+}
+
+// TestBridgeToldWhileQueued: once one attempt finds the game down, a
+// player waiting for a slot among the connections being opened is told at
+// once, not after its turn.
+func TestBridgeToldWhileQueued(t *testing.T) {
+	g := startGame(t)
+	b := newBridge(t, g.addr)
+	b.MaxConnecting = 1
+	var (
+		mu       sync.Mutex
+		hold     bool
+		blocking = make(chan struct{})
+	)
+	b.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		h := hold
+		hold = false
+		mu.Unlock()
+		if h {
+			// Holds the only slot until the bridge closes.
+			close(blocking)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	a := newPlayer(t, "a", mudlet)
+	b.Handle(a)
+	g.accept().sendText("Welcome!\r\n")
+	a.waitOutput("Welcome!")
+	mu.Lock()
+	hold = true
+	mu.Unlock()
+	slow := newPlayer(t, "slow", mudlet)
+	b.Handle(slow)
+	<-blocking
+	queued := newPlayer(t, "queued", mudlet)
+	b.Handle(queued)
+	g.stop() // a's connection drops; the question whether the game is up is refused
+	a.waitOutput(DefaultNotice)
+	queued.waitOutput(DefaultNotice)
+	if strings.Contains(slow.output(), DefaultNotice) {
+		t.Errorf("the player whose attempt is still under way was told: %q", slow.output())
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"holdfast/backend"
@@ -38,6 +39,9 @@ type upstream struct {
 	out []byte // answers for the game, in order, not yet written
 
 	probe    bool          // only to learn whether the game is up
+	serial   uint64        // its place among the connections opened; see drops.go
+	drop     *drop         // the drop its close by the game joined; read after done
+	ours     atomic.Bool   // the bridge ends the connection: not the game's doing
 	spoke    chan struct{} // closed at the game's first byte
 	welcomed chan struct{} // closed at the game's first text
 	greeted  chan struct{} // closed once the game has sent text and asked what it asks at once
@@ -65,13 +69,21 @@ func (s *session) connect(ctx context.Context) (*upstream, func(), error) {
 // that the game spoke, and hands nothing to the player.
 func (s *session) open(ctx context.Context, probe bool) (*upstream, func(), error) {
 	b := s.b
-	release, err := b.acquire(ctx)
-	if err != nil {
-		return nil, nil, err
+	release := func() {}
+	if !probe {
+		// A probe is one connection, not a crowd: it does not queue
+		// behind the players coming back.
+		var err error
+		if release, err = b.acquire(ctx, s.gameDown); err != nil {
+			return nil, nil, err
+		}
 	}
 	conn, err := b.dial(ctx)
 	if err != nil {
 		release()
+		if ctx.Err() == nil {
+			b.down()
+		}
 		return nil, nil, fmt.Errorf("bridge: dial %s: %w", b.Upstream, err)
 	}
 	s.mu.Lock()
@@ -97,12 +109,20 @@ func (s *session) open(ctx context.Context, probe bool) (*upstream, func(), erro
 		greeted:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	if !probe {
+		b.opened(u)
+	}
 	go u.read()
 	return u, release, nil
 }
 
 func (u *upstream) read() {
 	defer close(u.done)
+	if !u.probe {
+		defer func() {
+			u.s.b.ended(u, u.fault == nil && u.lost == nil && !u.ours.Load())
+		}()
+	}
 	buf := make([]byte, readBuf)
 	for {
 		n, err := u.conn.Read(buf)
@@ -277,8 +297,18 @@ func (u *upstream) write(b []byte) error {
 	return nil
 }
 
-// close closes the connection and waits for its reader.
+// close closes the connection, which the bridge ends (not the game), and
+// waits for its reader.
 func (u *upstream) close() {
+	u.ours.Store(true)
+	u.conn.Close()
+	<-u.done
+}
+
+// broken closes a connection that failed under a write (the game reset
+// it, or stopped reading), and waits for its reader: it counts as closed
+// by the game.
+func (u *upstream) broken() {
 	u.conn.Close()
 	<-u.done
 }
