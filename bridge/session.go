@@ -30,10 +30,21 @@ type session struct {
 	p  Player
 	id string
 
-	// mu guards the fields below. Lock order: an upstream's mu before it
-	// (the reader replays the hello under the upstream's); the Bridge's mu
-	// is never held with either.
+	// wmu is held by whoever writes to the game, the run goroutine or the
+	// player's reader (see direct), from taking what waits in the queue
+	// until it is written: one writer at a time, in the queue's order. It
+	// guards wbuf.
+	wmu  sync.Mutex
+	wbuf []byte // what one flush writes
+
+	// mu guards the fields below. Lock order: wmu, then an upstream's mu,
+	// then mu (the reader replays the hello under the upstream's); the
+	// Bridge's mu is never held with any of them.
 	mu sync.Mutex
+	// direct is the connection the player's input flows to, once the game
+	// has greeted the player: the player's reader writes it there itself,
+	// with no other goroutine to wake on the way. Nil while input waits.
+	direct *upstream
 	// held and gmcp are one queue, the player's to the game, in the
 	// order the player sent it: held is the input, as telnet for the game,
 	// and each GMCP message sits at the offset in held where it came.
@@ -127,8 +138,11 @@ func (s *session) hold(p []byte, end uint64) bool {
 	}
 	s.held = appendInput(s.held, p)
 	s.inEnd = end
+	u := s.direct
 	s.mu.Unlock()
-	s.wake()
+	if u == nil || s.flushDirect(u) != nil {
+		s.wake() // the run goroutine writes it, or learns the connection failed
+	}
 	return true
 }
 
@@ -470,10 +484,13 @@ func (s *session) carry(u *upstream, release func(), greeted func()) (ending, er
 			flowing, greet, settle = true, nil, nil
 			release()
 			greeted()
+			s.setDirect(u)
 		}
 	}
+	defer s.setDirect(nil)
 	for {
 		if err := s.flush(u, flowing); err != nil {
+			s.setDirect(nil)
 			u.broken()
 			s.restoreEcho(u)
 			return endGame, err
@@ -502,6 +519,7 @@ func (s *session) carry(u *upstream, release func(), greeted func()) (ending, er
 				return endGame, errSilent
 			}
 		case <-u.done:
+			s.setDirect(nil)
 			s.flush(u, flowing) // input that cannot go is held for the next connection
 			if u.lost != nil {
 				return s.leave(u), u.lost
@@ -510,14 +528,29 @@ func (s *session) carry(u *upstream, release func(), greeted func()) (ending, er
 			s.restoreEcho(u)
 			return endGame, u.err
 		case <-s.inDone:
+			s.setDirect(nil)
 			if flowing {
 				s.flush(u, true) // the player's last words (a QUIT) still go
 			}
 			return s.leave(u), nil
 		case <-s.b.ctx.Done():
+			s.setDirect(nil)
 			u.close()
 			return endBridge, nil
 		}
+	}
+}
+
+// setDirect has the player's reader write the player's input to u itself,
+// or, with nil, stop doing so: once it returns, the reader writes no more
+// to the connection before.
+func (s *session) setDirect(u *upstream) {
+	s.mu.Lock()
+	s.direct = u
+	s.mu.Unlock()
+	if u == nil {
+		s.wmu.Lock()
+		s.wmu.Unlock() // having waited out a write under way
 	}
 }
 
@@ -569,8 +602,30 @@ func (s *session) restoreEcho(u *upstream) {
 // among the input (dropped if the game has no GMCP). What fails to go is
 // held again for the next connection.
 func (s *session) flush(u *upstream, greeted bool) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.flushLocked(u, greeted, false)
+}
+
+// flushDirect is flush from the player's reader, while u is the connection
+// input flows to; errNotDirect once it no longer is.
+func (s *session) flushDirect(u *upstream) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.flushLocked(u, true, true)
+}
+
+var errNotDirect = errors.New("bridge: input no longer flows to this connection")
+
+// flushLocked is flush with wmu held; direct says only while u is the
+// connection input flows to.
+func (s *session) flushLocked(u *upstream, greeted, direct bool) error {
 	gmcpOn := u.gmcpOn()
 	s.mu.Lock()
+	if direct && s.direct != u {
+		s.mu.Unlock()
+		return errNotDirect
+	}
 	var fc *factsChange
 	if s.newFacts {
 		fc = &factsChange{s.facts}
@@ -593,7 +648,7 @@ func (s *session) flush(u *upstream, greeted bool) error {
 		}
 	}
 	s.mu.Unlock()
-	out := u.takeOut(fc)
+	out := u.takeOut(s.wbuf[:0], fc)
 	sent := 0
 	for _, g := range gmcp {
 		out = append(out, in[sent:g.At]...)
@@ -604,16 +659,21 @@ func (s *session) flush(u *upstream, greeted bool) error {
 	}
 	out = append(out, in[sent:]...)
 	err := u.write(out)
+	if cap(out) <= maxKeptBuf {
+		s.wbuf = out[:0]
+	}
 	if len(in) > 0 || len(gmcp) > 0 {
+		s.mu.Lock()
 		if err != nil {
-			s.mu.Lock()
 			for i := range s.gmcp {
 				s.gmcp[i].At += len(in)
 			}
 			s.gmcp = append(gmcp, s.gmcp...)
 			s.held = append(in, s.held...)
-			s.mu.Unlock()
+		} else if s.held == nil && cap(in) <= maxKeptBuf {
+			s.held = in[:0] // written: its array serves the next input
 		}
+		s.mu.Unlock()
 		select {
 		case s.room <- struct{}{}:
 		default:

@@ -22,6 +22,10 @@ const readBuf = 4 << 10
 // that keeps asking without reading the answers is dropped past it.
 const maxOut = 64 << 10
 
+// maxKeptBuf bounds a buffer kept for the next line rather than left to
+// the collector: a line's worth, not a flood's.
+const maxKeptBuf = 4 << 10
+
 // writeTimeout bounds one write to the game; a game that reads nothing for
 // that long is treated as gone.
 const writeTimeout = 10 * time.Second
@@ -38,17 +42,20 @@ type upstream struct {
 	neg negotiator
 	out []byte // answers for the game, in order, not yet written
 
-	probe    bool          // only to learn whether the game is up
-	serial   uint64        // its place among the connections opened; see drops.go
-	drop     *drop         // the drop its close by the game joined; read after done
-	ours     atomic.Bool   // the bridge ends the connection: not the game's doing
-	spoke    chan struct{} // closed at the game's first byte
-	welcomed chan struct{} // closed at the game's first text
-	greeted  chan struct{} // closed once the game has sent text and asked what it asks at once
-	done     chan struct{} // closed when the reader has ended
-	err      error         // why the reader ended; read after done
-	lost     error         // a write to the player failed; read after done
-	fault    error         // the game broke a bound; the reader's alone
+	probe  bool        // only to learn whether the game is up
+	serial uint64      // its place among the connections opened; see drops.go
+	drop   *drop       // the drop its close by the game joined; read after done
+	ours   atomic.Bool // the bridge ends the connection: not the game's doing
+	// deadlineMoved is when the write deadline was last set; the session's
+	// wmu guards it.
+	deadlineMoved time.Time
+	spoke         chan struct{} // closed at the game's first byte
+	welcomed      chan struct{} // closed at the game's first text
+	greeted       chan struct{} // closed once the game has sent text and asked what it asks at once
+	done          chan struct{} // closed when the reader has ended
+	err           error         // why the reader ended; read after done
+	lost          error         // a write to the player failed; read after done
+	fault         error         // the game broke a bound; the reader's alone
 	// undelivered is the game's text read after the player's side failed,
 	// for a successor to deliver; at most one read's worth.
 	undelivered []byte
@@ -265,17 +272,20 @@ func (u *upstream) command(c byte) {
 	}
 }
 
-// takeOut returns the answers waiting for the game, with what the player's
-// new facts add, leaving none.
-func (u *upstream) takeOut(facts *factsChange) []byte {
+// takeOut appends to b the answers waiting for the game, with what the
+// player's new facts add, leaving none.
+func (u *upstream) takeOut(b []byte, facts *factsChange) []byte {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if facts != nil {
 		u.out = u.neg.setFacts(u.out, facts.f)
 	}
-	out := u.out
-	u.out = nil
-	return out
+	b = append(b, u.out...)
+	u.out = u.out[:0]
+	if cap(u.out) > maxKeptBuf {
+		u.out = nil
+	}
+	return b
 }
 
 // gmcpOn reports whether the game has turned GMCP on.
@@ -285,12 +295,17 @@ func (u *upstream) gmcpOn() bool {
 	return u.neg.him[telnet.OptGMCP]
 }
 
-// write writes b to the game within writeTimeout.
+// write writes b to the game within writeTimeout (or a tenth of it less:
+// the deadline is moved at most every tenth, not at every line). Its
+// session's wmu is held.
 func (u *upstream) write(b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	u.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if now := time.Now(); now.After(u.deadlineMoved.Add(writeTimeout / 10)) {
+		u.deadlineMoved = now
+		u.conn.SetWriteDeadline(now.Add(writeTimeout))
+	}
 	if _, err := u.conn.Write(b); err != nil {
 		return fmt.Errorf("bridge: write to the game: %w", err)
 	}
