@@ -114,7 +114,12 @@ func main() {
 	}
 	log.Info("bridge: registered", zap.String("name", *name), zap.Stringer("addr", l.Addr()),
 		zap.String("upstream", *upstream), zap.Bool("takeover", *take))
-	systemd.Ready()
+	if *take {
+		readyAsSuccessor()
+	} else {
+		systemd.Ready()
+	}
+	reloadOnSignal(log, *take)
 
 	served := cli.ShutdownOnSignal(ctx, log, "bridge", l)
 	err = b.Serve(l)
