@@ -87,7 +87,14 @@ func linkGateway(t *testing.T, l *Listener) *fakeGateway {
 		t.Fatal(err)
 	}
 	link.WriteFrame(ctrl, link.FrameControl, nil)
-	return &fakeGateway{t: t, mux: mux, ctrl: ctrl, cfr: link.Reader{R: ctrl}, instance: inst}
+	g := &fakeGateway{t: t, mux: mux, ctrl: ctrl, cfr: link.Reader{R: ctrl}, instance: inst}
+	// The backend says what it can do before anything else.
+	if typ, p := g.control(); typ != link.FrameFeatures {
+		t.Fatalf("the control stream began with %v, want Features", typ)
+	} else if f, err := link.ParseFeatures(p); err != nil || f&link.FeatureHold == 0 {
+		t.Fatalf("features %v %v: want Hold", f, err)
+	}
+	return g
 }
 
 // control reads the next frame on the control stream.

@@ -469,6 +469,7 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 		gl.mu.Lock()
 		gl.ctrl = st
 		gl.mu.Unlock()
+		gl.control(link.FrameFeatures, link.AppendFeatures(nil, link.FeatureHold))
 		l.mu.Lock()
 		mssp := l.mssp
 		l.mu.Unlock()
@@ -557,7 +558,9 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			l.retire(gl)
 			continue
 		}
-		if typ != link.FrameMove && typ != link.FrameRelease && typ != link.FramePark {
+		switch typ {
+		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop:
+		default:
 			continue // from a later version
 		}
 		p, err := fr.Payload()
@@ -567,6 +570,14 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 		ids, err := link.ParseMove(p)
 		if err != nil {
 			l.log.Warn("backend: bad move", zap.Error(err))
+			continue
+		}
+		switch typ {
+		case link.FrameHold:
+			l.holdAll(gl, ids)
+			continue
+		case link.FrameDrop:
+			l.dropAll(gl, ids)
 			continue
 		}
 		if typ == link.FramePark {

@@ -37,6 +37,12 @@ func (s *Session) goAwayLocked() {
 	}
 	s.away = true
 	s.back = make(chan struct{})
+	s.startClockLocked()
+}
+
+// startClockLocked starts the clock on an away session: unless a gateway
+// claims it in time, it ends. s.mu is held.
+func (s *Session) startClockLocked() {
 	wait := s.l.orphanTimeout()
 	if s.keeps.Load() {
 		wait = s.l.keptTimeout()
@@ -59,7 +65,11 @@ func (s *Session) isAway() bool {
 func (s *Session) orphan() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.away || s.ended || s.hungup || s.isDetached() {
+	if s.ended || s.hungup || s.isDetached() {
+		return
+	}
+	if s.away {
+		s.unholdLocked() // held by the link that failed
 		return
 	}
 	s.goAwayLocked()
@@ -116,7 +126,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	if s.away {
 		close(s.back)
 	}
-	s.away = false
+	s.away, s.holder = false, nil
 	s.gl, s.cur = gl, st
 	s.next, s.nextOff = st, o.Offset
 	s.resumed = int(o.Resumed)
@@ -127,6 +137,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	s.mu.Unlock()
 
 	// Acknowledgements start again from where the gateway stands.
+	s.held = nil   // opened: nothing to wake
 	s.wakeLocked() // the old stream closes
 	s.st, s.acked, s.parks = st, o.Offset, 0
 	b := s.pending

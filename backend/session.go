@@ -77,8 +77,11 @@ type Session struct {
 	// parked is the link whose gateway has let the reader of st go (it
 	// read Parked there): it is sent Wake before st is written to or
 	// closed. Nil while the gateway reads st.
-	parked  *gatewayLink
-	parks   uint32 // Parked frames written on st
+	parked *gatewayLink
+	parks  uint32 // Parked frames written on st
+	// held is the link whose gateway holds the away session without a
+	// stream, until it has been woken for a frame in pending (hold.go).
+	held    *gatewayLink
 	stateMu sync.Mutex
 	state   []byte
 	// kept is the output kept for a claim from another gateway (see
@@ -96,6 +99,7 @@ type Session struct {
 	closed       bool
 	released     bool          // handed to the successor: nothing more is written here
 	away         bool          // between streams: moving, or its link is gone
+	holder       *gatewayLink  // the link holding the away session, which stops its clock (hold.go)
 	ended        bool          // away for too long: the player counts as gone
 	back         chan struct{} // closed when an away session is adopted or ends
 	next         *yamux.Stream // the stream it was adopted on, for the reader
@@ -675,6 +679,7 @@ func (s *Session) writeLocked(fb *[]byte, ack uint64, wait bool) error {
 			continue
 		case away:
 			s.pending = append(s.pending, (*fb)[:frames]...)
+			s.wakeHeldLocked()
 			return nil
 		}
 		s.wakeLocked()
@@ -813,6 +818,7 @@ func (s *Session) Close() error {
 	if wait {
 		if end {
 			s.pending = link.AppendFrame(s.pending, link.FrameEnd, nil)
+			s.wakeHeldLocked()
 		}
 		s.wmu.Unlock()
 		return nil // adopt or expire finishes it

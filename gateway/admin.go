@@ -49,7 +49,7 @@ func (s *Server) Sessions() []SessionInfo {
 			ClientApp: telnet.Printable([]byte(ss.Facts.ClientName), -1),
 			Width:     ss.Facts.Width,
 			Height:    ss.Facts.Height,
-			Attached:  ss.st != nil,
+			Attached:  ss.cond.stream != streamAway,
 			Resumed:   ss.Resumed,
 			HeldInput: len(ss.In),
 			BytesIn:   ss.bytesIn.Load(),

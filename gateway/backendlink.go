@@ -38,6 +38,7 @@ type backendLink struct {
 	// the authenticated channel: the same on every link to one process,
 	// never empty.
 	instance string
+	features atomic.Uint32 // link.Features, once the backend has said them
 
 	cmu sync.Mutex // serialises frames on the control stream
 
@@ -87,16 +88,18 @@ func (lk *backendLink) untrack(st *yamux.Stream) {
 	lk.readers.Add(-1)
 }
 
-// wake starts the readers of the parked streams of the sessions named.
-func (lk *backendLink) wake(ids []string) {
-	for _, id := range ids {
-		lk.mu.Lock()
-		s := lk.byID[id]
-		lk.mu.Unlock()
-		if s != nil {
+// wake starts the readers of the parked streams of the sessions named,
+// and opens those held.
+func (lk *backendLink) wake(srv *Server, ids []string) {
+	var held []*session
+	for _, s := range lk.sessionsNamed(ids) {
+		if s.heldOn(lk) {
+			held = append(held, s)
+		} else {
 			s.wakeStream(lk)
 		}
 	}
+	lk.openLater(srv, held)
 }
 
 // broadcast delivers a line to every session it names, encoded once.
@@ -200,7 +203,19 @@ func (lk *backendLink) readControl(s *Server) {
 		case link.FrameWake:
 			if p, err := fr.Payload(); err == nil {
 				if ids, err := link.ParseMove(p); err == nil {
-					lk.wake(ids)
+					lk.wake(s, ids)
+				}
+			}
+		case link.FrameUnheld:
+			if p, err := fr.Payload(); err == nil {
+				if ids, err := link.ParseMove(p); err == nil {
+					lk.unheld(s, ids)
+				}
+			}
+		case link.FrameFeatures:
+			if p, err := fr.Payload(); err == nil {
+				if f, err := link.ParseFeatures(p); err == nil {
+					lk.features.Store(uint32(f))
 				}
 			}
 		case link.FrameMSSP:
@@ -363,7 +378,7 @@ func (s *Server) serveLink(lk *backendLink, name string, w *watcher) {
 	held := slices.Collect(maps.Keys(s.sessions))
 	s.mu.Unlock()
 	start := time.Now()
-	resumed := attachAll(lk, held)
+	resumed := placeAll(lk, held)
 	s.metrics.links.Inc()
 	s.log().Info("gateway: backend linked", zap.String("backend", name), zap.String("addr", lk.addr),
 		zap.Int64("sessions", resumed), zap.Duration("attach", time.Since(start)))
@@ -422,6 +437,7 @@ wait:
 	}
 	s.mu.Unlock()
 	s.log().Info("gateway: backend gone; holding sessions", zap.String("backend", name), zap.String("reason", reason))
+	lk.releaseHeld(s)
 	// A backend that said goodbye is still flushing its sessions'
 	// acknowledgements and state; give it time, but not forever.
 	s.wg.Add(1)

@@ -60,6 +60,9 @@ const (
 	streamWokenEarly
 	// streamParked: the reader has stopped at Parked; a Wake restarts it.
 	streamParked
+	// streamHeld: no stream, but the backend holds the session for the
+	// link (see link's Holding): a Wake, or something to send, opens one.
+	streamHeld
 )
 
 // event is what happens to a session.
@@ -78,6 +81,7 @@ const (
 	evAskPark                 // the sweep found the stream quiet and sent Park
 	evParkedRead              // the stream's reader read Parked
 	evWake                    // the backend wrote to a parked stream (Wake), or its link broke
+	evHold                    // the session is named in a Hold: a backend holds it without a stream
 )
 
 // next returns the condition after e, and whether e may happen in s: one that
@@ -122,10 +126,15 @@ func (s condition) next(e event) (condition, bool) {
 		}
 		n.player = playerReading
 	case evAttach:
-		if s.phase != phaseLive || s.stream != streamAway {
+		if s.phase != phaseLive || s.stream != streamAway && s.stream != streamHeld {
 			return s, false
 		}
 		n.stream = streamAttached
+	case evHold:
+		if s.phase != phaseLive || s.stream != streamAway {
+			return s, false
+		}
+		n.stream = streamHeld
 	case evDetach:
 		if s.stream == streamAway {
 			return s, false
@@ -154,7 +163,9 @@ func (s condition) next(e event) (condition, bool) {
 		case streamParkAsked:
 			n.stream = streamWokenEarly
 		default:
-			return s, false // a reader runs: it reads what woke it
+			// A reader runs, and reads what woke it; or, held, the
+			// caller opens a stream.
+			return s, false
 		}
 	default:
 		return s, false
@@ -198,6 +209,8 @@ func (s streamState) String() string {
 		return "woken-early"
 	case streamParked:
 		return "parked"
+	case streamHeld:
+		return "held"
 	}
 	return fmt.Sprintf("stream(%d)", uint8(s))
 }

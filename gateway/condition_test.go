@@ -6,7 +6,7 @@ import (
 )
 
 var allEvents = []event{evNegotiated, evFreeze, evThaw, evEnd, evPark, evWakePlayer, evUnpark, evAttach,
-	evDetach, evAskPark, evParkedRead, evWake}
+	evDetach, evAskPark, evParkedRead, evWake, evHold}
 
 // reachable returns every condition a session can come to: from a new
 // player's (an arrival from another process starts the same way, and is
@@ -73,6 +73,18 @@ func TestConditionTransitions(t *testing.T) {
 		{c(phaseMoving, playerReading, streamAttached), evDetach, c(phaseMoving, playerReading, streamAway), true},
 		{c(phaseMoving, playerReading, streamAway), evThaw, c(phaseLive, playerReading, streamAway), true},
 		{c(phaseLive, playerReading, streamAway), evThaw, c(phaseLive, playerReading, streamAway), false},
+		// Held without a stream: only a live session with none; opened
+		// by attaching, let go by detaching; a Wake starts no reader.
+		{c(phaseLive, playerParked, streamAway), evHold, c(phaseLive, playerParked, streamHeld), true},
+		{c(phaseLive, playerParked, streamAttached), evHold, c(phaseLive, playerParked, streamAttached), false},
+		{c(phaseMoving, playerReading, streamAway), evHold, c(phaseMoving, playerReading, streamAway), false},
+		{c(phaseLive, playerParked, streamHeld), evAttach, c(phaseLive, playerParked, streamAttached), true},
+		{c(phaseLive, playerParked, streamHeld), evWake, c(phaseLive, playerParked, streamHeld), false},
+		{c(phaseLive, playerParked, streamHeld), evAskPark, c(phaseLive, playerParked, streamHeld), false},
+		{c(phaseLive, playerReading, streamHeld), evDetach, c(phaseLive, playerReading, streamAway), true},
+		{c(phaseLive, playerParked, streamHeld), evFreeze, c(phaseMoving, playerReading, streamHeld), true},
+		{c(phaseMoving, playerReading, streamHeld), evAttach, c(phaseMoving, playerReading, streamHeld), false},
+		{c(phaseMoving, playerReading, streamHeld), evThaw, c(phaseLive, playerReading, streamHeld), true},
 		// The end, once.
 		{c(phaseMoving, playerReading, streamAway), evEnd, c(phaseGone, playerReading, streamAway), true},
 		{c(phaseLive, playerParked, streamAttached), evEnd, c(phaseGone, playerParked, streamAttached), true},
@@ -91,9 +103,9 @@ func TestConditionTransitions(t *testing.T) {
 // come to against the rules the session's code relies on.
 func TestConditionRules(t *testing.T) {
 	all := reachable()
-	// Of 40 conditions, those a session never is in: negotiating with a
+	// Of 48 conditions, those a session never is in: negotiating with a
 	// parked socket or any stream, and moving with its socket parked.
-	if len(all) != 4*2*5-(2*5-1)-5 {
+	if len(all) != 4*2*6-(2*6-1)-6 {
 		t.Errorf("%d conditions reachable: %v", len(all), all)
 	}
 	for _, from := range all {
@@ -135,8 +147,14 @@ func TestConditionRules(t *testing.T) {
 			if ok && to.player == playerParked && from.player != playerParked && to.phase != phaseLive {
 				fail("parked outside of live")
 			}
-			if ok && from.stream == streamAway && to.stream != streamAway && (ev != evAttach || to.phase != phaseLive) {
-				fail("a stream appeared other than by attaching a live session")
+			if ok && from.stream == streamAway && to.stream != streamAway && (ev != evAttach && ev != evHold || to.phase != phaseLive) {
+				fail("a stream appeared other than by attaching or holding a live session")
+			}
+			if ok && from.stream == streamHeld && to.stream != streamHeld && ev != evAttach && ev != evDetach {
+				fail("a held session changed other than by opening a stream or letting go")
+			}
+			if ok && to.stream == streamHeld && from.stream != streamHeld && from.stream != streamAway {
+				fail("a session with a stream was held")
 			}
 			if ok && from.stream == streamParked && to.stream != streamParked && ev != evWake && ev != evDetach {
 				fail("a parked stream's reader restarted without a Wake")

@@ -48,6 +48,7 @@ type metrics struct {
 	bytesOut      prometheus.Counter
 
 	sessions  *prometheus.Desc
+	streams   *prometheus.Desc
 	heldInput *prometheus.Desc
 	backendUp *prometheus.Desc
 	options   *prometheus.Desc
@@ -91,6 +92,9 @@ func newMetrics() *metrics {
 		}),
 		sessions: prometheus.NewDesc("holdfast_sessions",
 			"Sessions held, by whether a backend is attached or they wait for one.", []string{"state"}, nil),
+		streams: prometheus.NewDesc("holdfast_streams",
+			"Sessions attached to a backend, by their stream: read, parked, or none while the backend holds the session (after an upgrade).",
+			[]string{"state"}, nil),
 		heldInput: prometheus.NewDesc("holdfast_held_input_bytes",
 			"Player input held that no backend has acknowledged yet.", nil, nil),
 		backendUp: prometheus.NewDesc("holdfast_backend_up",
@@ -114,6 +118,7 @@ type collector struct{ s *Server }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	m := c.s.metrics
 	ch <- m.sessions
+	ch <- m.streams
 	ch <- m.heldInput
 	ch <- m.backendUp
 	ch <- m.options
@@ -123,13 +128,22 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	m := c.s.metrics
 	var attached, waiting, held, withMTTS int
+	var streams [3]int // read, parked, held
 	withOption := make([]int, len(adoption))
 	for _, ss := range c.s.list() {
 		ss.mu.Lock()
-		if ss.st != nil {
-			attached++
-		} else {
+		switch ss.cond.stream {
+		case streamAway:
 			waiting++
+		case streamParked:
+			streams[1]++
+		case streamHeld:
+			streams[2]++
+		default:
+			streams[0]++
+		}
+		if ss.cond.stream != streamAway {
+			attached++
 		}
 		held += len(ss.In)
 		if ss.Facts.MTTS != 0 {
@@ -150,6 +164,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(m.sessions, prometheus.GaugeValue, float64(attached), "attached")
 	ch <- prometheus.MustNewConstMetric(m.sessions, prometheus.GaugeValue, float64(waiting), "waiting")
+	for i, state := range []string{"read", "parked", "held"} {
+		ch <- prometheus.MustNewConstMetric(m.streams, prometheus.GaugeValue, float64(streams[i]), state)
+	}
 	ch <- prometheus.MustNewConstMetric(m.heldInput, prometheus.GaugeValue, float64(held))
 	ch <- prometheus.MustNewConstMetric(m.backendUp, prometheus.GaugeValue, up)
 	for i, a := range adoption {

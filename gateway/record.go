@@ -46,6 +46,10 @@ type record struct {
 	// after a move, until the next attach: on that backend the session
 	// carries on instead of being resumed.
 	MoveFrom string
+	// Quiet is set when the session moved with its stream parked or held,
+	// and nothing of its own to send: the next process has the backend
+	// hold it (see link's Holding) instead of opening it, until it has.
+	Quiet bool
 
 	// Parts is what the session's parts save of themselves, for a move
 	// only: a live session's parts are its telnet engine, encoder,

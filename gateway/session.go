@@ -462,6 +462,7 @@ func (s *session) holdUpTo(data []byte) []byte {
 
 // forward sends the held input that the current stream has not had yet.
 func (s *session) forward() {
+	s.openHeld()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
@@ -637,7 +638,7 @@ func (s *session) attach(lk *backendLink) bool {
 		s.srv.metrics.resumeSeconds.Observe(time.Since(s.Lost).Seconds())
 	}
 	s.Opened = true
-	s.MoveFrom = ""
+	s.MoveFrom, s.Quiet = "", false
 	o := s.open(s.deployed)
 	s.deployed = false
 	o.Keep, o.Output, o.Claim = s.keeps, s.OutOff, s.claim
@@ -907,9 +908,15 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 	if ph == phaseGone {
 		return
 	}
-	// A stream that ended with its link goes to another link; one that
-	// the backend let go of (Moved: handed to its successor, which may
-	// have failed) may go to a new stream on the same link.
+	s.resumeElsewhere(lk, moved)
+}
+
+// resumeElsewhere attaches a session that lost its place on lk to the
+// current link, or tells the player the game is away. A session that ended
+// with its link goes to another link; one that the backend let go of
+// (moved: Moved, handed to its successor, which may have failed) may go to
+// a new stream on the same link.
+func (s *session) resumeElsewhere(lk *backendLink, moved bool) {
 	if cur := s.srv.current(); cur != nil && (cur != lk || moved) && s.attach(cur) {
 		return
 	}
@@ -973,9 +980,16 @@ func (s *session) finish(reason string, flush bool) {
 	}
 	s.stopFactsLocked()
 	st := s.st
+	heldOn := s.lk
+	if s.cond.stream != streamHeld {
+		heldOn = nil
+	}
 	s.In = nil
 	s.space.Broadcast()
 	s.mu.Unlock()
+	if heldOn != nil {
+		heldOn.dropHeld(s)
+	}
 	if st != nil {
 		// The deadline also frees a forward blocked on a backend that does
 		// not read, so that taking wmu cannot hang.

@@ -210,6 +210,15 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 		if len(batch) == 0 {
 			break
 		}
+		// A held session goes on a stream first: Release hands over what
+		// the stream brings last, its state and acknowledgement.
+		var held []*session
+		for _, ss := range batch {
+			if ss.heldOn(old) {
+				held = append(held, ss)
+			}
+		}
+		attachAll(old, held)
 		ids := make([]string, len(batch))
 		for i, ss := range batch {
 			ss.mu.Lock()
@@ -271,7 +280,7 @@ func (s *Server) takeBack(old, succ *backendLink) {
 	}
 }
 
-// attachedTo returns up to n sessions on lk.
+// attachedTo returns up to n sessions on lk, with a stream or held.
 func (s *Server) attachedTo(lk *backendLink, n int) []*session {
 	var out []*session
 	for _, ss := range s.list() {
@@ -288,7 +297,7 @@ func (s *Server) attachedTo(lk *backendLink, n int) []*session {
 func (ss *session) onLink(lk *backendLink) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.lk == lk && ss.st != nil
+	return ss.lk == lk && (ss.st != nil || ss.cond.stream == streamHeld && ss.cond.phase != phaseGone)
 }
 
 func (s *Server) setSuccessor(lk *backendLink) {

@@ -104,6 +104,9 @@ func (s *session) learnt(t telnet.Facts) {
 // changed, or no stream to send on (an attach sends every fact in its
 // Open), the interval ends without an update.
 func (s *session) sendFacts(tick bool) {
+	if !tick {
+		s.openHeld()
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
@@ -158,6 +161,7 @@ func mergeFacts(f link.Facts, t telnet.Facts) link.Facts {
 // toBackend sends a frame on the current stream, if there is one that is
 // not leaving; otherwise the attach will carry the news.
 func (s *session) toBackend(typ link.FrameType, payload []byte) {
+	s.openHeld()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()

@@ -277,9 +277,11 @@ func (ss *session) freeze() bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	parked := ss.cond.player == playerParked
+	quiet := ss.cond.stream == streamParked || ss.cond.stream == streamHeld
 	if !ss.to(evFreeze) {
 		return false
 	}
+	ss.Quiet = quiet
 	ss.endedInMove = false
 	ss.space.Broadcast()
 	if parked {
@@ -463,7 +465,7 @@ func (ss *session) thaw() {
 		ss.mu.Unlock()
 		return
 	}
-	attached := ss.st != nil
+	attached := ss.cond.stream != streamAway
 	ss.mu.Unlock()
 	ss.out.thaw()
 	ss.startReader((*session).readOn)
@@ -479,7 +481,14 @@ func (ss *session) thaw() {
 func (ss *session) letGo() {
 	ss.mu.Lock()
 	ss.to(evEnd)
+	heldOn := ss.lk
+	if ss.cond.stream != streamHeld {
+		heldOn = nil
+	}
 	ss.mu.Unlock()
+	if heldOn != nil {
+		heldOn.forget(ss) // the other process holds it now
+	}
 	ss.out.close()
 	closeDescriptor(ss.conn)
 	ss.srv.remove(ss)
@@ -634,7 +643,7 @@ func (a *Arrivals) Start() {
 		ss.startReader((*session).readOn)
 	}
 	if cur != nil {
-		attachAll(cur, a.sessions)
+		placeAll(cur, a.sessions)
 	}
 	a.sessions = nil
 }

@@ -81,11 +81,22 @@
 //	Park     gateway->backend, the same payload as Move: these sessions'
 //	         streams have been quiet; each answers Parked (see Parking)
 //	Wake     backend->gateway, the same payload: these sessions' streams
-//	         have something to read, or have closed, after their Parked
+//	         have something to read, or have closed, after their Parked;
+//	         or these held sessions have something for the gateway
 //	Broadcast backend->gateway: count:u32, then id:str16 park:u32 for each
 //	         session (at most MaxMove), then text (as in Output, at most
 //	         MaxChunk): output for sessions whose streams are parked, each
 //	         after its Parked number park (see Parking)
+//	Features backend->gateway, the first frame on the control stream:
+//	         bits:u32, what the backend can do (1: Hold); bytes after them
+//	         are a later version's
+//	Hold     gateway->backend, the same payload as Move: these sessions,
+//	         which a Move left away on this backend, are this link's now,
+//	         without a stream (see Holding)
+//	Unheld   backend->gateway, the same payload: of a Hold, the sessions
+//	         the backend does not hold that way; the gateway opens them
+//	Drop     gateway->backend, the same payload: these held sessions'
+//	         players have gone, as a Hangup would say on a stream
 //
 // Session stream, gateway->backend:
 //
@@ -188,6 +199,28 @@
 // streams start by themselves and find it gone. A backend that ignores
 // Park (an earlier version) answers nothing, and its streams keep their
 // readers.
+//
+// # Holding
+//
+// An upgrade moves every session to a new gateway process, which opens
+// each one again on the backend: thousands of Opens at once, most of them
+// for players who are not typing, that the backend reads while the few
+// who are typing wait behind them. So the new process opens only the
+// sessions that were busy. The others, whose streams were parked when
+// they moved and that have nothing to send, it names in Hold frames on
+// its control stream: the backend keeps each such session on that link
+// with no stream and no orphan clock, as if its stream were parked. The
+// first time the application writes to a held session (output, state, its
+// end) the backend keeps the frames for the next stream, as for any away
+// session, and sends Wake for it; the gateway then opens it with an Open
+// that carries it on. The gateway does the same when the player types or
+// a fact or GMCP message needs to go, and sends Drop when the player
+// leaves. A Hold naming a session the backend does not hold away (it
+// ended, or was opened again meanwhile, or never moved) is answered
+// Unheld, and the gateway opens it if it still holds it. A held session
+// whose link fails is away again, on the orphan clock. A gateway holds
+// sessions only on a backend whose Features said Hold, and never those a
+// browser page may claim from another gateway.
 //
 // # Moving a session
 //

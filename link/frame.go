@@ -52,6 +52,13 @@ const (
 	FrameTaken FrameType = 29
 
 	FrameBroadcast FrameType = 30
+	// FrameHold, FrameUnheld and FrameDrop keep an idle session on a link
+	// without a stream (see Holding); FrameFeatures says what a backend
+	// can do.
+	FrameHold     FrameType = 31
+	FrameUnheld   FrameType = 32
+	FrameDrop     FrameType = 33
+	FrameFeatures FrameType = 34
 )
 
 var frameNames = [...]string{
@@ -85,6 +92,10 @@ var frameNames = [...]string{
 	FrameTaken:   "Taken",
 
 	FrameBroadcast: "Broadcast",
+	FrameHold:      "Hold",
+	FrameUnheld:    "Unheld",
+	FrameDrop:      "Drop",
+	FrameFeatures:  "Features",
 }
 
 // String returns the frame type's name, "Move" say, or "FrameType(42)" for
@@ -105,8 +116,8 @@ const (
 	MaxState = 64 << 10
 	// MaxChunk is the largest Input or Output payload a sender produces.
 	MaxChunk = 32 << 10
-	// MaxMove bounds the sessions one Move, Release, Park or Wake frame
-	// names.
+	// MaxMove bounds the sessions one Move, Release, Park, Wake, Hold,
+	// Unheld or Drop frame names.
 	MaxMove = 4096
 )
 

@@ -408,6 +408,27 @@ func ParseMove(p []byte) ([]string, error) {
 	return ids, d.err
 }
 
+// Features is what a backend can do, beyond what every backend of this
+// link version does: a bit each. A gateway uses a feature only once the
+// backend has said it has it.
+type Features uint32
+
+// FeatureHold: the backend takes Hold and Drop, and answers Unheld (see
+// Holding in the package documentation).
+const FeatureHold Features = 1
+
+// AppendFeatures encodes a Features payload.
+func AppendFeatures(b []byte, f Features) []byte { return binary.BigEndian.AppendUint32(b, uint32(f)) }
+
+// ParseFeatures decodes a Features payload. Bytes after the first four are
+// a later version's, and are ignored.
+func ParseFeatures(p []byte) (Features, error) {
+	if len(p) < 4 {
+		return 0, fmt.Errorf("%w: features of %d bytes", ErrProtocol, len(p))
+	}
+	return Features(binary.BigEndian.Uint32(p)), nil
+}
+
 // Broadcast is output for many sessions at once, each of whose streams
 // the backend has parked (see the package documentation, Parking).
 type Broadcast struct {

@@ -1,0 +1,101 @@
+package backend
+
+import "holdfast/link"
+
+// A session that a Move left away here may be held by a gateway's link
+// without a stream (see Holding in package link): the link a new gateway
+// process opens after an upgrade names its quiet sessions in Hold instead
+// of opening each. A held session stops its orphan clock; the first frame
+// written to it while held goes to pending, as for any away session, and
+// wakes the gateway, which opens it on a stream. Its link failing starts
+// the clock again.
+
+// hold answers a gateway's Hold for this session on link gl: it reports
+// whether the session is held now, which only an away session with no
+// claim to wait for may be.
+func (s *Session) hold(gl *gatewayLink) bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	ok := s.away && !s.ended && !s.hungup && !s.closed && !s.released && !s.isDetached() && !s.keeps.Load()
+	if ok {
+		if s.expiry != nil {
+			s.expiry.Stop()
+		}
+		s.gl, s.holder = gl, gl
+	}
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	s.held = gl
+	if len(s.pending) > 0 {
+		s.wakeHeldLocked() // written while it moved
+	}
+	return true
+}
+
+// wakeHeldLocked, with wmu held, has the gateway that holds the session
+// open it: a frame for it is waiting in pending. Once is enough.
+func (s *Session) wakeHeldLocked() {
+	if s.held != nil {
+		s.held.wake(s.id)
+		s.held = nil
+	}
+}
+
+// unholdLocked, with mu held, ends the hold of an away session whose
+// holding link has gone: the orphan clock runs again. It reports whether
+// the session was held.
+func (s *Session) unholdLocked() bool {
+	if s.holder == nil {
+		return false
+	}
+	s.holder = nil
+	s.startClockLocked()
+	return true
+}
+
+// drop answers a gateway's Drop for this session on link gl: the player
+// of the held session has gone. Reads return io.EOF, as after a Hangup.
+func (s *Session) drop(gl *gatewayLink) {
+	s.mu.Lock()
+	if !s.away || s.holder != gl || s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.holder = nil
+	s.ended, s.hungup = true, true
+	close(s.back)
+	closed := s.closed
+	s.mu.Unlock()
+	s.wmu.Lock()
+	s.pending, s.held = nil, nil
+	s.wmu.Unlock()
+	if closed {
+		s.l.untrack(s)
+	}
+}
+
+// holdAll answers a Hold naming ids on gl: the sessions not held are
+// named in Unheld, for the gateway to open.
+func (l *Listener) holdAll(gl *gatewayLink, ids []string) {
+	var unheld []string
+	for _, id := range ids {
+		if s := l.lookup(id); s == nil || !s.hold(gl) {
+			unheld = append(unheld, id)
+		}
+	}
+	if len(unheld) > 0 {
+		gl.control(link.FrameUnheld, link.AppendMove(nil, unheld))
+	}
+}
+
+// dropAll answers a Drop naming ids on gl.
+func (l *Listener) dropAll(gl *gatewayLink, ids []string) {
+	for _, id := range ids {
+		if s := l.lookup(id); s != nil {
+			s.drop(gl)
+		}
+	}
+}

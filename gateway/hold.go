@@ -1,0 +1,177 @@
+package gateway
+
+import (
+	"github.com/hashicorp/yamux"
+
+	"holdfast/link"
+)
+
+// Holding (see link's package documentation): the sessions that come to
+// this process in an upgrade quiet, with nothing to send, are not opened on
+// the backend one by one, which would keep the players who are typing
+// waiting behind thousands of Opens. The backend is asked to hold them on
+// the link without a stream, in a few Hold frames, and a held session is
+// opened when it has something to send (openHeld) or the backend Wakes it.
+
+// holdable reports whether the session, with s.mu held, may be held on lk
+// rather than opened: it moved here quiet, from the backend lk reaches,
+// and nothing of its own waits to go (input, facts, a notice, a claim).
+// A page that may be claimed elsewhere is always opened: its holder must
+// hear Taken on a stream.
+func (s *session) holdable(lk *backendLink) bool {
+	return s.Quiet && s.MoveFrom != "" && s.MoveFrom == lk.instance && lk.canHold() &&
+		len(s.In) == 0 && s.factsDirty == 0 && !s.Noticed && !s.keeps && s.claim == "" && !s.deployed
+}
+
+// canHold reports whether the backend said it takes Hold.
+func (lk *backendLink) canHold() bool {
+	return link.Features(lk.features.Load())&link.FeatureHold != 0
+}
+
+// placeAll resumes sessions on lk: those it may hold, held; the others,
+// and any the backend could not hold, opened. It returns how many are on
+// lk afterwards.
+func placeAll(lk *backendLink, sessions []*session) int64 {
+	var open, held []*session
+	for _, s := range sessions {
+		s.mu.Lock()
+		hold := s.holdable(lk) && s.to(evHold)
+		if hold {
+			s.lk = lk
+		}
+		s.mu.Unlock()
+		if hold {
+			held = append(held, s)
+		} else {
+			open = append(open, s)
+		}
+	}
+	n := attachAll(lk, open)
+	if len(held) == 0 {
+		return n
+	}
+	lk.register(held)
+	ids := make([]string, len(held))
+	for i, s := range held {
+		ids[i] = s.ID
+	}
+	if lk.leaving() || lk.sendIDs(link.FrameHold, ids) != nil {
+		// The link is going: its end, or the next link, places them.
+		return n
+	}
+	return n + int64(len(held))
+}
+
+// register makes held sessions known to the link, for Wake and Unheld.
+func (lk *backendLink) register(held []*session) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if lk.byID == nil {
+		lk.streams = make(map[*yamux.Stream]*session)
+		lk.byID = make(map[string]*session)
+	}
+	for _, s := range held {
+		lk.byID[s.ID] = s
+	}
+}
+
+// forget drops a session that left while held from the link's index.
+func (lk *backendLink) forget(s *session) {
+	lk.mu.Lock()
+	if lk.byID[s.ID] == s {
+		delete(lk.byID, s.ID)
+	}
+	lk.mu.Unlock()
+}
+
+// heldOn reports whether the session is held on lk.
+func (s *session) heldOn(lk *backendLink) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lk == lk && s.cond.stream == streamHeld && s.cond.phase != phaseGone
+}
+
+// openHeld opens a stream for a held session that has something to send.
+func (s *session) openHeld() {
+	s.mu.Lock()
+	lk := s.lk
+	held := s.cond.stream == streamHeld
+	s.mu.Unlock()
+	if held {
+		s.attach(lk)
+	}
+}
+
+// openLater opens the held sessions on lk on a goroutine of their own: the
+// caller reads the control stream, which must not wait for yamux.
+func (lk *backendLink) openLater(srv *Server, list []*session) {
+	if len(list) == 0 {
+		return
+	}
+	srv.wg.Add(1)
+	go func() {
+		defer srv.wg.Done()
+		attachAll(lk, list)
+	}()
+}
+
+// unheld takes the sessions named off lk, where the backend does not
+// hold them (Unheld), and opens them.
+func (lk *backendLink) unheld(srv *Server, ids []string) {
+	var list []*session
+	for _, s := range lk.sessionsNamed(ids) {
+		s.mu.Lock()
+		if s.lk == lk && s.cond.stream == streamHeld && s.to(evDetach) {
+			s.lk = nil
+			list = append(list, s)
+		}
+		s.mu.Unlock()
+	}
+	lk.openLater(srv, list)
+}
+
+// sessionsNamed returns the link's sessions of ids.
+func (lk *backendLink) sessionsNamed(ids []string) []*session {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	var out []*session
+	for _, id := range ids {
+		if s := lk.byID[id]; s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// releaseHeld takes every session held on lk, which has gone, off it, and
+// resumes each on the current link, or tells its player the game is away.
+func (lk *backendLink) releaseHeld(srv *Server) {
+	lk.mu.Lock()
+	var list []*session
+	for _, s := range lk.byID {
+		list = append(list, s)
+	}
+	lk.mu.Unlock()
+	for _, s := range list {
+		s.mu.Lock()
+		ok := s.lk == lk && s.cond.stream == streamHeld && s.to(evDetach)
+		if ok {
+			s.lk = nil
+		}
+		s.mu.Unlock()
+		if ok {
+			lk.forget(s)
+			if srv.ctx.Err() == nil {
+				s.resumeElsewhere(lk, false)
+			}
+		}
+	}
+}
+
+// dropHeld tells the backend that a held session's player has gone.
+func (lk *backendLink) dropHeld(s *session) {
+	lk.forget(s)
+	if !lk.leaving() {
+		lk.sendIDs(link.FrameDrop, []string{s.ID})
+	}
+}

@@ -1,0 +1,69 @@
+package test
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestUpgradeHoldsQuietPlayers: after an upgrade the new gateway process
+// has the backend hold the players who were quiet, without a stream each
+// (holdfast_streams{state="held"}), and they lose nothing by it: a line
+// said to everyone reaches each of them, what each types is answered, a
+// player who leaves while held leaves the game too, and a second upgrade
+// holds them again.
+func TestUpgradeHoldsQuietPlayers(t *testing.T) {
+	const n = 20
+	u := startUpgradable(t, nil)
+	u.startBackend()
+	held := u.hold(n)
+	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n)
+
+	upgrade := func(times int) {
+		t.Helper()
+		pid, _ := u.health()
+		syscall.Kill(pid, syscall.SIGUSR2)
+		next := u.gw.waitLog("gateway: upgrade done; the new process serves", times)["pid"]
+		killOnCleanup(t, int(next.(float64)))
+	}
+	upgrade(1)
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+
+	// The backend has output for every held player: each is opened, and
+	// gets it.
+	talker := dial(t, u.telnet, "Talker")
+	talker.login()
+	talker.send("say to everyone")
+	for _, p := range held {
+		if err := p.await("Talker says: to everyone"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, 0)
+
+	// Quiet again, and moved again: held again.
+	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n+1)
+	upgrade(2)
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n+1)
+
+	// One leaves while held: the game hears it (Drop), and the others
+	// see them gone.
+	gone := held[0]
+	gone.c.Close()
+	deadline := time.Now().Add(waitFor)
+	for {
+		talker.send("who")
+		online := talker.expect("online: ")
+		if !strings.Contains(online, gone.name) && strings.Contains(online, held[n-1].name) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q: the player who left while held is still in the game", online)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, with the deadline above
+	}
+	// What the held players type opens them, and is answered.
+	allAnswer(t, held[1:], "after")
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, 0)
+}
