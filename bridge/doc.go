@@ -33,25 +33,30 @@
 //
 // # When the game goes away
 //
-// A connection that the game closes, or that breaks, is followed at once
-// by another attempt. If the game accepts it and says something on it,
-// the game ended the player's connection on purpose (a quit, a boot), and
-// the player leaves too. If it does not, the game is down: the player is
-// told once, stays connected, and the bridge tries again with a jittered
-// backoff, with at most MaxConnecting connections being opened at once
-// (each until the game's first text); once one player reaches the game,
-// the others waiting come back within a jittered second. What the player
-// types meanwhile is held (up to MaxHeld; past it the gateway holds the
-// rest) and sent after the game's first output on the new connection,
-// once the game has asked for the terminal type and the environment it
-// turned on (half a second at most). A game that restarts faster than
-// the first attempt looks like one that ended the connection on purpose:
-// its players leave.
+// When the game closes a player's connection, the bridge's other
+// connections to the game tell why (see drops.go): if every one of them
+// closes too, the game went down or restarted, however fast it is back; if
+// one is still open a second later, the game ended this player's
+// connection on purpose (a quit, a boot), and the player leaves too. With
+// no other connection open, the bridge asks the game on a connection of its
+// own: a game that accepts it and says something is up. A game that is
+// down has its players told once; they stay connected, and the bridge
+// tries again with a jittered backoff, with at most MaxConnecting
+// connections being opened at once (each until the game's first text);
+// once one player reaches the game, the others waiting come back within a
+// jittered second. Once one attempt finds the game down, every player still
+// waiting for a slot is told at once. What the player types meanwhile is
+// held (up to MaxHeld; past it the gateway holds the rest) and sent after
+// the game's first output on the new connection, once the game has asked
+// for the terminal type and the environment it turned on (half a second at
+// most). The player's input and the client's GMCP go to the game in one
+// queue, in the order the player sent them.
 //
 // # Deploys
 //
 // A Bridge with HandoverAddr hands each session's connection to the game
 // to its successor (TakeOver) when the gateway moves the session there:
 // the descriptor and the state of both telnet sides go over a Unix
-// socket, and the game sees no disconnect. See handover.go.
+// socket, and the game sees no disconnect. See handover.go. The command
+// (cmd/bridge) starts such a successor of itself at SIGUSR2.
 package bridge
