@@ -48,10 +48,35 @@ func newParker() *parker {
 	return &parker{epfd: fd, stopfd: stop, byTok: make(map[int32]*session), reg: make(map[*session]*parked)}
 }
 
+// selfParking is a connection that reads its own socket above the
+// kernel's (a browser's WebSocket, gateway/web's Conn) and knows when it
+// holds nothing the socket's readiness would not announce: ParkFD gives
+// its socket then, or -1 when not now, and ok false when it never can.
+// Parked, once the parker has the socket, hands it wake, which the
+// connection calls when it needs its reader for anything else (a new
+// socket, its end); false when it changed since ParkFD.
+//
+// Its socket may close while parked (the page's WebSocket breaks, or is
+// replaced), and its number go to another player: the parker never
+// deletes such a socket from the set by number, since the set forgot it
+// when it closed.
+type selfParking interface {
+	ParkFD() (fd int, ok bool)
+	Parked(fd int, wake func()) bool
+}
+
+// errNotNow is park's answer for a self-parking connection that has
+// something for its reader already.
+var errNotNow = errors.New("gateway: the connection cannot park now")
+
 // parkable returns the descriptor of a connection that can park: a plain
 // TCP socket, which buffers nothing above the kernel's (TLS keeps records,
-// a PROXY reader and a WebSocket keep bytes the kernel no longer has).
+// a PROXY reader keeps bytes the kernel no longer has), or a self-parking
+// connection (then fd may be -1: it can, but not now).
 func parkable(c net.Conn) (fd int, ok bool) {
+	if sp, is := c.(selfParking); is {
+		return sp.ParkFD()
+	}
 	tc, isTCP := c.(*net.TCPConn)
 	if !isTCP {
 		return 0, false
@@ -67,6 +92,9 @@ func parkable(c net.Conn) (fd int, ok bool) {
 
 // park arms the session's socket for one readiness event.
 func (p *parker) park(s *session, fd int) error {
+	if sp, ok := s.conn.(selfParking); ok {
+		return p.parkSelf(s, sp, fd)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := p.reg[s]
@@ -89,6 +117,74 @@ func (p *parker) park(s *session, fd int) error {
 	return nil
 }
 
+// parkSelf parks a self-parking connection's socket. A registration is
+// made first, unarmed, so that a wake from the connection between Parked
+// and the arming is not lost: it takes the registration, and the arming
+// finds it gone.
+func (p *parker) parkSelf(s *session, sp selfParking, fd int) error {
+	if fd < 0 {
+		return errNotNow
+	}
+	p.mu.Lock()
+	if old := p.reg[s]; old != nil {
+		delete(p.byTok, old.tok) // its socket, if closed, left the set by itself
+	}
+	p.next++
+	r := &parked{fd: fd, tok: p.next}
+	p.reg[s], p.byTok[r.tok] = r, s
+	p.mu.Unlock()
+	if !sp.Parked(fd, func() { p.kick(s, r) }) {
+		p.forget(s, r)
+		return errNotNow
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reg[s] != r {
+		return errNotNow // woken already
+	}
+	// The socket may be in the set from its last park, disarmed, with
+	// the token it had then.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: r.tok}
+	err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+	if errors.Is(err, unix.ENOENT) {
+		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+	}
+	if err != nil {
+		delete(p.reg, s)
+		delete(p.byTok, r.tok)
+		return err
+	}
+	r.armed = true
+	return nil
+}
+
+// kick is a self-parking connection's wake for registration r: the
+// session gets a reader if r was armed.
+func (p *parker) kick(s *session, r *parked) {
+	p.mu.Lock()
+	if p.reg[s] != r {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.reg, s)
+	delete(p.byTok, r.tok)
+	armed := r.armed
+	p.mu.Unlock()
+	if armed {
+		s.wake()
+	}
+}
+
+// forget drops registration r, unarmed.
+func (p *parker) forget(s *session, r *parked) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reg[s] == r {
+		delete(p.reg, s)
+		delete(p.byTok, r.tok)
+	}
+}
+
 // unpark takes the session's socket out of the set, before the socket is
 // closed or passed on. It reports whether it was armed: no reader was
 // started for it.
@@ -99,7 +195,9 @@ func (p *parker) unpark(s *session) bool {
 	if r == nil {
 		return false
 	}
-	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, r.fd, nil)
+	if _, self := s.conn.(selfParking); !self {
+		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, r.fd, nil)
+	}
 	delete(p.reg, s)
 	delete(p.byTok, r.tok)
 	return r.armed

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/coder/websocket"
 	"go.uber.org/zap"
 )
 
@@ -21,6 +19,12 @@ import (
 // A resumable Conn outlives its WebSocket: when the WebSocket breaks, Read
 // waits and Write keeps the output, until the page comes back with its
 // token or the grace period ends (then Read returns io.EOF).
+//
+// Read reads the WebSocket itself: the Conn has no goroutine of its own,
+// and an idle one may wait in the gateway's parker (ParkFD, Parked) with
+// no goroutine at all.
+//
+// Lock order: wmu, then mu.
 type Conn struct {
 	l         *Listener
 	proto     string
@@ -37,8 +41,13 @@ type Conn struct {
 	// received counts the bytes of the page's input messages taken, so
 	// that a page that comes back sends again what did not arrive.
 	received uint64
-	ws       *websocket.Conn
+	ws       *wsConn
 	gen      uint64 // which WebSocket is current; a lost one's news is ignored
+	// parkWake, set while the gateway's parker may hold the Conn's
+	// socket, gives the Conn its reader back when it needs one for
+	// anything but the socket's input: a new WebSocket, input it made
+	// itself, its end.
+	parkWake func()
 	away     *time.Timer
 	ended    error // set when the player has gone for good
 	closed   bool
@@ -106,7 +115,7 @@ func (c *Conn) Notice(text string) bool {
 		c.mu.Unlock()
 		return true
 	}
-	ws, dl := c.ws, c.wdl
+	ws, gen, dl := c.ws, c.gen, c.wdl
 	if ws == nil {
 		c.keepNoticeLocked(text)
 		c.mu.Unlock()
@@ -117,8 +126,8 @@ func (c *Conn) Notice(text string) bool {
 	if dl.IsZero() {
 		dl = time.Now().Add(10 * time.Second)
 	}
-	if err := c.send(ws, dl, websocket.MessageText, b); err != nil {
-		ws.CloseNow() // the reader holds the session for the page's return
+	if err := ws.write(opText, b, dl); err != nil {
+		c.lost(gen, err) // the session is held for the page's return
 		c.mu.Lock()
 		c.keepNoticeLocked(text)
 		c.mu.Unlock()
@@ -140,11 +149,63 @@ const maxInbox = 64 << 10
 func (c *Conn) broadcastLocked() {
 	if c.wake != nil {
 		close(c.wake)
+		c.wake = nil
 	}
-	c.wake = make(chan struct{})
 }
 
-// Read returns the player's input: what the page typed, as telnet.
+// unparkLocked returns the parker's hook, for a change the Conn's reader
+// must see: the caller calls it once its locks are released.
+func (c *Conn) unparkLocked() func() {
+	f := c.parkWake
+	c.parkWake = nil
+	return f
+}
+
+func call(f func()) {
+	if f != nil {
+		f()
+	}
+}
+
+// ParkFD returns the descriptor of the Conn's socket, for the gateway's
+// parker to wait on for the page's input, when nothing else could give
+// Read something: no input waits, no part of a message is read ahead, the
+// Conn is not moving. fd is -1 when it cannot park now, and ok false when
+// it never can: over TLS, whose records are read ahead of the kernel's.
+func (c *Conn) ParkFD() (fd int, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tls {
+		return -1, false
+	}
+	if !c.parkableLocked() {
+		return -1, true
+	}
+	return c.ws.fd, true
+}
+
+func (c *Conn) parkableLocked() bool {
+	return c.ws != nil && c.ws.fd >= 0 && !c.ws.buffered() && len(c.in) == 0 && !c.frozen && !c.closed && c.ended == nil
+}
+
+// Parked tells the Conn that the parker holds its socket fd, which
+// ParkFD gave: wake is called, once and not under the Conn's locks, when
+// the Conn needs its reader back for anything but the socket's input. It
+// reports false when the Conn has changed since ParkFD, and needs its
+// reader now.
+func (c *Conn) Parked(fd int, wake func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.parkableLocked() || c.ws.fd != fd {
+		return false
+	}
+	c.parkWake = wake
+	return true
+}
+
+// Read returns the player's input: what the page typed, as telnet. It
+// reads the WebSocket within the read deadline, answering its control
+// frames and the page's control messages on the way.
 func (c *Conn) Read(p []byte) (int, error) {
 	for {
 		c.mu.Lock()
@@ -154,7 +215,6 @@ func (c *Conn) Read(p []byte) (int, error) {
 			if len(c.in) == 0 {
 				c.in = nil
 			}
-			c.broadcastLocked() // room for the pump
 			c.mu.Unlock()
 			return n, nil
 		}
@@ -169,6 +229,19 @@ func (c *Conn) Read(p []byte) (int, error) {
 		case len(p) == 0:
 			c.mu.Unlock()
 			return 0, nil
+		}
+		if ws, gen := c.ws, c.gen; ws != nil && !c.frozen {
+			c.mu.Unlock()
+			err := c.readSocket(ws, gen)
+			switch {
+			case err == nil:
+			case timeout(err):
+				// The socket's deadline is the Conn's.
+				return 0, err
+			default:
+				c.lost(gen, err)
+			}
+			continue
 		}
 		if c.wake == nil {
 			c.wake = make(chan struct{})
@@ -192,6 +265,88 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
+// errStale ends the reading of a WebSocket that is no longer current.
+var errStale = errors.New("web: the WebSocket was replaced")
+
+// readSocket reads WebSocket gen until it has input for Read, or fails:
+// the messages a read brought are all taken, within the inbox's bound.
+func (c *Conn) readSocket(ws *wsConn, gen uint64) error {
+	defer ws.rest()
+	got := false
+	for {
+		op, msg, ok, err := ws.nextMessage()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if got {
+				return nil
+			}
+			if err := ws.fill(); err != nil {
+				return err
+			}
+			continue
+		}
+		switch op {
+		case opPing:
+			if err := ws.write(opPong, msg, time.Now().Add(10*time.Second)); err != nil {
+				return err
+			}
+			continue
+		case opPong:
+			continue
+		case opClose:
+			// Answered at once, with the page's own code as is usual:
+			// then the page closes the socket.
+			err := parseClose(msg)
+			code := statusNormal
+			if ce, ok := err.(closeError); ok && ce.code != statusNoStatus {
+				code = ce.code
+			} else if pe, ok := err.(protocolError); ok {
+				code = pe.code
+			}
+			// The end is decided before the answer goes: once the page
+			// has it, a write fails, and must not pass for the page lost.
+			c.lost(gen, err)
+			c.l.spawn(func() { ws.closeWith(code, "") })
+			return err
+		case opText:
+			if !utf8.Valid(msg) {
+				return errNotUTF8
+			}
+			if c.resumable {
+				c.control(gen, msg)
+				continue
+			}
+		}
+		raw := len(msg)
+		if c.term != nil {
+			msg = c.term.input(nil, msg)
+		}
+		full, err := c.deliver(gen, msg, raw)
+		if err != nil {
+			return err
+		}
+		got = true
+		if full {
+			return nil
+		}
+	}
+}
+
+// deliver queues input for Read: msg, from a message of raw bytes. It
+// reports whether the inbox is full.
+func (c *Conn) deliver(gen uint64, msg []byte, raw int) (full bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen || c.closed {
+		return false, errStale
+	}
+	c.received += uint64(raw)
+	c.in = append(c.in, msg...)
+	return len(c.in) >= maxInbox, nil
+}
+
 // Write sends output to the page. While the WebSocket is away it keeps the
 // output for the reconnect, within the replay bound, and succeeds.
 func (c *Conn) Write(p []byte) (int, error) {
@@ -203,21 +358,24 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	out := p
+	var wake func()
 	if c.term != nil {
 		var reply []byte
 		out, reply = c.term.output(nil, nil, p)
 		if len(reply) > 0 {
 			c.in = append(c.in, reply...)
 			c.broadcastLocked()
+			wake = c.unparkLocked()
 		}
 	}
 	c.sent += uint64(len(out))
 	if c.resumable {
 		c.keepLocked(out)
 	}
-	ws, dl := c.ws, c.wdl
+	ws, gen, dl := c.ws, c.gen, c.wdl
 	ended := c.ended
 	c.mu.Unlock()
+	call(wake)
 	if len(out) == 0 {
 		return len(p), nil
 	}
@@ -227,11 +385,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 		return 0, io.ErrClosedPipe
 	}
-	if err := c.send(ws, dl, c.msgType(), out); err != nil {
-		// The reader decides what the end means: a page that closed with
-		// 1000 has quit, though this write may fail before the reader
-		// sees its close.
-		ws.CloseNow()
+	if err := ws.write(c.msgType(), out, dl); err != nil {
+		// A frame cut short leaves nothing to write on: the WebSocket is
+		// lost, and a resumable page comes back for the rest.
+		c.lost(gen, err)
 		if c.resumable {
 			return len(p), nil
 		}
@@ -252,23 +409,11 @@ func (c *Conn) keepLocked(out []byte) {
 	}
 }
 
-func (c *Conn) msgType() websocket.MessageType {
+func (c *Conn) msgType() opcode {
 	if c.term != nil && c.term.text {
-		return websocket.MessageText
+		return opText
 	}
-	return websocket.MessageBinary
-}
-
-// send writes one message within the deadline. An expired deadline closes
-// the WebSocket, as any failed write does.
-func (c *Conn) send(ws *websocket.Conn, dl time.Time, typ websocket.MessageType, b []byte) error {
-	ctx := context.Background()
-	if !dl.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl)
-		defer cancel()
-	}
-	return ws.Write(ctx, typ, b)
+	return opBinary
 }
 
 // ack forgets the output the page has had.
@@ -298,26 +443,39 @@ func (c *Conn) ack(n uint64) {
 // waits for the page; any other has lost its player.
 func (c *Conn) lost(gen uint64, err error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if gen != c.gen || c.ws == nil {
+		c.mu.Unlock()
 		return
 	}
 	ws := c.ws
 	c.ws = nil
-	ws.CloseNow() // no handshake: it only closes the socket
-	quit := websocket.CloseStatus(err) == websocket.StatusNormalClosure
+	var wake func()
+	code := statusOf(err)
+	quit := code == statusNormal
 	if !c.resumable || quit || c.l.grace() <= 0 || c.closed {
-		c.endLocked()
-		return
+		wake = c.endLocked()
+	} else {
+		c.l.metrics.lost.Inc()
+		c.l.log().Info("web: connection lost; holding the session", zap.Stringer("client", c.remote), zap.Duration("grace", c.l.grace()), zap.Error(err))
+		c.holdLocked(gen)
 	}
-	c.l.metrics.lost.Inc()
-	c.l.log().Info("web: connection lost; holding the session", zap.Stringer("client", c.remote), zap.Duration("grace", c.l.grace()), zap.Error(err))
-	c.holdLocked(gen)
+	c.mu.Unlock()
+	var pe protocolError
+	switch {
+	case code != 0:
+		// The page's close frame was answered as it was read.
+	case errors.As(err, &pe):
+		c.l.spawn(func() { ws.closeWith(pe.code, pe.why) })
+	default:
+		ws.closeNow()
+	}
+	call(wake)
 }
 
 // endLocked marks the player gone: Read returns io.EOF once the input is
-// read, and the token resumes nothing.
-func (c *Conn) endLocked() {
+// read, and the token resumes nothing. The caller calls what it returns
+// once its locks are released.
+func (c *Conn) endLocked() func() {
 	if c.ended == nil {
 		c.ended = io.EOF
 	}
@@ -325,6 +483,7 @@ func (c *Conn) endLocked() {
 	c.l.forget(c.fresh)
 	c.token, c.fresh = "", ""
 	c.broadcastLocked()
+	return c.unparkLocked()
 }
 
 // Close ends the connection: the page is told the session is over, and
@@ -342,6 +501,7 @@ func (c *Conn) Close() error {
 		c.away.Stop()
 	}
 	c.endLocked()
+	c.parkWake = nil // the gateway closes it: it takes the socket from the parker itself
 	c.replay = nil
 	adm := c.adm
 	if c.accepted {
@@ -354,7 +514,7 @@ func (c *Conn) Close() error {
 	if ws != nil {
 		// The closing handshake waits for the page: not the caller's
 		// business.
-		c.l.spawn(func() { ws.Close(websocket.StatusNormalClosure, "the session has ended") })
+		c.l.spawn(func() { ws.closeWith(statusNormal, "the session has ended") })
 	}
 	return nil
 }
@@ -376,10 +536,15 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
+// SetReadDeadline sets the deadline of Read, and of the socket it may be
+// blocked on.
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.rdl = t
+	if c.ws != nil {
+		c.ws.nc.SetReadDeadline(t)
+	}
 	c.broadcastLocked()
 	return nil
 }
@@ -400,59 +565,4 @@ func (c *Conn) Kind() string {
 	}
 	short, _, _ := strings.Cut(c.proto, ".")
 	return k + ":" + short
-}
-
-// pump reads one WebSocket's messages into the Conn until it fails.
-func (c *Conn) pump(ws *websocket.Conn, gen uint64) {
-	for {
-		// Not the listener's context: a Conn outlives its listener, which
-		// closes when another process takes the listening socket over.
-		typ, msg, err := ws.Read(context.Background())
-		if err == nil && typ == websocket.MessageText && !utf8.Valid(msg) {
-			ws.Close(websocket.StatusInvalidFramePayloadData, "text frames must be UTF-8")
-			err = errors.New("web: a text frame that is not UTF-8")
-		}
-		if err != nil {
-			c.lost(gen, err)
-			return
-		}
-		if !c.thawed(gen) {
-			return // moved to another process: the page sends it again there
-		}
-		if c.resumable && typ == websocket.MessageText {
-			c.control(gen, msg)
-			continue
-		}
-		raw := len(msg)
-		if c.term != nil {
-			msg = c.term.input(nil, msg)
-		}
-		if !c.deliver(gen, msg, raw) {
-			return
-		}
-	}
-}
-
-// deliver queues input for Read, waiting while the inbox is full: msg, from
-// a message of raw bytes. It reports whether the WebSocket is still
-// current.
-func (c *Conn) deliver(gen uint64, msg []byte, raw int) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for len(c.in) >= maxInbox && gen == c.gen && !c.closed {
-		if c.wake == nil {
-			c.wake = make(chan struct{})
-		}
-		wake := c.wake
-		c.mu.Unlock()
-		<-wake
-		c.mu.Lock()
-	}
-	if gen != c.gen || c.closed {
-		return false
-	}
-	c.received += uint64(raw)
-	c.in = append(c.in, msg...)
-	c.broadcastLocked()
-	return true
 }

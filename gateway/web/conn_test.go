@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,7 +85,38 @@ func serveListener(t *testing.T, l *Listener) string {
 	return "ws://" + strings.TrimPrefix(srv.URL, "http://")
 }
 
+// accept accepts a Conn and reads it, as the gateway does: a Conn's
+// reader is what takes the page's messages, acknowledgements included.
 func accept(t *testing.T, l *Listener) *Conn {
+	t.Helper()
+	c := acceptUnread(t, l)
+	r := &reader{more: make(chan struct{}, 1)}
+	readers.Store(c, r)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 256)
+		for {
+			n, err := c.Read(buf)
+			r.mu.Lock()
+			r.in = append(r.in, buf[:n]...)
+			r.err = err
+			r.mu.Unlock()
+			select {
+			case r.more <- struct{}{}:
+			default:
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { c.Close(); <-done; readers.Delete(c) })
+	return c
+}
+
+// acceptUnread accepts a Conn that the test reads itself.
+func acceptUnread(t *testing.T, l *Listener) *Conn {
 	t.Helper()
 	c, err := l.Accept()
 	if err != nil {
@@ -92,6 +124,40 @@ func accept(t *testing.T, l *Listener) *Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c.(*Conn)
+}
+
+// reader is what accept's reader has read.
+type reader struct {
+	mu   sync.Mutex
+	in   []byte
+	err  error
+	more chan struct{}
+}
+
+var readers sync.Map // *Conn to *reader
+
+// input waits until accept's reader has read n bytes of c's input.
+func input(t *testing.T, c *Conn, n int) []byte {
+	t.Helper()
+	v, _ := readers.Load(c)
+	r := v.(*reader)
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		in, err := r.in, r.err
+		r.mu.Unlock()
+		if len(in) >= n {
+			return in[:n]
+		}
+		if err != nil {
+			t.Fatalf("read %q, then %v", in, err)
+		}
+		select {
+		case <-r.more:
+		case <-deadline:
+			t.Fatalf("read %q of %d bytes", in, n)
+		}
+	}
 }
 
 // waitAway waits until the Conn has lost its WebSocket.
@@ -157,11 +223,8 @@ func TestReplay(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	again.ws.Write(ctx, websocket.MessageBinary, []byte("look\r\n"))
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 64)
-	n, err := c.Read(buf)
-	if err != nil || string(buf[:n]) != "look\r\n" {
-		t.Fatalf("read %q, %v", buf[:n], err)
+	if in := input(t, c, 6); string(in) != "look\r\n" {
+		t.Fatalf("read %q", in)
 	}
 }
 
@@ -208,7 +271,7 @@ func TestReadDeadline(t *testing.T) {
 	l := &Listener{}
 	url := serveListener(t, l)
 	p := dialPage(t, url, `{}`)
-	c := accept(t, l)
+	c := acceptUnread(t, l)
 	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	_, err := c.Read(make([]byte, 8))
 	var ne net.Error
@@ -336,16 +399,7 @@ func TestReceivedCount(t *testing.T) {
 	defer cancel()
 	p.ws.Write(ctx, websocket.MessageBinary, []byte("one\r\n"))
 	p.ws.Write(ctx, websocket.MessageBinary, []byte("two\r\n"))
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var in []byte
-	buf := make([]byte, 64)
-	for len(in) < 10 {
-		n, err := c.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		in = append(in, buf[:n]...)
-	}
+	in := input(t, c, 10)
 	p.ws.CloseNow()
 	waitAway(t, c)
 	back := dialPage(t, url, `{"resume":"`+p.token+`","got":0}`)
@@ -363,7 +417,7 @@ func TestQuitWhileWriting(t *testing.T) {
 		l := &Listener{}
 		url := serveListener(t, l)
 		p := dialPage(t, url, `{}`)
-		c := accept(t, l)
+		c := acceptUnread(t, l)
 		p.waitToken()
 		stop := make(chan struct{})
 		go func() {

@@ -3,8 +3,6 @@ package web
 import (
 	"encoding/json"
 	"time"
-
-	"github.com/coder/websocket"
 )
 
 // A resumable page may come back through another gateway (a balancer in
@@ -144,13 +142,13 @@ func (c *Conn) tell(m info) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
-	ws, closed := c.ws, c.closed || c.ended != nil
+	ws, gen, closed := c.ws, c.gen, c.closed || c.ended != nil
 	c.mu.Unlock()
 	if ws == nil || closed {
 		return
 	}
 	b, _ := json.Marshal(m)
-	if err := c.send(ws, time.Now().Add(10*time.Second), websocket.MessageText, b); err != nil {
-		ws.CloseNow() // the reader holds the session for the page's return
+	if err := ws.write(opText, b, time.Now().Add(10*time.Second)); err != nil {
+		c.lost(gen, err) // the session is held for the page's return
 	}
 }

@@ -21,7 +21,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -389,17 +388,12 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 			adm.Release()
 		}
 	}
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
-		Subprotocols:   protocols,
-		OriginPatterns: l.Origins,
-	})
+	ws, proto, err := upgrade(w, r, protocols, l.Origins, l.maxMessage())
 	if err != nil {
 		release()
 		l.log().Info("web: WebSocket refused", zap.Stringer("client", remote), zap.Error(err))
 		return
 	}
-	ws.SetReadLimit(l.maxMessage())
-	proto := ws.Subprotocol()
 	if proto == "" {
 		proto = ProtoTelnet
 	}
@@ -415,7 +409,7 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if resume && !c.resumable {
 		// Admitted as a returning page, it could not be one: on the text
 		// protocol no session is resumed.
-		ws.Close(websocket.StatusPolicyViolation, "resume needs ?hold on a binary protocol")
+		l.closeWS(ws, statusPolicy, "resume needs ?hold on a binary protocol")
 		return
 	}
 	if proto != ProtoTelnet {
@@ -426,16 +420,11 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if c.resumable {
-		// An expired read context would drop the connection without a
-		// word: the timer closes it with the reason instead.
-		t := time.AfterFunc(l.handshakeTimeout(), func() {
-			ws.Close(websocket.StatusPolicyViolation, "expected a hello")
-		})
-		h, err := readHello(l.ctx, ws)
-		if !t.Stop() || err != nil {
+		h, err := readHello(ws, time.Now().Add(l.handshakeTimeout()))
+		if err != nil {
 			release()
 			l.log().Info("web: no hello from a resumable page", zap.Stringer("client", remote), zap.Error(err))
-			ws.Close(websocket.StatusPolicyViolation, "expected a hello")
+			l.closeWS(ws, statusPolicy, "expected a hello")
 			return
 		}
 		if h.Resume != "" {
@@ -446,17 +435,16 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 			// Its session is on another gateway, or was: claimed from the
 			// backend, which checks the token, it takes a place here.
 			if adm, err = l.admitClaim(remote, r); err != nil {
-				ws.Close(websocket.StatusTryAgainLater, err.Error())
+				l.closeWS(ws, statusTryAgain, err.Error())
 				return
 			}
 			c.adm = adm
 			c.claim = &claim{session: h.Session, token: h.Resume, in: h.In, out: h.Out}
 		} else if resume {
-			ws.Close(websocket.StatusPolicyViolation, "expected a resume")
+			l.closeWS(ws, statusPolicy, "expected a resume")
 			return
 		}
 	}
-	gen := c.gen
 	c.ws = ws
 	if c.resumable {
 		tok := l.issue(c)
@@ -479,33 +467,37 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	select {
 	case l.accepts <- c:
 	case <-l.ctx.Done():
-		c.abandon(websocket.StatusGoingAway, "the gateway is going away")
-		return
+		c.abandon(statusGoingAway, "the gateway is going away")
 	case <-t.C:
-		c.abandon(websocket.StatusTryAgainLater, "the gateway is busy")
-		return
+		c.abandon(statusTryAgain, "the gateway is busy")
 	}
-	l.spawn(func() { c.pump(ws, gen) })
+	// The gateway's reader reads the WebSocket from here on, in Read.
+}
+
+// closeWS closes a WebSocket that has no Conn, with its closing handshake
+// on a goroutine of its own.
+func (l *Listener) closeWS(ws *wsConn, code statusCode, why string) {
+	l.spawn(func() { ws.closeWith(code, why) })
 }
 
 // abandon drops a Conn the gateway never took.
-func (c *Conn) abandon(code websocket.StatusCode, why string) {
+func (c *Conn) abandon(code statusCode, why string) {
 	c.mu.Lock()
 	ws := c.ws
 	c.ws = nil
 	c.mu.Unlock()
 	c.Close()
 	if ws != nil {
-		ws.Close(code, why)
+		c.l.closeWS(ws, code, why)
 	}
 }
 
-func readHello(ctx context.Context, ws *websocket.Conn) (hello, error) {
-	typ, msg, err := ws.Read(ctx)
+func readHello(ws *wsConn, deadline time.Time) (hello, error) {
+	typ, msg, err := ws.readMessage(deadline)
 	if err != nil {
 		return hello{}, err
 	}
-	if typ != websocket.MessageText {
+	if typ != opText {
 		return hello{}, errors.New("the hello is not a text message")
 	}
 	return parseHello(msg)
@@ -520,11 +512,9 @@ func parseHello(msg []byte) (hello, error) {
 	return h, err
 }
 
-func writeControl(ws *websocket.Conn, m control) error {
+func writeControl(ws *wsConn, m control) error {
 	b, _ := json.Marshal(m)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return ws.Write(ctx, websocket.MessageText, b)
+	return ws.write(opText, b, time.Now().Add(10*time.Second))
 }
 
 // control handles a resumable page's message on WebSocket generation gen:
@@ -562,12 +552,12 @@ func (c *Conn) keptToken(gen uint64) {
 // resume gives a returning page its session back, or refuses it. It
 // reports false, having done nothing, for a page whose token it does not
 // know and that names its session: that page claims it from the backend.
-func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) bool {
+func (l *Listener) resume(ws *wsConn, remote net.Addr, h hello) bool {
 	ip := addrOf(remote)
 	if !l.mayTry(ip, time.Now()) {
 		l.metrics.refused.WithLabelValues("rate_limited").Inc()
 		l.log().Warn("web: too many failed resumes", zap.Stringer("client", remote))
-		ws.Close(closeTooMany, "too many attempts; wait a minute")
+		l.closeWS(ws, closeTooMany, "too many attempts; wait a minute")
 		return true
 	}
 	c, th := l.lookup(h.Resume)
@@ -578,11 +568,11 @@ func (l *Listener) resume(ws *websocket.Conn, remote net.Addr, h hello) bool {
 		l.failed(ip, time.Now())
 		l.metrics.refused.WithLabelValues("unknown_token").Inc()
 		l.log().Info("web: resume refused: unknown or expired token", zap.Stringer("client", remote))
-		ws.Close(closeUnknownToken, "no such session: it ended, or the token was used")
+		l.closeWS(ws, closeUnknownToken, "no such session: it ended, or the token was used")
 		return true
 	}
 	if err := c.attach(ws, th, h.Got); err != nil {
-		ws.Close(closeUnknownToken, "no such session: it ended")
+		l.closeWS(ws, closeUnknownToken, "no such session: it ended")
 		return true
 	}
 	l.metrics.resumed.Inc()
@@ -621,7 +611,7 @@ func (l *Listener) admitClaim(remote net.Addr, r *http.Request) (Admission, erro
 // token of hash th: the output the page has not had is sent again, with a
 // new token. Of the Conn's tokens, th stays good until the page has
 // acknowledged the new one, and the other is spent.
-func (c *Conn) attach(ws *websocket.Conn, th string, got uint64) error {
+func (c *Conn) attach(ws *wsConn, th string, got uint64) error {
 	c.mu.Lock()
 	old := c.ws
 	c.ws = nil
@@ -635,7 +625,7 @@ func (c *Conn) attach(ws *websocket.Conn, th string, got uint64) error {
 	if old != nil {
 		// A connection the page gave up on without the gateway knowing;
 		// closing it also frees a writer stuck on it.
-		old.Close(closeReplaced, "resumed on another connection")
+		c.l.closeWS(old, closeReplaced, "resumed on another connection")
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -665,18 +655,22 @@ func (c *Conn) attach(ws *websocket.Conn, th string, got uint64) error {
 	c.acked = from
 	tok := c.l.issueLocked(c)
 	c.ws = ws
+	ws.nc.SetReadDeadline(c.rdl)
+	c.broadcastLocked()
+	wake := c.unparkLocked() // the reader reads the new WebSocket
 	typ := c.msgType()
 	received := c.received
 	session, in := c.session, c.inAcked
 	c.mu.Unlock()
+	call(wake)
 	c.tokensMoved()
 	err := writeControl(ws, control{Token: tok, Resumed: true, Missed: missed, Received: received, Session: session, In: in})
 	if err == nil && len(data) > 0 {
-		err = c.send(ws, time.Now().Add(10*time.Second), typ, data)
+		err = ws.write(typ, data, time.Now().Add(10*time.Second))
 	}
 	for err == nil && len(notices) > 0 {
 		b, _ := json.Marshal(noticeMsg{Notice: notices[0]})
-		if err = c.send(ws, time.Now().Add(10*time.Second), websocket.MessageText, b); err == nil {
+		if err = ws.write(opText, b, time.Now().Add(10*time.Second)); err == nil {
 			notices = notices[1:]
 		}
 	}
@@ -689,7 +683,6 @@ func (c *Conn) attach(ws *websocket.Conn, th string, got uint64) error {
 		c.lost(gen, err)
 		return nil // held again; the page will try once more
 	}
-	c.l.spawn(func() { c.pump(ws, gen) })
 	return nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/coder/websocket"
 	"go.uber.org/zap"
 
 	"holdfast/internal/netx"
@@ -47,10 +46,6 @@ type movedTerminal struct {
 // errNotMovable is Export's answer for a Conn whose page will not come
 // back by itself: it is relayed instead.
 var errNotMovable = errors.New("web: only a resumable connection moves")
-
-// statusRestart asks the page to reconnect at once (RFC 6455's 1012,
-// Service Restart).
-const statusRestart = websocket.StatusCode(1012)
 
 // Relayed reports whether the connection must stay in this process when
 // its session moves to another: one whose page will not reconnect by
@@ -101,7 +96,7 @@ func (c *Conn) Moved() {
 	if ws := c.ws; ws != nil {
 		c.ws = nil
 		c.gen++
-		c.l.spawn(func() { ws.Close(statusRestart, "the gateway is restarting: reconnect") })
+		c.l.closeWS(ws, statusRestart, "the gateway is restarting: reconnect")
 	}
 	c.broadcastLocked()
 }
@@ -112,23 +107,6 @@ func (c *Conn) Thaw() {
 	defer c.mu.Unlock()
 	c.frozen = false
 	c.broadcastLocked()
-}
-
-// thawed waits while the Conn is frozen for a move, and reports whether
-// WebSocket gen is still the current one.
-func (c *Conn) thawed(gen uint64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for c.frozen && gen == c.gen && !c.closed {
-		if c.wake == nil {
-			c.wake = make(chan struct{})
-		}
-		wake := c.wake
-		c.mu.Unlock()
-		<-wake
-		c.mu.Lock()
-	}
-	return gen == c.gen && !c.closed
 }
 
 // Restore makes a Conn from another process's Export: it waits for its
@@ -173,12 +151,14 @@ func (c *Conn) holdLocked(gen uint64) {
 	}
 	c.away = time.AfterFunc(c.l.grace(), func() {
 		c.mu.Lock()
-		defer c.mu.Unlock()
+		var wake func()
 		if c.ws == nil && !c.closed && gen == c.gen {
 			c.l.metrics.expired.Inc()
 			c.l.log().Info("web: the page did not come back in time", zap.Stringer("client", c.remote))
-			c.endLocked()
+			wake = c.endLocked()
 		}
+		c.mu.Unlock()
+		call(wake) // a parked session's reader finds the end
 	})
 	c.broadcastLocked()
 }
