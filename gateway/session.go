@@ -261,7 +261,8 @@ func (r *playerReader) read() bool {
 // passing it to the backend when one is attached. It first makes the
 // gateway's telnet offers and gives the client a moment to answer them, so
 // that the backend starts with the facts; a client that answers nothing
-// waits no longer than negotiationWait, and what it types meanwhile is kept.
+// waits no longer than silentWait says, one that answers no longer than
+// negotiationWait, and what either types meanwhile is kept.
 func (s *session) readPlayer(done chan struct{}) {
 	defer s.srv.wg.Done()
 	defer close(done)
@@ -270,11 +271,16 @@ func (s *session) readPlayer(done chan struct{}) {
 	s.tmu.Lock()
 	s.engine.Start()
 	s.tmu.Unlock()
-	deadline := time.Now().Add(negotiationWait)
+	start := time.Now()
+	deadline := start.Add(silentWait(s.conn))
 	s.conn.SetReadDeadline(deadline)
 	for !s.settled() && len(r.overflow) == 0 && time.Now().Before(deadline) {
 		if !r.read() {
 			return
+		}
+		if deadline.Sub(start) < negotiationWait && s.spoken() {
+			deadline = start.Add(negotiationWait)
+			s.conn.SetReadDeadline(deadline)
 		}
 	}
 	s.conn.SetReadDeadline(time.Time{})

@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/tls"
 	"net"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,6 +33,36 @@ func peerClosed(c net.Conn) bool {
 		closed = err == nil && (info.State == tcpCloseWait || info.State == tcpClose)
 	})
 	return closed
+}
+
+// roundTrip returns the kernel's estimate of the round trip to the player,
+// smoothed from the handshake on. It reports false for a connection that
+// came through a proxy (a PROXY header): the round trip measured is the
+// proxy's, not the player's.
+func roundTrip(c net.Conn) (time.Duration, bool) {
+	for {
+		switch v := c.(type) {
+		case *tls.Conn:
+			c = v.NetConn()
+			continue
+		case *net.TCPConn:
+			rc, err := v.SyscallConn()
+			if err != nil {
+				return 0, false
+			}
+			var rtt time.Duration
+			ok := false
+			rc.Control(func(fd uintptr) {
+				info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+				ok = err == nil && info.Rtt > 0
+				if ok {
+					rtt = time.Duration(info.Rtt) * time.Microsecond
+				}
+			})
+			return rtt, ok
+		}
+		return 0, false
+	}
 }
 
 // tcpConn finds the TCP connection under TLS and a PROXY header, if any.

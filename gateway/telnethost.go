@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"net"
 	"time"
 
 	"holdfast/gateway/telnet"
@@ -11,6 +12,29 @@ import (
 // negotiationWait bounds how long a new player's session waits for the
 // client to answer the telnet offers before the backend sees it.
 const negotiationWait = 300 * time.Millisecond
+
+// A client answers the offers about one round trip after they go out. So
+// a client that has said nothing in telnet after negotiationTrips round
+// trips (at least minNegotiationWait, for a busy client, and at most
+// negotiationWait) is taken for one that never will (a plain TCP client,
+// a bot, a crawler), and is not kept waiting as if it were on the far
+// side of the world. A client that has spoken gets the whole
+// negotiationWait to finish. One that answers later still tells the game,
+// in a facts update. A player behind a proxy (a PROXY header) may wait
+// the whole negotiationWait: the round trip known is the proxy's.
+const (
+	negotiationTrips   = 4
+	minNegotiationWait = 50 * time.Millisecond
+)
+
+// silentWait returns how long the client on c gets to say something.
+func silentWait(c net.Conn) time.Duration {
+	rtt, ok := roundTrip(c)
+	if !ok {
+		return negotiationWait
+	}
+	return min(negotiationWait, max(minNegotiationWait, negotiationTrips*rtt))
+}
 
 // The GMCP handshake messages kept for each new backend: at most
 // maxHello of them and maxHelloBytes in all, for the session's life. A
@@ -170,6 +194,12 @@ func (s *session) toBackend(typ link.FrameType, payload []byte) {
 	if st != nil && !moving && !lk.leaving() {
 		link.WriteFrame(st, typ, payload)
 	}
+}
+
+func (s *session) spoken() bool {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	return s.engine.Spoken()
 }
 
 func (s *session) settled() bool {

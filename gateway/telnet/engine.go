@@ -151,6 +151,10 @@ func (e *Engine) Start() {
 	e.send(b)
 }
 
+// Spoken reports whether the client has sent a telnet command: it is a
+// telnet client, not a raw socket.
+func (e *Engine) Spoken() bool { return e.spoken }
+
 // Settled reports whether every offer made at Start has been answered and
 // the terminal type cycle is over, so that the facts are as complete as
 // they will get without waiting.
