@@ -48,11 +48,15 @@ type Conn struct {
 	// anything but the socket's input: a new WebSocket, input it made
 	// itself, its end.
 	parkWake func()
-	away     *time.Timer
-	ended    error // set when the player has gone for good
-	closed   bool
-	rdl      time.Time
-	wdl      time.Time
+	// kicked is set when the socket's read deadline was moved to the past
+	// to free its reader for input the Conn made itself: the reader's
+	// timeout is then not the caller's.
+	kicked bool
+	away   *time.Timer
+	ended  error // set when the player has gone for good
+	closed bool
+	rdl    time.Time
+	wdl    time.Time
 	// The tokens that resume this Conn, by their hashes: token, the one
 	// the page is known to have, and fresh, the one given to the page last
 	// and not yet acknowledged. Both resume it: a page whose connection
@@ -153,6 +157,18 @@ func (c *Conn) broadcastLocked() {
 	}
 }
 
+// kickLocked frees a reader waiting on the socket, for input the Conn
+// made itself.
+func (c *Conn) kickLocked() {
+	if c.ws != nil {
+		c.kicked = true
+		c.ws.nc.SetReadDeadline(longAgo)
+	}
+}
+
+// longAgo is a deadline that has passed.
+var longAgo = time.Unix(1, 0)
+
 // unparkLocked returns the parker's hook, for a change the Conn's reader
 // must see: the caller calls it once its locks are released.
 func (c *Conn) unparkLocked() func() {
@@ -236,8 +252,16 @@ func (c *Conn) Read(p []byte) (int, error) {
 			switch {
 			case err == nil:
 			case timeout(err):
-				// The socket's deadline is the Conn's.
-				return 0, err
+				c.mu.Lock()
+				kicked := c.kicked
+				c.kicked = false
+				if kicked && c.ws == ws {
+					ws.nc.SetReadDeadline(c.rdl)
+				}
+				c.mu.Unlock()
+				if !kicked {
+					return 0, err // the socket's deadline is the Conn's
+				}
 			default:
 				c.lost(gen, err)
 			}
@@ -365,6 +389,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		if len(reply) > 0 {
 			c.in = append(c.in, reply...)
 			c.broadcastLocked()
+			c.kickLocked()
 			wake = c.unparkLocked()
 		}
 	}

@@ -493,3 +493,30 @@ func TestWaitAfterClose(t *testing.T) {
 		t.Fatal("a closed connection's goroutines still run")
 	}
 }
+
+// TestReplyWakesReader checks that what the terminal protocols answer the
+// game (here WILL TTYPE to DO TTYPE) reaches the reader at once, though it
+// waits on a socket on which the page sends nothing.
+func TestReplyWakesReader(t *testing.T) {
+	l := &Listener{}
+	url := serveListener(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, url+"/ws", &websocket.DialOptions{Subprotocols: []string{ProtoTerminal}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	c := accept(t, l)
+	// A line first: once it is read, the reader waits on the socket.
+	if err := ws.Write(ctx, websocket.MessageBinary, []byte("look")); err != nil {
+		t.Fatal(err)
+	}
+	n := len(input(t, c, len("look\r\n")))
+	if _, err := c.Write([]byte{255, 253, 24}); err != nil {
+		t.Fatal(err)
+	}
+	if in := input(t, c, n+3)[n:]; string(in) != "\xff\xfb\x18" {
+		t.Fatalf("read %x, want IAC WILL TTYPE", in)
+	}
+}

@@ -7,9 +7,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -228,8 +230,10 @@ var readBufs = sync.Pool{New: func() any { return new([readBuf]byte) }}
 type wsConn struct {
 	nc net.Conn
 	// fd is the socket's descriptor for the parker, or -1: a TLS socket
-	// and a PROXY header's reader keep bytes above the kernel's.
+	// and a PROXY header's reader keep bytes above the kernel's. raw is
+	// the socket's, for reading it when it is readable; nil with fd -1.
 	fd    int
+	raw   syscall.RawConn
 	limit int64 // the largest message taken
 
 	// Reading. r holds the bytes read and not parsed: within a read, in
@@ -323,17 +327,57 @@ func (w *wsConn) nextMessage() (op opcode, msg []byte, ok bool, err error) {
 	}
 }
 
-// fill reads the socket once, within its read deadline.
+// fill reads the socket once, within its read deadline. A TCP socket is
+// read when it is readable, the buffer lent only then: thousands of
+// pages whose readers wait on them hold no buffer each.
 func (w *wsConn) fill() error {
+	if w.raw != nil {
+		return w.fillRaw()
+	}
+	w.borrow()
+	n, err := w.nc.Read(w.scratch[len(w.r):])
+	w.r = w.scratch[:len(w.r)+n]
+	return err
+}
+
+func (w *wsConn) fillRaw() error {
+	var n int
+	var rerr error
+	err := w.raw.Read(func(fd uintptr) bool {
+		w.borrow()
+		for {
+			n, rerr = syscall.Read(int(fd), w.scratch[len(w.r):])
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			w.rest()
+			return false // to wait until it is readable
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return err
+	case rerr != nil:
+		return &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", rerr)}
+	case n <= 0:
+		return io.EOF
+	}
+	w.r = w.scratch[:len(w.r)+n]
+	return nil
+}
+
+// borrow lends the read buffer, with what was read and not parsed at its
+// start.
+func (w *wsConn) borrow() {
 	if w.scratch == nil {
 		w.scratch = readBufs.Get().(*[readBuf]byte)
 		w.r = w.scratch[:copy(w.scratch[:], w.r)]
 	} else if len(w.r) == 0 || &w.r[0] != &w.scratch[0] {
 		w.r = w.scratch[:copy(w.scratch[:], w.r)]
 	}
-	n, err := w.nc.Read(w.scratch[len(w.r):])
-	w.r = w.scratch[:len(w.r)+n]
-	return err
 }
 
 // rest gives the read buffer back, keeping the part of a header it holds:
@@ -490,26 +534,27 @@ func timeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// socketFD returns the descriptor of the TCP socket nc is, or -1.
-func socketFD(nc net.Conn) int {
+// socketOf returns the descriptor of the TCP socket nc is, and its
+// RawConn; -1 and nil for any other connection.
+func socketOf(nc net.Conn) (int, syscall.RawConn) {
 	c := nc
 	if g, ok := c.(*gateConn); ok {
 		c = g.Conn
 	}
-	sc, ok := c.(syscall.Conn)
+	tc, ok := c.(*net.TCPConn)
 	if !ok {
-		return -1
+		return -1, nil
 	}
-	if _, isTCP := c.(*net.TCPConn); !isTCP {
-		return -1
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := tc.SyscallConn()
 	if err != nil {
-		return -1
+		return -1, nil
 	}
 	fd := -1
 	rc.Control(func(f uintptr) { fd = int(f) })
-	return fd
+	if fd < 0 {
+		return -1, nil
+	}
+	return fd, rc
 }
 
 // handshakeError is a refused upgrade: the HTTP status it was answered with.
@@ -583,7 +628,8 @@ func upgrade(w http.ResponseWriter, r *http.Request, protocols, origins []string
 		resp += "Sec-WebSocket-Protocol: " + proto + "\r\n"
 	}
 	resp += "\r\n"
-	ws := &wsConn{nc: nc, fd: socketFD(nc), limit: limit}
+	ws := &wsConn{nc: nc, limit: limit}
+	ws.fd, ws.raw = socketOf(nc)
 	// What the client sent after its request, read ahead by net/http, is
 	// the first of the WebSocket's bytes.
 	if n := brw.Reader.Buffered(); n > 0 {
