@@ -67,38 +67,48 @@ const moveStop = 5 * time.Second
 // handshake and clients still negotiating, and moves them too; the caller
 // stops accepting new players first. Sessions that end meanwhile end here.
 // On an error every session stays here.
+//
+// The next batch is prepared (frozen, taken off the backend, saved) while
+// the other process takes the one before: each side's work overlaps the
+// other's, on a machine with a core for each.
 func (s *Server) MoveOut(ctx context.Context, m Mover) (int, error) {
 	s.init()
+	stop := make(chan struct{})
+	batches := make(chan prepared) // one ready while one is offered
+	go s.prepareAll(ctx, stop, batches)
 	var offered []*offer
 	fail := func(err error) (int, error) {
-		m.Abort()
-		for _, o := range offered {
-			o.rollback()
+		close(stop)
+		for p := range batches { // the preparer's last, never offered
+			if p.o != nil {
+				offered = append(offered, p.o)
+			}
 		}
+		m.Abort()
 		n := 0
 		for _, o := range offered {
+			o.rollback()
 			n += len(o.sessions)
 		}
 		s.log().Warn("gateway: the sessions offered stay here", zap.Int("sessions", n), zap.Error(err))
 		return 0, err
 	}
-	for {
-		batch, waiting := s.movable(moveBatch)
-		if len(batch) == 0 {
-			if !waiting {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fail(ctx.Err())
-			case <-time.After(10 * time.Millisecond): // a handshake or negotiation to finish
-			}
+	for p := range batches {
+		if p.o != nil {
+			offered = append(offered, p.o)
+		}
+		if p.err != nil {
+			return fail(p.err)
+		}
+		if p.o == nil {
 			continue
 		}
-		o, err := s.offer(ctx, m, batch)
-		if o != nil {
-			offered = append(offered, o)
-		}
+		err := m.Offer(p.state, p.o.files)
+		// The other process has its own descriptors now, and this one
+		// keeps the sessions' own until the commit: the copies would only
+		// count against the limit on open files, twice the sessions by
+		// the end.
+		p.o.closeFiles()
 		if err != nil {
 			return fail(err)
 		}
@@ -120,20 +130,69 @@ func (s *Server) MoveOut(ctx context.Context, m Mover) (int, error) {
 	return moved, nil
 }
 
-// movable returns up to n sessions ready to move, the quietest first, and
+// prepared is a batch ready to offer: the offer holds its sessions frozen
+// (also beside an error), state their records.
+type prepared struct {
+	o     *offer
+	state []byte
+	err   error
+}
+
+// prepareAll prepares batches of the sessions to move, the quietest first,
+// and sends each on out, until none is left, an error (sent on, last), or
+// stop. It closes out when it returns; a batch it cannot send for stop it
+// gives back itself.
+func (s *Server) prepareAll(ctx context.Context, stop <-chan struct{}, out chan<- prepared) {
+	defer close(out)
+	for {
+		list, waiting := s.movable()
+		if len(list) == 0 {
+			if !waiting {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				out <- prepared{err: ctx.Err()}
+				return
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond): // a handshake or negotiation to finish
+			}
+			continue
+		}
+		for len(list) > 0 {
+			batch := list[:min(len(list), moveBatch)]
+			list = list[len(batch):]
+			o, state, err := s.prepare(ctx, batch)
+			select {
+			case out <- prepared{o, state, err}:
+			case <-stop:
+				if o != nil {
+					o.rollback()
+				}
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+// movable returns the sessions ready to move, the quietest first, and
 // reports whether others will be (a handshake or a negotiation under way).
-func (s *Server) movable(n int) (batch []*session, waiting bool) {
+func (s *Server) movable() (list []*session, waiting bool) {
 	s.mu.Lock()
 	waiting = len(s.pending) > 0
-	list := make([]*session, 0, len(s.sessions))
+	all := make([]*session, 0, len(s.sessions))
 	for ss := range s.sessions {
-		list = append(list, ss)
+		all = append(all, ss)
 	}
 	s.mu.Unlock()
-	// By how busy: 0 with the socket and the stream parked, 1 with one of
-	// them, 2 with neither.
+	// By how busy: 0 with the socket and the stream parked (or held), 1
+	// with one of them, 2 with neither.
 	var byBusy [3][]*session
-	for _, ss := range list {
+	for _, ss := range all {
 		ss.mu.Lock()
 		c := ss.cond
 		ss.mu.Unlock()
@@ -145,21 +204,17 @@ func (s *Server) movable(n int) (batch []*session, waiting bool) {
 			if c.player == playerParked {
 				busy--
 			}
-			if c.stream == streamParked {
+			if c.stream == streamParked || c.stream == streamHeld {
 				busy--
 			}
 			byBusy[busy] = append(byBusy[busy], ss)
 		}
 	}
+	list = make([]*session, 0, len(all))
 	for _, l := range byBusy {
-		for _, ss := range l {
-			if len(batch) == n {
-				return batch, true
-			}
-			batch = append(batch, ss)
-		}
+		list = append(list, l...)
 	}
-	return batch, waiting
+	return list, waiting
 }
 
 // offer is a batch offered to the other process and not yet committed:
@@ -173,10 +228,10 @@ type offer struct {
 	exported []exporter
 }
 
-// offer freezes a batch, takes it off the backend, and offers it. The
+// prepare freezes a batch, takes it off the backend, and saves it. The
 // offer returned, if any, holds the sessions frozen, also on an error:
 // the caller rolls it back.
-func (s *Server) offer(ctx context.Context, m Mover, batch []*session) (*offer, error) {
+func (s *Server) prepare(ctx context.Context, batch []*session) (*offer, []byte, error) {
 	var frozen []*session
 	for _, ss := range batch {
 		if ss.freeze() {
@@ -199,13 +254,13 @@ func (s *Server) offer(ctx context.Context, m Mover, batch []*session) (*offer, 
 		o.sessions = append(o.sessions, ss)
 	}
 	if len(o.sessions) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	states := make([]record, 0, len(o.sessions))
 	for _, ss := range o.sessions {
 		f, r, conn, err := ss.socketFile()
 		if err != nil {
-			return o, fmt.Errorf("gateway: session %s: %w", ss.ID, err)
+			return o, nil, fmt.Errorf("gateway: session %s: %w", ss.ID, err)
 		}
 		if conn != nil {
 			o.exported = append(o.exported, ss.conn.(exporter))
@@ -222,17 +277,12 @@ func (s *Server) offer(ctx context.Context, m Mover, batch []*session) (*offer, 
 	}
 	enc, err := marshalBatch(states)
 	if err != nil {
-		return o, err
+		return o, nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return o, err
+		return o, nil, err
 	}
-	err = m.Offer(enc, o.files)
-	// The other process has its own descriptors now, and this one keeps
-	// the sessions' own until the commit: the copies would only count
-	// against the limit on open files, twice the sessions by the end.
-	o.closeFiles()
-	return o, err
+	return o, enc, nil
 }
 
 func (o *offer) closeFiles() {
