@@ -175,9 +175,14 @@ func (s *Server) successorUnder(cur *backendLink, w *watcher, name string, skip 
 	return nil, addr, err
 }
 
-// deployBatch bounds the sessions released at once, and so how long a
-// player waits.
-const deployBatch = 200
+// deployBatch bounds the quiet sessions released at once. The sessions
+// of a batch come back on the successor together, so a player typing in a
+// batch of hundreds waits for hundreds of Opens: the busy sessions (their
+// streams read) go last, deployBusyBatch at a time.
+const (
+	deployBatch     = 200
+	deployBusyBatch = 16
+)
 
 // deployWait bounds how long a batch's sessions take to reach the
 // successor.
@@ -206,7 +211,7 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 	s.log().Info("gateway: handing the players to the backend's successor", zap.String("addr", succ.addr))
 	moved, ok := 0, true
 	for ok {
-		batch := s.attachedTo(old, deployBatch)
+		batch := s.toRelease(old)
 		if len(batch) == 0 {
 			break
 		}
@@ -231,7 +236,7 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 		}
 		deadline := time.Now().Add(deployWait)
 		for _, ss := range batch {
-			for ss.onLink(old) && !old.leaving() && !succ.leaving() && time.Now().Before(deadline) {
+			for on(ss, old) && !old.leaving() && !succ.leaving() && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond) // one round trip each; nothing to wait on
 			}
 		}
@@ -280,24 +285,43 @@ func (s *Server) takeBack(old, succ *backendLink) {
 	}
 }
 
-// attachedTo returns up to n sessions on lk, with a stream or held.
-func (s *Server) attachedTo(lk *backendLink, n int) []*session {
-	var out []*session
+// toRelease returns the next batch of sessions on lk to release: up to
+// deployBatch whose streams are quiet (parked or held), or, once none is
+// left, up to deployBusyBatch of the others.
+func (s *Server) toRelease(lk *backendLink) []*session {
+	var quiet, busy []*session
 	for _, ss := range s.list() {
-		if len(out) == n {
+		if len(quiet) == deployBatch {
 			break
 		}
-		if ss.onLink(lk) {
-			out = append(out, ss)
+		on, q := ss.onLink(lk)
+		switch {
+		case on && q:
+			quiet = append(quiet, ss)
+		case on && len(busy) < deployBusyBatch:
+			busy = append(busy, ss)
 		}
 	}
-	return out
+	if len(quiet) > 0 {
+		return quiet
+	}
+	return busy
 }
 
-func (ss *session) onLink(lk *backendLink) bool {
+// on reports whether the session is on lk, with a stream or held.
+func on(ss *session, lk *backendLink) bool {
+	on, _ := ss.onLink(lk)
+	return on
+}
+
+// onLink reports whether the session is on lk, with a stream or held,
+// and whether it is quiet there: its stream parked, or held.
+func (ss *session) onLink(lk *backendLink) (on, quiet bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.lk == lk && (ss.st != nil || ss.cond.stream == streamHeld && ss.cond.phase != phaseGone)
+	held := ss.cond.stream == streamHeld && ss.cond.phase != phaseGone
+	on = ss.lk == lk && (ss.st != nil || held)
+	return on, on && (held || ss.cond.stream == streamParked)
 }
 
 func (s *Server) setSuccessor(lk *backendLink) {
