@@ -274,6 +274,10 @@ type gatewayLink struct {
 	waker  sync.WaitGroup // the writer, which the link's end waits for
 
 	retired bool // the gateway said Retire on it (guarded by the Listener's mu)
+
+	// features is what the gateway said it can do (link.Features), read
+	// by the control stream's reader only.
+	features link.Features
 }
 
 // wake has the gateway read the session's stream again (see link.FramePark).
@@ -559,13 +563,19 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			continue
 		}
 		switch typ {
-		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop:
+		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop, link.FrameFeatures:
 		default:
 			continue // from a later version
 		}
 		p, err := fr.Payload()
 		if err != nil {
 			return
+		}
+		if typ == link.FrameFeatures {
+			if f, err := link.ParseFeatures(p); err == nil {
+				gl.features = f
+			}
+			continue
 		}
 		ids, err := link.ParseMove(p)
 		if err != nil {
@@ -595,16 +605,27 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			}()
 			continue
 		}
+		var quiet link.Broadcast // of a Move, the sessions whose streams were parked
 		for _, id := range ids {
 			if s := l.lookup(id); s != nil {
 				gl.bcast.Lock()
-				if typ == link.FrameRelease {
+				switch {
+				case typ == link.FrameRelease:
 					s.release(gl)
-				} else {
+				case gl.features&link.FeatureMovedParked != 0:
+					if park, ok := s.moveParked(gl); ok {
+						quiet.To = append(quiet.To, link.Parked{ID: id, Park: park})
+						break
+					}
+					s.beginMove(gl)
+				default:
 					s.beginMove(gl)
 				}
 				gl.bcast.Unlock()
 			}
+		}
+		if len(quiet.To) > 0 {
+			gl.control(link.FrameMovedParked, quiet.Append(nil))
 		}
 	}
 }

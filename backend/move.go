@@ -98,6 +98,25 @@ func (s *Session) beginMove(gl *gatewayLink) {
 	link.WriteFrame(s.st, link.FrameMoved, nil)
 }
 
+// moveParked answers the gateway's Move for this session on link gl
+// without a word on its stream, if the stream is parked and nothing waits
+// to be written to it: the gateway has read the stream up to its last
+// Parked, and nothing more comes, so the session is away at once. It
+// returns the number of that Parked, and false if the session must answer
+// Moved on its stream instead.
+func (s *Session) moveParked(gl *gatewayLink) (park uint32, ok bool) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gl != gl || s.away || s.ended || s.hungup || s.isDetached() || s.parked != gl || s.cork != nil {
+		return 0, false
+	}
+	s.goAwayLocked()
+	s.parked = nil // the gateway knows: no Wake
+	return s.parks, true
+}
+
 // adopt puts the session on st, the stream a gateway opened for it with
 // o. It reports false when the session has ended here, so that the caller
 // starts a new one.

@@ -212,6 +212,16 @@ func (lk *backendLink) readControl(s *Server) {
 					lk.unheld(s, ids)
 				}
 			}
+		case link.FrameMovedParked:
+			if p, err := fr.Payload(); err == nil {
+				if b, err := link.ParseBroadcast(p); err == nil {
+					for _, r := range b.To {
+						if ss := lk.sessionsNamed([]string{r.ID}); len(ss) == 1 {
+							ss[0].movedParked(lk, r.Park)
+						}
+					}
+				}
+			}
 		case link.FrameFeatures:
 			if p, err := fr.Payload(); err == nil {
 				if f, err := link.ParseFeatures(p); err == nil {
@@ -355,7 +365,9 @@ func (s *Server) dialAddr(addr string) (*backendLink, error) {
 	}
 	ctrl, err := mux.OpenStream()
 	if err == nil {
-		err = link.WriteFrame(ctrl, link.FrameControl, nil)
+		b := link.AppendFrame(nil, link.FrameControl, nil)
+		b = link.AppendFrame(b, link.FrameFeatures, link.AppendFeatures(nil, link.FeatureMovedParked))
+		_, err = ctrl.Write(b)
 	}
 	if err != nil {
 		mux.Close()

@@ -72,6 +72,9 @@ type session struct {
 	// the lines broadcast to it after a Parked not read yet.
 	parksSeen uint32
 	queued    []broadcastLine
+	// quietMove, during a move, is the Parked at which the stream ends as
+	// at Moved: the backend answered the Move with MovedParked.
+	quietMove uint32
 	// keeps is set for a player who may come back through another
 	// gateway (keep.go): the session counts the game's output (OutOff).
 	// claim is the token of a session claimed from another gateway, for
@@ -691,24 +694,54 @@ func (s *session) readStream(lk *backendLink, st *yamux.Stream) {
 		return
 	}
 	defer lk.untrack(st)
+	if !moved {
+		s.mu.Lock()
+		moved = s.quietMove != 0 && s.parksSeen >= s.quietMove // woken to find its end
+		s.mu.Unlock()
+	}
 	s.streamEnded(lk, st, ended, moved)
 }
 
 // stopAtParked decides, at a Parked frame, whether the stream's reader
 // stops: not when the Wake that follows it has come already. Lines
-// broadcast after this Parked that came first go out now.
-func (s *session) stopAtParked() bool {
+// broadcast after this Parked that came first go out now. moved reports
+// that the stream ends here, as at Moved (MovedParked).
+func (s *session) stopAtParked() (stop, moved bool) {
 	s.mu.Lock()
 	s.parksSeen++
 	queued := s.queued
 	s.queued = nil
 	s.to(evParkedRead)
-	stop := s.cond.stream == streamParked
+	stop = s.cond.stream == streamParked
+	moved = s.quietMove != 0 && s.parksSeen >= s.quietMove
 	s.mu.Unlock()
 	for _, l := range queued {
 		s.putBroadcast(l)
 	}
-	return stop
+	return stop, moved
+}
+
+// movedParked handles the backend's answer to a Move for the session on
+// lk: its stream ends at its Parked number park, as it would at Moved. A
+// reader that has gone at that Parked is started again to end it; one
+// past it waits for nothing more, and is woken; one before it ends there.
+func (s *session) movedParked(lk *backendLink, park uint32) {
+	s.mu.Lock()
+	st := s.st
+	if s.lk != lk || st == nil || s.cond.phase != phaseMoving || park == 0 {
+		s.mu.Unlock()
+		return
+	}
+	s.quietMove = park
+	restart := s.cond.stream == streamParked && s.to(evWake)
+	past := s.parksSeen >= park
+	s.mu.Unlock()
+	if past {
+		st.SetReadDeadline(time.Now()) // nothing after that Parked: the reader ends at once
+	}
+	if restart {
+		s.restartStream(lk, st)
+	}
 }
 
 // broadcast delivers a line the backend broadcast to the session's stream
@@ -815,7 +848,10 @@ func (s *session) readFrames(st *yamux.Stream) (ended, moved, parked bool) {
 		}
 		s.streamBusy.Store(true)
 		if typ == link.FrameParked {
-			if s.stopAtParked() {
+			switch stop, moved := s.stopAtParked(); {
+			case moved:
+				return false, true, false
+			case stop:
 				return false, false, true
 			}
 			continue
@@ -890,6 +926,7 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 	}
 	s.mu.Lock()
 	s.st, s.lk, s.sent = nil, nil, 0
+	s.quietMove = 0
 	s.to(evDetach)
 	s.Lost = time.Now()
 	ph := s.cond.phase

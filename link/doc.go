@@ -87,9 +87,11 @@
 //	         session (at most MaxMove), then text (as in Output, at most
 //	         MaxChunk): output for sessions whose streams are parked, each
 //	         after its Parked number park (see Parking)
-//	Features backend->gateway, the first frame on the control stream:
-//	         bits:u32, what the backend can do (1: Hold); bytes after them
-//	         are a later version's
+//	Features either way, the first frame each side sends on the control
+//	         stream after Control: bits:u32, what the sender can do (1, of
+//	         a backend: Hold; 2, of a gateway: MovedParked); bytes after
+//	         them are a later version's. A side of an earlier version sends
+//	         none, and skips the other's
 //	Hold     gateway->backend, the same payload as Move: these sessions,
 //	         which a Move left away on this backend, are this link's now,
 //	         without a stream (see Holding)
@@ -97,6 +99,12 @@
 //	         the backend does not hold that way; the gateway opens them
 //	Drop     gateway->backend, the same payload: these held sessions'
 //	         players have gone, as a Hangup would say on a stream
+//	MovedParked backend->gateway, a Broadcast's recipients and no text: of
+//	         a Move, to a gateway whose Features said MovedParked, the
+//	         sessions whose streams were parked (each after its Parked
+//	         number park) and had nothing more to send: each is away as
+//	         after Moved, and its stream brings nothing after that Parked.
+//	         The others of the Move answer Moved on their streams
 //
 // Session stream, gateway->backend:
 //

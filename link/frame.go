@@ -59,6 +59,9 @@ const (
 	FrameUnheld   FrameType = 32
 	FrameDrop     FrameType = 33
 	FrameFeatures FrameType = 34
+	// FrameMovedParked answers a Move for sessions whose streams were
+	// parked, on the control stream instead of each stream.
+	FrameMovedParked FrameType = 35
 )
 
 var frameNames = [...]string{
@@ -96,6 +99,8 @@ var frameNames = [...]string{
 	FrameUnheld:    "Unheld",
 	FrameDrop:      "Drop",
 	FrameFeatures:  "Features",
+
+	FrameMovedParked: "MovedParked",
 }
 
 // String returns the frame type's name, "Move" say, or "FrameType(42)" for

@@ -46,9 +46,10 @@ func TestFrameTypeString(t *testing.T) {
 		{FrameUnheld, "Unheld"},
 		{FrameDrop, "Drop"},
 		{FrameFeatures, "Features"},
+		{FrameMovedParked, "MovedParked"},
 		{0, "FrameType(0)"},
 		{18, "FrameType(18)"},
-		{35, "FrameType(35)"},
+		{36, "FrameType(36)"},
 		{42, "FrameType(42)"},
 		{255, "FrameType(255)"},
 	} {

@@ -413,9 +413,14 @@ func ParseMove(p []byte) ([]string, error) {
 // backend has said it has it.
 type Features uint32
 
-// FeatureHold: the backend takes Hold and Drop, and answers Unheld (see
-// Holding in the package documentation).
-const FeatureHold Features = 1
+// Features, as a backend or a gateway says it has them.
+const (
+	// FeatureHold: the backend takes Hold and Drop, and answers Unheld (see
+	// Holding in the package documentation).
+	FeatureHold Features = 1
+	// FeatureMovedParked: the gateway takes MovedParked.
+	FeatureMovedParked Features = 2
+)
 
 // AppendFeatures encodes a Features payload.
 func AppendFeatures(b []byte, f Features) []byte { return binary.BigEndian.AppendUint32(b, uint32(f)) }
