@@ -51,8 +51,11 @@
 // small at the start of a connection.
 //
 // The whole handshake has a deadline. Versions must match exactly; a later
-// version that changes the frames below changes the version byte. A gateway
-// or backend of version 1 (an unencrypted link) is refused.
+// version that changes the frames below incompatibly changes the version
+// byte. A gateway or backend of version 1 (an unencrypted link) is refused.
+// Frames added within a version are announced in Features (see Frames) and
+// used only with a peer that announced them, so that gateways and backends
+// of neighbouring releases link to each other, whichever is replaced first.
 //
 // After the handshake the connection carries yamux (the gateway is the yamux
 // client). The gateway opens one control stream first and then one stream per
