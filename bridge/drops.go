@@ -1,6 +1,10 @@
 package bridge
 
-import "time"
+import (
+	"time"
+
+	"go.uber.org/zap"
+)
 
 // When the game closes a player's connection, the bridge must tell a game
 // that ended that player (a QUIT, a boot: the player leaves too) from a game
@@ -154,6 +158,9 @@ func (b *Bridge) downLocked() {
 	case <-b.isDown:
 	default:
 		close(b.isDown)
+		// Once for the outage, not for each player: thousands of lines
+		// written at once would hold up the players' notices.
+		b.log().Info("bridge: the game went away; holding the players", zap.Int("players", len(b.sessions)))
 	}
 }
 

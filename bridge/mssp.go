@@ -142,6 +142,7 @@ func (b *Bridge) reached() {
 	select {
 	case <-b.isDown:
 		b.isDown = make(chan struct{}) // no longer known to be down
+		b.log().Info("bridge: the game is back")
 	default:
 	}
 	if b.waiting > 0 {

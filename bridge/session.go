@@ -278,7 +278,7 @@ func (s *session) run() {
 			var why ending
 			why, err = s.carry(u, release, func() {
 				if s.told {
-					log.Info("bridge: the game is back; player reconnected", zap.String("session", s.id), zap.Int("attempts", attempts))
+					log.Debug("bridge: the game is back; player reconnected", zap.String("session", s.id), zap.Int("attempts", attempts))
 					s.b.gameBack()
 				}
 				s.b.reached()
@@ -305,7 +305,7 @@ func (s *session) run() {
 		}
 		attempts++
 		if !s.told {
-			log.Info("bridge: the game went away; holding the player", zap.String("session", s.id), zap.Error(err))
+			log.Debug("bridge: the game went away; holding the player", zap.String("session", s.id), zap.Error(err))
 			if s.gameDown(); s.toldErr != nil {
 				s.end(endPlayer)
 				return
@@ -320,6 +320,7 @@ func (s *session) run() {
 
 // gameDown tells the player, once, that the game is down.
 func (s *session) gameDown() {
+	s.b.down()
 	if !s.told {
 		s.told = true
 		s.toldErr = s.tell(s.b.notice())

@@ -216,9 +216,9 @@ func TestBridgeTinyMUX(t *testing.T) {
 	if n := bytes.Count(m.text, []byte(bridgeNotice)); n != 1 {
 		t.Errorf("the player was told %d times that the game is restarting, want once", n)
 	}
-	br.waitLog("bridge: the game is back; player reconnected", 1)
+	br.waitLog("bridge: the game is back", 1)
 
-	if n := br.count("bridge: the game went away; holding the player"); n != 1 {
+	if n := br.count("bridge: the game went away; holding the players"); n != 1 {
 		t.Errorf("the bridge saw the game go away %d times, want once", n)
 	}
 
@@ -324,7 +324,7 @@ func TestBridgeTinyMUXRestart(t *testing.T) {
 	if got := m.think("SAME", "name(me)"); got != "Wizard" {
 		t.Errorf("after @restart name(me) = %q, want Wizard (still logged in)", got)
 	}
-	if n := br.count("bridge: the game went away; holding the player"); n != 0 {
+	if n := br.count("bridge: the game went away; holding the players"); n != 0 {
 		t.Errorf("the bridge saw the game go away %d times during @restart", n)
 	}
 }
@@ -384,7 +384,7 @@ func TestBridgeGatewayUpgrade(t *testing.T) {
 	if after := string(m.text[since:]); strings.Contains(after, "Welcome to TinyMUX") {
 		t.Errorf("the player saw the welcome again: %q", after)
 	}
-	if n := br.count("bridge: the game went away; holding the player"); n != 0 {
+	if n := br.count("bridge: the game went away; holding the players"); n != 0 {
 		t.Errorf("the bridge saw the game go away %d times", n)
 	}
 }
