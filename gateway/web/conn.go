@@ -76,6 +76,9 @@ type Conn struct {
 	sent   uint64
 	acked  uint64
 	replay []byte
+	// replayArr is the array replay is in, from its start: the room in
+	// front of replay is used again before a new array is made.
+	replayArr []byte
 	// notices keeps the gateway's notices made while the page was away,
 	// the last maxNotices of them, for its return.
 	notices []string
@@ -187,11 +190,12 @@ func call(f func()) {
 // parker to wait on for the page's input, when nothing else could give
 // Read something: no input waits, no part of a message is read ahead, the
 // Conn is not moving. fd is -1 when it cannot park now, and ok false when
-// it never can: over TLS, whose records are read ahead of the kernel's.
+// it never can: over TLS, whose records are read ahead of the kernel's,
+// or behind a PROXY header's reader.
 func (c *Conn) ParkFD() (fd int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.tls {
+	if c.tls || c.ws != nil && c.ws.fd < 0 {
 		return -1, false
 	}
 	if !c.parkableLocked() {
@@ -425,12 +429,23 @@ func (c *Conn) Write(p []byte) (int, error) {
 // keepLocked adds output to the replay, dropping the oldest past the bound:
 // a page away that long misses it, and is told so. The replay is cut back
 // to the bound once it is a quarter over it, so that a page away from a
-// busy game does not cost a copy of the whole replay at every write.
+// busy game does not cost a copy of the whole replay at every write. What
+// acknowledgements and the cut leave free at the front of the replay's
+// array is used again: a page whose acknowledgements lag behind a busy
+// game (they queue behind its own input) costs no new array per write.
 func (c *Conn) keepLocked(out []byte) {
-	c.replay = append(c.replay, out...)
+	if len(c.replay)+len(out) > cap(c.replay) && len(c.replay)+len(out) <= cap(c.replayArr) {
+		c.replay = c.replayArr[:copy(c.replayArr[:cap(c.replayArr)], c.replay)]
+	}
+	if len(c.replay)+len(out) > cap(c.replay) {
+		c.replay = append(c.replay, out...)
+		c.replayArr = c.replay[:0] // a new array
+	} else {
+		c.replay = append(c.replay, out...)
+	}
 	max := c.l.maxReplay()
 	if len(c.replay) > max+max/4 {
-		c.replay = append(c.replay[:0:0], c.replay[len(c.replay)-max:]...)
+		c.replay = c.replay[len(c.replay)-max:]
 	}
 }
 
@@ -453,7 +468,7 @@ func (c *Conn) ack(n uint64) {
 	if n > base {
 		c.replay = c.replay[n-base:]
 		if len(c.replay) == 0 {
-			c.replay = nil
+			c.replay, c.replayArr = nil, nil // an idle page keeps no buffer
 		}
 	}
 	game, ok := c.ackedGameLocked()
@@ -527,7 +542,7 @@ func (c *Conn) Close() error {
 	}
 	c.endLocked()
 	c.parkWake = nil // the gateway closes it: it takes the socket from the parker itself
-	c.replay = nil
+	c.replay, c.replayArr = nil, nil
 	adm := c.adm
 	if c.accepted {
 		adm = nil // the gateway's now, and it may hold its lock here

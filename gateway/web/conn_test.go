@@ -2,6 +2,7 @@ package web
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -519,4 +520,103 @@ func TestReplyWakesReader(t *testing.T) {
 	if in := input(t, c, n+3)[n:]; string(in) != "\xff\xfb\x18" {
 		t.Fatalf("read %x, want IAC WILL TTYPE", in)
 	}
+}
+
+// TestParkHooks checks the Conn's side of the gateway's parker: an idle
+// Conn gives its socket, and the hook it was given wakes its reader when
+// the page comes back on another WebSocket, and when the page, lost while
+// parked, does not come back in time.
+func TestParkHooks(t *testing.T) {
+	l := &Listener{Grace: time.Hour}
+	url := serveListener(t, l)
+	p := dialPage(t, url, `{}`)
+	c := acceptUnread(t, l)
+	p.waitToken()
+	park := func() chan struct{} {
+		t.Helper()
+		fd, ok := c.ParkFD()
+		if !ok || fd < 0 {
+			t.Fatalf("an idle Conn gives no socket to park: %d %v", fd, ok)
+		}
+		woken := make(chan struct{})
+		if !c.Parked(fd, func() { close(woken) }) {
+			t.Fatal("Parked refused the socket ParkFD gave")
+		}
+		return woken
+	}
+	waitWoken := func(woken chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-woken:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no wake when %s", what)
+		}
+	}
+
+	woken := park()
+	back := dialPage(t, url, `{"resume":"`+p.token+`","got":0}`)
+	back.waitToken()
+	waitWoken(woken, "the page came back on another WebSocket")
+
+	// Lost while parked, by a write that fails: the page has gone.
+	woken = park()
+	c.mu.Lock()
+	l.Grace = 20 * time.Millisecond
+	c.mu.Unlock()
+	back.ws.CloseNow()
+	for {
+		c.Write([]byte("output for nobody"))
+		c.mu.Lock()
+		away := c.ws == nil
+		c.mu.Unlock()
+		if away {
+			break
+		}
+	}
+	waitWoken(woken, "the grace period ended")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 8)); err != io.EOF {
+		t.Fatalf("read after the grace period: %v, want io.EOF", err)
+	}
+}
+
+// FuzzReplay writes and acknowledges output in any order: the replay is
+// always the last of the output not acknowledged, within its bound, in
+// whatever array it is kept.
+func FuzzReplay(f *testing.F) {
+	f.Add([]byte{10, 200, 3, 130, 250, 250, 250, 140, 5})
+	f.Add([]byte{255, 255, 255, 255, 129, 255, 255})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		const max = 256
+		c := &Conn{l: &Listener{MaxReplay: max}, resumable: true}
+		var all []byte
+		for i, op := range ops {
+			if op < 128 { // write op+1 bytes
+				out := make([]byte, int(op)+1)
+				for j := range out {
+					out[j] = byte(i + j)
+				}
+				all = append(all, out...)
+				c.mu.Lock()
+				c.sent += uint64(len(out))
+				c.keepLocked(out)
+				c.mu.Unlock()
+			} else { // acknowledge up to a share of what was sent
+				c.ack(c.sent * uint64(op-128) / 127)
+			}
+			c.mu.Lock()
+			replay, acked := c.replay, c.acked
+			c.mu.Unlock()
+			if len(replay) > max+max/4 {
+				t.Fatalf("replay of %d bytes, bound %d", len(replay), max)
+			}
+			unacked := all[acked:]
+			if len(replay) > len(unacked) || !bytes.Equal(replay, unacked[len(unacked)-len(replay):]) {
+				t.Fatalf("replay %x is not the end of the unacknowledged %x", replay, unacked)
+			}
+			if len(replay) < min(len(unacked), max) {
+				t.Fatalf("replay of %d bytes keeps less than the bound of %d unacknowledged", len(replay), len(unacked))
+			}
+		}
+	})
 }

@@ -65,6 +65,9 @@ func (c *Conn) ackedGameLocked() (game uint64, ok bool) {
 		i++
 	}
 	c.marks = c.marks[:copy(c.marks, c.marks[i:])]
+	if len(c.marks) == 0 {
+		c.marks = nil // up to 4 KiB after a burst, for as long as the page stays idle
+	}
 	return game, ok && c.outAcked != nil
 }
 
