@@ -130,7 +130,8 @@ func gatewayStats(t *testing.T, pid int, debugAddr string) (rssKiB, heapKiB, gor
 	return rssKiB, heapKiB, goroutines
 }
 
-// TestChaosSoak has players type numbered lines while the backend is killed
+// TestChaosSoak has players type numbered lines (a quarter of them dozing
+// off for seconds now and then) while the backend is killed
 // (SIGKILL) or stopped (SIGTERM) at random moments, the standalone registry
 // now and then, and the gateway is upgraded in place, sometimes while the
 // backend is down or dies in the middle; at the end every line must have
@@ -191,14 +192,22 @@ func TestChaosSoak(t *testing.T) {
 		p.conn = c.conn
 		go p.read(c.r)
 		typing.Add(1)
+		// One player in four dozes off now and then, for long enough that
+		// the gateway parks its socket and its stream, and an upgrade
+		// meanwhile has the backend hold it: its next line wakes it.
+		dozes := i%4 == 3
 		go func(seed uint64) {
 			defer typing.Done()
 			r := rand.New(rand.NewPCG(seed, 1))
 			for {
+				pause := time.Duration(5+r.IntN(60)) * time.Millisecond
+				if dozes && r.IntN(20) == 0 {
+					pause = time.Duration(2500+r.IntN(3000)) * time.Millisecond
+				}
 				select {
 				case <-stop:
 					return
-				case <-time.After(time.Duration(5+r.IntN(60)) * time.Millisecond):
+				case <-time.After(pause): // the player's pace, not synchronisation
 				}
 				k := p.sent.Load() + 1
 				p.conn.SetWriteDeadline(time.Now().Add(waitFor))
@@ -230,14 +239,21 @@ func TestChaosSoak(t *testing.T) {
 			overlapAt[r] = true
 		}
 	}
+	heldMax := 0 // the most sessions seen held by a backend without a stream, after an upgrade
 	for r := 0; r < *soakRestarts; r++ {
 		time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond) // typing goes on meanwhile
+		heldMax = max(heldMax, int(scrape(t, sys.admin)[`holdfast_streams{state="held"}`]))
 		if len(browsers) > 0 && rng.IntN(2) == 0 {
 			cuts++
 			browsers[rng.IntN(len(browsers))].cut()
 		}
 		var upgraded chan string
 		if upgradeAt[r] {
+			if rng.IntN(2) == 0 {
+				// An upgrade after a lull: dozing players' streams have
+				// been parked, and the new process has them held.
+				waitParked(t, sys.admin)
+			}
 			upgrades++
 			upgraded = make(chan string, 1)
 			go func() {
@@ -254,6 +270,7 @@ func TestChaosSoak(t *testing.T) {
 					t.Fatalf("upgrade %d: %s", upgrades, out)
 				}
 				upgraded = nil
+				heldMax = max(heldMax, int(scrape(t, sys.admin)[`holdfast_streams{state="held"}`]))
 			}
 		}
 		if overlapAt[r] {
@@ -416,10 +433,19 @@ func TestChaosSoak(t *testing.T) {
 		resumes += b.resumes
 		b.mu.Unlock()
 	}
-	fmt.Printf("soak: players=%d (browsers %d: %d cuts, %d resumes) rounds=%d (SIGKILL %d, SIGTERM %d, registry %d, handovers %d, overlaps %d with %d successors and %d new gateways killed, SIGHUP %d) gateway_upgrades=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
-		len(players), len(browsers), cuts, resumes, *soakRestarts, kills, terms, registry, handovers, overlaps, successorKills, gatewayKills, hups, upgrades, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
+	fmt.Printf("soak: players=%d (browsers %d: %d cuts, %d resumes) rounds=%d (SIGKILL %d, SIGTERM %d, registry %d, handovers %d, overlaps %d with %d successors and %d new gateways killed, SIGHUP %d) gateway_upgrades=%d held_max=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
+		len(players), len(browsers), cuts, resumes, *soakRestarts, kills, terms, registry, handovers, overlaps, successorKills, gatewayKills, hups, upgrades, heldMax, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
 	if lost != 0 || ooo != 0 || disconnected != 0 {
 		t.Fatalf("lost %d, out of order %d, disconnected %d", lost, ooo, disconnected)
+	}
+}
+
+// waitParked waits, a few seconds at most, until the gateway has a stream
+// parked: a dozing player's.
+func waitParked(t *testing.T, admin string) {
+	deadline := time.Now().Add(8 * time.Second)
+	for scrape(t, admin)[`holdfast_streams{state="parked"}`] == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond) // polling a condition, with the deadline above
 	}
 }
 
