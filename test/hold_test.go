@@ -11,12 +11,13 @@ import (
 // has the backend hold the players who were quiet, without a stream each
 // (holdfast_streams{state="held"}), and they lose nothing by it: a line
 // said to everyone reaches each of them, what each types is answered, a
-// player who leaves while held leaves the game too, and a second upgrade
-// holds them again.
+// player who leaves while held leaves the game too, a second upgrade
+// holds them again, and held players whose backend is killed are resumed
+// on the next one.
 func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	const n = 20
 	u := startUpgradable(t, nil)
-	u.startBackend()
+	be := u.startBackend()
 	held := u.hold(n)
 	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n)
 
@@ -66,4 +67,14 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	// What the held players type opens them, and is answered.
 	allAnswer(t, held[1:], "after")
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, 0)
+
+	// Held a third time, and the backend dies: the next one resumes them.
+	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n)
+	upgrade(3)
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+	be.kill(syscall.SIGKILL)
+	be.wait()
+	waitMetric(t, u.admin, `holdfast_sessions{state="waiting"}`, n)
+	u.startBackend()
+	allAnswer(t, held[1:], "resumed")
 }
