@@ -56,10 +56,32 @@ func placeAll(lk *backendLink, sessions []*session) int64 {
 		ids[i] = s.ID
 	}
 	if lk.leaving() || lk.sendIDs(link.FrameHold, ids) != nil {
-		// The link is going: its end, or the next link, places them.
+		// The link is going, and its end may have come and gone: they go
+		// where a session goes that loses its link, unless that end took
+		// them first.
+		for _, s := range held {
+			if lk.letGoHeld(s) {
+				s.resumeElsewhere(lk, false)
+			}
+		}
 		return n
 	}
 	return n + int64(len(held))
+}
+
+// letGoHeld takes the session off lk if it is held there, and reports
+// whether it did.
+func (lk *backendLink) letGoHeld(s *session) bool {
+	s.mu.Lock()
+	ok := s.lk == lk && s.cond.stream == streamHeld && s.to(evDetach)
+	if ok {
+		s.lk = nil
+	}
+	s.mu.Unlock()
+	if ok {
+		lk.forget(s)
+	}
+	return ok
 }
 
 // register makes held sessions known to the link, for Wake and Unheld.
@@ -120,12 +142,9 @@ func (lk *backendLink) openLater(srv *Server, list []*session) {
 func (lk *backendLink) unheld(srv *Server, ids []string) {
 	var list []*session
 	for _, s := range lk.sessionsNamed(ids) {
-		s.mu.Lock()
-		if s.lk == lk && s.cond.stream == streamHeld && s.to(evDetach) {
-			s.lk = nil
+		if lk.letGoHeld(s) {
 			list = append(list, s)
 		}
-		s.mu.Unlock()
 	}
 	lk.openLater(srv, list)
 }
@@ -153,17 +172,8 @@ func (lk *backendLink) releaseHeld(srv *Server) {
 	}
 	lk.mu.Unlock()
 	for _, s := range list {
-		s.mu.Lock()
-		ok := s.lk == lk && s.cond.stream == streamHeld && s.to(evDetach)
-		if ok {
-			s.lk = nil
-		}
-		s.mu.Unlock()
-		if ok {
-			lk.forget(s)
-			if srv.ctx.Err() == nil {
-				s.resumeElsewhere(lk, false)
-			}
+		if lk.letGoHeld(s) && srv.ctx.Err() == nil {
+			s.resumeElsewhere(lk, false)
 		}
 	}
 }
