@@ -16,8 +16,12 @@ import (
 // game starts a drop, which every close by the game of a connection opened
 // before the drop began joins. When every connection open to the game as the
 // drop began has been closed by the game, it is a restart, decided at once.
-// If one of them is still open dropWindow after the drop began, the game is
-// still running: it ended the players of the drop on purpose. A drop that
+// Otherwise it is decided dropWindow after it began, or after its last
+// close while closes keep coming (up to dropMax): a restart if the game
+// closed more of those connections than are still open (thousands of
+// readers on a busy machine take a while to see their connections end), else
+// the game is still running and ended the players of the drop on purpose. A
+// drop that
 // began with no other connection open has no witness: the player's session
 // then asks the game itself (gameUp), which cannot tell a game that restarted
 // faster than the question from one that ended the player.
@@ -27,9 +31,12 @@ import (
 
 // dropWindow is how long the bridge waits, after the game closes a
 // connection, for its other connections to close too before it takes the
-// close for the game ending that player: long enough for thousands of
-// readers on a busy machine to see their connections end.
-var dropWindow = time.Second
+// close for the game ending that player; dropMax bounds the wait while
+// closes keep coming.
+var (
+	dropWindow = time.Second
+	dropMax    = 5 * time.Second
+)
 
 // verdict is what a drop was.
 type verdict uint8
@@ -49,6 +56,8 @@ type drop struct {
 	serial   uint64 // connections with a serial below it were open as it began
 	open     int    // of those, the ones still open
 	gone     int    // of those, the ones the game closed since
+	began    time.Time
+	last     time.Time // the last close by the game that joined it
 	verdict  verdict
 	decided  chan struct{} // closed once verdict is set
 	resolved bool
@@ -77,6 +86,7 @@ func (b *Bridge) ended(u *upstream, byGame bool) {
 			d.open--
 			if byGame {
 				d.gone++
+				d.last = time.Now()
 				if joined == nil {
 					joined = d
 				}
@@ -101,21 +111,37 @@ func (b *Bridge) ended(u *upstream, byGame bool) {
 		return
 	}
 	if joined == nil {
-		joined = &drop{serial: b.serial, open: b.live, decided: make(chan struct{})}
+		now := time.Now()
+		joined = &drop{serial: b.serial, open: b.live, began: now, last: now, decided: make(chan struct{})}
 		if b.live == 0 {
 			b.decide(joined, verdictUnknown)
 		} else {
 			b.drops = append(b.drops, joined)
-			time.AfterFunc(dropWindow, func() {
-				b.mu.Lock()
-				defer b.mu.Unlock()
-				if !joined.resolved {
-					b.decide(joined, verdictEnded)
-				}
-			})
+			b.settleLater(joined, dropWindow)
 		}
 	}
 	u.drop = joined
+}
+
+// settleLater decides d after wait, unless closes are still coming then.
+func (b *Bridge) settleLater(d *drop, wait time.Duration) {
+	time.AfterFunc(wait, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if d.resolved {
+			return
+		}
+		now := time.Now()
+		if quiet := now.Sub(d.last); quiet < dropWindow && now.Sub(d.began) < dropMax {
+			b.settleLater(d, dropWindow-quiet)
+			return
+		}
+		if d.gone > d.open {
+			b.decide(d, verdictRestart)
+		} else {
+			b.decide(d, verdictEnded)
+		}
+	})
 }
 
 // decide sets d's verdict. Called with b.mu held.
