@@ -118,6 +118,7 @@ func (b *Bridge) TakeOver(ctx context.Context) error {
 // startHandover listens for a successor at HandoverAddr, unless TakeOver
 // has already started the handover's side.
 func (b *Bridge) startHandover() {
+	b.init()
 	b.mu.Lock()
 	listen := b.HandoverAddr != "" && !b.handover && !b.closed
 	b.handover = true
