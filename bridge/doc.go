@@ -35,9 +35,10 @@
 //
 // When the game closes a player's connection, the bridge's other
 // connections to the game tell why (see drops.go): if every one of them
-// closes too, the game went down or restarted, however fast it is back; if
-// one is still open a second later, the game ended this player's
-// connection on purpose (a quit, a boot), and the player leaves too. With
+// closes too (or most of them, as long as closes keep coming), the game went
+// down or restarted, however fast it is back; if most are still open a
+// second later, the game ended this player's connection on purpose (a quit,
+// a boot), and the player leaves too. With
 // no other connection open, the bridge asks the game on a connection of its
 // own: a game that accepts it and says something is up. A game that is
 // down has its players told once; they stay connected, and the bridge
