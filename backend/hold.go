@@ -77,6 +77,31 @@ func (s *Session) drop(gl *gatewayLink) {
 	}
 }
 
+// releaseHeld answers the gateway's Release for this session, held on gl:
+// with nothing waiting for a stream, everything the application wrote has
+// reached the gateway, so it is released at once, and reports true; with
+// frames waiting, the gateway is opening it (it was woken), and it is
+// released on that stream, after them, with Moved as usual.
+func (s *Session) releaseHeld(gl *gatewayLink) bool {
+	s.wmu.Lock()
+	s.mu.Lock()
+	ok := s.away && s.holder == gl && !s.ended && !s.hungup && !s.closed && !s.released && !s.isDetached()
+	quiet := ok && len(s.pending) == 0
+	switch {
+	case quiet:
+		s.released, s.holder = true, nil
+	case ok:
+		s.releaseAtAdopt = true
+	}
+	s.mu.Unlock()
+	s.held = nil
+	s.wmu.Unlock()
+	if quiet {
+		s.detach()
+	}
+	return quiet
+}
+
 // holdAll answers a Hold naming ids on gl: the sessions not held are
 // named in Unheld, for the gateway to open.
 func (l *Listener) holdAll(gl *gatewayLink, ids []string) {

@@ -3,6 +3,7 @@ package backend
 import (
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,4 +159,47 @@ func TestHoldDropAndLinkLoss(t *testing.T) {
 	g2.mux.Close()
 	want(t, lostIn, "error: EOF") // the orphan clock ran out
 	noAccept(t, l)
+}
+
+// TestReleaseHeld: a deploy's Release of a held session with nothing
+// waiting is answered at once on the control stream (MovedParked, Parked
+// 0), and the application reads ErrDetached; one that has been woken for
+// output is released on the stream the gateway opens for it, after that
+// output, with Moved.
+func TestReleaseHeld(t *testing.T) {
+	l, g1 := setupWith(t, Config{OrphanTimeout: time.Hour})
+	_, quietIn := moveAway(t, l, g1, link.Open{ID: "quiet"})
+	woken, _ := moveAway(t, l, g1, link.Open{ID: "woken"})
+	g2 := linkGateway(t, l)
+	link.WriteFrame(g2.ctrl, link.FrameFeatures, link.AppendFeatures(nil, link.FeatureMovedParked))
+	if unheld := hold(t, g2, "quiet", "woken"); len(unheld) != 0 {
+		t.Fatalf("Unheld %q", unheld)
+	}
+	io.WriteString(woken, "last words\n")
+	if ids := wakes(t, g2); !slices.Equal(ids, []string{"woken"}) {
+		t.Fatalf("Wake %q", ids)
+	}
+
+	link.WriteFrame(g2.ctrl, link.FrameRelease, link.AppendMove(nil, []string{"quiet", "woken"}))
+	typ, p := g2.control()
+	b, err := link.ParseBroadcast(p)
+	if typ != link.FrameMovedParked || err != nil || !slices.Equal(b.To, []link.Parked{{ID: "quiet"}}) {
+		t.Fatalf("control frame %v %+v %v, want MovedParked of quiet alone", typ, b, err)
+	}
+	if got := <-quietIn; !strings.Contains(got, ErrDetached.Error()) {
+		t.Fatalf("the released session read %q, want ErrDetached", got)
+	}
+
+	st, err := g2.mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.WriteFrame(st, link.FrameOpen, (&link.Open{ID: "woken"}).Append(nil))
+	fr := link.Reader{R: st}
+	if out := readUntil(t, &fr, link.FrameMoved); out != "last words\n" {
+		t.Fatalf("before Moved: %q", out)
+	}
+	if !woken.isReleased() {
+		t.Fatal("the woken session was not released once opened")
+	}
 }

@@ -605,11 +605,13 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			}()
 			continue
 		}
-		var quiet link.Broadcast // of a Move, the sessions whose streams were parked
+		var quiet link.Broadcast // the sessions let go without a word on a stream
 		for _, id := range ids {
 			if s := l.lookup(id); s != nil {
 				gl.bcast.Lock()
 				switch {
+				case typ == link.FrameRelease && gl.features&link.FeatureMovedParked != 0 && s.releaseHeld(gl):
+					quiet.To = append(quiet.To, link.Parked{ID: id}) // held: no stream, no Parked
 				case typ == link.FrameRelease:
 					s.release(gl)
 				case gl.features&link.FeatureMovedParked != 0:

@@ -153,6 +153,8 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		s.facts, s.newFacts = o.Facts, true
 	}
 	closed := s.closed
+	release := s.releaseAtAdopt
+	s.releaseAtAdopt = false
 	s.mu.Unlock()
 
 	// Acknowledgements start again from where the gateway stands.
@@ -190,6 +192,9 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		// has gone out with the rest.
 		st.Close()
 		s.l.untrack(s)
+	}
+	if release {
+		s.release(gl) // asked for while it was held: after what was waiting
 	}
 	return true
 }

@@ -91,25 +91,29 @@ type Session struct {
 
 	detached chan struct{} // closed when the session leaves this backend
 
-	mu           sync.Mutex
-	gl           *gatewayLink  // the link the session is on
-	cur          *yamux.Stream // the newest stream, which deadlines apply to
-	resumed      int
-	hungup       bool
-	closed       bool
-	released     bool          // handed to the successor: nothing more is written here
-	away         bool          // between streams: moving, or its link is gone
-	holder       *gatewayLink  // the link holding the away session, which stops its clock (hold.go)
-	ended        bool          // away for too long: the player counts as gone
-	back         chan struct{} // closed when an away session is adopted or ends
-	next         *yamux.Stream // the stream it was adopted on, for the reader
-	nextOff      uint64        // the input offset that stream starts at
-	expiry       *time.Timer
-	readDeadline time.Time
-	newFacts     bool       // adopted with other facts: OnFacts is due
-	facts        link.Facts // as the link carries them: updates merge here
-	onFacts      func(Facts)
-	onGMCP       func(pkg string, data []byte)
+	mu       sync.Mutex
+	gl       *gatewayLink  // the link the session is on
+	cur      *yamux.Stream // the newest stream, which deadlines apply to
+	resumed  int
+	hungup   bool
+	closed   bool
+	released bool         // handed to the successor: nothing more is written here
+	away     bool         // between streams: moving, or its link is gone
+	holder   *gatewayLink // the link holding the away session, which stops its clock (hold.go)
+	// releaseAtAdopt: a Release came for the session while it was held
+	// and had frames waiting for its next stream: it is released once
+	// they have gone out on it.
+	releaseAtAdopt bool
+	ended          bool          // away for too long: the player counts as gone
+	back           chan struct{} // closed when an away session is adopted or ends
+	next           *yamux.Stream // the stream it was adopted on, for the reader
+	nextOff        uint64        // the input offset that stream starts at
+	expiry         *time.Timer
+	readDeadline   time.Time
+	newFacts       bool       // adopted with other facts: OnFacts is due
+	facts          link.Facts // as the link carries them: updates merge here
+	onFacts        func(Facts)
+	onGMCP         func(pkg string, data []byte)
 }
 
 func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *Session {

@@ -215,15 +215,6 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 		if len(batch) == 0 {
 			break
 		}
-		// A held session goes on a stream first: Release hands over what
-		// the stream brings last, its state and acknowledgement.
-		var held []*session
-		for _, ss := range batch {
-			if ss.heldOn(old) {
-				held = append(held, ss)
-			}
-		}
-		attachAll(old, held)
 		ids := make([]string, len(batch))
 		for i, ss := range batch {
 			ss.mu.Lock()

@@ -107,7 +107,11 @@
 //	         sessions whose streams were parked (each after its Parked
 //	         number park) and had nothing more to send: each is away as
 //	         after Moved, and its stream brings nothing after that Parked.
-//	         The others of the Move answer Moved on their streams
+//	         The others of the Move answer Moved on their streams. Of a
+//	         Release, the held sessions with nothing waiting for a stream
+//	         (park 0): each is released, as after Moved; one with frames
+//	         waiting is released on the stream the gateway opens for it,
+//	         after them
 //
 // Session stream, gateway->backend:
 //

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"io"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,8 +13,8 @@ import (
 // (holdfast_streams{state="held"}), and they lose nothing by it: a line
 // said to everyone reaches each of them, what each types is answered, a
 // player who leaves while held leaves the game too, a second upgrade
-// holds them again, and held players whose backend is killed are resumed
-// on the next one.
+// holds them again, a deploy hands them to the successor, and held
+// players whose backend is killed are resumed on the next one.
 func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	const n = 20
 	u := startUpgradable(t, nil)
@@ -68,12 +69,30 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	allAnswer(t, held[1:], "after")
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, 0)
 
-	// Held a third time, and the backend dies: the next one resumes them.
+	// Held a third time, and a deploy: the old backend lets each go
+	// without a stream, and the successor has them, handed over.
 	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n)
 	upgrade(3)
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
-	be.kill(syscall.SIGKILL)
-	be.wait()
+	next := successor(t, u.system)
+	next.waitLog("backend: took the name over", 1)
+	if code := exitCode(t, be); code != 0 {
+		t.Errorf("the old backend exited with status %d, want 0", code)
+	}
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, 0)
+	for _, p := range held[1:] {
+		io.WriteString(p.c, "session\r\n")
+		if err := p.await("handover: yes"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Held a fourth time, and the backend dies: the next one resumes them.
+	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n)
+	upgrade(4)
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+	next.kill(syscall.SIGKILL)
+	next.wait()
 	waitMetric(t, u.admin, `holdfast_sessions{state="waiting"}`, n)
 	u.startBackend()
 	allAnswer(t, held[1:], "resumed")
