@@ -21,6 +21,7 @@ func TestHandover(t *testing.T) {
 	a := newBridge(t, g.addr)
 	a.HandoverAddr = addr
 	a.startHandover()
+	waitHandoverListening(t, a)
 	p := newPlayer(t, "s1", mudlet)
 	p.in <- gmcpMsg{"Core.Hello", `{"client":"Mudlet"}`}
 	a.Handle(p)
@@ -185,6 +186,7 @@ func TestHandoverHeldInput(t *testing.T) {
 	a.HandoverAddr = addr
 	a.MaxHeld = 16
 	a.startHandover()
+	waitHandoverListening(t, a)
 	p := newPlayer(t, "s1", mudlet)
 	a.Handle(p)
 	p.waitOutput(DefaultNotice)
@@ -222,6 +224,7 @@ func TestHandoverSkipsReplayedInput(t *testing.T) {
 	a := newBridge(t, g.addr)
 	a.HandoverAddr = addr
 	a.startHandover()
+	waitHandoverListening(t, a)
 	p := newPlayer(t, "s1", mudlet)
 	p.offset = 100
 	a.Handle(p)
@@ -260,6 +263,7 @@ func TestHandoverLongDeploy(t *testing.T) {
 	a := newBridge(t, g.addr)
 	a.HandoverAddr = addr
 	a.startHandover()
+	waitHandoverListening(t, a)
 	var players []*fakePlayer
 	var conns []*gameConn
 	for i := range 2 {
@@ -286,5 +290,25 @@ func TestHandoverLongDeploy(t *testing.T) {
 		if i == 0 {
 			time.Sleep(2 * handoverWait) // a slow deploy: past any deadline a record set
 		}
+	}
+}
+
+// waitHandoverListening waits until b listens for a successor: it starts
+// listening on a goroutine of its own, and a successor that came first
+// would find nobody to take over from.
+func waitHandoverListening(t *testing.T, b *Bridge) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b.mu.Lock()
+		ln := b.hln
+		b.mu.Unlock()
+		if ln != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the bridge never listened for a successor")
+		}
+		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
 	}
 }
