@@ -24,7 +24,7 @@ const negotiationWait = 300 * time.Millisecond
 // the whole negotiationWait: the round trip known is the proxy's.
 const (
 	negotiationTrips   = 4
-	minNegotiationWait = 50 * time.Millisecond
+	minNegotiationWait = 100 * time.Millisecond
 )
 
 // silentWait returns how long the client on c gets to say something.
