@@ -215,11 +215,7 @@ func (lk *backendLink) readControl(s *Server) {
 		case link.FrameMovedParked:
 			if p, err := fr.Payload(); err == nil {
 				if b, err := link.ParseBroadcast(p); err == nil {
-					for _, r := range b.To {
-						if ss := lk.sessionsNamed([]string{r.ID}); len(ss) == 1 {
-							ss[0].movedParked(lk, r.Park)
-						}
-					}
+					lk.movedParked(s, b.To)
 				}
 			}
 		case link.FrameFeatures:
@@ -473,19 +469,27 @@ const attachWorkers = 4
 
 // attachAll resumes sessions on lk and returns how many are attached.
 func attachAll(lk *backendLink, sessions []*session) int64 {
-	var next, attached atomic.Int64
+	var attached atomic.Int64
+	inWorkers(sessions, func(s *session) {
+		if s.attach(lk) {
+			attached.Add(1)
+		}
+	})
+	return attached.Load()
+}
+
+// inWorkers runs f for each session, attachWorkers at a time.
+func inWorkers(sessions []*session, f func(*session)) {
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range attachWorkers {
 		wg.Go(func() {
 			for i := next.Add(1) - 1; i < int64(len(sessions)); i = next.Add(1) - 1 {
-				if sessions[i].attach(lk) {
-					attached.Add(1)
-				}
+				f(sessions[i])
 			}
 		})
 	}
 	wg.Wait()
-	return attached.Load()
 }
 
 // move asks the backend to let the sessions named go from this link: each

@@ -178,6 +178,32 @@ func (lk *backendLink) releaseHeld(srv *Server) {
 	}
 }
 
+// movedParked handles a MovedParked naming to: the sessions whose streams
+// end at a Parked (a Move's), and the held sessions released (a Release's,
+// Parked 0), which go to the current link, the successor, a few at a time
+// on a goroutine of their own, since the caller reads the control stream.
+func (lk *backendLink) movedParked(srv *Server, to []link.Parked) {
+	var released []*session
+	for _, r := range to {
+		ss := lk.sessionsNamed([]string{r.ID})
+		switch {
+		case len(ss) == 0:
+		case r.Park != 0:
+			ss[0].movedParked(lk, r.Park)
+		case lk.letGoHeld(ss[0]):
+			released = append(released, ss[0])
+		}
+	}
+	if len(released) == 0 {
+		return
+	}
+	srv.wg.Add(1)
+	go func() {
+		defer srv.wg.Done()
+		inWorkers(released, func(s *session) { s.resumeElsewhere(lk, true) })
+	}()
+}
+
 // dropHeld tells the backend that a held session's player has gone.
 func (lk *backendLink) dropHeld(s *session) {
 	lk.forget(s)

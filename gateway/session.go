@@ -725,15 +725,7 @@ func (s *session) stopAtParked() (stop, moved bool) {
 // lk: its stream ends at its Parked number park, as it would at Moved. A
 // reader that has gone at that Parked is started again to end it; one
 // past it waits for nothing more, and is woken; one before it ends there.
-// For a session held on lk (park 0), the answer is to a Release: it goes
-// to the current link, the successor.
 func (s *session) movedParked(lk *backendLink, park uint32) {
-	if park == 0 {
-		if lk.letGoHeld(s) {
-			s.resumeElsewhere(lk, true)
-		}
-		return
-	}
 	s.mu.Lock()
 	st := s.st
 	if s.lk != lk || st == nil || s.cond.phase != phaseMoving || park == 0 {
