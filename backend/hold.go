@@ -17,7 +17,7 @@ func (s *Session) hold(gl *gatewayLink) bool {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	ok := s.away && !s.ended && !s.hungup && !s.closed && !s.released && !s.isDetached() && !s.keeps.Load()
+	ok := s.away && !s.ended && !s.hungup && !s.closed && !s.released && !s.isDetached() && !s.keeps.Load() && !gl.dead.Load()
 	if ok {
 		if s.expiry != nil {
 			s.expiry.Stop()
@@ -51,9 +51,22 @@ func (s *Session) unholdLocked() bool {
 	if s.holder == nil {
 		return false
 	}
-	s.holder = nil
+	s.holder, s.releaseAtAdopt = nil, false
 	s.startClockLocked()
 	return true
+}
+
+// moveHeld answers a Move naming a session held on gl: the gateway
+// process there hands it to another, which holds or opens it itself; until
+// then the orphan clock runs. It reports whether the session was held on
+// gl.
+func (s *Session) moveHeld(gl *gatewayLink) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.away || s.holder != gl {
+		return false
+	}
+	return s.unholdLocked()
 }
 
 // drop answers a gateway's Drop for this session on link gl: the player

@@ -221,3 +221,32 @@ func TestReleaseHeld(t *testing.T) {
 		t.Fatal("the woken session was not released once opened")
 	}
 }
+
+// TestMoveHeld: a Move naming a session held on that link (an upgrade of
+// the gateway process holding it) puts it back on the orphan clock, until
+// the next process holds it; a Move from another link changes nothing.
+func TestMoveHeld(t *testing.T) {
+	l, g1 := setupWith(t, Config{OrphanTimeout: time.Hour})
+	s, _ := moveAway(t, l, g1, link.Open{ID: "m"})
+	g2 := linkGateway(t, l)
+	if unheld := hold(t, g2, "m"); len(unheld) != 0 {
+		t.Fatalf("Unheld %q", unheld)
+	}
+	link.WriteFrame(g1.ctrl, link.FrameMove, link.AppendMove(nil, []string{"m"}))
+	hold(t, g1) // the Move has been read
+	if !clockStopped(s) {
+		t.Fatal("a Move from another link let the held session go")
+	}
+	if unheld := hold(t, g2, "m"); len(unheld) != 0 {
+		t.Fatalf("Unheld %q", unheld)
+	}
+	link.WriteFrame(g2.ctrl, link.FrameMove, link.AppendMove(nil, []string{"m"}))
+	hold(t, g2)
+	if !clockRuns(s) {
+		t.Fatal("after the holding link's Move, the orphan clock does not run")
+	}
+	g3 := linkGateway(t, l)
+	if unheld := hold(t, g3, "m"); len(unheld) != 0 {
+		t.Fatalf("the next process could not hold it: Unheld %q", unheld)
+	}
+}

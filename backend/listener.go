@@ -278,6 +278,9 @@ type gatewayLink struct {
 	// features is what the gateway said it can do (link.Features), read
 	// by the control stream's reader only.
 	features link.Features
+	// dead is set once the link has failed, before its sessions are
+	// orphaned: a Hold still being read then holds nothing.
+	dead atomic.Bool
 }
 
 // wake has the gateway read the session's stream again (see link.FramePark).
@@ -330,6 +333,7 @@ func (gl *gatewayLink) control(typ link.FrameType, payload []byte) error {
 // woken and given a moment to leave yamux, where they would spin once the
 // session is shut down (see link.Coalesce).
 func (l *Listener) broken(gl *gatewayLink) {
+	gl.dead.Store(true)
 	for _, s := range l.list() {
 		s.mu.Lock()
 		on := s.gl == gl
@@ -614,6 +618,9 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 					quiet.To = append(quiet.To, link.Parked{ID: id}) // held: no stream, no Parked
 				case typ == link.FrameRelease:
 					s.release(gl)
+				case s.moveHeld(gl):
+					// Held there, and let go of by that gateway: the
+					// orphan clock runs until the next process takes it.
 				case gl.features&link.FeatureMovedParked != 0:
 					if park, ok := s.moveParked(gl); ok {
 						quiet.To = append(quiet.To, link.Parked{ID: id, Park: park})

@@ -203,7 +203,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 // had left: reads return io.EOF.
 func (s *Session) expire() {
 	s.mu.Lock()
-	if !s.away || s.ended || s.isDetached() {
+	if !s.away || s.ended || s.holder != nil || s.isDetached() {
 		s.mu.Unlock()
 		return
 	}

@@ -93,7 +93,7 @@ func (lk *backendLink) untrack(st *yamux.Stream) {
 func (lk *backendLink) wake(srv *Server, ids []string) {
 	var held []*session
 	for _, s := range lk.sessionsNamed(ids) {
-		if s.heldOn(lk) {
+		if s.wokenHeld(lk) {
 			held = append(held, s)
 		} else {
 			s.wakeStream(lk)

@@ -46,10 +46,15 @@ func placeAll(lk *backendLink, sessions []*session) int64 {
 			open = append(open, s)
 		}
 	}
-	n := attachAll(lk, open)
-	if len(held) == 0 {
-		return n
+	if len(held) > 0 && !lk.hold(held) {
+		held = nil
 	}
+	return attachAll(lk, open) + int64(len(held))
+}
+
+// hold has the backend hold sessions on lk, which placeAll has marked held,
+// and reports whether it does.
+func (lk *backendLink) hold(held []*session) bool {
 	lk.register(held)
 	ids := make([]string, len(held))
 	for i, s := range held {
@@ -58,15 +63,29 @@ func placeAll(lk *backendLink, sessions []*session) int64 {
 	if lk.leaving() || lk.sendIDs(link.FrameHold, ids) != nil {
 		// The link is going, and its end may have come and gone: they go
 		// where a session goes that loses its link, unless that end took
-		// them first.
+		// them first; or a frame failed on a link still there, which
+		// opens them.
+		alive := !lk.leaving()
 		for _, s := range held {
 			if lk.letGoHeld(s) {
-				s.resumeElsewhere(lk, false)
+				s.resumeElsewhere(lk, alive)
 			}
 		}
-		return n
+		return false
 	}
-	return n + int64(len(held))
+	// A player who left before the Hold went out sent a Drop the backend
+	// could not take yet: again, now.
+	var gone []string
+	for _, s := range held {
+		if s.is(phaseGone) {
+			lk.forget(s)
+			gone = append(gone, s.ID)
+		}
+	}
+	if len(gone) > 0 {
+		lk.sendIDs(link.FrameDrop, gone)
+	}
+	return true
 }
 
 // letGoHeld takes the session off lk if it is held there, and reports
@@ -111,6 +130,19 @@ func (s *session) heldOn(lk *backendLink) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lk == lk && s.cond.stream == streamHeld && s.cond.phase != phaseGone
+}
+
+// wokenHeld reports whether the session is held on lk, and if so records
+// that the backend woke it: should it be moving, and stay in this process
+// after all, it is opened then (thaw).
+func (s *session) wokenHeld(lk *backendLink) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held := s.lk == lk && s.cond.stream == streamHeld && s.cond.phase != phaseGone
+	if held {
+		s.woken = true
+	}
+	return held
 }
 
 // openHeld opens a stream for a held session that has something to send.

@@ -75,6 +75,9 @@ type session struct {
 	// quietMove, during a move, is the Parked at which the stream ends as
 	// at Moved: the backend answered the Move with MovedParked.
 	quietMove uint32
+	// woken is set when a Wake came for the session while it was held:
+	// the backend has something for it, and wakes it no more.
+	woken bool
 	// keeps is set for a player who may come back through another
 	// gateway (keep.go): the session counts the game's output (OutOff).
 	// claim is the token of a session claimed from another gateway, for
@@ -634,8 +637,9 @@ func (s *session) attach(lk *backendLink) bool {
 		return false
 	}
 	s.mu.Lock()
-	if !s.to(evAttach) {
-		// It ended or began to move while the stream opened.
+	if s.cond.stream != c.stream || c.stream == streamHeld && s.lk != lk || s.MoveFrom != moveFrom || !s.to(evAttach) {
+		// It ended, began to move, or went elsewhere (a held session
+		// handed to a successor) while the stream opened.
 		s.mu.Unlock()
 		st.Close()
 		return false
@@ -648,8 +652,13 @@ func (s *session) attach(lk *backendLink) bool {
 	}
 	s.Opened = true
 	s.MoveFrom, s.Quiet = "", false
-	o := s.open(s.deployed)
-	s.deployed = false
+	// The flag of a deploy is for the successor's Open: a session opened
+	// again on the backend it is leaving (woken while held) keeps it.
+	o := s.open(s.deployed && !carryOn)
+	if !carryOn {
+		s.deployed = false
+	}
+	s.woken = false
 	o.Keep, o.Output, o.Claim = s.keeps, s.OutOff, s.claim
 	s.claim = "" // once: if refused, the session ends
 	// One write for the lot (Open, the client's GMCP hello, the held

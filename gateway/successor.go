@@ -230,6 +230,12 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 			for on(ss, old) && !old.leaving() && !succ.leaving() && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond) // one round trip each; nothing to wait on
 			}
+			// A held session the old backend did not answer for (it had
+			// ended it, say) goes to the successor all the same, resumed,
+			// rather than being released again and again.
+			if !succ.leaving() && time.Now().After(deadline) && old.letGoHeld(ss) {
+				ss.resumeElsewhere(old, true)
+			}
 		}
 		moved += len(batch)
 		ok = !succ.leaving() && !old.leaving()

@@ -161,6 +161,11 @@ func (s *Server) prepareAll(ctx context.Context, stop <-chan struct{}, out chan<
 			continue
 		}
 		for len(list) > 0 {
+			select {
+			case <-stop:
+				return // the move failed: nothing more is frozen for it
+			default:
+			}
 			batch := list[:min(len(list), moveBatch)]
 			list = list[len(batch):]
 			o, state, err := s.prepare(ctx, batch)
@@ -433,25 +438,38 @@ func (ss *session) drainInput() {
 // detachForMove takes the frozen sessions off their backend streams: on a
 // backend that can hold them for the new process, by Move and Moved; on
 // any other, by closing the stream, so that the new process resumes them.
+// A held session is named in the Move too, with nothing to wait for: the
+// backend puts it back on the orphan clock until the new process holds or
+// opens it, so that it does not stay held for a process that has let it
+// go.
 func (s *Server) detachForMove(frozen []*session) {
 	byLink := map[*backendLink][]*session{}
+	heldOn := map[*backendLink][]string{}
 	var waits []<-chan struct{}
 	for _, ss := range frozen {
 		ss.mu.Lock()
-		if ss.st != nil {
+		switch {
+		case ss.st != nil:
 			done := make(chan struct{})
 			ss.streamDone = done
 			waits = append(waits, done)
 			byLink[ss.lk] = append(byLink[ss.lk], ss)
+		case ss.cond.stream == streamHeld && ss.lk != nil:
+			heldOn[ss.lk] = append(heldOn[ss.lk], ss.ID)
 		}
 		ss.mu.Unlock()
+	}
+	for lk, ids := range heldOn {
+		if _, ok := byLink[lk]; !ok && !lk.leaving() {
+			lk.move(ids)
+		}
 	}
 	for lk, list := range byLink {
 		ids := make([]string, len(list))
 		for i, ss := range list {
 			ids[i] = ss.ID
 		}
-		if lk.leaving() || lk.move(ids) != nil {
+		if lk.leaving() || lk.move(append(ids, heldOn[lk]...)) != nil {
 			for _, ss := range list {
 				ss.closeStream()
 			}
@@ -516,10 +534,17 @@ func (ss *session) thaw() {
 		return
 	}
 	attached := ss.cond.stream != streamAway
+	held, lk := ss.cond.stream == streamHeld, ss.lk
+	woken := held && ss.woken
 	ss.mu.Unlock()
 	ss.out.thaw()
 	ss.startReader((*session).readOn)
-	if !attached {
+	switch {
+	case woken:
+		ss.attach(lk) // the backend woke it while it was moving
+	case held:
+		lk.hold([]*session{ss}) // the Move put it back on the orphan clock
+	case !attached:
 		if cur := ss.srv.current(); cur != nil {
 			ss.attach(cur)
 		}
