@@ -233,7 +233,10 @@
 // leaves. A Hold naming a session the backend does not hold away (it
 // ended, or was opened again meanwhile, or never moved) is answered
 // Unheld, and the gateway opens it if it still holds it. A held session
-// whose link fails is away again, on the orphan clock. A gateway holds
+// whose link fails is away again, on the orphan clock, and so is one named
+// in a Move on the link that holds it (that gateway process hands it to
+// another, which holds or opens it in turn); a Release of a held session
+// is answered in MovedParked (see Frames). A gateway holds
 // sessions only on a backend whose Features said Hold, and never those a
 // browser page may claim from another gateway.
 //
