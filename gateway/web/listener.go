@@ -121,8 +121,8 @@ type Listener struct {
 	arrival  chan struct{}
 	metrics  *metrics
 	index    []byte // the page, with LinkOrigins
-	// running counts the goroutines of accepted connections: their
-	// readers, and their closing handshakes.
+	// running counts the goroutines of connections: their closing
+	// handshakes (a Conn has no reader of its own).
 	running sync.WaitGroup
 	waited  bool // Wait has begun: nothing more is counted
 }
@@ -261,8 +261,8 @@ func (l *Listener) spawn(f func()) {
 }
 
 // Wait waits, after Close and after the gateway has closed its players'
-// connections, for the goroutines those connections still run: a reader
-// ends with its WebSocket, a closing handshake within the library's 5 s.
+// connections, for the goroutines those connections still run: each
+// closing handshake ends within closeWait.
 func (l *Listener) Wait() {
 	l.init()
 	l.mu.Lock()
