@@ -31,13 +31,16 @@ type kept struct {
 // end is the session's output offset: every byte written so far.
 func (k *kept) end() uint64 { return k.off + uint64(len(k.buf)) }
 
-// add keeps p, forgetting the oldest past link.MaxKept.
+// add keeps p. Past link.MaxKept the oldest is forgotten, down to
+// MaxKept, once a quarter of that has piled up beyond it: forgetting at
+// every write would move the whole buffer for each line of a page that
+// reads much and acknowledges now and then.
 func (k *kept) add(p []byte) {
 	if !k.on {
 		return
 	}
 	k.buf = append(k.buf, p...)
-	if over := len(k.buf) - link.MaxKept; over > 0 {
+	if over := len(k.buf) - link.MaxKept; over > link.MaxKept/4 {
 		k.buf = k.buf[:copy(k.buf, k.buf[over:])]
 		k.off += uint64(over)
 	}

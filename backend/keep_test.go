@@ -101,8 +101,12 @@ func TestKept(t *testing.T) {
 		t.Fatalf("after ack 100: %d %q", k.off, k.buf)
 	}
 	k.add(make([]byte, link.MaxKept+7))
-	if len(k.buf) != link.MaxKept || k.off != 107 || k.end() != 100+link.MaxKept+7 {
-		t.Fatalf("past the bound: %d bytes from %d", len(k.buf), k.off)
+	if len(k.buf) != link.MaxKept+7 || k.off != 100 {
+		t.Fatalf("a little past the bound: %d bytes from %d", len(k.buf), k.off)
+	}
+	k.add(make([]byte, link.MaxKept/4))
+	if len(k.buf) != link.MaxKept || k.off != 107+link.MaxKept/4 || k.end() != 100+link.MaxKept+7+link.MaxKept/4 {
+		t.Fatalf("a quarter past the bound: %d bytes from %d", len(k.buf), k.off)
 	}
 	off := kept{off: 3}
 	off.add([]byte("x"))

@@ -45,7 +45,9 @@ type Open struct {
 }
 
 // MaxKept bounds the output a backend keeps for a session that may be
-// claimed elsewhere (Open.Keep): past it the oldest is forgotten.
+// claimed elsewhere (Open.Keep): past it the oldest is forgotten, a
+// quarter of it at a time, so that it keeps at least the last MaxKept
+// bytes and at most a quarter more.
 const MaxKept = 256 << 10
 
 // MaxClaim bounds a claim's token.
