@@ -13,7 +13,8 @@ import (
 // (holdfast_streams{state="held"}), and they lose nothing by it: a line
 // said to everyone reaches each of them, what each types is answered, a
 // player who leaves while held leaves the game too, a second upgrade
-// holds them again, a deploy hands them to the successor, and held
+// holds them again, an upgrade whose new process dies as it starts leaves
+// them held here, a deploy hands them to the successor, and held
 // players whose backend is killed are resumed on the next one.
 func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	const n = 20
@@ -74,6 +75,20 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n)
 	upgrade(3)
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+
+	// An upgrade whose new process dies as it starts: the held sessions
+	// stay with this process, still held, and go on below.
+	pid, _ := u.health()
+	syscall.Kill(pid, syscall.SIGUSR2)
+	dying := int(u.gw.waitLog("gateway: taking over", 4)["pid"].(float64))
+	syscall.Kill(dying, syscall.SIGSTOP)
+	syscall.Kill(dying, syscall.SIGKILL)
+	u.gw.waitLog("gateway: the new gateway died during the upgrade; this process serves again", 1)
+	if now, _ := u.health(); now != pid {
+		t.Fatalf("/healthz answers from pid %d, want %d", now, pid)
+	}
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+
 	next := successor(t, u.system)
 	next.waitLog("backend: took the name over", 1)
 	if code := exitCode(t, be); code != 0 {
