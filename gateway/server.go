@@ -451,7 +451,11 @@ func (s *Server) admit(c net.Conn) {
 func (s *Server) list() []*session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Collect(maps.Keys(s.sessions))
+	all := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		all = append(all, ss)
+	}
+	return all
 }
 
 func (s *Server) remove(ss *session) {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"iter"
 	"net"
 	"strconv"
 	"time"
@@ -209,36 +210,18 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 	s.cur = succ // new players, and any session that loses its stream, go there
 	s.mu.Unlock()
 	s.log().Info("gateway: handing the players to the backend's successor", zap.String("addr", succ.addr))
-	moved, ok := 0, true
-	for ok {
-		batch := s.toRelease(old)
-		if len(batch) == 0 {
-			break
-		}
-		ids := make([]string, len(batch))
-		for i, ss := range batch {
-			ss.mu.Lock()
-			ss.deployed = true
-			ss.mu.Unlock()
-			ids[i] = ss.ID
-		}
-		if err := old.send(link.FrameRelease, link.AppendMove(nil, ids)); err != nil {
+	moved := 0
+	// One batch at a time: with two in flight, the players typing on the
+	// old backend meanwhile waited twice as long.
+	for batch := range s.releaseOrder(old) {
+		if !s.releaseBatch(old, batch) {
 			break // the old backend is going: its sessions come here by themselves
 		}
-		deadline := time.Now().Add(deployWait)
-		for _, ss := range batch {
-			for on(ss, old) && !old.leaving() && !succ.leaving() && time.Now().Before(deadline) {
-				time.Sleep(time.Millisecond) // one round trip each; nothing to wait on
-			}
-			// A held session the old backend did not answer for (it had
-			// ended it, say) goes to the successor all the same, resumed,
-			// rather than being released again and again.
-			if !succ.leaving() && time.Now().After(deadline) && old.letGoHeld(ss) {
-				ss.resumeElsewhere(old, true)
-			}
-		}
+		s.awaitReleased(batch, old, succ)
 		moved += len(batch)
-		ok = !succ.leaving() && !old.leaving()
+		if succ.leaving() || old.leaving() {
+			break
+		}
 	}
 	if succ.leaving() {
 		// The successor failed: the old backend takes back what it had.
@@ -282,27 +265,76 @@ func (s *Server) takeBack(old, succ *backendLink) {
 	}
 }
 
-// toRelease returns the next batch of sessions on lk to release: up to
-// deployBatch whose streams are quiet (parked or held), or, once none is
-// left, up to deployBusyBatch of the others.
-func (s *Server) toRelease(lk *backendLink) []*session {
-	var quiet, busy []*session
-	for _, ss := range s.list() {
-		if len(quiet) == deployBatch {
-			break
+// releaseOrder yields the sessions on lk in the batches a deploy releases
+// them in: deployBatch at a time of those whose streams are quiet (parked
+// or held), then deployBusyBatch at a time of the others, then any that
+// came to lk meanwhile. The sessions are listed once, and a session is released once: one the old
+// backend did not let go of stays until its link ends, and then resumes on
+// the successor like any other.
+func (s *Server) releaseOrder(lk *backendLink) iter.Seq[[]*session] {
+	return func(yield func([]*session) bool) {
+		var quiet, busy []*session
+		for _, ss := range s.list() {
+			switch on, q := ss.onLink(lk); {
+			case on && q:
+				quiet = append(quiet, ss)
+			case on:
+				busy = append(busy, ss)
+			}
 		}
-		on, q := ss.onLink(lk)
-		switch {
-		case on && q:
-			quiet = append(quiet, ss)
-		case on && len(busy) < deployBusyBatch:
-			busy = append(busy, ss)
+		released := make(map[*session]bool, len(quiet)+len(busy))
+		next := func(from []*session, size int) ([]*session, []*session) {
+			var batch []*session
+			for len(from) > 0 && len(batch) < size {
+				ss := from[0]
+				from = from[1:]
+				if !released[ss] && on(ss, lk) {
+					batch = append(batch, ss)
+					released[ss] = true
+				}
+			}
+			return batch, from
+		}
+		pass := func(from []*session, size int) bool {
+			for len(from) > 0 {
+				var batch []*session
+				if batch, from = next(from, size); len(batch) > 0 && !yield(batch) {
+					return false
+				}
+			}
+			return true
+		}
+		_ = pass(quiet, deployBatch) && pass(busy, deployBusyBatch) && pass(s.list(), deployBusyBatch)
+	}
+}
+
+// releaseBatch tells the old backend to let a batch of sessions go to its
+// successor; it reports whether the old backend was told.
+func (s *Server) releaseBatch(old *backendLink, batch []*session) bool {
+	ids := make([]string, len(batch))
+	for i, ss := range batch {
+		ss.mu.Lock()
+		ss.deployed = true
+		ss.mu.Unlock()
+		ids[i] = ss.ID
+	}
+	return old.send(link.FrameRelease, link.AppendMove(nil, ids)) == nil
+}
+
+// awaitReleased waits, for at most deployWait, until each session of a
+// released batch has left old. A held session the old backend did not
+// answer for (it had ended it, say) goes to the successor all the same,
+// resumed.
+func (s *Server) awaitReleased(batch []*session, old, succ *backendLink) {
+	deadline := time.Now().Add(deployWait)
+	for _, ss := range batch {
+		for on(ss, old) && !old.leaving() && !succ.leaving() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond) // one round trip each; nothing to wait on
+		}
+		if !succ.leaving() && time.Now().After(deadline) && old.letGoHeld(ss) {
+			ss.resumeElsewhere(old, true)
 		}
 	}
-	if len(quiet) > 0 {
-		return quiet
-	}
-	return busy
 }
 
 // on reports whether the session is on lk, with a stream or held.
