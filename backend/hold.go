@@ -1,6 +1,10 @@
 package backend
 
-import "holdfast/link"
+import (
+	"bytes"
+
+	"holdfast/link"
+)
 
 // A session that a Move left away here may be held by a gateway's link
 // without a stream (see Holding in package link): the link a new gateway
@@ -136,4 +140,65 @@ func (l *Listener) dropAll(gl *gatewayLink, ids []string) {
 			s.drop(gl)
 		}
 	}
+}
+
+// openHeldAll answers an OpenHeld on gl: each session it opens starts
+// held, away from its first moment, as if its stream had been parked and
+// closed (see Holding in package link). One this backend still has is
+// held as by Hold, and keeps its own state; one it cannot hold is named in
+// Unheld, and the gateway opens it on a stream. The application accepts
+// the new ones in order, on a goroutine of their own: the control stream
+// goes on meanwhile, and a Drop read after this frame finds each session.
+func (l *Listener) openHeldAll(gl *gatewayLink, opens []link.HeldOpen) {
+	var unheld []string
+	var started []*Session
+	for i := range opens {
+		o := &opens[i].Open
+		if old := l.lookup(o.ID); old != nil {
+			if !old.hold(gl) {
+				unheld = append(unheld, o.ID)
+			}
+			continue
+		}
+		if o.Claim != "" || o.Keep || gl.dead.Load() {
+			unheld = append(unheld, o.ID) // these need a stream, and a dead link none
+			continue
+		}
+		s := newHeldSession(l, gl, o, opens[i].After)
+		if !l.track(s) {
+			unheld = append(unheld, o.ID)
+			continue
+		}
+		started = append(started, s)
+	}
+	if len(unheld) > 0 {
+		gl.control(link.FrameUnheld, link.AppendMove(nil, unheld))
+	}
+	if len(started) == 0 {
+		return
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for _, s := range started {
+			select {
+			case l.accept <- s:
+			case <-l.done:
+				s.detach()
+				s.Close()
+			}
+		}
+	}()
+}
+
+// newHeldSession returns a session opened held on gl with o: it has no
+// stream until a gateway opens one for it (adopt), reads first the frames
+// after, and wakes the gateway when the application first writes to it.
+func newHeldSession(l *Listener, gl *gatewayLink, o *link.Open, after []byte) *Session {
+	s := newSession(l, gl, nil, o)
+	s.rst, s.fr = nil, link.Reader{R: bytes.NewReader(after)}
+	s.st, s.cur = nil, nil
+	s.away, s.back = true, make(chan struct{})
+	s.holder, s.held = gl, gl
+	return s
 }

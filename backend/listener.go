@@ -209,7 +209,9 @@ func (l *Listener) shrinkIdle() {
 			s.mu.Lock()
 			cur := s.cur
 			s.mu.Unlock()
-			cur.Shrink() // a no-op while data waits to be read
+			if cur != nil { // opened held: no stream yet
+				cur.Shrink() // a no-op while data waits to be read
+			}
 		}
 	}
 }
@@ -477,7 +479,7 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 		gl.mu.Lock()
 		gl.ctrl = st
 		gl.mu.Unlock()
-		gl.control(link.FrameFeatures, link.AppendFeatures(nil, link.FeatureHold))
+		gl.control(link.FrameFeatures, link.AppendFeatures(nil, link.FeatureHold|link.FeatureOpenHeld))
 		l.mu.Lock()
 		mssp := l.mssp
 		l.mu.Unlock()
@@ -567,7 +569,7 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			continue
 		}
 		switch typ {
-		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop, link.FrameFeatures:
+		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop, link.FrameFeatures, link.FrameOpenHeld:
 		default:
 			continue // from a later version
 		}
@@ -579,6 +581,18 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			if f, err := link.ParseFeatures(p); err == nil {
 				gl.features = f
 			}
+			continue
+		}
+		if typ == link.FrameOpenHeld {
+			opens, err := link.ParseOpenHeld(p)
+			if err != nil {
+				// Its sessions would wait for ever on a gateway that
+				// thinks them held: it resumes them on the next link.
+				l.log.Warn("backend: bad held open; closing the link", zap.Error(err))
+				gl.mux.Close()
+				return
+			}
+			l.openHeldAll(gl, opens)
 			continue
 		}
 		ids, err := link.ParseMove(p)
@@ -616,6 +630,12 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 				switch {
 				case typ == link.FrameRelease && gl.features&link.FeatureMovedParked != 0 && s.releaseHeld(gl):
 					quiet.To = append(quiet.To, link.Parked{ID: id}) // held: no stream, no Parked
+				case typ == link.FrameRelease && gl.features&link.FeatureReleasedParked != 0:
+					if park, ok := s.releaseParked(gl); ok {
+						quiet.To = append(quiet.To, link.Parked{ID: id, Park: park})
+						break
+					}
+					s.release(gl)
 				case typ == link.FrameRelease:
 					s.release(gl)
 				case s.moveHeld(gl):

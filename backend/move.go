@@ -183,7 +183,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		st.Write(b) // a failure ends the stream, and the reader sees it
 	}
 	s.wmu.Unlock()
-	if old != st {
+	if old != nil && old != st { // nil: it was opened held
 		old.SetReadDeadline(time.Now()) // the reader takes what it holds, then switches
 		old.Close()
 	}

@@ -799,7 +799,9 @@ func (s *Session) detach() {
 	}
 	cur := s.cur
 	s.mu.Unlock()
-	cur.SetReadDeadline(time.Now())
+	if cur != nil { // opened held, a reader waits for no stream
+		cur.SetReadDeadline(time.Now())
+	}
 }
 
 // Close ends the player's session: the gateway sends what was written and
@@ -826,6 +828,13 @@ func (s *Session) Close() error {
 		}
 		s.wmu.Unlock()
 		return nil // adopt or expire finishes it
+	}
+	if s.st == nil {
+		// Opened held and never adopted: it ended (or left) away, and
+		// there is no stream to end.
+		s.wmu.Unlock()
+		s.l.untrack(s)
+		return nil
 	}
 	s.wakeLocked() // the stream closes, with or without an End
 	s.st.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -869,6 +878,9 @@ func (s *Session) SetReadDeadline(t time.Time) error {
 	s.readDeadline = t
 	cur := s.cur
 	s.mu.Unlock()
+	if cur == nil {
+		return nil // opened held: the wait for a stream heeds readDeadline
+	}
 	return cur.SetReadDeadline(t)
 }
 
@@ -876,6 +888,9 @@ func (s *Session) SetReadDeadline(t time.Time) error {
 func (s *Session) SetWriteDeadline(t time.Time) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	if s.st == nil {
+		return nil // opened held: writes wait in pending, as for any away session
+	}
 	return s.st.SetWriteDeadline(t)
 }
 

@@ -146,6 +146,32 @@ func (s *Session) release(gl *gatewayLink) {
 	s.detach()
 }
 
+// releaseParked answers the gateway's Release for this session on link gl
+// without a word on its stream, if the stream is parked and nothing waits
+// to go on it, an acknowledgement included: the gateway has read the
+// stream up to its last Parked, and nothing more comes, so the session is
+// released at once. It returns the number of that Parked, and false if
+// the session must answer Moved on its stream instead (release).
+func (s *Session) releaseParked(gl *gatewayLink) (park uint32, ok bool) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.parked != gl || s.cork != nil || min(s.toAck, s.finished) > s.acked {
+		return 0, false
+	}
+	s.mu.Lock()
+	ok = s.gl == gl && !s.away && !s.ended && !s.hungup && !s.isDetached()
+	if ok {
+		s.released = true
+	}
+	s.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	s.parked = nil // the gateway knows: no Wake
+	s.detach()
+	return s.parks, true
+}
+
 // HandedOver reports whether the session came to this backend from the
 // one it replaced (a deploy with Config.Takeover), rather than after a
 // restart or a crash: Resumed counts both.

@@ -39,6 +39,7 @@ type backendLink struct {
 	// never empty.
 	instance string
 	features atomic.Uint32 // link.Features, once the backend has said them
+	said     chan struct{} // closed once the first control frame is read (Features, from this version on)
 
 	cmu sync.Mutex // serialises frames on the control stream
 
@@ -47,7 +48,6 @@ type backendLink struct {
 	byID    map[string]*session        // their sessions, for Wake
 }
 
-// track records a session stream whose reader is about to start.
 // holds reports whether a session with id has a stream on the link.
 func (lk *backendLink) holds(id string) bool {
 	lk.mu.Lock()
@@ -55,6 +55,7 @@ func (lk *backendLink) holds(id string) bool {
 	return lk.byID[id] != nil
 }
 
+// track records a session stream whose reader is about to start.
 func (lk *backendLink) track(st *yamux.Stream, s *session) {
 	lk.readers.Add(1)
 	lk.mu.Lock()
@@ -185,6 +186,12 @@ func (lk *backendLink) saidGoodbye() bool {
 func (lk *backendLink) readControl(s *Server) {
 	defer s.wg.Done()
 	defer close(lk.ctrlEnd)
+	first := true
+	defer func() {
+		if first {
+			close(lk.said)
+		}
+	}()
 	fr := link.Reader{R: lk.ctrl}
 	for {
 		typ, _, err := fr.Next()
@@ -229,6 +236,26 @@ func (lk *backendLink) readControl(s *Server) {
 				s.setMSSP(p)
 			}
 		}
+		if first {
+			first = false
+			close(lk.said) // the backend's Features, from this version on, are known
+		}
+	}
+}
+
+// featuresWait bounds the wait for a backend's first control frame, its
+// Features, before sessions are placed on it: a backend of an earlier
+// version may say nothing first.
+const featuresWait = time.Second
+
+// awaitFeatures waits until the backend has said what it can do, within
+// featuresWait.
+func (lk *backendLink) awaitFeatures() {
+	t := time.NewTimer(featuresWait)
+	defer t.Stop()
+	select {
+	case <-lk.said:
+	case <-t.C:
 	}
 }
 
@@ -353,7 +380,7 @@ func (s *Server) dialAddr(addr string) (*backendLink, error) {
 		raw.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
-	lk := &backendLink{addr: addr, instance: instance, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{})}
+	lk := &backendLink{addr: addr, instance: instance, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{}), said: make(chan struct{})}
 	mux, err := yamux.Client(link.Coalesce(c, lk.broken), link.YamuxConfig(s.log()))
 	if err != nil {
 		c.Close()
@@ -362,7 +389,7 @@ func (s *Server) dialAddr(addr string) (*backendLink, error) {
 	ctrl, err := mux.OpenStream()
 	if err == nil {
 		b := link.AppendFrame(nil, link.FrameControl, nil)
-		b = link.AppendFrame(b, link.FrameFeatures, link.AppendFeatures(nil, link.FeatureMovedParked))
+		b = link.AppendFrame(b, link.FrameFeatures, link.AppendFeatures(nil, link.FeatureMovedParked|link.FeatureReleasedParked))
 		_, err = ctrl.Write(b)
 	}
 	if err != nil {
@@ -386,6 +413,7 @@ func (s *Server) serveLink(lk *backendLink, name string, w *watcher) {
 	held := slices.Collect(maps.Keys(s.sessions))
 	s.mu.Unlock()
 	start := time.Now()
+	lk.awaitFeatures()
 	resumed := placeAll(lk, held)
 	s.metrics.links.Inc()
 	s.log().Info("gateway: backend linked", zap.String("backend", name), zap.String("addr", lk.addr),
@@ -482,7 +510,7 @@ func attachAll(lk *backendLink, sessions []*session) int64 {
 func inWorkers(sessions []*session, f func(*session)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range attachWorkers {
+	for range min(attachWorkers, len(sessions)) {
 		wg.Go(func() {
 			for i := next.Add(1) - 1; i < int64(len(sessions)); i = next.Add(1) - 1 {
 				f(sessions[i])
@@ -497,6 +525,16 @@ func inWorkers(sessions []*session, f func(*session)) {
 func (lk *backendLink) move(ids []string) error {
 	if err := lk.sendIDs(link.FrameMove, ids); err != nil {
 		return fmt.Errorf("gateway: move: %w", err)
+	}
+	return nil
+}
+
+// sendAll sends a frame of type typ for each payload.
+func (lk *backendLink) sendAll(typ link.FrameType, payloads [][]byte) error {
+	for _, p := range payloads {
+		if err := lk.send(typ, p); err != nil {
+			return err
+		}
 	}
 	return nil
 }

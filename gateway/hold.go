@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"time"
+
 	"github.com/hashicorp/yamux"
 
 	"holdfast/link"
@@ -12,6 +14,9 @@ import (
 // waiting behind thousands of Opens. The backend is asked to hold them on
 // the link without a stream, in a few Hold frames, and a held session is
 // opened when it has something to send (openHeld) or the backend Wakes it.
+// So are the sessions that resume on a new backend (after a restart) or go
+// to a successor (a deploy): their Opens go in OpenHeld frames, which the
+// backend starts held.
 
 // holdable reports whether the session, with s.mu held, may be held on lk
 // rather than opened: it moved here quiet, from the backend lk reaches,
@@ -23,44 +28,106 @@ func (s *session) holdable(lk *backendLink) bool {
 		len(s.In) == 0 && s.factsDirty == 0 && !s.Noticed && !s.keeps && s.claim == "" && !s.deployed
 }
 
-// canHold reports whether the backend said it takes Hold.
-func (lk *backendLink) canHold() bool {
-	return link.Features(lk.features.Load())&link.FeatureHold != 0
+// openHoldable reports whether the session, with s.mu held, may be opened
+// held on lk (OpenHeld): it has been open on a backend before (a new
+// player's game speaks first), lk does not have it already, and nothing of
+// its own waits to go that the Open does not carry. A page's session,
+// which may be claimed elsewhere, needs a stream.
+func (s *session) openHoldable(lk *backendLink) bool {
+	return s.Opened && s.MoveFrom != lk.instance && lk.can(link.FeatureOpenHeld) &&
+		len(s.In) == 0 && !s.keeps && s.claim == ""
 }
 
-// placeAll resumes sessions on lk: those it may hold, held; the others,
-// and any the backend could not hold, opened. It returns how many are on
-// lk afterwards.
+// canHold reports whether the backend said it takes Hold.
+func (lk *backendLink) canHold() bool { return lk.can(link.FeatureHold) }
+
+// can reports whether the backend said it has feature f.
+func (lk *backendLink) can(f link.Features) bool {
+	return link.Features(lk.features.Load())&f != 0
+}
+
+// openHeldFrame bounds an OpenHeld frame's payload: some hundreds of
+// sessions each, well within link.MaxFrame.
+const openHeldFrame = 64 << 10
+
+// placeAll resumes sessions on lk: those it may hold, held; those it may
+// open held, in OpenHeld; the others, and any the backend could not hold,
+// opened. It returns how many are on lk afterwards.
 func placeAll(lk *backendLink, sessions []*session) int64 {
-	var open, held []*session
+	var open, held, opened []*session
+	var frames [][]byte // OpenHeld payloads
+	var there int64
 	for _, s := range sessions {
 		s.mu.Lock()
-		hold := s.holdable(lk) && s.to(evHold)
-		if hold {
+		switch {
+		case s.lk == lk && s.cond.stream != streamAway:
+			there++ // a successor linked again under the backend's name has it already
+		case s.holdable(lk) && s.to(evHold):
 			s.lk = lk
-		}
-		s.mu.Unlock()
-		if hold {
 			held = append(held, s)
-		} else {
+		case s.openHoldable(lk) && s.to(evHold):
+			s.lk = lk
+			if len(frames) == 0 || len(frames[len(frames)-1]) > openHeldFrame {
+				frames = append(frames, nil)
+			}
+			frames[len(frames)-1] = s.appendHeldOpen(frames[len(frames)-1], lk)
+			opened = append(opened, s)
+		default:
 			open = append(open, s)
 		}
+		s.mu.Unlock()
 	}
-	if len(held) > 0 && !lk.hold(held) {
-		held = nil
+	on := there
+	if len(held) > 0 && lk.holdByID(held) {
+		on += int64(len(held))
 	}
-	return attachAll(lk, open) + int64(len(held))
+	if len(opened) > 0 && lk.hold(opened, func() error { return lk.sendAll(link.FrameOpenHeld, frames) }) {
+		on += int64(len(opened))
+	}
+	for _, s := range opened {
+		s.noticeBack()
+	}
+	if len(open) > 0 {
+		on += attachAll(lk, open)
+	}
+	return on
 }
 
-// hold has the backend hold sessions on lk, which placeAll has marked held,
-// and reports whether it does.
-func (lk *backendLink) hold(held []*session) bool {
-	lk.register(held)
-	ids := make([]string, len(held))
-	for i, s := range held {
-		ids[i] = s.ID
+// appendHeldOpen appends to b the session's part of an OpenHeld on lk, and
+// counts it as opened there, as attach does; s.mu is held. Opened held, it
+// is on lk as after a move: what opens its stream later carries it on.
+func (s *session) appendHeldOpen(b []byte, lk *backendLink) []byte {
+	s.factsDirty = 0 // the Open has them all
+	s.Resumed++
+	s.srv.metrics.resumes.Inc()
+	s.srv.metrics.resumeSeconds.Observe(time.Since(s.Lost).Seconds())
+	o := s.open(s.deployed)
+	s.deployed, s.woken = false, false
+	var after []byte
+	for _, m := range s.Hello {
+		after = link.AppendFrame(after, link.FrameGMCPIn, m)
 	}
-	if lk.leaving() || lk.sendIDs(link.FrameHold, ids) != nil {
+	s.MoveFrom, s.Quiet = lk.instance, false
+	return link.AppendHeldOpen(b, &o, after)
+}
+
+// holdByID has the backend hold sessions it has already on lk (Hold),
+// which placeAll has marked held, and reports whether it does.
+func (lk *backendLink) holdByID(held []*session) bool {
+	return lk.hold(held, func() error {
+		ids := make([]string, len(held))
+		for i, s := range held {
+			ids[i] = s.ID
+		}
+		return lk.sendIDs(link.FrameHold, ids)
+	})
+}
+
+// hold has the backend hold sessions on lk, which placeAll has marked
+// held, by what send sends, and reports whether it does.
+func (lk *backendLink) hold(held []*session, send func() error) bool {
+	lk.register(held)
+	if lk.leaving() || send() != nil {
 		// The link is going, and its end may have come and gone: they go
 		// where a session goes that loses its link, unless that end took
 		// them first; or a frame failed on a link still there, which
@@ -68,7 +135,7 @@ func (lk *backendLink) hold(held []*session) bool {
 		alive := !lk.leaving()
 		for _, s := range held {
 			if lk.letGoHeld(s) {
-				s.resumeElsewhere(lk, alive)
+				s.resumeOn(lk, alive, false)
 			}
 		}
 		return false
@@ -211,15 +278,19 @@ func (lk *backendLink) releaseHeld(srv *Server) {
 }
 
 // movedParked handles a MovedParked naming to: the sessions whose streams
-// end at a Parked (a Move's), and the held sessions released (a Release's,
-// Parked 0), which go to the current link, the successor, a few at a time
-// on a goroutine of their own, since the caller reads the control stream.
+// end at a Parked (a Move's or a Release's), and the held sessions
+// released (a Release's, Parked 0). Those released that have no stream
+// now go to the current link, the successor, together, on a goroutine of
+// their own, since the caller reads the control stream; a released stream
+// still read ends at that Parked, and its reader puts the session there.
 func (lk *backendLink) movedParked(srv *Server, to []link.Parked) {
 	var released []*session
 	for _, r := range to {
 		ss := lk.sessionsNamed([]string{r.ID})
 		switch {
 		case len(ss) == 0:
+		case r.Park != 0 && ss[0].endParked(lk, r.Park):
+			released = append(released, ss[0])
 		case r.Park != 0:
 			ss[0].movedParked(lk, r.Park)
 		case lk.letGoHeld(ss[0]):
@@ -232,8 +303,22 @@ func (lk *backendLink) movedParked(srv *Server, to []link.Parked) {
 	srv.wg.Add(1)
 	go func() {
 		defer srv.wg.Done()
-		inWorkers(released, func(s *session) { s.resumeElsewhere(lk, true) })
+		srv.resumeAll(lk, released)
 	}()
+}
+
+// resumeAll is resumeElsewhere for sessions the backend on lk let go of:
+// placed on the current link together, those it may hold in a few frames.
+func (srv *Server) resumeAll(lk *backendLink, list []*session) {
+	cur := srv.current()
+	if cur != nil {
+		placeAll(cur, list)
+	}
+	for _, s := range list {
+		if cur == nil || !on(s, cur) {
+			s.resumeElsewhere(lk, true)
+		}
+	}
 }
 
 // dropHeld tells the backend that a held session's player has gone.

@@ -677,12 +677,8 @@ func (s *session) attach(lk *backendLink) bool {
 	s.st, s.lk, s.sent = st, lk, len(s.In)
 	s.parksSeen, s.queued = 0, nil
 	s.streamBusy.Store(true)
-	noticed := s.Noticed
-	s.Noticed = false
 	s.mu.Unlock()
-	if noticed {
-		s.notice(noticeBack)
-	}
+	s.noticeBack()
 	_, err = st.Write(b)
 	s.srv.wg.Add(1)
 	lk.track(st, s)
@@ -730,14 +726,15 @@ func (s *session) stopAtParked() (stop, moved bool) {
 	return stop, moved
 }
 
-// movedParked handles the backend's answer to a Move for the session on
-// lk: its stream ends at its Parked number park, as it would at Moved. A
-// reader that has gone at that Parked is started again to end it; one
-// past it waits for nothing more, and is woken; one before it ends there.
+// movedParked handles the backend's answer to a Move, or a deploy's
+// Release, for the session on lk: its stream ends at its Parked number
+// park, as it would at Moved. A reader that has gone at that Parked is
+// started again to end it; one past it waits for nothing more, and is
+// woken; one before it ends there.
 func (s *session) movedParked(lk *backendLink, park uint32) {
 	s.mu.Lock()
 	st := s.st
-	if s.lk != lk || st == nil || s.cond.phase != phaseMoving || park == 0 {
+	if s.lk != lk || st == nil || !s.moving() || park == 0 {
 		s.mu.Unlock()
 		return
 	}
@@ -751,6 +748,35 @@ func (s *session) movedParked(lk *backendLink, park uint32) {
 	if restart {
 		s.restartStream(lk, st)
 	}
+}
+
+// moving reports, with s.mu held, whether the session is leaving its
+// backend: to another gateway process, or to the backend's successor.
+func (s *session) moving() bool {
+	return s.cond.phase == phaseMoving || s.cond.phase == phaseLive && s.deployed
+}
+
+// endParked ends the session's stream on lk, released in a deploy at its
+// Parked number park, if its reader has stopped there: the stream ends as
+// at Moved, without the reader. It reports whether it did; the caller puts
+// the session on the successor.
+func (s *session) endParked(lk *backendLink, park uint32) bool {
+	s.mu.Lock()
+	st := s.st
+	ok := s.lk == lk && st != nil && s.cond.phase == phaseLive && s.deployed &&
+		s.cond.stream == streamParked && s.parksSeen >= park && s.to(evDetach)
+	if ok {
+		s.st, s.lk, s.sent, s.quietMove = nil, nil, 0, 0
+		s.Lost = time.Now()
+	}
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	lk.readers.Add(1) // untrack counts out a reader, which a parked stream has not
+	lk.untrack(st)
+	st.Close()
+	return true
 }
 
 // broadcast delivers a line the backend broadcast to the session's stream
@@ -963,14 +989,26 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 	s.resumeElsewhere(lk, moved)
 }
 
-// resumeElsewhere attaches a session that lost its place on lk to the
-// current link, or tells the player the game is away. A session that ended
-// with its link goes to another link; one that the backend let go of
-// (moved: Moved, handed to its successor, which may have failed) may go to
-// a new stream on the same link.
-func (s *session) resumeElsewhere(lk *backendLink, moved bool) {
-	if cur := s.srv.current(); cur != nil && (cur != lk || moved) && s.attach(cur) {
-		return
+// resumeElsewhere puts a session that lost its place on lk on the current
+// link, held or opened (placeAll), or tells the player the game is away. A
+// session that ended with its link goes to another link; one that the
+// backend let go of (moved: Moved, handed to its successor, which may have
+// failed) may go to a new stream on the same link.
+func (s *session) resumeElsewhere(lk *backendLink, moved bool) { s.resumeOn(lk, moved, true) }
+
+// resumeOn is resumeElsewhere, holding the session only if mayHold: not
+// after a hold that failed on a link still there, which would fail again.
+func (s *session) resumeOn(lk *backendLink, moved, mayHold bool) {
+	if cur := s.srv.current(); cur != nil && (cur != lk || moved) {
+		on := int64(0)
+		if mayHold {
+			on = placeAll(cur, []*session{s})
+		} else if s.attach(cur) {
+			on = 1
+		}
+		if on > 0 {
+			return
+		}
 	}
 	s.mu.Lock()
 	tell := !s.Noticed && s.cond.phase != phaseGone
@@ -978,6 +1016,18 @@ func (s *session) resumeElsewhere(lk *backendLink, moved bool) {
 	s.mu.Unlock()
 	if tell {
 		s.notice(noticeRestarting)
+	}
+}
+
+// noticeBack tells the player that the game is back, if they were told
+// that it was away.
+func (s *session) noticeBack() {
+	s.mu.Lock()
+	noticed := s.Noticed
+	s.Noticed = false
+	s.mu.Unlock()
+	if noticed {
+		s.notice(noticeBack)
 	}
 }
 

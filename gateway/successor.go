@@ -5,6 +5,7 @@ import (
 	"errors"
 	"iter"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -206,6 +207,7 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 		return false // it failed while the move waited: old serves on
 	}
 	start := time.Now()
+	succ.awaitFeatures() // so that the sessions are opened held there
 	s.mu.Lock()
 	s.cur = succ // new players, and any session that loses its stream, go there
 	s.mu.Unlock()
@@ -230,6 +232,8 @@ func (s *Server) deploy(old, succ *backendLink) bool {
 			s.cur = old
 		}
 		s.mu.Unlock()
+		// Those opened held there have no stream whose end would say so.
+		succ.releaseHeld(s)
 		if !old.leaving() {
 			s.takeBack(old, succ)
 		}
@@ -321,18 +325,44 @@ func (s *Server) releaseBatch(old *backendLink, batch []*session) bool {
 	return old.send(link.FrameRelease, link.AppendMove(nil, ids)) == nil
 }
 
+// releaseAgain is how long a released session may stay on the old backend
+// before its Release is sent again. The control stream and a session's
+// stream are not ordered: a Release read before the Open of the stream the
+// session was just given (a new process's, after an upgrade) finds it not
+// there yet, and a second Release finds it. One that finds it gone
+// changes nothing.
+const releaseAgain = 200 * time.Millisecond
+
 // awaitReleased waits, for at most deployWait, until each session of a
 // released batch has left old. A held session the old backend did not
 // answer for (it had ended it, say) goes to the successor all the same,
 // resumed.
 func (s *Server) awaitReleased(batch []*session, old, succ *backendLink) {
 	deadline := time.Now().Add(deployWait)
-	for _, ss := range batch {
-		for on(ss, old) && !old.leaving() && !succ.leaving() && time.Now().Before(deadline) {
+	again := time.Now().Add(releaseAgain)
+	batch = slices.Clone(batch)
+	for len(batch) > 0 && !old.leaving() && !succ.leaving() {
+		batch = slices.DeleteFunc(batch, func(ss *session) bool { return !on(ss, old) })
+		switch now := time.Now(); {
+		case len(batch) == 0:
+		case now.After(deadline):
+			for _, ss := range batch {
+				ss.mu.Lock()
+				cond := ss.cond
+				ss.mu.Unlock()
+				s.log().Warn("gateway: the old backend did not let a session go in time", zap.String("session", ss.ID),
+					zap.Stringer("phase", cond.phase), zap.Stringer("stream", cond.stream))
+				if old.letGoHeld(ss) {
+					ss.resumeElsewhere(old, true)
+				}
+			}
+			return
+		case now.After(again):
+			s.releaseBatch(old, batch)
+			again = now.Add(releaseAgain)
+			fallthrough
+		default:
 			time.Sleep(time.Millisecond) // one round trip each; nothing to wait on
-		}
-		if !succ.leaving() && time.Now().After(deadline) && old.letGoHeld(ss) {
-			ss.resumeElsewhere(old, true)
 		}
 	}
 }

@@ -543,7 +543,7 @@ func (ss *session) thaw() {
 	case woken:
 		ss.attach(lk) // the backend woke it while it was moving
 	case held:
-		lk.hold([]*session{ss}) // the Move put it back on the orphan clock
+		lk.holdByID([]*session{ss}) // the Move put it back on the orphan clock
 	case !attached:
 		if cur := ss.srv.current(); cur != nil {
 			ss.attach(cur)

@@ -91,8 +91,9 @@
 //	         MaxChunk): output for sessions whose streams are parked, each
 //	         after its Parked number park (see Parking)
 //	Features either way, the first frame each side sends on the control
-//	         stream after Control: bits:u32, what the sender can do (1, of
-//	         a backend: Hold; 2, of a gateway: MovedParked); bytes after
+//	         stream after Control: bits:u32, what the sender can do (of a
+//	         backend, 1: Hold, 4: OpenHeld; of a gateway, 2: MovedParked,
+//	         8: MovedParked for a Release's parked streams); bytes after
 //	         them are a later version's. A side of an earlier version sends
 //	         none, and skips the other's
 //	Hold     gateway->backend, the same payload as Move: these sessions,
@@ -111,7 +112,21 @@
 //	         Release, the held sessions with nothing waiting for a stream
 //	         (park 0): each is released, as after Moved; one with frames
 //	         waiting is released on the stream the gateway opens for it,
-//	         after them
+//	         after them. And, to a gateway whose Features said 8, the
+//	         sessions whose streams were parked with nothing more to send,
+//	         an acknowledgement included (each after its Parked number):
+//	         each is released, and its stream brings nothing after that
+//	         Parked
+//	OpenHeld gateway->backend, to a backend whose Features said OpenHeld:
+//	         sessions opened held (see Holding), each open:u32+bytes (an
+//	         Open payload) then after:u32+bytes (the frames its stream
+//	         would have carried after the Open: the client's GMCP hello).
+//	         The backend starts each as if its stream had been opened and
+//	         then parked and closed: it reads after first, and the first
+//	         frame the application writes wakes it. One the backend has
+//	         already is held, as by Hold, and keeps its own state; one that
+//	         needs a stream (keep, or a claim) is named in Unheld. A payload
+//	         that does not parse ends the link
 //
 // Session stream, gateway->backend:
 //
@@ -239,6 +254,19 @@
 // is answered in MovedParked (see Frames). A gateway holds
 // sessions only on a backend whose Features said Hold, and never those a
 // browser page may claim from another gateway.
+//
+// A backend that starts, after a restart or a crash, and a deploy's
+// successor, would be opened thousands of sessions one stream each, most
+// of them players who are not typing. Instead the gateway sends their
+// Opens in OpenHeld frames, a few hundred a frame, and the backend starts
+// each session held: the game accepts it, reads its state, and hears from
+// it when the player types or when it writes to it, as for any held
+// session. Only a session that has been open before is opened held (a new
+// player's game speaks first), and only with nothing to send that the
+// Open does not carry: input typed while the game was away opens a
+// stream. A deploy's Release of a session whose stream is parked, with
+// nothing more to send, is answered in MovedParked too, so that neither
+// side wakes the stream only to end it.
 //
 // # Moving a session
 //

@@ -62,6 +62,9 @@ const (
 	// FrameMovedParked answers a Move for sessions whose streams were
 	// parked, on the control stream instead of each stream.
 	FrameMovedParked FrameType = 35
+	// FrameOpenHeld opens sessions held, without a stream each, on the
+	// control stream.
+	FrameOpenHeld FrameType = 36
 )
 
 var frameNames = [...]string{
@@ -101,6 +104,7 @@ var frameNames = [...]string{
 	FrameFeatures:  "Features",
 
 	FrameMovedParked: "MovedParked",
+	FrameOpenHeld:    "OpenHeld",
 }
 
 // String returns the frame type's name, "Move" say, or "FrameType(42)" for

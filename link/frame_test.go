@@ -47,9 +47,10 @@ func TestFrameTypeString(t *testing.T) {
 		{FrameDrop, "Drop"},
 		{FrameFeatures, "Features"},
 		{FrameMovedParked, "MovedParked"},
+		{FrameOpenHeld, "OpenHeld"},
 		{0, "FrameType(0)"},
 		{18, "FrameType(18)"},
-		{36, "FrameType(36)"},
+		{37, "FrameType(37)"},
 		{42, "FrameType(42)"},
 		{255, "FrameType(255)"},
 	} {

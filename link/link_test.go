@@ -459,3 +459,61 @@ func FuzzParseBroadcast(f *testing.F) {
 		}
 	})
 }
+
+func TestOpenHeld(t *testing.T) {
+	a := Open{ID: "a-1", Resumed: 2, Offset: 9, State: []byte(`{"name":"Ann"}`), Facts: Facts{Terminal: "MUDLET", Width: 120}}
+	b := Open{ID: "b-2", HandedOver: true}
+	hello := AppendFrame(nil, FrameGMCPIn, []byte(`Core.Hello {"client":"Mudlet"}`))
+	p := AppendHeldOpen(AppendHeldOpen(nil, &a, hello), &b, nil)
+	got, err := ParseOpenHeld(p)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("ParseOpenHeld = %d sessions, %v", len(got), err)
+	}
+	if got[0].Open.ID != "a-1" || got[0].Open.Offset != 9 || got[0].Open.Facts != a.Facts || !bytes.Equal(got[0].After, hello) {
+		t.Errorf("first session: %+v", got[0])
+	}
+	if got[1].Open.ID != "b-2" || !got[1].Open.HandedOver || len(got[1].After) != 0 {
+		t.Errorf("second session: %+v", got[1])
+	}
+	p[len(p)-1] ^= 0xff // b's after length no longer matches
+	for _, bad := range [][]byte{
+		p[:3],                             // a length cut short
+		{0, 0, 0, 9, 0, 1},                // an Open longer than the payload
+		{0xff, 0xff, 0xff, 0xff},          // a length past any payload
+		p[:len(p)-1],                      // the last length cut short
+		AppendHeldOpen(nil, &a, nil)[:12], // an Open cut inside its id
+	} {
+		if _, err := ParseOpenHeld(bad); err == nil {
+			t.Errorf("ParseOpenHeld(%x) accepted", bad)
+		}
+	}
+}
+
+func FuzzParseOpenHeld(f *testing.F) {
+	o := Open{ID: "1", Resumed: 1, State: []byte("s")}
+	f.Add(AppendHeldOpen(nil, &o, nil))
+	f.Add(AppendHeldOpen(AppendHeldOpen(nil, &o, []byte{1, 2}), &Open{ID: "2", HandedOver: true}, nil))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, err := ParseOpenHeld(in)
+		if err != nil {
+			return
+		}
+		var again []byte
+		for _, h := range got {
+			if len(h.Open.State) > MaxState || len(h.After) > len(in) {
+				t.Fatalf("state of %d bytes, after of %d accepted", len(h.Open.State), len(h.After))
+			}
+			again = AppendHeldOpen(again, &h.Open, h.After)
+		}
+		back, err := ParseOpenHeld(again)
+		if err != nil || len(back) != len(got) {
+			t.Fatalf("re-encoding changes the message: %d sessions, %v", len(back), err)
+		}
+		for i := range got {
+			if back[i].Open.ID != got[i].Open.ID || !bytes.Equal(back[i].After, got[i].After) {
+				t.Fatalf("session %d: %+v vs %+v", i, back[i], got[i])
+			}
+		}
+	})
+}

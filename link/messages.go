@@ -1,6 +1,7 @@
 package link
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 )
@@ -65,7 +66,7 @@ type decoder struct {
 }
 
 func (d *decoder) take(n int) []byte {
-	if d.err != nil || n > len(d.b) {
+	if d.err != nil || n < 0 || n > len(d.b) {
 		if d.err == nil {
 			d.err = fmt.Errorf("%w: short payload", ErrProtocol)
 		}
@@ -422,7 +423,54 @@ const (
 	FeatureHold Features = 1
 	// FeatureMovedParked: the gateway takes MovedParked.
 	FeatureMovedParked Features = 2
+	// FeatureOpenHeld: the backend takes OpenHeld.
+	FeatureOpenHeld Features = 4
+	// FeatureReleasedParked: the gateway takes, in the MovedParked that
+	// answers a Release, sessions whose streams were parked, each with
+	// its Parked number.
+	FeatureReleasedParked Features = 8
 )
+
+// HeldOpen is one session of an OpenHeld frame: its Open, and the frames a
+// stream would have carried after it (the client's GMCP hello), which the
+// session reads first.
+type HeldOpen struct {
+	Open  Open
+	After []byte
+}
+
+// AppendHeldOpen encodes one session of an OpenHeld payload: open:u32+bytes
+// after:u32+bytes.
+func AppendHeldOpen(b []byte, o *Open, after []byte) []byte {
+	n := len(b)
+	b = append(b, 0, 0, 0, 0)
+	b = o.Append(b)
+	binary.BigEndian.PutUint32(b[n:], uint32(len(b)-n-4))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(after)))
+	return append(b, after...)
+}
+
+// ParseOpenHeld decodes an OpenHeld payload: one HeldOpen after another,
+// each Open as ParseOpen takes it, each After bounded by the frame's own
+// bound.
+func ParseOpenHeld(p []byte) ([]HeldOpen, error) {
+	var out []HeldOpen
+	for d := (decoder{b: p}); len(d.b) > 0; {
+		o, err := ParseOpen(d.take(int(d.u32())))
+		if d.err != nil {
+			return nil, d.err
+		}
+		if err != nil {
+			return nil, err
+		}
+		after := bytes.Clone(d.take(int(d.u32())))
+		if d.err != nil {
+			return nil, d.err
+		}
+		out = append(out, HeldOpen{Open: o, After: after})
+	}
+	return out, nil
+}
 
 // AppendFeatures encodes a Features payload.
 func AppendFeatures(b []byte, f Features) []byte { return binary.BigEndian.AppendUint32(b, uint32(f)) }

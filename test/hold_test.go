@@ -14,8 +14,9 @@ import (
 // said to everyone reaches each of them, what each types is answered, a
 // player who leaves while held leaves the game too, a second upgrade
 // holds them again, an upgrade whose new process dies as it starts leaves
-// them held here, a deploy hands them to the successor, and held
-// players whose backend is killed are resumed on the next one.
+// them held here, a deploy hands them to the successor, which holds them
+// too, held players whose backend is killed are resumed on the next one,
+// and quiet players whose backend is killed are opened held on the next.
 func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	const n = 20
 	u := startUpgradable(t, nil)
@@ -89,12 +90,13 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	}
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
 
+	// The successor has them held too (OpenHeld), handed over.
 	next := successor(t, u.system)
 	next.waitLog("backend: took the name over", 1)
 	if code := exitCode(t, be); code != 0 {
 		t.Errorf("the old backend exited with status %d, want 0", code)
 	}
-	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, 0)
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
 	for _, p := range held[1:] {
 		io.WriteString(p.c, "session\r\n")
 		if err := p.await("handover: yes"); err != nil {
@@ -102,13 +104,24 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 		}
 	}
 
-	// Held a fourth time, and the backend dies: the next one resumes them.
-	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n)
+	// Held a fourth time (the talker, who said nothing, is held still),
+	// and the backend dies: the next one resumes them.
+	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n-1)
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, 1)
 	upgrade(4)
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
 	next.kill(syscall.SIGKILL)
 	next.wait()
 	waitMetric(t, u.admin, `holdfast_sessions{state="waiting"}`, n)
-	u.startBackend()
+	be = u.startBackend()
 	allAnswer(t, held[1:], "resumed")
+
+	// Quiet, and the backend dies again: the next one opens them all
+	// held (no stream each), and each still answers.
+	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n-1)
+	be.kill(syscall.SIGKILL)
+	be.wait()
+	u.startBackend()
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+	allAnswer(t, held[1:], "opened held")
 }
