@@ -154,22 +154,29 @@ func (l *Listener) openHeldAll(gl *gatewayLink, opens []link.HeldOpen) {
 	var started []*Session
 	for i := range opens {
 		o := &opens[i].Open
-		if old := l.lookup(o.ID); old != nil {
-			if !old.hold(gl) {
-				unheld = append(unheld, o.ID)
+		for {
+			if old := l.lookup(o.ID); old != nil {
+				if !old.hold(gl) {
+					unheld = append(unheld, o.ID)
+				}
+				break
 			}
-			continue
+			if o.Claim != "" || o.Keep || gl.dead.Load() {
+				unheld = append(unheld, o.ID) // these need a stream, and a dead link none
+				break
+			}
+			s := newHeldSession(l, gl, o, opens[i].After)
+			err := l.track(s, nil)
+			if err == errRaced {
+				continue // opened on a stream meanwhile: held, or named in Unheld, as that one
+			}
+			if err != nil {
+				unheld = append(unheld, o.ID)
+			} else {
+				started = append(started, s)
+			}
+			break
 		}
-		if o.Claim != "" || o.Keep || gl.dead.Load() {
-			unheld = append(unheld, o.ID) // these need a stream, and a dead link none
-			continue
-		}
-		s := newHeldSession(l, gl, o, opens[i].After)
-		if !l.track(s) {
-			unheld = append(unheld, o.ID)
-			continue
-		}
-		started = append(started, s)
 	}
 	if len(unheld) > 0 {
 		gl.control(link.FrameUnheld, link.AppendMove(nil, unheld))

@@ -510,13 +510,20 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 		l.claimed(gl, st, &o)
 		return
 	}
-	if old := l.lookup(o.ID); old != nil && old.adopt(gl, st, &o) {
-		return // the session carries on, on this stream
-	}
-	s := newSession(l, gl, st, &o)
-	if !l.track(s) {
-		st.Close()
-		return
+	var s *Session
+	for s == nil {
+		old := l.lookup(o.ID)
+		if old != nil && old.adopt(gl, st, &o) {
+			return // the session carries on, on this stream
+		}
+		s = newSession(l, gl, st, &o)
+		switch l.track(s, old) {
+		case errStopping:
+			st.Close()
+			return
+		case errRaced:
+			s = nil // started meanwhile from an OpenHeld: this stream carries it on
+		}
 	}
 	select {
 	case l.accept <- s:
@@ -526,15 +533,29 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 	}
 }
 
-func (l *Listener) track(s *Session) bool {
+// Why track did not record a session.
+var (
+	errStopping = errors.New("backend: stopping")
+	errRaced    = errors.New("backend: another session of that id started meanwhile")
+)
+
+// track records a new session in place of prev, the session of its id
+// that the caller found (nil: none). A gateway may open a session on a
+// stream and in an OpenHeld at once, read by two goroutines here: the
+// second to start it finds the first in prev's place (errRaced), and
+// takes that one instead, so that there is one session for each id.
+func (l *Listener) track(s, prev *Session) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.stopping {
-		return false
+	switch {
+	case l.stopping:
+		return errStopping
+	case l.byID[s.id] != prev:
+		return errRaced
 	}
 	l.sessions[s] = struct{}{}
 	l.byID[s.id] = s
-	return true
+	return nil
 }
 
 // lookup returns the session the gateway calls id, if this backend holds it.

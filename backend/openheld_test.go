@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"fmt"
 	"io"
 	"slices"
 	"testing"
@@ -136,4 +137,97 @@ func TestOpenHeldRefusedAndEnds(t *testing.T) {
 		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
 	}
 	noAccept(t, l)
+}
+
+// TestOpenHeldRacesStream: a gateway may open a session on a stream (its
+// player typed) while the OpenHeld that opens it held is still on its
+// way, and the two are read by different goroutines: there is still one
+// session for each id, and the stream carries it on.
+func TestOpenHeldRacesStream(t *testing.T) {
+	l, g := setupWith(t, Config{OrphanTimeout: time.Hour})
+	const n = 200
+	var p []byte
+	for i := range n {
+		p = link.AppendHeldOpen(p, &link.Open{ID: fmt.Sprint("r", i)}, nil)
+	}
+	accepted := make(chan *Session, 2*n)
+	go func() {
+		for {
+			s, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- s
+		}
+	}()
+	go func() {
+		for i := range n {
+			st, err := g.mux.OpenStream()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			link.WriteFrame(st, link.FrameOpen, (&link.Open{ID: fmt.Sprint("r", i)}).Append(nil))
+		}
+	}()
+	link.WriteFrame(g.ctrl, link.FrameOpenHeld, p)
+	ids := map[string]int{}
+	for len(ids) < n {
+		select {
+		case s := <-accepted:
+			ids[s.ID()]++
+		case <-time.After(waitFor):
+			t.Fatalf("%d sessions accepted, want %d", len(ids), n)
+		}
+	}
+	// Every stream's Open has been read once every session is on a stream.
+	onStreams := func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, s := range l.byID {
+			s.mu.Lock()
+			cur := s.cur
+			s.mu.Unlock()
+			if cur == nil {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(waitFor)
+	for !onStreams() {
+		if time.Now().After(deadline) {
+			t.Fatal("the sessions were not all carried on on their streams")
+		}
+		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
+	}
+	l.mu.Lock()
+	tracked := len(l.sessions)
+	l.mu.Unlock()
+	if tracked != n || len(accepted) != 0 {
+		t.Fatalf("%d sessions for %d ids, %d accepted twice", tracked, n, len(accepted))
+	}
+}
+
+// TestTrackOneSessionPerID: a session is recorded only in place of the
+// one its starter found; one started meanwhile by another goroutine (an
+// OpenHeld and a stream's Open at once) is taken instead.
+func TestTrackOneSessionPerID(t *testing.T) {
+	l, g := setup(t)
+	_, first := g.open(l, link.Open{ID: "x"})
+	o := link.Open{ID: "x"}
+	second, third := newHeldSession(l, nil, &o, nil), newHeldSession(l, nil, &o, nil)
+	if err := l.track(second, nil); err != errRaced {
+		t.Fatalf("a second session of an id found free: %v, want errRaced", err)
+	}
+	if err := l.track(second, first); err != nil || l.lookup("x") != second {
+		t.Fatalf("in place of the one found: %v", err)
+	}
+	if err := l.track(third, first); err != errRaced {
+		t.Fatalf("in place of one replaced since: %v, want errRaced", err)
+	}
+	l.stop()
+	if err := l.track(third, second); err != errStopping {
+		t.Fatalf("while stopping: %v, want errStopping", err)
+	}
 }
