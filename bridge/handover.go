@@ -343,6 +343,10 @@ func (s *session) handOver(fc *fdmsg.Conn, u *upstream) error {
 		rec.Text = u.undelivered
 		u.mu.Lock()
 		rec.Out = u.out
+		if len(u.rest) > 0 {
+			// What the game had not taken goes first.
+			rec.Out = append(append([]byte(nil), u.rest...), u.out...)
+		}
 		neg, err1 := u.neg.MarshalBinary()
 		u.mu.Unlock()
 		dec, err2 := u.dec.MarshalBinary()
@@ -416,12 +420,10 @@ func (s *session) adopt() *upstream {
 	}
 	u := &upstream{
 		s: s, conn: conn,
-		neg:      negotiator{facts: facts},
-		out:      in.rec.Out,
-		spoke:    make(chan struct{}),
-		welcomed: make(chan struct{}),
-		greeted:  make(chan struct{}),
-		done:     make(chan struct{}),
+		neg:   negotiator{facts: facts},
+		out:   in.rec.Out,
+		spoke: make(chan struct{}),
+		done:  make(chan struct{}),
 	}
 	err = errors.Join(u.neg.UnmarshalBinary(in.rec.Neg), u.dec.UnmarshalBinary(in.rec.Dec))
 	if err != nil {
@@ -434,12 +436,7 @@ func (s *session) adopt() *upstream {
 	u.neg.facts = facts
 	u.neg.facts.Width, u.neg.facts.Height = -1, -1
 	close(u.spoke)
-	u.spokeSet, u.texted, u.echoOff = true, in.rec.Flowing, in.rec.EchoOff
-	if in.rec.Flowing {
-		close(u.welcomed)
-		u.greetSet = true
-		close(u.greeted)
-	}
+	u.spokeSet, u.texted, u.greetSet, u.echoOff = true, in.rec.Flowing, in.rec.Flowing, in.rec.EchoOff
 	if len(in.rec.Text) > 0 {
 		if _, err := s.p.Write(in.rec.Text); err != nil {
 			conn.Close()
@@ -449,8 +446,7 @@ func (s *session) adopt() *upstream {
 	s.mu.Lock()
 	s.newFacts = true
 	s.mu.Unlock()
-	b.opened(u)
-	go u.read()
+	b.opened(u) // the session's goroutine reads it (see carry)
 	b.log().Debug("bridge: took a connection to the game over", zap.String("session", s.id))
 	return u
 }

@@ -2,9 +2,12 @@ package bridge
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,9 +25,12 @@ const (
 	maxHello       = 16
 )
 
-// session carries one player: it reads the player's input into held, and
-// its run goroutine opens connections to the game one after another,
-// writing to the current one.
+// session carries one player with two goroutines: the player's reader
+// reads the player's input into held (and, once the game has greeted the
+// player, writes it to the game itself), and the run goroutine opens
+// connections to the game one after another, reading the current one
+// (see carry). An idle player costs these two goroutines, no buffer of
+// the game's connection, and no goroutine of the connection's own.
 type session struct {
 	b  *Bridge
 	p  Player
@@ -66,7 +72,10 @@ type session struct {
 	told    bool
 	toldErr error
 
-	kick   chan struct{} // something for the writer: input, facts, GMCP, answers
+	// cur is the connection the session's goroutine reads, for wake.
+	cur *upstream
+	// kicked says something waits for the session's goroutine (see wake).
+	kicked atomic.Bool
 	room   chan struct{} // held has room again
 	inDone chan struct{} // closed when the player's input has ended
 }
@@ -75,21 +84,34 @@ func newSession(b *Bridge, p Player) *session {
 	return &session{
 		b: b, p: p, id: p.ID(),
 		facts:  p.Facts(),
-		kick:   make(chan struct{}, 1),
 		room:   make(chan struct{}, 1),
 		inDone: make(chan struct{}),
 	}
 }
 
+// wake has the session's goroutine look at what changed: input, facts,
+// GMCP, the player's input ending, the bridge closing. While it reads the
+// game, a read deadline in the past ends the read.
 func (s *session) wake() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
+	s.kicked.Store(true)
+	s.mu.Lock()
+	u := s.cur
+	s.mu.Unlock()
+	if u != nil {
+		u.conn.SetReadDeadline(time.Now())
 	}
 }
 
-// stop wakes the player's reader: the bridge is closing.
-func (s *session) stop() { s.p.SetReadDeadline(time.Now()) }
+// wakeLocal is wake from the session's goroutine itself, which looks
+// before its next read.
+func (s *session) wakeLocal() { s.kicked.Store(true) }
+
+// stop wakes the player's reader, and the session's goroutine: the bridge
+// is closing.
+func (s *session) stop() {
+	s.p.SetReadDeadline(time.Now())
+	s.wake()
+}
 
 // readPlayer reads the player's input until the player leaves, the session
 // is detached, or the bridge closes. Facts and GMCP arrive through the
@@ -110,6 +132,7 @@ func (s *session) readPlayer() {
 			s.inErr = err
 			s.mu.Unlock()
 			close(s.inDone)
+			s.wake()
 			return
 		}
 	}
@@ -459,86 +482,150 @@ func (s *session) tell(text string) error {
 	return err
 }
 
+// owedRetry is how soon what the game did not take is written again, while
+// the game sends nothing.
+const owedRetry = 20 * time.Millisecond
+
 // settleWait bounds how long input waits, after the game's first text, for
 // the game to ask what it turned on (the terminal type, the environment).
 const settleWait = 500 * time.Millisecond
 
-// carry writes to the game on u until the connection ends, the player
-// leaves, or the bridge closes. The player's input waits until the game
-// has greeted the player (see upstream.greeted), or settleWait after its
-// first text, or GreetWait with the game saying something; a game silent
-// for that long fails the connection with errSilent. The slot among the
-// connections being opened is released at the game's first text. greeted
-// is called when input may flow.
+// carry reads the game on u, and writes to it, until the connection ends,
+// the player leaves, or the bridge closes: the session's goroutine is the
+// connection's reader, handing the game's text to the player and writing
+// its answers. The player's input waits until the game has greeted the
+// player (see upstream.greetSet), or settleWait after its first text, or
+// GreetWait with the game saying something; a game silent for that long
+// fails the connection with errSilent. The slot among the connections being
+// opened is released at the game's first text. greeted is called when input
+// may flow. What the session's other goroutines want of it (see wake), and
+// those timers, end the read under way with a read deadline.
 func (s *session) carry(u *upstream, release func(), greeted func()) (ending, error) {
 	defer release()
-	flowing := false
-	greetTimer := time.NewTimer(s.b.greetWait())
-	defer greetTimer.Stop()
-	settleTimer := time.NewTimer(settleWait)
-	settleTimer.Stop()
-	defer settleTimer.Stop()
-	greet, welcome := u.greeted, u.welcomed
-	var settle <-chan time.Time
+	s.mu.Lock()
+	s.cur = u
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.cur = nil
+		s.mu.Unlock()
+	}()
+	flowing, welcomed := false, false
+	greetAt := time.Now().Add(s.b.greetWait())
+	var settleAt time.Time
 	start := func() {
 		if !flowing {
-			flowing, greet, settle = true, nil, nil
+			flowing = true
 			release()
 			greeted()
 			s.setDirect(u)
+			s.wakeLocal()
 		}
 	}
 	defer s.setDirect(nil)
+	rc := rawConn(u.conn)
+	var deadline time.Time // the read deadline last set here
+	owed := false          // the game has not taken all that was written
+	reset := true          // the deadline may have been moved by wake
+	s.wakeLocal()          // a first flush: answers and facts a deploy brought
 	for {
-		if err := s.flush(u, flowing); err != nil {
-			s.setDirect(nil)
-			u.broken()
-			s.restoreEcho(u)
-			return endGame, err
-		}
-		select {
-		case <-s.kick:
-		case <-welcome:
+		if !welcomed && u.texted {
 			// The game has taken the connection in: the next may come.
-			welcome = nil
+			welcomed = true
 			release()
-			settleTimer.Reset(settleWait)
-			settle = settleTimer.C
-		case <-settle:
-			start() // the game asked for less than it turned on
-		case <-greet:
+			settleAt = time.Now().Add(settleWait)
+		}
+		if !flowing && u.greetSet {
 			start()
-		case <-greetTimer.C:
-			if flowing {
-				continue
+		}
+		var want time.Time // no deadline once input flows
+		if !flowing {
+			want = greetAt
+			if !settleAt.IsZero() && settleAt.Before(want) {
+				want = settleAt
 			}
-			select {
-			case <-u.spoke:
+		}
+		if owed {
+			// What the game did not take is tried again soon.
+			if t := time.Now().Add(owedRetry); want.IsZero() || t.Before(want) {
+				want = t
+			}
+		}
+		if reset || !want.Equal(deadline) {
+			u.conn.SetReadDeadline(want)
+			deadline, reset = want, false
+		}
+		if s.kicked.Swap(false) {
+			switch {
+			case s.b.ctx.Err() != nil:
+				s.setDirect(nil)
+				u.stop(true)
+				u.close()
+				return endBridge, nil
+			case s.inputEnded():
+				s.setDirect(nil)
+				if flowing {
+					s.flush(u, true) // the player's last words (a QUIT) still go
+				}
+				u.stop(true)
+				return s.leave(u), nil
+			}
+			var err error
+			if owed, err = s.flushReader(u, flowing); err != nil {
+				s.setDirect(nil)
+				u.stop(false)
+				u.broken()
+				s.restoreEcho(u)
+				return endGame, err
+			}
+		}
+		if !flowing {
+			now := time.Now()
+			switch {
+			case !settleAt.IsZero() && !now.Before(settleAt):
+				start() // the game asked for less than it turned on
+				continue
+			case !now.Before(greetAt) && u.spokeSet:
 				start() // a game that waits for input before its welcome
-			default:
+				continue
+			case !now.Before(greetAt):
+				u.stop(true)
 				u.close()
 				return endGame, errSilent
 			}
-		case <-u.done:
-			s.setDirect(nil)
-			s.flush(u, flowing) // input that cannot go is held for the next connection
-			if u.lost != nil {
-				return s.leave(u), u.lost
-			}
-			u.close()
-			s.restoreEcho(u)
-			return endGame, u.err
-		case <-s.inDone:
-			s.setDirect(nil)
-			if flowing {
-				s.flush(u, true) // the player's last words (a QUIT) still go
-			}
-			return s.leave(u), nil
-		case <-s.b.ctx.Done():
-			s.setDirect(nil)
-			u.close()
-			return endBridge, nil
 		}
+		bp, n, err := u.readOnce(rc)
+		more := n <= 0 || u.handle(bp[:n])
+		if bp != nil {
+			readBufs.Put(bp)
+		}
+		if more && errors.Is(err, os.ErrDeadlineExceeded) {
+			reset = true
+			if owed {
+				s.wakeLocal()
+			}
+			continue
+		}
+		if more && err == nil {
+			if u.pending() {
+				s.wakeLocal()
+			}
+			continue
+		}
+		// The connection has ended: the game closed it, it failed, the
+		// game broke a bound, or the player's side failed.
+		if more {
+			u.err = err
+		}
+		u.stop(false)
+		s.setDirect(nil)
+		s.flush(u, flowing) // input that cannot go is held for the next connection
+		if u.lost != nil {
+			return s.leave(u), u.lost
+		}
+		u.close()
+		s.restoreEcho(u)
+		return endGame, u.err
 	}
 }
 
@@ -605,7 +692,19 @@ func (s *session) restoreEcho(u *upstream) {
 func (s *session) flush(u *upstream, greeted bool) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	return s.flushLocked(u, greeted, false)
+	return s.flushLocked(u, greeted, false, false)
+}
+
+// flushReader is flush from the session's goroutine while it reads the
+// game: it writes what the game takes without waiting, and keeps the rest
+// for the next flush (see upstream.rest), so that a game that asks without
+// reading is still read, and dropped past maxOut. It reports whether
+// something is left.
+func (s *session) flushReader(u *upstream, greeted bool) (owed bool, err error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	err = s.flushLocked(u, greeted, false, true)
+	return len(u.rest) > 0, err
 }
 
 // flushDirect is flush from the player's reader, while u is the connection
@@ -613,14 +712,14 @@ func (s *session) flush(u *upstream, greeted bool) error {
 func (s *session) flushDirect(u *upstream) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	return s.flushLocked(u, true, true)
+	return s.flushLocked(u, true, true, false)
 }
 
 var errNotDirect = errors.New("bridge: input no longer flows to this connection")
 
 // flushLocked is flush with wmu held; direct says only while u is the
-// connection input flows to.
-func (s *session) flushLocked(u *upstream, greeted, direct bool) error {
+// connection input flows to, try without waiting for the game to read.
+func (s *session) flushLocked(u *upstream, greeted, direct, try bool) error {
 	gmcpOn := u.gmcpOn()
 	s.mu.Lock()
 	if direct && s.direct != u {
@@ -649,7 +748,9 @@ func (s *session) flushLocked(u *upstream, greeted, direct bool) error {
 		}
 	}
 	s.mu.Unlock()
-	out := u.takeOut(s.wbuf[:0], fc)
+	out := append(s.wbuf[:0], u.rest...)
+	u.rest = nil
+	out = u.takeOut(out, fc)
 	sent := 0
 	for _, g := range gmcp {
 		out = append(out, in[sent:g.At]...)
@@ -659,7 +760,19 @@ func (s *session) flushLocked(u *upstream, greeted, direct bool) error {
 		}
 	}
 	out = append(out, in[sent:]...)
-	err := u.write(out)
+	var err error
+	if try {
+		var n int
+		if n, err = u.tryWrite(out); err == nil && n < len(out) {
+			u.rest = append([]byte(nil), out[n:]...)
+			if len(u.rest) > maxOut {
+				err = fmt.Errorf("bridge: the game asks more than it reads (%d bytes waiting)", len(u.rest))
+				u.fault = err
+			}
+		}
+	} else {
+		err = u.write(out)
+	}
 	if cap(out) <= maxKeptBuf {
 		s.wbuf = out[:0]
 	}

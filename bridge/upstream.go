@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"holdfast/backend"
@@ -30,9 +33,11 @@ const maxKeptBuf = 4 << 10
 // that long is treated as gone.
 const writeTimeout = 10 * time.Second
 
-// upstream is one connection to the game for one player. Its reader
-// decodes what the game sends, hands text and prompts to the player and
-// answers negotiation; the session's run goroutine is its only writer.
+// upstream is one connection to the game for one player. Its reader, the
+// session's run goroutine (a probe's own), decodes what the game sends,
+// hands text and prompts to the player and writes the answers to
+// negotiation; the player's reader writes the player's input (see
+// session.direct), one writer at a time.
 type upstream struct {
 	s    *session
 	conn net.Conn
@@ -41,6 +46,9 @@ type upstream struct {
 	mu  sync.Mutex // guards neg and out
 	neg negotiator
 	out []byte // answers for the game, in order, not yet written
+	// rest is what a write that did not wait left for the game (see
+	// session.flushReader), to go first; the session's wmu guards it.
+	rest []byte
 
 	probe  bool        // only to learn whether the game is up
 	serial uint64      // its place among the connections opened; see drops.go
@@ -50,9 +58,7 @@ type upstream struct {
 	// wmu guards it.
 	deadlineMoved time.Time
 	spoke         chan struct{} // closed at the game's first byte
-	welcomed      chan struct{} // closed at the game's first text
-	greeted       chan struct{} // closed once the game has sent text and asked what it asks at once
-	done          chan struct{} // closed when the reader has ended
+	done          chan struct{} // closed when the reader has ended (see stop)
 	err           error         // why the reader ended; read after done
 	lost          error         // a write to the player failed; read after done
 	fault         error         // the game broke a bound; the reader's alone
@@ -61,7 +67,7 @@ type upstream struct {
 	undelivered []byte
 	spokeSet    bool // spoke is closed; the reader's alone
 	texted      bool // the game has sent text; the reader's alone
-	greetSet    bool // greeted is closed; the reader's alone
+	greetSet    bool // the game has sent text and asked what it asks at once; the reader's alone
 	echoOff     bool // the game hid the player's echo; the reader's alone
 }
 
@@ -110,62 +116,137 @@ func (s *session) open(ctx context.Context, probe bool) (*upstream, func(), erro
 	}
 	u := &upstream{
 		s: s, conn: conn, probe: probe,
-		neg:      negotiator{facts: facts},
-		spoke:    make(chan struct{}),
-		welcomed: make(chan struct{}),
-		greeted:  make(chan struct{}),
-		done:     make(chan struct{}),
+		neg:   negotiator{facts: facts},
+		spoke: make(chan struct{}),
+		done:  make(chan struct{}),
 	}
-	if !probe {
-		b.opened(u)
+	if probe {
+		go u.probeRead()
+	} else {
+		b.opened(u) // the session's goroutine reads it (see carry)
 	}
-	go u.read()
 	return u, release, nil
 }
 
-func (u *upstream) read() {
+// probeRead reads a probe until the game's first byte.
+func (u *upstream) probeRead() {
 	defer close(u.done)
-	if !u.probe {
-		defer func() {
-			u.s.b.ended(u, u.fault == nil && u.lost == nil && !u.ours.Load())
-		}()
-	}
-	buf := make([]byte, readBuf)
+	rc := rawConn(u.conn)
 	for {
-		n, err := u.conn.Read(buf)
-		if n > 0 && !u.spokeSet {
-			u.spokeSet = true
-			close(u.spoke)
-			if u.probe {
-				return
-			}
+		bp, n, err := u.readOnce(rc)
+		if bp != nil {
+			readBufs.Put(bp)
 		}
 		if n > 0 {
-			u.dec.decode(buf[:n], u)
-			if u.fault != nil {
-				u.err = u.fault
-				return
-			}
-			if u.lost != nil {
-				return
-			}
-			u.mu.Lock()
-			pending := len(u.out)
-			settled := u.neg.settled()
-			u.mu.Unlock()
-			if pending > 0 {
-				u.s.wake()
-			}
-			if u.texted && settled && !u.greetSet {
-				u.greetSet = true
-				close(u.greeted)
-			}
+			close(u.spoke)
+			return
 		}
 		if err != nil {
 			u.err = err
 			return
 		}
 	}
+}
+
+// stop records that the connection is no longer read, ours says because
+// the bridge ends it rather than the game, once, from its reader: the
+// drops learn of it, and done closes.
+func (u *upstream) stop(ours bool) {
+	if ours {
+		u.ours.Store(true)
+	}
+	u.s.b.ended(u, u.fault == nil && u.lost == nil && !u.ours.Load())
+	close(u.done)
+}
+
+// pending reports whether answers wait to go to the game.
+func (u *upstream) pending() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.out) > 0
+}
+
+// handle decodes what one read brought, and reports whether the reader
+// reads on.
+func (u *upstream) handle(p []byte) bool {
+	if !u.spokeSet {
+		u.spokeSet = true
+		close(u.spoke)
+	}
+	u.dec.decode(p, u)
+	if u.fault != nil {
+		u.err = u.fault
+		return false
+	}
+	if u.lost != nil {
+		return false
+	}
+	if u.texted && !u.greetSet {
+		u.mu.Lock()
+		u.greetSet = u.neg.settled()
+		u.mu.Unlock()
+	}
+	return true
+}
+
+// readBufs lends the readers of the game their buffer for one read: a
+// connection waiting for the game's output holds none, so that thousands of
+// idle players cost no buffer each.
+var readBufs = sync.Pool{New: func() any { return new([readBuf]byte) }}
+
+// rawConn returns c's RawConn when c is a TCP connection, to wait until it
+// is readable before taking a buffer; nil for any other connection.
+func rawConn(c net.Conn) syscall.RawConn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// readOnce reads the game once, within the connection's read deadline,
+// into a buffer from readBufs that it returns with what it read (nil with
+// nothing read). With rc, the buffer is taken only once the connection is
+// readable.
+func (u *upstream) readOnce(rc syscall.RawConn) (*[readBuf]byte, int, error) {
+	if rc == nil {
+		bp := readBufs.Get().(*[readBuf]byte)
+		n, err := u.conn.Read(bp[:])
+		return bp, n, err
+	}
+	var (
+		bp   *[readBuf]byte
+		n    int
+		rerr error
+	)
+	err := rc.Read(func(fd uintptr) bool {
+		bp = readBufs.Get().(*[readBuf]byte)
+		for {
+			n, rerr = syscall.Read(int(fd), bp[:])
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			readBufs.Put(bp)
+			bp = nil
+			return false // to wait until it is readable
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return bp, 0, err
+	case rerr != nil:
+		return bp, 0, &net.OpError{Op: "read", Net: "tcp", Source: u.conn.LocalAddr(), Addr: u.conn.RemoteAddr(), Err: os.NewSyscallError("read", rerr)}
+	case n <= 0:
+		return bp, 0, io.EOF
+	}
+	return bp, n, nil
 }
 
 // text hands the game's text to the player. A write waits while the
@@ -179,10 +260,7 @@ func (u *upstream) text(p []byte) {
 		u.undelivered = append(u.undelivered, p...)
 		return
 	}
-	if !u.texted {
-		u.texted = true
-		close(u.welcomed)
-	}
+	u.texted = true
 	if n, err := u.s.p.Write(p); err != nil {
 		u.lose(err)
 		u.undelivered = append(u.undelivered, p[n:]...)
@@ -302,18 +380,59 @@ func (u *upstream) write(b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	if now := time.Now(); now.After(u.deadlineMoved.Add(writeTimeout / 10)) {
-		u.deadlineMoved = now
-		u.conn.SetWriteDeadline(now.Add(writeTimeout))
-	}
+	u.moveDeadline()
 	if _, err := u.conn.Write(b); err != nil {
 		return fmt.Errorf("bridge: write to the game: %w", err)
 	}
 	return nil
 }
 
+func (u *upstream) moveDeadline() {
+	if now := time.Now(); now.After(u.deadlineMoved.Add(writeTimeout / 10)) {
+		u.deadlineMoved = now
+		u.conn.SetWriteDeadline(now.Add(writeTimeout))
+	}
+}
+
+// tryWrite writes what of b the game's socket takes now, without waiting,
+// and returns how much; a connection other than TCP waits, as write. Its
+// session's wmu is held.
+func (u *upstream) tryWrite(b []byte) (int, error) {
+	rc := rawConn(u.conn)
+	if rc == nil || len(b) == 0 {
+		return len(b), u.write(b)
+	}
+	u.moveDeadline()
+	n := 0
+	var werr error
+	err := rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, e := syscall.Write(int(fd), b[n:])
+			if e == syscall.EINTR {
+				continue
+			}
+			if e != nil {
+				if e != syscall.EAGAIN {
+					werr = os.NewSyscallError("write", e)
+				}
+				break
+			}
+			n += m
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		return n, fmt.Errorf("bridge: write to the game: %w", err)
+	}
+	return n, nil
+}
+
 // close closes the connection, which the bridge ends (not the game), and
-// waits for its reader.
+// waits for its reader: a probe's, or the session's goroutine, which
+// stopped it before (see stop).
 func (u *upstream) close() {
 	u.ours.Store(true)
 	u.conn.Close()
