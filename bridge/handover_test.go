@@ -118,7 +118,8 @@ func waitListening(t *testing.T, b *Bridge) {
 // here.
 func TestRecordCarriesEverything(t *testing.T) {
 	n := negotiator{mssp: true, ttypes: 2, environ: true}
-	n.us[24], n.him[201] = true, true
+	n.us.set(24, true)
+	n.him.set(201, true)
 	d := decoder{st: decSB, back: decCR, verb: telnet.DO, opt: 201, sb: []byte("Core"), truncated: true}
 	neg, err := n.MarshalBinary()
 	if err != nil {

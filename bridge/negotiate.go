@@ -66,9 +66,9 @@ type negotiator struct {
 	// mssp accepts the game's MSSP: on the connection that fetches it.
 	mssp bool
 
-	us, him [256]bool // options on, on the bridge's side and on the game's
-	ttypes  int       // TTYPE answers given since the option went on
-	environ bool      // a NEW-ENVIRON SEND answered since the option went on
+	us, him optSet // options on, on the bridge's side and on the game's
+	ttypes  int    // TTYPE answers given since the option went on
+	environ bool   // a NEW-ENVIRON SEND answered since the option went on
 }
 
 // settled reports whether the game has asked for what it wants to know
@@ -76,7 +76,35 @@ type negotiator struct {
 // has had them turned on. Input waits for it on a new connection, so that
 // a login typed during an outage reaches a game that knows the terminal.
 func (n *negotiator) settled() bool {
-	return !(n.us[telnet.OptTTYPE] && n.ttypes == 0) && !(n.us[telnet.OptNewEnviron] && !n.environ)
+	return !(n.us.has(telnet.OptTTYPE) && n.ttypes == 0) && !(n.us.has(telnet.OptNewEnviron) && !n.environ)
+}
+
+// optSet is a set of telnet options, a bit each: a connection keeps two.
+type optSet [4]uint64
+
+func (o *optSet) has(opt byte) bool { return o[opt>>6]&(1<<(opt&63)) != 0 }
+
+func (o *optSet) set(opt byte, on bool) {
+	if on {
+		o[opt>>6] |= 1 << (opt & 63)
+	} else {
+		o[opt>>6] &^= 1 << (opt & 63)
+	}
+}
+
+// bools returns the set as a table, as a record carries it.
+func (o *optSet) bools() (t [256]bool) {
+	for i := range t {
+		t[i] = o.has(byte(i))
+	}
+	return t
+}
+
+func optSetOf(t [256]bool) (o optSet) {
+	for i, on := range t {
+		o.set(byte(i), on)
+	}
+	return o
 }
 
 // negotiate answers IAC verb opt, appending the answer to b. changed
@@ -88,28 +116,28 @@ func (n *negotiator) negotiate(b []byte, verb, opt byte) (_ []byte, changed bool
 	}
 	switch verb {
 	case telnet.WILL:
-		if n.him[opt] {
+		if n.him.has(opt) {
 			return b, false
 		}
 		if !p.him {
 			return append(b, telnet.IAC, telnet.DONT, opt), false
 		}
-		n.him[opt] = true
+		n.him.set(opt, true)
 		return append(b, telnet.IAC, telnet.DO, opt), true
 	case telnet.WONT:
-		if !n.him[opt] {
+		if !n.him.has(opt) {
 			return b, false
 		}
-		n.him[opt] = false
+		n.him.set(opt, false)
 		return append(b, telnet.IAC, telnet.DONT, opt), true
 	case telnet.DO:
-		if n.us[opt] {
+		if n.us.has(opt) {
 			return b, false
 		}
 		if !p.us {
 			return append(b, telnet.IAC, telnet.WONT, opt), false
 		}
-		n.us[opt] = true
+		n.us.set(opt, true)
 		b = append(b, telnet.IAC, telnet.WILL, opt)
 		switch opt {
 		case telnet.OptTTYPE:
@@ -121,10 +149,10 @@ func (n *negotiator) negotiate(b []byte, verb, opt byte) (_ []byte, changed bool
 		}
 		return b, true
 	case telnet.DONT:
-		if !n.us[opt] {
+		if !n.us.has(opt) {
 			return b, false
 		}
-		n.us[opt] = false
+		n.us.set(opt, false)
 		return append(b, telnet.IAC, telnet.WONT, opt), true
 	}
 	return b, false
@@ -136,12 +164,12 @@ func (n *negotiator) subneg(b []byte, opt byte, p []byte) []byte {
 	switch {
 	case len(p) == 0:
 		return b
-	case opt == telnet.OptTTYPE && n.us[opt] && p[0] == ttypeSEND:
+	case opt == telnet.OptTTYPE && n.us.has(opt) && p[0] == ttypeSEND:
 		return telnet.AppendSubneg(b, opt, append([]byte{ttypeIS}, n.nextTTYPE()...))
-	case opt == telnet.OptNewEnviron && n.us[opt] && p[0] == envSEND:
+	case opt == telnet.OptNewEnviron && n.us.has(opt) && p[0] == envSEND:
 		n.environ = true
 		return telnet.AppendSubneg(b, opt, n.environVars(p[1:]))
-	case opt == telnet.OptCharset && (n.us[opt] || n.him[opt]) && p[0] == charsetREQUEST:
+	case opt == telnet.OptCharset && (n.us.has(opt) || n.him.has(opt)) && p[0] == charsetREQUEST:
 		return telnet.AppendSubneg(b, opt, n.charset(p[1:]))
 	}
 	return b
@@ -153,10 +181,10 @@ func (n *negotiator) setFacts(b []byte, f backend.Facts) []byte {
 	resized := f.Width != n.facts.Width || f.Height != n.facts.Height
 	before := n.knownVars()
 	n.facts = f
-	if resized && n.us[telnet.OptNAWS] {
+	if resized && n.us.has(telnet.OptNAWS) {
 		b = n.appendNAWS(b)
 	}
-	if n.us[telnet.OptNewEnviron] && n.environ {
+	if n.us.has(telnet.OptNewEnviron) && n.environ {
 		// A game that asked for the environment hears of a change in it
 		// (a client name learnt late), as RFC 1572's INFO says.
 		var info []byte

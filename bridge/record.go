@@ -76,7 +76,7 @@ type negotiatorState struct {
 
 func (n *negotiator) MarshalBinary() ([]byte, error) {
 	var b bytes.Buffer
-	err := gob.NewEncoder(&b).Encode(negotiatorState{MSSP: n.mssp, Us: n.us, Him: n.him, TTYPEs: n.ttypes, Environ: n.environ})
+	err := gob.NewEncoder(&b).Encode(negotiatorState{MSSP: n.mssp, Us: n.us.bools(), Him: n.him.bools(), TTYPEs: n.ttypes, Environ: n.environ})
 	return b.Bytes(), err
 }
 
@@ -85,7 +85,7 @@ func (n *negotiator) UnmarshalBinary(p []byte) error {
 	if err := gob.NewDecoder(bytes.NewReader(p)).Decode(&st); err != nil {
 		return fmt.Errorf("bridge: negotiator: %w", err)
 	}
-	n.mssp, n.us, n.him, n.ttypes, n.environ = st.MSSP, st.Us, st.Him, st.TTYPEs, st.Environ
+	n.mssp, n.us, n.him, n.ttypes, n.environ = st.MSSP, optSetOf(st.Us), optSetOf(st.Him), st.TTYPEs, st.Environ
 	return nil
 }
 

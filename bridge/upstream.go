@@ -291,7 +291,7 @@ func (u *upstream) negotiate(verb, opt byte) {
 	u.mu.Lock()
 	var changed bool
 	u.out, changed = u.neg.negotiate(u.out, verb, opt)
-	on := u.neg.him[opt]
+	on := u.neg.him.has(opt)
 	if changed && on && opt == telnet.OptGMCP {
 		// A new connection learns what the client said it supports,
 		// as the game would have heard it from the client.
@@ -320,7 +320,7 @@ func (u *upstream) subneg(opt byte, p []byte, truncated bool) {
 	switch opt {
 	case telnet.OptGMCP:
 		u.mu.Lock()
-		on := u.neg.him[opt]
+		on := u.neg.him.has(opt)
 		u.mu.Unlock()
 		if on {
 			pkg, data, _ := strings.Cut(string(p), " ")
@@ -370,7 +370,7 @@ func (u *upstream) takeOut(b []byte, facts *factsChange) []byte {
 func (u *upstream) gmcpOn() bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.neg.him[telnet.OptGMCP]
+	return u.neg.him.has(telnet.OptGMCP)
 }
 
 // write writes b to the game within writeTimeout (or a tenth of it less:
