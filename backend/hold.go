@@ -172,9 +172,14 @@ func (l *Listener) openHeldAll(gl *gatewayLink, opens []link.HeldOpen) {
 			}
 			if err != nil {
 				unheld = append(unheld, o.ID)
-			} else {
-				started = append(started, s)
+				break
 			}
+			if gl.dead.Load() {
+				// The link broke after the check above, and its end may
+				// not have seen this session: on the orphan clock.
+				s.orphan()
+			}
+			started = append(started, s)
 			break
 		}
 	}

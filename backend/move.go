@@ -147,7 +147,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	}
 	s.away, s.holder = false, nil
 	s.gl, s.cur = gl, st
-	s.next, s.nextOff = st, o.Offset
+	s.next, s.nextOff, s.nextSkip = st, o.Offset, o.HelloAgain
 	s.resumed = int(o.Resumed)
 	if o.Facts != s.facts {
 		s.facts, s.newFacts = o.Facts, true

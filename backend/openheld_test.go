@@ -71,9 +71,16 @@ func TestOpenHeld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	link.WriteFrame(st, link.FrameOpen, (&link.Open{ID: "h1", Resumed: 1, Offset: 7}).Append(nil))
+	// The first stream repeats the hello, which this backend has heard.
+	link.WriteFrame(st, link.FrameOpen, (&link.Open{ID: "h1", Resumed: 1, Offset: 7, HelloAgain: 1}).Append(nil))
+	st.Write(hello)
 	link.WriteFrame(st, link.FrameInput, []byte("look\n"))
 	want(t, in, "look")
+	select {
+	case got := <-gmcp:
+		t.Fatalf("the hello repeated on the first stream reached the application again: %q", got)
+	default:
+	}
 	fr := link.Reader{R: st}
 	if out := readUntil(t, &fr, link.FrameAck); out != "welcome back\n" {
 		t.Fatalf("on the opened stream: %q", out)
@@ -229,5 +236,32 @@ func TestTrackOneSessionPerID(t *testing.T) {
 	l.stop()
 	if err := l.track(third, second); err != errStopping {
 		t.Fatalf("while stopping: %v, want errStopping", err)
+	}
+}
+
+// TestHelloAgainFirst: the first stream of a session opened held, read
+// before its OpenHeld, starts the session with the hello it repeats.
+func TestHelloAgainFirst(t *testing.T) {
+	l, g := setup(t)
+	st, err := g.mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.WriteFrame(st, link.FrameOpen, (&link.Open{ID: "fresh", Resumed: 1, HandedOver: true, HelloAgain: 1}).Append(nil))
+	link.WriteFrame(st, link.FrameGMCPIn, []byte(`Core.Hello {"client":"Mudlet"}`))
+	link.WriteFrame(st, link.FrameInput, []byte("look\n"))
+	s := accepted(t, l)
+	gmcp := make(chan string, 1)
+	s.OnGMCP(func(pkg string, data []byte) { gmcp <- pkg })
+	if line, err := s.ReadLine(); err != nil || line != "look" || !s.HandedOver() {
+		t.Fatalf("ReadLine %q %v, handed over %v", line, err, s.HandedOver())
+	}
+	select {
+	case got := <-gmcp:
+		if got != "Core.Hello" {
+			t.Fatalf("GMCP %q", got)
+		}
+	default:
+		t.Fatal("a session started from its first stream did not hear the hello")
 	}
 }

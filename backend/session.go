@@ -55,6 +55,7 @@ type Session struct {
 	delivered uint64 // input offset handed to the application
 	recv      uint64 // input offset of the next byte the streams bring
 	skip      uint64 // input bytes the stream repeats: it started before recv
+	skipGMCP  uint8  // GMCPIn frames the stream repeats: a hello its OpenHeld brought
 
 	wmu   sync.Mutex    // serialises frames to the gateway and guards their fields
 	st    *yamux.Stream // where frames go, unless the session is away
@@ -108,6 +109,7 @@ type Session struct {
 	back           chan struct{} // closed when an away session is adopted or ends
 	next           *yamux.Stream // the stream it was adopted on, for the reader
 	nextOff        uint64        // the input offset that stream starts at
+	nextSkip       uint8         // the GMCPIn frames that stream starts with that repeat a hello read before
 	expiry         *time.Timer
 	readDeadline   time.Time
 	newFacts       bool       // adopted with other facts: OnFacts is due
@@ -387,6 +389,10 @@ func (s *Session) fromStream(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
+		if typ == link.FrameGMCPIn && s.skipGMCP > 0 {
+			s.skipGMCP-- // heard already, after the OpenHeld
+			return 0, nil
+		}
 		s.event(typ, payload)
 	case link.FrameOutAck, link.FrameTokens:
 		payload, err := s.fr.Payload()
@@ -409,7 +415,7 @@ func (s *Session) nextStream(err error) error {
 		// been read, so read on from the new one.
 		s.next = nil
 		s.rst, s.rgl, s.fr, s.inInput = st, s.gl, link.Reader{R: st}, false
-		s.skip = 0
+		s.skip, s.skipGMCP = 0, s.nextSkip
 		if s.recv > s.nextOff {
 			s.skip = s.recv - s.nextOff
 		}

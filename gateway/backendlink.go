@@ -186,6 +186,10 @@ func (lk *backendLink) saidGoodbye() bool {
 func (lk *backendLink) readControl(s *Server) {
 	defer s.wg.Done()
 	defer close(lk.ctrlEnd)
+	// Held sessions have no stream whose end would tell them the link has
+	// gone: a successor that fails as its deploy ends, say, before it is
+	// the current link.
+	defer lk.releaseHeld(s)
 	first := true
 	defer func() {
 		if first {

@@ -83,9 +83,9 @@ func placeAll(lk *backendLink, sessions []*session) int64 {
 	}
 	if len(opened) > 0 && lk.hold(opened, func() error { return lk.sendAll(link.FrameOpenHeld, frames) }) {
 		on += int64(len(opened))
-	}
-	for _, s := range opened {
-		s.noticeBack()
+		for _, s := range opened {
+			s.noticeBack()
+		}
 	}
 	if len(open) > 0 {
 		on += attachAll(lk, open)
@@ -102,6 +102,7 @@ func (s *session) appendHeldOpen(b []byte, lk *backendLink) []byte {
 	s.srv.metrics.resumes.Inc()
 	s.srv.metrics.resumeSeconds.Observe(time.Since(s.Lost).Seconds())
 	o := s.open(s.deployed)
+	s.heldOpen, s.heldHanded = true, s.deployed
 	s.deployed, s.woken = false, false
 	var after []byte
 	for _, m := range s.Hello {

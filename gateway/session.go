@@ -95,6 +95,12 @@ type session struct {
 	// deployed is set while the session goes to the backend's successor
 	// (a deploy): the next Open says so.
 	deployed bool
+	// heldOpen is set while the session, opened held (OpenHeld), has had
+	// no stream on that backend: the control stream and a new stream are
+	// not ordered, so the first stream's Open may reach the backend before
+	// the OpenHeld, and carries the session in full (its hello, and
+	// heldHanded, the OpenHeld's HandedOver) rather than carrying it on.
+	heldOpen, heldHanded bool
 	// factsDirty names the facts that changed since the current stream
 	// had them (in its Open or the last update); factsTimer is set while
 	// the next update waits for factsInterval to pass.
@@ -630,7 +636,9 @@ func (s *session) attach(lk *backendLink) bool {
 		return c.stream != streamAway
 	}
 	// A session that a move left away on this very backend carries on
-	// there: no resume, and nothing the game has had already.
+	// there: no resume, and nothing the game has had already. One opened
+	// held there has its Open again in full, which a backend that has it
+	// adopts (and hears the client's hello once more).
 	carryOn := moveFrom != "" && lk.instance == moveFrom
 	st, err := lk.mux.OpenStream()
 	if err != nil {
@@ -651,15 +659,20 @@ func (s *session) attach(lk *backendLink) bool {
 		s.srv.metrics.resumeSeconds.Observe(time.Since(s.Lost).Seconds())
 	}
 	s.Opened = true
+	reopen := carryOn && s.heldOpen
 	s.MoveFrom, s.Quiet = "", false
 	// The flag of a deploy is for the successor's Open: a session opened
 	// again on the backend it is leaving (woken while held) keeps it.
-	o := s.open(s.deployed && !carryOn)
+	o := s.open(s.deployed && !carryOn || reopen && s.heldHanded)
 	if !carryOn {
 		s.deployed = false
 	}
+	s.heldOpen, s.heldHanded = false, false
 	s.woken = false
 	o.Keep, o.Output, o.Claim = s.keeps, s.OutOff, s.claim
+	if reopen {
+		o.HelloAgain = uint8(min(len(s.Hello), 255))
+	}
 	s.claim = "" // once: if refused, the session ends
 	// One write for the lot (Open, the client's GMCP hello, the held
 	// input): each write waits for yamux's send loop, and a resume of
@@ -668,7 +681,7 @@ func (s *session) attach(lk *backendLink) bool {
 	if s.keeps {
 		b = s.keptFrames(b)
 	}
-	if !carryOn {
+	if !carryOn || reopen {
 		for _, m := range s.Hello {
 			b = link.AppendFrame(b, link.FrameGMCPIn, m)
 		}

@@ -174,7 +174,12 @@
 // there), and sends again, after the Open, the output it kept from the
 // claim's output offset (what the player has) on; a claim it
 // cannot verify, or for a session it does not hold, is answered End. A
-// claim never starts a session.
+// claim never starts a session. After the claim (empty if none),
+// hello_again:u8: of the first stream of a session opened held
+// (OpenHeld), the number of GMCPIn frames after the Open that repeat the
+// hello the OpenHeld brought. The control stream and a new stream are not
+// ordered, so this Open may come first and start the session, with them;
+// a backend that has read the OpenHeld skips them.
 //
 // Session stream, backend->gateway:
 //

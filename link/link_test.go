@@ -281,6 +281,8 @@ func FuzzParseOpen(f *testing.F) {
 	f.Add(o.Append(nil))
 	o.Keep, o.Claim = true, "1.abc"
 	f.Add(o.Append(nil))
+	o.Keep, o.Claim, o.HelloAgain = false, "", 2
+	f.Add(o.Append(nil))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		got, err := ParseOpen(in)
 		if err != nil {
@@ -291,7 +293,8 @@ func FuzzParseOpen(f *testing.F) {
 		}
 		again, err := ParseOpen(got.Append(nil))
 		if err != nil || again.ID != got.ID || again.Facts != got.Facts || !bytes.Equal(again.State, got.State) ||
-			again.HandedOver != got.HandedOver || again.Keep != got.Keep || again.Output != got.Output || again.Claim != got.Claim {
+			again.HandedOver != got.HandedOver || again.Keep != got.Keep || again.Output != got.Output || again.Claim != got.Claim ||
+			again.HelloAgain != got.HelloAgain {
 			t.Fatalf("re-encoding changes the message: %+v vs %+v (%v)", again, got, err)
 		}
 	})

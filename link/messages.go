@@ -43,6 +43,11 @@ type Open struct {
 	// output kept is sent again. An Open with a Claim never starts a new
 	// session.
 	Claim string
+	// HelloAgain is how many GMCPIn frames after the Open repeat the
+	// client's hello that an OpenHeld brought: a backend that has the
+	// session (it read the OpenHeld) skips them, and one that does not
+	// (the stream came first) starts the session with them.
+	HelloAgain uint8
 }
 
 // MaxKept bounds the output a backend keeps for a session that may be
@@ -117,8 +122,11 @@ func (o *Open) Append(b []byte) []byte {
 	}
 	b = append(b, flags)
 	b = binary.BigEndian.AppendUint64(b, o.Output)
-	if o.Claim != "" {
+	if o.Claim != "" || o.HelloAgain > 0 {
 		b = appendStr16(b, o.Claim)
+	}
+	if o.HelloAgain > 0 {
+		b = append(b, o.HelloAgain)
 	}
 	return b
 }
@@ -322,6 +330,9 @@ func ParseOpen(b []byte) (Open, error) {
 		if len(o.Claim) > MaxClaim {
 			return o, fmt.Errorf("%w: a claim of %d bytes", ErrProtocol, len(o.Claim))
 		}
+	}
+	if d.err == nil && len(d.b) > 0 {
+		o.HelloAgain = d.take(1)[0]
 	}
 	return o, d.err
 }
