@@ -136,7 +136,7 @@ func (lk *backendLink) hold(held []*session, send func() error) bool {
 		alive := !lk.leaving()
 		for _, s := range held {
 			if lk.letGoHeld(s) {
-				s.resumeOn(lk, alive, false)
+				s.resumeElsewhere(lk, alive)
 			}
 		}
 		return false

@@ -1002,26 +1002,16 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 	s.resumeElsewhere(lk, moved)
 }
 
-// resumeElsewhere puts a session that lost its place on lk on the current
-// link, held or opened (placeAll), or tells the player the game is away. A
-// session that ended with its link goes to another link; one that the
-// backend let go of (moved: Moved, handed to its successor, which may have
-// failed) may go to a new stream on the same link.
-func (s *session) resumeElsewhere(lk *backendLink, moved bool) { s.resumeOn(lk, moved, true) }
-
-// resumeOn is resumeElsewhere, holding the session only if mayHold: not
-// after a hold that failed on a link still there, which would fail again.
-func (s *session) resumeOn(lk *backendLink, moved, mayHold bool) {
-	if cur := s.srv.current(); cur != nil && (cur != lk || moved) {
-		on := int64(0)
-		if mayHold {
-			on = placeAll(cur, []*session{s})
-		} else if s.attach(cur) {
-			on = 1
-		}
-		if on > 0 {
-			return
-		}
+// resumeElsewhere attaches a session that lost its place on lk to the
+// current link, or tells the player the game is away. A session that ended
+// with its link goes to another link; one that the backend let go of
+// (moved: Moved, handed to its successor, which may have failed) may go to
+// a new stream on the same link. One session at a time is opened on a
+// stream, not held: its stream has just ended, most often because it was
+// busy (many at once are held, by placeAll).
+func (s *session) resumeElsewhere(lk *backendLink, moved bool) {
+	if cur := s.srv.current(); cur != nil && (cur != lk || moved) && s.attach(cur) {
+		return
 	}
 	s.mu.Lock()
 	tell := !s.Noticed && s.cond.phase != phaseGone
