@@ -130,3 +130,94 @@ func TestCork(t *testing.T) {
 		})
 	}
 }
+
+// TestAckWaitsForAnswer has an application that reads with Read, as the
+// bridge does, and answers from another goroutine once its answer comes:
+// when it comes back to read with nothing left, the acknowledgement of
+// what it read waits for that answer and goes after it, in the same
+// write, rather than in a frame of its own ahead of it; with no answer, or
+// with anything else to send, it goes alone.
+func TestAckWaitsForAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		delay time.Duration // corkDelay: long, unless the timer is what sends
+		then  func(t *testing.T, g *fakeGateway, s *Session)
+		want  string
+	}{{
+		name: "answer",
+		then: func(t *testing.T, g *fakeGateway, s *Session) {
+			s.Write([]byte("1\n"))
+		},
+		want: "O:1 A:4",
+	}, {
+		name:  "no answer",
+		delay: time.Millisecond,
+		then:  func(t *testing.T, g *fakeGateway, s *Session) {},
+		want:  "A:4",
+	}, {
+		name: "park",
+		then: func(t *testing.T, g *fakeGateway, s *Session) {
+			link.WriteFrame(g.ctrl, link.FramePark, link.AppendMove(nil, []string{s.ID()}))
+		},
+		want: "A:4 P",
+	}, {
+		name: "close",
+		then: func(t *testing.T, g *fakeGateway, s *Session) {
+			s.Close()
+		},
+		want: "A:4 E",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			delay := corkDelay
+			corkDelay = time.Hour
+			if tc.delay > 0 {
+				corkDelay = tc.delay
+			}
+			t.Cleanup(func() { corkDelay = delay })
+			l, g := setup(t)
+			st, s := g.open(l, link.Open{ID: "a-1"})
+			fr := link.Reader{R: st}
+			read := make(chan string, 2)
+			go func() {
+				buf := make([]byte, 64)
+				for {
+					n, err := s.Read(buf)
+					if err != nil {
+						return
+					}
+					read <- string(buf[:n])
+				}
+			}()
+			link.WriteFrame(st, link.FrameInput, []byte("one\n"))
+			select {
+			case got := <-read:
+				if got != "one\n" {
+					t.Fatalf("read %q", got)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("nothing read")
+			}
+			// The reader is back in Read once it has acknowledged, or
+			// corked the acknowledgement of, what it was handed.
+			deadline := time.Now().Add(10 * time.Second)
+			for !ackedOrCorked(s, 4) {
+				if time.Now().After(deadline) {
+					t.Fatal("the reader did not come back for more")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			tc.then(t, g, s)
+			if got := frames(t, &fr, len(strings.Fields(tc.want))); got != tc.want {
+				t.Fatalf("frames %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// ackedOrCorked reports whether s has sent an acknowledgement of off, or
+// holds one back.
+func ackedOrCorked(s *Session, off uint64) bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.acked == off || s.cork != nil && s.corkAck == off
+}
