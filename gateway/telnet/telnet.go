@@ -81,6 +81,17 @@ func (d *Decoder) maxSubneg() int {
 // "\n"; other NUL bytes are dropped. Protocol events go to h.
 func (d *Decoder) Decode(dst, src []byte, h Handler) []byte {
 	for i := 0; i < len(src); i++ {
+		if d.st == stData {
+			// Most input is text: take a run of it at once.
+			j := i
+			for j < len(src) && !dataStops[src[j]] {
+				j++
+			}
+			dst = append(dst, src[i:j]...)
+			if i = j; i == len(src) {
+				break
+			}
+		}
 		c := src[i]
 		switch d.st {
 		case stData, stCR:
@@ -168,9 +179,35 @@ type Encoder struct {
 	Exact bool
 }
 
+// dataStops are the bytes that end a run of plain text in the decoder's
+// data state, and encodeStops those the encoder changes.
+var dataStops, encodeStops [256]bool
+
+func init() {
+	for _, c := range []byte{IAC, '\r', 0} {
+		dataStops[c] = true
+	}
+	for _, c := range []byte{IAC, '\r', '\n'} {
+		encodeStops[c] = true
+	}
+}
+
 // Encode appends the encoded form of src to dst and returns it.
 func (e *Encoder) Encode(dst, src []byte) []byte {
-	for _, c := range src {
+	for i := 0; i < len(src); i++ {
+		// Most output is text: take a run of it at once.
+		j := i
+		for j < len(src) && !encodeStops[src[j]] {
+			j++
+		}
+		if j > i {
+			dst = append(dst, src[i:j]...)
+			e.lastCR = false
+			if i = j; i == len(src) {
+				break
+			}
+		}
+		c := src[i]
 		switch c {
 		case IAC:
 			dst = append(dst, IAC, IAC)
@@ -184,8 +221,6 @@ func (e *Encoder) Encode(dst, src []byte) []byte {
 				dst = append(dst, '\r')
 			}
 			dst = append(dst, '\n')
-		default:
-			dst = append(dst, c)
 		}
 		e.lastCR = c == '\r'
 	}

@@ -156,7 +156,8 @@ func TestRefusal(t *testing.T) {
 
 // FuzzDecode checks that no input panics, that the data never holds more
 // bytes than the input, that subnegotiations stay bounded, and that where the
-// input is split makes no difference.
+// input is split makes no difference, down to a byte at a time (where the
+// decoder's runs of text are a byte each).
 func FuzzDecode(f *testing.F) {
 	for _, tc := range decodeCases {
 		f.Add([]byte(tc.in), uint8(len(tc.in)/2))
@@ -179,6 +180,15 @@ func FuzzDecode(f *testing.F) {
 		if !bytes.Equal(whole, parts) || fmt.Sprint(r1.events) != fmt.Sprint(r2.events) {
 			t.Fatalf("split at %d changes the result: %q %q vs %q %q", i, whole, r1.events, parts, r2.events)
 		}
+		d4 := Decoder{MaxSubneg: 64}
+		var r4 recorder
+		var bytewise []byte
+		for i := range in {
+			bytewise = d4.Decode(bytewise, in[i:i+1], &r4)
+		}
+		if !bytes.Equal(whole, bytewise) || fmt.Sprint(r1.events) != fmt.Sprint(r4.events) {
+			t.Fatalf("byte at a time: %q %q vs %q %q", whole, r1.events, bytewise, r4.events)
+		}
 		d3 := Decoder{MaxSubneg: 64}
 		buf := bytes.Clone(in)
 		if inPlace := d3.Decode(buf[:0], buf, &recorder{}); !bytes.Equal(inPlace, whole) {
@@ -188,12 +198,25 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzEncode checks that encoded output decodes back to the input, with
-// newlines normalised.
+// newlines normalised, and that encoding a byte at a time (where the
+// encoder's runs of text are a byte each) gives the same.
 func FuzzEncode(f *testing.F) {
 	f.Add([]byte("hello\n\xff world\r\n"))
+	f.Add([]byte("\r\n\n\r\rtext\xff\xff\x00end"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var e Encoder
 		enc := e.Encode(nil, in)
+		for _, exact := range []bool{false, true} {
+			whole, bytewise := Encoder{Exact: exact}, Encoder{Exact: exact}
+			w := whole.Encode(nil, in)
+			var b []byte
+			for i := range in {
+				b = bytewise.Encode(b, in[i:i+1])
+			}
+			if !bytes.Equal(w, b) {
+				t.Fatalf("exact %v: %q whole %q, a byte at a time %q", exact, in, w, b)
+			}
+		}
 		var d Decoder
 		var r recorder
 		got := d.Decode(nil, enc, &r)
