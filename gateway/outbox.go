@@ -26,6 +26,11 @@ type outbox struct {
 	writing    bool          // a writer is running, or has ended the socket
 	start      func()        // starts a writer
 	room       chan struct{} // cap 1: the writer took what was queued
+	// spare is the buffer the writer last wrote and gave back, for the
+	// next put while the writer runs: a player reading a burst costs two
+	// buffers in turn, not one for each frame of it. It goes when the
+	// writer does, so an idle player keeps none.
+	spare []byte
 
 	// While the session moves to another process, no writer runs and
 	// everything queued stays, unbounded but for what the backend's stream
@@ -90,6 +95,9 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 			return errOutboxClosed
 		}
 		if len(o.buf) == 0 || len(o.buf)+len(b) <= o.max || o.frozen {
+			if o.buf == nil && len(b) <= cap(o.spare) {
+				o.buf, o.spare = o.spare, nil
+			}
 			o.buf = append(o.buf, b...)
 			o.unlock(o.claim())
 			if timer != nil {
@@ -185,8 +193,22 @@ func (o *outbox) take() (b []byte, marks []mark, closeAfter, closed, ok bool) {
 	return b, marks, closeAfter, closed, true
 }
 
+// recycle gives back a buffer that take handed the writer, once it is
+// written and nothing refers to it, for a put while the writer runs.
+func (o *outbox) recycle(b []byte) {
+	if cap(b) > 2*o.max {
+		return
+	}
+	o.mu.Lock()
+	if o.writing && o.spare == nil {
+		o.spare = b[:0]
+	}
+	o.mu.Unlock()
+}
+
 // stopLocked records that the writer has ended.
 func (o *outbox) stopLocked() {
+	o.spare = nil
 	o.writing = false
 	if o.stopped != nil {
 		close(o.stopped)

@@ -492,7 +492,9 @@ func (s *session) forward() {
 	// A fact learnt before this input goes before it, whatever the facts
 	// interval: the game reads the input knowing it. (A player who sends
 	// a fact before each line pays for each update with a line.)
-	var b []byte
+	fb := inputFrames.Get().(*[]byte)
+	defer putInputFrames(fb)
+	b := (*fb)[:0]
 	if s.factsDirty != 0 {
 		b = link.AppendFrame(b, link.FrameFactsUpdate, s.Facts.AppendUpdate(nil, s.factsDirty))
 		s.factsDirty = 0
@@ -502,8 +504,20 @@ func (s *session) forward() {
 	s.sent = len(s.In)
 	s.mu.Unlock()
 	// A failed write means the stream is dying; its reader will detach the
-	// session and the input will be replayed.
+	// session and the input will be replayed. yamux has sent b when Write
+	// returns, so the buffer serves the next forward.
 	st.Write(b)
+	*fb = b
+}
+
+// inputFrames are forward's buffers: a player typing or pasting fast
+// would otherwise cost a new one for each read.
+var inputFrames = sync.Pool{New: func() any { return new([]byte) }}
+
+func putInputFrames(fb *[]byte) {
+	if cap(*fb) <= 2*largeRead {
+		inputFrames.Put(fb)
+	}
 }
 
 // appendInput appends input as Input frames, as many as it takes.
@@ -576,6 +590,9 @@ func (s *session) writeOnce() bool {
 		}
 		return false // cut by a move
 	}
+	// Written whole, and no writer keeps what it was handed: the buffer
+	// serves the next put.
+	s.out.recycle(b)
 	if s.keeps {
 		if k := s.keeper(); k != nil {
 			k.Sent(s.out.takenUpTo())
