@@ -8,3 +8,17 @@ const (
 	MaxHello      = maxHello
 	MaxHelloBytes = maxHelloBytes
 )
+
+// PlayersParked counts the sessions whose player's socket waits in the
+// parker, with no reader.
+func (s *Server) PlayersParked() int {
+	n := 0
+	for _, ss := range s.list() {
+		ss.mu.Lock()
+		if ss.cond.player == playerParked {
+			n++
+		}
+		ss.mu.Unlock()
+	}
+	return n
+}

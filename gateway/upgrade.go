@@ -715,7 +715,12 @@ func (a *Arrivals) Start() {
 		ss.out.reached(ss.OutOff)
 		ss.pendingOut = outboxState{}
 		ss.keep()
-		ss.startReader((*session).readOn)
+		// An idle player's socket goes straight to the parker, which
+		// starts a reader once it is readable (at once if input waits):
+		// a reader for each arrival would wait its second and park it.
+		if !ss.park() {
+			ss.startReader((*session).readOn)
+		}
 	}
 	if cur != nil {
 		placeAll(cur, a.sessions)
