@@ -38,17 +38,14 @@ func (l *PauseListener) Accept() (net.Conn, error) {
 		}
 		l.mu.Unlock()
 		c, err := l.Listener.Accept()
-		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && l.isPaused() {
-			continue // Pause woke it
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			// Pause woke it: the deadline is Pause's alone. Looked at
+			// again, the listener may be paused, resumed, or closed
+			// (whose Accept then says so), whatever came since.
+			continue
 		}
 		return c, err
 	}
-}
-
-func (l *PauseListener) isPaused() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.paused
 }
 
 // Pause stops Accept from taking connections until Resume or Close; an
