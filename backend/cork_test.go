@@ -43,6 +43,17 @@ func frames(t *testing.T, fr *link.Reader, n int) string {
 	return strings.Join(got, " ")
 }
 
+// corkFor sets corkDelay for one test: d, or an hour (never, in a test)
+// if d is 0.
+func corkFor(t *testing.T, d time.Duration) {
+	old := corkDelay
+	corkDelay = time.Hour
+	if d > 0 {
+		corkDelay = d
+	}
+	t.Cleanup(func() { corkDelay = old })
+}
+
 // TestCork has the application answer the first of three lines that came
 // at once, then take the second: the answer is corked while it has more
 // to read, and goes out before anything else does, with the
@@ -104,12 +115,7 @@ func TestCork(t *testing.T) {
 		want: "O:1 A:4 A:8 E",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			delay := corkDelay
-			corkDelay = time.Hour
-			if tc.delay > 0 {
-				corkDelay = tc.delay
-			}
-			t.Cleanup(func() { corkDelay = delay })
+			corkFor(t, tc.delay)
 			l, g := setup(t)
 			st, s := g.open(l, link.Open{ID: "c-1"})
 			fr := link.Reader{R: st}
@@ -168,12 +174,7 @@ func TestAckWaitsForAnswer(t *testing.T) {
 		want: "A:4 E",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			delay := corkDelay
-			corkDelay = time.Hour
-			if tc.delay > 0 {
-				corkDelay = tc.delay
-			}
-			t.Cleanup(func() { corkDelay = delay })
+			corkFor(t, tc.delay)
 			l, g := setup(t)
 			st, s := g.open(l, link.Open{ID: "a-1"})
 			fr := link.Reader{R: st}
