@@ -489,12 +489,11 @@ func (s *session) forward() {
 		s.mu.Unlock()
 		return
 	}
+	fb := inputFrames.Get().(*[]byte)
+	b := (*fb)[:0]
 	// A fact learnt before this input goes before it, whatever the facts
 	// interval: the game reads the input knowing it. (A player who sends
 	// a fact before each line pays for each update with a line.)
-	fb := inputFrames.Get().(*[]byte)
-	defer putInputFrames(fb)
-	b := (*fb)[:0]
 	if s.factsDirty != 0 {
 		b = link.AppendFrame(b, link.FrameFactsUpdate, s.Facts.AppendUpdate(nil, s.factsDirty))
 		s.factsDirty = 0
@@ -508,6 +507,7 @@ func (s *session) forward() {
 	// returns, so the buffer serves the next forward.
 	st.Write(b)
 	*fb = b
+	putInputFrames(fb)
 }
 
 // inputFrames are forward's buffers: a player typing or pasting fast
