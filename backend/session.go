@@ -247,7 +247,7 @@ func (s *Session) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	s.more.Store(false)
-	s.backForMore()
+	s.flushAck(0) // the application is back for more: done with all it was handed
 	n, err := s.fill(p)
 	s.deliver(n)
 	return n, err
@@ -283,7 +283,7 @@ func (s *Session) ReadLine() (string, error) {
 		}
 		scanned = len(s.line)
 		s.more.Store(false)
-		s.backForMore()
+		s.flushAck(0) // the application is back for more: done with all it was handed
 		if cap(s.line)-len(s.line) < 512 {
 			s.line = append(s.line, make([]byte, 1024)...)[:len(s.line)]
 		}
@@ -620,7 +620,15 @@ func (s *Session) send(typ link.FrameType, payload []byte) error {
 		if err := s.writable(); err != nil {
 			return err
 		}
-		s.startCorkLocked()
+		if s.cork == nil {
+			s.cork = frameBufs.Get().(*[]byte)
+			*s.cork = (*s.cork)[:0]
+			if s.corkTimer == nil {
+				s.corkTimer = time.AfterFunc(corkDelay, s.uncork)
+			} else {
+				s.corkTimer.Reset(corkDelay)
+			}
+		}
 		*s.cork = link.AppendFrame(*s.cork, typ, payload)
 		s.corkAck = s.toAck
 		if typ == link.FrameOutput {
@@ -718,44 +726,10 @@ const maxCork = 16 << 10
 
 var corkDelay = 2 * time.Millisecond // a variable for the tests
 
-// startCorkLocked starts a cork if there is none, with wmu held.
-func (s *Session) startCorkLocked() {
-	if s.cork != nil {
-		return
-	}
-	s.cork = frameBufs.Get().(*[]byte)
-	*s.cork = (*s.cork)[:0]
-	if s.corkTimer == nil {
-		s.corkTimer = time.AfterFunc(corkDelay, s.uncork)
-	} else {
-		s.corkTimer.Reset(corkDelay)
-	}
-}
-
-// backForMore acknowledges the input the application was handed, as it
-// comes back to read with nothing left. What is corked goes now. An
-// acknowledgement alone is corked: a game that answers a moment later (one
-// behind the bridge, whose answer comes from another process) sends it with
-// that answer, in one frame, instead of one frame for each; corkDelay
-// bounds its wait.
-func (s *Session) backForMore() {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.cork != nil || s.toAck <= s.acked || s.parked != nil || s.isAway() || s.isReleased() {
-		s.flushAckLocked(0)
-		return
-	}
-	s.startCorkLocked()
-	s.corkAck = s.toAck
-}
-
 // takeCork returns the corked frames, leaving none; nil if there are none.
 func (s *Session) takeCork() *[]byte {
 	fb := s.cork
-	if fb != nil {
-		s.cork = nil
-		s.corkTimer.Stop() // its goroutine would find nothing to send
-	}
+	s.cork = nil
 	return fb
 }
 
