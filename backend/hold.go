@@ -2,6 +2,7 @@ package backend
 
 import (
 	"bytes"
+	"encoding/binary"
 
 	"holdfast/link"
 )
@@ -32,10 +33,50 @@ func (s *Session) hold(gl *gatewayLink) bool {
 	if !ok {
 		return false
 	}
-	s.held = gl
+	s.held, s.heldSent = gl, 0
 	if len(s.pending) > 0 {
 		s.wakeHeldLocked() // written while it moved
 	}
+	return true
+}
+
+// heldBudget bounds what a held session sends in HeldFrames before it
+// asks for a stream (Wake): the gateway queues those frames for the player
+// without waiting, and a stream paces a player who does not read.
+const heldBudget = 16 << 10
+
+// sendHeldLocked sends frames, and an acknowledgement of ack if it is new,
+// to the gateway holding the session, on the control stream (HeldFrames),
+// and reports whether it did. It does, with wmu held, only for a session
+// held by a gateway that takes HeldFrames, with nothing waiting for a
+// stream, within heldBudget, and for frames that need no stream.
+func (s *Session) sendHeldLocked(frames []byte, ack uint64) bool {
+	gl := s.held
+	if gl == nil || !gl.heldFrames.Load() || len(s.pending) > 0 || s.heldSent+len(frames) > heldBudget {
+		return false
+	}
+	for r := frames; len(r) > 0; {
+		n := link.HeaderLen + int(binary.BigEndian.Uint32(r[1:link.HeaderLen]))
+		if !link.HeldFrame(link.FrameType(r[0])) {
+			return false
+		}
+		r = r[n:]
+	}
+	s.mu.Lock()
+	ok := s.away && s.holder == gl && !s.ended && !s.released
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if ack > s.acked {
+		var a [8]byte
+		frames = link.AppendFrame(frames[:len(frames):len(frames)], link.FrameAck, link.AppendAck(a[:0], ack))
+	}
+	if len(frames) == 0 || !gl.queueHeld(s.id, frames) {
+		return len(frames) == 0
+	}
+	s.heldSent += len(frames)
+	s.acked = max(s.acked, ack)
 	return true
 }
 
@@ -213,4 +254,33 @@ func newHeldSession(l *Listener, gl *gatewayLink, o *link.Open, after []byte) *S
 	s.away, s.back = true, make(chan struct{})
 	s.holder, s.held = gl, gl
 	return s
+}
+
+// wantAll answers a Want naming ids on gl: each session held there is
+// woken, after the frames it has sent in HeldFrames; one away and not
+// held there is named in Unheld, for the gateway to open.
+func (l *Listener) wantAll(gl *gatewayLink, ids []string) {
+	var unheld []string
+	for _, id := range ids {
+		if s := l.lookup(id); s == nil || !s.want(gl) {
+			unheld = append(unheld, id)
+		}
+	}
+	if len(unheld) > 0 {
+		gl.control(link.FrameUnheld, link.AppendMove(nil, unheld))
+	}
+}
+
+// want wakes the session if gl holds it, and reports false if it is away
+// and gl does not hold it.
+func (s *Session) want(gl *gatewayLink) bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	away, held := s.away, s.holder == gl && !s.ended
+	s.mu.Unlock()
+	if held {
+		s.wakeHeldLocked() // once: a woken session has sent its Wake
+	}
+	return held || !away
 }

@@ -267,10 +267,14 @@ type gatewayLink struct {
 	// broadcast to a parked stream reaches the gateway before its end.
 	bcast sync.RWMutex
 
-	// Wakes wait here for one writer, so that a line written to many
-	// parked sessions at once wakes them in a few frames.
+	// Wakes, and held sessions' frames (HeldFrames, encoded), wait here
+	// for one writer, so that a line written to many parked or held
+	// sessions at once goes in a few writes. They are taken only with mu
+	// held, so that a frame written on the control stream goes after
+	// every held frame queued before it.
 	wmu    sync.Mutex
 	wakes  []string
+	held   []byte
 	waking bool
 	closed bool           // no more writers start
 	waker  sync.WaitGroup // the writer, which the link's end waits for
@@ -278,8 +282,10 @@ type gatewayLink struct {
 	retired bool // the gateway said Retire on it (guarded by the Listener's mu)
 
 	// features is what the gateway said it can do (link.Features), read
-	// by the control stream's reader only.
-	features link.Features
+	// by the control stream's reader only; heldFrames, whether it takes
+	// HeldFrames, by the sessions' writers.
+	features   link.Features
+	heldFrames atomic.Bool
 	// dead is set once the link has failed, before its sessions are
 	// orphaned: a Hold still being read then holds nothing.
 	dead atomic.Bool
@@ -290,6 +296,31 @@ func (gl *gatewayLink) wake(id string) {
 	gl.wmu.Lock()
 	defer gl.wmu.Unlock()
 	gl.wakes = append(gl.wakes, id)
+	gl.startWriterLocked()
+}
+
+// maxHeldQueue bounds the held frames waiting for the control stream's
+// writer: beyond it a held session's frames wait for a stream of its own,
+// where the gateway's reading paces them.
+const maxHeldQueue = 1 << 20
+
+// queueHeld queues a held session's frames for the gateway, as a
+// HeldFrames frame; it reports false, queueing nothing, when the queue is
+// full or the link is closing.
+func (gl *gatewayLink) queueHeld(id string, frames []byte) bool {
+	gl.wmu.Lock()
+	defer gl.wmu.Unlock()
+	n := link.HeaderLen + 2 + len(id) + len(frames)
+	if gl.closed || len(gl.held)+n > maxHeldQueue {
+		return false
+	}
+	gl.held = link.AppendFrameHeader(gl.held, link.FrameHeldFrames, n-link.HeaderLen)
+	gl.held = link.AppendHeldFrames(gl.held, id, frames)
+	gl.startWriterLocked()
+	return true
+}
+
+func (gl *gatewayLink) startWriterLocked() {
 	if !gl.waking && !gl.closed {
 		gl.waking = true
 		gl.waker.Go(gl.sendWakes)
@@ -304,30 +335,58 @@ func (gl *gatewayLink) stopWakes() {
 	gl.waker.Wait()
 }
 
-// sendWakes sends the queued wakes until none is left.
+// sendWakes sends the queued held frames and wakes until none is left.
 func (gl *gatewayLink) sendWakes() {
-	gl.wmu.Lock()
-	for len(gl.wakes) > 0 {
+	for {
+		gl.mu.Lock()
+		gl.wmu.Lock()
+		if len(gl.wakes) == 0 && len(gl.held) == 0 {
+			gl.waking = false
+			gl.wmu.Unlock()
+			gl.mu.Unlock()
+			return
+		}
 		ids := gl.wakes[:min(len(gl.wakes), link.MaxMove)]
 		gl.wakes = gl.wakes[len(ids):]
+		if len(gl.wakes) == 0 {
+			gl.wakes = nil
+		}
 		gl.wmu.Unlock()
-		gl.control(link.FrameWake, link.AppendMove(nil, ids))
-		gl.wmu.Lock()
+		// The held frames first: a session's frames before its Wake.
+		var wake []byte
+		if len(ids) > 0 {
+			wake = link.AppendFrame(nil, link.FrameWake, link.AppendMove(nil, ids))
+		}
+		gl.writeLocked(wake)
+		gl.mu.Unlock()
 	}
-	gl.wakes = nil
-	gl.waking = false
-	gl.wmu.Unlock()
 }
 
-// control sends a frame on the control stream, if it is open yet.
+// control sends a frame on the control stream, if it is open yet, after
+// the held frames queued.
 func (gl *gatewayLink) control(typ link.FrameType, payload []byte) error {
 	gl.mu.Lock()
 	defer gl.mu.Unlock()
+	return gl.writeLocked(link.AppendFrame(nil, typ, payload))
+}
+
+// writeLocked writes the held frames queued, then frame, in one write on
+// the control stream; gl.mu is held.
+func (gl *gatewayLink) writeLocked(frame []byte) error {
+	gl.wmu.Lock()
+	b := gl.held
+	gl.held = nil
+	gl.wmu.Unlock()
 	if gl.ctrl == nil {
 		return net.ErrClosed
 	}
+	b = append(b, frame...)
+	if len(b) == 0 {
+		return nil
+	}
 	gl.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
-	return link.WriteFrame(gl.ctrl, typ, payload)
+	_, err := gl.ctrl.Write(b)
+	return err
 }
 
 // broken runs when a gateway's link fails, before yamux notices: the
@@ -479,7 +538,7 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 		gl.mu.Lock()
 		gl.ctrl = st
 		gl.mu.Unlock()
-		gl.control(link.FrameFeatures, link.AppendFeatures(nil, link.FeatureHold|link.FeatureOpenHeld))
+		gl.control(link.FrameFeatures, link.AppendFeatures(nil, link.FeatureHold|link.FeatureOpenHeld|link.FeatureHeldFrames))
 		l.mu.Lock()
 		mssp := l.mssp
 		l.mu.Unlock()
@@ -590,7 +649,7 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			continue
 		}
 		switch typ {
-		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop, link.FrameFeatures, link.FrameOpenHeld:
+		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop, link.FrameFeatures, link.FrameOpenHeld, link.FrameWant:
 		default:
 			continue // from a later version
 		}
@@ -601,6 +660,7 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 		if typ == link.FrameFeatures {
 			if f, err := link.ParseFeatures(p); err == nil {
 				gl.features = f
+				gl.heldFrames.Store(f&link.FeatureHeldFrames != 0)
 			}
 			continue
 		}
@@ -627,6 +687,9 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			continue
 		case link.FrameDrop:
 			l.dropAll(gl, ids)
+			continue
+		case link.FrameWant:
+			l.wantAll(gl, ids)
 			continue
 		}
 		if typ == link.FramePark {
@@ -662,6 +725,11 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 				case s.moveHeld(gl):
 					// Held there, and let go of by that gateway: the
 					// orphan clock runs until the next process takes it.
+					// A gateway that takes HeldFrames waits for this
+					// answer, after the last of them.
+					if gl.features&link.FeatureHeldFrames != 0 {
+						quiet.To = append(quiet.To, link.Parked{ID: id})
+					}
 				case gl.features&link.FeatureMovedParked != 0:
 					if park, ok := s.moveParked(gl); ok {
 						quiet.To = append(quiet.To, link.Parked{ID: id, Park: park})

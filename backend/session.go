@@ -82,9 +82,11 @@ type Session struct {
 	parks  uint32 // Parked frames written on st
 	// held is the link whose gateway holds the away session without a
 	// stream, until it has been woken for a frame in pending (hold.go).
-	held    *gatewayLink
-	stateMu sync.Mutex
-	state   []byte
+	// heldSent counts the bytes of frames sent since in HeldFrames.
+	held     *gatewayLink
+	heldSent int
+	stateMu  sync.Mutex
+	state    []byte
 	// kept is the output kept for a claim from another gateway (see
 	// keep.go); guarded by wmu. keeps says kept.on, to what holds mu.
 	kept  kept
@@ -555,8 +557,14 @@ func (s *Session) flushAckLocked(batch uint64) error {
 		s.corkAck = s.toAck
 		return s.uncorkLocked()
 	}
-	if s.toAck-s.acked <= batch || s.isAway() || s.isReleased() {
-		return nil // an away session's acknowledgement goes with its next stream
+	if s.toAck-s.acked <= batch || s.isReleased() {
+		return nil
+	}
+	if s.isAway() {
+		// An away session's acknowledgement goes with its next stream,
+		// or a held one's on the control stream.
+		s.sendHeldLocked(nil, s.toAck)
+		return nil
 	}
 	s.wakeLocked()
 	if err := link.WriteFrame(s.st, link.FrameAck, link.AppendAck(nil, s.toAck)); err != nil {
@@ -688,6 +696,9 @@ func (s *Session) writeLocked(fb *[]byte, ack uint64, wait bool) error {
 			s.wmu.Lock()
 			continue
 		case away:
+			if s.sendHeldLocked((*fb)[:frames], ack) {
+				return nil
+			}
 			s.pending = append(s.pending, (*fb)[:frames]...)
 			s.wakeHeldLocked()
 			return nil

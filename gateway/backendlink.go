@@ -211,6 +211,10 @@ func (lk *backendLink) readControl(s *Server) {
 					lk.broadcast(b)
 				}
 			}
+		case link.FrameHeldFrames:
+			if p, err := fr.Payload(); err == nil {
+				lk.heldFrames(s, p)
+			}
 		case link.FrameWake:
 			if p, err := fr.Payload(); err == nil {
 				if ids, err := link.ParseMove(p); err == nil {
@@ -393,7 +397,7 @@ func (s *Server) dialAddr(addr string) (*backendLink, error) {
 	ctrl, err := mux.OpenStream()
 	if err == nil {
 		b := link.AppendFrame(nil, link.FrameControl, nil)
-		b = link.AppendFrame(b, link.FrameFeatures, link.AppendFeatures(nil, link.FeatureMovedParked|link.FeatureReleasedParked))
+		b = link.AppendFrame(b, link.FrameFeatures, link.AppendFeatures(nil, link.FeatureMovedParked|link.FeatureReleasedParked|link.FeatureHeldFrames))
 		_, err = ctrl.Write(b)
 	}
 	if err != nil {

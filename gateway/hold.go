@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/hashicorp/yamux"
 
@@ -31,11 +34,12 @@ func (s *session) holdable(lk *backendLink) bool {
 // openHoldable reports whether the session, with s.mu held, may be opened
 // held on lk (OpenHeld): it has been open on a backend before (a new
 // player's game speaks first), lk does not have it already, and nothing of
-// its own waits to go that the Open does not carry. A page's session,
-// which may be claimed elsewhere, needs a stream.
+// its own waits to go that the Open does not carry: the input typed
+// meanwhile it carries too, to a backend that answers it in HeldFrames. A
+// page's session, which may be claimed elsewhere, needs a stream.
 func (s *session) openHoldable(lk *backendLink) bool {
 	return s.Opened && s.MoveFrom != lk.instance && lk.can(link.FeatureOpenHeld) &&
-		len(s.In) == 0 && !s.keeps && s.claim == ""
+		(len(s.In) == 0 || lk.can(link.FeatureHeldFrames)) && !s.keeps && s.claim == ""
 }
 
 // canHold reports whether the backend said it takes Hold.
@@ -63,10 +67,10 @@ func placeAll(lk *backendLink, sessions []*session) int64 {
 		case s.lk == lk && s.cond.stream != streamAway:
 			there++ // a successor linked again under the backend's name has it already
 		case s.holdable(lk) && s.to(evHold):
-			s.lk = lk
+			s.lk, s.wanted = lk, false
 			held = append(held, s)
 		case s.openHoldable(lk) && s.to(evHold):
-			s.lk = lk
+			s.lk, s.wanted = lk, false
 			if len(frames) == 0 || len(frames[len(frames)-1]) > openHeldFrame {
 				frames = append(frames, nil)
 			}
@@ -108,6 +112,7 @@ func (s *session) appendHeldOpen(b []byte, lk *backendLink) []byte {
 	for _, m := range s.Hello {
 		after = link.AppendFrame(after, link.FrameGMCPIn, m)
 	}
+	after = appendInput(after, s.In)
 	s.MoveFrom, s.Quiet = lk.instance, false
 	return link.AppendHeldOpen(b, &o, after)
 }
@@ -162,7 +167,7 @@ func (lk *backendLink) letGoHeld(s *session) bool {
 	s.mu.Lock()
 	ok := s.lk == lk && s.cond.stream == streamHeld && s.to(evDetach)
 	if ok {
-		s.lk = nil
+		s.lk, s.wanted = nil, false
 	}
 	s.mu.Unlock()
 	if ok {
@@ -200,6 +205,14 @@ func (s *session) heldOn(lk *backendLink) bool {
 	return s.lk == lk && s.cond.stream == streamHeld && s.cond.phase != phaseGone
 }
 
+// heldMoving reports whether the session is held on lk and moving to
+// another gateway process.
+func (s *session) heldMoving(lk *backendLink) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lk == lk && s.cond.stream == streamHeld && s.cond.phase == phaseMoving
+}
+
 // wokenHeld reports whether the session is held on lk, and if so records
 // that the backend woke it: should it be moving, and stay in this process
 // after all, it is opened then (thaw).
@@ -214,13 +227,79 @@ func (s *session) wokenHeld(lk *backendLink) bool {
 }
 
 // openHeld opens a stream for a held session that has something to send.
+// A backend that sends HeldFrames is asked to wake it instead (Want): a
+// stream opened now could overtake the frames it has sent for the
+// session on the control stream, and its Wake comes after them.
 func (s *session) openHeld() {
 	s.mu.Lock()
 	lk := s.lk
-	held := s.cond.stream == streamHeld
+	held := s.cond.stream == streamHeld && s.cond.phase == phaseLive
+	want := held && lk.can(link.FeatureHeldFrames)
+	ask := want && !s.wanted && !s.woken
+	if ask {
+		s.wanted = true
+	}
 	s.mu.Unlock()
-	if held {
+	switch {
+	case ask:
+		if lk.sendIDs(link.FrameWant, []string{s.ID}) != nil && lk.letGoHeld(s) {
+			s.resumeElsewhere(lk, !lk.leaving())
+		}
+	case held && !want:
 		s.attach(lk)
+	}
+}
+
+// heldFrames delivers what the backend sent on the control stream for a
+// session it holds (HeldFrames): frames that end nothing and need no
+// answer, which the caller, the control stream's reader, must not wait
+// for. Output is queued as a broadcast line is, past the output bound if
+// need be, up to twice it.
+func (lk *backendLink) heldFrames(srv *Server, p []byte) {
+	id, frames, err := link.ParseHeldFrames(p)
+	if err != nil {
+		srv.log().Warn("gateway: bad held frames from the backend", zap.Error(err))
+		return
+	}
+	lk.mu.Lock()
+	s := lk.byID[id]
+	lk.mu.Unlock()
+	if s == nil || !s.heldOn(lk) {
+		return // the player has gone
+	}
+	fr := link.Reader{R: bytes.NewReader(frames)}
+	var out []byte
+	for {
+		typ, _, err := fr.Next()
+		if err != nil {
+			return
+		}
+		p, err := fr.Payload()
+		if err != nil {
+			return
+		}
+		switch typ {
+		case link.FrameOutput:
+			out = s.enc.Encode(out[:0], p)
+			s.putBroadcast(broadcastLine{out, len(p)})
+		case link.FramePrompt:
+			s.tmu.Lock()
+			end := s.engine.PromptEnd()
+			s.tmu.Unlock()
+			if len(end) > 0 && !s.out.putProtocol(end) && !s.is(phaseGone) {
+				s.slowPlayer()
+			}
+		case link.FrameAck:
+			if off, err := link.ParseAck(p); err == nil {
+				s.ack(off)
+			}
+		case link.FrameState:
+			s.mu.Lock()
+			s.State = bytes.Clone(p)
+			s.mu.Unlock()
+		default:
+			s.fromBackend(typ, p)
+		}
 	}
 }
 
@@ -294,6 +373,8 @@ func (lk *backendLink) movedParked(srv *Server, to []link.Parked) {
 			released = append(released, ss[0])
 		case r.Park != 0:
 			ss[0].movedParked(lk, r.Park)
+		case ss[0].heldMoving(lk):
+			ss[0].moveDone() // a Move's answer: its HeldFrames have all come
 		case lk.letGoHeld(ss[0]):
 			released = append(released, ss[0])
 		}

@@ -76,8 +76,9 @@ type session struct {
 	// at Moved: the backend answered the Move with MovedParked.
 	quietMove uint32
 	// woken is set when a Wake came for the session while it was held:
-	// the backend has something for it, and wakes it no more.
-	woken bool
+	// the backend has something for it, and wakes it no more. wanted is
+	// set when Want went for it: the backend will wake it.
+	woken, wanted bool
 	// keeps is set for a player who may come back through another
 	// gateway (keep.go): the session counts the game's output (OutOff).
 	// claim is the token of a session claimed from another gateway, for
@@ -685,7 +686,7 @@ func (s *session) attach(lk *backendLink) bool {
 		s.deployed = false
 	}
 	s.heldOpen, s.heldHanded = false, false
-	s.woken = false
+	s.woken, s.wanted = false, false
 	o.Keep, o.Output, o.Claim = s.keeps, s.OutOff, s.claim
 	if reopen {
 		o.HelloAgain = uint8(min(len(s.Hello), 255))

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"holdfast/internal/netx"
+	"holdfast/link"
 )
 
 // A gateway upgrade moves every held session into a new gateway process,
@@ -438,13 +439,15 @@ func (ss *session) drainInput() {
 // detachForMove takes the frozen sessions off their backend streams: on a
 // backend that can hold them for the new process, by Move and Moved; on
 // any other, by closing the stream, so that the new process resumes them.
-// A held session is named in the Move too, with nothing to wait for: the
-// backend puts it back on the orphan clock until the new process holds or
-// opens it, so that it does not stay held for a process that has let it
-// go.
+// A held session is named in the Move too: the backend puts it back on
+// the orphan clock until the new process holds or opens it, so that it
+// does not stay held for a process that has let it go. A backend that
+// sends HeldFrames answers for it in MovedParked, after the last of them,
+// and the session waits for that answer as one with a stream for its
+// Moved; of any other there is nothing to wait for.
 func (s *Server) detachForMove(frozen []*session) {
 	byLink := map[*backendLink][]*session{}
-	heldOn := map[*backendLink][]string{}
+	heldOn := map[*backendLink][]*session{}
 	var waits []<-chan struct{}
 	for _, ss := range frozen {
 		ss.mu.Lock()
@@ -455,23 +458,29 @@ func (s *Server) detachForMove(frozen []*session) {
 			waits = append(waits, done)
 			byLink[ss.lk] = append(byLink[ss.lk], ss)
 		case ss.cond.stream == streamHeld && ss.lk != nil:
-			heldOn[ss.lk] = append(heldOn[ss.lk], ss.ID)
+			if ss.lk.can(link.FeatureHeldFrames) {
+				done := make(chan struct{})
+				ss.streamDone = done
+				waits = append(waits, done)
+			}
+			heldOn[ss.lk] = append(heldOn[ss.lk], ss)
 		}
 		ss.mu.Unlock()
 	}
-	for lk, ids := range heldOn {
-		if _, ok := byLink[lk]; !ok && !lk.leaving() {
-			lk.move(ids)
+	for lk, held := range heldOn {
+		if _, ok := byLink[lk]; !ok && (lk.leaving() || lk.move(ids(held)) != nil) {
+			for _, ss := range held {
+				ss.moveDone()
+			}
 		}
 	}
 	for lk, list := range byLink {
-		ids := make([]string, len(list))
-		for i, ss := range list {
-			ids[i] = ss.ID
-		}
-		if lk.leaving() || lk.move(append(ids, heldOn[lk]...)) != nil {
+		if lk.leaving() || lk.move(append(ids(list), ids(heldOn[lk])...)) != nil {
 			for _, ss := range list {
 				ss.closeStream()
+			}
+			for _, ss := range heldOn[lk] {
+				ss.moveDone()
 			}
 		}
 	}
@@ -482,9 +491,15 @@ func (s *Server) detachForMove(frozen []*session) {
 		case <-w:
 		case <-deadline.C:
 			// The backend did not answer: the rest are taken off by
-			// closing their streams, and resumed by the new process.
+			// closing their streams, and resumed by the new process; the
+			// held ones wait no more.
 			for _, ss := range frozen {
 				ss.closeStream()
+			}
+			for _, held := range heldOn {
+				for _, ss := range held {
+					ss.moveDone()
+				}
 			}
 			for _, w := range waits[i:] {
 				<-w
@@ -492,6 +507,26 @@ func (s *Server) detachForMove(frozen []*session) {
 			return
 		}
 	}
+}
+
+// ids returns the sessions' ids.
+func ids(list []*session) []string {
+	out := make([]string, len(list))
+	for i, ss := range list {
+		out[i] = ss.ID
+	}
+	return out
+}
+
+// moveDone ends a held session's wait in a move: its answer came, or will
+// not.
+func (ss *session) moveDone() {
+	ss.mu.Lock()
+	if ss.st == nil && ss.streamDone != nil {
+		close(ss.streamDone)
+		ss.streamDone = nil
+	}
+	ss.mu.Unlock()
 }
 
 // closeStream closes the session's backend stream, if it has one.

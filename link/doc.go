@@ -93,9 +93,9 @@
 //	Features either way, the first frame each side sends on the control
 //	         stream after Control: bits:u32, what the sender can do (of a
 //	         backend, 1: Hold, 4: OpenHeld; of a gateway, 2: MovedParked,
-//	         8: MovedParked for a Release's parked streams); bytes after
-//	         them are a later version's. A side of an earlier version sends
-//	         none, and skips the other's
+//	         8: MovedParked for a Release's parked streams; of either, 16:
+//	         HeldFrames); bytes after them are a later version's. A side of
+//	         an earlier version sends none, and skips the other's
 //	Hold     gateway->backend, the same payload as Move: these sessions,
 //	         which a Move left away on this backend, are this link's now,
 //	         without a stream (see Holding)
@@ -120,13 +120,24 @@
 //	OpenHeld gateway->backend, to a backend whose Features said OpenHeld:
 //	         sessions opened held (see Holding), each open:u32+bytes (an
 //	         Open payload) then after:u32+bytes (the frames its stream
-//	         would have carried after the Open: the client's GMCP hello).
-//	         The backend starts each as if its stream had been opened and
-//	         then parked and closed: it reads after first, and the first
-//	         frame the application writes wakes it. One the backend has
-//	         already is held, as by Hold, and keeps its own state; one that
-//	         needs a stream (keep, or a claim) is named in Unheld. A payload
-//	         that does not parse ends the link
+//	         would have carried after the Open: the client's GMCP hello,
+//	         and, to a backend whose Features said HeldFrames, the input
+//	         typed while the game was away). The backend starts each as if
+//	         its stream had been opened and then parked and closed: it
+//	         reads after first, and the first frame the application writes
+//	         wakes it (or, with HeldFrames, goes in HeldFrames). One the
+//	         backend has already is held, as by Hold, and keeps its own
+//	         state; one that needs a stream (keep, or a claim) is named in
+//	         Unheld. A payload that does not parse ends the link
+//	HeldFrames backend->gateway, to a gateway whose Features said
+//	         HeldFrames: id:str16, then frames of a held session, encoded
+//	         as on its stream, of the types that end nothing and need no
+//	         answer (Output, Prompt, State, Ack, GMCPOut, Echo); see Holding
+//	Want     gateway->backend, to a backend whose Features said
+//	         HeldFrames, the same payload as Move: these held sessions have
+//	         something to send; the backend wakes each (Wake), after the
+//	         frames it has sent for it in HeldFrames, and names in Unheld
+//	         one away that it does not hold on this link
 //
 // Session stream, gateway->backend:
 //
@@ -268,10 +279,27 @@
 // it when the player types or when it writes to it, as for any held
 // session. Only a session that has been open before is opened held (a new
 // player's game speaks first), and only with nothing to send that the
-// Open does not carry: input typed while the game was away opens a
-// stream. A deploy's Release of a session whose stream is parked, with
+// Open does not carry: input typed while the game was away goes in the
+// OpenHeld to a backend that sends HeldFrames, and opens a stream on any
+// other. A deploy's Release of a session whose stream is parked, with
 // nothing more to send, is answered in MovedParked too, so that neither
 // side wakes the stream only to end it.
+//
+// Between a backend and a gateway whose Features both said HeldFrames, a
+// held session needs no stream for what most games write to a player
+// (after a restart, every player who typed while the game was away gets
+// an answer at once): the backend sends the held session's output,
+// prompts, state and the acknowledgement of its input on the control
+// stream, in HeldFrames, which the gateway queues for the player without
+// waiting, as it does a broadcast line. Anything else (its end, more
+// than 16 KiB since it was held, frames that wait for a stream already)
+// wakes it as before, and the Wake follows the HeldFrames sent before it,
+// on the same stream. So a held session's stream is opened only at the
+// backend's Wake: when the gateway has something to send for it, it asks
+// with Want rather than opening one, since a stream opened then could
+// overtake HeldFrames on their way. And a Move naming a held session is
+// answered in MovedParked (park 0), after its last HeldFrames, which the
+// gateway process that is moving it waits for before it lets it go.
 //
 // # Moving a session
 //

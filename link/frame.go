@@ -65,6 +65,10 @@ const (
 	// FrameOpenHeld opens sessions held, without a stream each, on the
 	// control stream.
 	FrameOpenHeld FrameType = 36
+	// FrameHeldFrames carries a held session's frames on the control
+	// stream, and FrameWant asks the backend to wake held sessions.
+	FrameHeldFrames FrameType = 37
+	FrameWant       FrameType = 38
 )
 
 var frameNames = [...]string{
@@ -105,6 +109,8 @@ var frameNames = [...]string{
 
 	FrameMovedParked: "MovedParked",
 	FrameOpenHeld:    "OpenHeld",
+	FrameHeldFrames:  "HeldFrames",
+	FrameWant:        "Want",
 }
 
 // String returns the frame type's name, "Move" say, or "FrameType(42)" for
@@ -142,6 +148,12 @@ func AppendFrame(b []byte, typ FrameType, payload []byte) []byte {
 	b = append(b, byte(typ))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
 	return append(b, payload...)
+}
+
+// AppendFrameHeader appends the header of a frame of n payload bytes, for
+// a payload the caller appends itself.
+func AppendFrameHeader(b []byte, typ FrameType, n int) []byte {
+	return binary.BigEndian.AppendUint32(append(b, byte(typ)), uint32(n))
 }
 
 // WriteFrame writes one frame in a single Write, so that concurrent writers

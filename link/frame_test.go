@@ -48,9 +48,11 @@ func TestFrameTypeString(t *testing.T) {
 		{FrameFeatures, "Features"},
 		{FrameMovedParked, "MovedParked"},
 		{FrameOpenHeld, "OpenHeld"},
+		{FrameHeldFrames, "HeldFrames"},
+		{FrameWant, "Want"},
 		{0, "FrameType(0)"},
 		{18, "FrameType(18)"},
-		{37, "FrameType(37)"},
+		{39, "FrameType(39)"},
 		{42, "FrameType(42)"},
 		{255, "FrameType(255)"},
 	} {

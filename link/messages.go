@@ -440,7 +440,56 @@ const (
 	// answers a Release, sessions whose streams were parked, each with
 	// its Parked number.
 	FeatureReleasedParked Features = 8
+	// FeatureHeldFrames: of a backend, it takes Want and input in
+	// OpenHeld, and sends a held session's frames in HeldFrames to a
+	// gateway that has it; of a gateway, it takes HeldFrames, and waits
+	// for the held sessions of a Move in MovedParked (see Holding).
+	FeatureHeldFrames Features = 16
 )
+
+// heldFrameTypes are the frames a held session may send on the control
+// stream: the ones that need no answer and end nothing.
+var heldFrameTypes = [256]bool{
+	FrameOutput: true, FramePrompt: true, FrameState: true, FrameAck: true,
+	FrameGMCPOut: true, FrameEcho: true,
+}
+
+// HeldFrame reports whether a held session's frame of type t may go in
+// HeldFrames.
+func HeldFrame(t FrameType) bool { return heldFrameTypes[t] }
+
+// AppendHeldFrames encodes a HeldFrames payload: id:str16, then frames,
+// encoded as on the session's stream, each of a type HeldFrame accepts.
+func AppendHeldFrames(b []byte, id string, frames []byte) []byte {
+	return append(appendStr16(b, id), frames...)
+}
+
+// ParseHeldFrames decodes a HeldFrames payload. The frames it returns are
+// whole, each of a type HeldFrame accepts; they share p's memory.
+func ParseHeldFrames(p []byte) (id string, frames []byte, err error) {
+	d := decoder{b: p}
+	id = d.str16()
+	if d.err != nil {
+		return "", nil, d.err
+	}
+	if id == "" {
+		return "", nil, fmt.Errorf("%w: held frames without a session", ErrProtocol)
+	}
+	for rest := d.b; len(rest) > 0; {
+		if len(rest) < HeaderLen {
+			return "", nil, fmt.Errorf("%w: %d bytes of a held frame's header", ErrProtocol, len(rest))
+		}
+		t, n := FrameType(rest[0]), binary.BigEndian.Uint32(rest[1:HeaderLen])
+		if !HeldFrame(t) {
+			return "", nil, fmt.Errorf("%w: %v in held frames", ErrProtocol, t)
+		}
+		if uint64(n) > uint64(len(rest)-HeaderLen) {
+			return "", nil, fmt.Errorf("%w: held %v of %d bytes, %d there", ErrProtocol, t, n, len(rest)-HeaderLen)
+		}
+		rest = rest[HeaderLen+int(n):]
+	}
+	return id, d.b, nil
+}
 
 // HeldOpen is one session of an OpenHeld frame: its Open, and the frames a
 // stream would have carried after it (the client's GMCP hello), which the

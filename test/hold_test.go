@@ -11,7 +11,8 @@ import (
 // TestUpgradeHoldsQuietPlayers: after an upgrade the new gateway process
 // has the backend hold the players who were quiet, without a stream each
 // (holdfast_streams{state="held"}), and they lose nothing by it: a line
-// said to everyone reaches each of them, what each types is answered, a
+// said to everyone reaches each of them without a stream opened, what
+// each types is answered (on a stream opened at the backend's Wake), a
 // player who leaves while held leaves the game too, a second upgrade
 // holds them again, an upgrade whose new process dies as it starts leaves
 // them held here, a deploy hands them to the successor, which holds them
@@ -34,8 +35,8 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	upgrade(1)
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
 
-	// The backend has output for every held player: each is opened, and
-	// gets it.
+	// The backend has output for every held player: each gets it on the
+	// control stream (HeldFrames), and stays held, without a stream.
 	talker := dial(t, u.telnet, "Talker")
 	talker.login()
 	talker.send("say to everyone")
@@ -44,10 +45,10 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, 0)
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
 
-	// Quiet again, and moved again: held again.
-	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n+1)
+	// Moved again: held again, and the talker with them.
+	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, 1)
 	upgrade(2)
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n+1)
 
@@ -124,4 +125,59 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	u.startBackend()
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
 	allAnswer(t, held[1:], "opened held")
+}
+
+// TestTypedWhileAwayAnsweredHeld: players who type while the game is down
+// are opened held on the next backend with what they typed, and answered
+// on the control stream (HeldFrames): no stream opens for any of them.
+// Their input is acknowledged there too, so that the backend after a
+// further crash does not answer it again; and what they type next opens
+// a stream, at the backend's Wake, and is answered.
+func TestTypedWhileAwayAnsweredHeld(t *testing.T) {
+	const n = 20
+	u := startUpgradable(t, nil)
+	be := u.startBackend()
+	held := u.hold(n)
+	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n)
+	crash := func() {
+		t.Helper()
+		be.kill(syscall.SIGKILL)
+		be.wait()
+		waitMetric(t, u.admin, `holdfast_sessions{state="waiting"}`, n)
+	}
+	crash()
+	for _, p := range held {
+		io.WriteString(p.c, "echo "+p.name+" away\r\n")
+	}
+	be = u.startBackend()
+	for _, p := range held {
+		if err := p.await("echo: " + p.name + " away"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := scrape(t, u.admin)[`holdfast_streams{state="held"}`]; got != n {
+		t.Fatalf("%v sessions held after their answers, want %d: a stream opened", got, n)
+	}
+
+	crash()
+	be = u.startBackend()
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+	for _, p := range held {
+		io.WriteString(p.c, "echo "+p.name+" again\r\n")
+		p.c.SetReadDeadline(time.Now().Add(2 * waitFor))
+		for {
+			l, err := p.r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%s: %v", p.name, err)
+			}
+			if strings.HasPrefix(l, "echo: "+p.name+" away") {
+				t.Fatalf("%s: the line typed while away was answered twice", p.name)
+			}
+			if strings.HasPrefix(l, "echo: "+p.name+" again") {
+				break
+			}
+		}
+		p.c.SetReadDeadline(time.Time{})
+	}
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, 0)
 }

@@ -246,11 +246,30 @@ func TestSuccessorDiesEarly(t *testing.T) {
 			time.Sleep(after) // how far into the deploy the kill comes: the overlap under test
 			next.kill(syscall.SIGKILL)
 			next.wait()
-			allAnswer(t, held, "after")
-			select {
-			case <-old.exited:
+			// Every player is answered: by the old backend, or, if the
+			// successor had them all before it died and the old one
+			// retired, by the next backend, started then.
+			answered := make(chan error, len(held))
+			for _, p := range held {
+				io.WriteString(p.c, "echo "+p.name+" after\r\n")
+				go func() { answered <- p.await("echo: " + p.name + " after") }()
+			}
+			retired := old.exited
+			for range held {
+				select {
+				case err := <-answered:
+					if err != nil {
+						t.Fatal(err)
+					}
+					continue
+				case <-retired:
+				}
 				t.Log("the successor had taken over before it died; the players wait for the next backend")
-			default:
+				retired = nil
+				sys.startBackend()
+				if err := <-answered; err != nil {
+					t.Fatal(err)
+				}
 			}
 		})
 	}
