@@ -10,10 +10,11 @@ import (
 // Broadcast writes p to every session in to, as Write would: a line that
 // many players get at once (a channel, an arrival). Each gateway link
 // takes it in one frame for all of its sessions whose streams are parked,
-// most idle players, so that the line waits neither for each player's
-// stream in turn nor for a slow player's; the other sessions are written
-// to in turn, after, those with a write under way (perhaps to a slow
-// player) last. It returns the first error a Write returned.
+// or that it holds without a stream, most idle players, so that the line
+// waits neither for each player's stream in turn nor for a slow player's;
+// the other sessions are written to in turn, after, those with a write
+// under way (perhaps to a slow player) last. It returns the first error a
+// Write returned.
 func (l *Listener) Broadcast(to []*Session, p []byte) error {
 	if len(p) > link.MaxChunk {
 		return writeEach(to, p)
@@ -22,6 +23,7 @@ func (l *Listener) Broadcast(to []*Session, p []byte) error {
 }
 
 // broadcastParked sends p to the sessions of to whose streams are parked,
+// and to those held by a gateway that takes HeldFrames (Parked number 0),
 // and returns the others, those busy writing last.
 func (l *Listener) broadcastParked(to []*Session, p []byte) (rest []*Session) {
 	l.mu.Lock()
@@ -39,6 +41,9 @@ func (l *Listener) broadcastParked(to []*Session, p []byte) (rest []*Session) {
 	var busy []*Session
 	for _, s := range to {
 		gl, park, writing := s.parkedOn()
+		if gl == nil && !writing {
+			gl, park = s.heldFor(len(p)), 0
+		}
 		switch {
 		case gl != nil && slices.Contains(links, gl):
 			parked[gl] = append(parked[gl], recipient{s, park})

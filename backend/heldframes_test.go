@@ -210,3 +210,46 @@ func TestHeldMoveAnswered(t *testing.T) {
 		t.Fatalf("output after the move not kept for the next stream: %q", pending)
 	}
 }
+
+// TestHeldBroadcast: a line broadcast to sessions held by a gateway that
+// takes HeldFrames goes in one Broadcast, each with Parked number 0, and
+// wakes none of them; it counts against the held budget, past which the
+// line goes to the session as a write, which wakes it.
+func TestHeldBroadcast(t *testing.T) {
+	l, g := heldGateway(t)
+	openHeld(g, link.HeldOpen{Open: link.Open{ID: "b1", Resumed: 1}}, link.HeldOpen{Open: link.Open{ID: "b2", Resumed: 1}})
+	s1, s2 := accepted(t, l), accepted(t, l)
+	s2.wmu.Lock()
+	s2.parks = 3 // as after a stream parked three times before it was held
+	s2.wmu.Unlock()
+	if err := l.Broadcast([]*Session{s1, s2}, []byte("hello all\n")); err != nil {
+		t.Fatal(err)
+	}
+	typ, p := g.control()
+	b, err := link.ParseBroadcast(p)
+	if typ != link.FrameBroadcast || err != nil || string(b.Text) != "hello all\n" ||
+		!slices.Equal(b.To, []link.Parked{{ID: "b1"}, {ID: "b2"}}) {
+		t.Fatalf("control %v %+v %v, want a Broadcast to b1 and b2 at park 0", typ, b, err)
+	}
+	s1.wmu.Lock()
+	s1.heldSent = heldBudget
+	s1.wmu.Unlock()
+	if err := l.Broadcast([]*Session{s1, s2}, []byte("again\n")); err != nil {
+		t.Fatal(err)
+	}
+	var woke []string
+	var to []link.Parked
+	for woke == nil || to == nil {
+		typ, p := g.control()
+		switch typ {
+		case link.FrameWake:
+			woke, _ = link.ParseMove(p)
+		case link.FrameBroadcast:
+			b, _ := link.ParseBroadcast(p)
+			to = b.To
+		}
+	}
+	if !slices.Equal(woke, []string{"b1"}) || !slices.Equal(to, []link.Parked{{ID: "b2"}}) {
+		t.Fatalf("past the budget: Wake %q, Broadcast to %+v; want b1 woken, b2 in the Broadcast", woke, to)
+	}
+}

@@ -45,6 +45,38 @@ func (s *Session) hold(gl *gatewayLink) bool {
 // without waiting, and a stream paces a player who does not read.
 const heldBudget = 16 << 10
 
+// heldFor returns the link holding the session, if a broadcast line of n
+// bytes may go to it there in a Broadcast as held (Parked number 0), as
+// the line's frame would in HeldFrames; the line counts against
+// heldBudget. It returns nil while a writer is inside, or for a session
+// not held so.
+func (s *Session) heldFor(n int) *gatewayLink {
+	if !s.wmu.TryLock() {
+		return nil
+	}
+	defer s.wmu.Unlock()
+	gl := s.held
+	if !s.mayHoldLocked(n) {
+		return nil
+	}
+	s.heldSent += n
+	return gl
+}
+
+// mayHoldLocked reports, with wmu held, whether n bytes of frames may go
+// to the gateway holding the session on the control stream: it is held by
+// one that takes HeldFrames, with nothing waiting for a stream, within
+// heldBudget.
+func (s *Session) mayHoldLocked(n int) bool {
+	gl := s.held
+	if gl == nil || !gl.heldFrames.Load() || len(s.pending) > 0 || s.heldSent+n > heldBudget {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.away && s.holder == gl && !s.ended && !s.released
+}
+
 // sendHeldLocked sends frames, and an acknowledgement of ack if it is new,
 // to the gateway holding the session, on the control stream (HeldFrames),
 // and reports whether it did. It does, with wmu held, only for a session
@@ -52,7 +84,7 @@ const heldBudget = 16 << 10
 // stream, within heldBudget, and for frames that need no stream.
 func (s *Session) sendHeldLocked(frames []byte, ack uint64) bool {
 	gl := s.held
-	if gl == nil || !gl.heldFrames.Load() || len(s.pending) > 0 || s.heldSent+len(frames) > heldBudget {
+	if !s.mayHoldLocked(len(frames)) {
 		return false
 	}
 	for r := frames; len(r) > 0; {
@@ -61,12 +93,6 @@ func (s *Session) sendHeldLocked(frames []byte, ack uint64) bool {
 			return false
 		}
 		r = r[n:]
-	}
-	s.mu.Lock()
-	ok := s.away && s.holder == gl && !s.ended && !s.released
-	s.mu.Unlock()
-	if !ok {
-		return false
 	}
 	if ack > s.acked {
 		var a [8]byte

@@ -812,9 +812,16 @@ func (s *session) endParked(lk *backendLink, park uint32) bool {
 
 // broadcast delivers a line the backend broadcast to the session's stream
 // on lk after its Parked number park: now if the reader has read that
-// Parked, else when it does. b is shared with the other recipients.
+// Parked, else when it does; or, with park 0, to the session held on lk,
+// now. b is shared with the other recipients.
 func (s *session) broadcast(lk *backendLink, park uint32, l broadcastLine) {
 	s.mu.Lock()
+	if park == 0 && s.lk == lk && s.cond.stream == streamHeld && s.cond.phase != phaseGone {
+		// Held, without a stream: the line is the session's next output.
+		s.mu.Unlock()
+		s.putBroadcast(l)
+		return
+	}
 	if s.lk != lk || s.st == nil || s.cond.phase == phaseGone {
 		s.mu.Unlock()
 		return

@@ -89,7 +89,8 @@
 //	Broadcast backend->gateway: count:u32, then id:str16 park:u32 for each
 //	         session (at most MaxMove), then text (as in Output, at most
 //	         MaxChunk): output for sessions whose streams are parked, each
-//	         after its Parked number park (see Parking)
+//	         after its Parked number park (see Parking); and, to a gateway
+//	         whose Features said HeldFrames, for held sessions, park 0
 //	Features either way, the first frame each side sends on the control
 //	         stream after Control: bits:u32, what the sender can do (of a
 //	         backend, 1: Hold, 4: OpenHeld; of a gateway, 2: MovedParked,
