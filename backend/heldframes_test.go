@@ -253,3 +253,31 @@ func TestHeldBroadcast(t *testing.T) {
 		t.Fatalf("past the budget: Wake %q, Broadcast to %+v; want b1 woken, b2 in the Broadcast", woke, to)
 	}
 }
+
+// TestHeldReleaseAfterWant: a Release of a held session that a Want has
+// woken is not answered in MovedParked, though nothing waits for its
+// stream: the gateway is opening that stream for the Wake, and the
+// session is released there, with Moved.
+func TestHeldReleaseAfterWant(t *testing.T) {
+	l, g := heldGateway(t)
+	openHeld(g, link.HeldOpen{Open: link.Open{ID: "r1", Resumed: 1}}, link.HeldOpen{Open: link.Open{ID: "r2", Resumed: 1}})
+	accepted(t, l)
+	accepted(t, l)
+	link.WriteFrame(g.ctrl, link.FrameWant, link.AppendMove(nil, []string{"r1"}))
+	if ids := wakes(t, g); !slices.Equal(ids, []string{"r1"}) {
+		t.Fatalf("Wake %q, want r1", ids)
+	}
+	link.WriteFrame(g.ctrl, link.FrameRelease, link.AppendMove(nil, []string{"r1", "r2"}))
+	typ, p := g.control()
+	b, err := link.ParseBroadcast(p)
+	if typ != link.FrameMovedParked || err != nil || !slices.Equal(b.To, []link.Parked{{ID: "r2"}}) {
+		t.Fatalf("control %v %+v %v, want MovedParked of r2 alone", typ, b, err)
+	}
+	st, err := g.mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.WriteFrame(st, link.FrameOpen, (&link.Open{ID: "r1", Resumed: 1}).Append(nil))
+	fr := link.Reader{R: st}
+	readUntil(t, &fr, link.FrameMoved)
+}

@@ -132,11 +132,17 @@ func (s *Session) unholdLocked() bool {
 // then the orphan clock runs. It reports whether the session was held on
 // gl.
 func (s *Session) moveHeld(gl *gatewayLink) bool {
+	// With wmu, so that a frame on its way to HeldFrames goes before the
+	// Move's answer, and none after it: what is written now waits for the
+	// next process's stream, which holding it there wakes.
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.away || s.holder != gl {
 		return false
 	}
+	s.held = nil
 	return s.unholdLocked()
 }
 
@@ -170,7 +176,23 @@ func (s *Session) releaseHeld(gl *gatewayLink) bool {
 	s.wmu.Lock()
 	s.mu.Lock()
 	ok := s.away && s.holder == gl && !s.ended && !s.hungup && !s.closed && !s.released && !s.isDetached()
-	quiet := ok && len(s.pending) == 0
+	s.mu.Unlock()
+	if ok {
+		// As release does: what was written before goes first, and the
+		// acknowledgement of only what the application is done with, in
+		// HeldFrames if they take it.
+		s.uncorkLocked()
+		if ack := min(s.toAck, s.finished); ack > s.acked {
+			s.sendHeldLocked(nil, ack)
+		}
+	}
+	// Quiet: not woken (a Wake may be on its way even with nothing
+	// pending, for a Want), and everything sent.
+	quiet := ok && s.held == gl && len(s.pending) == 0 && min(s.toAck, s.finished) <= s.acked
+	if ok && !quiet {
+		s.wakeHeldLocked() // it is released on the stream this opens
+	}
+	s.mu.Lock()
 	switch {
 	case quiet:
 		s.released, s.holder = true, nil
@@ -223,8 +245,13 @@ func (l *Listener) openHeldAll(gl *gatewayLink, opens []link.HeldOpen) {
 		o := &opens[i].Open
 		for {
 			if old := l.lookup(o.ID); old != nil {
-				if !old.hold(gl) {
+				switch {
+				case !old.hold(gl):
 					unheld = append(unheld, o.ID)
+				case carriesInput(opens[i].After):
+					// It keeps its own state and what it has read: the
+					// input comes again on the stream its Wake opens.
+					old.want(gl)
 				}
 				break
 			}
@@ -298,8 +325,13 @@ func (l *Listener) wantAll(gl *gatewayLink, ids []string) {
 }
 
 // want wakes the session if gl holds it, and reports false if it is away
-// and gl does not hold it.
+// and gl does not hold it. A session on a stream is left alone (its
+// writer may be waiting for a slow player, and the caller reads the
+// control stream).
 func (s *Session) want(gl *gatewayLink) bool {
+	if !s.isAway() {
+		return true
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
@@ -309,4 +341,15 @@ func (s *Session) want(gl *gatewayLink) bool {
 		s.wakeHeldLocked() // once: a woken session has sent its Wake
 	}
 	return held || !away
+}
+
+// carriesInput reports whether frames, an OpenHeld's after, hold input.
+func carriesInput(frames []byte) bool {
+	for len(frames) >= link.HeaderLen {
+		if link.FrameType(frames[0]) == link.FrameInput {
+			return true
+		}
+		frames = frames[min(len(frames), link.HeaderLen+int(binary.BigEndian.Uint32(frames[1:link.HeaderLen]))):]
+	}
+	return false
 }

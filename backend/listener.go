@@ -254,6 +254,7 @@ func (l *Listener) serve() {
 }
 
 type gatewayLink struct {
+	log     *zap.Logger
 	conn    net.Conn
 	mux     *yamux.Session
 	reading atomic.Int64 // sessions' readers inside a stream read
@@ -299,10 +300,14 @@ func (gl *gatewayLink) wake(id string) {
 	gl.startWriterLocked()
 }
 
+// controlWriteWait bounds a write on the control stream: a gateway that
+// reads nothing for that long is taken for gone.
+const controlWriteWait = 10 * time.Second
+
 // maxHeldQueue bounds the held frames waiting for the control stream's
 // writer: beyond it a held session's frames wait for a stream of its own,
 // where the gateway's reading paces them.
-const maxHeldQueue = 1 << 20
+const maxHeldQueue = 256 << 10
 
 // queueHeld queues a held session's frames for the gateway, as a
 // HeldFrames frame; it reports false, queueing nothing, when the queue is
@@ -311,7 +316,7 @@ func (gl *gatewayLink) queueHeld(id string, frames []byte) bool {
 	gl.wmu.Lock()
 	defer gl.wmu.Unlock()
 	n := link.HeaderLen + 2 + len(id) + len(frames)
-	if gl.closed || len(gl.held)+n > maxHeldQueue {
+	if gl.closed || gl.dead.Load() || len(gl.held)+n > maxHeldQueue {
 		return false
 	}
 	gl.held = link.AppendFrameHeader(gl.held, link.FrameHeldFrames, n-link.HeaderLen)
@@ -384,9 +389,17 @@ func (gl *gatewayLink) writeLocked(frame []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	gl.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
-	_, err := gl.ctrl.Write(b)
-	return err
+	gl.ctrl.SetWriteDeadline(time.Now().Add(controlWriteWait))
+	if _, err := gl.ctrl.Write(b); err != nil {
+		gl.log.Warn("backend: control stream write failed; closing the link", zap.Error(err))
+		// Part of a frame may have gone: nothing after it would parse.
+		// The link ends, and its sessions wait for the gateway to open
+		// them again. Not here: closing waits for the link's reader,
+		// which may wait for a lock the caller holds (see broken).
+		go gl.mux.Close()
+		return err
+	}
+	return nil
 }
 
 // broken runs when a gateway's link fails, before yamux notices: the
@@ -477,7 +490,7 @@ func (l *Listener) serveLink(c net.Conn) {
 		raw.Close()
 		return
 	}
-	gl := &gatewayLink{conn: c}
+	gl := &gatewayLink{conn: c, log: l.log}
 	mux, err := yamux.Server(link.Coalesce(c, func() { l.broken(gl) }), link.YamuxConfig(l.log))
 	if err != nil {
 		c.Close()

@@ -67,10 +67,12 @@ func placeAll(lk *backendLink, sessions []*session) int64 {
 		case s.lk == lk && s.cond.stream != streamAway:
 			there++ // a successor linked again under the backend's name has it already
 		case s.holdable(lk) && s.to(evHold):
-			s.lk, s.wanted = lk, false
+			s.lk = lk
+			s.wanted, s.woken, s.holding = false, false, true
 			held = append(held, s)
 		case s.openHoldable(lk) && s.to(evHold):
-			s.lk, s.wanted = lk, false
+			s.lk = lk
+			s.wanted, s.woken, s.holding = false, false, true
 			if len(frames) == 0 || len(frames[len(frames)-1]) > openHeldFrame {
 				frames = append(frames, nil)
 			}
@@ -85,10 +87,13 @@ func placeAll(lk *backendLink, sessions []*session) int64 {
 	if len(held) > 0 && lk.holdByID(held) {
 		on += int64(len(held))
 	}
-	if len(opened) > 0 && lk.hold(opened, func() error { return lk.sendAll(link.FrameOpenHeld, frames) }) {
-		on += int64(len(opened))
+	if len(opened) > 0 {
+		// Told first: the game's answer may follow the OpenHeld at once.
 		for _, s := range opened {
 			s.noticeBack()
+		}
+		if lk.hold(opened, func() error { return lk.sendAll(link.FrameOpenHeld, frames) }) {
+			on += int64(len(opened))
 		}
 	}
 	if len(open) > 0 {
@@ -147,16 +152,27 @@ func (lk *backendLink) hold(held []*session, send func() error) bool {
 		return false
 	}
 	// A player who left before the Hold went out sent a Drop the backend
-	// could not take yet: again, now.
-	var gone []string
+	// could not take yet: again, now. One who had something to send
+	// meanwhile asks for a stream now, after the Hold (Want).
+	var gone, want []string
 	for _, s := range held {
-		if s.is(phaseGone) {
+		s.mu.Lock()
+		s.holding = false
+		wanted := s.wanted && s.lk == lk && s.cond.stream == streamHeld
+		s.mu.Unlock()
+		switch {
+		case s.is(phaseGone):
 			lk.forget(s)
 			gone = append(gone, s.ID)
+		case wanted:
+			want = append(want, s.ID)
 		}
 	}
 	if len(gone) > 0 {
 		lk.sendIDs(link.FrameDrop, gone)
+	}
+	if len(want) > 0 {
+		lk.sendIDs(link.FrameWant, want)
 	}
 	return true
 }
@@ -167,7 +183,12 @@ func (lk *backendLink) letGoHeld(s *session) bool {
 	s.mu.Lock()
 	ok := s.lk == lk && s.cond.stream == streamHeld && s.to(evDetach)
 	if ok {
-		s.lk, s.wanted = nil, false
+		s.lk = nil
+		s.wanted, s.woken, s.holding = false, false, false
+		if s.cond.phase == phaseMoving && s.streamDone != nil {
+			close(s.streamDone) // a move waited for its answer from lk: none comes
+			s.streamDone = nil
+		}
 	}
 	s.mu.Unlock()
 	if ok {
@@ -239,6 +260,9 @@ func (s *session) openHeld() {
 	if ask {
 		s.wanted = true
 	}
+	// A Want before the Hold or OpenHeld that holds the session would find
+	// it not held yet: hold asks once that has gone.
+	ask = ask && !s.holding
 	s.mu.Unlock()
 	switch {
 	case ask:

@@ -77,8 +77,12 @@ type session struct {
 	quietMove uint32
 	// woken is set when a Wake came for the session while it was held:
 	// the backend has something for it, and wakes it no more. wanted is
-	// set when Want went for it: the backend will wake it.
-	woken, wanted bool
+	// set when it has something to send (Want): once its Hold or OpenHeld
+	// has gone (holding is set until then), the backend is asked to wake
+	// it. heldWaiting is what it has to send that the Open does not carry
+	// (GMCP), for that stream.
+	woken, wanted, holding bool
+	heldWaiting            []byte
 	// keeps is set for a player who may come back through another
 	// gateway (keep.go): the session counts the game's output (OutOff).
 	// claim is the token of a session claimed from another gateway, for
@@ -704,6 +708,8 @@ func (s *session) attach(lk *backendLink) bool {
 			b = link.AppendFrame(b, link.FrameGMCPIn, m)
 		}
 	}
+	b = append(b, s.heldWaiting...) // after the hello, which HelloAgain counts
+	s.heldWaiting = nil
 	b = appendInput(b, s.In)
 	s.st, s.lk, s.sent = st, lk, len(s.In)
 	s.parksSeen, s.queued = 0, nil

@@ -261,7 +261,15 @@ func (s *Server) takeBack(old, succ *backendLink) {
 	deadline := time.Now().Add(deployWait)
 	for {
 		all := s.list()
-		attached := attachAll(old, all)
+		// One still held on old is there already: a stream opened now
+		// could overtake what old sends it in HeldFrames.
+		var rest []*session
+		for _, ss := range all {
+			if !ss.heldOn(old) {
+				rest = append(rest, ss)
+			}
+		}
+		attached := int64(len(all)-len(rest)) + attachAll(old, rest)
 		if (attached == int64(len(all)) && succ.readers.Load() == 0) || old.leaving() || time.Now().After(deadline) {
 			return
 		}

@@ -183,18 +183,26 @@ func mergeFacts(f link.Facts, t telnet.Facts) link.Facts {
 }
 
 // toBackend sends a frame on the current stream, if there is one that is
-// not leaving; otherwise the attach will carry the news.
+// not leaving; otherwise the attach will carry the news. A held session's
+// frame waits for the stream its Want opens, within maxHeldWaiting.
 func (s *session) toBackend(typ link.FrameType, payload []byte) {
 	s.openHeld()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	st, lk, moving := s.st, s.lk, s.cond.phase == phaseMoving
+	if st == nil && s.cond.stream == streamHeld && !moving && len(s.heldWaiting)+link.HeaderLen+len(payload) <= maxHeldWaiting {
+		s.heldWaiting = link.AppendFrame(s.heldWaiting, typ, payload)
+	}
 	s.mu.Unlock()
 	if st != nil && !moving && !lk.leaving() {
 		link.WriteFrame(st, typ, payload)
 	}
 }
+
+// maxHeldWaiting bounds the frames a held session keeps for its stream:
+// the client's GMCP messages, a few hundred bytes each.
+const maxHeldWaiting = 16 << 10
 
 func (s *session) spoken() bool {
 	s.tmu.Lock()
