@@ -1,5 +1,7 @@
 package gateway
 
+import "time"
+
 // FactsInterval is factsInterval, for the tests of package gateway_test.
 const FactsInterval = factsInterval
 
@@ -21,4 +23,12 @@ func (s *Server) PlayersParked() int {
 		ss.mu.Unlock()
 	}
 	return n
+}
+
+// SetBackNoticeWait sets how long the notice that the game is back waits
+// for the game's answer, until the test ends.
+func SetBackNoticeWait(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := backNoticeWait
+	backNoticeWait = d
+	t.Cleanup(func() { backNoticeWait = old })
 }

@@ -89,8 +89,13 @@ func placeAll(lk *backendLink, sessions []*session) int64 {
 	}
 	if len(opened) > 0 {
 		// Told first: the game's answer may follow the OpenHeld at once.
+		// A player who typed meanwhile is told with that answer.
 		for _, s := range opened {
-			s.noticeBack()
+			if s.typedWhileAway() {
+				s.noticeBackWithAnswer()
+			} else {
+				s.noticeBack()
+			}
 		}
 		if lk.hold(opened, func() error { return lk.sendAll(link.FrameOpenHeld, frames) }) {
 			on += int64(len(opened))
@@ -224,6 +229,14 @@ func (s *session) heldOn(lk *backendLink) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lk == lk && s.cond.stream == streamHeld && s.cond.phase != phaseGone
+}
+
+// typedWhileAway reports whether the session has input the game has not
+// had.
+func (s *session) typedWhileAway() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.In) > 0
 }
 
 // heldMoving reports whether the session is held on lk and moving to

@@ -83,6 +83,9 @@ type session struct {
 	// (GMCP), for that stream.
 	woken, wanted, holding bool
 	heldWaiting            []byte
+	// backDue is set while the notice that the game is back waits for
+	// the game's answer (noticeBackWithAnswer).
+	backDue atomic.Bool
 	// keeps is set for a player who may come back through another
 	// gateway (keep.go): the session counts the game's output (OutOff).
 	// claim is the token of a session claimed from another gateway, for
@@ -858,6 +861,7 @@ func (s *session) broadcast(lk *backendLink, park uint32, l broadcastLine) {
 // output bound, up to twice it, and a player that far behind is a slow
 // player.
 func (s *session) putBroadcast(l broadcastLine) {
+	l.b = s.withBackNotice(l.b) // a copy, if the notice goes first
 	if !s.out.putProtocol(l.b) {
 		if !s.is(phaseGone) {
 			s.slowPlayer()
@@ -953,7 +957,7 @@ func (s *session) readFrames(st *yamux.Stream) (ended, moved, parked bool) {
 func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended, moved bool) {
 	switch typ {
 	case link.FrameOutput:
-		*out = s.enc.Encode((*out)[:0], p)
+		*out = s.withBackNotice(s.enc.Encode((*out)[:0], p))
 		if err := s.out.put(*out, s.srv.slowPlayer()); err != nil {
 			if errors.Is(err, errSlowPlayer) {
 				s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.ID))
@@ -1063,6 +1067,54 @@ func (s *session) noticeBack() {
 	if noticed {
 		s.notice(noticeBack)
 	}
+}
+
+// backNoticeWait is how long the notice that the game is back waits for
+// the game's answer to a player who typed while it was away, so that the
+// two go out in one write: with thousands of players resumed at once,
+// a write each is most of what the gateway does.
+var backNoticeWait = 100 * time.Millisecond // a variable for the tests
+
+// noticeBackWithAnswer is noticeBack for a player whose input the game is
+// about to answer: the notice goes before the game's next output, in the
+// same write (withBackNotice), or after backNoticeWait if none comes.
+func (s *session) noticeBackWithAnswer() {
+	s.mu.Lock()
+	due := s.Noticed && !s.backDue.Load()
+	if due {
+		s.backDue.Store(true)
+	}
+	s.mu.Unlock()
+	if due {
+		time.AfterFunc(backNoticeWait, s.noticeBackDue)
+	}
+}
+
+// noticeBackDue sends the notice that the game is back, if it still waits.
+func (s *session) noticeBackDue() {
+	if s.backDue.Swap(false) {
+		s.noticeBack()
+	}
+}
+
+// withBackNotice returns out, the game's output encoded, after the notice
+// that the game is back if it waits for it; a page's notice goes out of
+// band, at once.
+func (s *session) withBackNotice(out []byte) []byte {
+	if !s.backDue.Load() || !s.backDue.Swap(false) {
+		return out
+	}
+	s.mu.Lock()
+	noticed := s.Noticed
+	s.Noticed = false
+	s.mu.Unlock()
+	if !noticed {
+		return out
+	}
+	if n, ok := s.conn.(interface{ Notice(string) bool }); ok && n.Notice(noticeBack) {
+		return out
+	}
+	return append(s.encodeNotice(noticeBack), out...)
 }
 
 // ack forgets held input up to the absolute offset off.

@@ -128,8 +128,9 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 }
 
 // TestTypedWhileAwayAnsweredHeld: players who type while the game is down
-// are opened held on the next backend with what they typed, and answered
-// on the control stream (HeldFrames): no stream opens for any of them.
+// are opened held on the next backend with what they typed, told that the
+// game is back and answered on the control stream (HeldFrames): no stream
+// opens for any of them.
 // Their input is acknowledged there too, so that the backend after a
 // further crash does not answer it again; and what they type next opens
 // a stream, at the backend's Wake, and is answered.
@@ -151,6 +152,11 @@ func TestTypedWhileAwayAnsweredHeld(t *testing.T) {
 	}
 	be = u.startBackend()
 	for _, p := range held {
+		// Told that the game is back (with the answer, in one write, if
+		// it comes soon enough), and answered.
+		if err := p.await("[holdfast] The game is back."); err != nil {
+			t.Fatal(err)
+		}
 		if err := p.await("echo: " + p.name + " away"); err != nil {
 			t.Fatal(err)
 		}
