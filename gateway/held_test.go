@@ -77,3 +77,41 @@ func TestBackNoticeWithAnswer(t *testing.T) {
 		t.Errorf("the notice to a player whose line went unanswered came after %v, before the wait", waited)
 	}
 }
+
+// TestHeldGMCP: a GMCP message from a player whose session is held (a
+// backend restarted, and the player said nothing since) reaches the game:
+// it waits for the stream the backend's Wake opens, and goes after the
+// Open.
+func TestHeldGMCP(t *testing.T) {
+	e := newEnv(t, nil)
+	got := make(chan string, 8)
+	handle := func(s *backend.Session) {
+		s.OnGMCP(func(pkg string, data []byte) { got <- pkg })
+		for {
+			l, err := s.ReadLine()
+			if err != nil {
+				return
+			}
+			got <- "line " + l
+		}
+	}
+	first := e.backend(handle)
+	p := e.dial()
+	p.send("\xff\xfd\xc9zero\r\n") // DO GMCP
+	if g := <-got; g != "line zero" {
+		t.Fatalf("the backend read %q", g)
+	}
+	first.Close()
+	p.expect("The game is restarting")
+	e.backend(handle)
+	p.expect("The game is back") // opened held on the new backend
+	p.send(gmcp(`Char.Skills.Get {"group":"all"}`))
+	select {
+	case g := <-got:
+		if g != "Char.Skills.Get" {
+			t.Fatalf("the new backend heard %q, want the GMCP message", g)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the GMCP message from a held player never reached the game")
+	}
+}
