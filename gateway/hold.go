@@ -326,16 +326,8 @@ func (lk *backendLink) heldFrames(srv *Server, p []byte) {
 			if len(end) > 0 && !s.out.putProtocol(end) && !s.is(phaseGone) {
 				s.slowPlayer()
 			}
-		case link.FrameAck:
-			if off, err := link.ParseAck(p); err == nil {
-				s.ack(off)
-			}
-		case link.FrameState:
-			s.mu.Lock()
-			s.State = bytes.Clone(p)
-			s.mu.Unlock()
 		default:
-			s.fromBackend(typ, p)
+			s.frame(typ, p, &out) // Ack, State, Echo, GMCPOut: none waits
 		}
 	}
 }
