@@ -2,7 +2,6 @@ package backend
 
 import (
 	"bytes"
-	"encoding/binary"
 
 	"holdfast/link"
 )
@@ -87,12 +86,8 @@ func (s *Session) sendHeldLocked(frames []byte, ack uint64) bool {
 	if !s.mayHoldLocked(len(frames)) {
 		return false
 	}
-	for r := frames; len(r) > 0; {
-		n := link.HeaderLen + int(binary.BigEndian.Uint32(r[1:link.HeaderLen]))
-		if !link.HeldFrame(link.FrameType(r[0])) {
-			return false
-		}
-		r = r[n:]
+	if link.CheckHeldFrames(frames) != nil {
+		return false // a frame that needs a stream
 	}
 	if ack > s.acked {
 		var a [8]byte
@@ -248,7 +243,7 @@ func (l *Listener) openHeldAll(gl *gatewayLink, opens []link.HeldOpen) {
 				switch {
 				case !old.hold(gl):
 					unheld = append(unheld, o.ID)
-				case carriesInput(opens[i].After):
+				case link.HasFrame(opens[i].After, link.FrameInput):
 					// It keeps its own state and what it has read: the
 					// input comes again on the stream its Wake opens.
 					old.want(gl)
@@ -341,15 +336,4 @@ func (s *Session) want(gl *gatewayLink) bool {
 		s.wakeHeldLocked() // once: a woken session has sent its Wake
 	}
 	return held || !away
-}
-
-// carriesInput reports whether frames, an OpenHeld's after, hold input.
-func carriesInput(frames []byte) bool {
-	for len(frames) >= link.HeaderLen {
-		if link.FrameType(frames[0]) == link.FrameInput {
-			return true
-		}
-		frames = frames[min(len(frames), link.HeaderLen+int(binary.BigEndian.Uint32(frames[1:link.HeaderLen]))):]
-	}
-	return false
 }

@@ -395,8 +395,14 @@ func (gl *gatewayLink) writeLocked(frame []byte) error {
 		// Part of a frame may have gone: nothing after it would parse.
 		// The link ends, and its sessions wait for the gateway to open
 		// them again. Not here: closing waits for the link's reader,
-		// which may wait for a lock the caller holds (see broken).
-		go gl.mux.Close()
+		// which may wait for a lock the caller holds (see broken); on the
+		// writers' group, which the link's end waits for (unless it is
+		// ending already).
+		gl.wmu.Lock()
+		if !gl.closed {
+			gl.waker.Go(func() { gl.mux.Close() })
+		}
+		gl.wmu.Unlock()
 		return err
 	}
 	return nil

@@ -32,3 +32,17 @@ func SetBackNoticeWait(t interface{ Cleanup(func()) }, d time.Duration) {
 	backNoticeWait = d
 	t.Cleanup(func() { backNoticeWait = old })
 }
+
+// HeldInput is the input the sessions hold that no backend has
+// acknowledged, in bytes.
+func (s *Server) HeldInput() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for ss := range s.sessions {
+		ss.mu.Lock()
+		n += len(ss.In)
+		ss.mu.Unlock()
+	}
+	return n
+}

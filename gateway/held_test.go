@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -113,5 +114,69 @@ func TestHeldGMCP(t *testing.T) {
 		}
 	case <-time.After(waitFor):
 		t.Fatal("the GMCP message from a held player never reached the game")
+	}
+}
+
+// TestLargePasteWhileAway: with a held-input bound far above the link's
+// frame (an operator's -max-held-input), a player who pasted more than an
+// OpenHeld can carry while the game was away is opened on a stream, and
+// the next backend reads the whole paste; a player who typed a line is
+// opened beside them, and reads it too.
+func TestLargePasteWhileAway(t *testing.T) {
+	e := newEnv(t, &gateway.Server{MaxHeldInput: 1 << 20})
+	got := make(chan string, 16)
+	handle := func(s *backend.Session) {
+		n := 0
+		for {
+			l, err := s.ReadLine()
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(l, "x") {
+				n += len(l) + 1
+				continue
+			}
+			got <- fmt.Sprintf("%s after %d bytes", l, n)
+			n = 0
+		}
+	}
+	first := e.backend(handle)
+	paster, typist := e.dial(), e.dial()
+	paster.send("hello\r\n")
+	typist.send("hello\r\n")
+	for range 2 {
+		<-got
+	}
+	first.Close()
+	paster.expect("The game is restarting")
+	typist.expect("The game is restarting")
+	line := strings.Repeat("x", 99) + "\r\n"
+	paster.send(strings.Repeat(line, 4000) + "done\r\n") // 400 KB: past the link's largest frame
+	typist.send("short\r\n")
+	deadline := time.Now().Add(waitFor)
+	for e.gw.HeldInput() < 4000*100+5+6 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway holds %d bytes of input", e.gw.HeldInput())
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, with the deadline above
+	}
+	e.backend(handle)
+	want := map[string]bool{"done after 400000 bytes": true, "short after 0 bytes": true}
+	for len(want) > 0 {
+		select {
+		case g := <-got:
+			if !want[g] {
+				t.Fatalf("the next backend read %q", g)
+			}
+			delete(want, g)
+		case <-time.After(waitFor):
+			t.Fatalf("the next backend never read %v", want)
+		}
+	}
+	// Both were placed on the new link as it came, neither after a
+	// failed send.
+	linked := e.logs.FilterMessage("gateway: backend linked").All()
+	if n := linked[len(linked)-1].ContextMap()["sessions"]; n != int64(2) {
+		t.Fatalf("the new link had %v sessions placed on it, want 2", n)
 	}
 }

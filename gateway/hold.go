@@ -35,12 +35,22 @@ func (s *session) holdable(lk *backendLink) bool {
 // held on lk (OpenHeld): it has been open on a backend before (a new
 // player's game speaks first), lk does not have it already, and nothing of
 // its own waits to go that the Open does not carry: the input typed
-// meanwhile it carries too, to a backend that answers it in HeldFrames. A
-// page's session, which may be claimed elsewhere, needs a stream.
+// meanwhile it carries too, up to maxHeldOpenInput, to a backend that
+// answers it in HeldFrames. A page's session, which may be claimed
+// elsewhere, needs a stream.
 func (s *session) openHoldable(lk *backendLink) bool {
 	return s.Opened && s.MoveFrom != lk.instance && lk.can(link.FeatureOpenHeld) &&
-		(len(s.In) == 0 || lk.can(link.FeatureHeldFrames)) && !s.keeps && s.claim == ""
+		(len(s.In) == 0 || len(s.In) <= maxHeldOpenInput && lk.can(link.FeatureHeldFrames)) && !s.keeps && s.claim == ""
 }
+
+// The largest OpenHeld frame is one past openHeldFrame by one session.
+var _ [link.MaxFrame - openHeldFrame - link.MaxState - maxHelloBytes - maxHeldOpenInput - 8<<10]struct{}
+
+// maxHeldOpenInput bounds the input an OpenHeld carries for a session, so
+// that a frame of them stays within link.MaxFrame whatever the held-input
+// bound: openHeldFrame, and one more Open with its state (link.MaxState),
+// hello (maxHelloBytes) and this. More goes on a stream of its own.
+const maxHeldOpenInput = 16 << 10
 
 // canHold reports whether the backend said it takes Hold.
 func (lk *backendLink) canHold() bool { return lk.can(link.FeatureHold) }
@@ -66,13 +76,9 @@ func placeAll(lk *backendLink, sessions []*session) int64 {
 		switch {
 		case s.lk == lk && s.cond.stream != streamAway:
 			there++ // a successor linked again under the backend's name has it already
-		case s.holdable(lk) && s.to(evHold):
-			s.lk = lk
-			s.wanted, s.woken, s.holding = false, false, true
+		case s.holdable(lk) && s.holdOn(lk):
 			held = append(held, s)
-		case s.openHoldable(lk) && s.to(evHold):
-			s.lk = lk
-			s.wanted, s.woken, s.holding = false, false, true
+		case s.openHoldable(lk) && s.holdOn(lk):
 			if len(frames) == 0 || len(frames[len(frames)-1]) > openHeldFrame {
 				frames = append(frames, nil)
 			}
@@ -89,13 +95,8 @@ func placeAll(lk *backendLink, sessions []*session) int64 {
 	}
 	if len(opened) > 0 {
 		// Told first: the game's answer may follow the OpenHeld at once.
-		// A player who typed meanwhile is told with that answer.
 		for _, s := range opened {
-			if s.typedWhileAway() {
-				s.noticeBackWithAnswer()
-			} else {
-				s.noticeBack()
-			}
+			s.noticeBackHeld()
 		}
 		if lk.hold(opened, func() error { return lk.sendAll(link.FrameOpenHeld, frames) }) {
 			on += int64(len(opened))
@@ -105,6 +106,17 @@ func placeAll(lk *backendLink, sessions []*session) int64 {
 		on += attachAll(lk, open)
 	}
 	return on
+}
+
+// holdOn marks the session held on lk, where its Hold or OpenHeld is
+// about to go; s.mu is held.
+func (s *session) holdOn(lk *backendLink) bool {
+	if !s.to(evHold) {
+		return false
+	}
+	s.lk = lk
+	s.wanted, s.woken, s.holding = false, false, true
+	return true
 }
 
 // appendHeldOpen appends to b the session's part of an OpenHeld on lk, and
@@ -163,10 +175,11 @@ func (lk *backendLink) hold(held []*session, send func() error) bool {
 	for _, s := range held {
 		s.mu.Lock()
 		s.holding = false
+		ended := s.cond.phase == phaseGone
 		wanted := s.wanted && s.lk == lk && s.cond.stream == streamHeld
 		s.mu.Unlock()
 		switch {
-		case s.is(phaseGone):
+		case ended:
 			lk.forget(s)
 			gone = append(gone, s.ID)
 		case wanted:
@@ -229,14 +242,6 @@ func (s *session) heldOn(lk *backendLink) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lk == lk && s.cond.stream == streamHeld && s.cond.phase != phaseGone
-}
-
-// typedWhileAway reports whether the session has input the game has not
-// had.
-func (s *session) typedWhileAway() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.In) > 0
 }
 
 // heldMoving reports whether the session is held on lk and moving to

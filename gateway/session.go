@@ -84,7 +84,7 @@ type session struct {
 	woken, wanted, holding bool
 	heldWaiting            []byte
 	// backDue is set while the notice that the game is back waits for
-	// the game's answer (noticeBackWithAnswer).
+	// the game's answer (noticeBackHeld).
 	backDue atomic.Bool
 	// keeps is set for a player who may come back through another
 	// gateway (keep.go): the session counts the game's output (OutOff).
@@ -1075,18 +1075,23 @@ func (s *session) noticeBack() {
 // a write each is most of what the gateway does.
 var backNoticeWait = 100 * time.Millisecond // a variable for the tests
 
-// noticeBackWithAnswer is noticeBack for a player whose input the game is
-// about to answer: the notice goes before the game's next output, in the
-// same write (withBackNotice), or after backNoticeWait if none comes.
-func (s *session) noticeBackWithAnswer() {
+// noticeBackHeld is noticeBack for a session opened held: for a player
+// who typed while the game was away, whose input the game is about to
+// answer, the notice goes before the game's next output, in the same write
+// (withBackNotice), or after backNoticeWait if none comes.
+func (s *session) noticeBackHeld() {
 	s.mu.Lock()
-	due := s.Noticed && !s.backDue.Load()
+	typed := len(s.In) > 0
+	due := typed && s.Noticed && !s.backDue.Load()
 	if due {
 		s.backDue.Store(true)
 	}
 	s.mu.Unlock()
-	if due {
+	switch {
+	case due:
 		time.AfterFunc(backNoticeWait, s.noticeBackDue)
+	case !typed:
+		s.noticeBack()
 	}
 }
 

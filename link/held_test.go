@@ -37,6 +37,10 @@ func TestHeldFrames(t *testing.T) {
 			t.Errorf("%s: ParseHeldFrames(%x) accepted", tc.name, tc.p)
 		}
 	}
+	input := AppendFrame(AppendFrame(nil, FrameGMCPIn, []byte("Core.Hello {}")), FrameInput, []byte("look\n"))
+	if !HasFrame(input, FrameInput) || HasFrame(input, FrameOutput) || HasFrame(nil, FrameInput) || HasFrame(input[:3], FrameGMCPIn) {
+		t.Error("HasFrame: want Input found, Output not, and nothing in no frames or a header cut short")
+	}
 	for _, typ := range []FrameType{FrameOutput, FramePrompt, FrameState, FrameAck, FrameGMCPOut, FrameEcho} {
 		if !HeldFrame(typ) {
 			t.Errorf("HeldFrame(%v) = false", typ)

@@ -3,6 +3,7 @@ package link
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -475,20 +476,53 @@ func ParseHeldFrames(p []byte) (id string, frames []byte, err error) {
 	if id == "" {
 		return "", nil, fmt.Errorf("%w: held frames without a session", ErrProtocol)
 	}
-	for rest := d.b; len(rest) > 0; {
-		if len(rest) < HeaderLen {
-			return "", nil, fmt.Errorf("%w: %d bytes of a held frame's header", ErrProtocol, len(rest))
-		}
-		t, n := FrameType(rest[0]), binary.BigEndian.Uint32(rest[1:HeaderLen])
-		if !HeldFrame(t) {
-			return "", nil, fmt.Errorf("%w: %v in held frames", ErrProtocol, t)
-		}
-		if uint64(n) > uint64(len(rest)-HeaderLen) {
-			return "", nil, fmt.Errorf("%w: held %v of %d bytes, %d there", ErrProtocol, t, n, len(rest)-HeaderLen)
-		}
-		rest = rest[HeaderLen+int(n):]
+	if err := CheckHeldFrames(d.b); err != nil {
+		return "", nil, err
 	}
 	return id, d.b, nil
+}
+
+// CheckHeldFrames reports why frames, encoded one after another, may not
+// go in HeldFrames: one cut short, or of a type HeldFrame refuses.
+func CheckHeldFrames(frames []byte) error {
+	return eachFrame(frames, func(t FrameType) error {
+		if !HeldFrame(t) {
+			return fmt.Errorf("%w: %v in held frames", ErrProtocol, t)
+		}
+		return nil
+	})
+}
+
+// HasFrame reports whether frames, whole frames encoded one after
+// another, include one of type t.
+func HasFrame(frames []byte, t FrameType) bool {
+	found := errors.New("found")
+	return eachFrame(frames, func(ft FrameType) error {
+		if ft == t {
+			return found
+		}
+		return nil
+	}) == found
+}
+
+// eachFrame calls f with the type of each frame in b, frames encoded one
+// after another, until f returns an error; it reports that error, or why
+// b does not hold whole frames.
+func eachFrame(b []byte, f func(FrameType) error) error {
+	for len(b) > 0 {
+		if len(b) < HeaderLen {
+			return fmt.Errorf("%w: %d bytes of a frame's header", ErrProtocol, len(b))
+		}
+		t, n := FrameType(b[0]), binary.BigEndian.Uint32(b[1:HeaderLen])
+		if err := f(t); err != nil {
+			return err
+		}
+		if uint64(n) > uint64(len(b)-HeaderLen) {
+			return fmt.Errorf("%w: %v of %d bytes, %d there", ErrProtocol, t, n, len(b)-HeaderLen)
+		}
+		b = b[HeaderLen+int(n):]
+	}
+	return nil
 }
 
 // HeldOpen is one session of an OpenHeld frame: its Open, and the frames a
