@@ -281,3 +281,16 @@ func TestHeldReleaseAfterWant(t *testing.T) {
 	fr := link.Reader{R: st}
 	readUntil(t, &fr, link.FrameMoved)
 }
+
+// TestControlUnreadableEndsLink: a control frame past link.MaxFrame ends
+// the link, rather than leaving it up with nobody reading its control
+// stream (no Move, Park or Want would be answered again).
+func TestControlUnreadableEndsLink(t *testing.T) {
+	_, g := heldGateway(t)
+	g.ctrl.Write(link.AppendFrameHeader(nil, link.FrameOpenHeld, link.MaxFrame+1))
+	select {
+	case <-g.mux.CloseChan():
+	case <-time.After(waitFor):
+		t.Fatal("the backend kept a link whose control stream it could not read")
+	}
+}

@@ -33,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"slices"
@@ -661,6 +662,13 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 	for {
 		typ, _, err := fr.Next()
 		if err != nil {
+			// A link whose control stream is not read is no link: a
+			// frame past the bound, or the stream's end, ends it, and the
+			// gateway opens its sessions again on the next.
+			if !errors.Is(err, io.EOF) && !gl.dead.Load() {
+				l.log.Warn("backend: control stream unreadable; closing the link", zap.Error(err))
+			}
+			gl.mux.Close()
 			return
 		}
 		if typ == link.FrameRetire {

@@ -123,7 +123,7 @@
 //	         Open payload) then after:u32+bytes (the frames its stream
 //	         would have carried after the Open: the client's GMCP hello,
 //	         and, to a backend whose Features said HeldFrames, the input
-//	         typed while the game was away). The backend starts each as if
+//	         typed while the game was away, up to 16 KiB). The backend starts each as if
 //	         its stream had been opened and then parked and closed: it
 //	         reads after first, and the first frame the application writes
 //	         wakes it (or, with HeldFrames, goes in HeldFrames). One the
@@ -281,8 +281,9 @@
 // session. Only a session that has been open before is opened held (a new
 // player's game speaks first), and only with nothing to send that the
 // Open does not carry: input typed while the game was away goes in the
-// OpenHeld to a backend that sends HeldFrames, and opens a stream on any
-// other. A deploy's Release of a session whose stream is parked, with
+// OpenHeld to a backend that sends HeldFrames (up to 16 KiB; more opens a
+// stream), and opens a stream on any other. A control stream that cannot
+// be read (a frame past MaxFrame) ends the link. A deploy's Release of a session whose stream is parked, with
 // nothing more to send, is answered in MovedParked too, so that neither
 // side wakes the stream only to end it.
 //
