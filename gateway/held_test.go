@@ -107,13 +107,19 @@ func TestHeldGMCP(t *testing.T) {
 	e.backend(handle)
 	p.expect("The game is back") // opened held on the new backend
 	p.send(gmcp(`Char.Skills.Get {"group":"all"}`))
-	select {
-	case g := <-got:
-		if g != "Char.Skills.Get" {
-			t.Fatalf("the new backend heard %q, want the GMCP message", g)
+	for {
+		select {
+		case g := <-got:
+			if g == "line zero" {
+				continue // not acknowledged before the crash: read again
+			}
+			if g != "Char.Skills.Get" {
+				t.Fatalf("the new backend heard %q, want the GMCP message", g)
+			}
+			return
+		case <-time.After(waitFor):
+			t.Fatal("the GMCP message from a held player never reached the game")
 		}
-	case <-time.After(waitFor):
-		t.Fatal("the GMCP message from a held player never reached the game")
 	}
 }
 
@@ -165,6 +171,9 @@ func TestLargePasteWhileAway(t *testing.T) {
 	for len(want) > 0 {
 		select {
 		case g := <-got:
+			if g == "hello after 0 bytes" {
+				continue // not acknowledged before the crash: read again
+			}
 			if !want[g] {
 				t.Fatalf("the next backend read %q", g)
 			}
@@ -174,9 +183,16 @@ func TestLargePasteWhileAway(t *testing.T) {
 		}
 	}
 	// Both were placed on the new link as it came, neither after a
-	// failed send.
-	linked := e.logs.FilterMessage("gateway: backend linked").All()
-	if n := linked[len(linked)-1].ContextMap()["sessions"]; n != int64(2) {
+	// failed send. (The log follows the placing, and may follow the
+	// answers.)
+	deadline = time.Now().Add(waitFor)
+	for e.logs.FilterMessage("gateway: backend linked").Len() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway did not log the second link")
+		}
+		time.Sleep(5 * time.Millisecond) // polling the log, with the deadline above
+	}
+	if n := e.logs.FilterMessage("gateway: backend linked").All()[1].ContextMap()["sessions"]; n != int64(2) {
 		t.Fatalf("the new link had %v sessions placed on it, want 2", n)
 	}
 }
