@@ -558,7 +558,7 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 		gl.mu.Lock()
 		gl.ctrl = st
 		gl.mu.Unlock()
-		gl.control(link.FrameFeatures, link.AppendFeatures(nil, link.FeatureHold|link.FeatureOpenHeld|link.FeatureHeldFrames))
+		gl.control(link.FrameFeatures, link.AppendFeatures(nil, link.FeatureHold|link.FeatureOpenHeld|link.FeatureHeldFrames|link.FeatureStow))
 		l.mu.Lock()
 		mssp := l.mssp
 		l.mu.Unlock()
@@ -676,7 +676,7 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			continue
 		}
 		switch typ {
-		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop, link.FrameFeatures, link.FrameOpenHeld, link.FrameWant:
+		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop, link.FrameFeatures, link.FrameOpenHeld, link.FrameWant, link.FrameStow:
 		default:
 			continue // from a later version
 		}
@@ -717,6 +717,9 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			continue
 		case link.FrameWant:
 			l.wantAll(gl, ids)
+			continue
+		case link.FrameStow:
+			l.stowAll(gl, ids)
 			continue
 		}
 		if typ == link.FramePark {

@@ -227,6 +227,14 @@ func (lk *backendLink) readControl(s *Server) {
 					lk.unheld(s, ids)
 				}
 			}
+		case link.FrameStowed:
+			if p, err := fr.Payload(); err == nil {
+				if b, err := link.ParseBroadcast(p); err == nil {
+					n := lk.stowed(b.To)
+					s.stowedN.Add(int64(n))
+					s.metrics.stowed.Add(float64(n))
+				}
+			}
 		case link.FrameMovedParked:
 			if p, err := fr.Payload(); err == nil {
 				if b, err := link.ParseBroadcast(p); err == nil {

@@ -82,6 +82,7 @@ const (
 	evParkedRead              // the stream's reader read Parked
 	evWake                    // the backend wrote to a parked stream (Wake), or its link broke
 	evHold                    // the session is named in a Hold: a backend holds it without a stream
+	evStowed                  // the backend holds the session whose stream was parked (Stowed)
 )
 
 // next returns the condition after e, and whether e may happen in s: one that
@@ -132,6 +133,11 @@ func (s condition) next(e event) (condition, bool) {
 		n.stream = streamAttached
 	case evHold:
 		if s.phase != phaseLive || s.stream != streamAway {
+			return s, false
+		}
+		n.stream = streamHeld
+	case evStowed:
+		if s.phase == phaseGone || s.phase == phaseNegotiating || s.stream != streamParked {
 			return s, false
 		}
 		n.stream = streamHeld

@@ -6,7 +6,7 @@ import (
 )
 
 var allEvents = []event{evNegotiated, evFreeze, evThaw, evEnd, evPark, evWakePlayer, evUnpark, evAttach,
-	evDetach, evAskPark, evParkedRead, evWake, evHold}
+	evDetach, evAskPark, evParkedRead, evWake, evHold, evStowed}
 
 // reachable returns every condition a session can come to: from a new
 // player's (an arrival from another process starts the same way, and is
@@ -85,6 +85,13 @@ func TestConditionTransitions(t *testing.T) {
 		{c(phaseLive, playerParked, streamHeld), evFreeze, c(phaseMoving, playerReading, streamHeld), true},
 		{c(phaseMoving, playerReading, streamHeld), evAttach, c(phaseMoving, playerReading, streamHeld), false},
 		{c(phaseMoving, playerReading, streamHeld), evThaw, c(phaseLive, playerReading, streamHeld), true},
+		// Stowed: only a stream parked, live or moving, becomes held.
+		{c(phaseLive, playerParked, streamParked), evStowed, c(phaseLive, playerParked, streamHeld), true},
+		{c(phaseMoving, playerReading, streamParked), evStowed, c(phaseMoving, playerReading, streamHeld), true},
+		{c(phaseGone, playerParked, streamParked), evStowed, c(phaseGone, playerParked, streamParked), false},
+		{c(phaseLive, playerParked, streamParkAsked), evStowed, c(phaseLive, playerParked, streamParkAsked), false},
+		{c(phaseLive, playerParked, streamAttached), evStowed, c(phaseLive, playerParked, streamAttached), false},
+		{c(phaseLive, playerParked, streamHeld), evStowed, c(phaseLive, playerParked, streamHeld), false},
 		// The end, once.
 		{c(phaseMoving, playerReading, streamAway), evEnd, c(phaseGone, playerReading, streamAway), true},
 		{c(phaseLive, playerParked, streamAttached), evEnd, c(phaseGone, playerParked, streamAttached), true},
@@ -153,10 +160,10 @@ func TestConditionRules(t *testing.T) {
 			if ok && from.stream == streamHeld && to.stream != streamHeld && ev != evAttach && ev != evDetach {
 				fail("a held session changed other than by opening a stream or letting go")
 			}
-			if ok && to.stream == streamHeld && from.stream != streamHeld && from.stream != streamAway {
-				fail("a session with a stream was held")
+			if ok && to.stream == streamHeld && from.stream != streamHeld && from.stream != streamAway && (ev != evStowed || from.stream != streamParked) {
+				fail("a session with a stream was held other than by stowing it parked")
 			}
-			if ok && from.stream == streamParked && to.stream != streamParked && ev != evWake && ev != evDetach {
+			if ok && from.stream == streamParked && to.stream != streamParked && ev != evWake && ev != evDetach && ev != evStowed {
 				fail("a parked stream's reader restarted without a Wake")
 			}
 			if strings.Contains(to.String(), "(") {

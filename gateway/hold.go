@@ -202,6 +202,7 @@ func (lk *backendLink) letGoHeld(s *session) bool {
 	ok := s.lk == lk && s.cond.stream == streamHeld && s.to(evDetach)
 	if ok {
 		s.lk = nil
+		s.Lost = time.Now()
 		s.wanted, s.woken, s.holding = false, false, false
 		if s.cond.phase == phaseMoving && s.streamDone != nil {
 			close(s.streamDone) // a move waited for its answer from lk: none comes

@@ -43,6 +43,7 @@ type metrics struct {
 	disconnects   *prometheus.CounterVec
 	links         prometheus.Counter
 	resumes       prometheus.Counter
+	stowed        prometheus.Counter
 	resumeSeconds prometheus.Histogram
 	bytesIn       prometheus.Counter
 	bytesOut      prometheus.Counter
@@ -77,6 +78,10 @@ func newMetrics() *metrics {
 			Name: "holdfast_resumes_total",
 			Help: "Sessions resumed on a new backend.",
 		}),
+		stowed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "holdfast_stowed_total",
+			Help: "Sessions idle for -hold-idle that the backend took to hold without a stream.",
+		}),
 		resumeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "holdfast_resume_seconds",
 			Help:    "How long a session waited between losing its backend and being resumed on the next.",
@@ -93,7 +98,7 @@ func newMetrics() *metrics {
 		sessions: prometheus.NewDesc("holdfast_sessions",
 			"Sessions held, by whether a backend is attached or they wait for one.", []string{"state"}, nil),
 		streams: prometheus.NewDesc("holdfast_streams",
-			"Sessions attached to a backend, by their stream: read, parked, or none while the backend holds the session (after an upgrade).",
+			"Sessions attached to a backend, by their stream: read, parked, or none while the backend holds the session (idle, or after an upgrade).",
 			[]string{"state"}, nil),
 		heldInput: prometheus.NewDesc("holdfast_held_input_bytes",
 			"Player input held that no backend has acknowledged yet.", nil, nil),
@@ -107,7 +112,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.connects, m.refused, m.disconnects, m.links, m.resumes,
+	return []prometheus.Collector{m.connects, m.refused, m.disconnects, m.links, m.resumes, m.stowed,
 		m.resumeSeconds, m.bytesIn, m.bytesOut}
 }
 

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,6 +95,12 @@ type Server struct {
 	// with a line saying why. Zero means never: holding idle players is
 	// what the gateway is for.
 	IdleTimeout time.Duration
+	// HoldIdle is how long a session's backend stream stays parked before
+	// the backend is asked to hold the session without one (Stow): an
+	// idle player then costs the link no stream, and the next line costs
+	// a round trip on the link to open one. Zero means 10 s; negative,
+	// never.
+	HoldIdle time.Duration
 	// Metrics, if set, has the gateway's Prometheus metrics registered in
 	// it at the first Serve.
 	Metrics prometheus.Registerer
@@ -146,6 +153,7 @@ type Server struct {
 	relaySet map[*relay]struct{}
 	parker   *parker // idle players' sockets, waiting without a reader each; nil: none
 	drain    drainState
+	stowedN  atomic.Int64 // sessions stowed since the last sweep
 }
 
 func (s *Server) log() *zap.Logger {
@@ -227,7 +235,9 @@ func (s *Server) sweepIdle() {
 	t := time.NewTicker(parkInterval)
 	defer t.Stop()
 	var parked int // in the current burst
+	var calm int   // sweeps since the last one that parked many
 	var released time.Time
+	hold := s.holdSweeps()
 	for n := 1; ; n++ {
 		select {
 		case <-s.ctx.Done():
@@ -236,6 +246,8 @@ func (s *Server) sweepIdle() {
 		}
 		shrink := n%int(shrinkInterval/parkInterval) == 0
 		quiet := map[*backendLink][]string{}
+		due := map[*backendLink][]string{}
+		unstowed := 0 // streams parked that are to be stowed, or being
 		for _, ss := range s.list() {
 			ss.mu.Lock()
 			st, lk := ss.st, ss.lk
@@ -243,12 +255,23 @@ func (s *Server) sweepIdle() {
 				ss.to(evAskPark)
 				quiet[lk] = append(quiet[lk], ss.ID)
 			}
+			if hold > 0 {
+				switch now, later := ss.stowDue(hold); {
+				case now:
+					due[lk] = append(due[lk], ss.ID)
+				case later:
+					unstowed++
+				}
+			}
 			ss.mu.Unlock()
 			if shrink && st != nil {
 				st.Shrink() // a no-op while data waits to be read
 			}
 		}
-		parking := 0
+		stow(due)
+		// Streams stowed count as parked: each leaves its buffers and its
+		// stream free in the heap.
+		parking := int(s.stowedN.Swap(0))
 		for lk, ids := range quiet {
 			lk.park(ids)
 			parking += len(ids)
@@ -260,12 +283,17 @@ func (s *Server) sweepIdle() {
 		// collection, minutes away. Players coming and going a few at a
 		// time make no burst.
 		// A release held back by the last one's being too recent comes at
-		// the first quiet sweep after, not with the next burst.
+		// the first quiet sweep after, not with the next burst. Streams
+		// that the burst parked and that are to be stowed are waited for,
+		// up to HoldIdle: stowed, each leaves its stream free.
 		parked += parking
+		calm++
 		switch {
 		case parking >= releaseAfter/10:
+			calm = 0
 		case parked < releaseAfter:
 			parked = 0
+		case unstowed >= releaseAfter/10 && calm <= hold:
 		case time.Since(released) > releaseEvery:
 			// The streams' receive buffers first, or the next shrink
 			// makes them garbage that nothing collects while all is quiet.

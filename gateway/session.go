@@ -83,6 +83,10 @@ type session struct {
 	// (GMCP), for that stream.
 	woken, wanted, holding bool
 	heldWaiting            []byte
+	// parkedSweeps counts the sweeps that found the stream parked, up to
+	// the Stow (stow.go); stowing is set while its Stowed has not come.
+	parkedSweeps uint16
+	stowing      bool
 	// backDue is set while the notice that the game is back waits for
 	// the game's answer (noticeBackHeld).
 	backDue atomic.Bool
@@ -694,6 +698,7 @@ func (s *session) attach(lk *backendLink) bool {
 	}
 	s.heldOpen, s.heldHanded = false, false
 	s.woken, s.wanted = false, false
+	s.stowing, s.parkedSweeps = false, 0
 	o.Keep, o.Output, o.Claim = s.keeps, s.OutOff, s.claim
 	if reopen {
 		o.HelloAgain = uint8(min(len(s.Hello), 255))

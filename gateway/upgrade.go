@@ -495,6 +495,7 @@ func (s *Server) detachForMove(frozen []*session) {
 			// held ones wait no more.
 			for _, ss := range frozen {
 				ss.closeStream()
+				ss.moveDone() // one stowed since it was frozen has no stream to end
 			}
 			for _, held := range heldOn {
 				for _, ss := range held {

@@ -139,6 +139,13 @@
 //	         something to send; the backend wakes each (Wake), after the
 //	         frames it has sent for it in HeldFrames, and names in Unheld
 //	         one away that it does not hold on this link
+//	Stow     gateway->backend, to a backend whose Features said Stow, the
+//	         same payload as Move: these sessions' streams have been parked
+//	         for long; the backend holds each whose stream has had nothing
+//	         written since its last Parked (see Holding)
+//	Stowed   backend->gateway, a Broadcast's recipients and no text: of a
+//	         Stow, every session it named, with the number of the Parked
+//	         its stream ends at if the backend now holds it, 0 if not
 //
 // Session stream, gateway->backend:
 //
@@ -302,6 +309,20 @@
 // overtake HeldFrames on their way. And a Move naming a held session is
 // answered in MovedParked (park 0), after its last HeldFrames, which the
 // gateway process that is moving it waits for before it lets it go.
+//
+// A parked stream still costs both ends a stream each, for a player who
+// may be idle for hours. Between a backend whose Features said Stow and a
+// gateway whose Features said HeldFrames, the gateway names the sessions
+// whose streams have stayed parked for long (10 s by default) in Stow.
+// The backend holds each one whose stream has had nothing written since
+// its last Parked, as Hold would (no orphan clock), closes its end of the
+// stream, and answers in one Stowed frame for the Stow, before any
+// HeldFrames or Wake for them: from then on a stowed session is held. The
+// gateway closes its end at the Stowed, and input it wrote on the stream
+// meanwhile, which the backend reads to the stream's end, goes again on
+// the stream the session's next Wake opens, from the Open's offset. A
+// session whose stream was written to, or that is not so parked, is named
+// with park 0, and stays as it was.
 //
 // # Moving a session
 //

@@ -69,6 +69,10 @@ const (
 	// stream, and FrameWant asks the backend to wake held sessions.
 	FrameHeldFrames FrameType = 37
 	FrameWant       FrameType = 38
+	// FrameStow asks the backend to hold sessions whose streams have long
+	// been parked, and FrameStowed answers it.
+	FrameStow   FrameType = 39
+	FrameStowed FrameType = 40
 )
 
 var frameNames = [...]string{
@@ -111,6 +115,8 @@ var frameNames = [...]string{
 	FrameOpenHeld:    "OpenHeld",
 	FrameHeldFrames:  "HeldFrames",
 	FrameWant:        "Want",
+	FrameStow:        "Stow",
+	FrameStowed:      "Stowed",
 }
 
 // String returns the frame type's name, "Move" say, or "FrameType(42)" for

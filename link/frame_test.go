@@ -50,9 +50,11 @@ func TestFrameTypeString(t *testing.T) {
 		{FrameOpenHeld, "OpenHeld"},
 		{FrameHeldFrames, "HeldFrames"},
 		{FrameWant, "Want"},
+		{FrameStow, "Stow"},
+		{FrameStowed, "Stowed"},
 		{0, "FrameType(0)"},
 		{18, "FrameType(18)"},
-		{39, "FrameType(39)"},
+		{41, "FrameType(41)"},
 		{42, "FrameType(42)"},
 		{255, "FrameType(255)"},
 	} {

@@ -446,6 +446,8 @@ const (
 	// gateway that has it; of a gateway, it takes HeldFrames, and waits
 	// for the held sessions of a Move in MovedParked (see Holding).
 	FeatureHeldFrames Features = 16
+	// FeatureStow: the backend takes Stow (see Holding).
+	FeatureStow Features = 32
 )
 
 // heldFrameTypes are the frames a held session may send on the control

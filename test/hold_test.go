@@ -20,7 +20,7 @@ import (
 // and quiet players whose backend is killed are opened held on the next.
 func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	const n = 20
-	u := startUpgradable(t, nil)
+	u := startUpgradable(t, nil, "-hold-idle", "0") // parked streams stay parked: TestIdleStowed has them stowed
 	be := u.startBackend()
 	held := u.hold(n)
 	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n)
@@ -136,7 +136,7 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 // a stream, at the backend's Wake, and is answered.
 func TestTypedWhileAwayAnsweredHeld(t *testing.T) {
 	const n = 20
-	u := startUpgradable(t, nil)
+	u := startUpgradable(t, nil, "-hold-idle", "0")
 	be := u.startBackend()
 	held := u.hold(n)
 	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, n)
@@ -186,4 +186,78 @@ func TestTypedWhileAwayAnsweredHeld(t *testing.T) {
 		p.c.SetReadDeadline(time.Time{})
 	}
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, 0)
+}
+
+// TestIdleStowed: players idle for -hold-idle are held by the backend
+// without a stream each (Stow), and lose nothing by it: a line said to
+// everyone reaches them held, what each types is answered, one who leaves
+// leaves the game; stowed, they go through an upgrade, a deploy and a
+// backend crash, and answer after each.
+func TestIdleStowed(t *testing.T) {
+	const n = 20
+	u := startUpgradable(t, nil, "-hold-idle", "1s")
+	be := u.startBackend()
+	held := u.hold(n)
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, 0)
+	if got := scrape(t, u.admin)["holdfast_stowed_total"]; got != n {
+		t.Fatalf("holdfast_stowed_total %v, want %d", got, n)
+	}
+
+	talker := dial(t, u.telnet, "Talker")
+	talker.login()
+	talker.send("say to everyone")
+	for _, p := range held {
+		if err := p.await("Talker says: to everyone"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone := held[0]
+	gone.c.Close()
+	deadline := time.Now().Add(waitFor)
+	for {
+		talker.send("who")
+		online := talker.expect("online: ")
+		if !strings.Contains(online, gone.name) && strings.Contains(online, held[n-1].name) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q: the player who left while stowed is still in the game", online)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, with the deadline above
+	}
+	held = held[1:]
+	allAnswer(t, held, "typed")
+
+	// Stowed again, with the talker: an upgrade, and the new process
+	// holds them.
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+	pid, _ := u.health()
+	syscall.Kill(pid, syscall.SIGUSR2)
+	next := u.gw.waitLog("gateway: upgrade done; the new process serves", 1)["pid"]
+	killOnCleanup(t, int(next.(float64)))
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+	allAnswer(t, held, "upgraded")
+
+	// Stowed again: a deploy hands them to the successor.
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+	succ := successor(t, u.system)
+	succ.waitLog("backend: took the name over", 1)
+	if code := exitCode(t, be); code != 0 {
+		t.Errorf("the old backend exited with status %d, want 0", code)
+	}
+	for _, p := range held {
+		io.WriteString(p.c, "session\r\n")
+		if err := p.await("handover: yes"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Stowed again on the successor, which dies: the next one resumes them.
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+	succ.kill(syscall.SIGKILL)
+	succ.wait()
+	waitMetric(t, u.admin, `holdfast_sessions{state="waiting"}`, n)
+	u.startBackend()
+	allAnswer(t, held, "resumed")
 }

@@ -153,7 +153,8 @@ func TestChaosSoak(t *testing.T) {
 	sys := &system{t: t, cookie: writeCookie(t, "test-cookie"), epmdPort: port}
 	sys.gw = startPath(t, path, sys.env(), "-metrics", "127.0.0.1:0", "-control", filepath.Join(t.TempDir(), "gateway.sock"),
 		"-max-per-ip", "0", "-conn-rate", "0", "-listen", "127.0.0.1:0", "-cookie-file", sys.cookie,
-		"-epmd-port", strconv.Itoa(port), "-embed-epmd=false", "-debug-addr", "127.0.0.1:0", "-ws-listen", "127.0.0.1:0")
+		"-epmd-port", strconv.Itoa(port), "-embed-epmd=false", "-debug-addr", "127.0.0.1:0", "-ws-listen", "127.0.0.1:0",
+		"-hold-idle", "1s") // a dozing player's stream is stowed now and then, amid everything else
 	sys.telnet = sys.gw.waitLog("gateway: telnet listening", 1)["addr"].(string)
 	webAddr := strings.TrimSuffix(strings.TrimPrefix(sys.gw.waitLog("gateway: web client listening", 1)["url"].(string), "http://"), "/")
 	sys.admin = sys.gw.waitLog("gateway: admin listening", 1)["addr"].(string)
@@ -239,10 +240,18 @@ func TestChaosSoak(t *testing.T) {
 			overlapAt[r] = true
 		}
 	}
-	heldMax := 0 // the most sessions seen held by a backend without a stream, after an upgrade
+	heldMax := 0          // the most sessions seen held by a backend without a stream, after an upgrade
+	var stowed counterSum // sessions stowed, across the gateway processes
 	for r := 0; r < *soakRestarts; r++ {
 		time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond) // typing goes on meanwhile
-		heldMax = max(heldMax, int(scrape(t, sys.admin)[`holdfast_streams{state="held"}`]))
+		if rng.IntN(4) == 0 {
+			// A lull: dozing players' streams are stowed, and the round's
+			// action comes amid the next stows.
+			waitStowed(t, sys.admin, &stowed)
+		}
+		m := scrape(t, sys.admin)
+		heldMax = max(heldMax, int(m[`holdfast_streams{state="held"}`]))
+		stowed.add(m["holdfast_stowed_total"])
 		if len(browsers) > 0 && rng.IntN(2) == 0 {
 			cuts++
 			browsers[rng.IntN(len(browsers))].cut()
@@ -433,10 +442,36 @@ func TestChaosSoak(t *testing.T) {
 		resumes += b.resumes
 		b.mu.Unlock()
 	}
-	fmt.Printf("soak: players=%d (browsers %d: %d cuts, %d resumes) rounds=%d (SIGKILL %d, SIGTERM %d, registry %d, handovers %d, overlaps %d with %d successors and %d new gateways killed, SIGHUP %d) gateway_upgrades=%d held_max=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
-		len(players), len(browsers), cuts, resumes, *soakRestarts, kills, terms, registry, handovers, overlaps, successorKills, gatewayKills, hups, upgrades, heldMax, lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
+	fmt.Printf("soak: players=%d (browsers %d: %d cuts, %d resumes) rounds=%d (SIGKILL %d, SIGTERM %d, registry %d, handovers %d, overlaps %d with %d successors and %d new gateways killed, SIGHUP %d) gateway_upgrades=%d held_max=%d stowed=%d lines=%d lost=%d out_of_order=%d duplicates=%d disconnected=%d gateway_rss_kib=%d/%d/%d heap_kib=%d/%d/%d goroutines=%d/%d/%d seed=%d\n",
+		len(players), len(browsers), cuts, resumes, *soakRestarts, kills, terms, registry, handovers, overlaps, successorKills, gatewayKills, hups, upgrades, heldMax, int(stowed.total), lines, lost, ooo, dups, disconnected, rss0, rss1, rss2, heap0, heap1, heap2, g0, g1, g2, seed)
 	if lost != 0 || ooo != 0 || disconnected != 0 {
 		t.Fatalf("lost %d, out of order %d, disconnected %d", lost, ooo, disconnected)
+	}
+}
+
+// counterSum adds up a counter scraped now and then from one gateway
+// process after another: one that went down started again from zero.
+type counterSum struct{ total, last float64 }
+
+func (c *counterSum) add(v float64) {
+	if v >= c.last {
+		c.total += v - c.last
+	} else {
+		c.total += v
+	}
+	c.last = v
+}
+
+// waitStowed waits, a few seconds at most, until the gateway has stowed
+// a session since stowed last counted.
+func waitStowed(t *testing.T, admin string, stowed *counterSum) {
+	deadline := time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) {
+		before := stowed.total
+		if stowed.add(scrape(t, admin)["holdfast_stowed_total"]); stowed.total > before {
+			return
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition, with the deadline above
 	}
 }
 

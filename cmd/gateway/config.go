@@ -42,6 +42,7 @@ type config struct {
 	maxSessions, maxPerIP, connBurst int
 	connRate                         float64
 	handshakeTimeout, idleTimeout    time.Duration
+	holdIdle                         time.Duration
 	shutdownTimeout                  time.Duration
 	upgradeTimeout                   time.Duration
 	drainTimeout                     time.Duration
@@ -79,6 +80,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.connBurst, "conn-burst", 20, "connections one client address may open at once before -conn-rate applies")
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a new connection has for its PROXY header and TLS handshake")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "disconnect a player who types nothing for this long; 0: never")
+	fs.DurationVar(&c.holdIdle, "hold-idle", 10*time.Second, "after a player has been this long idle, the backend holds their session without a stream on the link; 0: never")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "time given to telling players and the backend on SIGTERM")
 	fs.StringVar(&c.drainMessage, "drain-message", gateway.DefaultDrainMessage, "what 'gateway drain' tells the telnet players, once as it begins and again as it disconnects those left")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Minute, "how long 'gateway drain' lets telnet players stay before disconnecting them; 0: at once")
@@ -149,7 +151,7 @@ func (c *config) validate() error {
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"handshake-timeout", c.handshakeTimeout}, {"idle-timeout", c.idleTimeout}, {"shutdown-timeout", c.shutdownTimeout}, {"upgrade-timeout", c.upgradeTimeout}, {"reconnect-grace", c.reconnectGrace}, {"drain-timeout", c.drainTimeout}} {
+	}{{"handshake-timeout", c.handshakeTimeout}, {"idle-timeout", c.idleTimeout}, {"hold-idle", c.holdIdle}, {"shutdown-timeout", c.shutdownTimeout}, {"upgrade-timeout", c.upgradeTimeout}, {"reconnect-grace", c.reconnectGrace}, {"drain-timeout", c.drainTimeout}} {
 		if d.v < 0 {
 			bad(d.flag, "must not be negative, got %v", d.v)
 		}

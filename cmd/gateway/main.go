@@ -119,9 +119,13 @@ func run(log *zap.Logger, cfg *config, cookie []byte, pred *upgrade.Predecessor)
 		ConnBurst:        cfg.connBurst,
 		HandshakeTimeout: cfg.handshakeTimeout,
 		IdleTimeout:      cfg.idleTimeout,
+		HoldIdle:         cfg.holdIdle,
 		Metrics:          metrics,
 		DrainMessage:     cfg.drainMessage,
 		DrainTimeout:     cfg.drainTimeout,
+	}
+	if cfg.holdIdle == 0 {
+		gw.HoldIdle = -1 // the flag's 0 is "never"; the field's is the default
 	}
 	if cfg.drainTimeout == 0 {
 		gw.DrainTimeout = -1 // the flag's 0 is "at once"; the field's is the default

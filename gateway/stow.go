@@ -1,0 +1,130 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+
+	"holdfast/link"
+)
+
+// Stowing (see Holding in package link): a session whose stream has
+// stayed parked for HoldIdle is named in Stow, and the backend, if
+// nothing has been written to the stream since its last Parked, holds it
+// without a stream and says so in Stowed. An idle player then costs
+// neither end a stream; its output comes in HeldFrames, and its next line
+// asks for a stream (Want) as any held session's does.
+
+// defaultHoldIdle is HoldIdle's default: long enough that a player
+// between two lines keeps the stream, short against how long most idle
+// players stay idle.
+const defaultHoldIdle = 10 * time.Second
+
+// holdSweeps returns how many sweeps must find a stream parked before its
+// session is stowed, 0 for never.
+func (s *Server) holdSweeps() int {
+	if s.HoldIdle < 0 {
+		return 0
+	}
+	return max(1, int(positive(s.HoldIdle, defaultHoldIdle)/parkInterval))
+}
+
+// stowDue counts a sweep for the session, with s.mu held, and reports
+// whether its Stow is due: its stream has been parked for after sweeps on
+// a backend that stows, and it is a session that may be held; later, if
+// it is such a session whose Stow is to come, or has not been answered.
+func (s *session) stowDue(after int) (due, later bool) {
+	if s.cond.stream != streamParked || s.cond.phase != phaseLive {
+		s.parkedSweeps = 0
+		return false, false
+	}
+	if s.stowing {
+		return false, true
+	}
+	if s.keeps || s.deployed || s.claim != "" || !s.lk.can(link.FeatureStow) || !s.lk.can(link.FeatureHeldFrames) {
+		return false, false
+	}
+	if s.parkedSweeps++; int(s.parkedSweeps) < after {
+		return false, true
+	}
+	s.parkedSweeps, s.stowing = 0, true
+	return true, false
+}
+
+// stow asks the backends to hold the sessions named, by link.
+func stow(due map[*backendLink][]string) {
+	for lk, ids := range due {
+		if !lk.leaving() {
+			// A failure is the link's: its end puts the sessions elsewhere.
+			lk.sendIDs(link.FrameStow, ids)
+		}
+	}
+}
+
+// stowed handles the backend's Stowed: each session named with a Parked
+// number is held now, its stream closed at the backend after that Parked.
+// It returns how many were.
+func (lk *backendLink) stowed(to []link.Parked) int {
+	n := 0
+	for _, r := range to {
+		for _, s := range lk.sessionsNamed([]string{r.ID}) {
+			if s.stowedOn(lk, r.Park) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// stowedOn takes the session off its parked stream on lk, which the
+// backend has closed after its Parked number park, and makes it held
+// there, as after a move (MoveFrom: the next stream carries it on). It
+// reports whether it did; park 0, a Stow refused, leaves it as it was.
+// Input written to the stream since it was parked has gone with the
+// stream, and goes again on the next one, which it asks for (Want).
+func (s *session) stowedOn(lk *backendLink, park uint32) bool {
+	s.mu.Lock()
+	s.stowing = false
+	st := s.st
+	if park == 0 || s.lk != lk || st == nil {
+		s.mu.Unlock()
+		return false
+	}
+	if s.cond.stream != streamParked || s.parksSeen != park {
+		// The backend stows only a stream with nothing written since
+		// that Parked, which the reader has read and stopped at.
+		c, seen := s.cond, s.parksSeen
+		s.mu.Unlock()
+		s.srv.log().Warn("gateway: a stowed session's stream was not parked there", zap.String("session", s.ID),
+			zap.Stringer("condition", c), zap.Uint32("parked", seen), zap.Uint32("stowed", park))
+		return false
+	}
+	gone := !s.to(evStowed)
+	if gone {
+		s.to(evDetach) // the player left: the Hangup on the stream ends it at the backend
+		s.lk = nil
+	}
+	s.st, s.sent = nil, 0
+	s.MoveFrom = lk.instance
+	s.wanted, s.woken, s.holding = false, false, false
+	typed := !gone && len(s.In) > 0
+	s.mu.Unlock()
+	lk.unstream(st, s, gone)
+	st.Close()
+	if typed {
+		s.openHeld()
+	}
+	return true
+}
+
+// unstream forgets the parked stream st of s, which has no reader to
+// count out; s stays known to the link, held, unless it has gone.
+func (lk *backendLink) unstream(st *yamux.Stream, s *session, gone bool) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	delete(lk.streams, st)
+	if gone && lk.byID[s.ID] == s {
+		delete(lk.byID, s.ID)
+	}
+}
