@@ -384,7 +384,16 @@ func (s *Session) fromStream(p []byte) (int, error) {
 	case link.FrameHangup:
 		s.mu.Lock()
 		s.hungup = true
+		holder := s.holder
+		if !s.away {
+			holder = nil
+		}
 		s.mu.Unlock()
+		if holder != nil {
+			// Stowed as the player left: held, it would wait for a
+			// Drop, which the Hangup says already.
+			s.drop(holder)
+		}
 		return 0, io.EOF
 	case link.FrameFacts, link.FrameFactsUpdate, link.FrameGMCPIn:
 		payload, err := s.fr.Payload()

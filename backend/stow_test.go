@@ -180,3 +180,25 @@ func TestStowMoved(t *testing.T) {
 		t.Fatalf("Stowed %+v from a gateway without HeldFrames, want refused", got)
 	}
 }
+
+// TestStowHangup: a player who left as the session was stowed (the
+// Hangup on its stream read after the Stow) has left the game: the
+// application reads io.EOF, and the session is gone once it is closed,
+// without a Drop.
+func TestStowHangup(t *testing.T) {
+	l, g := heldGateway(t)
+	st, s := g.open(l, link.Open{ID: "gone"})
+	fr := link.Reader{R: st}
+	parkStream(t, g, "gone", &fr)
+	if got := stowAnswer(t, g, "gone"); !slices.Equal(got, []link.Parked{{ID: "gone", Park: 1}}) {
+		t.Fatalf("Stowed %+v", got)
+	}
+	in := lines(s)
+	link.WriteFrame(st, link.FrameHangup, nil)
+	st.Close()
+	want(t, in, "error: EOF")
+	s.Close()
+	if l.lookup("gone") != nil {
+		t.Fatal("the session whose player left is still tracked after Close")
+	}
+}

@@ -230,7 +230,7 @@ func (lk *backendLink) readControl(s *Server) {
 		case link.FrameStowed:
 			if p, err := fr.Payload(); err == nil {
 				if b, err := link.ParseBroadcast(p); err == nil {
-					n := lk.stowed(b.To)
+					n := lk.stowed(s, b.To)
 					s.stowedN.Add(int64(n))
 					s.metrics.stowed.Add(float64(n))
 				}

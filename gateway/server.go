@@ -246,7 +246,7 @@ func (s *Server) sweepIdle() {
 		}
 		shrink := n%int(shrinkInterval/parkInterval) == 0
 		quiet := map[*backendLink][]string{}
-		due := map[*backendLink][]string{}
+		due := map[*backendLink][]*session{}
 		unstowed := 0 // streams parked that are to be stowed, or being
 		for _, ss := range s.list() {
 			ss.mu.Lock()
@@ -258,7 +258,7 @@ func (s *Server) sweepIdle() {
 			if hold > 0 {
 				switch now, later := ss.stowDue(hold); {
 				case now:
-					due[lk] = append(due[lk], ss.ID)
+					due[lk] = append(due[lk], ss)
 				case later:
 					unstowed++
 				}

@@ -52,27 +52,55 @@ func (s *session) stowDue(after int) (due, later bool) {
 	return true, false
 }
 
-// stow asks the backends to hold the sessions named, by link.
-func stow(due map[*backendLink][]string) {
-	for lk, ids := range due {
-		if !lk.leaving() {
-			// A failure is the link's: its end puts the sessions elsewhere.
-			lk.sendIDs(link.FrameStow, ids)
+// stow asks the backends to hold the sessions due, by link.
+func stow(due map[*backendLink][]*session) {
+	for lk, list := range due {
+		// A failure is the link's: its end puts the sessions elsewhere.
+		if lk.leaving() || lk.sendIDs(link.FrameStow, ids(list)) != nil {
+			for _, s := range list {
+				s.mu.Lock()
+				s.stowing = false
+				s.mu.Unlock()
+			}
 		}
 	}
 }
 
 // stowed handles the backend's Stowed: each session named with a Parked
 // number is held now, its stream closed at the backend after that Parked.
-// It returns how many were.
-func (lk *backendLink) stowed(to []link.Parked) int {
+// It returns how many were. Those with input to send ask for a stream
+// (Want), and those whose players left meanwhile are dropped, on a
+// goroutine of their own: the caller reads the control stream, which
+// must not wait for yamux.
+func (lk *backendLink) stowed(srv *Server, to []link.Parked) int {
 	n := 0
+	var typed, gone []*session
 	for _, r := range to {
 		for _, s := range lk.sessionsNamed([]string{r.ID}) {
-			if s.stowedOn(lk, r.Park) {
-				n++
+			switch stowed, left, input := s.stowedOn(lk, r.Park); {
+			case left:
+				gone = append(gone, s)
+			case input:
+				typed = append(typed, s)
+			case !stowed:
+				continue
 			}
+			n++
 		}
+	}
+	if len(typed)+len(gone) > 0 {
+		srv.wg.Add(1)
+		go func() {
+			defer srv.wg.Done()
+			if len(gone) > 0 {
+				// The Hangup on the stream may not have gone before the
+				// backend stowed the session, which waits for a Drop.
+				lk.sendIDs(link.FrameDrop, ids(gone))
+			}
+			for _, s := range typed {
+				s.openHeld()
+			}
+		}()
 	}
 	return n
 }
@@ -80,16 +108,17 @@ func (lk *backendLink) stowed(to []link.Parked) int {
 // stowedOn takes the session off its parked stream on lk, which the
 // backend has closed after its Parked number park, and makes it held
 // there, as after a move (MoveFrom: the next stream carries it on). It
-// reports whether it did; park 0, a Stow refused, leaves it as it was.
-// Input written to the stream since it was parked has gone with the
-// stream, and goes again on the next one, which it asks for (Want).
-func (s *session) stowedOn(lk *backendLink, park uint32) bool {
+// reports whether it did, and whether its player has left meanwhile or
+// has input to send: what was written to the stream since it was parked
+// has gone with the stream, and goes again on the next one. Park 0, a
+// Stow refused, leaves it as it was.
+func (s *session) stowedOn(lk *backendLink, park uint32) (stowed, left, input bool) {
 	s.mu.Lock()
 	s.stowing = false
 	st := s.st
 	if park == 0 || s.lk != lk || st == nil {
 		s.mu.Unlock()
-		return false
+		return false, false, false
 	}
 	if s.cond.stream != streamParked || s.parksSeen != park {
 		// The backend stows only a stream with nothing written since
@@ -98,24 +127,21 @@ func (s *session) stowedOn(lk *backendLink, park uint32) bool {
 		s.mu.Unlock()
 		s.srv.log().Warn("gateway: a stowed session's stream was not parked there", zap.String("session", s.ID),
 			zap.Stringer("condition", c), zap.Uint32("parked", seen), zap.Uint32("stowed", park))
-		return false
+		return false, false, false
 	}
-	gone := !s.to(evStowed)
-	if gone {
-		s.to(evDetach) // the player left: the Hangup on the stream ends it at the backend
+	left = !s.to(evStowed)
+	if left {
+		s.to(evDetach)
 		s.lk = nil
 	}
 	s.st, s.sent = nil, 0
 	s.MoveFrom = lk.instance
 	s.wanted, s.woken, s.holding = false, false, false
-	typed := !gone && len(s.In) > 0
+	input = !left && len(s.In) > 0
 	s.mu.Unlock()
-	lk.unstream(st, s, gone)
+	lk.unstream(st, s, left)
 	st.Close()
-	if typed {
-		s.openHeld()
-	}
-	return true
+	return true, left, input
 }
 
 // unstream forgets the parked stream st of s, which has no reader to
