@@ -116,8 +116,15 @@ type Session struct {
 	readDeadline   time.Time
 	newFacts       bool       // adopted with other facts: OnFacts is due
 	facts          link.Facts // as the link carries them: updates merge here
-	onFacts        func(Facts)
-	onGMCP         func(pkg string, data []byte)
+	// heldIn is input a held session's gateway sent on the control
+	// stream (HeldInput), from input offset heldInOff, for the reader once
+	// its stream has ended; heldInReady tells a reader waiting for a
+	// stream that some came.
+	heldIn      []byte
+	heldInOff   uint64
+	heldInReady chan struct{}
+	onFacts     func(Facts)
+	onGMCP      func(pkg string, data []byte)
 }
 
 func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *Session {
@@ -349,6 +356,13 @@ func (s *Session) fill(p []byte) (int, error) {
 		if err == io.EOF && s.isHungup() {
 			return 0, io.EOF
 		}
+		if err == io.EOF {
+			// The stream read to its end: input the control stream
+			// brought since (stow.go) follows it.
+			if n := s.readHeldInput(p); n > 0 {
+				return n, nil
+			}
+		}
 		if err := s.nextStream(err); err != nil {
 			return 0, err
 		}
@@ -459,6 +473,14 @@ func (s *Session) nextStream(err error) error {
 		s.goAwayLocked()
 	}
 	back, ended, rd := s.back, s.ended, s.readDeadline
+	if len(s.heldIn) > 0 && err == io.EOF {
+		s.mu.Unlock()
+		return nil // the stream is over: fill reads what came held
+	}
+	if s.heldInReady == nil {
+		s.heldInReady = make(chan struct{}, 1)
+	}
+	ready := s.heldInReady
 	s.mu.Unlock()
 	if ended {
 		return io.EOF
@@ -471,6 +493,8 @@ func (s *Session) nextStream(err error) error {
 	}
 	select {
 	case <-back:
+		return nil
+	case <-ready:
 		return nil
 	case <-s.detached:
 		return ErrDetached

@@ -85,3 +85,98 @@ func (s *Session) heldAfterStow(gl *gatewayLink) {
 		s.wakeHeldLocked()
 	}
 }
+
+// heldInput answers a HeldInput on gl: input for a session held there.
+// One away and not held there is named in Unheld, for the gateway to
+// open; one on a stream has it again there.
+func (l *Listener) heldInput(gl *gatewayLink, id string, off uint64, input []byte) {
+	if s := l.lookup(id); s == nil || !s.takeHeldInput(gl, off, input) {
+		gl.control(link.FrameUnheld, link.AppendMove(nil, []string{id}))
+	}
+}
+
+// takeHeldInput keeps input from off for the reader of the session held
+// by gl, and reports false if it is away and not held there. A session
+// woken already, or with link.MaxHeldInput unread, is woken instead: the
+// stream its gateway opens brings the input again.
+func (s *Session) takeHeldInput(gl *gatewayLink, off uint64, input []byte) bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	if !s.away {
+		s.mu.Unlock()
+		return true
+	}
+	if s.holder != gl || s.ended {
+		s.mu.Unlock()
+		return false
+	}
+	ok := s.held == gl && s.appendHeldInLocked(off, input)
+	ready := s.heldInReady
+	s.mu.Unlock()
+	if !ok {
+		s.wakeHeldLocked()
+		return true
+	}
+	if ready != nil {
+		select {
+		case ready <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// appendHeldInLocked appends input from off to heldIn, without what it
+// has already, and reports false if it does not follow on or would be
+// past the bound. s.mu is held.
+func (s *Session) appendHeldInLocked(off uint64, input []byte) bool {
+	if len(s.heldIn) == 0 {
+		s.heldIn, s.heldInOff = nil, off
+	}
+	end := s.heldInOff + uint64(len(s.heldIn))
+	switch {
+	case off > end:
+		return false
+	case off+uint64(len(input)) <= end:
+		return true // had it
+	}
+	input = input[end-off:]
+	if len(s.heldIn)+len(input) > link.MaxHeldInput {
+		return false
+	}
+	s.heldIn = append(s.heldIn, input...)
+	return true
+}
+
+// readHeldInput hands the reader, whose stream has ended, the input that
+// came on the control stream, without what it has read already; it
+// returns how much. It is called with s.rmu held. Input that does not
+// follow on from what was read (it cannot come so) wakes the session.
+func (s *Session) readHeldInput(p []byte) int {
+	s.mu.Lock()
+	if len(s.heldIn) == 0 {
+		s.mu.Unlock()
+		return 0
+	}
+	if s.heldInOff < s.recv {
+		k := min(s.recv-s.heldInOff, uint64(len(s.heldIn)))
+		s.heldIn, s.heldInOff = s.heldIn[k:], s.heldInOff+k
+	}
+	if len(s.heldIn) > 0 && s.heldInOff > s.recv {
+		s.heldIn = nil
+		s.mu.Unlock()
+		s.wmu.Lock()
+		s.wakeHeldLocked()
+		s.wmu.Unlock()
+		return 0
+	}
+	n := copy(p, s.heldIn)
+	s.heldIn, s.heldInOff = s.heldIn[n:], s.heldInOff+uint64(n)
+	if len(s.heldIn) == 0 {
+		s.heldIn = nil
+	}
+	s.mu.Unlock()
+	s.recv += uint64(n)
+	return n
+}

@@ -135,6 +135,7 @@ func (s *session) appendHeldOpen(b []byte, lk *backendLink) []byte {
 		after = link.AppendFrame(after, link.FrameGMCPIn, m)
 	}
 	after = appendInput(after, s.In)
+	s.sent = len(s.In)
 	s.MoveFrom, s.Quiet = lk.instance, false
 	return link.AppendHeldOpen(b, &o, after)
 }

@@ -490,8 +490,12 @@ func (s *session) holdUpTo(data []byte) []byte {
 	return data[n:]
 }
 
-// forward sends the held input that the current stream has not had yet.
+// forward sends the held input that the current stream has not had yet,
+// or, held without a stream, on the control stream.
 func (s *session) forward() {
+	if s.forwardHeld() {
+		return
+	}
 	s.openHeld()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()

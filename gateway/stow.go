@@ -98,7 +98,7 @@ func (lk *backendLink) stowed(srv *Server, to []link.Parked) int {
 				lk.sendIDs(link.FrameDrop, ids(gone))
 			}
 			for _, s := range typed {
-				s.openHeld()
+				s.forward()
 			}
 		}()
 	}
@@ -153,4 +153,32 @@ func (lk *backendLink) unstream(st *yamux.Stream, s *session, gone bool) {
 	if gone && lk.byID[s.ID] == s {
 		delete(lk.byID, s.ID)
 	}
+}
+
+// forwardHeld sends the input of a session held on a backend that takes
+// HeldInput, that nothing has carried yet, on the control stream, and
+// reports whether it is such a session. One with facts or GMCP to send,
+// more input than a HeldInput carries, or woken or still being held
+// (holding), asks for a stream instead (openHeld).
+func (s *session) forwardHeld() bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	lk := s.lk
+	if s.cond.stream != streamHeld || s.cond.phase != phaseLive || !lk.can(link.FeatureStow) ||
+		s.woken || s.holding || s.factsDirty != 0 || len(s.heldWaiting) > 0 || len(s.In)-s.sent > link.MaxHeldInput {
+		s.mu.Unlock()
+		return false
+	}
+	if s.sent == len(s.In) {
+		s.mu.Unlock()
+		return true
+	}
+	p := link.AppendHeldInput(nil, s.ID, s.InOff+uint64(s.sent), s.In[s.sent:])
+	s.sent = len(s.In)
+	s.mu.Unlock()
+	// A failure is the link's: its end opens the session elsewhere, with
+	// every byte not acknowledged.
+	lk.send(link.FrameHeldInput, p)
+	return true
 }
