@@ -356,9 +356,9 @@ func (s *Session) fill(p []byte) (int, error) {
 		if err == io.EOF && s.isHungup() {
 			return 0, io.EOF
 		}
-		if err == io.EOF {
-			// The stream read to its end: input the control stream
-			// brought since (stow.go) follows it.
+		if streamOver(err) {
+			// Nothing more comes on the stream: input the control
+			// stream brought since (stow.go) follows it.
 			if n := s.readHeldInput(p); n > 0 {
 				return n, nil
 			}
@@ -473,7 +473,7 @@ func (s *Session) nextStream(err error) error {
 		s.goAwayLocked()
 	}
 	back, ended, rd := s.back, s.ended, s.readDeadline
-	if len(s.heldIn) > 0 && err == io.EOF {
+	if len(s.heldIn) > 0 && streamOver(err) {
 		s.mu.Unlock()
 		return nil // the stream is over: fill reads what came held
 	}
@@ -501,6 +501,14 @@ func (s *Session) nextStream(err error) error {
 	case <-timeout:
 		return errReadTimeout
 	}
+}
+
+// streamOver reports whether a stream's read error says that nothing
+// more comes on it: its end, or its reset (a stream the gateway closed
+// long ago), but not a deadline, after which it may still hold input.
+func streamOver(err error) bool {
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
 // errReadTimeout is a read deadline passing while the session is away.

@@ -96,12 +96,13 @@ func (l *Listener) heldInput(gl *gatewayLink, id string, off uint64, input []byt
 }
 
 // takeHeldInput keeps input from off for the reader of the session held
-// by gl, and reports false if it is away and not held there. A session
-// woken already, or with link.MaxHeldInput unread, is woken instead: the
-// stream its gateway opens brings the input again.
+// by gl, and reports false if it is away and not held there. One on a
+// stream has it again there. One with link.MaxHeldInput unread is woken
+// instead, by a goroutine of its own (the caller reads the control
+// stream, and a writer may hold wmu): the stream its gateway opens then
+// brings the input again. Input for a session woken already is kept all
+// the same: read before that stream comes, it is skipped there.
 func (s *Session) takeHeldInput(gl *gatewayLink, off uint64, input []byte) bool {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
 	s.mu.Lock()
 	if !s.away {
 		s.mu.Unlock()
@@ -111,11 +112,17 @@ func (s *Session) takeHeldInput(gl *gatewayLink, off uint64, input []byte) bool 
 		s.mu.Unlock()
 		return false
 	}
-	ok := s.held == gl && s.appendHeldInLocked(off, input)
+	ok := s.appendHeldInLocked(off, input)
 	ready := s.heldInReady
 	s.mu.Unlock()
 	if !ok {
-		s.wakeHeldLocked()
+		s.l.wg.Add(1)
+		go func() {
+			defer s.l.wg.Done()
+			s.wmu.Lock()
+			s.wakeHeldLocked()
+			s.wmu.Unlock()
+		}()
 		return true
 	}
 	if ready != nil {

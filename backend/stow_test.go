@@ -2,11 +2,15 @@ package backend
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/yamux"
 
 	"holdfast/link"
 )
@@ -275,6 +279,29 @@ func TestHeldInputRead(t *testing.T) {
 		typ, p := g.control()
 		if ids, _ := link.ParseMove(p); typ == link.FrameUnheld && slices.Equal(ids, []string{"nobody"}) {
 			break
+		}
+	}
+}
+
+// TestStreamOver: held input is read after a stream that ends, is cut
+// short or was reset (one the gateway closed long before), but not after
+// a read deadline, when the stream may still hold input read before it.
+func TestStreamOver(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		over bool
+	}{
+		{io.EOF, true},
+		{io.ErrUnexpectedEOF, true},
+		{yamux.ErrConnectionReset, true},
+		{fmt.Errorf("read: %w", yamux.ErrStreamClosed), true},
+		{errReadTimeout, false},
+		{os.ErrDeadlineExceeded, false},
+		{yamux.ErrTimeout, false},
+		{nil, false},
+	} {
+		if got := streamOver(tc.err); got != tc.over {
+			t.Errorf("streamOver(%v) = %v, want %v", tc.err, got, tc.over)
 		}
 	}
 }

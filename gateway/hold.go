@@ -115,7 +115,7 @@ func (s *session) holdOn(lk *backendLink) bool {
 		return false
 	}
 	s.lk = lk
-	s.wanted, s.woken, s.holding = false, false, true
+	s.wanted, s.woken, s.holding, s.typedHeld = false, false, true, false
 	return true
 }
 

@@ -136,7 +136,7 @@ func (s *session) stowedOn(lk *backendLink, park uint32) (stowed, left, input bo
 	}
 	s.st, s.sent = nil, 0
 	s.MoveFrom = lk.instance
-	s.wanted, s.woken, s.holding = false, false, false
+	s.wanted, s.woken, s.holding, s.typedHeld = false, false, false, false
 	input = !left && len(s.In) > 0
 	s.mu.Unlock()
 	lk.unstream(st, s, left)
@@ -159,7 +159,10 @@ func (lk *backendLink) unstream(st *yamux.Stream, s *session, gone bool) {
 // HeldInput, that nothing has carried yet, on the control stream, and
 // reports whether it is such a session. One with facts or GMCP to send,
 // more input than a HeldInput carries, or woken or still being held
-// (holding), asks for a stream instead (openHeld).
+// (holding), asks for a stream instead (openHeld). The first line after a
+// quiet spell is answered held, as fast as on a parked stream; a second
+// asks for a stream too (Want), where a player typing on is answered
+// sooner than through the control streams.
 func (s *session) forwardHeld() bool {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -174,11 +177,24 @@ func (s *session) forwardHeld() bool {
 		s.mu.Unlock()
 		return true
 	}
-	p := link.AppendHeldInput(nil, s.ID, s.InOff+uint64(s.sent), s.In[s.sent:])
+	from := s.InOff + uint64(s.sent)
+	p := link.AppendHeldInput(nil, s.ID, from, s.In[s.sent:])
 	s.sent = len(s.In)
+	want := s.typedHeld && !s.wanted
+	s.typedHeld, s.wanted = true, s.wanted || want
 	s.mu.Unlock()
-	// A failure is the link's: its end opens the session elsewhere, with
-	// every byte not acknowledged.
-	lk.send(link.FrameHeldInput, p)
+	if lk.send(link.FrameHeldInput, p) != nil {
+		// Not sent: it goes with the next (a link that fails opens the
+		// session elsewhere, with every byte not acknowledged).
+		s.mu.Lock()
+		if from >= s.InOff {
+			s.sent = min(s.sent, int(from-s.InOff))
+		}
+		s.mu.Unlock()
+		return true
+	}
+	if want {
+		lk.sendIDs(link.FrameWant, []string{s.ID}) // a failure is the link's, as above
+	}
 	return true
 }

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"io"
 	"strings"
 	"syscall"
@@ -69,12 +70,13 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling a condition, with the deadline above
 	}
 	// What the held players type is answered, held still (HeldInput,
-	// HeldFrames): no stream opens.
+	// HeldFrames): no stream opens. The talker, who typed on, has one.
 	allAnswer(t, held[1:], "after")
-	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n-1)
 
 	// Moved a third time, held, and a deploy: the old backend lets each
 	// go without a stream, and the successor has them, handed over.
+	waitMetric(t, u.admin, `holdfast_streams{state="parked"}`, 1)
 	upgrade(3)
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n)
 
@@ -190,7 +192,8 @@ func TestTypedWhileAwayAnsweredHeld(t *testing.T) {
 // TestIdleStowed: players idle for -hold-idle are held by the backend
 // without a stream each (Stow), and lose nothing by it: a line said to
 // everyone reaches them held, what each types is answered without a
-// stream (HeldInput, HeldFrames), one who leaves leaves the game; stowed, they go through an upgrade, a deploy and a
+// stream (HeldInput, HeldFrames), a second line opens one, one who leaves
+// leaves the game; stowed, they go through an upgrade, a deploy and a
 // backend crash, and answer after each.
 func TestIdleStowed(t *testing.T) {
 	const n = 20
@@ -232,6 +235,11 @@ func TestIdleStowed(t *testing.T) {
 	if got := scrape(t, u.admin)[`holdfast_streams{state="held"}`]; got < n-1 {
 		t.Fatalf("%v sessions held after their answers, want at least %d: a stream opened", got, n-1)
 	}
+	// A second line: typing on, each asks for a stream (Want), and is
+	// answered; idle again, each is stowed again.
+	before := scrape(t, u.admin)["holdfast_stowed_total"]
+	allAnswer(t, held, "again")
+	waitMetricIf(t, u.admin, "holdfast_stowed_total", fmt.Sprint(">= ", before+n-1), func(v float64) bool { return v >= before+n-1 })
 
 	// Stowed again, with the talker: an upgrade, and the new process
 	// holds them.
