@@ -97,9 +97,9 @@ type Server struct {
 	IdleTimeout time.Duration
 	// HoldIdle is how long a session's backend stream stays parked before
 	// the backend is asked to hold the session without one (Stow): an
-	// idle player then costs the link no stream, and the next line costs
-	// a round trip on the link to open one. Zero means 10 s; negative,
-	// never.
+	// idle player then costs the link no stream; their next line goes on
+	// the link's control stream, and a second one opens a stream again.
+	// Zero means 10 s; negative, never.
 	HoldIdle time.Duration
 	// Metrics, if set, has the gateway's Prometheus metrics registered in
 	// it at the first Serve.
@@ -285,7 +285,8 @@ func (s *Server) sweepIdle() {
 		// A release held back by the last one's being too recent comes at
 		// the first quiet sweep after, not with the next burst. Streams
 		// that the burst parked and that are to be stowed are waited for,
-		// up to HoldIdle: stowed, each leaves its stream free.
+		// up to HoldIdle and the sweeps a Stow takes: stowed, each
+		// leaves its stream free.
 		parked += parking
 		calm++
 		switch {
@@ -293,7 +294,7 @@ func (s *Server) sweepIdle() {
 			calm = 0
 		case parked < releaseAfter:
 			parked = 0
-		case unstowed >= releaseAfter/10 && calm <= hold:
+		case unstowed >= releaseAfter/10 && calm <= hold+2: // a sweep to park, one to answer
 		case time.Since(released) > releaseEvery:
 			// The streams' receive buffers first, or the next shrink
 			// makes them garbage that nothing collects while all is quiet.

@@ -14,7 +14,7 @@ import (
 // nothing has been written to the stream since its last Parked, holds it
 // without a stream and says so in Stowed. An idle player then costs
 // neither end a stream; its output comes in HeldFrames, and its next line
-// asks for a stream (Want) as any held session's does.
+// goes in HeldInput (forwardHeld).
 
 // defaultHoldIdle is HoldIdle's default: long enough that a player
 // between two lines keeps the stream, short against how long most idle
@@ -190,6 +190,7 @@ func (s *session) forwardHeld() bool {
 		if from >= s.InOff {
 			s.sent = min(s.sent, int(from-s.InOff))
 		}
+		s.wanted = s.wanted && !want
 		s.mu.Unlock()
 		return true
 	}
