@@ -70,8 +70,12 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling a condition, with the deadline above
 	}
 	// What the held players type is answered, held still (HeldInput,
-	// HeldFrames): no stream opens. The talker, who typed on, has one.
+	// HeldFrames): no stream opens. The talker, typing on, has one.
 	allAnswer(t, held[1:], "after")
+	for range 2 {
+		talker.send("who")
+		talker.expect("online: ")
+	}
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, n-1)
 
 	// Moved a third time, held, and a deploy: the old backend lets each
