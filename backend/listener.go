@@ -676,7 +676,7 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			continue
 		}
 		switch typ {
-		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop, link.FrameFeatures, link.FrameOpenHeld, link.FrameWant, link.FrameStow, link.FrameHeldInput:
+		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop, link.FrameFeatures, link.FrameOpenHeld, link.FrameWant, link.FrameStow:
 		default:
 			continue // from a later version
 		}
@@ -689,18 +689,6 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 				gl.features = f
 				gl.heldFrames.Store(f&link.FeatureHeldFrames != 0)
 			}
-			continue
-		}
-		if typ == link.FrameHeldInput {
-			id, off, input, err := link.ParseHeldInput(p)
-			if err != nil {
-				// Its session's input would be lost: the link ends, and
-				// the gateway opens its sessions again on the next.
-				l.log.Warn("backend: bad held input; closing the link", zap.Error(err))
-				gl.mux.Close()
-				return
-			}
-			l.heldInput(gl, id, off, input)
 			continue
 		}
 		if typ == link.FrameOpenHeld {

@@ -146,7 +146,6 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		close(s.back)
 	}
 	s.away, s.holder = false, nil
-	s.heldIn = nil // the new stream brings it again, from the Open's offset
 	s.gl, s.cur = gl, st
 	s.next, s.nextOff, s.nextSkip = st, o.Offset, o.HelloAgain
 	s.resumed = int(o.Resumed)

@@ -116,15 +116,8 @@ type Session struct {
 	readDeadline   time.Time
 	newFacts       bool       // adopted with other facts: OnFacts is due
 	facts          link.Facts // as the link carries them: updates merge here
-	// heldIn is input a held session's gateway sent on the control
-	// stream (HeldInput), from input offset heldInOff, for the reader once
-	// its stream has ended; heldInReady tells a reader waiting for a
-	// stream that some came.
-	heldIn      []byte
-	heldInOff   uint64
-	heldInReady chan struct{}
-	onFacts     func(Facts)
-	onGMCP      func(pkg string, data []byte)
+	onFacts        func(Facts)
+	onGMCP         func(pkg string, data []byte)
 }
 
 func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *Session {
@@ -356,13 +349,6 @@ func (s *Session) fill(p []byte) (int, error) {
 		if err == io.EOF && s.isHungup() {
 			return 0, io.EOF
 		}
-		if streamOver(err) {
-			// Nothing more comes on the stream: input the control
-			// stream brought since (stow.go) follows it.
-			if n := s.readHeldInput(p); n > 0 {
-				return n, nil
-			}
-		}
 		if err := s.nextStream(err); err != nil {
 			return 0, err
 		}
@@ -473,14 +459,6 @@ func (s *Session) nextStream(err error) error {
 		s.goAwayLocked()
 	}
 	back, ended, rd := s.back, s.ended, s.readDeadline
-	if len(s.heldIn) > 0 && streamOver(err) {
-		s.mu.Unlock()
-		return nil // the stream is over: fill reads what came held
-	}
-	if s.heldInReady == nil {
-		s.heldInReady = make(chan struct{}, 1)
-	}
-	ready := s.heldInReady
 	s.mu.Unlock()
 	if ended {
 		return io.EOF
@@ -494,21 +472,11 @@ func (s *Session) nextStream(err error) error {
 	select {
 	case <-back:
 		return nil
-	case <-ready:
-		return nil
 	case <-s.detached:
 		return ErrDetached
 	case <-timeout:
 		return errReadTimeout
 	}
-}
-
-// streamOver reports whether a stream's read error says that nothing
-// more comes on it: its end, or its reset (a stream the gateway closed
-// long ago), but not a deadline, after which it may still hold input.
-func streamOver(err error) bool {
-	var ne net.Error
-	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
 // errReadTimeout is a read deadline passing while the session is away.

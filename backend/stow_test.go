@@ -2,15 +2,9 @@ package backend
 
 import (
 	"errors"
-	"fmt"
 	"io"
-	"os"
 	"slices"
-	"strings"
 	"testing"
-	"time"
-
-	"github.com/hashicorp/yamux"
 
 	"holdfast/link"
 )
@@ -206,102 +200,5 @@ func TestStowHangup(t *testing.T) {
 	s.Close()
 	if l.lookup("gone") != nil {
 		t.Fatal("the session whose player left is still tracked after Close")
-	}
-}
-
-// TestHeldInputRead: input a gateway sends for a held session on the
-// control stream (HeldInput) is read by the application after what its
-// old stream brought, nothing twice (a HeldInput that starts before what
-// was read is read from there on), and answered in HeldFrames without a
-// Wake, the acknowledgement included. A HeldInput past what it may keep
-// unread wakes the session, whose new stream brings the input again from
-// its Open's offset; one for a session not held on the link is answered
-// Unheld.
-func TestHeldInputRead(t *testing.T) {
-	l, g := heldGateway(t)
-	st, s := g.open(l, link.Open{ID: "h"})
-	fr := link.Reader{R: st}
-	parkStream(t, g, "h", &fr)
-	if got := stowAnswer(t, g, "h"); !slices.Equal(got, []link.Parked{{ID: "h", Park: 1}}) {
-		t.Fatalf("Stowed %+v", got)
-	}
-	s.SetReadDeadline(time.Now().Add(waitFor))
-	readLine := func(want string) {
-		t.Helper()
-		if got, err := s.ReadLine(); got != want || err != nil {
-			t.Fatalf("ReadLine = %.20q, %v; want %.20q", got, err, want)
-		}
-	}
-	link.WriteFrame(st, link.FrameInput, []byte("look\n")) // before the gateway read the Stowed
-	st.Close()
-	readLine("look")
-	held := func(off uint64, input string) {
-		link.WriteFrame(g.ctrl, link.FrameHeldInput, link.AppendHeldInput(nil, "h", off, []byte(input)))
-	}
-	held(0, "look\nsmile\n") // again from the last acknowledged offset
-	readLine("smile")
-	io.WriteString(s, "You smile.\n")
-	var out string
-	var ack uint64
-	for out == "" || ack < 11 {
-		o, a := outputAndAck(t, heldFrames(t, g, "h"))
-		out, ack = out+o, max(ack, a)
-	}
-	if out != "You smile.\n" || ack != 11 {
-		t.Fatalf("held: output %q, ack %d; want the answer and 11", out, ack)
-	}
-	held(11, "wave\n")
-	readLine("wave")
-
-	// Past the bound, with nothing read meanwhile: woken, and the stream
-	// brings it all again.
-	big := strings.Repeat("x", link.MaxHeldInput-1) + "\n"
-	held(16, big)
-	held(16+uint64(len(big)), "dance\n")
-	for {
-		typ, p := g.control()
-		if ids, _ := link.ParseMove(p); typ == link.FrameWake && slices.Equal(ids, []string{"h"}) {
-			break
-		}
-	}
-	readLine(big[:len(big)-1])
-	nst, err := g.mux.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	link.WriteFrame(nst, link.FrameOpen, (&link.Open{ID: "h", Offset: 16}).Append(nil))
-	link.WriteFrame(nst, link.FrameInput, []byte(big+"dance\n"))
-	readLine("dance")
-	noAccept(t, l)
-
-	link.WriteFrame(g.ctrl, link.FrameHeldInput, link.AppendHeldInput(nil, "nobody", 0, []byte("hi\n")))
-	for {
-		typ, p := g.control()
-		if ids, _ := link.ParseMove(p); typ == link.FrameUnheld && slices.Equal(ids, []string{"nobody"}) {
-			break
-		}
-	}
-}
-
-// TestStreamOver: held input is read after a stream that ends, is cut
-// short or was reset (one the gateway closed long before), but not after
-// a read deadline, when the stream may still hold input read before it.
-func TestStreamOver(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		over bool
-	}{
-		{io.EOF, true},
-		{io.ErrUnexpectedEOF, true},
-		{yamux.ErrConnectionReset, true},
-		{fmt.Errorf("read: %w", yamux.ErrStreamClosed), true},
-		{errReadTimeout, false},
-		{os.ErrDeadlineExceeded, false},
-		{yamux.ErrTimeout, false},
-		{nil, false},
-	} {
-		if got := streamOver(tc.err); got != tc.over {
-			t.Errorf("streamOver(%v) = %v, want %v", tc.err, got, tc.over)
-		}
 	}
 }

@@ -115,7 +115,7 @@ func (s *session) holdOn(lk *backendLink) bool {
 		return false
 	}
 	s.lk = lk
-	s.wanted, s.woken, s.holding, s.typedHeld = false, false, true, false
+	s.wanted, s.woken, s.holding = false, false, true
 	return true
 }
 
@@ -135,7 +135,6 @@ func (s *session) appendHeldOpen(b []byte, lk *backendLink) []byte {
 		after = link.AppendFrame(after, link.FrameGMCPIn, m)
 	}
 	after = appendInput(after, s.In)
-	s.sent = len(s.In)
 	s.MoveFrom, s.Quiet = lk.instance, false
 	return link.AppendHeldOpen(b, &o, after)
 }

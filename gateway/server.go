@@ -97,9 +97,9 @@ type Server struct {
 	IdleTimeout time.Duration
 	// HoldIdle is how long a session's backend stream stays parked before
 	// the backend is asked to hold the session without one (Stow): an
-	// idle player then costs the link no stream; their next line goes on
-	// the link's control stream, and a second one opens a stream again.
-	// Zero means 10 s; negative, never.
+	// idle player then costs the link no stream, and the next line costs
+	// a round trip on the link to open one. Zero means 10 s; negative,
+	// never.
 	HoldIdle time.Duration
 	// Metrics, if set, has the gateway's Prometheus metrics registered in
 	// it at the first Serve.

@@ -87,9 +87,6 @@ type session struct {
 	// the Stow (stow.go); stowing is set while its Stowed has not come.
 	parkedSweeps uint16
 	stowing      bool
-	// typedHeld is set once the player has typed while held: a second
-	// line asks for a stream (Want), as the player is typing again.
-	typedHeld bool
 	// backDue is set while the notice that the game is back waits for
 	// the game's answer (noticeBackHeld).
 	backDue atomic.Bool
@@ -493,12 +490,8 @@ func (s *session) holdUpTo(data []byte) []byte {
 	return data[n:]
 }
 
-// forward sends the held input that the current stream has not had yet,
-// or, held without a stream, on the control stream.
+// forward sends the held input that the current stream has not had yet.
 func (s *session) forward() {
-	if s.forwardHeld() {
-		return
-	}
 	s.openHeld()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -705,7 +698,7 @@ func (s *session) attach(lk *backendLink) bool {
 	}
 	s.heldOpen, s.heldHanded = false, false
 	s.woken, s.wanted = false, false
-	s.stowing, s.parkedSweeps, s.typedHeld = false, 0, false
+	s.stowing, s.parkedSweeps = false, 0
 	o.Keep, o.Output, o.Claim = s.keeps, s.OutOff, s.claim
 	if reopen {
 		o.HelloAgain = uint8(min(len(s.Hello), 255))

@@ -14,7 +14,7 @@ import (
 // nothing has been written to the stream since its last Parked, holds it
 // without a stream and says so in Stowed. An idle player then costs
 // neither end a stream; its output comes in HeldFrames, and its next line
-// goes in HeldInput (forwardHeld).
+// asks for a stream (Want) as any held session's does.
 
 // defaultHoldIdle is HoldIdle's default: long enough that a player
 // between two lines keeps the stream, short against how long most idle
@@ -98,7 +98,7 @@ func (lk *backendLink) stowed(srv *Server, to []link.Parked) int {
 				lk.sendIDs(link.FrameDrop, ids(gone))
 			}
 			for _, s := range typed {
-				s.forward()
+				s.openHeld()
 			}
 		}()
 	}
@@ -136,7 +136,7 @@ func (s *session) stowedOn(lk *backendLink, park uint32) (stowed, left, input bo
 	}
 	s.st, s.sent = nil, 0
 	s.MoveFrom = lk.instance
-	s.wanted, s.woken, s.holding, s.typedHeld = false, false, false, false
+	s.wanted, s.woken, s.holding = false, false, false
 	input = !left && len(s.In) > 0
 	s.mu.Unlock()
 	lk.unstream(st, s, left)
@@ -153,49 +153,4 @@ func (lk *backendLink) unstream(st *yamux.Stream, s *session, gone bool) {
 	if gone && lk.byID[s.ID] == s {
 		delete(lk.byID, s.ID)
 	}
-}
-
-// forwardHeld sends the input of a session held on a backend that takes
-// HeldInput, that nothing has carried yet, on the control stream, and
-// reports whether it is such a session. One with facts or GMCP to send,
-// more input than a HeldInput carries, or woken or still being held
-// (holding), asks for a stream instead (openHeld). The first line after a
-// quiet spell is answered held, as fast as on a parked stream; a second
-// asks for a stream too (Want), where a player typing on is answered
-// sooner than through the control streams.
-func (s *session) forwardHeld() bool {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	s.mu.Lock()
-	lk := s.lk
-	if s.cond.stream != streamHeld || s.cond.phase != phaseLive || !lk.can(link.FeatureStow) ||
-		s.woken || s.holding || s.factsDirty != 0 || len(s.heldWaiting) > 0 || len(s.In)-s.sent > link.MaxHeldInput {
-		s.mu.Unlock()
-		return false
-	}
-	if s.sent == len(s.In) {
-		s.mu.Unlock()
-		return true
-	}
-	from := s.InOff + uint64(s.sent)
-	p := link.AppendHeldInput(nil, s.ID, from, s.In[s.sent:])
-	s.sent = len(s.In)
-	want := s.typedHeld && !s.wanted
-	s.typedHeld, s.wanted = true, s.wanted || want
-	s.mu.Unlock()
-	if lk.send(link.FrameHeldInput, p) != nil {
-		// Not sent: it goes with the next (a link that fails opens the
-		// session elsewhere, with every byte not acknowledged).
-		s.mu.Lock()
-		if from >= s.InOff {
-			s.sent = min(s.sent, int(from-s.InOff))
-		}
-		s.wanted = s.wanted && !want
-		s.mu.Unlock()
-		return true
-	}
-	if want {
-		lk.sendIDs(link.FrameWant, []string{s.ID}) // a failure is the link's, as above
-	}
-	return true
 }

@@ -146,13 +146,6 @@
 //	Stowed   backend->gateway, a Broadcast's recipients and no text: of a
 //	         Stow, every session it named, with the number of the Parked
 //	         its stream ends at if the backend now holds it, 0 if not
-//	HeldInput gateway->backend, to a backend whose Features said Stow:
-//	         id:str16 offset:u64 then the input (1 to 16 KiB) of a session
-//	         held on this link, from that input offset: the backend's
-//	         application reads it as it would from a stream. One the
-//	         backend has woken, or with 16 KiB waiting unread, is woken (the
-//	         input comes again on its stream); one away and not held on this
-//	         link is named in Unheld
 //
 // Session stream, gateway->backend:
 //
@@ -330,16 +323,6 @@
 // the stream the session's next Wake opens, from the Open's offset. A
 // session whose stream was written to, or that is not so parked, is named
 // with park 0, and stays as it was.
-//
-// With a backend that says Stow, the gateway sends what a held player types
-// on the control stream too (HeldInput), rather than asking for a stream:
-// the game reads it, and its answer comes in HeldFrames, so a player who
-// was idle and types a line is answered as fast as one whose stream was
-// parked. Each HeldInput says the input offset its first byte is at, and
-// the backend skips what it has read already, as with a stream's Open; a
-// stream opened later (a Wake) brings again what the gateway has not seen
-// acknowledged. Facts and GMCP a held player sends still ask for a stream
-// (Want).
 //
 // # Moving a session
 //

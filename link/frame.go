@@ -73,8 +73,6 @@ const (
 	// been parked, and FrameStowed answers it.
 	FrameStow   FrameType = 39
 	FrameStowed FrameType = 40
-	// FrameHeldInput carries a held session's input on the control stream.
-	FrameHeldInput FrameType = 41
 )
 
 var frameNames = [...]string{
@@ -119,7 +117,6 @@ var frameNames = [...]string{
 	FrameWant:        "Want",
 	FrameStow:        "Stow",
 	FrameStowed:      "Stowed",
-	FrameHeldInput:   "HeldInput",
 }
 
 // String returns the frame type's name, "Move" say, or "FrameType(42)" for

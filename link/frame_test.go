@@ -52,9 +52,9 @@ func TestFrameTypeString(t *testing.T) {
 		{FrameWant, "Want"},
 		{FrameStow, "Stow"},
 		{FrameStowed, "Stowed"},
-		{FrameHeldInput, "HeldInput"},
 		{0, "FrameType(0)"},
 		{18, "FrameType(18)"},
+		{41, "FrameType(41)"},
 		{42, "FrameType(42)"},
 		{255, "FrameType(255)"},
 	} {

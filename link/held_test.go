@@ -2,7 +2,6 @@ package link
 
 import (
 	"bytes"
-	"errors"
 	"testing"
 )
 
@@ -77,46 +76,6 @@ func FuzzParseHeldFrames(f *testing.F) {
 		}
 		if !bytes.Equal(AppendHeldFrames(nil, id, frames), in) {
 			t.Fatal("re-encoding changes the message")
-		}
-	})
-}
-
-// TestHeldInput: a HeldInput payload comes back as it went; one without a
-// session, without input, with more than MaxHeldInput, cut short, or
-// whose input would run past the last offset, is refused.
-func TestHeldInput(t *testing.T) {
-	p := AppendHeldInput(nil, "s-1", 42, []byte("look\n"))
-	id, off, in, err := ParseHeldInput(p)
-	if err != nil || id != "s-1" || off != 42 || string(in) != "look\n" {
-		t.Fatalf("ParseHeldInput = %q %d %q %v", id, off, in, err)
-	}
-	for name, p := range map[string][]byte{
-		"no session":   AppendHeldInput(nil, "", 0, []byte("x")),
-		"no input":     AppendHeldInput(nil, "s", 0, nil),
-		"too much":     AppendHeldInput(nil, "s", 0, make([]byte, MaxHeldInput+1)),
-		"cut short":    AppendHeldInput(nil, "s", 0, nil)[:5],
-		"past the end": AppendHeldInput(nil, "s", ^uint64(0), []byte("xy")),
-	} {
-		if _, _, _, err := ParseHeldInput(p); !errors.Is(err, ErrProtocol) {
-			t.Errorf("%s: %v, want ErrProtocol", name, err)
-		}
-	}
-}
-
-func FuzzParseHeldInput(f *testing.F) {
-	f.Add(AppendHeldInput(nil, "s-1", 0, []byte("look\n")))
-	f.Add(AppendHeldInput(nil, "x", 1<<40, make([]byte, MaxHeldInput)))
-	f.Add([]byte{0, 1, 'x', 0, 0, 0, 0, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, in []byte) {
-		id, off, input, err := ParseHeldInput(in)
-		if err != nil {
-			return
-		}
-		if id == "" || len(input) == 0 || len(input) > MaxHeldInput || off+uint64(len(input)) < off {
-			t.Fatalf("accepted %q %d with %d bytes", id, off, len(input))
-		}
-		if again := AppendHeldInput(nil, id, off, input); !bytes.Equal(again, in) {
-			t.Fatalf("encoded again %x, was %x", again, in)
 		}
 	})
 }

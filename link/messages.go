@@ -446,7 +446,7 @@ const (
 	// gateway that has it; of a gateway, it takes HeldFrames, and waits
 	// for the held sessions of a Move in MovedParked (see Holding).
 	FeatureHeldFrames Features = 16
-	// FeatureStow: the backend takes Stow, and HeldInput (see Holding).
+	// FeatureStow: the backend takes Stow (see Holding).
 	FeatureStow Features = 32
 )
 
@@ -482,35 +482,6 @@ func ParseHeldFrames(p []byte) (id string, frames []byte, err error) {
 		return "", nil, err
 	}
 	return id, d.b, nil
-}
-
-// MaxHeldInput bounds the input one HeldInput frame carries.
-const MaxHeldInput = 16 << 10
-
-// AppendHeldInput appends a HeldInput payload: input of the session id,
-// the first byte of it at input offset off.
-func AppendHeldInput(b []byte, id string, off uint64, input []byte) []byte {
-	b = binary.BigEndian.AppendUint64(appendStr16(b, id), off)
-	return append(b, input...)
-}
-
-// ParseHeldInput decodes a HeldInput payload: some input, at most
-// MaxHeldInput bytes, of a named session; the input shares p's memory.
-func ParseHeldInput(p []byte) (id string, off uint64, input []byte, err error) {
-	d := decoder{b: p}
-	id = d.str16()
-	off = d.u64()
-	switch {
-	case d.err != nil:
-		return "", 0, nil, d.err
-	case id == "":
-		return "", 0, nil, fmt.Errorf("%w: held input without a session", ErrProtocol)
-	case len(d.b) == 0 || len(d.b) > MaxHeldInput:
-		return "", 0, nil, fmt.Errorf("%w: held input of %d bytes", ErrProtocol, len(d.b))
-	case off+uint64(len(d.b)) < off:
-		return "", 0, nil, fmt.Errorf("%w: held input past the last offset", ErrProtocol)
-	}
-	return id, off, d.b, nil
 }
 
 // CheckHeldFrames reports why frames, encoded one after another, may not
