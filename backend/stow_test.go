@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"testing"
+	"time"
 
 	"holdfast/link"
 )
@@ -29,12 +30,24 @@ func stowAnswer(t *testing.T, g *fakeGateway, ids ...string) []link.Parked {
 	}
 }
 
-// parkStream has the backend park st (Park) and reads its Parked.
-func parkStream(t *testing.T, g *fakeGateway, id string, fr *link.Reader) {
+// parkStream has the backend park the stream of id (Park), reads its
+// Parked, and waits until the backend's writer has let go of the session
+// after it, as a gateway's Stow a sweep later would find it.
+func parkStream(t *testing.T, l *Listener, g *fakeGateway, id string, fr *link.Reader) {
 	t.Helper()
 	link.WriteFrame(g.ctrl, link.FramePark, link.AppendMove(nil, []string{id}))
 	if typ, _ := frame(t, fr); typ != link.FrameParked {
 		t.Fatalf("answer to Park: %v", typ)
+	}
+	deadline := time.Now().Add(waitFor)
+	for {
+		if gl, _, _ := l.lookup(id).parkedOn(); gl != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not parked after its Parked", id)
+		}
+		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
 	}
 }
 
@@ -54,8 +67,8 @@ func TestStow(t *testing.T) {
 	stWritten, written := g.open(l, link.Open{ID: "written"})
 	g.open(l, link.Open{ID: "read"})
 	frIdle, frWritten := link.Reader{R: stIdle}, link.Reader{R: stWritten}
-	parkStream(t, g, "idle", &frIdle)
-	parkStream(t, g, "written", &frWritten)
+	parkStream(t, l, g, "idle", &frIdle)
+	parkStream(t, l, g, "written", &frWritten)
 	io.WriteString(written, "news\n") // wakes it
 
 	got := stowAnswer(t, g, "idle", "written", "read", "nobody")
@@ -148,7 +161,7 @@ func TestStowMoved(t *testing.T) {
 	l, g := heldGateway(t)
 	st, s := g.open(l, link.Open{ID: "m"})
 	fr := link.Reader{R: st}
-	parkStream(t, g, "m", &fr)
+	parkStream(t, l, g, "m", &fr)
 	if got := stowAnswer(t, g, "m"); !slices.Equal(got, []link.Parked{{ID: "m", Park: 1}}) {
 		t.Fatalf("Stowed %+v", got)
 	}
@@ -175,7 +188,7 @@ func TestStowMoved(t *testing.T) {
 	l2, g2 := setup(t) // says nothing of HeldFrames
 	st2, _ := g2.open(l2, link.Open{ID: "o"})
 	fr2 := link.Reader{R: st2}
-	parkStream(t, g2, "o", &fr2)
+	parkStream(t, l2, g2, "o", &fr2)
 	if got := stowAnswer(t, g2, "o"); !slices.Equal(got, []link.Parked{{ID: "o"}}) {
 		t.Fatalf("Stowed %+v from a gateway without HeldFrames, want refused", got)
 	}
@@ -189,7 +202,7 @@ func TestStowHangup(t *testing.T) {
 	l, g := heldGateway(t)
 	st, s := g.open(l, link.Open{ID: "gone"})
 	fr := link.Reader{R: st}
-	parkStream(t, g, "gone", &fr)
+	parkStream(t, l, g, "gone", &fr)
 	if got := stowAnswer(t, g, "gone"); !slices.Equal(got, []link.Parked{{ID: "gone", Park: 1}}) {
 		t.Fatalf("Stowed %+v", got)
 	}
