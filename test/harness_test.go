@@ -422,15 +422,22 @@ func (p *proc) lastField(msg, key string) string {
 // short; the list must become complete.
 func (p *player) who(want string) {
 	p.t.Helper()
+	p.whoUntil(fmt.Sprintf("%q", "online: "+want), func(got string) bool { return got == "online: "+want })
+}
+
+// whoUntil runs `who` until its answer is one that ok accepts, described
+// by want when it fails.
+func (p *player) whoUntil(want string, ok func(online string) bool) {
+	p.t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for {
 		p.send("who")
 		got := p.expect("online: ")
-		if got == "online: "+want {
+		if ok(got) {
 			return
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s: who says %q, want %q", p.name, got, "online: "+want)
+			p.t.Fatalf("%s: who says %q, want %s", p.name, got, want)
 		}
 	}
 }

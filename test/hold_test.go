@@ -56,18 +56,9 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	// see them gone.
 	gone := held[0]
 	gone.c.Close()
-	deadline := time.Now().Add(waitFor)
-	for {
-		talker.send("who")
-		online := talker.expect("online: ")
-		if !strings.Contains(online, gone.name) && strings.Contains(online, held[n-1].name) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%q: the player who left while held is still in the game", online)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition, with the deadline above
-	}
+	talker.whoUntil(gone.name+" gone, "+held[n-1].name+" there", func(online string) bool {
+		return !strings.Contains(online, gone.name) && strings.Contains(online, held[n-1].name)
+	})
 	// What the held players type opens them, and is answered.
 	allAnswer(t, held[1:], "after")
 	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, 0)
@@ -214,18 +205,9 @@ func TestIdleStowed(t *testing.T) {
 	}
 	gone := held[0]
 	gone.c.Close()
-	deadline := time.Now().Add(waitFor)
-	for {
-		talker.send("who")
-		online := talker.expect("online: ")
-		if !strings.Contains(online, gone.name) && strings.Contains(online, held[n-1].name) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%q: the player who left while stowed is still in the game", online)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition, with the deadline above
-	}
+	talker.whoUntil(gone.name+" gone, "+held[n-1].name+" there", func(online string) bool {
+		return !strings.Contains(online, gone.name) && strings.Contains(online, held[n-1].name)
+	})
 	held = held[1:]
 	allAnswer(t, held, "typed")
 
