@@ -92,7 +92,7 @@ func (s *session) leave(reason string) {
 	s.stopFactsLocked()
 	s.In = nil
 	st := s.st
-	s.space.Broadcast()
+	s.wakeSpace()
 	s.mu.Unlock()
 	if !ended {
 		return

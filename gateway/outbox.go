@@ -24,8 +24,8 @@ type outbox struct {
 	closed     bool
 	closeAfter bool          // the writer closes the socket once buf is written
 	writing    bool          // a writer is running, or has ended the socket
-	start      func()        // starts a writer
-	room       chan struct{} // cap 1: the writer took what was queued
+	start      starter       // starts a writer
+	room       chan struct{} // cap 1: the writer took what was queued; made by the first put that waits
 	// spare is the buffer the writer last wrote and gave back, for the
 	// next put while the writer runs: a player reading a burst costs two
 	// buffers in turn, not one for each frame of it. It goes when the
@@ -52,12 +52,12 @@ type mark struct {
 	compress bool
 }
 
-func newOutbox(max int, start func()) *outbox {
-	return &outbox{
-		max:   max,
-		start: start,
-		room:  make(chan struct{}, 1),
-	}
+// starter starts an outbox's writer. An interface, not a func: a closure
+// would be one more allocation that every idle player keeps.
+type starter interface{ startWriter() }
+
+func newOutbox(max int, start starter) *outbox {
+	return &outbox{max: max, start: start}
 }
 
 // claim reports whether the caller is to start a writer, with o.mu held.
@@ -73,7 +73,7 @@ func (o *outbox) claim() bool {
 func (o *outbox) unlock(start bool) {
 	o.mu.Unlock()
 	if start {
-		o.start()
+		o.start.startWriter()
 	}
 }
 
@@ -105,15 +105,20 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 			}
 			return nil
 		}
-		o.mu.Unlock()
 		if wait <= 0 {
+			o.mu.Unlock()
 			return errSlowPlayer
 		}
+		if o.room == nil {
+			o.room = make(chan struct{}, 1)
+		}
+		room := o.room
+		o.mu.Unlock()
 		if timer == nil {
 			timer = time.NewTimer(wait)
 		}
 		select {
-		case <-o.room:
+		case <-room:
 		case <-timer.C:
 			return errSlowPlayer
 		}
@@ -169,8 +174,9 @@ func (o *outbox) close() {
 	o.mu.Lock()
 	o.closed = true
 	o.buf = nil
+	room := o.room
 	o.unlock(o.claim())
-	signal(o.room)
+	signal(room)
 }
 
 // take hands the writer what is queued and its marks, leaving the queue
@@ -188,8 +194,9 @@ func (o *outbox) take() (b []byte, marks []mark, closeAfter, closed, ok bool) {
 	marks, o.marks = o.marks, nil
 	closeAfter, closed = o.closeAfter, o.closed
 	o.taken = o.game
+	room := o.room
 	o.mu.Unlock()
-	signal(o.room)
+	signal(room)
 	return b, marks, closeAfter, closed, true
 }
 

@@ -5,13 +5,18 @@ import (
 	"unsafe"
 )
 
+// countStarts counts the writers an outbox starts.
+type countStarts int
+
+func (c *countStarts) startWriter() { *c++ }
+
 // TestOutboxSpare: while a writer runs, the buffer it wrote and gave back
 // takes the next put, so a burst costs two buffers in turn; one too large
 // is not kept, and a writer that stops for want of output drops the
 // spare, so an idle player holds none.
 func TestOutboxSpare(t *testing.T) {
-	started := 0
-	o := newOutbox(64, func() { started++ })
+	var started countStarts
+	o := newOutbox(64, &started)
 	same := func(a, b []byte) bool { return unsafe.SliceData(a) == unsafe.SliceData(b) }
 
 	if err := o.put([]byte("one"), 0); err != nil || started != 1 {

@@ -221,8 +221,11 @@ func (s *Server) Start() { s.init() }
 
 // parkInterval is how often quiet streams are parked: a stream that
 // brought nothing for a whole interval has its reader let go (see
-// link.FramePark).
-const parkInterval = time.Second
+// link.FramePark). Short, because the runtime never frees a goroutine's
+// record: the readers a login storm has alive at once stay in memory for
+// good, and their number is the storm's rate times how long each new
+// player keeps its readers.
+const parkInterval = 500 * time.Millisecond
 
 // shrinkInterval is how often the receive buffers of streams are released.
 const shrinkInterval = 10 * time.Second

@@ -45,7 +45,7 @@ type session struct {
 	conn net.Conn
 	out  *outbox
 	// pendingOut is a moved session's queued output until it starts.
-	pendingOut outboxState
+	pendingOut *outboxState
 
 	bytesIn, bytesOut atomic.Uint64  // on the player's socket
 	enc               telnet.Encoder // used by the one stream reader only
@@ -57,9 +57,12 @@ type session struct {
 	tmu    sync.Mutex // guards the telnet engine
 	engine *telnet.Engine
 
-	mu    sync.Mutex
-	cond  condition
-	space sync.Cond // signalled when input is acknowledged or the session ends
+	mu   sync.Mutex
+	cond condition
+	// space is signalled when input is acknowledged or the session ends,
+	// made by the first wait for it (waitSpace): few players ever fill
+	// their held input.
+	space *sync.Cond
 	// sent is how much of the held input (record.In) has gone out on the
 	// current stream.
 	sent int
@@ -67,7 +70,7 @@ type session struct {
 	// not away.
 	st         *yamux.Stream
 	lk         *backendLink
-	readerDone chan struct{} // closed when the player's reader has returned
+	readerDone chan struct{} // closed when the player's reader has returned; nil once it has
 	// parksSeen counts the Parked frames read on the stream; queued holds
 	// the lines broadcast to it after a Parked not read yet.
 	parksSeen uint32
@@ -87,14 +90,14 @@ type session struct {
 	// the Stow (stow.go); stowing is set while its Stowed has not come.
 	parkedSweeps uint16
 	stowing      bool
+	// keeps is set for a player who may come back through another
+	// gateway (keep.go): the session counts the game's output (OutOff).
+	keeps bool
 	// backDue is set while the notice that the game is back waits for
 	// the game's answer (noticeBackHeld).
 	backDue atomic.Bool
-	// keeps is set for a player who may come back through another
-	// gateway (keep.go): the session counts the game's output (OutOff).
 	// claim is the token of a session claimed from another gateway, for
 	// its first Open here.
-	keeps bool
 	claim string
 	// streamBusy is set by every frame read and cleared by the sweep,
 	// which parks the streams it finds quiet; inFrame while the reader
@@ -128,11 +131,7 @@ func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr
 		srv:    srv,
 		conn:   c,
 	}
-	s.out = newOutbox(srv.outputQueue(), func() {
-		srv.wg.Add(1)
-		go s.writePlayer()
-	})
-	s.space.L = &s.mu
+	s.out = newOutbox(srv.outputQueue(), s)
 	s.engine = telnet.NewEngine(s, srv.NoCompress)
 	s.keeps = s.keeper() != nil
 	// Such a page counts the game's output as it comes (OutOff), to say
@@ -140,6 +139,12 @@ func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr
 	// for each byte of the game's.
 	s.enc.Exact = s.keeps
 	return s
+}
+
+// startWriter starts the player's writer, for its outbox.
+func (s *session) startWriter() {
+	s.srv.wg.Add(1)
+	go s.writePlayer()
 }
 
 // broadcastLine is a line broadcast to the session, encoded, and how long
@@ -289,7 +294,7 @@ func (r *playerReader) read() bool {
 // negotiationWait, and what either types meanwhile is kept.
 func (s *session) readPlayer(done chan struct{}) {
 	defer s.srv.wg.Done()
-	defer close(done)
+	defer s.readerEnded(done)
 	r := newPlayerReader(s)
 	r.negotiating = true
 	s.tmu.Lock()
@@ -326,7 +331,8 @@ func (s *session) readPlayer(done chan struct{}) {
 
 // parkLinger is how long a reader waits for more input before it parks
 // its session: a player typing stays on a reader, an idle one has none.
-const parkLinger = time.Second
+// As short as parkInterval, for the same reason.
+const parkLinger = 500 * time.Millisecond
 
 // readLoop reads the player's socket until the session ends or the reader
 // must stop. A reader that has waited parkLinger for nothing parks the
@@ -402,9 +408,21 @@ func (s *session) closeConn() {
 // that came from another gateway process, or stayed after a move failed.
 func (s *session) readOn(done chan struct{}) {
 	defer s.srv.wg.Done()
-	defer close(done)
+	defer s.readerEnded(done)
 	s.conn.SetReadDeadline(time.Time{})
 	s.readLoop(newPlayerReader(s))
+}
+
+// readerEnded closes a returning reader's channel, and lets go of it:
+// no channel stands for a reader that has returned, so that a parked
+// player keeps none.
+func (s *session) readerEnded(done chan struct{}) {
+	s.mu.Lock()
+	if s.readerDone == done {
+		s.readerDone = nil
+	}
+	s.mu.Unlock()
+	close(done)
 }
 
 // startReader starts a reader for the player's socket: readPlayer for a
@@ -416,6 +434,22 @@ func (s *session) startReader(read func(*session, chan struct{})) {
 	s.mu.Unlock()
 	s.srv.wg.Add(1)
 	go read(s, done)
+}
+
+// waitSpace waits, with s.mu held, until wakeSpace.
+func (s *session) waitSpace() {
+	if s.space == nil {
+		s.space = sync.NewCond(&s.mu)
+	}
+	s.space.Wait()
+}
+
+// wakeSpace wakes, with s.mu held, whoever waits for room in the held
+// input.
+func (s *session) wakeSpace() {
+	if s.space != nil {
+		s.space.Broadcast()
+	}
 }
 
 // heldCheck is how often a player whose held input is full, with no
@@ -437,7 +471,7 @@ func (s *session) hold(data []byte) bool {
 		}
 		for len(s.In) >= max && s.cond.phase == phaseLive {
 			if s.st != nil {
-				s.space.Wait()
+				s.waitSpace()
 				continue
 			}
 			// No backend will make room until one attaches, and this
@@ -446,10 +480,10 @@ func (s *session) hold(data []byte) bool {
 			// outlive them until then.
 			t := time.AfterFunc(heldCheck, func() {
 				s.mu.Lock()
-				s.space.Broadcast()
+				s.wakeSpace()
 				s.mu.Unlock()
 			})
-			s.space.Wait()
+			s.waitSpace()
 			t.Stop()
 			if s.st == nil && s.cond.phase == phaseLive && len(s.In) >= max {
 				s.mu.Unlock()
@@ -1150,7 +1184,7 @@ func (s *session) forgetInput(off uint64) bool {
 	if len(s.In) == 0 {
 		s.In = nil // an idle session keeps no buffer
 	}
-	s.space.Broadcast()
+	s.wakeSpace()
 	return true
 }
 
@@ -1159,7 +1193,7 @@ func (s *session) abort() {
 	s.mu.Lock()
 	ended := s.to(evEnd)
 	s.stopFactsLocked()
-	s.space.Broadcast()
+	s.wakeSpace()
 	s.mu.Unlock()
 	s.out.close()
 	s.closeConn()
@@ -1183,7 +1217,7 @@ func (s *session) finish(reason string, flush bool) {
 		heldOn = nil
 	}
 	s.In = nil
-	s.space.Broadcast()
+	s.wakeSpace()
 	s.mu.Unlock()
 	if heldOn != nil {
 		heldOn.dropHeld(s)

@@ -339,7 +339,7 @@ func (ss *session) freeze() bool {
 	}
 	ss.Quiet = quiet
 	ss.endedInMove = false
-	ss.space.Broadcast()
+	ss.wakeSpace()
 	if parked {
 		// No reader to stop: the socket leaves the parker, and the move
 		// finds the reader done.
@@ -726,7 +726,7 @@ func (s *Server) arrive(m *record, f *os.File) (*session, error) {
 	ss.enc.Restore(p.Encoder)
 	ss.enc.Exact = ss.keeps
 	ss.compressing = p.Compressing
-	ss.pendingOut = p.Out
+	ss.pendingOut = &p.Out
 	ss.Facts, ss.Hello = boundMoved(m.Facts, m.Hello)
 	ss.to(evNegotiated)
 	return ss, nil
@@ -747,9 +747,11 @@ func (a *Arrivals) Start() {
 	s.mu.Unlock()
 	cur := s.current()
 	for _, ss := range a.sessions {
-		ss.out.restore(ss.pendingOut)
+		if ss.pendingOut != nil {
+			ss.out.restore(*ss.pendingOut)
+			ss.pendingOut = nil
+		}
 		ss.out.reached(ss.OutOff)
-		ss.pendingOut = outboxState{}
 		ss.keep()
 		// An idle player's socket goes straight to the parker, which
 		// starts a reader once it is readable (at once if input waits):
