@@ -88,14 +88,17 @@ func (s *Session) beginMove(gl *gatewayLink) {
 		return
 	}
 	s.uncorkLocked()
-	s.flushAckLocked(0)
+	// Only what the application is done with, as release: the answer to a
+	// line it is still working on goes into pending, which is lost if
+	// this backend dies before the session's next stream opens here.
+	b := s.appendDoneAckLocked(nil)
 	// Away before Moved goes out: the gateway closes the stream when it
 	// reads Moved, and the reader must find the session away then.
 	s.mu.Lock()
 	s.goAwayLocked()
 	s.mu.Unlock()
 	s.wakeLocked()
-	link.WriteFrame(s.st, link.FrameMoved, nil)
+	s.st.Write(link.AppendFrame(b, link.FrameMoved, nil))
 }
 
 // moveParked answers the gateway's Move for this session on link gl
@@ -175,10 +178,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 			s.kept.ack(o.Output) // a count that went on elsewhere goes on here
 		}
 	}
-	if s.toAck != s.acked {
-		b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, s.toAck))
-		s.acked = s.toAck
-	}
+	b = s.appendDoneAckLocked(b) // as beginMove: a line in progress is acknowledged once answered
 	if len(b) > 0 {
 		st.Write(b) // a failure ends the stream, and the reader sees it
 	}

@@ -571,8 +571,11 @@ func (s *Session) flushAckLocked(batch uint64) error {
 	}
 	if s.isAway() {
 		// An away session's acknowledgement goes with its next stream,
-		// or a held one's on the control stream.
-		s.sendHeldLocked(nil, s.toAck)
+		// or a held one's on the control stream; none once detached,
+		// since its output is refused then (writable).
+		if !s.isDetached() {
+			s.sendHeldLocked(nil, s.toAck)
+		}
 		return nil
 	}
 	s.wakeLocked()

@@ -215,3 +215,44 @@ func TestStowHangup(t *testing.T) {
 		t.Fatal("the session whose player left is still tracked after Close")
 	}
 }
+
+// TestStowedDetachedAcksNothing: a stowed session whose application took
+// a line from the old stream, and then ends after the backend was told to
+// shut down, acknowledges nothing: its answer could not go out (a
+// detached session's output is refused), so the line must reach the next
+// backend.
+func TestStowedDetachedAcksNothing(t *testing.T) {
+	l, g := heldGateway(t)
+	st, s := g.open(l, link.Open{ID: "late"})
+	fr := link.Reader{R: st}
+	parkStream(t, l, g, "late", &fr)
+	if got := stowAnswer(t, g, "late"); len(got) != 1 || got[0].Park == 0 {
+		t.Fatalf("Stowed %+v", got)
+	}
+	link.WriteFrame(st, link.FrameInput, []byte("one\n")) // before the gateway read the Stowed
+	if line, err := s.ReadLine(); line != "one" || err != nil {
+		t.Fatalf("line from the old stream %q %v", line, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Shutdown(t.Context()) }()
+	deadline := time.Now().Add(waitFor)
+	for !s.isDetached() {
+		if time.Now().After(deadline) {
+			t.Fatal("the session was not detached by Shutdown")
+		}
+		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
+	}
+	if _, err := io.WriteString(s, "answer\n"); err == nil {
+		t.Fatal("a detached session's answer was taken")
+	}
+	s.Close()
+	s.wmu.Lock()
+	acked := s.acked
+	s.wmu.Unlock()
+	if acked != 0 {
+		t.Fatalf("acknowledged up to %d: the line whose answer was refused would not reach the next backend", acked)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}

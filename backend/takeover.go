@@ -136,14 +136,22 @@ func (s *Session) release(gl *gatewayLink) {
 	// Only what the application is done with: a line it was still working
 	// on is not acknowledged, and the successor gets it (its answer here
 	// would fail: the session is released).
-	b := []byte(nil)
+	b := s.appendDoneAckLocked(nil)
+	s.wakeLocked()
+	s.st.Write(link.AppendFrame(b, link.FrameMoved, nil))
+	s.detach()
+}
+
+// appendDoneAckLocked appends to b an Ack of the input the application is
+// done with, if it is more than was acknowledged, with s.wmu held: where
+// the session goes next, to another stream or another backend, a line it
+// was still working on is acknowledged only once answered.
+func (s *Session) appendDoneAckLocked(b []byte) []byte {
 	if ack := min(s.toAck, s.finished); ack > s.acked {
 		b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, ack))
 		s.acked = ack
 	}
-	s.wakeLocked()
-	s.st.Write(link.AppendFrame(b, link.FrameMoved, nil))
-	s.detach()
+	return b
 }
 
 // releaseParked answers the gateway's Release for this session on link gl
