@@ -28,7 +28,7 @@ import (
 // hear Taken on a stream.
 func (s *session) holdable(lk *backendLink) bool {
 	return s.Quiet && s.MoveFrom != "" && s.MoveFrom == lk.instance && lk.canHold() &&
-		len(s.In) == 0 && s.factsDirty == 0 && !s.Noticed && !s.keeps && s.claim == "" && !s.deployed
+		len(s.In) == 0 && s.factsDirty == 0 && !s.Noticed && !s.keeps && s.claimToken() == "" && !s.deployed
 }
 
 // openHoldable reports whether the session, with s.mu held, may be opened
@@ -40,7 +40,7 @@ func (s *session) holdable(lk *backendLink) bool {
 // elsewhere, needs a stream.
 func (s *session) openHoldable(lk *backendLink) bool {
 	return s.Opened && s.MoveFrom != lk.instance && lk.can(link.FeatureOpenHeld) &&
-		(len(s.In) == 0 || len(s.In) <= maxHeldOpenInput && lk.can(link.FeatureHeldFrames)) && !s.keeps && s.claim == ""
+		(len(s.In) == 0 || len(s.In) <= maxHeldOpenInput && lk.can(link.FeatureHeldFrames)) && !s.keeps && s.claimToken() == ""
 }
 
 // The largest OpenHeld frame is one past openHeldFrame by one session.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"math"
 	"sync"
 	"time"
 )
@@ -20,23 +21,23 @@ type outbox struct {
 	mu         sync.Mutex
 	buf        []byte
 	marks      []mark // where compression starts or stops within buf
-	max        int
+	max        int32  // bytes; beside the flags, in one word with them
 	closed     bool
-	closeAfter bool          // the writer closes the socket once buf is written
-	writing    bool          // a writer is running, or has ended the socket
-	start      starter       // starts a writer
-	room       chan struct{} // cap 1: the writer took what was queued; made by the first put that waits
+	closeAfter bool // the writer closes the socket once buf is written
+	writing    bool // a writer is running, or has ended the socket
+	// While the session moves to another process, no writer runs and
+	// everything queued stays, unbounded but for what the backend's stream
+	// window lets in: it goes with the session.
+	frozen bool
+	start  starter       // starts a writer
+	room   chan struct{} // cap 1: the writer took what was queued; made by the first put that waits
 	// spare is the buffer the writer last wrote and gave back, for the
 	// next put while the writer runs: a player reading a burst costs two
 	// buffers in turn, not one for each frame of it. It goes when the
 	// writer does, so an idle player keeps none.
 	spare []byte
 
-	// While the session moves to another process, no writer runs and
-	// everything queued stays, unbounded but for what the backend's stream
-	// window lets in: it goes with the session.
-	frozen  bool
-	stopped chan struct{} // closed when the writer has stopped for the freeze
+	stopped chan struct{} // closed when the writer has stopped for the freeze, which frozen is set for
 	wire    []byte        // what a write cut by the freeze left unwritten, as it goes on the wire
 
 	// game is the session's output offset (record.OutOff) that what is
@@ -57,7 +58,7 @@ type mark struct {
 type starter interface{ startWriter() }
 
 func newOutbox(max int, start starter) *outbox {
-	return &outbox{max: max, start: start}
+	return &outbox{max: int32(min(max, math.MaxInt32)), start: start}
 }
 
 // claim reports whether the caller is to start a writer, with o.mu held.
@@ -94,7 +95,7 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 			o.mu.Unlock()
 			return errOutboxClosed
 		}
-		if len(o.buf) == 0 || len(o.buf)+len(b) <= o.max || o.frozen {
+		if len(o.buf) == 0 || len(o.buf)+len(b) <= int(o.max) || o.frozen {
 			if o.buf == nil && len(b) <= cap(o.spare) {
 				o.buf, o.spare = o.spare, nil
 			}
@@ -130,7 +131,7 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 // keeps asking and never reads gets false, and is to be disconnected.
 func (o *outbox) putProtocol(b []byte) bool {
 	o.mu.Lock()
-	ok := !o.closed && !o.closeAfter && (len(o.buf)+len(b) <= 2*o.max || o.frozen)
+	ok := !o.closed && !o.closeAfter && (len(o.buf)+len(b) <= 2*int(o.max) || o.frozen)
 	if !ok {
 		o.mu.Unlock()
 		return false
@@ -203,7 +204,7 @@ func (o *outbox) take() (b []byte, marks []mark, closeAfter, closed, ok bool) {
 // recycle gives back a buffer that take handed the writer, once it is
 // written and nothing refers to it, for a put while the writer runs.
 func (o *outbox) recycle(b []byte) {
-	if cap(b) > 2*o.max {
+	if cap(b) > 2*int(o.max) {
 		return
 	}
 	o.mu.Lock()

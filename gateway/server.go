@@ -465,7 +465,8 @@ func (s *Server) admit(c net.Conn) {
 	}
 	ss := newSession(s, id, c, addr, ip)
 	if claim.ok {
-		ss.claim, ss.InOff, ss.OutOff, ss.Opened = claim.token, claim.in, claim.out, true
+		ss.rareFields().claim = claim.token
+		ss.InOff, ss.OutOff, ss.Opened = claim.in, claim.out, true
 	}
 	s.sessions[ss] = struct{}{}
 	s.perIP[ip]++

@@ -44,21 +44,16 @@ type session struct {
 	srv  *Server
 	conn net.Conn
 	out  *outbox
-	// pendingOut is a moved session's queued output until it starts.
-	pendingOut *outboxState
+	// rare holds what few sessions need, or need for a moment: nil for
+	// the others (see sessionRare).
+	rare *sessionRare
 
-	bytesIn, bytesOut atomic.Uint64  // on the player's socket
-	enc               telnet.Encoder // used by the one stream reader only
-
-	// The MCCP2 stream, used by the one writer running at a time.
-	comp        telnet.Compressor
-	compressing bool
+	bytesIn, bytesOut atomic.Uint64 // on the player's socket
 
 	tmu    sync.Mutex // guards the telnet engine
 	engine *telnet.Engine
 
-	mu   sync.Mutex
-	cond condition
+	mu sync.Mutex
 	// space is signalled when input is acknowledged or the session ends,
 	// made by the first wait for it (waitSpace): few players ever fill
 	// their held input.
@@ -71,10 +66,28 @@ type session struct {
 	st         *yamux.Stream
 	lk         *backendLink
 	readerDone chan struct{} // closed when the player's reader has returned; nil once it has
-	// parksSeen counts the Parked frames read on the stream; queued holds
-	// the lines broadcast to it after a Parked not read yet.
+	// queued holds the lines broadcast to the stream after a Parked not
+	// read yet (parksSeen counts those read).
+	queued     []broadcastLine
+	streamDone chan struct{} // during a move: closed when the stream's reader has returned
+	// factsTimer is set while the next update of the facts waits for
+	// factsInterval to pass (factsDirty).
+	factsTimer *time.Timer
+
+	wmu sync.Mutex // serialises frames on the stream, and attaching
+
+	// The MCCP2 stream, used by the one writer running at a time.
+	comp        telnet.Compressor
+	compressing bool
+
+	// What follows is small, and packed together: every idle player
+	// keeps a session record, which is held to its size class
+	// (TestIdleSessionSize).
+
+	enc  telnet.Encoder // used by the one stream reader only
+	cond condition
+	// parksSeen counts the Parked frames read on the stream.
 	parksSeen uint32
-	queued    []broadcastLine
 	// quietMove, during a move, is the Parked at which the stream ends as
 	// at Moved: the backend answered the Move with MovedParked.
 	quietMove uint32
@@ -82,31 +95,25 @@ type session struct {
 	// the backend has something for it, and wakes it no more. wanted is
 	// set when it has something to send (Want): once its Hold or OpenHeld
 	// has gone (holding is set until then), the backend is asked to wake
-	// it. heldWaiting is what it has to send that the Open does not carry
-	// (GMCP), for that stream.
+	// it.
 	woken, wanted, holding bool
-	heldWaiting            []byte
+	// keeps is set for a player who may come back through another
+	// gateway (keep.go): the session counts the game's output (OutOff).
+	keeps bool
 	// parkedSweeps counts the sweeps that found the stream parked, up to
 	// the Stow (stow.go); stowing is set while its Stowed has not come.
 	parkedSweeps uint16
 	stowing      bool
-	// keeps is set for a player who may come back through another
-	// gateway (keep.go): the session counts the game's output (OutOff).
-	keeps bool
+	endedInMove  bool // during a move: the application ended the session
 	// backDue is set while the notice that the game is back waits for
 	// the game's answer (noticeBackHeld).
 	backDue atomic.Bool
-	// claim is the token of a session claimed from another gateway, for
-	// its first Open here.
-	claim string
 	// streamBusy is set by every frame read and cleared by the sweep,
 	// which parks the streams it finds quiet; inFrame while the reader
 	// handles a frame, where it may wait for a slow player: that stream
 	// is not quiet, and the backend could not write Parked to it.
-	streamBusy  atomic.Bool
-	inFrame     atomic.Bool
-	streamDone  chan struct{} // during a move: closed when the stream's reader has returned
-	endedInMove bool          // during a move: the application ended the session
+	streamBusy atomic.Bool
+	inFrame    atomic.Bool
 	// deployed is set while the session goes to the backend's successor
 	// (a deploy): the next Open says so.
 	deployed bool
@@ -117,12 +124,47 @@ type session struct {
 	// heldHanded, the OpenHeld's HandedOver) rather than carrying it on.
 	heldOpen, heldHanded bool
 	// factsDirty names the facts that changed since the current stream
-	// had them (in its Open or the last update); factsTimer is set while
-	// the next update waits for factsInterval to pass.
+	// had them (in its Open or the last update).
 	factsDirty link.FactFields
-	factsTimer *time.Timer
+}
 
-	wmu sync.Mutex // serialises frames on the stream, and attaching
+// sessionRare is what few sessions need, or need for a moment, behind a
+// pointer that most sessions leave nil. Guarded by the session's mu, but
+// for pendingOut, which only the process starting a moved session uses.
+type sessionRare struct {
+	// pendingOut is a moved session's queued output until it starts.
+	pendingOut outboxState
+	// heldWaiting is what a held session has to send that its next
+	// stream's Open does not carry (GMCP), for that stream.
+	heldWaiting []byte
+	// claim is the token of a session claimed from another gateway, for
+	// its first Open here.
+	claim string
+}
+
+// rareFields returns the session's rare fields, made at the first need.
+func (s *session) rareFields() *sessionRare {
+	if s.rare == nil {
+		s.rare = new(sessionRare)
+	}
+	return s.rare
+}
+
+// shedRare lets go of the rare fields once none is in use, with s.mu
+// held.
+func (s *session) shedRare() {
+	r := s.rare
+	if r != nil && r.pendingOut.Buf == nil && r.pendingOut.Marks == nil && r.pendingOut.Wire == nil && r.heldWaiting == nil && r.claim == "" {
+		s.rare = nil
+	}
+}
+
+// claimToken is the session's claim token, if any, with s.mu held.
+func (s *session) claimToken() string {
+	if s.rare == nil {
+		return ""
+	}
+	return s.rare.claim
 }
 
 func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr) *session {
@@ -733,11 +775,10 @@ func (s *session) attach(lk *backendLink) bool {
 	s.heldOpen, s.heldHanded = false, false
 	s.woken, s.wanted = false, false
 	s.stowing, s.parkedSweeps = false, 0
-	o.Keep, o.Output, o.Claim = s.keeps, s.OutOff, s.claim
+	o.Keep, o.Output, o.Claim = s.keeps, s.OutOff, s.claimToken()
 	if reopen {
 		o.HelloAgain = uint8(min(len(s.Hello), 255))
 	}
-	s.claim = "" // once: if refused, the session ends
 	// One write for the lot (Open, the client's GMCP hello, the held
 	// input): each write waits for yamux's send loop, and a resume of
 	// thousands of sessions would wait for it thrice each.
@@ -750,8 +791,12 @@ func (s *session) attach(lk *backendLink) bool {
 			b = link.AppendFrame(b, link.FrameGMCPIn, m)
 		}
 	}
-	b = append(b, s.heldWaiting...) // after the hello, which HelloAgain counts
-	s.heldWaiting = nil
+	if r := s.rare; r != nil {
+		b = append(b, r.heldWaiting...) // after the hello, which HelloAgain counts
+		r.heldWaiting = nil
+		r.claim = "" // once: if refused, the session ends
+		s.shedRare()
+	}
 	b = appendInput(b, s.In)
 	s.st, s.lk, s.sent = st, lk, len(s.In)
 	s.parksSeen, s.queued = 0, nil

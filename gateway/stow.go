@@ -42,7 +42,7 @@ func (s *session) stowDue(after int) (due, later bool) {
 	if s.stowing {
 		return false, true
 	}
-	if s.keeps || s.deployed || s.claim != "" || !s.lk.can(link.FeatureStow) || !s.lk.can(link.FeatureHeldFrames) {
+	if s.keeps || s.deployed || s.claimToken() != "" || !s.lk.can(link.FeatureStow) || !s.lk.can(link.FeatureHeldFrames) {
 		return false, false
 	}
 	if s.parkedSweeps++; int(s.parkedSweeps) < after {

@@ -191,8 +191,10 @@ func (s *session) toBackend(typ link.FrameType, payload []byte) {
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	st, lk, moving := s.st, s.lk, s.cond.phase == phaseMoving
-	if st == nil && s.cond.stream == streamHeld && !moving && len(s.heldWaiting)+link.HeaderLen+len(payload) <= maxHeldWaiting {
-		s.heldWaiting = link.AppendFrame(s.heldWaiting, typ, payload)
+	if st == nil && s.cond.stream == streamHeld && !moving {
+		if r := s.rareFields(); len(r.heldWaiting)+link.HeaderLen+len(payload) <= maxHeldWaiting {
+			r.heldWaiting = link.AppendFrame(r.heldWaiting, typ, payload)
+		}
 	}
 	s.mu.Unlock()
 	if st != nil && !moving && !lk.leaving() {

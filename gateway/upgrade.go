@@ -726,7 +726,9 @@ func (s *Server) arrive(m *record, f *os.File) (*session, error) {
 	ss.enc.Restore(p.Encoder)
 	ss.enc.Exact = ss.keeps
 	ss.compressing = p.Compressing
-	ss.pendingOut = &p.Out
+	if len(p.Out.Buf)+len(p.Out.Marks)+len(p.Out.Wire) > 0 {
+		ss.rareFields().pendingOut = p.Out
+	}
 	ss.Facts, ss.Hello = boundMoved(m.Facts, m.Hello)
 	ss.to(evNegotiated)
 	return ss, nil
@@ -747,10 +749,14 @@ func (a *Arrivals) Start() {
 	s.mu.Unlock()
 	cur := s.current()
 	for _, ss := range a.sessions {
-		if ss.pendingOut != nil {
-			ss.out.restore(*ss.pendingOut)
-			ss.pendingOut = nil
+		ss.mu.Lock()
+		var out outboxState
+		if r := ss.rare; r != nil {
+			out, r.pendingOut = r.pendingOut, outboxState{}
+			ss.shedRare()
 		}
+		ss.mu.Unlock()
+		ss.out.restore(out)
 		ss.out.reached(ss.OutOff)
 		ss.keep()
 		// An idle player's socket goes straight to the parker, which

@@ -109,21 +109,24 @@ type Host interface {
 // negotiation for the options in the supported table, and the MUD
 // protocols on top. It is not safe for concurrent use. Its output goes to
 // the Host; what it learnt, to Facts and to the GMCP queue.
+//
+// Every held player keeps one, so its small fields go together, where
+// the padding between larger ones would cost each player a size class.
 type Engine struct {
 	Decoder
+	q [numOptions][2]qstate
 	// NoCompress declines MCCP2: it is neither offered nor accepted.
 	NoCompress bool
-
-	host   Host
-	q      [numOptions][2]qstate
-	facts  Facts
-	ttypes []string // answers so far in the TTYPE cycle
 	// changed is set when Facts changed; the owner clears it.
 	changed bool
+	spoken  bool // the client has sent telnet commands: it is no raw socket
+
+	host   Host
+	facts  Facts
+	ttypes []string // answers so far in the TTYPE cycle
 	// gmcp holds GMCP messages received from the client until taken.
 	gmcp    [][]byte
-	pending int  // requests sent at start that await an answer
-	spoken  bool // the client has sent telnet commands: it is no raw socket
+	pending int // requests sent at start that await an answer
 }
 
 // NewEngine returns an engine that talks through host.

@@ -3,6 +3,7 @@ package telnet
 import (
 	"bytes"
 	"compress/zlib"
+	"hash/adler32"
 	"io"
 	"testing"
 )
@@ -30,4 +31,46 @@ func TestCompressorStream(t *testing.T) {
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("whole stream: %v (%d bytes, want %d)", err, len(got), len(want))
 	}
+}
+
+// TestAdler: the running checksum matches hash/adler32 over inputs cut
+// anywhere, with runs of 0xff long past the bound on the sums between
+// reductions.
+func TestAdler(t *testing.T) {
+	long := bytes.Repeat([]byte{0xff}, 3*5552+17)
+	for _, tc := range []struct {
+		name string
+		data []byte
+		cuts []int
+	}{
+		{"empty", nil, nil},
+		{"one byte", []byte{'x'}, nil},
+		{"text in pieces", []byte("the quick brown fox jumps over the lazy dog"), []int{1, 9, 30}},
+		{"0xff past the bound", long, nil},
+		{"0xff past the bound, in pieces", long, []int{5551, 5553, 11104, 11105}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sum, from := uint32(1), 0
+			for _, at := range append(tc.cuts, len(tc.data)) {
+				sum = adler(sum, tc.data[from:at])
+				from = at
+			}
+			if want := adler32.Checksum(tc.data); sum != want {
+				t.Fatalf("adler %08x, hash/adler32 %08x", sum, want)
+			}
+		})
+	}
+}
+
+// FuzzAdler checks the running checksum against hash/adler32 over any
+// input cut at any point.
+func FuzzAdler(f *testing.F) {
+	f.Add([]byte("seed"), uint16(2))
+	f.Add(bytes.Repeat([]byte{0xff}, 6000), uint16(5552))
+	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
+		at := int(cut) % (len(data) + 1)
+		if got, want := adler(adler(1, data[:at]), data[at:]), adler32.Checksum(data); got != want {
+			t.Fatalf("adler %08x, hash/adler32 %08x", got, want)
+		}
+	})
 }

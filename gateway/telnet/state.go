@@ -1,9 +1,9 @@
 package telnet
 
 import (
-	"encoding"
+	"encoding/binary"
 	"fmt"
-	"hash/adler32"
+	"strings"
 )
 
 // EngineState is everything an Engine knows, so that a connection can
@@ -96,14 +96,18 @@ type CompressorState struct {
 	Sum     []byte
 }
 
-// Save returns the compressor's state.
+// Save returns the compressor's state. Its Sum is as hash/adler32
+// marshals its state, which earlier versions kept and a process taking
+// over may still read.
 func (c *Compressor) Save() CompressorState {
 	if !c.started {
 		return CompressorState{}
 	}
-	sum, _ := c.sum.(encoding.BinaryMarshaler).MarshalBinary()
-	return CompressorState{Started: true, Sum: sum}
+	return CompressorState{Started: true, Sum: binary.BigEndian.AppendUint32([]byte(adlerMagic), c.sum)}
 }
+
+// adlerMagic starts hash/adler32's marshalled state.
+const adlerMagic = "adl\x01"
 
 // Restore puts a zero Compressor into a saved state, so that the stream
 // carries on where it stood.
@@ -112,11 +116,11 @@ func (c *Compressor) Restore(st CompressorState) error {
 	if !st.Started {
 		return nil
 	}
-	sum := adler32.New()
-	if err := sum.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Sum); err != nil {
-		return fmt.Errorf("telnet: restore: compressor: %w", err)
+	sum, ok := strings.CutPrefix(string(st.Sum), adlerMagic)
+	if !ok || len(sum) != 4 {
+		return fmt.Errorf("telnet: restore: compressor: bad checksum state %q", st.Sum)
 	}
-	c.started, c.sum = true, sum
+	c.started, c.sum = true, binary.BigEndian.Uint32([]byte(sum))
 	return nil
 }
 

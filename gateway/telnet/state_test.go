@@ -3,6 +3,8 @@ package telnet
 import (
 	"bytes"
 	"compress/zlib"
+	"encoding"
+	"hash/adler32"
 	"io"
 	"testing"
 )
@@ -89,5 +91,27 @@ func TestCompressorSaveRestore(t *testing.T) {
 	}
 	if err := fresh.Restore(CompressorState{Started: true, Sum: []byte("junk")}); err == nil {
 		t.Error("a bad checksum state was taken")
+	}
+}
+
+// TestCompressorStateAsAdler32: the saved checksum is what hash/adler32
+// marshals for the same bytes, so that a process of an earlier version,
+// which kept that, and this one carry each other's streams on.
+func TestCompressorStateAsAdler32(t *testing.T) {
+	data := []byte("a batch of the game's output")
+	var c Compressor
+	c.Append(nil, data)
+	d := adler32.New()
+	d.Write(data)
+	want, err := d.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Save(); !got.Started || !bytes.Equal(got.Sum, want) {
+		t.Fatalf("saved %x, hash/adler32 marshals %x", got.Sum, want)
+	}
+	var back Compressor
+	if err := back.Restore(CompressorState{Started: true, Sum: want}); err != nil || back.sum != d.Sum32() {
+		t.Fatalf("restored from hash/adler32's state: sum %08x, want %08x (%v)", back.sum, d.Sum32(), err)
 	}
 }

@@ -61,11 +61,11 @@ type Decoder struct {
 	// DefaultMaxSubneg; the rest of an overlong one is discarded.
 	MaxSubneg int
 
+	sb        []byte
 	st        state
 	afterIAC  state // the data state to return to after a command
 	verb      byte
 	opt       byte
-	sb        []byte
 	truncated bool
 }
 
