@@ -164,8 +164,8 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	s.held = nil   // opened: nothing to wake
 	s.wakeLocked() // the old stream closes
 	s.st, s.acked, s.parks = st, o.Offset, 0
-	b := s.pending
-	s.pending = nil
+	b, pendingAck := s.pending, s.pendingAck
+	s.pending, s.pendingAck = nil, 0
 	switch {
 	case claim:
 		// The output kept holds what was written while away, and what
@@ -178,7 +178,9 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 			s.kept.ack(o.Output) // a count that went on elsewhere goes on here
 		}
 	}
-	b = s.appendDoneAckLocked(b) // as beginMove: a line in progress is acknowledged once answered
+	// As beginMove: a line in progress is acknowledged once answered, and
+	// an answer written while away goes with its acknowledgement.
+	b = s.appendAckLocked(b, max(min(s.toAck, s.finished), pendingAck))
 	if len(b) > 0 {
 		st.Write(b) // a failure ends the stream, and the reader sees it
 	}

@@ -132,49 +132,66 @@ func TestMoveToAnotherGateway(t *testing.T) {
 
 // TestMoveLineInProgress: a line the application has taken and not yet
 // answered when its session moves is acknowledged neither with Moved nor
-// when the next gateway process opens the session, but once it is
-// answered: the answer waits on this backend meanwhile, and a backend
-// that dies before the next stream opens takes it along, so the next
-// backend must get the line again.
+// when the next gateway process opens the session, but with its answer:
+// until then the answer waits on this backend, and a backend that dies
+// first takes it along, so the next backend must get the line again. An
+// answer written while the session was away goes on the new stream with
+// its acknowledgement, or a backend that died before the application read
+// again would have the line repeated.
 func TestMoveLineInProgress(t *testing.T) {
-	corkFor(t, 0)
-	l, g1 := setup(t)
-	st1, s := g1.open(l, link.Open{ID: "p1"})
-	link.WriteFrame(st1, link.FrameInput, []byte("one\ntwo\n"))
-	if line, err := s.ReadLine(); line != "one" || err != nil {
-		t.Fatalf("first line %q %v", line, err)
-	}
-	io.WriteString(s, "1\n")
-	if line, err := s.ReadLine(); line != "two" || err != nil {
-		t.Fatalf("second line %q %v", line, err)
-	}
-	link.WriteFrame(g1.ctrl, link.FrameMove, link.AppendMove(nil, []string{"p1"}))
-	fr1 := link.Reader{R: st1}
-	if got := frames(t, &fr1, 3); got != "O:1 A:4 M" {
-		t.Fatalf("frames up to Moved %q, want the answered line's acknowledgement only", got)
-	}
-	st1.Close()
+	for _, tc := range []struct {
+		name       string
+		answerAway bool // the answer is written before the new stream opens
+	}{
+		{name: "answered after the adoption"},
+		{name: "answered while away", answerAway: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			corkFor(t, 0)
+			l, g1 := setup(t)
+			st1, s := g1.open(l, link.Open{ID: "p1"})
+			link.WriteFrame(st1, link.FrameInput, []byte("one\ntwo\n"))
+			if line, err := s.ReadLine(); line != "one" || err != nil {
+				t.Fatalf("first line %q %v", line, err)
+			}
+			io.WriteString(s, "1\n")
+			if line, err := s.ReadLine(); line != "two" || err != nil {
+				t.Fatalf("second line %q %v", line, err)
+			}
+			link.WriteFrame(g1.ctrl, link.FrameMove, link.AppendMove(nil, []string{"p1"}))
+			fr1 := link.Reader{R: st1}
+			if got := frames(t, &fr1, 3); got != "O:1 A:4 M" {
+				t.Fatalf("frames up to Moved %q, want the answered line's acknowledgement only", got)
+			}
+			st1.Close()
+			if tc.answerAway {
+				io.WriteString(s, "2\n") // the application does not read again
+			}
 
-	g2 := linkGateway(t, l)
-	st2, err := g2.mux.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := link.Open{ID: "p1", Offset: 4}
-	link.WriteFrame(st2, link.FrameOpen, o.Append(nil))
-	link.WriteFrame(st2, link.FrameInput, []byte("two\n")) // not acknowledged: the new process repeats it
-	deadline := time.Now().Add(waitFor)
-	for s.isAway() { // the answer is to go on the stream, not with the adoption
-		if time.Now().After(deadline) {
-			t.Fatal("the new stream did not take the session back")
-		}
-		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
-	}
-	io.WriteString(s, "2\n")
-	go s.ReadLine() // done with "two"
-	fr2 := link.Reader{R: st2}
-	if got := frames(t, &fr2, 2); got != "O:2 A:8" {
-		t.Fatalf("frames on the new stream %q, want the answer before its acknowledgement", got)
+			g2 := linkGateway(t, l)
+			st2, err := g2.mux.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := link.Open{ID: "p1", Offset: 4}
+			link.WriteFrame(st2, link.FrameOpen, o.Append(nil))
+			link.WriteFrame(st2, link.FrameInput, []byte("two\n")) // not acknowledged: the new process repeats it
+			if !tc.answerAway {
+				deadline := time.Now().Add(waitFor)
+				for s.isAway() { // the answer is to go on the stream, not with the adoption
+					if time.Now().After(deadline) {
+						t.Fatal("the new stream did not take the session back")
+					}
+					time.Sleep(time.Millisecond) // polling a condition, with the deadline above
+				}
+				io.WriteString(s, "2\n")
+				go s.ReadLine() // done with "two"
+			}
+			fr2 := link.Reader{R: st2}
+			if got := frames(t, &fr2, 2); got != "O:2 A:8" {
+				t.Fatalf("frames on the new stream %q, want the answer with its acknowledgement", got)
+			}
+		})
 	}
 }
 

@@ -67,6 +67,9 @@ type Session struct {
 	// working on goes to the successor.
 	finished uint64
 	pending  []byte // frames written while away, for the next stream
+	// pendingAck is the acknowledgement the frames in pending carry: the
+	// answer and the line it answers go out together.
+	pendingAck uint64
 	// cork holds frames written while the application had more input to
 	// take (more); corkAck is the acknowledgement the last of them would
 	// have carried; corkTimer sends them at the latest corkDelay after
@@ -712,6 +715,7 @@ func (s *Session) writeLocked(fb *[]byte, ack uint64, wait bool) error {
 				return nil
 			}
 			s.pending = append(s.pending, (*fb)[:frames]...)
+			s.pendingAck = max(s.pendingAck, ack)
 			s.wakeHeldLocked()
 			return nil
 		}

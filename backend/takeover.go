@@ -147,7 +147,13 @@ func (s *Session) release(gl *gatewayLink) {
 // the session goes next, to another stream or another backend, a line it
 // was still working on is acknowledged only once answered.
 func (s *Session) appendDoneAckLocked(b []byte) []byte {
-	if ack := min(s.toAck, s.finished); ack > s.acked {
+	return s.appendAckLocked(b, min(s.toAck, s.finished))
+}
+
+// appendAckLocked appends to b an Ack of ack, if it is more than was
+// acknowledged, with s.wmu held.
+func (s *Session) appendAckLocked(b []byte, ack uint64) []byte {
+	if ack > s.acked {
 		b = link.AppendFrame(b, link.FrameAck, link.AppendAck(nil, ack))
 		s.acked = ack
 	}

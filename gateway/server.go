@@ -293,7 +293,7 @@ func (s *Server) sweepIdle() {
 		parked += parking
 		calm++
 		switch {
-		case parking >= releaseAfter/10:
+		case parking >= burstSweep:
 			calm = 0
 		case parked < releaseAfter:
 			parked = 0
@@ -323,12 +323,14 @@ func (s *Server) shrinkStreams() {
 
 // The memory of many sessions gone idle is released after a burst of at
 // least releaseAfter parked streams, once a sweep parks fewer than a tenth
-// of that, at most once every releaseEvery: memory given back is paid for
-// again, in page faults, when the next burst (a restart's resume, say)
-// takes it, so a gateway whose players come and go in bursts keeps it.
+// of that a second (burstSweep), at most once every releaseEvery: memory
+// given back is paid for again, in page faults, when the next burst (a
+// restart's resume, say) takes it, so a gateway whose players come and go
+// in bursts keeps it.
 const (
 	releaseAfter = 1000
 	releaseEvery = 30 * time.Second
+	burstSweep   = releaseAfter / 10 * int(parkInterval/time.Millisecond) / 1000
 )
 
 // Serve accepts players on ln until Close or Shutdown, and then returns

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"math"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -27,7 +28,9 @@ func (s *Server) holdSweeps() int {
 	if s.HoldIdle < 0 {
 		return 0
 	}
-	return max(1, int(positive(s.HoldIdle, defaultHoldIdle)/parkInterval))
+	// At most what parkedSweeps counts to: a longer HoldIdle stows
+	// after some 9 hours.
+	return min(max(1, int(positive(s.HoldIdle, defaultHoldIdle)/parkInterval)), math.MaxUint16)
 }
 
 // stowDue counts a sweep for the session, with s.mu held, and reports
