@@ -129,8 +129,8 @@ type session struct {
 }
 
 // sessionRare is what few sessions need, or need for a moment, behind a
-// pointer that most sessions leave nil. Guarded by the session's mu, but
-// for pendingOut, which only the process starting a moved session uses.
+// pointer that most sessions leave nil. Guarded by the session's mu once
+// the session is known to the server.
 type sessionRare struct {
 	// pendingOut is a moved session's queued output until it starts.
 	pendingOut outboxState
