@@ -158,9 +158,10 @@ func (lk *backendLink) broken() {
 			s.restartStream(lk, st)
 		}
 	}
+	ctrl := lk.ctrl
 	lk.mu.Unlock()
-	if lk.ctrl != nil {
-		lk.ctrl.SetReadDeadline(now)
+	if ctrl != nil {
+		ctrl.SetReadDeadline(now)
 	}
 	deadline := now.Add(brokenWait)
 	for lk.readers.Load() > 1 && time.Now().Before(deadline) {
@@ -412,7 +413,11 @@ func (s *Server) dialAddr(addr string) (*backendLink, error) {
 		mux.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
+	// Under lk.mu: a connection that fails at once calls broken from
+	// yamux's receive loop, which runs already.
+	lk.mu.Lock()
 	lk.mux, lk.ctrl = mux, ctrl
+	lk.mu.Unlock()
 	return lk, nil
 }
 
