@@ -159,6 +159,17 @@ func (s *session) shedRare() {
 	}
 }
 
+// heldWaitsLocked reports, with s.mu held, whether the session is held on
+// lk by a backend that answers it on the control stream (HeldFrames) and
+// has not woken it: a stream opened for it now could reach the backend
+// first and be adopted, while the answers the backend sent meanwhile in
+// HeldFrames would find the session no longer held and be dropped, and
+// the stream's acknowledgement would then forget those lines. Its Want
+// and the backend's Wake open its stream.
+func (s *session) heldWaitsLocked(lk *backendLink) bool {
+	return s.cond.stream == streamHeld && s.lk == lk && !s.woken && lk.can(link.FeatureHeldFrames)
+}
+
 // claimToken is the session's claim token, if any, with s.mu held.
 func (s *session) claimToken() string {
 	if s.rare == nil {
@@ -730,13 +741,18 @@ func (s *session) encodeNotice(text string) []byte {
 }
 
 // attach resumes the session on lk, with its facts, state and every byte
-// of held input. It reports whether the session is attached afterwards.
+// of held input. It reports whether the session is attached afterwards,
+// or held on lk and waiting there for the backend's Wake (heldWaitsLocked).
 func (s *session) attach(lk *backendLink) bool {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	c, moveFrom := s.cond, s.MoveFrom
+	waits := s.heldWaitsLocked(lk)
 	s.mu.Unlock()
+	if waits {
+		return true
+	}
 	if _, ok := c.next(evAttach); !ok || lk.leaving() {
 		return c.stream != streamAway
 	}
@@ -750,6 +766,12 @@ func (s *session) attach(lk *backendLink) bool {
 		return false
 	}
 	s.mu.Lock()
+	if s.heldWaitsLocked(lk) {
+		// Held there meanwhile (placed with the others on a new link).
+		s.mu.Unlock()
+		st.Close()
+		return true
+	}
 	if s.cond.stream != c.stream || c.stream == streamHeld && s.lk != lk || s.MoveFrom != moveFrom || !s.to(evAttach) {
 		// It ended, began to move, or went elsewhere (a held session
 		// handed to a successor) while the stream opened.

@@ -2,8 +2,12 @@ package gateway
 
 import (
 	"math"
+	"net"
+	"net/netip"
 	"testing"
 	"time"
+
+	"holdfast/link"
 )
 
 // TestHoldSweeps: how many sweeps must find a stream parked before its
@@ -24,5 +28,31 @@ func TestHoldSweeps(t *testing.T) {
 		if got := (&Server{HoldIdle: tc.holdIdle}).holdSweeps(); got != tc.want {
 			t.Errorf("HoldIdle %v: %d sweeps, want %d", tc.holdIdle, got, tc.want)
 		}
+	}
+}
+
+// TestAttachHeldWaitsForWake: a session held on a link whose backend
+// answers held sessions on the control stream is not opened on a stream
+// of that link until the backend wakes it, whoever asks (a player's
+// reader resuming it after its old backend died, as the new link holds
+// it): the stream could overtake the answers the backend sends it there,
+// which a session on a stream drops, and whose lines the stream's
+// acknowledgement would then forget. The link here has no multiplexer:
+// opening a stream would fail the test.
+func TestAttachHeldWaitsForWake(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	srv := &Server{}
+	lk := &backendLink{goodbye: make(chan struct{})}
+	lk.features.Store(uint32(link.FeatureHeldFrames))
+	s := newSession(srv, "w-1", a, a.RemoteAddr(), netip.Addr{})
+	s.cond.stream, s.cond.phase = streamHeld, phaseLive
+	s.lk = lk
+	if !s.attach(lk) {
+		t.Fatal("attach of a session held on its link, not woken: false, want true (held there)")
+	}
+	if s.cond.stream != streamHeld {
+		t.Fatalf("after attach: %v, want held", s.cond)
 	}
 }
