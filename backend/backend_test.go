@@ -135,6 +135,19 @@ func frame(t *testing.T, fr *link.Reader) (link.FrameType, []byte) {
 	return typ, p
 }
 
+// eventually waits until cond holds, polling it, and fails the test with
+// what it waited for past waitFor.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
+	}
+}
+
 // TestReadLineAcknowledgesWholeLines: a partial line is never acknowledged,
 // and acknowledgements count from the offset the gateway gave.
 func TestReadLineAcknowledgesWholeLines(t *testing.T) {

@@ -157,13 +157,7 @@ func TestHoldDropAndLinkLoss(t *testing.T) {
 	want(t, droppedIn, "error: EOF")
 
 	g2.mux.Close()
-	deadline := time.Now().Add(waitFor)
-	for !clockRuns(lost) {
-		if time.Now().After(deadline) {
-			t.Fatal("the held session's link failed, and its orphan clock did not start again")
-		}
-		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
-	}
+	eventually(t, "the held session's orphan clock starts again, its link failed", func() bool { return clockRuns(lost) })
 	noAccept(t, l)
 }
 

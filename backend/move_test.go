@@ -177,13 +177,8 @@ func TestMoveLineInProgress(t *testing.T) {
 			link.WriteFrame(st2, link.FrameOpen, o.Append(nil))
 			link.WriteFrame(st2, link.FrameInput, []byte("two\n")) // not acknowledged: the new process repeats it
 			if !tc.answerAway {
-				deadline := time.Now().Add(waitFor)
-				for s.isAway() { // the answer is to go on the stream, not with the adoption
-					if time.Now().After(deadline) {
-						t.Fatal("the new stream did not take the session back")
-					}
-					time.Sleep(time.Millisecond) // polling a condition, with the deadline above
-				}
+				// The answer is to go on the stream, not with the adoption.
+				eventually(t, "the new stream takes the session back", func() bool { return !s.isAway() })
 				io.WriteString(s, "2\n")
 				go s.ReadLine() // done with "two"
 			}

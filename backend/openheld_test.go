@@ -136,13 +136,9 @@ func TestOpenHeldRefusedAndEnds(t *testing.T) {
 	// on the orphan clock for a gateway.
 	bad := link.AppendHeldOpen(nil, &link.Open{ID: "cut"}, nil)
 	link.WriteFrame(g.ctrl, link.FrameOpenHeld, bad[:len(bad)-2])
-	deadline := time.Now().Add(waitFor)
-	for !clockRuns(lost) || !clockRuns(known) {
-		if time.Now().After(deadline) {
-			t.Fatal("after a bad OpenHeld, the link's held sessions are not on the orphan clock")
-		}
-		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
-	}
+	eventually(t, "the link's held sessions are on the orphan clock, after a bad OpenHeld", func() bool {
+		return clockRuns(lost) && clockRuns(known)
+	})
 	noAccept(t, l)
 }
 
@@ -201,13 +197,7 @@ func TestOpenHeldRacesStream(t *testing.T) {
 		}
 		return true
 	}
-	deadline := time.Now().Add(waitFor)
-	for !onStreams() {
-		if time.Now().After(deadline) {
-			t.Fatal("the sessions were not all carried on on their streams")
-		}
-		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
-	}
+	eventually(t, "the sessions are all carried on on their streams", onStreams)
 	l.mu.Lock()
 	tracked := len(l.sessions)
 	l.mu.Unlock()

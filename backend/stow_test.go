@@ -5,7 +5,6 @@ import (
 	"io"
 	"slices"
 	"testing"
-	"time"
 
 	"holdfast/link"
 )
@@ -39,16 +38,10 @@ func parkStream(t *testing.T, l *Listener, g *fakeGateway, id string, fr *link.R
 	if typ, _ := frame(t, fr); typ != link.FrameParked {
 		t.Fatalf("answer to Park: %v", typ)
 	}
-	deadline := time.Now().Add(waitFor)
-	for {
-		if gl, _, _ := l.lookup(id).parkedOn(); gl != nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not parked after its Parked", id)
-		}
-		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
-	}
+	eventually(t, id+" is parked after its Parked", func() bool {
+		gl, _, _ := l.lookup(id).parkedOn()
+		return gl != nil
+	})
 }
 
 // TestStow: a Stow is answered in one Stowed naming every session of it:
@@ -235,13 +228,7 @@ func TestStowedDetachedAcksNothing(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- l.Shutdown(t.Context()) }()
-	deadline := time.Now().Add(waitFor)
-	for !s.isDetached() {
-		if time.Now().After(deadline) {
-			t.Fatal("the session was not detached by Shutdown")
-		}
-		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
-	}
+	eventually(t, "Shutdown detaches the session", s.isDetached)
 	if _, err := io.WriteString(s, "answer\n"); err == nil {
 		t.Fatal("a detached session's answer was taken")
 	}

@@ -241,6 +241,10 @@ func (s *Server) sweepIdle() {
 	var calm int   // sweeps since the last one that parked many
 	var released time.Time
 	hold := s.holdSweeps()
+	// all is every session, listed again at each sweep in the same
+	// memory: twice a second, a new list of tens of thousands would be
+	// garbage the collector scans for nothing.
+	var all []*session
 	for n := 1; ; n++ {
 		select {
 		case <-s.ctx.Done():
@@ -251,7 +255,8 @@ func (s *Server) sweepIdle() {
 		quiet := map[*backendLink][]string{}
 		due := map[*backendLink][]*session{}
 		unstowed := 0 // streams parked that are to be stowed, or being
-		for _, ss := range s.list() {
+		all = s.appendList(all[:0])
+		for _, ss := range all {
 			ss.mu.Lock()
 			st, lk := ss.st, ss.lk
 			if _, ok := ss.cond.next(evAskPark); ok && !ss.inFrame.Load() && !ss.streamBusy.Swap(false) {
@@ -271,6 +276,7 @@ func (s *Server) sweepIdle() {
 				st.Shrink() // a no-op while data waits to be read
 			}
 		}
+		clear(all) // sessions that end before the next sweep are not kept
 		stow(due)
 		// Streams stowed count as parked: each leaves its buffers and its
 		// stream free in the heap.
@@ -483,10 +489,13 @@ func (s *Server) admit(c net.Conn) {
 }
 
 // list returns the sessions held now.
-func (s *Server) list() []*session {
+func (s *Server) list() []*session { return s.appendList(nil) }
+
+// appendList appends every session to all.
+func (s *Server) appendList(all []*session) []*session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	all := make([]*session, 0, len(s.sessions))
+	all = slices.Grow(all, len(s.sessions))
 	for ss := range s.sessions {
 		all = append(all, ss)
 	}

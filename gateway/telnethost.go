@@ -192,8 +192,12 @@ func (s *session) toBackend(typ link.FrameType, payload []byte) {
 	s.mu.Lock()
 	st, lk, moving := s.st, s.lk, s.cond.phase == phaseMoving
 	if st == nil && s.cond.stream == streamHeld && !moving {
-		if r := s.rareFields(); len(r.heldWaiting)+link.HeaderLen+len(payload) <= maxHeldWaiting {
-			r.heldWaiting = link.AppendFrame(r.heldWaiting, typ, payload)
+		var waiting []byte
+		if s.rare != nil {
+			waiting = s.rare.heldWaiting
+		}
+		if len(waiting)+link.HeaderLen+len(payload) <= maxHeldWaiting {
+			s.rareFields().heldWaiting = link.AppendFrame(waiting, typ, payload)
 		}
 	}
 	s.mu.Unlock()
