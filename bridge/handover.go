@@ -325,20 +325,19 @@ func closeFiles(files []*os.File) {
 // sees nothing of it since the successor holds its own descriptor.
 func (s *session) handOver(fc *fdmsg.Conn, u *upstream) error {
 	rec := record{ID: s.id}
-	var files []*os.File
+	var files []syscall.Conn
 	if u != nil {
 		// The reader leaves once it has handled everything it read.
 		u.ours.Store(true)
 		u.conn.SetReadDeadline(time.Now())
 		<-u.done
-		f, err := netx.Dup(u.conn)
+		sock, err := netx.Socket(u.conn)
 		if err != nil {
 			u.conn.Close()
 			return fmt.Errorf("bridge: handover: %w", err)
 		}
-		defer f.Close()
-		defer u.conn.Close()
-		files = []*os.File{f}
+		defer u.conn.Close() // once sent: the successor has its own descriptor
+		files = []syscall.Conn{sock}
 		rec.Conn, rec.EchoOff, rec.Flowing = true, u.echoOff, u.greetSet
 		rec.Text = u.undelivered
 		u.mu.Lock()

@@ -400,6 +400,11 @@ func (lk *backendLink) releaseHeld(srv *Server) {
 // still read ends at that Parked, and its reader puts the session there.
 func (lk *backendLink) movedParked(srv *Server, to []link.Parked) {
 	var released []*session
+	type ended struct {
+		st   *yamux.Stream
+		done chan struct{}
+	}
+	var closing []ended
 	for _, r := range to {
 		ss := lk.sessionsNamed([]string{r.ID})
 		switch {
@@ -407,12 +412,31 @@ func (lk *backendLink) movedParked(srv *Server, to []link.Parked) {
 		case r.Park != 0 && ss[0].endParked(lk, r.Park):
 			released = append(released, ss[0])
 		case r.Park != 0:
-			ss[0].movedParked(lk, r.Park)
+			if st, done := ss[0].movedParked(lk, r.Park); st != nil {
+				closing = append(closing, ended{st, done})
+			}
 		case ss[0].heldMoving(lk):
 			ss[0].moveDone() // a Move's answer: its HeldFrames have all come
 		case lk.letGoHeld(ss[0]):
 			released = append(released, ss[0])
 		}
+	}
+	if len(closing) > 0 {
+		// Each close waits for yamux's send loop.
+		srv.wg.Add(1)
+		go func() {
+			defer srv.wg.Done()
+			for _, e := range closing {
+				lk.readers.Add(1) // untrack counts out a reader, which a parked stream has not
+				lk.untrack(e.st)
+				if !lk.dead.Load() {
+					e.st.Close()
+				}
+				if e.done != nil {
+					close(e.done)
+				}
+			}
+		}()
 	}
 	if len(released) == 0 {
 		return

@@ -876,17 +876,29 @@ func (s *session) stopAtParked() (stop, moved bool) {
 // Release, for the session on lk: its stream ends at its Parked number
 // park, as it would at Moved. A reader that has gone at that Parked is
 // started again to end it; one past it waits for nothing more, and is
-// woken; one before it ends there.
-func (s *session) movedParked(lk *backendLink, park uint32) {
+// woken; one before it ends there. In a move to another process, a reader
+// gone at that Parked is not started only to find the end: the stream
+// ends here, and is returned for the caller to close, with the channel
+// that then tells the mover.
+func (s *session) movedParked(lk *backendLink, park uint32) (closing *yamux.Stream, done chan struct{}) {
 	s.mu.Lock()
 	st := s.st
 	if s.lk != lk || st == nil || !s.moving() || park == 0 {
 		s.mu.Unlock()
-		return
+		return nil, nil
+	}
+	past := s.parksSeen >= park
+	if past && s.cond.phase == phaseMoving && s.cond.stream == streamParked && s.to(evDetach) {
+		s.st, s.lk, s.sent, s.quietMove = nil, nil, 0, 0
+		s.Lost = time.Now()
+		s.MoveFrom = lk.instance
+		s.endedInMove = false
+		done, s.streamDone = s.streamDone, nil
+		s.mu.Unlock()
+		return st, done
 	}
 	s.quietMove = park
 	restart := s.cond.stream == streamParked && s.to(evWake)
-	past := s.parksSeen >= park
 	s.mu.Unlock()
 	if past {
 		st.SetReadDeadline(time.Now()) // nothing after that Parked: the reader ends at once
@@ -894,6 +906,7 @@ func (s *session) movedParked(lk *backendLink, park uint32) {
 	if restart {
 		s.restartStream(lk, st)
 	}
+	return nil, nil
 }
 
 // moving reports, with s.mu held, whether the session is leaving its

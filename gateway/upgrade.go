@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -43,10 +45,11 @@ import (
 
 // Mover carries sessions to another gateway process, a batch at a time.
 type Mover interface {
-	// Offer hands the other process a batch: the sessions' state and their
-	// sockets, in order. It returns once the other process holds them,
-	// untouched.
-	Offer(state []byte, conns []*os.File) error
+	// Offer hands the other process a batch: the sessions' state and
+	// descriptors of their sockets (or of files standing for them), in
+	// order, which stay the caller's. It returns once the other process
+	// holds them, untouched.
+	Offer(state []byte, conns []syscall.Conn) error
 	// Commit makes every batch offered the other process's own. It returns
 	// once the other process has taken them; an error leaves them here.
 	Commit() error
@@ -104,7 +107,7 @@ func (s *Server) MoveOut(ctx context.Context, m Mover) (int, error) {
 		if p.o == nil {
 			continue
 		}
-		err := m.Offer(p.state, p.o.files)
+		err := m.Offer(p.state, p.o.socks)
 		// The other process has its own descriptors now, and this one
 		// keeps the sessions' own until the commit: the copies would only
 		// count against the limit on open files, twice the sessions by
@@ -229,7 +232,7 @@ func (s *Server) movable() (list []*session, waiting bool) {
 type offer struct {
 	srv      *Server
 	sessions []*session
-	files    []*os.File
+	socks    []syscall.Conn // sendables, closed once sent
 	relays   []*relay
 	exported []exporter
 }
@@ -264,15 +267,15 @@ func (s *Server) prepare(ctx context.Context, batch []*session) (*offer, []byte,
 	}
 	states := make([]record, 0, len(o.sessions))
 	for _, ss := range o.sessions {
-		f, r, conn, err := ss.socketFile()
+		sock, r, conn, err := ss.socket()
 		if err != nil {
 			return o, nil, fmt.Errorf("gateway: session %s: %w", ss.ID, err)
 		}
 		if conn != nil {
 			o.exported = append(o.exported, ss.conn.(exporter))
 		}
-		if f != nil {
-			o.files = append(o.files, f)
+		if sock != nil {
+			o.socks = append(o.socks, sock)
 		}
 		if r != nil {
 			o.relays = append(o.relays, r)
@@ -292,10 +295,10 @@ func (s *Server) prepare(ctx context.Context, batch []*session) (*offer, []byte,
 }
 
 func (o *offer) closeFiles() {
-	for _, f := range o.files {
-		f.Close()
+	for _, f := range o.socks {
+		f.(sendable).Close()
 	}
-	o.files = nil
+	o.socks = nil
 }
 
 // rollback gives the offered sessions back to this process.
@@ -308,6 +311,12 @@ func (o *offer) rollback() {
 		e.Thaw() // the page never knew
 	}
 	for _, ss := range o.sessions {
+		// The other process makes a socket it receives blocking until its
+		// own copy is made (fdmsg's Recv); one that died meanwhile leaves
+		// it so, and the flag is the socket's, shared.
+		if !relayed(ss.conn) {
+			netx.SetNonblock(ss.conn)
+		}
 		ss.thaw()
 	}
 }
@@ -615,22 +624,37 @@ func closeDescriptor(c net.Conn) {
 	}
 }
 
-// socketFile returns a descriptor of the session's socket to pass to the
-// other process. A relayed connection cannot move: it gets a local socket
-// pair instead, whose other end the relay joins to the connection here. A
-// connection that the player opens again (a resumable WebSocket) moves as
-// its state alone, with no descriptor.
-func (ss *session) socketFile() (*os.File, *relay, []byte, error) {
+// socket returns a descriptor of the session's socket to pass to the other
+// process, kept open until it has gone whatever happens to the session
+// meanwhile: a copy outside the runtime's poller. A relayed connection
+// cannot move: it gets a local socket pair instead, whose other end the
+// relay joins to the connection here. A connection that the player opens
+// again (a resumable WebSocket) moves as its state alone, with no
+// descriptor.
+func (ss *session) socket() (sendable, *relay, []byte, error) {
 	if e, ok := ss.conn.(exporter); ok && !relayed(ss.conn) {
 		state, err := e.Export()
 		return nil, nil, state, err
 	}
 	if relayed(ss.conn) {
 		f, r, err := newRelay(ss, ss.conn)
-		return f, r, nil, err
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return f, r, nil, nil
 	}
-	f, err := netx.Dup(ss.conn)
-	return f, nil, nil, err
+	fd, err := netx.DupFD(ss.conn)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return fd, nil, nil, nil
+}
+
+// sendable is a descriptor to pass to the other process: a socket's copy,
+// or a relay's end.
+type sendable interface {
+	syscall.Conn
+	io.Closer
 }
 
 // exporter is a connection that moves to another process as its state,

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"holdfast/backend"
 	"holdfast/gateway"
+	"holdfast/internal/netx"
 )
 
 // sameProcess moves sessions to another Server in this process, as the
@@ -25,8 +27,20 @@ type sameProcess struct {
 	failWith error // Commit fails with it, once
 }
 
-func (m *sameProcess) Offer(state []byte, conns []*os.File) error {
-	a, err := m.to.Receive(state, conns)
+func (m *sameProcess) Offer(state []byte, conns []syscall.Conn) error {
+	// The other process gets descriptors of its own, as a message's do.
+	files := make([]*os.File, 0, len(conns))
+	for _, c := range conns {
+		f, err := netx.Dup(c)
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return err
+		}
+		files = append(files, f)
+	}
+	a, err := m.to.Receive(state, files)
 	if err == nil {
 		m.arrived = append(m.arrived, a)
 	}
@@ -161,6 +175,63 @@ func TestMoveOut(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("the game did not hear the player leave")
 	}
+}
+
+// diedAfterReceive is a new process that died after receiving a batch's
+// sockets and before making its own copies: it had made them blocking
+// (fdmsg's Recv), and the flag is each socket's, shared with this process.
+type diedAfterReceive struct{}
+
+func (diedAfterReceive) Offer(state []byte, conns []syscall.Conn) error {
+	for _, c := range conns {
+		f, err := netx.Dup(c)
+		if err != nil {
+			return err
+		}
+		err = syscall.SetNonblock(int(f.Fd()), false)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return errors.New("the new process died")
+}
+
+func (diedAfterReceive) Commit() error { return errors.New("the new process died") }
+func (diedAfterReceive) Abort()        {}
+
+// TestMoveOutAfterReceiverDied: the sessions stay, their sockets
+// non-blocking again, so that the next move can stop their readers (a
+// reader in a blocking read cannot be stopped by a deadline).
+func TestMoveOutAfterReceiverDied(t *testing.T) {
+	e, p, gw2, _, _ := twoGateways(t)
+	// First: a read stuck on a blocking socket (the failure) ends only
+	// when the player hangs up.
+	t.Cleanup(func() { p.conn.Close() })
+	if n, err := e.gw.MoveOut(context.Background(), diedAfterReceive{}); err == nil || n != 0 {
+		t.Fatalf("MoveOut = %d, %v; want the failure", n, err)
+	}
+	p.send("two\r\n")
+	p.expect("2: two")
+	type result struct {
+		n   int
+		err error
+	}
+	moved := make(chan result, 1)
+	go func() {
+		n, err := e.gw.MoveOut(context.Background(), &sameProcess{to: gw2})
+		moved <- result{n, err}
+	}()
+	select {
+	case r := <-moved:
+		if r.err != nil || r.n != 1 {
+			t.Fatalf("the next MoveOut = %d, %v; want the session moved", r.n, r.err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the next MoveOut is stuck on a blocking socket")
+	}
+	p.send("three\r\n")
+	p.expect("3: three")
 }
 
 func TestMoveOutFailsSafe(t *testing.T) {

@@ -74,9 +74,11 @@ func (c *Conn) Close() error { return c.c.Close() }
 // SetDeadline bounds the sends and receives under way and to come.
 func (c *Conn) SetDeadline(t time.Time) error { return c.c.SetDeadline(t) }
 
-// Send sends one message: its kind, payload, and descriptors, which the
-// caller still owns (the other process receives copies).
-func (c *Conn) Send(kind byte, payload []byte, files []*os.File) error {
+// Send sends one message: its kind, payload, and descriptors: files,
+// sockets, anything whose SyscallConn names one. The caller still owns
+// them (the other process receives copies), and none is closed before
+// the message has gone: each is held open for the send.
+func (c *Conn) Send(kind byte, payload []byte, files []syscall.Conn) error {
 	if len(files) > MaxFiles || len(payload) > MaxPayload {
 		return fmt.Errorf("fdmsg: %w: %d descriptors, %d bytes", ErrProtocol, len(files), len(payload))
 	}
@@ -86,22 +88,16 @@ func (c *Conn) Send(kind byte, payload []byte, files []*os.File) error {
 	hdr[0] = kind
 	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
 	binary.BigEndian.PutUint32(hdr[5:], uint32(len(files)))
-	var oob []byte
-	if len(files) > 0 {
-		fds := make([]int, len(files))
-		for i, f := range files {
-			// Not f.Fd(), which would make the socket blocking for every
-			// process that shares it.
-			raw, err := f.SyscallConn()
-			if err != nil {
-				return fmt.Errorf("fdmsg: send: %w", err)
-			}
-			raw.Control(func(fd uintptr) { fds[i] = int(fd) })
-		}
-		oob = syscall.UnixRights(fds...)
-	}
 	// The descriptors travel with the header's bytes.
-	if _, _, err := c.c.WriteMsgUnix(hdr, oob, nil); err != nil {
+	err := holding(files, make([]int, 0, len(files)), func(fds []int) error {
+		var oob []byte
+		if len(fds) > 0 {
+			oob = syscall.UnixRights(fds...)
+		}
+		_, _, err := c.c.WriteMsgUnix(hdr, oob, nil)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("fdmsg: send: %w", err)
 	}
 	if len(payload) == 0 {
@@ -113,7 +109,27 @@ func (c *Conn) Send(kind byte, payload []byte, files []*os.File) error {
 	return nil
 }
 
-// Recv receives one message. The descriptors are the caller's to close.
+// holding calls send with the descriptors of files, each held open
+// meanwhile: a descriptor number let go of could be closed by its owner
+// and name another file by the time it is sent. Not Fd(), which would
+// make a socket blocking for every process that shares it.
+func holding(files []syscall.Conn, fds []int, send func([]int) error) error {
+	if len(files) == 0 {
+		return send(fds)
+	}
+	raw, err := files[0].SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = holding(files[1:], append(fds, int(fd)), send) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+// Recv receives one message. The descriptors are the caller's to close;
+// they come blocking, ready for net.FileConn or net.FileListener.
 func (c *Conn) Recv() (kind byte, payload []byte, files []*os.File, err error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
@@ -166,6 +182,12 @@ func parseRights(oob []byte) ([]*os.File, error) {
 		}
 		for _, fd := range fds {
 			syscall.CloseOnExec(fd)
+			// Blocking, as Fd would make it: a file of a non-blocking
+			// descriptor joins the runtime's poller, and leaves it at
+			// Close, for nothing when it goes to net.FileConn, whose own
+			// copy is made non-blocking again (so the sender's socket,
+			// which shares the flag, is blocking only until then).
+			syscall.SetNonblock(fd, false)
 			files = append(files, os.NewFile(uintptr(fd), "received"))
 		}
 	}

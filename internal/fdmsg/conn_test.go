@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -36,11 +37,13 @@ func TestSendRecv(t *testing.T) {
 		name    string
 		kind    byte
 		payload []byte
-		files   []*os.File
+		files   []syscall.Conn
 	}{
 		{"empty", 1, nil, nil},
 		{"payload", 2, bytes.Repeat([]byte("x"), 1<<20), nil},
-		{"a listener", 3, []byte("listen"), []*os.File{lf}},
+		{"a listener's file", 3, []byte("listen"), []syscall.Conn{lf}},
+		// A socket sends its own descriptor: no copy to make and close.
+		{"a listener itself", 3, []byte("listen"), []syscall.Conn{ln.(*net.TCPListener)}},
 		{"many descriptors", 4, []byte("many"), repeat(lf, MaxFiles)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,8 +87,8 @@ func TestSendRecv(t *testing.T) {
 	}
 }
 
-func repeat(f *os.File, n int) []*os.File {
-	fs := make([]*os.File, n)
+func repeat(f *os.File, n int) []syscall.Conn {
+	fs := make([]syscall.Conn, n)
 	for i := range fs {
 		fs[i] = f
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // RetryableAccept reports whether Accept failed for a passing reason, such as
@@ -29,10 +31,9 @@ func Backoff(d, min, max time.Duration) time.Duration {
 	return d
 }
 
-// Dup returns a new descriptor of c's socket, under whatever wraps it (a
-// PROXY header reader), leaving c as it is: for another process to carry
-// the connection on.
-func Dup(c any) (*os.File, error) {
+// Socket returns c's socket, under whatever wraps it (a PROXY header
+// reader): its descriptor can be sent to another process as it is.
+func Socket(c any) (syscall.Conn, error) {
 	for {
 		w, ok := c.(interface{ Raw() net.Conn })
 		if !ok {
@@ -43,6 +44,75 @@ func Dup(c any) (*os.File, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil, fmt.Errorf("a %T has no descriptor", c)
+	}
+	return sc, nil
+}
+
+// SetNonblock makes c's socket non-blocking, as the runtime's poller
+// needs it, whatever another process that shares it did.
+func SetNonblock(c any) error {
+	sc, err := Socket(c)
+	if err != nil {
+		return err
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = syscall.SetNonblock(int(fd), true) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+// FD is a descriptor of this process's own, kept out of the runtime's
+// poller: a copy of a socket to send to another process costs a dup and a
+// close, where an *os.File of it would also join the poller and leave it.
+type FD int
+
+// DupFD returns a new descriptor of c's socket, under whatever wraps it,
+// closed on exec.
+func DupFD(c any) (FD, error) {
+	sc, err := Socket(c)
+	if err != nil {
+		return -1, err
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, derr := -1, error(nil)
+	if err := raw.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup: %w", derr)
+	}
+	return FD(fd), nil
+}
+
+// Close closes the descriptor.
+func (fd FD) Close() error { return syscall.Close(int(fd)) }
+
+// SyscallConn gives the descriptor to Control, for sending; an FD is not
+// read or written.
+func (fd FD) SyscallConn() (syscall.RawConn, error) { return rawFD(fd), nil }
+
+type rawFD int
+
+var errNotPolled = errors.New("netx: an FD is not read or written")
+
+func (fd rawFD) Control(f func(uintptr)) error  { f(uintptr(fd)); return nil }
+func (fd rawFD) Read(func(uintptr) bool) error  { return errNotPolled }
+func (fd rawFD) Write(func(uintptr) bool) error { return errNotPolled }
+
+// Dup returns a new descriptor of c's socket, under whatever wraps it,
+// leaving c as it is: for another process to carry the connection on.
+func Dup(c any) (*os.File, error) {
+	sc, err := Socket(c)
+	if err != nil {
+		return nil, err
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {

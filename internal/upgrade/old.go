@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,8 +40,9 @@ type Process interface {
 // gateway.Mover; the Upgrader gives one to Gateway.MoveOut.
 type Mover interface {
 	// Offer hands the new process a batch, and returns once it holds the
-	// batch untouched.
-	Offer(state []byte, conns []*os.File) error
+	// batch untouched: the sessions' state, and their sockets (or files
+	// standing for them), which stay the caller's.
+	Offer(state []byte, conns []syscall.Conn) error
 	// Commit makes every batch offered the new process's own, and returns
 	// once it has taken them; an error leaves them with this process.
 	Commit() error
@@ -377,11 +379,15 @@ func (u *Upgrader) passRegistry(r *reader) error {
 	if state == nil {
 		return nil
 	}
-	return u.send(r, Registry, state, files, Taken)
+	conns := make([]syscall.Conn, len(files))
+	for i, f := range files {
+		conns[i] = f
+	}
+	return u.send(r, Registry, state, conns, Taken)
 }
 
 // send sends a message and waits for the answer of kind want.
-func (u *Upgrader) send(r *reader, kind Kind, payload []byte, files []*os.File, want Kind) error {
+func (u *Upgrader) send(r *reader, kind Kind, payload []byte, files []syscall.Conn, want Kind) error {
 	timeout := orDefault(u.AnswerTimeout, DefaultAnswerTimeout)
 	r.conn.SetDeadline(time.Now().Add(timeout))
 	err := r.conn.Send(byte(kind), payload, files)
@@ -418,7 +424,7 @@ type mover struct {
 	ex   *exit
 }
 
-func (m *mover) Offer(state []byte, conns []*os.File) error {
+func (m *mover) Offer(state []byte, conns []syscall.Conn) error {
 	return m.u.send(m.r, Batch, state, conns, Prepared)
 }
 

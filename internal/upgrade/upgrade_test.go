@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -90,7 +91,7 @@ func (g *oldGateway) MoveOut(ctx context.Context, m Mover) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		err = m.Offer([]byte(strings.Join(b, ",")), []*os.File{r})
+		err = m.Offer([]byte(strings.Join(b, ",")), []syscall.Conn{r})
 		r.Close()
 		w.Close()
 		if err != nil {
