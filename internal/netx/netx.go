@@ -110,22 +110,9 @@ func (fd rawFD) Write(func(uintptr) bool) error { return errNotPolled }
 // Dup returns a new descriptor of c's socket, under whatever wraps it,
 // leaving c as it is: for another process to carry the connection on.
 func Dup(c any) (*os.File, error) {
-	sc, err := Socket(c)
+	fd, err := DupFD(c)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var fd int
-	var derr error
-	if err := raw.Control(func(s uintptr) { fd, derr = syscall.Dup(int(s)) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("dup: %w", derr)
-	}
-	syscall.CloseOnExec(fd)
 	return os.NewFile(uintptr(fd), "socket"), nil
 }
