@@ -89,6 +89,16 @@ func (lk *backendLink) untrack(st *yamux.Stream) {
 	lk.readers.Add(-1)
 }
 
+// endUnread ends a stream whose reader stopped at Parked, its session
+// done with it.
+func (lk *backendLink) endUnread(st *yamux.Stream) {
+	lk.readers.Add(1) // untrack counts out a reader, which a parked stream has not
+	lk.untrack(st)
+	if !lk.dead.Load() {
+		st.Close() // on a dead link, closing would only wait on yamux
+	}
+}
+
 // wake starts the readers of the parked streams of the sessions named,
 // and opens those held.
 func (lk *backendLink) wake(srv *Server, ids []string) {

@@ -427,11 +427,7 @@ func (lk *backendLink) movedParked(srv *Server, to []link.Parked) {
 		go func() {
 			defer srv.wg.Done()
 			for _, e := range closing {
-				lk.readers.Add(1) // untrack counts out a reader, which a parked stream has not
-				lk.untrack(e.st)
-				if !lk.dead.Load() {
-					e.st.Close()
-				}
+				lk.endUnread(e.st)
 				if e.done != nil {
 					close(e.done)
 				}

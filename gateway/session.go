@@ -889,8 +889,7 @@ func (s *session) movedParked(lk *backendLink, park uint32) (closing *yamux.Stre
 	}
 	past := s.parksSeen >= park
 	if past && s.cond.phase == phaseMoving && s.cond.stream == streamParked && s.to(evDetach) {
-		s.st, s.lk, s.sent, s.quietMove = nil, nil, 0, 0
-		s.Lost = time.Now()
+		s.forgetStreamLocked()
 		s.MoveFrom = lk.instance
 		s.endedInMove = false
 		done, s.streamDone = s.streamDone, nil
@@ -925,17 +924,21 @@ func (s *session) endParked(lk *backendLink, park uint32) bool {
 	ok := s.lk == lk && st != nil && s.cond.phase == phaseLive && s.deployed &&
 		s.cond.stream == streamParked && s.parksSeen >= park && s.to(evDetach)
 	if ok {
-		s.st, s.lk, s.sent, s.quietMove = nil, nil, 0, 0
-		s.Lost = time.Now()
+		s.forgetStreamLocked()
 	}
 	s.mu.Unlock()
 	if !ok {
 		return false
 	}
-	lk.readers.Add(1) // untrack counts out a reader, which a parked stream has not
-	lk.untrack(st)
-	st.Close()
+	lk.endUnread(st)
 	return true
+}
+
+// forgetStreamLocked forgets the session's stream, which has ended; s.mu
+// is held.
+func (s *session) forgetStreamLocked() {
+	s.st, s.lk, s.sent, s.quietMove = nil, nil, 0, 0
+	s.Lost = time.Now()
 }
 
 // broadcast delivers a line the backend broadcast to the session's stream
@@ -1127,10 +1130,8 @@ func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bo
 		st.Close() // on a dead link, closing would only wait on yamux
 	}
 	s.mu.Lock()
-	s.st, s.lk, s.sent = nil, nil, 0
-	s.quietMove = 0
 	s.to(evDetach)
-	s.Lost = time.Now()
+	s.forgetStreamLocked()
 	ph := s.cond.phase
 	if ph == phaseMoving {
 		// The mover takes it from here.
