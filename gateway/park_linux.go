@@ -70,18 +70,18 @@ type selfParking interface {
 var errNotNow = errors.New("gateway: the connection cannot park now")
 
 // parkable returns the descriptor of a connection that can park: a plain
-// TCP socket, which buffers nothing above the kernel's (TLS keeps records,
-// a PROXY reader keeps bytes the kernel no longer has), or a self-parking
+// socket, which buffers nothing above the kernel's (TLS keeps records, a
+// PROXY reader keeps bytes the kernel no longer has), or a self-parking
 // connection (then fd may be -1: it can, but not now).
 func parkable(c net.Conn) (fd int, ok bool) {
 	if sp, is := c.(selfParking); is {
 		return sp.ParkFD()
 	}
-	tc, isTCP := c.(*net.TCPConn)
-	if !isTCP {
+	sc := plainSocket(c)
+	if sc == nil {
 		return 0, false
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return 0, false
 	}

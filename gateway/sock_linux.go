@@ -3,9 +3,12 @@ package gateway
 import (
 	"crypto/tls"
 	"net"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"holdfast/internal/netx"
 )
 
 // TCP states, from linux/tcp_states.h.
@@ -19,11 +22,11 @@ const (
 // tells even when unread input waits in front of the FIN, as it does for
 // a player whose held input is full.
 func peerClosed(c net.Conn) bool {
-	tc := tcpConn(c)
-	if tc == nil {
+	sc := tcpConn(c)
+	if sc == nil {
 		return false
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return true
 	}
@@ -40,43 +43,53 @@ func peerClosed(c net.Conn) bool {
 // came through a proxy (a PROXY header): the round trip measured is the
 // proxy's, not the player's.
 func roundTrip(c net.Conn) (time.Duration, bool) {
-	for {
-		switch v := c.(type) {
-		case *tls.Conn:
-			c = v.NetConn()
-			continue
-		case *net.TCPConn:
-			rc, err := v.SyscallConn()
-			if err != nil {
-				return 0, false
-			}
-			var rtt time.Duration
-			ok := false
-			rc.Control(func(fd uintptr) {
-				info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-				ok = err == nil && info.Rtt > 0
-				if ok {
-					rtt = time.Duration(info.Rtt) * time.Microsecond
-				}
-			})
-			return rtt, ok
-		}
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc := plainSocket(c)
+	if sc == nil {
 		return 0, false
 	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var rtt time.Duration
+	ok := false
+	rc.Control(func(fd uintptr) {
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		ok = err == nil && info.Rtt > 0
+		if ok {
+			rtt = time.Duration(info.Rtt) * time.Microsecond
+		}
+	})
+	return rtt, ok
 }
 
-// tcpConn finds the TCP connection under TLS and a PROXY header, if any.
-func tcpConn(c net.Conn) *net.TCPConn {
+// tcpConn finds the socket under TLS and a PROXY header, if any.
+func tcpConn(c net.Conn) syscall.Conn {
 	for {
 		switch v := c.(type) {
-		case *net.TCPConn:
-			return v
 		case *tls.Conn:
 			c = v.NetConn()
 		case interface{ Raw() net.Conn }: // a connection that started with a PROXY header
 			c = v.Raw()
 		default:
-			return nil
+			return plainSocket(c)
 		}
 	}
+}
+
+// plainSocket returns c's socket if c is one as it is, with nothing above
+// the kernel's: a TCP connection accepted here, or a socket received from
+// another process (then a TLS player's is the local socket of the old
+// process's relay, and the kernel's TCP figures are not to be had).
+func plainSocket(c net.Conn) syscall.Conn {
+	switch v := c.(type) {
+	case *net.TCPConn:
+		return v
+	case *netx.Conn:
+		return v
+	}
+	return nil
 }

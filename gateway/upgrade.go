@@ -311,9 +311,9 @@ func (o *offer) rollback() {
 		e.Thaw() // the page never knew
 	}
 	for _, ss := range o.sessions {
-		// The other process makes a socket it receives blocking until its
-		// own copy is made (fdmsg's Recv); one that died meanwhile leaves
-		// it so, and the flag is the socket's, shared.
+		// An older gateway made a socket it received blocking until its
+		// own copy was made; one that died meanwhile left it so, and the
+		// flag is the socket's, shared.
 		if !relayed(ss.conn) {
 			netx.SetNonblock(ss.conn)
 		}
@@ -708,7 +708,7 @@ func (s *Server) Receive(state []byte, conns []*os.File) (*Arrivals, error) {
 			a.sessions = append(a.sessions, ss)
 		}
 	}
-	for _, f := range conns {
+	for _, f := range next { // the sessions' own are theirs
 		f.Close()
 	}
 	if err != nil {
@@ -719,13 +719,16 @@ func (s *Server) Receive(state []byte, conns []*os.File) (*Arrivals, error) {
 }
 
 // arrive builds a session from another process's record and socket, or,
-// for a connection that moved without one, from its record.
+// for a connection that moved without one, from its record. It takes f:
+// the session keeps it, or it is closed.
 func (s *Server) arrive(m *record, f *os.File) (*session, error) {
 	var c net.Conn
 	var err error
 	switch {
 	case f != nil:
-		c, err = net.FileConn(f)
+		if c, err = netx.NewConn(f); err != nil {
+			f.Close()
+		}
 	case s.Reconnect == nil:
 		err = errors.New("a browser's session, and no web listener here")
 	default:

@@ -129,7 +129,8 @@ func holding(files []syscall.Conn, fds []int, send func([]int) error) error {
 }
 
 // Recv receives one message. The descriptors are the caller's to close;
-// they come blocking, ready for net.FileConn or net.FileListener.
+// they come non-blocking, in the runtime's poller, as the sender's own
+// were: ready for netx.NewConn, net.FileConn or net.FileListener.
 func (c *Conn) Recv() (kind byte, payload []byte, files []*os.File, err error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
@@ -182,12 +183,9 @@ func parseRights(oob []byte) ([]*os.File, error) {
 		}
 		for _, fd := range fds {
 			syscall.CloseOnExec(fd)
-			// Blocking, as Fd would make it: a file of a non-blocking
-			// descriptor joins the runtime's poller, and leaves it at
-			// Close, for nothing when it goes to net.FileConn, whose own
-			// copy is made non-blocking again (so the sender's socket,
-			// which shares the flag, is blocking only until then).
-			syscall.SetNonblock(fd, false)
+			// The flag is the socket's, shared with the sender: set
+			// already, unless a process before made it blocking.
+			syscall.SetNonblock(fd, true)
 			files = append(files, os.NewFile(uintptr(fd), "received"))
 		}
 	}
