@@ -151,7 +151,8 @@ type Server struct {
 
 	relays   sync.WaitGroup // relays (TLS, WebSocket) for sessions another process holds
 	relaySet map[*relay]struct{}
-	parker   *parker // idle players' sockets, waiting without a reader each; nil: none
+	moved    []net.Conn // sockets another process took, this process's descriptors still open: see CloseMoved
+	parker   *parker    // idle players' sockets, waiting without a reader each; nil: none
 	drain    drainState
 	stowedN  atomic.Int64 // sessions stowed since the last sweep
 }
@@ -542,6 +543,7 @@ func (s *Server) Close() error {
 		r.local.Close()
 	}
 	s.mu.Unlock()
+	s.CloseMoved()
 	s.cancel()
 	if s.parker != nil {
 		s.parker.stop()

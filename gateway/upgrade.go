@@ -31,8 +31,9 @@ import (
 //     prepares them without touching them.
 //
 // Once every session is offered, it commits: once the new process has said
-// it took them, the old one lets go of its copies of the sockets (closing
-// a descriptor, never shutting a socket down). Until then, any failure, the
+// it took them, the old one forgets them, and closes its copies of the
+// sockets (a descriptor, never shutting a socket down) when the caller
+// says, with CloseMoved. Until then, any failure, the
 // new process dying included, gives every batch back to the old process,
 // which carries on with them as before: a session moves only to a process
 // that has taken all of them.
@@ -70,7 +71,8 @@ const moveStop = 5 * time.Second
 // returns how many it moved. It waits for connections still in their
 // handshake and clients still negotiating, and moves them too; the caller
 // stops accepting new players first. Sessions that end meanwhile end here.
-// On an error every session stays here.
+// On an error every session stays here. The caller closes this process's
+// descriptors of the sockets moved with CloseMoved, once it has answered.
 //
 // The next batch is prepared (frozen, taken off the backend, saved) while
 // the other process takes the one before: each side's work overlaps the
@@ -330,8 +332,37 @@ func (o *offer) commit() {
 	for _, e := range o.exported {
 		e.Moved() // the page reconnects, to the new process
 	}
+	moved := make([]net.Conn, 0, len(o.sessions))
 	for _, ss := range o.sessions {
 		ss.letGo()
+		_, exported := ss.conn.(exporter)
+		switch {
+		case relayed(ss.conn): // the relay holds it
+		case exported:
+			ss.conn.Close() // its page connects to the other process
+		default:
+			moved = append(moved, ss.conn)
+		}
+	}
+	o.srv.mu.Lock()
+	o.srv.moved = append(o.srv.moved, moved...)
+	o.srv.mu.Unlock()
+}
+
+// CloseMoved closes this process's descriptors of the sockets that moved
+// to another process. MoveOut leaves them open: closing each takes the
+// runtime's poller and the kernel as long as the rest of the session's
+// move, and the process that moved them usually exits at once, so that
+// an upgrade answers sooner when they are closed after it. Until then a
+// player who leaves the other process is not hung up on. Close closes
+// them too.
+func (s *Server) CloseMoved() {
+	s.mu.Lock()
+	moved := s.moved
+	s.moved = nil
+	s.mu.Unlock()
+	for _, c := range moved {
+		c.Close()
 	}
 }
 
@@ -596,8 +627,8 @@ func (ss *session) thaw() {
 	}
 }
 
-// letGo forgets a session that another process now holds: its socket is
-// that process's, so only this process's descriptor is closed.
+// letGo forgets a session that another process now holds. Its socket is
+// that process's: this process's descriptor is closed by CloseMoved.
 func (ss *session) letGo() {
 	ss.mu.Lock()
 	ss.to(evEnd)
@@ -610,7 +641,6 @@ func (ss *session) letGo() {
 		heldOn.forget(ss) // the other process holds it now
 	}
 	ss.out.close()
-	closeDescriptor(ss.conn)
 	ss.srv.remove(ss)
 }
 

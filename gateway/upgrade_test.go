@@ -177,9 +177,32 @@ func TestMoveOut(t *testing.T) {
 	}
 }
 
+// TestCloseMoved: the old process keeps its descriptors of the moved
+// sockets until CloseMoved, and the player is hung up on once both
+// processes have let go.
+func TestCloseMoved(t *testing.T) {
+	e, p, gw2, _, _ := twoGateways(t)
+	if n, err := e.gw.MoveOut(context.Background(), &sameProcess{to: gw2}); err != nil || n != 1 {
+		t.Fatalf("MoveOut = %d, %v", n, err)
+	}
+	p.send("two\r\n")
+	p.expect("2: two")
+	gw2.Close() // the new process lets go of its own
+	p.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if b, err := p.r.ReadByte(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read %q, %v while the old process holds the socket; want nothing", b, err)
+	}
+	e.gw.CloseMoved()
+	p.conn.SetReadDeadline(time.Now().Add(waitFor))
+	if rest, err := io.ReadAll(p.r); err != nil {
+		t.Fatalf("after CloseMoved: %q, %v; want the connection closed", rest, err)
+	}
+}
+
 // diedAfterReceive is a new process that died after receiving a batch's
-// sockets and before making its own copies: it had made them blocking
-// (fdmsg's Recv), and the flag is each socket's, shared with this process.
+// sockets and before making its own copies: it had made them blocking (as
+// an older gateway's fdmsg did), and the flag is each socket's, shared
+// with this process.
 type diedAfterReceive struct{}
 
 func (diedAfterReceive) Offer(state []byte, conns []syscall.Conn) error {

@@ -71,8 +71,17 @@ func (u *upgrader) locate() error {
 // errUpgrading is an upgrade asked for while one runs.
 var errUpgrading = upgrade.ErrUnderWay
 
-// upgrade runs an upgrade; see upgrade.Upgrader.Upgrade.
-func (u *upgrader) upgrade() (upgrade.Result, error) { return u.Upgrade() }
+// upgrade runs an upgrade; see upgrade.Upgrader.Upgrade. One that
+// failed after the new process took the sessions leaves this process
+// serving on: its copies of their sockets are closed at once. After one
+// that succeeded, retire closes them, once the answer has gone.
+func (u *upgrader) upgrade() (upgrade.Result, error) {
+	res, err := u.Upgrade()
+	if err != nil && u.gw != nil {
+		u.gw.CloseMoved()
+	}
+	return res, err
+}
 
 // leave tells this process to go, once whoever asked for the upgrade has
 // the answer.
@@ -87,6 +96,7 @@ func (u *upgrader) retire() {
 		srv.Shutdown(ctx) // the answer to the upgrade goes out
 		cancel()
 	}
+	u.gw.CloseMoved() // the players who leave the new process are hung up on
 	if n := u.gw.Relays(); n > 0 {
 		u.Logger.Info("gateway: relaying players for the new gateway until they leave", zap.Int("players", n))
 		u.gw.WaitRelays()
