@@ -131,6 +131,9 @@ func serveControl(log *zap.Logger, ln net.Listener, gw *gateway.Server, level ht
 			return
 		}
 		writeJSON(w, res)
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush() // the answer goes before the sockets are closed
+		}
 		up.leave()
 	})
 	// No write timeout: an upgrade answers when it is over.

@@ -74,18 +74,27 @@ var errUpgrading = upgrade.ErrUnderWay
 // upgrade runs an upgrade; see upgrade.Upgrader.Upgrade. One that
 // failed after the new process took the sessions leaves this process
 // serving on: its copies of their sockets are closed at once. After one
-// that succeeded, retire closes them, once the answer has gone.
+// that succeeded, leave closes them, once the answer has gone.
 func (u *upgrader) upgrade() (upgrade.Result, error) {
 	res, err := u.Upgrade()
-	if err != nil && u.gw != nil {
+	if err != nil && !errors.Is(err, errUpgrading) && u.gw != nil {
 		u.gw.CloseMoved()
 	}
 	return res, err
 }
 
 // leave tells this process to go, once whoever asked for the upgrade has
-// the answer.
-func (u *upgrader) leave() { u.leaving.Do(func() { close(u.done) }) }
+// the answer. Its copies of the moved sockets are closed first, so that
+// a player who leaves the new process is hung up on at once, whatever
+// this process's other requests keep it for.
+func (u *upgrader) leave() {
+	u.leaving.Do(func() {
+		if u.gw != nil {
+			u.gw.CloseMoved()
+		}
+		close(u.done)
+	})
+}
 
 // retire lets this process go once the new one serves: it waits for the
 // players it relays for the new process (TLS, WebSockets that cannot
@@ -96,7 +105,6 @@ func (u *upgrader) retire() {
 		srv.Shutdown(ctx) // the answer to the upgrade goes out
 		cancel()
 	}
-	u.gw.CloseMoved() // the players who leave the new process are hung up on
 	if n := u.gw.Relays(); n > 0 {
 		u.Logger.Info("gateway: relaying players for the new gateway until they leave", zap.Int("players", n))
 		u.gw.WaitRelays()

@@ -21,7 +21,8 @@ import (
 //
 // The file must be non-blocking, as a socket sent from the runtime's
 // poller is: os.NewFile then puts it in the poller, and deadlines work.
-// Errors are a net.Conn's: *net.OpError, with net.ErrClosed once closed.
+// Errors are a net.Conn's: *net.OpError, with net.ErrClosed for a read or
+// a write once closed.
 type Conn struct {
 	f *os.File
 }
