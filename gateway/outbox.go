@@ -53,11 +53,9 @@ type mark struct {
 	compress bool
 }
 
-// starter starts an outbox's writer, which may do its work at once, in
-// the caller's goroutine, if atOnce (see session.writeAtOnce). An
-// interface, not a func: a closure would be one more allocation that
-// every idle player keeps.
-type starter interface{ startWriter(atOnce bool) }
+// starter starts an outbox's writer. An interface, not a func: a closure
+// would be one more allocation that every idle player keeps.
+type starter interface{ startWriter() }
 
 func newOutbox(max int, start starter) *outbox {
 	return &outbox{max: int32(min(max, math.MaxInt32)), start: start}
@@ -76,7 +74,7 @@ func (o *outbox) claim() bool {
 func (o *outbox) unlock(start bool) {
 	o.mu.Unlock()
 	if start {
-		o.start.startWriter(true)
+		o.start.startWriter()
 	}
 }
 
@@ -131,16 +129,7 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 // putProtocol queues telnet protocol bytes. They may exceed the bound, since
 // dropping them would break the protocol, but not twice over: a client that
 // keeps asking and never reads gets false, and is to be disconnected.
-func (o *outbox) putProtocol(b []byte) bool { return o.putProto(b, true) }
-
-// putAnswer is putProtocol for the telnet engine's answers to the
-// player's own input: many may come from one read (a client that sends a
-// run of AYT), and a writer goroutine takes them together, where writing
-// each at once would be a system call for every two bytes the client
-// sent, and a kernel's send buffer filled before the bound is reached.
-func (o *outbox) putAnswer(b []byte) bool { return o.putProto(b, false) }
-
-func (o *outbox) putProto(b []byte, atOnce bool) bool {
+func (o *outbox) putProtocol(b []byte) bool {
 	o.mu.Lock()
 	ok := !o.closed && !o.closeAfter && (len(o.buf)+len(b) <= 2*int(o.max) || o.frozen)
 	if !ok {
@@ -148,11 +137,7 @@ func (o *outbox) putProto(b []byte, atOnce bool) bool {
 		return false
 	}
 	o.buf = append(o.buf, b...)
-	start := o.claim()
-	o.mu.Unlock()
-	if start {
-		o.start.startWriter(atOnce)
-	}
+	o.unlock(o.claim())
 	return true
 }
 
@@ -214,42 +199,6 @@ func (o *outbox) take() (b []byte, marks []mark, closeAfter, closed, ok bool) {
 	o.mu.Unlock()
 	signal(room)
 	return b, marks, closeAfter, closed, true
-}
-
-// takePlain is take for a write made at once by the goroutine that
-// claimed the writer (session.writeAtOnce): it hands over what is queued
-// only if it is bytes to write and nothing else (no marks, nothing cut
-// by a move, no close); otherwise ok is false and the queue stays as it
-// was, for a writer goroutine.
-func (o *outbox) takePlain() (b []byte, ok bool) {
-	o.mu.Lock()
-	if o.frozen || len(o.buf) == 0 || len(o.marks) > 0 || len(o.wire) > 0 || o.closeAfter || o.closed {
-		o.mu.Unlock()
-		return nil, false
-	}
-	b, o.buf = o.buf, nil
-	o.taken = o.game
-	room := o.room
-	o.mu.Unlock()
-	signal(room)
-	return b, true
-}
-
-// wroteAtOnce ends a write made at once: rest is what the socket did not
-// take, to go out first. It reports whether a writer goroutine is to
-// carry on; if not, the writer has ended (nothing left, or a move froze
-// the queue, which then keeps rest for the move).
-func (o *outbox) wroteAtOnce(rest []byte) (carryOn bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if len(rest) > 0 {
-		o.wire = append(rest[:len(rest):len(rest)], o.wire...)
-	}
-	if o.frozen || len(o.buf) == 0 && len(o.marks) == 0 && len(o.wire) == 0 && !o.closeAfter && !o.closed {
-		o.stopLocked()
-		return false
-	}
-	return true
 }
 
 // recycle gives back a buffer that take handed the writer, once it is

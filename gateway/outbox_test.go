@@ -8,7 +8,7 @@ import (
 // countStarts counts the writers an outbox starts.
 type countStarts int
 
-func (c *countStarts) startWriter(bool) { *c++ }
+func (c *countStarts) startWriter() { *c++ }
 
 // TestOutboxSpare: while a writer runs, the buffer it wrote and gave back
 // takes the next put, so a burst costs two buffers in turn; one too large
@@ -68,64 +68,5 @@ func TestOutboxSpare(t *testing.T) {
 	defer o.mu.Unlock()
 	if o.spare != nil || o.writing {
 		t.Fatalf("after the writer stopped: spare %d bytes, writing %v", cap(o.spare), o.writing)
-	}
-}
-
-// TestOutboxAtOnce: a write made at once takes only plain bytes, and what
-// the socket did not take goes first for the writer goroutine, or stays
-// for a move that froze the queue meanwhile.
-func TestOutboxAtOnce(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		setup   func(o *outbox)
-		taken   string // "" when takePlain refuses
-		written int    // of what was taken
-		between func(o *outbox)
-		carryOn bool
-		wire    string // what is left to go out first
-		writing bool   // after wroteAtOnce
-	}{
-		{name: "all written", taken: "line\r\n", written: 6},
-		{name: "part written", taken: "line\r\n", written: 2, carryOn: true, wire: "ne\r\n", writing: true},
-		{name: "nothing written", taken: "line\r\n", carryOn: true, wire: "line\r\n", writing: true},
-		{name: "more queued meanwhile", taken: "line\r\n", written: 6,
-			between: func(o *outbox) { o.put([]byte("more"), 0) }, carryOn: true, writing: true},
-		{name: "frozen meanwhile", taken: "line\r\n", written: 1,
-			between: func(o *outbox) { o.freeze() }, wire: "ine\r\n"},
-		{name: "a mark", setup: func(o *outbox) { o.mark(true) }},
-		{name: "a close after", setup: func(o *outbox) { o.finish() }},
-		{name: "closed", setup: func(o *outbox) { o.close() }},
-		{name: "a cut write", setup: func(o *outbox) { o.wire = []byte("cut") }},
-		{name: "frozen", setup: func(o *outbox) { o.freeze() }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var started countStarts
-			o := newOutbox(64, &started)
-			if tc.setup != nil {
-				o.mu.Lock()
-				o.writing = true // the claim is the caller's: no writer started
-				o.mu.Unlock()
-				tc.setup(o)
-			}
-			o.put([]byte("line\r\n"), 0)
-			b, ok := o.takePlain()
-			if string(b) != tc.taken || ok != (tc.taken != "") {
-				t.Fatalf("takePlain = %q, %v; want %q", b, ok, tc.taken)
-			}
-			if !ok {
-				return // the writer goroutine's
-			}
-			if tc.between != nil {
-				tc.between(o)
-			}
-			if got := o.wroteAtOnce(b[tc.written:]); got != tc.carryOn {
-				t.Errorf("wroteAtOnce = %v, want %v", got, tc.carryOn)
-			}
-			o.mu.Lock()
-			defer o.mu.Unlock()
-			if string(o.wire) != tc.wire || o.writing != tc.writing {
-				t.Errorf("after: wire %q, writing %v; want %q, %v", o.wire, o.writing, tc.wire, tc.writing)
-			}
-		})
 	}
 }

@@ -11,14 +11,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"holdfast/gateway/telnet"
-	"holdfast/internal/netx"
 	"holdfast/link"
 )
 
@@ -197,44 +195,9 @@ func newSession(srv *Server, id string, c net.Conn, addr net.Addr, ip netip.Addr
 }
 
 // startWriter starts the player's writer, for its outbox.
-func (s *session) startWriter(atOnce bool) {
-	if atOnce && s.writeAtOnce() {
-		return
-	}
+func (s *session) startWriter() {
 	s.srv.wg.Add(1)
 	go s.writePlayer()
-}
-
-// writeAtOnce is the writer's work done by the goroutine that queued the
-// output, when it can be done without waiting: what starts a writer is
-// mostly a line or two to a player whose socket has room, and a goroutine
-// started for it costs more than the write, and a round trip the wake-up.
-// Only plain bytes to a plain socket go this way (no compression, no TLS,
-// not a browser's). It writes once, without blocking, and reports whether
-// the writer's work is done; what the socket did not take, and whatever
-// was queued meanwhile, is a writer goroutine's.
-func (s *session) writeAtOnce() bool {
-	sc := plainSocket(s.conn)
-	if sc == nil || s.compressing || s.keeps {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	b, ok := s.out.takePlain()
-	if !ok {
-		return false
-	}
-	n := 0
-	// Control, not Write: the socket's write deadline, long past for an
-	// idle player, is for a writer that waits, and this one does not.
-	// The outbox's claim makes this the socket's only writer.
-	raw.Control(func(fd uintptr) { n, _ = syscall.Write(int(fd), b) })
-	n = max(n, 0)
-	s.bytesOut.Add(uint64(n))
-	s.srv.metrics.bytesOut.Add(float64(n))
-	return !s.out.wroteAtOnce(b[n:])
 }
 
 // broadcastLine is a line broadcast to the session, encoded, and how long
@@ -266,20 +229,6 @@ func relayed(c net.Conn) bool {
 		return v.Relayed()
 	}
 	return false
-}
-
-// plainSocket returns c's socket if c is one as it is, with nothing above
-// the kernel's: a TCP connection accepted here, or a socket received from
-// another process (then a TLS player's is the local socket of the old
-// process's relay, and the kernel's TCP figures are not to be had).
-func plainSocket(c net.Conn) syscall.Conn {
-	switch v := c.(type) {
-	case *net.TCPConn:
-		return v
-	case *netx.Conn:
-		return v
-	}
-	return nil
 }
 
 // shortDuration writes d as a player would: "1h", "1h30m", "90s".

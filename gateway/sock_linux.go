@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"holdfast/internal/netx"
 )
 
 // TCP states, from linux/tcp_states.h.
@@ -76,4 +78,18 @@ func tcpConn(c net.Conn) syscall.Conn {
 			return plainSocket(c)
 		}
 	}
+}
+
+// plainSocket returns c's socket if c is one as it is, with nothing above
+// the kernel's: a TCP connection accepted here, or a socket received from
+// another process (then a TLS player's is the local socket of the old
+// process's relay, and the kernel's TCP figures are not to be had).
+func plainSocket(c net.Conn) syscall.Conn {
+	switch v := c.(type) {
+	case *net.TCPConn:
+		return v
+	case *netx.Conn:
+		return v
+	}
+	return nil
 }

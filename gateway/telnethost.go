@@ -227,7 +227,7 @@ func (s *session) settled() bool {
 // Send queues protocol bytes. A client that keeps asking while it reads
 // nothing overflows even the protocol's allowance and is disconnected.
 func (s *session) Send(b []byte) {
-	if !s.out.putAnswer(b) {
+	if !s.out.putProtocol(b) {
 		s.out.close()
 		s.closeConn() // the reader sees the error and ends the session
 	}
