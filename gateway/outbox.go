@@ -141,6 +141,20 @@ func (o *outbox) putProtocol(b []byte) bool {
 	return true
 }
 
+// putMarked queues protocol bytes, bounded as putProtocol's are, and
+// marks that compression starts or stops after them, in one step.
+func (o *outbox) putMarked(b []byte, compress bool) bool {
+	o.mu.Lock()
+	if o.closed || o.closeAfter || len(o.buf)+len(b) > 2*int(o.max) && !o.frozen {
+		o.mu.Unlock()
+		return false
+	}
+	o.buf = append(o.buf, b...)
+	o.marks = append(o.marks, mark{at: len(o.buf), compress: compress})
+	o.unlock(o.claim())
+	return true
+}
+
 // reached records that what is queued reaches the session's output offset
 // game.
 func (o *outbox) reached(game uint64) {

@@ -70,3 +70,28 @@ func TestOutboxSpare(t *testing.T) {
 		t.Fatalf("after the writer stopped: spare %d bytes, writing %v", cap(o.spare), o.writing)
 	}
 }
+
+// TestOutboxPutMarked: MCCP2's start sequence and the mark after it are
+// queued in one step, so output put after it is compressed; past twice
+// the bound it is refused, as other protocol bytes are.
+func TestOutboxPutMarked(t *testing.T) {
+	var started countStarts
+	o := newOutbox(16, &started)
+	o.put([]byte("before"), 0)
+	start := []byte{255, 250, 86, 255, 240}
+	if !o.putMarked(start, true) {
+		t.Fatal("putMarked refused")
+	}
+	o.put([]byte("after"), 0)
+	b, marks, _, _, ok := o.take()
+	if !ok || string(b) != "before"+string(start)+"after" {
+		t.Fatalf("take %q %v", b, ok)
+	}
+	if len(marks) != 1 || marks[0] != (mark{at: len("before") + len(start), compress: true}) {
+		t.Fatalf("marks %+v, want compression from just after the start sequence", marks)
+	}
+	o.put(make([]byte, 30), 0)
+	if o.putMarked(start, true) {
+		t.Fatal("putMarked past twice the bound was taken")
+	}
+}

@@ -233,9 +233,15 @@ func (s *session) Send(b []byte) {
 	}
 }
 
-func (s *session) StartCompress() { s.out.mark(true) }
-func (s *session) StopCompress()  { s.out.mark(false) }
-func (s *session) MSSP() []byte   { return s.srv.mssp(s) }
+func (s *session) StartCompress(start []byte) {
+	if !s.out.putMarked(start, true) {
+		s.out.close()
+		s.closeConn()
+	}
+}
+
+func (s *session) StopCompress() { s.out.mark(false) }
+func (s *session) MSSP() []byte  { return s.srv.mssp(s) }
 
 // fromBackend handles the frames by which the application asks for
 // protocol actions. It reports whether typ was one of them.

@@ -96,9 +96,12 @@ func (f Facts) bounded() Facts {
 type Host interface {
 	// Send queues protocol bytes for the client, in order with the output.
 	Send(b []byte)
-	// StartCompress is called once the client agreed to MCCP2: the start
-	// sequence has been sent, and everything after it must be compressed.
-	StartCompress()
+	// StartCompress is called once the client agreed to MCCP2, with the
+	// start sequence: it queues it, and compresses everything after it.
+	// One call, so that output queued meanwhile by another goroutine
+	// cannot fall between the two, uncompressed where the client expects
+	// compression.
+	StartCompress(start []byte)
 	// StopCompress ends compression after the client turned MCCP2 off.
 	StopCompress()
 	// MSSP returns the server status variables for a crawler, encoded.
@@ -311,8 +314,7 @@ func (e *Engine) turnedOn(opt byte, s side) {
 	case opt == OptMSSP && s == us:
 		e.sendMSSP()
 	case opt == OptMCCP2 && s == us:
-		e.send([]byte{IAC, SB, OptMCCP2, IAC, SE})
-		e.host.StartCompress()
+		e.host.StartCompress([]byte{IAC, SB, OptMCCP2, IAC, SE})
 	}
 }
 

@@ -66,13 +66,13 @@ type host struct {
 	mssp       []byte
 }
 
-func (h *host) Send(b []byte)      { h.sent = append(h.sent, b...) }
-func (h *host) StartCompress()     { h.compress++ }
-func (h *host) StopCompress()      { h.uncompress++ }
-func (h *host) MSSP() []byte       { return h.mssp }
-func (h *host) take() string       { s := string(h.sent); h.sent = nil; return s }
-func iac(b ...byte) string         { return string(append([]byte{IAC}, b...)) }
-func sb(opt byte, p string) string { return string(AppendSubneg(nil, opt, []byte(p))) }
+func (h *host) Send(b []byte)          { h.sent = append(h.sent, b...) }
+func (h *host) StartCompress(b []byte) { h.sent = append(h.sent, b...); h.compress++ }
+func (h *host) StopCompress()          { h.uncompress++ }
+func (h *host) MSSP() []byte           { return h.mssp }
+func (h *host) take() string           { s := string(h.sent); h.sent = nil; return s }
+func iac(b ...byte) string             { return string(append([]byte{IAC}, b...)) }
+func sb(opt byte, p string) string     { return string(AppendSubneg(nil, opt, []byte(p))) }
 
 const offers = "\xff\xfd\x18\xff\xfb\x19\xff\xfd\x1f\xff\xfd\x27\xff\xfb\x2a\xff\xfb\x46\xff\xfb\x56\xff\xfb\xc9"
 
