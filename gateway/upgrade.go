@@ -33,10 +33,10 @@ import (
 // Once every session is offered, it commits: once the new process has said
 // it took them, the old one forgets them, and closes its copies of the
 // sockets (a descriptor, never shutting a socket down) when the caller
-// says, with CloseMoved. Until then, any failure, the
-// new process dying included, gives every batch back to the old process,
-// which carries on with them as before: a session moves only to a process
-// that has taken all of them.
+// says, with CloseMoved. Until the new process has said so, any failure,
+// its death included, gives every batch back to the old process, which
+// carries on with them as before: a session moves only to a process that
+// has taken all of them.
 //
 // The quietest sessions go first (their socket and their stream parked), the
 // busiest last, so that a player who types waits for one batch and the
@@ -350,12 +350,11 @@ func (o *offer) commit() {
 }
 
 // CloseMoved closes this process's descriptors of the sockets that moved
-// to another process. MoveOut leaves them open: closing each takes the
-// runtime's poller and the kernel as long as the rest of the session's
-// move, and the process that moved them usually exits at once, so that
-// an upgrade answers sooner when they are closed after it. Until then a
-// player who leaves the other process is not hung up on. Close closes
-// them too.
+// to another process. MoveOut leaves them open: closing them (the
+// runtime's poller and the kernel, for each) was a sixth of an upgrade's
+// time at 15,000 sessions, and the upgrade answers sooner when they are
+// closed after it. Until then a player who leaves the other process is
+// not hung up on. Close closes them too.
 func (s *Server) CloseMoved() {
 	s.mu.Lock()
 	moved := s.moved
