@@ -4,6 +4,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"holdfast/internal/testnet"
 )
 
 // rawConn stands for a connection that came with a PROXY header.
@@ -15,21 +17,7 @@ func (r rawConn) Raw() net.Conn { return r.Conn }
 // round trips, not the whole wait; one whose round trip is unknown, or
 // is a proxy's, gets the whole wait.
 func TestSilentWait(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	_, server := testnet.TCPPair(t)
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()

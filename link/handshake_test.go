@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"holdfast/internal/testnet"
 )
 
 // handshake runs both sides over a loopback TCP connection, the gateway's
@@ -22,7 +24,7 @@ func handshake(t *testing.T, gwCookie, beCookie string, mangle func(net.Conn) ne
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := tcpPair(t)
+	a, b := testnet.TCPPair(t)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		be, beErr = BackendHandshake(b, cr)
@@ -39,26 +41,6 @@ func handshake(t *testing.T, gwCookie, beCookie string, mangle func(net.Conn) ne
 		t.Errorf("gateway learnt instance %q, the backend is %q", inst, cr.Instance)
 	}
 	return gw, be, inst, gwErr, beErr
-}
-
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
 }
 
 func TestHandshake(t *testing.T) {
@@ -143,7 +125,7 @@ func mitm(t *testing.T, toBackend net.Conn) net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	toGateway, mine := tcpPair(t)
+	toGateway, mine := testnet.TCPPair(t)
 	go func() {
 		// Towards the backend: play the gateway, up to its proof.
 		if err := readPreamble(toBackend); err != nil {
@@ -182,7 +164,7 @@ func TestHandshakeMITM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := tcpPair(t)
+	a, b := testnet.TCPPair(t)
 	beErr := make(chan error, 1)
 	go func() {
 		_, err := BackendHandshake(b, cr)
@@ -248,7 +230,7 @@ func TestHandshakeRejectsStrangers(t *testing.T) {
 		{"later version", []byte("HOLDFAST\x03")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := tcpPair(t)
+			a, b := testnet.TCPPair(t)
 			go func() { b.Write(tc.hello); io.Copy(io.Discard, b) }()
 			_, _, err := GatewayHandshake(a, []byte("secret"))
 			if !errors.Is(err, ErrProtocol) {
@@ -335,7 +317,7 @@ func TestNewer(t *testing.T) {
 // proof was made for is refused.
 func TestNewerProven(t *testing.T) {
 	learn := func(cr *Credentials, claim string) (string, error) {
-		a, b := tcpPair(t)
+		a, b := testnet.TCPPair(t)
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			if claim == "" {

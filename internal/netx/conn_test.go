@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"holdfast/internal/testnet"
 )
 
 // received returns a Conn of a copy of c's socket, as another process
@@ -32,7 +34,7 @@ func received(t *testing.T, c net.Conn) *Conn {
 // TestConn: a received socket reads, writes, keeps deadlines, knows both
 // addresses and shuts its sending side, with a net.Conn's errors.
 func TestConn(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := testnet.TCPPair(t)
 	c := received(t, a)
 	a.Close() // the copy is the connection now
 
@@ -96,7 +98,7 @@ func TestConn(t *testing.T) {
 // TestConnBlocking: a blocking descriptor is refused, since deadlines, on
 // which moving a session and idle players rely, would not work on it.
 func TestConnBlocking(t *testing.T) {
-	a, _ := tcpPair(t)
+	a, _ := testnet.TCPPair(t)
 	fd, err := DupFD(a)
 	if err != nil {
 		t.Fatal(err)

@@ -6,27 +6,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
+	"holdfast/internal/testnet"
+)
 
 func nonblocking(t *testing.T, fd int) bool {
 	t.Helper()
@@ -41,7 +23,7 @@ func nonblocking(t *testing.T, fd int) bool {
 // open after the original is closed; SetNonblock undoes what a process
 // sharing the socket did to its flag.
 func TestDupFD(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := testnet.TCPPair(t)
 	fd, err := DupFD(a)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +46,7 @@ func TestDupFD(t *testing.T) {
 		t.Fatalf("the other end read %q, %v", buf[:n], err)
 	}
 
-	c, _ := tcpPair(t)
+	c, _ := testnet.TCPPair(t)
 	cfd, err := DupFD(c)
 	if err != nil {
 		t.Fatal(err)

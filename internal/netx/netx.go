@@ -101,11 +101,11 @@ func (fd FD) SyscallConn() (syscall.RawConn, error) { return rawFD(fd), nil }
 
 type rawFD int
 
-var errNotPolled = errors.New("netx: an FD is not read or written")
+var errNoIO = errors.New("netx: an FD is not read or written")
 
 func (fd rawFD) Control(f func(uintptr)) error  { f(uintptr(fd)); return nil }
-func (fd rawFD) Read(func(uintptr) bool) error  { return errNotPolled }
-func (fd rawFD) Write(func(uintptr) bool) error { return errNotPolled }
+func (fd rawFD) Read(func(uintptr) bool) error  { return errNoIO }
+func (fd rawFD) Write(func(uintptr) bool) error { return errNoIO }
 
 // Dup returns a new descriptor of c's socket, under whatever wraps it,
 // leaving c as it is: for another process to carry the connection on.
