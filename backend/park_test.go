@@ -31,6 +31,11 @@ func TestParkWakeBroadcast(t *testing.T) {
 			t.Fatalf("answer to Park: frame %v, want Parked", typ)
 		}
 	}
+	// The Parked is on the wire a moment before the session counts itself
+	// parked; a broadcast meanwhile finds it busy, and writes on its stream.
+	for _, s := range []*Session{s1, s2} {
+		eventually(t, s.id+" parked", func() bool { gl, _, busy := s.parkedOn(); return gl != nil && !busy })
+	}
 
 	if err := l.Broadcast([]*Session{s1, s2}, []byte("all\n")); err != nil {
 		t.Fatal(err)
