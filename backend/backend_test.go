@@ -174,11 +174,14 @@ func TestReadLineAcknowledgesWholeLines(t *testing.T) {
 	if l := <-got; l != "north" {
 		t.Fatalf("second line %q", l)
 	}
-	// Output goes out first, then the acknowledgement of what caused it.
+	// Output goes out first, then the acknowledgement of what caused it,
+	// once the application is back for more: a write is no sign that it
+	// is done with the line (another goroutine may write).
 	io.WriteString(s, "You go north.\n")
 	if typ, p := frame(t, &fr); typ != link.FrameOutput || string(p) != "You go north.\n" {
 		t.Fatalf("frame %v %q, want the output", typ, p)
 	}
+	go s.ReadLine()
 	if typ, p := frame(t, &fr); typ != link.FrameAck || string(p) != string(link.AppendAck(nil, 111)) {
 		t.Fatalf("frame %v %v, want Ack 111", typ, p)
 	}

@@ -177,13 +177,13 @@ func (s *Session) releaseHeld(gl *gatewayLink) bool {
 		// acknowledgement of only what the application is done with, in
 		// HeldFrames if they take it.
 		s.uncorkLocked()
-		if ack := min(s.toAck, s.finished); ack > s.acked {
-			s.sendHeldLocked(nil, ack)
+		if s.finished > s.acked {
+			s.sendHeldLocked(nil, s.finished)
 		}
 	}
 	// Quiet: not woken (a Wake may be on its way even with nothing
 	// pending, for a Want), and everything sent.
-	quiet := ok && s.held == gl && len(s.pending) == 0 && min(s.toAck, s.finished) <= s.acked
+	quiet := ok && s.held == gl && len(s.pending) == 0 && s.finished <= s.acked
 	if ok && !quiet {
 		s.wakeHeldLocked() // it is released on the stream this opens
 	}

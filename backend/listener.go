@@ -11,12 +11,15 @@
 // # Input guarantee
 //
 // The gateway keeps every byte of a session's input until this package
-// acknowledges it, which it does after Read or ReadLine has handed the bytes
-// to the application (batched, and at the latest when the application reads
-// again, writes, or closes the session). When a backend goes away, whatever it
-// had not acknowledged is delivered to the next one, in order. So input is
-// never lost, and a byte is delivered twice only when a backend died after
-// handing it to the application and before acknowledging it.
+// acknowledges it, which it does once the application, handed the bytes by
+// Read or ReadLine, comes back to read: it is done with them. Nothing
+// written to the session meanwhile acknowledges them, by the application
+// or by any other goroutine; it is held back until the application reads
+// again (corkDelay at most), so that the answer and the acknowledgement
+// go in one write. When a backend goes away, whatever it had not
+// acknowledged is delivered to the next one, in order. So input is never
+// lost, and a byte is delivered twice only when a backend died after the
+// application's answer went and before the acknowledgement did.
 //
 // # Gateway upgrades and lost links
 //

@@ -180,7 +180,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	}
 	// As beginMove: a line in progress is acknowledged once answered, and
 	// an answer written while away goes with its acknowledgement.
-	b = s.appendAckLocked(b, max(min(s.toAck, s.finished), pendingAck))
+	b = s.appendAckLocked(b, max(s.finished, pendingAck))
 	if len(b) > 0 {
 		st.Write(b) // a failure ends the stream, and the reader sees it
 	}

@@ -60,24 +60,26 @@ type Session struct {
 	wmu   sync.Mutex    // serialises frames to the gateway and guards their fields
 	st    *yamux.Stream // where frames go, unless the session is away
 	acked uint64        // offset of the last Ack sent
-	toAck uint64        // offset to acknowledge next; delivered, published
 	// finished is the input the application had been handed when it last
-	// came back to read: what it has done with. A session handed to a
-	// successor acknowledges only that, so that a line it was still
-	// working on goes to the successor.
+	// came back to read: what it is done with, and all that is
+	// acknowledged. A line it is still answering is not: a frame written
+	// meanwhile, by it or by another goroutine (a line broadcast by
+	// another player's), is no sign that the answer has gone, and a
+	// backend that died before it would take the line along while the
+	// gateway forgot it.
 	finished uint64
 	pending  []byte // frames written while away, for the next stream
 	// pendingAck is the acknowledgement the frames in pending carry: the
 	// answer and the line it answers go out together.
 	pendingAck uint64
-	// cork holds frames written while the application had more input to
-	// take (more); corkAck is the acknowledgement the last of them would
-	// have carried; corkTimer sends them at the latest corkDelay after
-	// the first. See Corking.
+	// cork holds frames written while the application was answering
+	// input (answering); corkAck is the acknowledgement the last of them
+	// would have carried; corkTimer sends them at the latest corkDelay
+	// after the first. See Corking.
 	cork      *[]byte
 	corkAck   uint64
 	corkTimer *time.Timer
-	more      atomic.Bool
+	answering atomic.Bool // handed input, and not back to read yet
 	// parked is the link whose gateway has let the reader of st go (it
 	// read Parked there): it is sent Wake before st is written to or
 	// closed. Nil while the gateway reads st.
@@ -128,7 +130,7 @@ func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *S
 		l: l, id: o.ID,
 		rst: st, rgl: gl, fr: link.Reader{R: st},
 		delivered: o.Offset, recv: o.Offset,
-		st: st, acked: o.Offset, toAck: o.Offset, state: o.State,
+		st: st, acked: o.Offset, finished: o.Offset, state: o.State,
 		detached: make(chan struct{}),
 		gl:       gl, cur: st, resumed: int(o.Resumed), facts: o.Facts,
 		handedOver: o.HandedOver,
@@ -248,10 +250,8 @@ func (s *Session) Read(p []byte) (int, error) {
 		n := copy(p, s.line)
 		s.line = s.line[:copy(s.line, s.line[n:])]
 		s.deliver(n)
-		s.more.Store(len(s.line) > 0)
 		return n, nil
 	}
-	s.more.Store(false)
 	s.flushAck(0) // the application is back for more: done with all it was handed
 	n, err := s.fill(p)
 	s.deliver(n)
@@ -275,7 +275,6 @@ func (s *Session) ReadLine() (string, error) {
 			line := string(s.line[:i])
 			s.line = s.line[:copy(s.line, s.line[i+1:])]
 			s.deliver(i + 1)
-			s.more.Store(s.lineWaits())
 			s.flushAck(ackBatch)
 			return line, nil
 		}
@@ -283,11 +282,9 @@ func (s *Session) ReadLine() (string, error) {
 			line := string(s.line[:MaxLine])
 			s.line = s.line[:copy(s.line, s.line[MaxLine:])]
 			s.deliver(MaxLine)
-			s.more.Store(s.lineWaits())
 			return line, nil
 		}
 		scanned = len(s.line)
-		s.more.Store(false)
 		s.flushAck(0) // the application is back for more: done with all it was handed
 		if cap(s.line)-len(s.line) < 512 {
 			s.line = append(s.line, make([]byte, 1024)...)[:len(s.line)]
@@ -300,28 +297,22 @@ func (s *Session) ReadLine() (string, error) {
 	}
 }
 
-// lineWaits reports whether ReadLine would return at once: a whole line,
-// or a longest one, is read already. It is called with s.rmu held.
-func (s *Session) lineWaits() bool {
-	return len(s.line) >= MaxLine || bytes.IndexByte(s.line, '\n') >= 0
-}
-
 // finish records that the application is done with what it was handed:
 // it has come back to read. It is called with s.rmu held.
 func (s *Session) finish() {
 	s.wmu.Lock()
 	s.finished = s.delivered
+	s.answering.Store(false)
 	s.wmu.Unlock()
 }
 
+// deliver records n bytes handed to the application, which answers them
+// until it comes back to read. It is called with s.rmu held.
 func (s *Session) deliver(n int) {
-	if n == 0 {
-		return
+	if n > 0 {
+		s.delivered += uint64(n)
+		s.answering.Store(true)
 	}
-	s.delivered += uint64(n)
-	s.wmu.Lock()
-	s.toAck = s.delivered
-	s.wmu.Unlock()
 }
 
 // fill reads input bytes from the stream, handling the other frames on the
@@ -564,12 +555,12 @@ func (s *Session) flushAck(batch uint64) error {
 }
 
 func (s *Session) flushAckLocked(batch uint64) error {
-	if s.cork != nil && (batch == 0 || s.toAck-s.acked > batch) {
+	if s.cork != nil && (batch == 0 || s.finished-s.acked > batch) {
 		// The acknowledgement goes with the corked output, after it.
-		s.corkAck = s.toAck
+		s.corkAck = s.finished
 		return s.uncorkLocked()
 	}
-	if s.toAck-s.acked <= batch || s.isReleased() {
+	if s.finished-s.acked <= batch || s.isReleased() {
 		return nil
 	}
 	if s.isAway() {
@@ -577,15 +568,15 @@ func (s *Session) flushAckLocked(batch uint64) error {
 		// or a held one's on the control stream; none once detached,
 		// since its output is refused then (writable).
 		if !s.isDetached() {
-			s.sendHeldLocked(nil, s.toAck)
+			s.sendHeldLocked(nil, s.finished)
 		}
 		return nil
 	}
 	s.wakeLocked()
-	if err := link.WriteFrame(s.st, link.FrameAck, link.AppendAck(nil, s.toAck)); err != nil {
+	if err := link.WriteFrame(s.st, link.FrameAck, link.AppendAck(nil, s.finished)); err != nil {
 		return err
 	}
-	s.acked = s.toAck
+	s.acked = s.finished
 	return nil
 }
 
@@ -631,15 +622,15 @@ func (s *Session) parkedOn() (gl *gatewayLink, parks uint32, busy bool) {
 // streams; a writer beyond it waits until the session is back or ends.
 const maxPending = 256 << 10
 
-// send writes one frame, then acknowledges the input consumed so far: the
-// output and state that input caused reach the gateway before the input is
-// forgotten there. While the session is away, the frame waits for the next
-// stream. While the application has more input to take without waiting,
-// the frame is corked instead.
+// send writes one frame, then acknowledges the input the application is
+// done with: the output and state that input caused reach the gateway
+// before the input is forgotten there. While the session is away, the
+// frame waits for the next stream. While the application is answering
+// input, the frame is corked instead (see Corking).
 func (s *Session) send(typ link.FrameType, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.more.Load() && s.parked == nil && (s.cork == nil || len(*s.cork) < maxCork) {
+	if s.answering.Load() && s.parked == nil && (s.cork == nil || len(*s.cork) < maxCork) {
 		if err := s.writable(); err != nil {
 			return err
 		}
@@ -653,7 +644,7 @@ func (s *Session) send(typ link.FrameType, payload []byte) error {
 			}
 		}
 		*s.cork = link.AppendFrame(*s.cork, typ, payload)
-		s.corkAck = s.toAck
+		s.corkAck = s.finished
 		if typ == link.FrameOutput {
 			s.keepOutput(payload)
 		}
@@ -666,7 +657,7 @@ func (s *Session) send(typ link.FrameType, payload []byte) error {
 	}
 	defer putFrameBuf(fb)
 	*fb = link.AppendFrame(*fb, typ, payload)
-	err := s.writeLocked(fb, s.toAck, true)
+	err := s.writeLocked(fb, s.finished, true)
 	if err == nil && typ == link.FrameOutput {
 		s.keepOutput(payload)
 	}
@@ -741,14 +732,19 @@ func (s *Session) writeLocked(fb *[]byte, ack uint64, wait bool) error {
 	}
 }
 
-// Corking. A player's client often sends several lines at once (a paste,
-// a speedwalk, a trigger's commands), and a game answers each as it reads
-// it. While the application has input it will take without waiting, what
-// it writes is corked: kept, and sent as one write when it comes back to
-// read with nothing left, when maxCork is reached, when anything else goes
-// on the stream, or after corkDelay at the latest. Each write through yamux
-// waits for its send loop, so a burst of answers costs one such wait, not
-// one each; the gateway reads, and the player receives, one burst too.
+// Corking. While the application answers input (from the moment Read or
+// ReadLine hands it over until it comes back to read), what the session
+// is written, by it or by any other goroutine, is corked: kept, and sent
+// when the application comes back to read with nothing left, when
+// maxCork is reached, or after corkDelay at the latest. So an answer
+// usually goes in one write with the acknowledgement of the line it
+// answers, which is sent only once the application is back: neither lost
+// (acknowledged before the answer went) nor repeated (answered, but not
+// acknowledged, when the backend dies). And a player's client often sends
+// several lines at once (a paste, a speedwalk, a trigger's commands): each
+// write through yamux waits for its send loop, so a burst of answers costs
+// one such wait, not one each; the gateway reads, and the player
+// receives, one burst too.
 const maxCork = 16 << 10
 
 var corkDelay = 2 * time.Millisecond // a variable for the tests
@@ -769,8 +765,13 @@ func (s *Session) uncorkLocked() error {
 		return nil
 	}
 	defer putFrameBuf(fb)
-	// Never waiting: a later write must not overtake these frames.
-	return s.writeLocked(fb, s.corkAck, false)
+	if s.corkTimer != nil {
+		s.corkTimer.Stop()
+	}
+	// Never waiting: a later write must not overtake these frames. They
+	// acknowledge what the application is done with by now, whose
+	// answers were written before it came back to read.
+	return s.writeLocked(fb, max(s.corkAck, s.finished), false)
 }
 
 // uncork sends what is corked; it runs corkDelay after the first of it.

@@ -147,7 +147,7 @@ func (s *Session) release(gl *gatewayLink) {
 // the session goes next, to another stream or another backend, a line it
 // was still working on is acknowledged only once answered.
 func (s *Session) appendDoneAckLocked(b []byte) []byte {
-	return s.appendAckLocked(b, min(s.toAck, s.finished))
+	return s.appendAckLocked(b, s.finished)
 }
 
 // appendAckLocked appends to b an Ack of ack, if it is more than was
@@ -169,7 +169,7 @@ func (s *Session) appendAckLocked(b []byte, ack uint64) []byte {
 func (s *Session) releaseParked(gl *gatewayLink) (park uint32, ok bool) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.parked != gl || s.cork != nil || min(s.toAck, s.finished) > s.acked {
+	if s.parked != gl || s.cork != nil || s.finished > s.acked {
 		return 0, false
 	}
 	s.mu.Lock()
