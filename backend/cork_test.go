@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"strings"
 	"testing"
@@ -185,5 +186,116 @@ func TestAckAfterAnswer(t *testing.T) {
 				t.Fatalf("frames %q, want %q", got, tc.want[1])
 			}
 		})
+	}
+}
+
+// TestReleaseAwaitsAnswer has a deploy's Release come after the
+// application answered a line and before it read again: the Release waits
+// for it to come back (corkDelay at most), so that the answer goes with
+// the line's acknowledgement and the successor does not answer the line
+// again. An application that does not come back in time has the line
+// repeated.
+func TestReleaseAwaitsAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		read bool
+		want string
+	}{
+		{name: "back to read", read: true, want: "O:sword A:10 M"},
+		{name: "not back in time", want: "O:sword M"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			corkFor(t, 0)
+			old := answerWait
+			t.Cleanup(func() { answerWait = old })
+			if tc.read {
+				answerWait = time.Hour // it waits for the read, whenever it comes
+			}
+			l, g := setup(t)
+			st, s := g.open(l, link.Open{ID: "r-1"})
+			fr := link.Reader{R: st}
+			link.WriteFrame(st, link.FrameInput, []byte("buy sword\n"))
+			if line, err := s.ReadLine(); line != "buy sword" || err != nil {
+				t.Fatalf("line %q %v", line, err)
+			}
+			if _, err := s.Write([]byte("sword\n")); err != nil {
+				t.Fatal(err)
+			}
+			link.WriteFrame(g.ctrl, link.FrameRelease, link.AppendMove(nil, []string{"r-1"}))
+			if tc.read {
+				go s.ReadLine()
+			}
+			if got := frames(t, &fr, len(strings.Fields(tc.want))); got != tc.want {
+				t.Fatalf("frames %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestAwayNotCorked: what is written to a session that is away, while its
+// application answers a line, goes to the output kept for the next stream
+// at once, not to the cork, whose timer would move it there without the
+// wait that bounds that output (maxPending).
+func TestAwayNotCorked(t *testing.T) {
+	corkFor(t, 0)
+	l, g := setup(t)
+	st, s := g.open(l, link.Open{ID: "w-1"})
+	link.WriteFrame(st, link.FrameInput, []byte("one\n"))
+	if line, err := s.ReadLine(); line != "one" || err != nil {
+		t.Fatalf("line %q %v", line, err)
+	}
+	g.mux.Close()
+	eventually(t, "the session is away", s.isAway)
+	if _, err := s.Write([]byte("1\n")); err != nil {
+		t.Fatal(err)
+	}
+	s.wmu.Lock()
+	corked, pending := s.cork != nil, string(s.pending)
+	s.wmu.Unlock()
+	if corked || !strings.Contains(pending, "1\n") {
+		t.Fatalf("corked %v, pending %q: want the output pending", corked, pending)
+	}
+}
+
+// TestClaimAfterCork: output corked on a stream whose link then breaks,
+// and the session claimed by another gateway: the claim's stream has the
+// output once, from the output kept, and the cork does not follow it.
+func TestClaimAfterCork(t *testing.T) {
+	corkFor(t, 0)
+	l, g1 := setup(t)
+	st1, s := g1.open(l, link.Open{ID: "k-1", Keep: true, Output: 1000})
+	h := sha256.Sum256([]byte("k-1.secret"))
+	link.WriteFrame(st1, link.FrameTokens, link.AppendTokens(nil, [][32]byte{h}))
+	link.WriteFrame(st1, link.FrameInput, []byte("one\n"))
+	if line, err := s.ReadLine(); line != "one" || err != nil {
+		t.Fatalf("line %q %v", line, err)
+	}
+	if _, err := s.Write([]byte("answer\n")); err != nil { // corked: answering
+		t.Fatal(err)
+	}
+	g1.mux.Close()
+	eventually(t, "the session is away", s.isAway)
+	g2 := linkGateway(t, l)
+	st2, err := g2.mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := link.Open{ID: "k-1", Keep: true, Output: 1000, Claim: "k-1.secret"}
+	link.WriteFrame(st2, link.FrameOpen, o.Append(nil))
+	eventually(t, "the claim takes the session", func() bool { return !s.isAway() })
+	go s.ReadLine() // done with "one": its acknowledgement follows
+	fr := link.Reader{R: st2}
+	var out string
+	for {
+		typ, p := frame(t, &fr)
+		if typ == link.FrameOutput {
+			out += string(p)
+		}
+		if typ == link.FrameAck {
+			break
+		}
+	}
+	if out != "answer\n" {
+		t.Fatalf("output on the claim's stream %q, want the answer once", out)
 	}
 }

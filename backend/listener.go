@@ -16,10 +16,13 @@
 // written to the session meanwhile acknowledges them, by the application
 // or by any other goroutine; it is held back until the application reads
 // again (corkDelay at most), so that the answer and the acknowledgement
-// go in one write. When a backend goes away, whatever it had not
-// acknowledged is delivered to the next one, in order. So input is never
-// lost, and a byte is delivered twice only when a backend died after the
-// application's answer went and before the acknowledgement did.
+// go in one write (a deploy's Release waits as long for it). When a
+// backend goes away, whatever it had not acknowledged is delivered to the
+// next one, in order. So input is never lost, and a byte is delivered
+// twice only when a backend died, or was deployed away from, after the
+// application's answer went and before the acknowledgement did. Coming
+// back to read stands for having answered: an application whose reader
+// hands input to another goroutine has it acknowledged once handed over.
 //
 // # Gateway upgrades and lost links
 //
@@ -740,6 +743,9 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			}()
 			continue
 		}
+		if typ == link.FrameRelease {
+			l.awaitAnswers(ids)
+		}
 		var quiet link.Broadcast // the sessions let go without a word on a stream
 		for _, id := range ids {
 			if s := l.lookup(id); s != nil {
@@ -777,6 +783,40 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 		}
 		if len(quiet.To) > 0 {
 			gl.control(link.FrameMovedParked, quiet.Append(nil))
+		}
+	}
+}
+
+// answerWait bounds how long a Release waits for the applications of its
+// sessions to come back from the input they answer: as long as an answer
+// may be corked. A variable for the tests.
+var answerWait = 2 * time.Millisecond
+
+// awaitAnswers waits, answerWait at most in all, for the applications of
+// the sessions a Release names that are answering input to come back to
+// read. Released before, such a session's answer would go without the
+// acknowledgement of its line, and the successor would answer the line
+// again.
+func (l *Listener) awaitAnswers(ids []string) {
+	var deadline <-chan time.Time
+	for _, id := range ids {
+		s := l.lookup(id)
+		if s == nil {
+			continue
+		}
+		answered := s.answeredChan()
+		if answered == nil {
+			continue
+		}
+		if deadline == nil {
+			t := time.NewTimer(answerWait)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-answered:
+		case <-deadline:
+			return
 		}
 	}
 }

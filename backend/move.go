@@ -164,6 +164,14 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	s.held = nil   // opened: nothing to wake
 	s.wakeLocked() // the old stream closes
 	s.st, s.acked, s.parks = st, o.Offset, 0
+	if fb := s.takeCork(); fb != nil {
+		// Corked before the session went away: it goes with the rest of
+		// what was written meanwhile (which a claim replaces by the
+		// output kept, where it is already).
+		s.pending = append(s.pending, *fb...)
+		s.pendingAck = max(s.pendingAck, s.corkAck)
+		putFrameBuf(fb)
+	}
 	b, pendingAck := s.pending, s.pendingAck
 	s.pending, s.pendingAck = nil, 0
 	switch {

@@ -80,6 +80,9 @@ type Session struct {
 	corkAck   uint64
 	corkTimer *time.Timer
 	answering atomic.Bool // handed input, and not back to read yet
+	// answered is closed when the application comes back to read, for a
+	// Release that waits for it (awaitAnswers); made by the first such.
+	answered chan struct{}
 	// parked is the link whose gateway has let the reader of st go (it
 	// read Parked there): it is sent Wake before st is written to or
 	// closed. Nil while the gateway reads st.
@@ -303,7 +306,25 @@ func (s *Session) finish() {
 	s.wmu.Lock()
 	s.finished = s.delivered
 	s.answering.Store(false)
+	if s.answered != nil {
+		close(s.answered)
+		s.answered = nil
+	}
 	s.wmu.Unlock()
+}
+
+// answeredChan returns a channel closed when the application comes back
+// to read, or nil if it is not answering input.
+func (s *Session) answeredChan() <-chan struct{} {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if !s.answering.Load() {
+		return nil
+	}
+	if s.answered == nil {
+		s.answered = make(chan struct{})
+	}
+	return s.answered
 }
 
 // deliver records n bytes handed to the application, which answers them
@@ -626,11 +647,13 @@ const maxPending = 256 << 10
 // done with: the output and state that input caused reach the gateway
 // before the input is forgotten there. While the session is away, the
 // frame waits for the next stream. While the application is answering
-// input, the frame is corked instead (see Corking).
+// input, the frame is corked instead (see Corking), unless the session is
+// away: there it would save no write, and a writer must wait for room in
+// pending.
 func (s *Session) send(typ link.FrameType, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.answering.Load() && s.parked == nil && (s.cork == nil || len(*s.cork) < maxCork) {
+	if s.answering.Load() && s.parked == nil && (s.cork == nil || len(*s.cork) < maxCork) && !s.isAway() {
 		if err := s.writable(); err != nil {
 			return err
 		}
@@ -753,6 +776,9 @@ var corkDelay = 2 * time.Millisecond // a variable for the tests
 func (s *Session) takeCork() *[]byte {
 	fb := s.cork
 	s.cork = nil
+	if fb != nil {
+		s.corkTimer.Stop()
+	}
 	return fb
 }
 
@@ -765,9 +791,6 @@ func (s *Session) uncorkLocked() error {
 		return nil
 	}
 	defer putFrameBuf(fb)
-	if s.corkTimer != nil {
-		s.corkTimer.Stop()
-	}
 	// Never waiting: a later write must not overtake these frames. They
 	// acknowledge what the application is done with by now, whose
 	// answers were written before it came back to read.
