@@ -16,7 +16,7 @@
 // written to the session meanwhile acknowledges them, by the application
 // or by any other goroutine; it is held back until the application reads
 // again (corkDelay at most), so that the answer and the acknowledgement
-// go in one write (a deploy's Release waits as long for it). When a
+// go in one write (a deploy's Release waits for it, 100 ms at most). When a
 // backend goes away, whatever it had not acknowledged is delivered to the
 // next one, in order. So input is never lost, and a byte is delivered
 // twice only when a backend died, or was deployed away from, after the
@@ -788,9 +788,12 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 }
 
 // answerWait bounds how long a Release waits for the applications of its
-// sessions to come back from the input they answer: as long as an answer
-// may be corked. A variable for the tests.
-var answerWait = 2 * time.Millisecond
+// sessions to come back from the input they answer, as a server draining
+// waits for the requests in flight: a game's command takes far less, but
+// a busy machine may not run its goroutine for some milliseconds, and the
+// successor would then answer the line again. Only sessions answering a
+// line wait, a few at most. A variable for the tests.
+var answerWait = 100 * time.Millisecond
 
 // awaitAnswers waits, answerWait at most in all, for the applications of
 // the sessions a Release names that are answering input to come back to
