@@ -108,6 +108,7 @@ type Listener struct {
 
 	accept chan *Session
 	done   chan struct{} // closed when Accept stops handing out sessions
+	corks  corks
 
 	mu       sync.Mutex
 	reg      *epmd.Registration // the name, once this backend holds it

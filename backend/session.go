@@ -74,11 +74,12 @@ type Session struct {
 	pendingAck uint64
 	// cork holds frames written while the application was answering
 	// input (answering); corkAck is the acknowledgement the last of them
-	// would have carried; corkTimer sends them at the latest corkDelay
-	// after the first. See Corking.
+	// would have carried; the Listener's corks send them at the latest
+	// corkDelay after corkedAt, when the first of them came. See Corking.
 	cork      *[]byte
 	corkAck   uint64
-	corkTimer *time.Timer
+	corkedAt  time.Time
+	inCorks   bool        // queued in the Listener's corks (guarded by its mu)
 	answering atomic.Bool // handed input, and not back to read yet
 	// answered is closed when the application comes back to read, for a
 	// Release that waits for it (awaitAnswers); made by the first such.
@@ -660,11 +661,8 @@ func (s *Session) send(typ link.FrameType, payload []byte) error {
 		if s.cork == nil {
 			s.cork = frameBufs.Get().(*[]byte)
 			*s.cork = (*s.cork)[:0]
-			if s.corkTimer == nil {
-				s.corkTimer = time.AfterFunc(corkDelay, s.uncork)
-			} else {
-				s.corkTimer.Reset(corkDelay)
-			}
+			s.corkedAt = time.Now()
+			s.l.corks.add(s)
 		}
 		*s.cork = link.AppendFrame(*s.cork, typ, payload)
 		s.corkAck = s.finished
@@ -776,9 +774,6 @@ var corkDelay = 2 * time.Millisecond // a variable for the tests
 func (s *Session) takeCork() *[]byte {
 	fb := s.cork
 	s.cork = nil
-	if fb != nil {
-		s.corkTimer.Stop()
-	}
 	return fb
 }
 
@@ -795,13 +790,6 @@ func (s *Session) uncorkLocked() error {
 	// acknowledge what the application is done with by now, whose
 	// answers were written before it came back to read.
 	return s.writeLocked(fb, max(s.corkAck, s.finished), false)
-}
-
-// uncork sends what is corked; it runs corkDelay after the first of it.
-func (s *Session) uncork() {
-	s.wmu.Lock()
-	s.uncorkLocked()
-	s.wmu.Unlock()
 }
 
 func putFrameBuf(fb *[]byte) {
