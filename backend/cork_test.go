@@ -194,15 +194,19 @@ func TestAckAfterAnswer(t *testing.T) {
 // for it to come back (corkDelay at most), so that the answer goes with
 // the line's acknowledgement and the successor does not answer the line
 // again. An application that does not come back in time has the line
-// repeated.
+// repeated; one that has written nothing yet is released at once, and its
+// answer refused.
 func TestReleaseAwaitsAnswer(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		read bool
-		want string
+		name        string
+		write, read bool
+		want        string
 	}{
-		{name: "back to read", read: true, want: "O:sword A:10 M"},
-		{name: "not back in time", want: "O:sword M"},
+		{name: "back to read", write: true, read: true, want: "O:sword A:10 M"},
+		{name: "not back in time", write: true, want: "O:sword M"},
+		// Not answered yet: released at once, the answer fails, and the
+		// successor answers the line.
+		{name: "nothing written", want: "M"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			corkFor(t, 0)
@@ -218,8 +222,10 @@ func TestReleaseAwaitsAnswer(t *testing.T) {
 			if line, err := s.ReadLine(); line != "buy sword" || err != nil {
 				t.Fatalf("line %q %v", line, err)
 			}
-			if _, err := s.Write([]byte("sword\n")); err != nil {
-				t.Fatal(err)
+			if tc.write {
+				if _, err := s.Write([]byte("sword\n")); err != nil {
+					t.Fatal(err)
+				}
 			}
 			link.WriteFrame(g.ctrl, link.FrameRelease, link.AppendMove(nil, []string{"r-1"}))
 			if tc.read {
@@ -227,6 +233,11 @@ func TestReleaseAwaitsAnswer(t *testing.T) {
 			}
 			if got := frames(t, &fr, len(strings.Fields(tc.want))); got != tc.want {
 				t.Fatalf("frames %q, want %q", got, tc.want)
+			}
+			if !tc.write {
+				if _, err := s.Write([]byte("sword\n")); err == nil {
+					t.Fatal("an answer after the Release was taken")
+				}
 			}
 		})
 	}

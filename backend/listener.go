@@ -797,10 +797,10 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 var answerWait = 100 * time.Millisecond
 
 // awaitAnswers waits, answerWait at most in all, for the applications of
-// the sessions a Release names that are answering input to come back to
-// read. Released before, such a session's answer would go without the
-// acknowledgement of its line, and the successor would answer the line
-// again.
+// the sessions a Release names that have written an answer to input and
+// not yet come back to read. Released before, such a session's answer
+// would go without the acknowledgement of its line, and the successor
+// would answer the line again.
 func (l *Listener) awaitAnswers(ids []string) {
 	var deadline <-chan time.Time
 	for _, id := range ids {

@@ -315,11 +315,13 @@ func (s *Session) finish() {
 }
 
 // answeredChan returns a channel closed when the application comes back
-// to read, or nil if it is not answering input.
+// to read, or nil if it is not answering input or has written nothing
+// since it took it: released then, its answer fails (the session is
+// released) and only the successor answers.
 func (s *Session) answeredChan() <-chan struct{} {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if !s.answering.Load() {
+	if !s.answering.Load() || s.cork == nil {
 		return nil
 	}
 	if s.answered == nil {
