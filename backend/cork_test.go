@@ -198,11 +198,14 @@ func TestAckAfterAnswer(t *testing.T) {
 // answer refused.
 func TestReleaseAwaitsAnswer(t *testing.T) {
 	for _, tc := range []struct {
-		name        string
-		write, read bool
-		want        string
+		name              string
+		write, sent, read bool
+		want              string
 	}{
 		{name: "back to read", write: true, read: true, want: "O:sword A:10 M"},
+		// The answer went alone (the cork's delay passed): the Release
+		// still waits, so that the acknowledgement follows.
+		{name: "sent, then back", write: true, sent: true, read: true, want: "A:10 M"},
 		{name: "not back in time", write: true, want: "O:sword M"},
 		// Not answered yet: released at once, the answer fails, and the
 		// successor answers the line.
@@ -210,6 +213,9 @@ func TestReleaseAwaitsAnswer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			corkFor(t, 0)
+			if tc.sent {
+				corkFor(t, time.Millisecond)
+			}
 			old := answerWait
 			t.Cleanup(func() { answerWait = old })
 			if tc.read {
@@ -227,8 +233,18 @@ func TestReleaseAwaitsAnswer(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if tc.sent {
+				if got := frames(t, &fr, 1); got != "O:sword" {
+					t.Fatalf("frames %q, want the answer alone", got)
+				}
+			}
 			link.WriteFrame(g.ctrl, link.FrameRelease, link.AppendMove(nil, []string{"r-1"}))
 			if tc.read {
+				eventually(t, "the Release waits for the application", func() bool {
+					s.wmu.Lock()
+					defer s.wmu.Unlock()
+					return s.backToRead != nil
+				})
 				go s.ReadLine()
 			}
 			if got := frames(t, &fr, len(strings.Fields(tc.want))); got != tc.want {

@@ -81,9 +81,10 @@ type Session struct {
 	corkedAt  time.Time
 	inCorks   bool        // queued in the Listener's corks (guarded by its mu)
 	answering atomic.Bool // handed input, and not back to read yet
-	// answered is closed when the application comes back to read, for a
+	answered  bool        // written to while answering (guarded by wmu)
+	// backToRead is closed when the application comes back to read, for a
 	// Release that waits for it (awaitAnswers); made by the first such.
-	answered chan struct{}
+	backToRead chan struct{}
 	// parked is the link whose gateway has let the reader of st go (it
 	// read Parked there): it is sent Wake before st is written to or
 	// closed. Nil while the gateway reads st.
@@ -307,27 +308,28 @@ func (s *Session) finish() {
 	s.wmu.Lock()
 	s.finished = s.delivered
 	s.answering.Store(false)
-	if s.answered != nil {
-		close(s.answered)
-		s.answered = nil
+	s.answered = false
+	if s.backToRead != nil {
+		close(s.backToRead)
+		s.backToRead = nil
 	}
 	s.wmu.Unlock()
 }
 
 // answeredChan returns a channel closed when the application comes back
-// to read, or nil if it is not answering input or has written nothing
-// since it took it: released then, its answer fails (the session is
-// released) and only the successor answers.
+// to read, or nil if it is not answering input or nothing has been
+// written to the session since it took it: released then, its answer
+// fails (the session is released) and only the successor answers.
 func (s *Session) answeredChan() <-chan struct{} {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if !s.answering.Load() || s.cork == nil {
+	if !s.answering.Load() || !s.answered {
 		return nil
 	}
-	if s.answered == nil {
-		s.answered = make(chan struct{})
+	if s.backToRead == nil {
+		s.backToRead = make(chan struct{})
 	}
-	return s.answered
+	return s.backToRead
 }
 
 // deliver records n bytes handed to the application, which answers them
@@ -656,6 +658,9 @@ const maxPending = 256 << 10
 func (s *Session) send(typ link.FrameType, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	if s.answering.Load() {
+		s.answered = true
+	}
 	if s.answering.Load() && s.parked == nil && (s.cork == nil || len(*s.cork) < maxCork) && !s.isAway() {
 		if err := s.writable(); err != nil {
 			return err
