@@ -15,6 +15,7 @@ type corks struct {
 	queued []*Session // corked when queued; each at most once (inCorks)
 	armed  bool
 	timer  *time.Timer
+	delay  time.Duration // corkDelay when last armed: the sweep does not read it
 }
 
 // add queues s, whose cork was just made, and arms the timer if it is
@@ -27,11 +28,11 @@ func (c *corks) add(s *Session) {
 		c.queued = append(c.queued, s)
 	}
 	if !c.armed {
-		c.armed = true
+		c.armed, c.delay = true, corkDelay
 		if c.timer == nil {
-			c.timer = time.AfterFunc(corkDelay, c.sweep)
+			c.timer = time.AfterFunc(c.delay, c.sweep)
 		} else {
-			c.timer.Reset(corkDelay)
+			c.timer.Reset(c.delay)
 		}
 	}
 }
@@ -40,7 +41,7 @@ func (c *corks) add(s *Session) {
 // again for those that have not, if any.
 func (c *corks) sweep() {
 	c.mu.Lock()
-	queued := c.queued
+	queued, delay := c.queued, c.delay
 	c.queued = nil
 	for _, s := range queued {
 		s.inCorks = false
@@ -51,7 +52,7 @@ func (c *corks) sweep() {
 	for _, s := range queued {
 		s.wmu.Lock()
 		if s.cork != nil {
-			if wait := corkDelay - now.Sub(s.corkedAt); wait > 0 {
+			if wait := delay - now.Sub(s.corkedAt); wait > 0 {
 				c.requeue(s)
 				if next == 0 || wait < next {
 					next = wait
@@ -67,7 +68,7 @@ func (c *corks) sweep() {
 	case len(c.queued) == 0:
 		c.armed = false
 	case next == 0:
-		c.timer.Reset(corkDelay) // queued meanwhile
+		c.timer.Reset(c.delay) // queued meanwhile
 	default:
 		c.timer.Reset(next)
 	}
