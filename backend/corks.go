@@ -23,10 +23,7 @@ type corks struct {
 func (c *corks) add(s *Session) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !s.inCorks {
-		s.inCorks = true
-		c.queued = append(c.queued, s)
-	}
+	c.queueLocked(s)
 	if !c.armed {
 		c.armed, c.delay = true, corkDelay
 		if c.timer == nil {
@@ -37,8 +34,19 @@ func (c *corks) add(s *Session) {
 	}
 }
 
-// sweep sends the corks that have waited corkDelay, and arms the timer
-// again for those that have not, if any.
+// queueLocked queues s, once, with c.mu held.
+func (c *corks) queueLocked(s *Session) {
+	if !s.inCorks {
+		s.inCorks = true
+		c.queued = append(c.queued, s)
+	}
+}
+
+// sweep sends the corks that have waited corkDelay, each on a goroutine
+// of its own (a write may wait for a slow player's window, and must not
+// hold up the others), and arms the timer again for those that have not.
+// A session whose writer is inside is looked at again next time: that
+// writer sends the cork if it writes to the stream.
 func (c *corks) sweep() {
 	c.mu.Lock()
 	queued, delay := c.queued, c.delay
@@ -48,39 +56,35 @@ func (c *corks) sweep() {
 	}
 	c.mu.Unlock()
 	now := time.Now()
-	var next time.Duration
+	next := delay
 	for _, s := range queued {
-		s.wmu.Lock()
-		if s.cork != nil {
-			if wait := delay - now.Sub(s.corkedAt); wait > 0 {
-				c.requeue(s)
-				if next == 0 || wait < next {
-					next = wait
-				}
-			} else {
-				s.uncorkLocked()
-			}
+		if !s.wmu.TryLock() {
+			c.requeue(s)
+			continue
 		}
+		corked, wait := s.cork != nil, delay-now.Sub(s.corkedAt)
 		s.wmu.Unlock()
+		switch {
+		case !corked:
+		case wait > 0:
+			c.requeue(s)
+			next = min(next, wait)
+		default:
+			go s.uncork()
+		}
 	}
 	c.mu.Lock()
-	switch {
-	case len(c.queued) == 0:
+	if len(c.queued) == 0 {
 		c.armed = false
-	case next == 0:
-		c.timer.Reset(c.delay) // queued meanwhile
-	default:
+	} else {
 		c.timer.Reset(next)
 	}
 	c.mu.Unlock()
 }
 
-// requeue queues s again, with s.wmu held, leaving the timer to sweep.
+// requeue queues s again, leaving the timer to sweep.
 func (c *corks) requeue(s *Session) {
 	c.mu.Lock()
-	if !s.inCorks {
-		s.inCorks = true
-		c.queued = append(c.queued, s)
-	}
+	c.queueLocked(s)
 	c.mu.Unlock()
 }

@@ -799,6 +799,14 @@ func (s *Session) uncorkLocked() error {
 	return s.writeLocked(fb, max(s.corkAck, s.finished), false)
 }
 
+// uncork sends what is corked; the Listener's corks run it once the cork
+// has waited corkDelay.
+func (s *Session) uncork() {
+	s.wmu.Lock()
+	s.uncorkLocked()
+	s.wmu.Unlock()
+}
+
 func putFrameBuf(fb *[]byte) {
 	if cap(*fb) <= maxFrameBuf {
 		frameBufs.Put(fb)
