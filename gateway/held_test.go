@@ -12,18 +12,22 @@ import (
 )
 
 // answering greets a new player, then answers each line after delay; a
-// line "ignore" it takes without a word.
-func answering(delay time.Duration) func(*backend.Session) {
+// line "ignore" it takes without a word, and at a line "stall" it stops
+// reading until stall is closed.
+func answering(delay time.Duration, stall <-chan struct{}) func(*backend.Session) {
 	return func(s *backend.Session) {
 		if s.Resumed() == 0 {
 			io.WriteString(s, "hello\n")
 		}
 		for {
 			l, err := s.ReadLine()
-			if err != nil || l == "ignore" {
-				if err != nil {
-					return
-				}
+			switch {
+			case err != nil:
+				return
+			case l == "ignore":
+				continue
+			case l == "stall":
+				<-stall
 				continue
 			}
 			time.Sleep(delay) // the game taking its time over the answer
@@ -35,24 +39,29 @@ func answering(delay time.Duration) func(*backend.Session) {
 // TestBackNoticeWithAnswer: a player who typed while the game was away
 // gets the notice that the game is back and the game's answer in one
 // write (the answer comes 50 ms after the resume, and the notice waits
-// for it); one whose line the game does not answer gets the notice alone,
-// after backNoticeWait; one who typed nothing gets it at once.
+// for it); one whose line the game takes without a word gets the notice
+// once the game has taken it; one whose line the game does not take gets
+// it after backNoticeWait; one who typed nothing gets it at once.
 func TestBackNoticeWithAnswer(t *testing.T) {
 	gateway.SetBackNoticeWait(t, 2*time.Second)
+	stall := make(chan struct{})
+	defer close(stall)
 	e := newEnv(t, nil)
-	first := e.backend(answering(50 * time.Millisecond))
-	typist, ignored, quiet := e.dial(), e.dial(), e.dial()
-	for _, p := range []*player{typist, ignored, quiet} {
+	first := e.backend(answering(50*time.Millisecond, stall))
+	typist, ignored, stalled, quiet := e.dial(), e.dial(), e.dial(), e.dial()
+	players := []*player{typist, ignored, stalled, quiet}
+	for _, p := range players {
 		p.expect("hello")
 	}
 	first.Close()
-	for _, p := range []*player{typist, ignored, quiet} {
+	for _, p := range players {
 		p.expect("The game is restarting")
 	}
 	typist.send("hi\r\n")
 	ignored.send("ignore\r\n")
+	stalled.send("stall\r\n")
 	start := time.Now()
-	e.backend(answering(50 * time.Millisecond))
+	e.backend(answering(50*time.Millisecond, stall))
 
 	quiet.expect("The game is back")
 	if waited := time.Since(start); waited >= 2*time.Second {
@@ -74,8 +83,13 @@ func TestBackNoticeWithAnswer(t *testing.T) {
 	}
 
 	ignored.expect("The game is back")
+	if waited := time.Since(start); waited >= 2*time.Second {
+		t.Errorf("the notice to a player whose line the game took came after %v, the wait for a game that does not read", waited)
+	}
+
+	stalled.expect("The game is back")
 	if waited := time.Since(start); waited < 2*time.Second {
-		t.Errorf("the notice to a player whose line went unanswered came after %v, before the wait", waited)
+		t.Errorf("the notice to a player whose line the game has not taken came after %v, before the wait", waited)
 	}
 }
 

@@ -1095,6 +1095,9 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 		if off, err := link.ParseAck(p); err == nil {
 			s.ack(off)
 		}
+		if s.backDue.Load() {
+			s.noticeBackDue() // the game took the line without a word
+		}
 	case link.FrameState:
 		s.mu.Lock()
 		s.State = bytes.Clone(p)
@@ -1190,15 +1193,20 @@ func (s *session) noticeBack() {
 }
 
 // backNoticeWait is how long the notice that the game is back waits for
-// the game's answer to a player who typed while it was away, so that the
-// two go out in one write: with thousands of players resumed at once,
-// a write each is most of what the gateway does.
-var backNoticeWait = 100 * time.Millisecond // a variable for the tests
+// the game to take the line of a player who typed while it was away: the
+// notice goes with the game's answer, in one write, or with the
+// acknowledgement of the line if the game answers nothing, and after this
+// wait only from a game that has not read the line. It is long enough for
+// a backend to take the lines of thousands of players resumed at once: a
+// notice that went first would be a second write for each of them, and
+// with thousands of players the writes are most of what the gateway does.
+var backNoticeWait = time.Second // a variable for the tests
 
 // noticeBackHeld is noticeBack for a session opened held: for a player
 // who typed while the game was away, whose input the game is about to
 // answer, the notice goes before the game's next output, in the same write
-// (withBackNotice), or after backNoticeWait if none comes.
+// (withBackNotice), or when the game acknowledges the input, or after
+// backNoticeWait if neither comes.
 func (s *session) noticeBackHeld() {
 	s.mu.Lock()
 	typed := len(s.In) > 0

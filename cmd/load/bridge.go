@@ -121,7 +121,7 @@ func restartGame(o *bridgeOptions, sessions []*session) (int, error) {
 	if err := syscall.Kill(o.gamePID, syscall.SIGKILL); err != nil {
 		return 0, fmt.Errorf("kill game: %w", err)
 	}
-	last, err := all(sessions, func(s *session) (time.Time, error) { return s.wait(time.Minute) })
+	last, err := arrived(sessions, time.Minute)
 	if err != nil {
 		return 0, err
 	}
@@ -150,7 +150,7 @@ func restartGame(o *bridgeOptions, sessions []*session) (int, error) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	last, err = all(sessions, func(s *session) (time.Time, error) { return s.wait(2 * time.Minute) })
+	last, err = arrived(sessions, 2*time.Minute)
 	if err != nil {
 		return 0, err
 	}

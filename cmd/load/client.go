@@ -82,11 +82,16 @@ func (s *session) arm(prefix string) {
 
 // wait returns when the armed line arrived.
 func (s *session) wait(timeout time.Duration) (time.Time, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	return s.waitOn(t.C)
+}
+
+// waitOn returns when the armed line arrived, or fails when expired fires.
+func (s *session) waitOn(expired <-chan time.Time) (time.Time, error) {
 	s.mu.Lock()
 	found, want := s.found, s.want
 	s.mu.Unlock()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
 	select {
 	case at := <-found:
 		return at, nil
@@ -97,9 +102,28 @@ func (s *session) wait(timeout time.Duration) (time.Time, error) {
 		default:
 		}
 		return time.Time{}, fmt.Errorf("%s: connection ended waiting for %q: %v", s.name, want, s.err)
-	case <-t.C:
+	case <-expired:
 		return time.Time{}, fmt.Errorf("%s: %w waiting for %q", s.name, errTimeout, want)
 	}
+}
+
+// arrived waits for every session's armed line and returns when the last
+// came. The sessions are waited for in turn: each line's time is taken by
+// its session's reader as it arrives, so this measures what waiting for
+// all at once would, without a goroutine and a timer for each of
+// thousands of sessions taking the cores from the servers measured.
+func arrived(sessions []*session, timeout time.Duration) (time.Time, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	var last time.Time
+	for _, s := range sessions {
+		at, err := s.waitOn(t.C)
+		if err != nil {
+			return time.Time{}, err
+		}
+		last = later(last, at)
+	}
+	return last, nil
 }
 
 // expect arms prefix, runs action and waits for the line.

@@ -324,7 +324,7 @@ func fanOut(sessions []*session) error {
 	if err := sessions[0].send("say " + text); err != nil {
 		return err
 	}
-	last, err := all(sessions, func(s *session) (time.Time, error) { return s.wait(time.Minute) })
+	last, err := arrived(sessions, time.Minute)
 	if err != nil {
 		return err
 	}
@@ -428,7 +428,7 @@ func resume(o *options, sessions []*session) (int, error) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	last, err := all(sessions, func(s *session) (time.Time, error) { return s.wait(2 * time.Minute) })
+	last, err := arrived(sessions, 2*time.Minute)
 	if err != nil {
 		return 0, err
 	}
