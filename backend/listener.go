@@ -42,6 +42,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -349,8 +350,13 @@ func (gl *gatewayLink) stopWakes() {
 }
 
 // sendWakes sends the queued held frames and wakes until none is left.
+// It yields before each write, so that the applications answering at that
+// moment (thousands, after a restart) add their frames to the write: with
+// a write for every three or four sessions, a resume of 15,000 cost the
+// backend a quarter more processor time, and the gateway's reads more.
 func (gl *gatewayLink) sendWakes() {
 	for {
+		runtime.Gosched()
 		gl.mu.Lock()
 		gl.wmu.Lock()
 		if len(gl.wakes) == 0 && len(gl.held) == 0 {

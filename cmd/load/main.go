@@ -119,6 +119,28 @@ func result(name string, value float64, unit string) {
 	fmt.Printf("RESULT %s %.3f %s\n", name, value, unit)
 }
 
+// cpuTime returns the processor time a process has used, user and
+// system, to the kernel's tick (10 ms): "self" for this one.
+func cpuTime(pid string) time.Duration {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0
+	}
+	// utime and stime are the 12th and 13th fields after the command
+	// name, which is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	user, _ := strconv.Atoi(f[11])
+	sys, _ := strconv.Atoi(f[12])
+	return time.Duration(user+sys) * 10 * time.Millisecond
+}
+
 // rssKiB returns a process's resident memory.
 func rssKiB(pid int) int {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
@@ -397,6 +419,7 @@ func bulk(sessions []*session, lines int) error {
 // backend, and times from its registration until every player has the
 // answer; it returns the new backend.
 func resume(o *options, sessions []*session) (int, error) {
+	gwCPU, ownCPU := cpuTime(strconv.Itoa(o.pid)), cpuTime("self")
 	if err := syscall.Kill(o.backendPID, syscall.SIGKILL); err != nil {
 		return 0, fmt.Errorf("kill backend: %w", err)
 	}
@@ -433,6 +456,11 @@ func resume(o *options, sessions []*session) (int, error) {
 		return 0, err
 	}
 	result("resume_all", float64(last.Sub(registered).Microseconds())/1000, "ms")
+	// Where the processor time went, from the kill to the last answer:
+	// the three processes share the machine's cores.
+	result("resume_cpu_gateway", ms(cpuTime(strconv.Itoa(o.pid))-gwCPU), "ms")
+	result("resume_cpu_backend", ms(cpuTime(strconv.Itoa(cmd.Process.Pid))), "ms")
+	result("resume_cpu_load", ms(cpuTime("self")-ownCPU), "ms")
 	fmt.Printf("new backend pid %d\n", cmd.Process.Pid)
 	return cmd.Process.Pid, nil
 }
