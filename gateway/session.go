@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"holdfast/gateway/telnet"
+	"holdfast/internal/netx"
 	"holdfast/link"
 )
 
@@ -318,8 +319,7 @@ func (r *playerReader) read() bool {
 		if s.is(phaseMoving) {
 			return false // stopped for the move; the socket is not ours to end
 		}
-		var ne net.Error
-		timeout := errors.As(err, &ne) && ne.Timeout() && !s.is(phaseGone)
+		timeout := netx.IsTimeout(err) && !s.is(phaseGone)
 		switch {
 		case timeout && r.negotiating:
 			return true // the negotiation wait is over

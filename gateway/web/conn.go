@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"go.uber.org/zap"
+
+	"holdfast/internal/netx"
 )
 
 // Conn is one browser player's connection as the gateway sees it: a
@@ -255,7 +257,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			err := c.readSocket(ws, gen)
 			switch {
 			case err == nil:
-			case timeout(err):
+			case netx.IsTimeout(err):
 				c.mu.Lock()
 				kicked := c.kicked
 				c.kicked = false

@@ -528,11 +528,6 @@ func (w *wsConn) closeNow() {
 	w.closeOnce.Do(func() { w.nc.Close() })
 }
 
-// timeout reports whether err is a read deadline's.
-func timeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
 
 // socketOf returns the descriptor of the TCP socket nc is, and its
 // RawConn; -1 and nil for any other connection.

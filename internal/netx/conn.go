@@ -108,9 +108,8 @@ func opError(op string, err error) error {
 	if err == nil || err == io.EOF {
 		return err
 	}
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		err = pe.Err
+	if pe, ok := err.(*os.PathError); ok {
+		err = pe.Err // what the *os.File's Read and Write return
 	}
 	if errors.Is(err, os.ErrClosed) {
 		err = net.ErrClosed

@@ -19,6 +19,19 @@ func RetryableAccept(err error) bool {
 		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS)
 }
 
+// IsTimeout reports whether err is a deadline's (a net.Error whose
+// Timeout is true). A reader that waits under a deadline and parks when it
+// passes asks this at every park: the error is most often the net.Error
+// itself, found without errors.As, whose reflection grew each parking
+// reader's stack.
+func IsTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	if !ok && !errors.As(err, &ne) {
+		return false
+	}
+	return ne.Timeout()
+}
+
 // Backoff returns the next delay of an exponential backoff: min after zero,
 // then doubling up to max.
 func Backoff(d, min, max time.Duration) time.Duration {
