@@ -528,7 +528,6 @@ func (w *wsConn) closeNow() {
 	w.closeOnce.Do(func() { w.nc.Close() })
 }
 
-
 // socketOf returns the descriptor of the TCP socket nc is, and its
 // RawConn; -1 and nil for any other connection.
 func socketOf(nc net.Conn) (int, syscall.RawConn) {
