@@ -33,6 +33,14 @@ func SetBackNoticeWait(t interface{ Cleanup(func()) }, d time.Duration) {
 	t.Cleanup(func() { backNoticeWait = old })
 }
 
+// SetBackAnswerWait sets how long the notice that the game is back waits
+// for the answer to a line the game has taken, until the test ends.
+func SetBackAnswerWait(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := backAnswerWait
+	backAnswerWait = d
+	t.Cleanup(func() { backAnswerWait = old })
+}
+
 // HeldInput is the input the sessions hold that no backend has
 // acknowledged, in bytes.
 func (s *Server) HeldInput() int {

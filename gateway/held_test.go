@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +13,11 @@ import (
 )
 
 // answering greets a new player, then answers each line after delay; a
-// line "ignore" it takes without a word, and at a line "stall" it stops
-// reading until stall is closed.
-func answering(delay time.Duration, stall <-chan struct{}) func(*backend.Session) {
+// line "ignore" it takes without a word, a line "later" it answers from
+// another goroutine, 20 ms after it has gone back to read, and at a line
+// "stall" it stops reading until stall is closed (telling took first, if
+// not nil).
+func answering(delay time.Duration, stall <-chan struct{}, took chan<- string) func(*backend.Session) {
 	return func(s *backend.Session) {
 		if s.Resumed() == 0 {
 			io.WriteString(s, "hello\n")
@@ -26,7 +29,13 @@ func answering(delay time.Duration, stall <-chan struct{}) func(*backend.Session
 				return
 			case l == "ignore":
 				continue
+			case l == "later":
+				time.AfterFunc(20*time.Millisecond, func() { io.WriteString(s, "echo: later\n") })
+				continue
 			case l == "stall":
+				if took != nil {
+					took <- l
+				}
 				<-stall
 				continue
 			}
@@ -36,20 +45,41 @@ func answering(delay time.Duration, stall <-chan struct{}) func(*backend.Session
 	}
 }
 
+// firstRead reads once, on a goroutine of its own, reading already when
+// it returns, and sends what came in that read: a write's worth, if the
+// player reads it as it comes.
+func (p *player) firstRead() <-chan string {
+	got := make(chan string, 1)
+	p.conn.SetReadDeadline(time.Now().Add(waitFor))
+	go func() {
+		buf := make([]byte, 4096)
+		n, err := p.r.Read(buf)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(buf[:n])
+	}()
+	return got
+}
+
 // TestBackNoticeWithAnswer: a player who typed while the game was away
 // gets the notice that the game is back and the game's answer in one
-// write (the answer comes 50 ms after the resume, and the notice waits
-// for it); one whose line the game takes without a word gets the notice
-// once the game has taken it; one whose line the game does not take gets
-// it after backNoticeWait; one who typed nothing gets it at once.
+// write, whether the game answers before it reads again (50 ms after the
+// resume) or after (from a goroutine of its own); one whose line the game
+// takes without a word gets the notice alone once the answer's wait after
+// that is over; one whose line the game does not take gets it after the
+// whole wait; one who typed nothing gets it at once.
 func TestBackNoticeWithAnswer(t *testing.T) {
-	gateway.SetBackNoticeWait(t, 2*time.Second)
+	const wait, answerWait = 3 * time.Second, time.Second
+	gateway.SetBackNoticeWait(t, wait)
+	gateway.SetBackAnswerWait(t, answerWait)
 	stall := make(chan struct{})
 	defer close(stall)
 	e := newEnv(t, nil)
-	first := e.backend(answering(50*time.Millisecond, stall))
-	typist, ignored, stalled, quiet := e.dial(), e.dial(), e.dial(), e.dial()
-	players := []*player{typist, ignored, stalled, quiet}
+	first := e.backend(answering(50*time.Millisecond, stall, nil))
+	typist, later, ignored, stalled, quiet := e.dial(), e.dial(), e.dial(), e.dial(), e.dial()
+	players := []*player{typist, later, ignored, stalled, quiet}
 	for _, p := range players {
 		p.expect("hello")
 	}
@@ -58,39 +88,81 @@ func TestBackNoticeWithAnswer(t *testing.T) {
 		p.expect("The game is restarting")
 	}
 	typist.send("hi\r\n")
+	later.send("later\r\n")
 	ignored.send("ignore\r\n")
 	stalled.send("stall\r\n")
+	typistGot, laterGot := typist.firstRead(), later.firstRead()
 	start := time.Now()
-	e.backend(answering(50*time.Millisecond, stall))
+	e.backend(answering(50*time.Millisecond, stall, nil))
 
 	quiet.expect("The game is back")
-	if waited := time.Since(start); waited >= 2*time.Second {
+	if waited := time.Since(start); waited >= wait {
 		t.Errorf("the quiet player was told after %v, the wait for an answer", waited)
 	}
 
-	typist.conn.SetReadDeadline(time.Now().Add(waitFor))
-	buf := make([]byte, 4096)
-	n, err := typist.r.Read(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := string(buf[:n])
-	if !strings.Contains(got, "The game is back") || !strings.Contains(got, "echo: hi") {
-		t.Fatalf("first read after the resume: %q, want the notice and the answer together", got)
-	}
-	if strings.Index(got, "The game is back") > strings.Index(got, "echo: hi") {
-		t.Fatalf("the answer came before the notice: %q", got)
+	for _, c := range []struct {
+		got    <-chan string
+		answer string
+	}{{typistGot, "echo: hi"}, {laterGot, "echo: later"}} {
+		got := <-c.got
+		if !strings.Contains(got, "The game is back") || !strings.Contains(got, c.answer) {
+			t.Fatalf("first read after the resume: %q, want the notice and %q together", got, c.answer)
+		}
+		if strings.Index(got, "The game is back") > strings.Index(got, c.answer) {
+			t.Fatalf("the answer came before the notice: %q", got)
+		}
 	}
 
 	ignored.expect("The game is back")
-	if waited := time.Since(start); waited >= 2*time.Second {
+	if waited := time.Since(start); waited >= wait {
 		t.Errorf("the notice to a player whose line the game took came after %v, the wait for a game that does not read", waited)
 	}
 
 	stalled.expect("The game is back")
-	if waited := time.Since(start); waited < 2*time.Second {
+	if waited := time.Since(start); waited < wait {
 		t.Errorf("the notice to a player whose line the game has not taken came after %v, before the wait", waited)
 	}
+}
+
+// TestBackNoticeNotWhileAway: a backend that goes before it has taken the
+// line of a player who typed while the game was away has not brought the
+// game back: the player is not told it is back until the next backend is.
+func TestBackNoticeNotWhileAway(t *testing.T) {
+	const wait = 300 * time.Millisecond
+	gateway.SetBackNoticeWait(t, wait)
+	stall := make(chan struct{})
+	defer close(stall)
+	took := make(chan string, 1)
+	e := newEnv(t, nil)
+	first := e.backend(answering(0, stall, nil))
+	p := e.dial()
+	p.expect("hello")
+	first.Close()
+	p.expect("The game is restarting")
+	p.send("stall\r\n")
+	second := e.backend(answering(0, stall, took))
+	select {
+	case <-took:
+	case <-time.After(waitFor):
+		t.Fatal("the second backend never got the line")
+	}
+	second.Close()
+	// Nothing comes while no backend is up, the notice's wait and more.
+	p.conn.SetReadDeadline(time.Now().Add(3 * wait))
+	if l, err := p.r.ReadString('\n'); err == nil || !os.IsTimeout(err) {
+		t.Fatalf("with no backend up the player read %q (%v)", l, err)
+	}
+	e.backend(func(s *backend.Session) {
+		for {
+			l, err := s.ReadLine()
+			if err != nil {
+				return
+			}
+			io.WriteString(s, "echo: "+l+"\n")
+		}
+	})
+	p.expect("The game is back")
+	p.expect("echo: stall")
 }
 
 // TestHeldGMCP: a GMCP message from a player whose session is held (a

@@ -106,9 +106,10 @@ type session struct {
 	parkedSweeps uint16
 	stowing      bool
 	endedInMove  bool // during a move: the application ended the session
-	// backDue is set while the notice that the game is back waits for
-	// the game's answer (noticeBackHeld).
-	backDue atomic.Bool
+	// backDue says whether the notice that the game is back waits for
+	// the game's answer, and since when (noticeBackHeld): backWaits,
+	// backTaken; backNone otherwise.
+	backDue atomic.Uint32
 	// streamBusy is set by every frame read and cleared by the sweep,
 	// which parks the streams it finds quiet; inFrame while the reader
 	// handles a frame, where it may wait for a slow player: that stream
@@ -1095,8 +1096,11 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 		if off, err := link.ParseAck(p); err == nil {
 			s.ack(off)
 		}
-		if s.backDue.Load() {
-			s.noticeBackDue() // the game took the line without a word
+		if s.backDue.CompareAndSwap(backWaits, backTaken) {
+			// The game has taken the line: its answer, if it has one,
+			// is on its way (a game may answer from a goroutine or a
+			// tick of its own).
+			time.AfterFunc(backAnswerWait, s.noticeBackDue)
 		}
 	case link.FrameState:
 		s.mu.Lock()
@@ -1192,28 +1196,34 @@ func (s *session) noticeBack() {
 	}
 }
 
+// The states of backDue.
+const (
+	backNone  = iota
+	backWaits // for the game to take the line
+	backTaken // for the game's answer to the line it has taken
+)
+
 // backNoticeWait is how long the notice that the game is back waits for
-// the game to take the line of a player who typed while it was away: the
-// notice goes with the game's answer, in one write, or with the
-// acknowledgement of the line if the game answers nothing, and after this
-// wait only from a game that has not read the line. It is long enough for
-// a backend to take the lines of thousands of players resumed at once: a
-// notice that went first would be a second write for each of them, and
-// with thousands of players the writes are most of what the gateway does.
-var backNoticeWait = time.Second // a variable for the tests
+// the game to take the line of a player who typed while it was away, and
+// backAnswerWait how long, once it has, for its answer: the notice goes
+// with the answer, in one write, and without it only after these waits.
+// The first is long enough for a backend to take the lines of thousands
+// of players resumed at once: a notice that went first would be a second
+// write for each of them, and with thousands of players the writes are
+// most of what the gateway does.
+var (
+	backNoticeWait = time.Second            // a variable for the tests
+	backAnswerWait = 100 * time.Millisecond // a variable for the tests
+)
 
 // noticeBackHeld is noticeBack for a session opened held: for a player
 // who typed while the game was away, whose input the game is about to
 // answer, the notice goes before the game's next output, in the same write
-// (withBackNotice), or when the game acknowledges the input, or after
-// backNoticeWait if neither comes.
+// (withBackNotice), or after the waits above if none comes.
 func (s *session) noticeBackHeld() {
 	s.mu.Lock()
 	typed := len(s.In) > 0
-	due := typed && s.Noticed && !s.backDue.Load()
-	if due {
-		s.backDue.Store(true)
-	}
+	due := typed && s.Noticed && s.backDue.CompareAndSwap(backNone, backWaits)
 	s.mu.Unlock()
 	switch {
 	case due:
@@ -1223,9 +1233,17 @@ func (s *session) noticeBackHeld() {
 	}
 }
 
-// noticeBackDue sends the notice that the game is back, if it still waits.
+// noticeBackDue sends the notice that the game is back, if it still waits
+// and the game is: a backend gone again before it took the line is not
+// back, and the next one's placing waits for its answer anew.
 func (s *session) noticeBackDue() {
-	if s.backDue.Swap(false) {
+	if s.backDue.Swap(backNone) == backNone {
+		return
+	}
+	s.mu.Lock()
+	lk := s.lk
+	s.mu.Unlock()
+	if lk != nil && !lk.leaving() {
 		s.noticeBack()
 	}
 }
@@ -1234,7 +1252,7 @@ func (s *session) noticeBackDue() {
 // that the game is back if it waits for it; a page's notice goes out of
 // band, at once.
 func (s *session) withBackNotice(out []byte) []byte {
-	if !s.backDue.Load() || !s.backDue.Swap(false) {
+	if s.backDue.Load() == backNone || s.backDue.Swap(backNone) == backNone {
 		return out
 	}
 	s.mu.Lock()
