@@ -128,7 +128,8 @@ func TestBackNoticeWithAnswer(t *testing.T) {
 // line of a player who typed while the game was away has not brought the
 // game back: the player is not told it is back until the next backend is.
 func TestBackNoticeNotWhileAway(t *testing.T) {
-	const wait = 300 * time.Millisecond
+	// Long against the second backend's close, which must come first.
+	const wait = time.Second
 	gateway.SetBackNoticeWait(t, wait)
 	stall := make(chan struct{})
 	defer close(stall)
@@ -148,7 +149,7 @@ func TestBackNoticeNotWhileAway(t *testing.T) {
 	}
 	second.Close()
 	// Nothing comes while no backend is up, the notice's wait and more.
-	p.conn.SetReadDeadline(time.Now().Add(3 * wait))
+	p.conn.SetReadDeadline(time.Now().Add(2 * wait))
 	if l, err := p.r.ReadString('\n'); err == nil || !os.IsTimeout(err) {
 		t.Fatalf("with no backend up the player read %q (%v)", l, err)
 	}
