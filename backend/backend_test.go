@@ -135,6 +135,14 @@ func frame(t *testing.T, fr *link.Reader) (link.FrameType, []byte) {
 	return typ, p
 }
 
+// readLine reads a line from s and fails the test unless it is want.
+func readLine(t *testing.T, s *Session, want string) {
+	t.Helper()
+	if line, err := s.ReadLine(); line != want || err != nil {
+		t.Fatalf("line %q %v, want %q", line, err, want)
+	}
+}
+
 // eventually waits until cond holds, polling it, and fails the test with
 // what it waited for past waitFor.
 func eventually(t *testing.T, what string, cond func() bool) {

@@ -72,9 +72,7 @@ func TestCork(t *testing.T) {
 	}{{
 		name: "read that waits",
 		then: func(t *testing.T, l *Listener, g *fakeGateway, s *Session) {
-			if line, err := s.ReadLine(); line != "three" || err != nil {
-				t.Fatalf("third line %q %v", line, err)
-			}
+			readLine(t, s, "three")
 			go s.ReadLine() // waits: everything read is done with
 		},
 		want: "O:1 A:14",
@@ -123,15 +121,11 @@ func TestCork(t *testing.T) {
 			st, s := g.open(l, link.Open{ID: "c-1"})
 			fr := link.Reader{R: st}
 			link.WriteFrame(st, link.FrameInput, []byte("one\ntwo\nthree\n"))
-			if line, err := s.ReadLine(); line != "one" || err != nil {
-				t.Fatalf("first line %q %v", line, err)
-			}
+			readLine(t, s, "one")
 			if _, err := s.Write([]byte("1\n")); err != nil {
 				t.Fatal(err)
 			}
-			if line, err := s.ReadLine(); line != "two" || err != nil {
-				t.Fatalf("second line %q %v", line, err)
-			}
+			readLine(t, s, "two")
 			tc.then(t, l, g, s)
 			if got := frames(t, &fr, len(strings.Fields(tc.want))); got != tc.want {
 				t.Fatalf("frames %q, want %q", got, tc.want)
@@ -162,9 +156,7 @@ func TestAckAfterAnswer(t *testing.T) {
 			st, s := g.open(l, link.Open{ID: "a-1"})
 			fr := link.Reader{R: st}
 			link.WriteFrame(st, link.FrameInput, []byte("north\n"))
-			if line, err := s.ReadLine(); line != "north" || err != nil {
-				t.Fatalf("line %q %v", line, err)
-			}
+			readLine(t, s, "north")
 			wrote := make(chan error)
 			go func() {
 				_, err := s.Write([]byte("news\n"))
@@ -225,9 +217,7 @@ func TestReleaseAwaitsAnswer(t *testing.T) {
 			st, s := g.open(l, link.Open{ID: "r-1"})
 			fr := link.Reader{R: st}
 			link.WriteFrame(st, link.FrameInput, []byte("buy sword\n"))
-			if line, err := s.ReadLine(); line != "buy sword" || err != nil {
-				t.Fatalf("line %q %v", line, err)
-			}
+			readLine(t, s, "buy sword")
 			if tc.write {
 				if _, err := s.Write([]byte("sword\n")); err != nil {
 					t.Fatal(err)
@@ -268,9 +258,7 @@ func TestAwayNotCorked(t *testing.T) {
 	l, g := setup(t)
 	st, s := g.open(l, link.Open{ID: "w-1"})
 	link.WriteFrame(st, link.FrameInput, []byte("one\n"))
-	if line, err := s.ReadLine(); line != "one" || err != nil {
-		t.Fatalf("line %q %v", line, err)
-	}
+	readLine(t, s, "one")
 	g.mux.Close()
 	eventually(t, "the session is away", s.isAway)
 	if _, err := s.Write([]byte("1\n")); err != nil {
@@ -294,9 +282,7 @@ func TestClaimAfterCork(t *testing.T) {
 	h := sha256.Sum256([]byte("k-1.secret"))
 	link.WriteFrame(st1, link.FrameTokens, link.AppendTokens(nil, [][32]byte{h}))
 	link.WriteFrame(st1, link.FrameInput, []byte("one\n"))
-	if line, err := s.ReadLine(); line != "one" || err != nil {
-		t.Fatalf("line %q %v", line, err)
-	}
+	readLine(t, s, "one")
 	if _, err := s.Write([]byte("answer\n")); err != nil { // corked: answering
 		t.Fatal(err)
 	}

@@ -152,13 +152,9 @@ func TestMoveLineInProgress(t *testing.T) {
 			l, g1 := setup(t)
 			st1, s := g1.open(l, link.Open{ID: "p1"})
 			link.WriteFrame(st1, link.FrameInput, []byte("one\ntwo\n"))
-			if line, err := s.ReadLine(); line != "one" || err != nil {
-				t.Fatalf("first line %q %v", line, err)
-			}
+			readLine(t, s, "one")
 			io.WriteString(s, "1\n")
-			if line, err := s.ReadLine(); line != "two" || err != nil {
-				t.Fatalf("second line %q %v", line, err)
-			}
+			readLine(t, s, "two")
 			link.WriteFrame(g1.ctrl, link.FrameMove, link.AppendMove(nil, []string{"p1"}))
 			fr1 := link.Reader{R: st1}
 			if got := frames(t, &fr1, 3); got != "O:1 A:4 M" {

@@ -658,10 +658,9 @@ const maxPending = 256 << 10
 func (s *Session) send(typ link.FrameType, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.answering.Load() {
-		s.answered = true
-	}
-	if s.answering.Load() && s.parked == nil && (s.cork == nil || len(*s.cork) < maxCork) && !s.isAway() {
+	answering := s.answering.Load()
+	s.answered = s.answered || answering
+	if answering && s.parked == nil && (s.cork == nil || len(*s.cork) < maxCork) && !s.isAway() {
 		if err := s.writable(); err != nil {
 			return err
 		}

@@ -223,9 +223,7 @@ func TestStowedDetachedAcksNothing(t *testing.T) {
 		t.Fatalf("Stowed %+v", got)
 	}
 	link.WriteFrame(st, link.FrameInput, []byte("one\n")) // before the gateway read the Stowed
-	if line, err := s.ReadLine(); line != "one" || err != nil {
-		t.Fatalf("line from the old stream %q %v", line, err)
-	}
+	readLine(t, s, "one")
 	done := make(chan error, 1)
 	go func() { done <- l.Shutdown(t.Context()) }()
 	eventually(t, "Shutdown detaches the session", s.isDetached)

@@ -1096,7 +1096,7 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 		if off, err := link.ParseAck(p); err == nil {
 			s.ack(off)
 		}
-		if s.backDue.CompareAndSwap(backWaits, backTaken) {
+		if s.backDue.Load() == backWaits && s.backDue.CompareAndSwap(backWaits, backTaken) {
 			// The game has taken the line: its answer, if it has one,
 			// is on its way (a game may answer from a goroutine or a
 			// tick of its own).
