@@ -2,7 +2,9 @@ package backend
 
 import (
 	"crypto/sha256"
+	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,4 +140,104 @@ func TestKeptSessionWaitsLonger(t *testing.T) {
 		t.Fatalf("the page's session read %q", got)
 	default:
 	}
+}
+
+// TestClaimStowed: a page's session stowed on one gateway and claimed
+// through another. The first hears a Wake, and the stream it opens is
+// answered Taken; so is any Open of it without a claim from a gateway
+// other than the one that has it (on a stream, or stowed), while that
+// one's link lives. The session stays with the claim, and the game
+// notices nothing. Once the link that has it fails, an Open takes it (a
+// gateway's new process, or its link made again).
+func TestClaimStowed(t *testing.T) {
+	l, g1 := heldGateway(t)
+	st1, s := g1.open(l, link.Open{ID: "k1", Keep: true})
+	in := lines(s)
+	h := sha256.Sum256([]byte("k1.secret"))
+	link.WriteFrame(st1, link.FrameTokens, link.AppendTokens(nil, [][32]byte{h}))
+	link.WriteFrame(st1, link.FrameInput, []byte("one\n"))
+	want(t, in, "one")
+	fr1 := link.Reader{R: st1}
+	stow := func(g *fakeGateway, fr *link.Reader) {
+		t.Helper()
+		link.WriteFrame(g.ctrl, link.FramePark, link.AppendMove(nil, []string{"k1"}))
+		readUntil(t, fr, link.FrameParked)
+		eventually(t, "k1 parked", func() bool {
+			gl, _, _ := s.parkedOn()
+			return gl != nil
+		})
+		if got := stowAnswer(t, g, "k1"); len(got) != 1 || got[0].Park == 0 {
+			t.Fatalf("Stowed %+v, want k1 stowed", got)
+		}
+	}
+	stow(g1, &fr1)
+
+	g2 := linkGateway(t, l)
+	link.WriteFrame(g2.ctrl, link.FrameFeatures, link.AppendFeatures(nil, link.FeatureMovedParked|link.FeatureHeldFrames))
+	st2, err := g2.mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.WriteFrame(st2, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 4, Claim: "k1.secret"}).Append(nil))
+	fr2 := link.Reader{R: st2}
+	if typ, _ := frame(t, &fr2); typ != link.FrameState {
+		t.Fatalf("the claim answered %v, want the state", typ)
+	}
+	for {
+		typ, p := g1.control()
+		if ids, _ := link.ParseMove(p); typ == link.FrameWake && slices.Equal(ids, []string{"k1"}) {
+			break
+		}
+	}
+	openTaken := func(g *fakeGateway, what string) {
+		t.Helper()
+		st, err := g.mux.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		link.WriteFrame(st, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 4}).Append(nil))
+		link.WriteFrame(st, link.FrameInput, []byte("stale\n"))
+		fr := link.Reader{R: st}
+		if typ, _ := frame(t, &fr); typ != link.FrameTaken {
+			t.Fatalf("%s: answered %v, want Taken", what, typ)
+		}
+		if _, _, err := fr.Next(); !errors.Is(err, io.EOF) {
+			t.Fatalf("%s: after Taken, %v; want the stream's end", what, err)
+		}
+	}
+	openTaken(g1, "the Open at the Wake")
+
+	io.WriteString(s, "still here\n")
+	if out := readUntilOutput(t, &fr2); out != "still here\n" {
+		t.Fatalf("on the claim's stream: %q", out)
+	}
+	link.WriteFrame(st2, link.FrameInput, []byte("two\n"))
+	want(t, in, "two")
+	openTaken(g1, "an Open while another gateway's stream has it")
+	stow(g2, &fr2)
+	openTaken(g1, "an Open while another gateway has it stowed")
+
+	g2.mux.Close()
+	eventually(t, "k1 waits for a gateway", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.away && s.holder == nil
+	})
+	st3, err := g1.mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.WriteFrame(st3, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 8}).Append(nil))
+	link.WriteFrame(st3, link.FrameInput, []byte("three\n"))
+	want(t, in, "three")
+	io.WriteString(s, "back\n")
+	if out := readUntilOutput(t, &link.Reader{R: st3}); out != "back\n" {
+		t.Fatalf("on the stream of the Open after the link failed: %q", out)
+	}
+	select {
+	case got := <-in:
+		t.Fatalf("read %q, from a stream answered Taken", got)
+	default:
+	}
+	noAccept(t, l)
 }

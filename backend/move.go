@@ -122,7 +122,8 @@ func (s *Session) moveParked(gl *gatewayLink) (park uint32, ok bool) {
 
 // adopt puts the session on st, the stream a gateway opened for it with
 // o. It reports false when the session has ended here, so that the caller
-// starts a new one.
+// starts a new one. A kept session that another gateway has is not taken
+// from it but by a claim: an Open without one is answered Taken.
 func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	s.wmu.Lock()
 	s.mu.Lock()
@@ -132,6 +133,21 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		return false
 	}
 	claim := o.Claim != ""
+	if !claim && s.keeps.Load() && s.ownedElsewhereLocked(gl) {
+		// A claim took it from this gateway, which has not heard yet:
+		// it hears it on this stream, and forgets the session.
+		s.mu.Unlock()
+		s.wmu.Unlock()
+		link.WriteFrame(st, link.FrameTaken, nil)
+		st.Close()
+		return true
+	}
+	// A gateway holding it stowed hears that it is taken on the stream its
+	// Wake opens (above).
+	var stowedAt *gatewayLink
+	if claim && s.away && s.holder != gl {
+		stowedAt = s.holder
+	}
 	if claim && !s.away {
 		// The gateway it is on hears that it is taken, after what was
 		// written before: it forgets the session without a Hangup.
@@ -193,6 +209,12 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		st.Write(b) // a failure ends the stream, and the reader sees it
 	}
 	s.wmu.Unlock()
+	if stowedAt != nil {
+		// After the Stowed, if that is still being answered.
+		stowedAt.bcast.RLock()
+		stowedAt.wake(s.id)
+		stowedAt.bcast.RUnlock()
+	}
 	if old != nil && old != st { // nil: it was opened held
 		old.SetReadDeadline(time.Now()) // the reader takes what it holds, then switches
 		old.Close()
@@ -228,4 +250,15 @@ func (s *Session) expire() {
 	if closed {
 		s.l.untrack(s)
 	}
+}
+
+// ownedElsewhereLocked reports, with mu held, whether a gateway's link
+// other than gl has the session: it is on a stream of that link, or held
+// there (stowed), and the link lives.
+func (s *Session) ownedElsewhereLocked(gl *gatewayLink) bool {
+	owner := s.gl
+	if s.away {
+		owner = s.holder
+	}
+	return owner != nil && owner != gl && !owner.dead.Load()
 }

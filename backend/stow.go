@@ -55,7 +55,7 @@ func (s *Session) stow(gl *gatewayLink) (*yamux.Stream, uint32, bool) {
 		return nil, 0, false
 	}
 	defer s.wmu.Unlock()
-	if s.parked != gl || s.cork != nil || s.keeps.Load() {
+	if s.parked != gl || s.cork != nil {
 		return nil, 0, false
 	}
 	s.mu.Lock()

@@ -24,8 +24,8 @@ import (
 // holdable reports whether the session, with s.mu held, may be held on lk
 // rather than opened: it moved here quiet, from the backend lk reaches,
 // and nothing of its own waits to go (input, facts, a notice, a claim).
-// A page that may be claimed elsewhere is always opened: its holder must
-// hear Taken on a stream.
+// A page's session is opened, and held again only once idle (Stow): a
+// backend holds no kept session by Hold.
 func (s *session) holdable(lk *backendLink) bool {
 	return s.Quiet && s.MoveFrom != "" && s.MoveFrom == lk.instance && lk.canHold() &&
 		len(s.In) == 0 && s.factsDirty == 0 && !s.Noticed && !s.keeps && s.claimToken() == "" && !s.deployed
@@ -36,8 +36,8 @@ func (s *session) holdable(lk *backendLink) bool {
 // player's game speaks first), lk does not have it already, and nothing of
 // its own waits to go that the Open does not carry: the input typed
 // meanwhile it carries too, up to maxHeldOpenInput, to a backend that
-// answers it in HeldFrames. A page's session, which may be claimed
-// elsewhere, needs a stream.
+// answers it in HeldFrames. A page's session needs a stream: the tokens
+// that may claim it go on it.
 func (s *session) openHoldable(lk *backendLink) bool {
 	return s.Opened && s.MoveFrom != lk.instance && lk.can(link.FeatureOpenHeld) &&
 		(len(s.In) == 0 || len(s.In) <= maxHeldOpenInput && lk.can(link.FeatureHeldFrames)) && !s.keeps && s.claimToken() == ""

@@ -15,7 +15,9 @@ import (
 // nothing has been written to the stream since its last Parked, holds it
 // without a stream and says so in Stowed. An idle player then costs
 // neither end a stream; its output comes in HeldFrames, and its next line
-// asks for a stream (Want) as any held session's does.
+// asks for a stream (Want) as any held session's does. A browser page is
+// stowed too: a claim of it through another gateway comes here as a Wake,
+// and the stream that opens is answered Taken.
 
 // defaultHoldIdle is HoldIdle's default: long enough that a player
 // between two lines keeps the stream, short against how long most idle
@@ -45,7 +47,7 @@ func (s *session) stowDue(after int) (due, later bool) {
 	if s.stowing {
 		return false, true
 	}
-	if s.keeps || s.deployed || s.claimToken() != "" || !s.lk.can(link.FeatureStow) || !s.lk.can(link.FeatureHeldFrames) {
+	if s.deployed || s.claimToken() != "" || !s.lk.can(link.FeatureStow) || !s.lk.can(link.FeatureHeldFrames) {
 		return false, false
 	}
 	if s.parkedSweeps++; int(s.parkedSweeps) < after {

@@ -277,7 +277,7 @@
 // another, which holds or opens it in turn); a Release of a held session
 // is answered in MovedParked (see Frames). A gateway holds
 // sessions only on a backend whose Features said Hold, and never those a
-// browser page may claim from another gateway.
+// browser page may claim from another gateway (but see Stow below).
 //
 // A backend that starts, after a restart or a crash, and a deploy's
 // successor, would be opened thousands of sessions one stream each, most
@@ -323,6 +323,16 @@
 // the stream the session's next Wake opens, from the Open's offset. A
 // session whose stream was written to, or that is not so parked, is named
 // with park 0, and stays as it was.
+//
+// A browser page's session (Open's keep) is stowed too, and may be claimed
+// through another gateway while it is: the backend then sends Wake for it
+// to the gateway that held it, after the Stowed if that was still being
+// answered. That gateway opens it, as at any Wake, and the Open is
+// answered Taken: an Open without a claim, of a kept session that is on
+// a stream of another live link or held there, comes from a gateway that a
+// claim took it from, and never takes it back. So a Want or an Open of a
+// stowed page, sent before the gateway heard of the claim, leaves the
+// session where the claim put it.
 //
 // # Moving a session
 //

@@ -510,3 +510,53 @@ func TestBrowserTypesThroughGatewayDeath(t *testing.T) {
 		t.Error("the game saw the player leave, or arrive again")
 	}
 }
+
+// TestStowedPageClaimed: a browser page idle on one gateway is stowed
+// there (the game holds its session without a stream); its WebSocket
+// breaks and it comes back through another gateway, which claims the
+// session. The first gateway hears it and lets the session go (taken,
+// without a Hangup), the page carries on through the second, idles there
+// until stowed again and answers, and the game never saw it leave.
+func TestStowedPageClaimed(t *testing.T) {
+	_, port := startEPMD(t, ourEPMD)
+	flags := []string{"-epmd-port", fmt.Sprint(port), "-embed-epmd=false", "-ws-listen", "127.0.0.1:0", "-max-per-ip", "0",
+		"-hold-idle", "1s", "-metrics", "127.0.0.1:0"}
+	a, b := startSystemOn(t, port, flags...), startSystemOn(t, port, flags...)
+	be := a.startBackend()
+	b.gw.waitLog("gateway: backend linked", 1)
+	adminA := a.gw.waitLog("gateway: admin listening", 1)["addr"].(string)
+	adminB := b.gw.waitLog("gateway: admin listening", 1)["addr"].(string)
+
+	page := newClaimPage(t)
+	page.open(webAddr(a), map[string]any{})
+	page.until("What is your name?")
+	page.typeLine("Pat")
+	page.until("Welcome, Pat.")
+	page.typeLine("session")
+	page.until("id: ")
+	page.mu.Lock()
+	id := page.session
+	page.mu.Unlock()
+	waitMetric(t, adminA, `holdfast_streams{state="held"}`, 1)
+
+	page.mu.Lock()
+	page.ws.CloseNow()
+	page.mu.Unlock()
+	page.cutOff()
+	page.typeLine("echo typed while away")
+	if m := page.comeBack(webAddr(b)); m["elsewhere"] != true || m["resumed"] != true {
+		t.Fatalf("the answer on the other gateway: %v", m)
+	}
+	be.waitLogged("backend: session claimed by another gateway", "session", id)
+	a.gw.waitLogged("gateway: player disconnected", "reason", "taken")
+	waitMetric(t, adminA, `holdfast_sessions{state="attached"}`, 0)
+	waitMetric(t, adminA, `holdfast_streams{state="held"}`, 0)
+	page.until("echo: typed while away")
+
+	waitMetric(t, adminB, `holdfast_streams{state="held"}`, 1)
+	page.typeLine("echo after")
+	page.until("echo: after")
+	if be.logged("talker: player left", "session", id) || be.count("talker: new player") != 1 {
+		t.Errorf("the game saw the page's player leave, or a new player: %d new", be.count("talker: new player"))
+	}
+}
