@@ -99,6 +99,20 @@ func (s *Session) keepFrame(typ link.FrameType, payload []byte) {
 	}
 }
 
+// heldOutAck takes a HeldOutAck from gl, if gl has the session: the
+// page's acknowledgement of output while the session is held there
+// (stowed), or on its way to a stream of gl.
+func (s *Session) heldOutAck(gl *gatewayLink, off uint64) {
+	s.mu.Lock()
+	ok := s.ownerLocked() == gl
+	s.mu.Unlock()
+	if ok {
+		s.wmu.Lock()
+		s.kept.ack(off)
+		s.wmu.Unlock()
+	}
+}
+
 // claimed answers an Open with a claim on st: true once the session has
 // moved to st, false (and st ended) when the claim is refused.
 func (l *Listener) claimed(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {

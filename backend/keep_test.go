@@ -142,8 +142,9 @@ func TestKeptSessionWaitsLonger(t *testing.T) {
 	}
 }
 
-// TestClaimStowed: a page's session stowed on one gateway and claimed
-// through another. The first hears a Wake, and the stream it opens is
+// TestClaimStowed: a page's session stowed on one gateway, where the
+// page acknowledges output without a stream, and claimed through
+// another. The first hears a Wake, and the stream it opens is
 // answered Taken; so is any Open of it without a claim from a gateway
 // other than the one that has it (on a stream, or stowed), while that
 // one's link lives. The session stays with the claim, and the game
@@ -172,8 +173,31 @@ func TestClaimStowed(t *testing.T) {
 	}
 	stow(g1, &fr1)
 
+	// Stowed, its output comes held, and the page's acknowledgement goes
+	// on the control stream (HeldOutAck); one from a gateway that does
+	// not have the session is not taken.
 	g2 := linkGateway(t, l)
 	link.WriteFrame(g2.ctrl, link.FrameFeatures, link.AppendFeatures(nil, link.FeatureMovedParked|link.FeatureHeldFrames))
+	io.WriteString(s, "while stowed\n")
+	if out, _ := outputAndAck(t, heldFrames(t, g1, "k1")); out != "while stowed\n" {
+		t.Fatalf("held output %q", out)
+	}
+	heldOutAck := func(g *fakeGateway, off uint64) {
+		t.Helper()
+		link.WriteFrame(g.ctrl, link.FrameHeldOutAck, link.AppendHeldOutAck(nil, "k1", off))
+		// Answered after it: the HeldOutAck has been read.
+		link.WriteFrame(g.ctrl, link.FrameWant, link.AppendMove(nil, []string{"nobody"}))
+		for {
+			typ, p := g.control()
+			if ids, _ := link.ParseMove(p); typ == link.FrameUnheld && slices.Equal(ids, []string{"nobody"}) {
+				return
+			}
+		}
+	}
+	heldOutAck(g2, uint64(len("while stowed\n")))
+	heldOutAck(g1, uint64(len("while ")))
+
+	// The claim: what the page had not acknowledged comes again.
 	st2, err := g2.mux.OpenStream()
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +206,12 @@ func TestClaimStowed(t *testing.T) {
 	fr2 := link.Reader{R: st2}
 	if typ, _ := frame(t, &fr2); typ != link.FrameState {
 		t.Fatalf("the claim answered %v, want the state", typ)
+	}
+	if typ, p := frame(t, &fr2); typ != link.FrameOutAck || string(p) != string(link.AppendAck(nil, 6)) {
+		t.Fatalf("then %v %x, want OutAck 6", typ, p)
+	}
+	if out := readUntilOutput(t, &fr2); out != "stowed\n" {
+		t.Fatalf("sent again: %q, want what the page had not acknowledged", out)
 	}
 	for {
 		typ, p := g1.control()

@@ -571,7 +571,7 @@ func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
 		gl.mu.Lock()
 		gl.ctrl = st
 		gl.mu.Unlock()
-		gl.control(link.FrameFeatures, link.AppendFeatures(nil, link.FeatureHold|link.FeatureOpenHeld|link.FeatureHeldFrames|link.FeatureStow))
+		gl.control(link.FrameFeatures, link.AppendFeatures(nil, link.FeatureHold|link.FeatureOpenHeld|link.FeatureHeldFrames|link.FeatureStow|link.FeatureStowKept))
 		l.mu.Lock()
 		mssp := l.mssp
 		l.mu.Unlock()
@@ -689,7 +689,8 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			continue
 		}
 		switch typ {
-		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop, link.FrameFeatures, link.FrameOpenHeld, link.FrameWant, link.FrameStow:
+		case link.FrameMove, link.FrameRelease, link.FramePark, link.FrameHold, link.FrameDrop, link.FrameFeatures, link.FrameOpenHeld, link.FrameWant, link.FrameStow,
+			link.FrameHeldOutAck:
 		default:
 			continue // from a later version
 		}
@@ -701,6 +702,14 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			if f, err := link.ParseFeatures(p); err == nil {
 				gl.features = f
 				gl.heldFrames.Store(f&link.FeatureHeldFrames != 0)
+			}
+			continue
+		}
+		if typ == link.FrameHeldOutAck {
+			if id, off, err := link.ParseHeldOutAck(p); err == nil {
+				if s := l.lookup(id); s != nil {
+					s.heldOutAck(gl, off)
+				}
 			}
 			continue
 		}

@@ -252,13 +252,18 @@ func (s *Session) expire() {
 	}
 }
 
-// ownedElsewhereLocked reports, with mu held, whether a gateway's link
-// other than gl has the session: it is on a stream of that link, or held
-// there (stowed), and the link lives.
-func (s *Session) ownedElsewhereLocked(gl *gatewayLink) bool {
-	owner := s.gl
+// ownerLocked returns, with mu held, the gateway's link that has the
+// session: the one whose stream it is on, or that holds it; nil if none.
+func (s *Session) ownerLocked() *gatewayLink {
 	if s.away {
-		owner = s.holder
+		return s.holder
 	}
+	return s.gl
+}
+
+// ownedElsewhereLocked reports, with mu held, whether a live gateway's
+// link other than gl has the session.
+func (s *Session) ownedElsewhereLocked(gl *gatewayLink) bool {
+	owner := s.ownerLocked()
 	return owner != nil && owner != gl && !owner.dead.Load()
 }

@@ -61,8 +61,17 @@ func (s *session) keep() {
 	}
 }
 
-// outAcked tells the backend that the player has the output up to game.
+// outAcked tells the backend that the player has the output up to game:
+// on the control stream while the session is held there, so that output
+// to an idle page opens no stream.
 func (s *session) outAcked(game uint64) {
+	s.mu.Lock()
+	lk := s.lk
+	held := s.st == nil && s.cond.stream == streamHeld && s.cond.phase == phaseLive
+	s.mu.Unlock()
+	if held && lk != nil && lk.can(link.FeatureStowKept) && !lk.leaving() && lk.send(link.FrameHeldOutAck, link.AppendHeldOutAck(nil, s.ID, game)) == nil {
+		return
+	}
 	s.toBackend(link.FrameOutAck, link.AppendAck(nil, game))
 }
 

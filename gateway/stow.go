@@ -16,8 +16,9 @@ import (
 // without a stream and says so in Stowed. An idle player then costs
 // neither end a stream; its output comes in HeldFrames, and its next line
 // asks for a stream (Want) as any held session's does. A browser page is
-// stowed too: a claim of it through another gateway comes here as a Wake,
-// and the stream that opens is answered Taken.
+// stowed too, by a backend that can (StowKept): its acknowledgements of
+// output go on the control stream (HeldOutAck), and a claim of it through
+// another gateway comes here as a Wake, whose stream is answered Taken.
 
 // defaultHoldIdle is HoldIdle's default: long enough that a player
 // between two lines keeps the stream, short against how long most idle
@@ -47,7 +48,8 @@ func (s *session) stowDue(after int) (due, later bool) {
 	if s.stowing {
 		return false, true
 	}
-	if s.deployed || s.claimToken() != "" || !s.lk.can(link.FeatureStow) || !s.lk.can(link.FeatureHeldFrames) {
+	if s.deployed || s.claimToken() != "" || !s.lk.can(link.FeatureStow) || !s.lk.can(link.FeatureHeldFrames) ||
+		s.keeps && !s.lk.can(link.FeatureStowKept) {
 		return false, false
 	}
 	if s.parkedSweeps++; int(s.parkedSweeps) < after {

@@ -146,6 +146,10 @@
 //	Stowed   backend->gateway, a Broadcast's recipients and no text: of a
 //	         Stow, every session it named, with the number of the Parked
 //	         its stream ends at if the backend now holds it, 0 if not
+//	HeldOutAck gateway->backend, to a backend whose Features said
+//	         StowKept: id:str16 offset:u64, the OutAck of a held page's
+//	         session, which needs no stream; a backend takes it only from
+//	         the link that has the session
 //
 // Session stream, gateway->backend:
 //
@@ -324,7 +328,10 @@
 // session whose stream was written to, or that is not so parked, is named
 // with park 0, and stays as it was.
 //
-// A browser page's session (Open's keep) is stowed too, and may be claimed
+// Between a backend whose Features said StowKept and such a gateway, a
+// browser page's session (Open's keep) is stowed too; the page's
+// acknowledgements of its output then go in HeldOutAck, so that a line
+// said to an idle page opens no stream. It may be claimed
 // through another gateway while it is: the backend then sends Wake for it
 // to the gateway that held it, after the Stowed if that was still being
 // answered. That gateway opens it, as at any Wake, and the Open is

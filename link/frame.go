@@ -73,6 +73,8 @@ const (
 	// been parked, and FrameStowed answers it.
 	FrameStow   FrameType = 39
 	FrameStowed FrameType = 40
+	// FrameHeldOutAck carries a held page's OutAck on the control stream.
+	FrameHeldOutAck FrameType = 41
 )
 
 var frameNames = [...]string{
@@ -117,6 +119,7 @@ var frameNames = [...]string{
 	FrameWant:        "Want",
 	FrameStow:        "Stow",
 	FrameStowed:      "Stowed",
+	FrameHeldOutAck:  "HeldOutAck",
 }
 
 // String returns the frame type's name, "Move" say, or "FrameType(42)" for

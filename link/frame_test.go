@@ -52,10 +52,11 @@ func TestFrameTypeString(t *testing.T) {
 		{FrameWant, "Want"},
 		{FrameStow, "Stow"},
 		{FrameStowed, "Stowed"},
+		{FrameHeldOutAck, "HeldOutAck"},
 		{0, "FrameType(0)"},
 		{18, "FrameType(18)"},
-		{41, "FrameType(41)"},
 		{42, "FrameType(42)"},
+		{43, "FrameType(43)"},
 		{255, "FrameType(255)"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {

@@ -79,3 +79,42 @@ func FuzzParseHeldFrames(f *testing.F) {
 		}
 	})
 }
+
+func TestHeldOutAck(t *testing.T) {
+	p := AppendHeldOutAck(nil, "p-7", 1<<40+3)
+	if id, off, err := ParseHeldOutAck(p); err != nil || id != "p-7" || off != 1<<40+3 {
+		t.Fatalf("ParseHeldOutAck = %q, %d, %v", id, off, err)
+	}
+	for _, tc := range []struct {
+		name string
+		p    []byte
+	}{
+		{"empty", nil},
+		{"id cut short", []byte{0, 5, 'a'}},
+		{"no id", AppendHeldOutAck(nil, "", 1)},
+		{"offset cut short", p[:len(p)-1]},
+		{"bytes after the offset", append(p[:len(p):len(p)], 0)},
+	} {
+		if _, _, err := ParseHeldOutAck(tc.p); err == nil {
+			t.Errorf("%s: ParseHeldOutAck(%x) accepted", tc.name, tc.p)
+		}
+	}
+}
+
+func FuzzParseHeldOutAck(f *testing.F) {
+	f.Add(AppendHeldOutAck(nil, "p-1", 42))
+	f.Add([]byte{0, 1, 'x', 0, 0, 0})
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		id, off, err := ParseHeldOutAck(in)
+		if err != nil {
+			return
+		}
+		if id == "" {
+			t.Fatal("a session without an id accepted")
+		}
+		if !bytes.Equal(AppendHeldOutAck(nil, id, off), in) {
+			t.Fatal("re-encoding changes the message")
+		}
+	})
+}

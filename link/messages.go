@@ -448,6 +448,9 @@ const (
 	FeatureHeldFrames Features = 16
 	// FeatureStow: the backend takes Stow (see Holding).
 	FeatureStow Features = 32
+	// FeatureStowKept: the backend stows a kept session (a browser
+	// page's) too, and takes HeldOutAck for it.
+	FeatureStowKept Features = 64
 )
 
 // heldFrameTypes are the frames a held session may send on the control
@@ -465,6 +468,25 @@ func HeldFrame(t FrameType) bool { return heldFrameTypes[t] }
 // encoded as on the session's stream, each of a type HeldFrame accepts.
 func AppendHeldFrames(b []byte, id string, frames []byte) []byte {
 	return append(appendStr16(b, id), frames...)
+}
+
+// AppendHeldOutAck encodes a HeldOutAck payload: id:str16, offset:u64.
+func AppendHeldOutAck(b []byte, id string, off uint64) []byte {
+	return AppendAck(appendStr16(b, id), off)
+}
+
+// ParseHeldOutAck decodes a HeldOutAck payload.
+func ParseHeldOutAck(p []byte) (id string, off uint64, err error) {
+	d := decoder{b: p}
+	id = d.str16()
+	if d.err != nil {
+		return "", 0, d.err
+	}
+	if id == "" {
+		return "", 0, fmt.Errorf("%w: an output acknowledgement without a session", ErrProtocol)
+	}
+	off, err = ParseAck(d.b)
+	return id, off, err
 }
 
 // ParseHeldFrames decodes a HeldFrames payload. The frames it returns are

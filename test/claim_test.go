@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -514,9 +515,10 @@ func TestBrowserTypesThroughGatewayDeath(t *testing.T) {
 // TestStowedPageClaimed: a browser page idle on one gateway is stowed
 // there (the game holds its session without a stream); its WebSocket
 // breaks and it comes back through another gateway, which claims the
-// session. The first gateway hears it and lets the session go (taken,
-// without a Hangup), the page carries on through the second, idles there
-// until stowed again and answers, and the game never saw it leave.
+// session. While stowed it hears what is said. The first gateway hears
+// of the claim and lets the session go (taken, without a Hangup), the page
+// carries on through the second without a line twice, idles there until
+// stowed again and answers, and the game never saw it leave.
 func TestStowedPageClaimed(t *testing.T) {
 	_, port := startEPMD(t, ourEPMD)
 	flags := []string{"-epmd-port", fmt.Sprint(port), "-embed-epmd=false", "-ws-listen", "127.0.0.1:0", "-max-per-ip", "0",
@@ -538,6 +540,11 @@ func TestStowedPageClaimed(t *testing.T) {
 	id := page.session
 	page.mu.Unlock()
 	waitMetric(t, adminA, `holdfast_streams{state="held"}`, 1)
+	bob := dial(t, a.telnet, "Bob")
+	bob.login()
+	bob.send("say to the page")
+	page.until("Bob says: to the page")
+	waitMetric(t, adminA, `holdfast_streams{state="held"}`, 2)
 
 	page.mu.Lock()
 	page.ws.CloseNow()
@@ -549,14 +556,16 @@ func TestStowedPageClaimed(t *testing.T) {
 	}
 	be.waitLogged("backend: session claimed by another gateway", "session", id)
 	a.gw.waitLogged("gateway: player disconnected", "reason", "taken")
-	waitMetric(t, adminA, `holdfast_sessions{state="attached"}`, 0)
-	waitMetric(t, adminA, `holdfast_streams{state="held"}`, 0)
-	page.until("echo: typed while away")
+	waitMetric(t, adminA, `holdfast_sessions{state="attached"}`, 1)
+	waitMetric(t, adminA, `holdfast_streams{state="held"}`, 1)
+	if seen := page.until("echo: typed while away"); slices.ContainsFunc(seen, func(l string) bool { return strings.Contains(l, "Bob says") }) {
+		t.Errorf("on the other gateway, again: %q", seen)
+	}
 
 	waitMetric(t, adminB, `holdfast_streams{state="held"}`, 1)
 	page.typeLine("echo after")
 	page.until("echo: after")
-	if be.logged("talker: player left", "session", id) || be.count("talker: new player") != 1 {
+	if be.logged("talker: player left", "session", id) || be.count("talker: new player") != 2 { // the page's and Bob's
 		t.Errorf("the game saw the page's player leave, or a new player: %d new", be.count("talker: new player"))
 	}
 }
