@@ -54,8 +54,10 @@ func (k *kept) ack(off uint64) {
 	case off >= k.end():
 		k.buf, k.off = nil, off
 	default:
-		n := int(off - k.off)
-		k.buf = k.buf[:copy(k.buf, k.buf[n:])]
+		// Not moved to the front: the next growth copies only what is
+		// left, where moving it at each acknowledgement copied it again
+		// and again for a page that reads much.
+		k.buf = k.buf[off-k.off:]
 		k.off = off
 		if len(k.buf) == 0 {
 			k.buf = nil // an idle session keeps no buffer

@@ -40,6 +40,8 @@ type Conn struct {
 	mu   sync.Mutex
 	wake chan struct{} // closed when anything a waiting Read needs changes
 	in   []byte        // input for Read
+	// inBuf, while set, is the pooled array in is in (queueInLocked).
+	inBuf *[readBuf]byte
 	// received counts the bytes of the page's input messages taken, so
 	// that a page that comes back sends again what did not arrive.
 	received uint64
@@ -236,6 +238,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.in = c.in[n:]
 			if len(c.in) == 0 {
 				c.in = nil
+				c.putInBufLocked()
 			}
 			c.mu.Unlock()
 			return n, nil
@@ -373,8 +376,35 @@ func (c *Conn) deliver(gen uint64, msg []byte, raw int) (full bool, err error) {
 		return false, errStale
 	}
 	c.received += uint64(raw)
-	c.in = append(c.in, msg...)
+	c.queueInLocked(msg)
 	return len(c.in) >= maxInbox, nil
+}
+
+// queueInLocked appends b to the input for Read, with c.mu held. Input
+// starts in an array of the pool the socket's reads use, given back once
+// Read has taken it all: a page typing fast would otherwise grow a new
+// slice from nothing, in several copies, for each read of its socket.
+func (c *Conn) queueInLocked(b []byte) {
+	switch {
+	case c.in == nil && c.inBuf == nil && len(b) <= readBuf:
+		c.inBuf = readBufs.Get().(*[readBuf]byte)
+		c.in = c.inBuf[:0]
+	case c.inBuf != nil && len(c.in)+len(b) > cap(c.in):
+		in := make([]byte, len(c.in), 2*(len(c.in)+len(b)))
+		copy(in, c.in)
+		c.putInBufLocked()
+		c.in = in
+	}
+	c.in = append(c.in, b...)
+}
+
+// putInBufLocked gives the input's pooled array back: in is empty, or
+// has been copied out of it.
+func (c *Conn) putInBufLocked() {
+	if c.inBuf != nil {
+		readBufs.Put(c.inBuf)
+		c.inBuf = nil
+	}
 }
 
 // Write sends output to the page. While the WebSocket is away it keeps the
@@ -393,7 +423,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		var reply []byte
 		out, reply = c.term.output(nil, nil, p)
 		if len(reply) > 0 {
-			c.in = append(c.in, reply...)
+			c.queueInLocked(reply)
 			c.broadcastLocked()
 			c.kickLocked()
 			wake = c.unparkLocked()

@@ -620,3 +620,43 @@ func FuzzReplay(f *testing.F) {
 		}
 	})
 }
+
+// TestInputWhole: a page's messages, small and larger than the read
+// buffer, sent faster than they are read, arrive whole and in order, as
+// the input queue moves out of its pooled array and back.
+func TestInputWhole(t *testing.T) {
+	l := &Listener{}
+	url := serveListener(t, l)
+	p := dialPage(t, url, `{}`)
+	c := acceptUnread(t, l)
+	p.waitToken()
+	var want []byte
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, n := range []int{300, 300, 6000, 100, readBuf, 1, 2 * readBuf, 50} {
+		for k := 0; k < 20; k++ {
+			msg := bytes.Repeat([]byte{byte('a' + (i+k)%26)}, n)
+			want = append(want, msg...)
+			if err := p.ws.Write(ctx, websocket.MessageBinary, msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var got []byte
+	small, large := make([]byte, 128), make([]byte, 9000)
+	for i := 0; len(got) < len(want); i++ {
+		b := small
+		if i%3 == 2 {
+			b = large
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := c.Read(b)
+		if err != nil {
+			t.Fatalf("after %d of %d bytes: %v", len(got), len(want), err)
+		}
+		got = append(got, b[:n]...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, not the %d sent in order", len(got), len(want))
+	}
+}
