@@ -101,17 +101,22 @@ func (s *Session) keepFrame(typ link.FrameType, payload []byte) {
 	}
 }
 
-// heldOutAck takes a HeldOutAck from gl, if gl has the session: the
-// page's acknowledgement of output while the session is held there
-// (stowed), or on its way to a stream of gl.
+// heldOutAck takes a HeldOutAck from gl, if gl holds the session: the
+// page's acknowledgement of output while stowed there. One read once the
+// session is on a stream again is let go, as is one that would wait for
+// a writer (which may wait for a slow player, and the caller reads the
+// control stream): the next goes on the stream, and a claim says what
+// the page has.
 func (s *Session) heldOutAck(gl *gatewayLink, off uint64) {
+	if !s.wmu.TryLock() {
+		return
+	}
+	defer s.wmu.Unlock()
 	s.mu.Lock()
-	ok := s.ownerLocked() == gl
+	held := s.away && s.holder == gl
 	s.mu.Unlock()
-	if ok {
-		s.wmu.Lock()
+	if held {
 		s.kept.ack(off)
-		s.wmu.Unlock()
 	}
 }
 
@@ -125,7 +130,20 @@ func (l *Listener) claimed(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool
 		ok = s.kept.on && s.kept.proves(o.Claim)
 		s.wmu.Unlock()
 	}
-	if !ok || !s.adopt(gl, st, o) {
+	if ok {
+		// As for a Move: a line broadcast to the session where it is
+		// now has been kept, for the claim to send again, and a Stowed
+		// for it has gone before the HeldTaken.
+		s.mu.Lock()
+		from := s.ownerLocked()
+		s.mu.Unlock()
+		if from != nil {
+			from.bcast.Lock()
+			defer from.bcast.Unlock()
+		}
+		ok = s.adopt(gl, st, o)
+	}
+	if !ok {
 		l.log.Info("backend: a claim refused: no such session, or not its token", zap.String("session", o.ID))
 		link.WriteFrame(st, link.FrameEnd, nil)
 		st.Close()

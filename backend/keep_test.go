@@ -144,12 +144,11 @@ func TestKeptSessionWaitsLonger(t *testing.T) {
 
 // TestClaimStowed: a page's session stowed on one gateway, where the
 // page acknowledges output without a stream, and claimed through
-// another. The first hears a Wake, and the stream it opens is
-// answered Taken; so is any Open of it without a claim from a gateway
-// other than the one that has it (on a stream, or stowed), while that
-// one's link lives. The session stays with the claim, and the game
-// notices nothing. Once the link that has it fails, an Open takes it (a
-// gateway's new process, or its link made again).
+// another. The first hears it on its control stream (HeldTaken), and
+// any Open of the session without a claim from it is answered Taken,
+// wherever the session is then: on the claimer's stream, stowed there,
+// or waiting after the claimer's link failed. The game notices nothing,
+// and the claimer's link, made again, opens it.
 func TestClaimStowed(t *testing.T) {
 	l, g1 := heldGateway(t)
 	st1, s := g1.open(l, link.Open{ID: "k1", Keep: true})
@@ -215,7 +214,7 @@ func TestClaimStowed(t *testing.T) {
 	}
 	for {
 		typ, p := g1.control()
-		if ids, _ := link.ParseMove(p); typ == link.FrameWake && slices.Equal(ids, []string{"k1"}) {
+		if ids, _ := link.ParseMove(p); typ == link.FrameHeldTaken && slices.Equal(ids, []string{"k1"}) {
 			break
 		}
 	}
@@ -235,7 +234,7 @@ func TestClaimStowed(t *testing.T) {
 			t.Fatalf("%s: after Taken, %v; want the stream's end", what, err)
 		}
 	}
-	openTaken(g1, "the Open at the Wake")
+	openTaken(g1, "an Open sent before the HeldTaken")
 
 	io.WriteString(s, "still here\n")
 	if out := readUntilOutput(t, &fr2); out != "still here\n" {
@@ -253,7 +252,9 @@ func TestClaimStowed(t *testing.T) {
 		defer s.mu.Unlock()
 		return s.away && s.holder == nil
 	})
-	st3, err := g1.mux.OpenStream()
+	openTaken(g1, "an Open once the claimer's link has failed")
+	g3 := linkGateway(t, l) // the claimer's link made again
+	st3, err := g3.mux.OpenStream()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +263,7 @@ func TestClaimStowed(t *testing.T) {
 	want(t, in, "three")
 	io.WriteString(s, "back\n")
 	if out := readUntilOutput(t, &link.Reader{R: st3}); out != "back\n" {
-		t.Fatalf("on the stream of the Open after the link failed: %q", out)
+		t.Fatalf("on the stream of the claimer's new link: %q", out)
 	}
 	select {
 	case got := <-in:
@@ -270,4 +271,144 @@ func TestClaimStowed(t *testing.T) {
 	default:
 	}
 	noAccept(t, l)
+}
+
+// stowKept opens a kept session k1, with the token "k1.secret", on g,
+// has it read a line, and stows it there.
+func stowKept(t *testing.T, l *Listener, g *fakeGateway) (*Session, <-chan string) {
+	t.Helper()
+	st, s := g.open(l, link.Open{ID: "k1", Keep: true})
+	in := lines(s)
+	h := sha256.Sum256([]byte("k1.secret"))
+	link.WriteFrame(st, link.FrameTokens, link.AppendTokens(nil, [][32]byte{h}))
+	link.WriteFrame(st, link.FrameInput, []byte("one\n"))
+	want(t, in, "one")
+	fr := link.Reader{R: st}
+	link.WriteFrame(g.ctrl, link.FramePark, link.AppendMove(nil, []string{"k1"}))
+	readUntil(t, &fr, link.FrameParked)
+	eventually(t, "k1 parked", func() bool {
+		gl, _, _ := s.parkedOn()
+		return gl != nil
+	})
+	if got := stowAnswer(t, g, "k1"); len(got) != 1 || got[0].Park == 0 {
+		t.Fatalf("Stowed %+v, want k1 stowed", got)
+	}
+	return s, in
+}
+
+// TestOpenFromAnotherLink: a page's session that one link has, stowed or
+// on a stream, opened without a claim on another link while the first
+// lives: the same gateway's new process after an upgrade whose Move the
+// backend read late, or its link made again before the backend saw the
+// old one fail. Nothing claimed it: the new link carries it on.
+func TestOpenFromAnotherLink(t *testing.T) {
+	for _, stowed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "stowed", false: "on a stream"}[stowed], func(t *testing.T) {
+			l, g1 := heldGateway(t)
+			var in <-chan string
+			if stowed {
+				_, in = stowKept(t, l, g1)
+			} else {
+				st, s := g1.open(l, link.Open{ID: "k1", Keep: true})
+				in = lines(s)
+				link.WriteFrame(st, link.FrameInput, []byte("one\n"))
+				want(t, in, "one")
+			}
+			g2 := linkGateway(t, l)
+			st, err := g2.mux.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			link.WriteFrame(st, link.FrameOpen, (&link.Open{ID: "k1", Keep: true}).Append(nil))
+			link.WriteFrame(st, link.FrameInput, []byte("one\ntwo\n"))
+			want(t, in, "two")
+			noAccept(t, l)
+		})
+	}
+}
+
+// TestClaimAfterBroadcast: a line broadcast to a page stowed on g1,
+// decided while g1's control stream is busy, and a claim through g2 read
+// meanwhile: the claim waits for the line to be kept, and sends it again
+// to g2; g1 hears of the claim after the line.
+func TestClaimAfterBroadcast(t *testing.T) {
+	l, g1 := heldGateway(t)
+	s, _ := stowKept(t, l, g1)
+	s.mu.Lock()
+	gl1 := s.holder
+	s.mu.Unlock()
+	gl1.mu.Lock() // the control stream's writer is busy a moment
+	done := make(chan error, 1)
+	go func() { done <- l.Broadcast([]*Session{s}, []byte("the line\n")) }()
+	eventually(t, "the broadcast decided", func() bool {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		return s.heldSent > 0
+	})
+	g2 := linkGateway(t, l)
+	st2, err := g2.mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.WriteFrame(st2, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 4, Claim: "k1.secret"}).Append(nil))
+	fr2 := link.Reader{R: st2}
+	eventually(t, "the claim waits for the broadcast", func() bool {
+		if gl1.bcast.TryRLock() { // fails while a writer waits
+			gl1.bcast.RUnlock()
+			return false
+		}
+		return true
+	})
+	gl1.mu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if typ, _ := frame(t, &fr2); typ != link.FrameState {
+		t.Fatalf("the claim answered %v, want the state", typ)
+	}
+	if out := readUntilOutput(t, &fr2); out != "the line\n" {
+		t.Fatalf("the claimer got %q first, want the line broadcast as it claimed", out)
+	}
+	var order []link.FrameType
+	for len(order) == 0 || order[len(order)-1] != link.FrameHeldTaken {
+		typ, _ := g1.control()
+		if typ == link.FrameBroadcast || typ == link.FrameHeldTaken {
+			order = append(order, typ)
+		}
+	}
+	if !slices.Equal(order, []link.FrameType{link.FrameBroadcast, link.FrameHeldTaken}) {
+		t.Fatalf("g1 heard %v, want the line, then the claim", order)
+	}
+}
+
+// TestHeldOutAckNeverWaits: a HeldOutAck read once the page's session is
+// on a stream whose writer waits for a slow page is let go: the control
+// stream goes on.
+func TestHeldOutAckNeverWaits(t *testing.T) {
+	l, g := heldGateway(t)
+	st, s := g.open(l, link.Open{ID: "k1", Keep: true})
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		io.WriteString(s, strings.Repeat("x", 1<<20)) // past the stream's window
+	}()
+	t.Cleanup(func() {
+		go io.Copy(io.Discard, st) // the page reads at last
+		<-wrote
+	})
+	eventually(t, "the writer waits for the window", func() bool {
+		if !s.wmu.TryLock() {
+			return true
+		}
+		s.wmu.Unlock()
+		return false
+	})
+	link.WriteFrame(g.ctrl, link.FrameHeldOutAck, link.AppendHeldOutAck(nil, "k1", 10))
+	link.WriteFrame(g.ctrl, link.FrameWant, link.AppendMove(nil, []string{"nobody"}))
+	for {
+		typ, p := g.control()
+		if ids, _ := link.ParseMove(p); typ == link.FrameUnheld && slices.Equal(ids, []string{"nobody"}) {
+			return
+		}
+	}
 }

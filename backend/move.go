@@ -122,8 +122,9 @@ func (s *Session) moveParked(gl *gatewayLink) (park uint32, ok bool) {
 
 // adopt puts the session on st, the stream a gateway opened for it with
 // o. It reports false when the session has ended here, so that the caller
-// starts a new one. A kept session that another gateway has is not taken
-// from it but by a claim: an Open without one is answered Taken.
+// starts a new one. An Open without a claim from the link a claim took
+// the session from is answered Taken: its gateway had not heard of the
+// claim when it opened the stream.
 func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	s.wmu.Lock()
 	s.mu.Lock()
@@ -133,20 +134,24 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		return false
 	}
 	claim := o.Claim != ""
-	if !claim && s.keeps.Load() && s.ownedElsewhereLocked(gl) {
-		// A claim took it from this gateway, which has not heard yet:
-		// it hears it on this stream, and forgets the session.
+	if !claim && gl == s.takenFrom {
 		s.mu.Unlock()
 		s.wmu.Unlock()
 		link.WriteFrame(st, link.FrameTaken, nil)
 		st.Close()
 		return true
 	}
-	// A gateway holding it stowed hears that it is taken on the stream its
-	// Wake opens (above).
+	// A gateway holding it stowed hears that it is taken on its control
+	// stream (HeldTaken), after the Stowed: the caller holds its bcast.
 	var stowedAt *gatewayLink
-	if claim && s.away && s.holder != gl {
-		stowedAt = s.holder
+	if claim {
+		s.takenFrom = s.ownerLocked()
+		if s.takenFrom == gl {
+			s.takenFrom = nil
+		}
+		if s.away {
+			stowedAt = s.takenFrom
+		}
 	}
 	if claim && !s.away {
 		// The gateway it is on hears that it is taken, after what was
@@ -210,10 +215,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	}
 	s.wmu.Unlock()
 	if stowedAt != nil {
-		// After the Stowed, if that is still being answered.
-		stowedAt.bcast.RLock()
-		stowedAt.wake(s.id)
-		stowedAt.bcast.RUnlock()
+		stowedAt.control(link.FrameHeldTaken, link.AppendMove(nil, []string{s.id}))
 	}
 	if old != nil && old != st { // nil: it was opened held
 		old.SetReadDeadline(time.Now()) // the reader takes what it holds, then switches
@@ -259,11 +261,4 @@ func (s *Session) ownerLocked() *gatewayLink {
 		return s.holder
 	}
 	return s.gl
-}
-
-// ownedElsewhereLocked reports, with mu held, whether a live gateway's
-// link other than gl has the session.
-func (s *Session) ownedElsewhereLocked(gl *gatewayLink) bool {
-	owner := s.ownerLocked()
-	return owner != nil && owner != gl && !owner.dead.Load()
 }

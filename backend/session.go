@@ -113,6 +113,8 @@ type Session struct {
 	released bool         // handed to the successor: nothing more is written here
 	away     bool         // between streams: moving, or its link is gone
 	holder   *gatewayLink // the link holding the away session, which stops its clock (hold.go)
+	// takenFrom is the link the last claim took the session from (keep.go).
+	takenFrom *gatewayLink
 	// releaseAtAdopt: a Release came for the session while it was held
 	// and had frames waiting for its next stream: it is released once
 	// they have gone out on it.

@@ -232,6 +232,12 @@ func (lk *backendLink) readControl(s *Server) {
 					lk.wake(s, ids)
 				}
 			}
+		case link.FrameHeldTaken:
+			if p, err := fr.Payload(); err == nil {
+				if ids, err := link.ParseMove(p); err == nil {
+					lk.heldTaken(s, ids)
+				}
+			}
 		case link.FrameUnheld:
 			if p, err := fr.Payload(); err == nil {
 				if ids, err := link.ParseMove(p); err == nil {

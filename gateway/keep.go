@@ -91,6 +91,31 @@ func (s *session) keptFrames(b []byte) []byte {
 	return b
 }
 
+// heldTaken handles the backend's HeldTaken: the sessions named, held on
+// lk (stowed), were claimed through another gateway, and their players
+// go on there. Each ends here without a Drop, on a goroutine of its own:
+// the caller reads the control stream. One opened meanwhile hears Taken on
+// its stream too.
+func (lk *backendLink) heldTaken(srv *Server, ids []string) {
+	var taken []*session
+	for _, s := range lk.sessionsNamed(ids) {
+		if s.heldOn(lk) {
+			taken = append(taken, s)
+		}
+	}
+	if len(taken) == 0 {
+		return
+	}
+	srv.wg.Add(1)
+	go func() {
+		defer srv.wg.Done()
+		for _, s := range taken {
+			lk.forget(s)
+			s.leave(endTaken)
+		}
+	}()
+}
+
 // leave ends the session here for a player who goes on through another
 // gateway, without a Hangup: the backend keeps the session for that
 // gateway's claim (it closed the stream already if it said Taken). The

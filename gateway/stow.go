@@ -17,8 +17,8 @@ import (
 // neither end a stream; its output comes in HeldFrames, and its next line
 // asks for a stream (Want) as any held session's does. A browser page is
 // stowed too, by a backend that can (StowKept): its acknowledgements of
-// output go on the control stream (HeldOutAck), and a claim of it through
-// another gateway comes here as a Wake, whose stream is answered Taken.
+// output go on the control stream (HeldOutAck), and so does the news of a
+// claim of it through another gateway (HeldTaken).
 
 // defaultHoldIdle is HoldIdle's default: long enough that a player
 // between two lines keeps the stream, short against how long most idle

@@ -149,7 +149,11 @@
 //	HeldOutAck gateway->backend, to a backend whose Features said
 //	         StowKept: id:str16 offset:u64, the OutAck of a held page's
 //	         session, which needs no stream; a backend takes it only from
-//	         the link that has the session
+//	         the link that holds the session
+//	HeldTaken backend->gateway, to a gateway that stows pages, the same
+//	         payload as Move: these sessions, held on this link, were
+//	         claimed through another gateway; this one forgets them
+//	         without a Drop, as at Taken
 //
 // Session stream, gateway->backend:
 //
@@ -331,15 +335,12 @@
 // Between a backend whose Features said StowKept and such a gateway, a
 // browser page's session (Open's keep) is stowed too; the page's
 // acknowledgements of its output then go in HeldOutAck, so that a line
-// said to an idle page opens no stream. It may be claimed
-// through another gateway while it is: the backend then sends Wake for it
-// to the gateway that held it, after the Stowed if that was still being
-// answered. That gateway opens it, as at any Wake, and the Open is
-// answered Taken: an Open without a claim, of a kept session that is on
-// a stream of another live link or held there, comes from a gateway that a
-// claim took it from, and never takes it back. So a Want or an Open of a
-// stowed page, sent before the gateway heard of the claim, leaves the
-// session where the claim put it.
+// said to an idle page opens no stream. A claim of a page stowed on a
+// gateway's link is told to that gateway in HeldTaken, on its control
+// stream, after any Stowed for it and any Broadcast that named it. An
+// Open without a claim that the gateway sent before it heard (at a Wake,
+// say) is answered Taken: the backend answers so any such Open from the
+// link the last claim took the session from, stowed or on a stream.
 //
 // # Moving a session
 //

@@ -73,8 +73,10 @@ const (
 	// been parked, and FrameStowed answers it.
 	FrameStow   FrameType = 39
 	FrameStowed FrameType = 40
-	// FrameHeldOutAck carries a held page's OutAck on the control stream.
+	// FrameHeldOutAck carries a held page's OutAck on the control stream,
+	// and FrameHeldTaken says that held pages were claimed elsewhere.
 	FrameHeldOutAck FrameType = 41
+	FrameHeldTaken  FrameType = 42
 )
 
 var frameNames = [...]string{
@@ -120,6 +122,7 @@ var frameNames = [...]string{
 	FrameStow:        "Stow",
 	FrameStowed:      "Stowed",
 	FrameHeldOutAck:  "HeldOutAck",
+	FrameHeldTaken:   "HeldTaken",
 }
 
 // String returns the frame type's name, "Move" say, or "FrameType(42)" for

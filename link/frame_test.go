@@ -53,9 +53,9 @@ func TestFrameTypeString(t *testing.T) {
 		{FrameStow, "Stow"},
 		{FrameStowed, "Stowed"},
 		{FrameHeldOutAck, "HeldOutAck"},
+		{FrameHeldTaken, "HeldTaken"},
 		{0, "FrameType(0)"},
 		{18, "FrameType(18)"},
-		{42, "FrameType(42)"},
 		{43, "FrameType(43)"},
 		{255, "FrameType(255)"},
 	} {
