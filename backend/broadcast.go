@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 
@@ -29,6 +30,10 @@ func (l *Listener) broadcastParked(to []*Session, p []byte) (rest []*Session) {
 	l.mu.Lock()
 	links := slices.Collect(maps.Keys(l.links))
 	l.mu.Unlock()
+	// In one order for every Broadcast: two at once, each holding a link
+	// the other waits for behind a writer (a claim, a Stow, a Move),
+	// would wait for ever.
+	slices.SortFunc(links, func(a, b *gatewayLink) int { return cmp.Compare(a.seq, b.seq) })
 	for _, gl := range links {
 		gl.bcast.RLock()
 		defer gl.bcast.RUnlock()

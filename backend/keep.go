@@ -131,17 +131,7 @@ func (l *Listener) claimed(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool
 		s.wmu.Unlock()
 	}
 	if ok {
-		// As for a Move: a line broadcast to the session where it is
-		// now has been kept, for the claim to send again, and a Stowed
-		// for it has gone before the HeldTaken.
-		s.mu.Lock()
-		from := s.ownerLocked()
-		s.mu.Unlock()
-		if from != nil {
-			from.bcast.Lock()
-			defer from.bcast.Unlock()
-		}
-		ok = s.adopt(gl, st, o)
+		ok = s.claim(gl, st, o)
 	}
 	if !ok {
 		l.log.Info("backend: a claim refused: no such session, or not its token", zap.String("session", o.ID))
@@ -151,6 +141,34 @@ func (l *Listener) claimed(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool
 	}
 	l.log.Info("backend: session claimed by another gateway", zap.String("session", o.ID))
 	return true
+}
+
+// claim adopts the session for a claim through gl, holding the bcast of
+// the link that has it, as a Move does: a line broadcast to the session
+// there has been kept first, for the claim to send again, and a Stowed
+// for it has gone before the HeldTaken. wmu first, without waiting for
+// bcast: a writer inside may wait for a slow player, and nothing may be
+// broadcast on any link while a writer waits for a bcast.
+func (s *Session) claim(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
+	for {
+		s.wmu.Lock()
+		s.mu.Lock()
+		from := s.ownerLocked()
+		s.mu.Unlock()
+		if from == nil || from.bcast.TryLock() {
+			ok, taken := s.adoptLocked(gl, st, o)
+			if from != nil {
+				from.bcast.Unlock()
+			}
+			endTaken(taken)
+			return ok
+		}
+		// A Broadcast, Stow, Move or Release there, which may wait for
+		// wmu: it goes first.
+		s.wmu.Unlock()
+		from.bcast.Lock()
+		from.bcast.Unlock()
+	}
 }
 
 // claimFramesLocked returns what goes first on the stream of a claim: the

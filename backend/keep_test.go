@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -410,5 +412,89 @@ func TestHeldOutAckNeverWaits(t *testing.T) {
 		if ids, _ := link.ParseMove(p); typ == link.FrameUnheld && slices.Equal(ids, []string{"nobody"}) {
 			return
 		}
+	}
+}
+
+// TestBroadcastLockOrder: Broadcasts at once, while claims, Stows, Moves
+// and Releases take the links' bcast in turn: each Broadcast takes the
+// links in the same order, so none waits for ever on another.
+func TestBroadcastLockOrder(t *testing.T) {
+	l, _ := heldGateway(t)
+	linkGateway(t, l)
+	l.mu.Lock()
+	links := slices.Collect(maps.Keys(l.links))
+	l.mu.Unlock()
+	var broadcasts, writers sync.WaitGroup
+	for range 2 {
+		broadcasts.Go(func() {
+			for range 3000 {
+				l.Broadcast(nil, []byte("x\n"))
+			}
+		})
+	}
+	stop := make(chan struct{})
+	for _, gl := range links {
+		writers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				gl.bcast.Lock() // as a claim, a Stow, a Move or a Release
+				gl.bcast.Unlock()
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() {
+		broadcasts.Wait()
+		close(stop)
+		writers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitFor):
+		t.Fatal("Broadcasts and the links' other users wait on each other")
+	}
+}
+
+// TestClaimAfterRelease: a deploy's Release of a stowed page that was
+// woken (it is released on the stream its Wake opens), then a claim
+// through another gateway: the claim carries the session on; the Release
+// was the first gateway's, which forgets it.
+func TestClaimAfterRelease(t *testing.T) {
+	l, g1 := heldGateway(t)
+	s, _ := stowKept(t, l, g1)
+	link.WriteFrame(g1.ctrl, link.FrameWant, link.AppendMove(nil, []string{"k1"}))
+	for {
+		typ, p := g1.control()
+		if ids, _ := link.ParseMove(p); typ == link.FrameWake && slices.Equal(ids, []string{"k1"}) {
+			break
+		}
+	}
+	link.WriteFrame(g1.ctrl, link.FrameRelease, link.AppendMove(nil, []string{"k1"}))
+	eventually(t, "the Release waits for the stream", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.releaseAtAdopt
+	})
+	g2 := linkGateway(t, l)
+	st2, err := g2.mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.WriteFrame(st2, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 4, Claim: "k1.secret"}).Append(nil))
+	fr2 := link.Reader{R: st2}
+	if typ, _ := frame(t, &fr2); typ != link.FrameState {
+		t.Fatalf("the claim answered %v, want the state", typ)
+	}
+	io.WriteString(s, "still here\n")
+	if out := readUntilOutput(t, &fr2); out != "still here\n" {
+		t.Fatalf("on the claim's stream: %q", out)
+	}
+	if s.isReleased() {
+		t.Fatal("the claim released the session")
 	}
 }

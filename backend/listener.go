@@ -107,9 +107,10 @@ type Listener struct {
 	client   *epmd.Client
 	port     uint16
 
-	accept chan *Session
-	done   chan struct{} // closed when Accept stops handing out sessions
-	corks  corks
+	accept  chan *Session
+	done    chan struct{} // closed when Accept stops handing out sessions
+	corks   corks
+	linkSeq atomic.Uint64 // numbers the gateway links (gatewayLink.seq)
 
 	mu       sync.Mutex
 	reg      *epmd.Registration // the name, once this backend holds it
@@ -263,6 +264,7 @@ func (l *Listener) serve() {
 }
 
 type gatewayLink struct {
+	seq     uint64 // the order broadcastParked takes the links' bcast in
 	log     *zap.Logger
 	conn    net.Conn
 	mux     *yamux.Session
@@ -510,7 +512,7 @@ func (l *Listener) serveLink(c net.Conn) {
 		raw.Close()
 		return
 	}
-	gl := &gatewayLink{conn: c, log: l.log}
+	gl := &gatewayLink{conn: c, log: l.log, seq: l.linkSeq.Add(1)}
 	mux, err := yamux.Server(link.Coalesce(c, func() { l.broken(gl) }), link.YamuxConfig(l.log))
 	if err != nil {
 		c.Close()

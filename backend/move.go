@@ -127,22 +127,31 @@ func (s *Session) moveParked(gl *gatewayLink) (park uint32, ok bool) {
 // claim when it opened the stream.
 func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	s.wmu.Lock()
+	ok, taken := s.adoptLocked(gl, st, o)
+	endTaken(taken)
+	return ok
+}
+
+// adoptLocked is adopt with wmu held, which it releases. Of a claim that
+// takes the session from a stream, it returns that stream, for the caller
+// to end with Taken (endTaken) once it holds no lock: the old gateway's
+// window may be full, where its player is the one who left.
+func (s *Session) adoptLocked(gl *gatewayLink, st *yamux.Stream, o *link.Open) (ok bool, taken *yamux.Stream) {
 	s.mu.Lock()
 	if s.ended || s.hungup || s.isDetached() || s.closed && !s.away {
 		s.mu.Unlock()
 		s.wmu.Unlock()
-		return false
+		return false, nil
 	}
 	claim := o.Claim != ""
 	if !claim && gl == s.takenFrom {
 		s.mu.Unlock()
 		s.wmu.Unlock()
-		link.WriteFrame(st, link.FrameTaken, nil)
-		st.Close()
-		return true
+		return true, st
 	}
 	// A gateway holding it stowed hears that it is taken on its control
-	// stream (HeldTaken), after the Stowed: the caller holds its bcast.
+	// stream (HeldTaken), after the Stowed: the caller (claim) holds its
+	// bcast.
 	var stowedAt *gatewayLink
 	if claim {
 		s.takenFrom = s.ownerLocked()
@@ -151,16 +160,13 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		}
 		if s.away {
 			stowedAt = s.takenFrom
+		} else {
+			// The gateway it is on hears that it is taken, after what was
+			// written before: it forgets the session without a Hangup.
+			// What is corked is kept, and goes to the claim.
+			s.wakeLocked()
+			taken = s.st
 		}
-	}
-	if claim && !s.away {
-		// The gateway it is on hears that it is taken, after what was
-		// written before: it forgets the session without a Hangup.
-		s.mu.Unlock()
-		s.uncorkLocked()
-		s.wakeLocked()
-		link.WriteFrame(s.st, link.FrameTaken, nil)
-		s.mu.Lock()
 	}
 	old := s.cur
 	if s.expiry != nil {
@@ -177,7 +183,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 		s.facts, s.newFacts = o.Facts, true
 	}
 	closed := s.closed
-	release := s.releaseAtAdopt
+	release := s.releaseAtAdopt && !claim // the Release was the old gateway's
 	s.releaseAtAdopt = false
 	s.mu.Unlock()
 
@@ -219,7 +225,9 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	}
 	if old != nil && old != st { // nil: it was opened held
 		old.SetReadDeadline(time.Now()) // the reader takes what it holds, then switches
-		old.Close()
+		if old != taken {
+			old.Close()
+		}
 	}
 	if closed {
 		// The application closed the session while it was away: its end
@@ -230,7 +238,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	if release {
 		s.release(gl) // asked for while it was held: after what was waiting
 	}
-	return true
+	return true, taken
 }
 
 // expire ends a session that no gateway claimed in time, as if the player
@@ -262,3 +270,17 @@ func (s *Session) ownerLocked() *gatewayLink {
 	}
 	return s.gl
 }
+
+// endTaken ends st, a stream a claim took its session from, with Taken.
+func endTaken(st *yamux.Stream) {
+	if st == nil {
+		return
+	}
+	st.SetWriteDeadline(time.Now().Add(takenWait))
+	link.WriteFrame(st, link.FrameTaken, nil)
+	st.Close()
+}
+
+// takenWait bounds the write of Taken to a gateway that reads nothing:
+// its player has gone elsewhere.
+const takenWait = 10 * time.Second

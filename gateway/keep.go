@@ -95,7 +95,7 @@ func (s *session) keptFrames(b []byte) []byte {
 // lk (stowed), were claimed through another gateway, and their players
 // go on there. Each ends here without a Drop, on a goroutine of its own:
 // the caller reads the control stream. One opened meanwhile hears Taken on
-// its stream too.
+// its stream too; one frozen in a move is left behind by it (prepare).
 func (lk *backendLink) heldTaken(srv *Server, ids []string) {
 	var taken []*session
 	for _, s := range lk.sessionsNamed(ids) {
@@ -110,10 +110,27 @@ func (lk *backendLink) heldTaken(srv *Server, ids []string) {
 	go func() {
 		defer srv.wg.Done()
 		for _, s := range taken {
+			if s.takenWhileMoving() {
+				continue
+			}
 			lk.forget(s)
 			s.leave(endTaken)
 		}
 	}()
+}
+
+// takenWhileMoving records, of a session frozen in a move, that a claim
+// took it, and reports whether it was moving: no answer to its Move
+// comes, and the move waits for none.
+func (s *session) takenWhileMoving() bool {
+	s.mu.Lock()
+	moving := s.cond.phase == phaseMoving
+	s.takenInMove = s.takenInMove || moving
+	s.mu.Unlock()
+	if moving {
+		s.moveDone()
+	}
+	return moving
 }
 
 // leave ends the session here for a player who goes on through another

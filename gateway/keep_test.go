@@ -86,3 +86,33 @@ func TestHeldPageAcks(t *testing.T) {
 		})
 	}
 }
+
+// TestHeldTakenWhileMoving: a page held on a link, frozen in an upgrade
+// (its Move's answer awaited), whose session a claim took: the move does
+// not wait for an answer that will not come, and leaves the session
+// behind, to end here (prepare); it is not ended while frozen.
+func TestHeldTakenWhileMoving(t *testing.T) {
+	srv := &Server{metrics: newMetrics(), Logger: zap.NewNop(), sessions: map[*session]struct{}{}, perIP: map[netip.Addr]int{}}
+	lk := &backendLink{goodbye: make(chan struct{})}
+	c, peer := net.Pipe()
+	defer peer.Close()
+	s := newSession(srv, "p-1", c, c.RemoteAddr(), netip.Addr{})
+	s.keeps = true
+	s.cond.stream, s.cond.phase = streamHeld, phaseMoving
+	s.lk = lk
+	done := make(chan struct{})
+	s.streamDone = done
+	lk.register([]*session{s})
+	lk.heldTaken(srv, []string{"p-1"})
+	srv.wg.Wait()
+	select {
+	case <-done:
+	default:
+		t.Error("the move still waits for the session's answer")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.takenInMove || s.cond.phase != phaseMoving {
+		t.Errorf("taken in the move %v, phase %v; want it left for the move to end", s.takenInMove, s.cond.phase)
+	}
+}

@@ -106,6 +106,7 @@ type session struct {
 	parkedSweeps uint16
 	stowing      bool
 	endedInMove  bool // during a move: the application ended the session
+	takenInMove  bool // during a move: a claim took it (keep.go)
 	// backDue says whether the notice that the game is back waits for
 	// the game's answer, and since when (noticeBackHeld): backWaits,
 	// backTaken; backNone otherwise.

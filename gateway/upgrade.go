@@ -254,12 +254,21 @@ func (s *Server) prepare(ctx context.Context, batch []*session) (*offer, []byte,
 	o := &offer{srv: s}
 	for _, ss := range frozen {
 		ss.mu.Lock()
-		ended := ss.endedInMove
+		ended, taken, lk := ss.endedInMove, ss.takenInMove, ss.lk
 		ss.mu.Unlock()
-		if ended {
+		switch {
+		case ended:
 			// The game ended it meanwhile: it ends here, its output written.
 			ss.thaw()
 			ss.finish(endApplication, true)
+			continue
+		case taken:
+			// Its player went on through another gateway.
+			ss.thaw()
+			if lk != nil {
+				lk.forget(ss)
+			}
+			ss.leave(endTaken)
 			continue
 		}
 		o.sessions = append(o.sessions, ss)
@@ -377,7 +386,7 @@ func (ss *session) freeze() bool {
 		return false
 	}
 	ss.Quiet = quiet
-	ss.endedInMove = false
+	ss.endedInMove, ss.takenInMove = false, false
 	ss.wakeSpace()
 	if parked {
 		// No reader to stop: the socket leaves the parker, and the move
