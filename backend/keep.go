@@ -65,6 +65,11 @@ func (k *kept) ack(off uint64) {
 	}
 }
 
+// acked forgets the output up to off, a gateway's OutAck: never past the
+// end, which would take the count for one from elsewhere, when the page
+// acknowledges a broadcast line before it is kept here.
+func (k *kept) acked(off uint64) { k.ack(min(off, k.end())) }
+
 // proves reports whether claim is one of the session's tokens.
 func (k *kept) proves(claim string) bool {
 	h := sha256.Sum256([]byte(claim))
@@ -92,7 +97,7 @@ func (s *Session) keepFrame(typ link.FrameType, payload []byte) {
 	switch typ {
 	case link.FrameOutAck:
 		if off, err := link.ParseAck(payload); err == nil {
-			s.kept.ack(off)
+			s.kept.acked(off)
 		}
 	case link.FrameTokens:
 		if hs, err := link.ParseTokens(payload); err == nil {
@@ -116,7 +121,7 @@ func (s *Session) heldOutAck(gl *gatewayLink, off uint64) {
 	held := s.away && s.holder == gl
 	s.mu.Unlock()
 	if held {
-		s.kept.ack(off)
+		s.kept.acked(off)
 	}
 }
 

@@ -100,6 +100,10 @@ func TestKept(t *testing.T) {
 	if k.off != 12 || k.end() != 15 {
 		t.Fatalf("after an old ack: %d..%d", k.off, k.end())
 	}
+	k.acked(50) // a page's acknowledgement of a line not kept yet
+	if k.off != 15 || len(k.buf) != 0 {
+		t.Fatalf("after OutAck 50: %d %q", k.off, k.buf)
+	}
 	k.ack(100) // a count from elsewhere goes on
 	if k.off != 100 || len(k.buf) != 0 {
 		t.Fatalf("after ack 100: %d %q", k.off, k.buf)
