@@ -151,29 +151,47 @@ func (l *Listener) claimed(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool
 // claim adopts the session for a claim through gl, holding the bcast of
 // the link that has it, as a Move does: a line broadcast to the session
 // there has been kept first, for the claim to send again, and a Stowed
-// for it has gone before the HeldTaken. wmu first, without waiting for
-// bcast: a writer inside may wait for a slow player, and nothing may be
-// broadcast on any link while a writer waits for a bcast.
+// for it has gone before the HeldTaken. It never waits for wmu holding a
+// bcast, nor for a bcast holding wmu: a writer inside may wait for a slow
+// player, and a Broadcast, Stow, Move or Release holding the bcast may
+// wait for wmu; nothing may be broadcast on any link meanwhile.
 func (s *Session) claim(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 	for {
 		s.wmu.Lock()
-		s.mu.Lock()
-		from := s.ownerLocked()
-		s.mu.Unlock()
+		from := s.owner()
 		if from == nil || from.bcast.TryLock() {
-			ok, taken := s.adoptLocked(gl, st, o)
-			if from != nil {
-				from.bcast.Unlock()
-			}
-			endTaken(taken)
-			return ok
+			return s.claimLocked(gl, st, o, from)
 		}
-		// A Broadcast, Stow, Move or Release there, which may wait for
-		// wmu: it goes first.
 		s.wmu.Unlock()
+		// bcast first, then: Broadcasts that overlap without a pause
+		// would fail every TryLock above.
 		from.bcast.Lock()
+		if s.wmu.TryLock() {
+			if owner := s.owner(); owner == from || owner == nil {
+				return s.claimLocked(gl, st, o, from)
+			}
+			s.wmu.Unlock()
+		}
 		from.bcast.Unlock()
 	}
+}
+
+// claimLocked adopts the session for a claim, with wmu held and the bcast
+// of from, if not nil, and releases both.
+func (s *Session) claimLocked(gl *gatewayLink, st *yamux.Stream, o *link.Open, from *gatewayLink) bool {
+	ok, taken := s.adoptLocked(gl, st, o)
+	if from != nil {
+		from.bcast.Unlock()
+	}
+	endTaken(taken)
+	return ok
+}
+
+// owner returns the link that has the session (ownerLocked).
+func (s *Session) owner() *gatewayLink {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ownerLocked()
 }
 
 // claimFramesLocked returns what goes first on the stream of a claim: the

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -501,4 +502,50 @@ func TestClaimAfterRelease(t *testing.T) {
 	if s.isReleased() {
 		t.Fatal("the claim released the session")
 	}
+}
+
+// TestClaimUnderBroadcasts: a claim of a stowed page while Broadcasts
+// that each hold the links for a while (a line to many) overlap without
+// a pause: there is always one in progress, and the claim still comes
+// through.
+func TestClaimUnderBroadcasts(t *testing.T) {
+	l, g1 := heldGateway(t)
+	s, _ := stowKept(t, l, g1)
+	g2 := linkGateway(t, l)
+	l.mu.Lock()
+	links := slices.SortedFunc(maps.Keys(l.links), func(a, b *gatewayLink) int { return cmp.Compare(a.seq, b.seq) })
+	l.mu.Unlock()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 2)
+	for range 2 {
+		wg.Go(func() {
+			for first := true; ; first = false {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for _, gl := range links { // as broadcastParked
+					gl.bcast.RLock()
+				}
+				if first {
+					started <- struct{}{}
+				}
+				time.Sleep(time.Millisecond) // the line's work, under the locks
+				for _, gl := range links {
+					gl.bcast.RUnlock()
+				}
+			}
+		})
+	}
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	<-started
+	<-started
+	st2, err := g2.mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.WriteFrame(st2, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 4, Claim: "k1.secret"}).Append(nil))
+	eventually(t, "the claim takes the session", func() bool { return !s.isAway() })
 }

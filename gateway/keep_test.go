@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
@@ -114,5 +116,83 @@ func TestHeldTakenWhileMoving(t *testing.T) {
 	defer s.mu.Unlock()
 	if !s.takenInMove || s.cond.phase != phaseMoving {
 		t.Errorf("taken in the move %v, phase %v; want it left for the move to end", s.takenInMove, s.cond.phase)
+	}
+}
+
+// yamuxPair returns the two ends of a stream over yamux on a pipe.
+func yamuxPair(t *testing.T) (near, far *yamux.Stream) {
+	t.Helper()
+	a, b := net.Pipe()
+	client, err := yamux.Client(a, link.YamuxConfig(zap.NewNop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err := yamux.Server(b, link.YamuxConfig(zap.NewNop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	if near, err = client.OpenStream(); err != nil {
+		t.Fatal(err)
+	}
+	if far, err = server.AcceptStream(); err != nil {
+		t.Fatal(err)
+	}
+	return near, far
+}
+
+// TestTakenBeforeMoveSent: a page frozen in an upgrade, held, whose
+// HeldTaken is read before the Move names it, or on a stream, whose
+// stream says Taken before any Moved: the backend answers neither for
+// it, and the move does not wait for the answer.
+func TestTakenBeforeMoveSent(t *testing.T) {
+	stop := moveStop
+	moveStop = time.Hour // a move that waited for the answer would wait past the test's deadline
+	t.Cleanup(func() { moveStop = stop })
+	for _, held := range []bool{true, false} {
+		t.Run(map[bool]string{true: "held", false: "on a stream"}[held], func(t *testing.T) {
+			ctrl, backend := yamuxPair(t)
+			go io.Copy(io.Discard, backend) // the backend reads the Move, and answers nothing for the page
+			lk := &backendLink{ctrl: ctrl, goodbye: make(chan struct{})}
+			lk.features.Store(uint32(link.FeatureHeldFrames | link.FeatureMovedParked | link.FeatureStow | link.FeatureStowKept))
+			srv := &Server{metrics: newMetrics(), Logger: zap.NewNop(), sessions: map[*session]struct{}{}, perIP: map[netip.Addr]int{}}
+			c, pc := net.Pipe()
+			defer pc.Close()
+			s := newSession(srv, "p-1", c, c.RemoteAddr(), netip.Addr{})
+			s.keeps = true
+			s.lk = lk
+			if held {
+				s.cond.stream, s.cond.phase = streamHeld, phaseMoving
+				lk.register([]*session{s})
+				lk.heldTaken(srv, []string{"p-1"})
+				srv.wg.Wait()
+			} else {
+				st, far := yamuxPair(t)
+				s.cond.stream, s.cond.phase = streamAttached, phaseMoving
+				s.st = st
+				lk.track(st, s)
+				srv.wg.Add(1)
+				go s.readStream(lk, st)
+				link.WriteFrame(far, link.FrameTaken, nil)
+				far.Close()
+			}
+			moved := make(chan struct{})
+			go func() {
+				defer close(moved)
+				srv.detachForMove([]*session{s})
+			}()
+			select {
+			case <-moved:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the move waits for an answer that will not come")
+			}
+			srv.wg.Wait()
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if !s.takenInMove || s.cond.phase != phaseMoving {
+				t.Errorf("taken in the move %v, phase %v; want it left for the move to end", s.takenInMove, s.cond.phase)
+			}
+		})
 	}
 }

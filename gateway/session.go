@@ -1114,7 +1114,15 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 		// holds the session for the gateway process it goes to.
 		return true, false, true
 	case link.FrameTaken:
-		s.leave(endTaken)
+		// Frozen in a move: no Moved comes; the move leaves it behind
+		// (prepare), and streamEnded ends its wait.
+		s.mu.Lock()
+		moving := s.cond.phase == phaseMoving
+		s.takenInMove = s.takenInMove || moving
+		s.mu.Unlock()
+		if !moving {
+			s.leave(endTaken)
+		}
 		return true, false, false
 	case link.FrameOutAck:
 		// A claim's: the output sent again starts here.

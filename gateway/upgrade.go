@@ -65,7 +65,7 @@ const moveBatch = 200
 
 // moveStop bounds how long a session's reader, writer and backend stream
 // get to stop for a move.
-const moveStop = 5 * time.Second
+var moveStop = 5 * time.Second // a variable for the tests
 
 // MoveOut hands every session to another gateway process through m, and
 // returns how many it moved. It waits for connections still in their
@@ -254,7 +254,7 @@ func (s *Server) prepare(ctx context.Context, batch []*session) (*offer, []byte,
 	o := &offer{srv: s}
 	for _, ss := range frozen {
 		ss.mu.Lock()
-		ended, taken, lk := ss.endedInMove, ss.takenInMove, ss.lk
+		ended, taken := ss.endedInMove, ss.takenInMove
 		ss.mu.Unlock()
 		switch {
 		case ended:
@@ -265,10 +265,6 @@ func (s *Server) prepare(ctx context.Context, batch []*session) (*offer, []byte,
 		case taken:
 			// Its player went on through another gateway.
 			ss.thaw()
-			if lk != nil {
-				lk.forget(ss)
-			}
-			ss.leave(endTaken)
 			continue
 		}
 		o.sessions = append(o.sessions, ss)
@@ -506,7 +502,7 @@ func (s *Server) detachForMove(frozen []*session) {
 			waits = append(waits, done)
 			byLink[ss.lk] = append(byLink[ss.lk], ss)
 		case ss.cond.stream == streamHeld && ss.lk != nil:
-			if ss.lk.can(link.FeatureHeldFrames) {
+			if ss.lk.can(link.FeatureHeldFrames) && !ss.takenInMove { // a claim took it: no answer comes
 				done := make(chan struct{})
 				ss.streamDone = done
 				waits = append(waits, done)
@@ -620,10 +616,19 @@ func (ss *session) thaw() {
 	attached := ss.cond.stream != streamAway
 	held, lk := ss.cond.stream == streamHeld, ss.lk
 	woken := held && ss.woken
+	taken := ss.takenInMove // its player is elsewhere: not opened or held again
 	ss.mu.Unlock()
 	ss.out.thaw()
 	ss.startReader((*session).readOn)
 	switch {
+	case taken:
+		// Its player went on through another gateway: it ends here,
+		// neither held nor opened again (an Open on another link would
+		// take the session back).
+		if lk != nil {
+			lk.forget(ss)
+		}
+		ss.leave(endTaken)
 	case woken:
 		ss.attach(lk) // the backend woke it while it was moving
 	case held:

@@ -125,7 +125,7 @@ var frameNames = [...]string{
 	FrameHeldTaken:   "HeldTaken",
 }
 
-// String returns the frame type's name, "Move" say, or "FrameType(42)" for
+// String returns the frame type's name, "Move" say, or "FrameType(99)" for
 // a type this version does not know.
 func (t FrameType) String() string {
 	if int(t) < len(frameNames) && frameNames[t] != "" {
