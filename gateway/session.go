@@ -263,8 +263,8 @@ var largeReads = sync.Pool{New: func() any { return new([largeRead]byte) }}
 // large one from largeReads only while reads fill it.
 type playerReader struct {
 	s           *session
-	small       []byte
-	large       bool // the last read filled its buffer
+	small       [smallRead]byte // in the reader, one allocation for both at each start
+	large       bool            // the last read filled its buffer
 	negotiating bool
 	overflow    []byte // what came past the held-input bound while negotiating
 	// linger is how long a read waits before the reader parks the session
@@ -275,7 +275,7 @@ type playerReader struct {
 }
 
 func newPlayerReader(s *session) *playerReader {
-	return &playerReader{s: s, small: make([]byte, smallRead)}
+	return &playerReader{s: s}
 }
 
 // read reads once and holds what came; it reports whether to go on.
@@ -291,7 +291,7 @@ func (r *playerReader) read() bool {
 	if s.is(phaseMoving) {
 		return false
 	}
-	b := r.small
+	b := r.small[:]
 	if r.large {
 		large := largeReads.Get().(*[largeRead]byte)
 		defer largeReads.Put(large)
