@@ -198,38 +198,23 @@ func TestClaimStowed(t *testing.T) {
 		link.WriteFrame(g.ctrl, link.FrameHeldOutAck, link.AppendHeldOutAck(nil, "k1", off))
 		// Answered after it: the HeldOutAck has been read.
 		link.WriteFrame(g.ctrl, link.FrameWant, link.AppendMove(nil, []string{"nobody"}))
-		for {
-			typ, p := g.control()
-			if ids, _ := link.ParseMove(p); typ == link.FrameUnheld && slices.Equal(ids, []string{"nobody"}) {
-				return
-			}
-		}
+		controlNaming(t, g, link.FrameUnheld, "nobody")
 	}
 	heldOutAck(g2, uint64(len("while stowed\n")))
 	heldOutAck(g1, uint64(len("while ")))
 
 	// The claim: what the page had not acknowledged comes again.
-	st2, err := g2.mux.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	link.WriteFrame(st2, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 4, Claim: "k1.secret"}).Append(nil))
-	fr2 := link.Reader{R: st2}
-	if typ, _ := frame(t, &fr2); typ != link.FrameState {
+	fr2 := claimK1(t, g2)
+	if typ, _ := frame(t, fr2); typ != link.FrameState {
 		t.Fatalf("the claim answered %v, want the state", typ)
 	}
-	if typ, p := frame(t, &fr2); typ != link.FrameOutAck || string(p) != string(link.AppendAck(nil, 6)) {
+	if typ, p := frame(t, fr2); typ != link.FrameOutAck || string(p) != string(link.AppendAck(nil, 6)) {
 		t.Fatalf("then %v %x, want OutAck 6", typ, p)
 	}
-	if out := readUntilOutput(t, &fr2); out != "stowed\n" {
+	if out := readUntilOutput(t, fr2); out != "stowed\n" {
 		t.Fatalf("sent again: %q, want what the page had not acknowledged", out)
 	}
-	for {
-		typ, p := g1.control()
-		if ids, _ := link.ParseMove(p); typ == link.FrameHeldTaken && slices.Equal(ids, []string{"k1"}) {
-			break
-		}
-	}
+	controlNaming(t, g1, link.FrameHeldTaken, "k1")
 	openTaken := func(g *fakeGateway, what string) {
 		t.Helper()
 		st, err := g.mux.OpenStream()
@@ -249,13 +234,13 @@ func TestClaimStowed(t *testing.T) {
 	openTaken(g1, "an Open sent before the HeldTaken")
 
 	io.WriteString(s, "still here\n")
-	if out := readUntilOutput(t, &fr2); out != "still here\n" {
+	if out := readUntilOutput(t, fr2); out != "still here\n" {
 		t.Fatalf("on the claim's stream: %q", out)
 	}
-	link.WriteFrame(st2, link.FrameInput, []byte("two\n"))
+	link.WriteFrame(fr2.R.(io.Writer), link.FrameInput, []byte("two\n"))
 	want(t, in, "two")
 	openTaken(g1, "an Open while another gateway's stream has it")
-	stow(g2, &fr2)
+	stow(g2, fr2)
 	openTaken(g1, "an Open while another gateway has it stowed")
 
 	g2.mux.Close()
@@ -358,12 +343,7 @@ func TestClaimAfterBroadcast(t *testing.T) {
 		return s.heldSent > 0
 	})
 	g2 := linkGateway(t, l)
-	st2, err := g2.mux.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	link.WriteFrame(st2, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 4, Claim: "k1.secret"}).Append(nil))
-	fr2 := link.Reader{R: st2}
+	fr2 := claimK1(t, g2)
 	eventually(t, "the claim waits for the broadcast", func() bool {
 		if gl1.bcast.TryRLock() { // fails while a writer waits
 			gl1.bcast.RUnlock()
@@ -375,10 +355,10 @@ func TestClaimAfterBroadcast(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if typ, _ := frame(t, &fr2); typ != link.FrameState {
+	if typ, _ := frame(t, fr2); typ != link.FrameState {
 		t.Fatalf("the claim answered %v, want the state", typ)
 	}
-	if out := readUntilOutput(t, &fr2); out != "the line\n" {
+	if out := readUntilOutput(t, fr2); out != "the line\n" {
 		t.Fatalf("the claimer got %q first, want the line broadcast as it claimed", out)
 	}
 	var order []link.FrameType
@@ -417,12 +397,7 @@ func TestHeldOutAckNeverWaits(t *testing.T) {
 	})
 	link.WriteFrame(g.ctrl, link.FrameHeldOutAck, link.AppendHeldOutAck(nil, "k1", 10))
 	link.WriteFrame(g.ctrl, link.FrameWant, link.AppendMove(nil, []string{"nobody"}))
-	for {
-		typ, p := g.control()
-		if ids, _ := link.ParseMove(p); typ == link.FrameUnheld && slices.Equal(ids, []string{"nobody"}) {
-			return
-		}
-	}
+	controlNaming(t, g, link.FrameUnheld, "nobody")
 }
 
 // TestBroadcastLockOrder: Broadcasts at once, while claims, Stows, Moves
@@ -478,12 +453,7 @@ func TestClaimAfterRelease(t *testing.T) {
 	l, g1 := heldGateway(t)
 	s, _ := stowKept(t, l, g1)
 	link.WriteFrame(g1.ctrl, link.FrameWant, link.AppendMove(nil, []string{"k1"}))
-	for {
-		typ, p := g1.control()
-		if ids, _ := link.ParseMove(p); typ == link.FrameWake && slices.Equal(ids, []string{"k1"}) {
-			break
-		}
-	}
+	controlNaming(t, g1, link.FrameWake, "k1")
 	link.WriteFrame(g1.ctrl, link.FrameRelease, link.AppendMove(nil, []string{"k1"}))
 	eventually(t, "the Release waits for the stream", func() bool {
 		s.mu.Lock()
@@ -491,17 +461,12 @@ func TestClaimAfterRelease(t *testing.T) {
 		return s.releaseAtAdopt
 	})
 	g2 := linkGateway(t, l)
-	st2, err := g2.mux.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	link.WriteFrame(st2, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 4, Claim: "k1.secret"}).Append(nil))
-	fr2 := link.Reader{R: st2}
-	if typ, _ := frame(t, &fr2); typ != link.FrameState {
+	fr2 := claimK1(t, g2)
+	if typ, _ := frame(t, fr2); typ != link.FrameState {
 		t.Fatalf("the claim answered %v, want the state", typ)
 	}
 	io.WriteString(s, "still here\n")
-	if out := readUntilOutput(t, &fr2); out != "still here\n" {
+	if out := readUntilOutput(t, fr2); out != "still here\n" {
 		t.Fatalf("on the claim's stream: %q", out)
 	}
 	if s.isReleased() {
@@ -547,10 +512,30 @@ func TestClaimUnderBroadcasts(t *testing.T) {
 	t.Cleanup(func() { close(stop); wg.Wait() })
 	<-started
 	<-started
-	st2, err := g2.mux.OpenStream()
+	claimK1(t, g2)
+	eventually(t, "the claim takes the session", func() bool { return !s.isAway() })
+}
+
+// claimK1 claims k1 through g with the token "k1.secret", saying the
+// game has its input up to 4, and returns the claim's stream to read.
+func claimK1(t *testing.T, g *fakeGateway) *link.Reader {
+	t.Helper()
+	st, err := g.mux.OpenStream()
 	if err != nil {
 		t.Fatal(err)
 	}
-	link.WriteFrame(st2, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 4, Claim: "k1.secret"}).Append(nil))
-	eventually(t, "the claim takes the session", func() bool { return !s.isAway() })
+	link.WriteFrame(st, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 4, Claim: "k1.secret"}).Append(nil))
+	return &link.Reader{R: st}
+}
+
+// controlNaming reads g's control stream up to a frame of type typ naming
+// exactly ids, skipping the others.
+func controlNaming(t *testing.T, g *fakeGateway, typ link.FrameType, ids ...string) {
+	t.Helper()
+	for {
+		got, p := g.control()
+		if named, _ := link.ParseMove(p); got == typ && slices.Equal(named, ids) {
+			return
+		}
+	}
 }

@@ -121,7 +121,8 @@ func (lk *backendLink) heldTaken(srv *Server, ids []string) {
 
 // takenWhileMoving records, of a session frozen in a move, that a claim
 // took it, and reports whether it was moving: no answer to its Move
-// comes, and the move waits for none.
+// comes, and the move waits for none (a held one's wait ends here, a
+// streamed one's when its stream does).
 func (s *session) takenWhileMoving() bool {
 	s.mu.Lock()
 	moving := s.cond.phase == phaseMoving

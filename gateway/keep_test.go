@@ -27,25 +27,7 @@ func TestHeldPageAcks(t *testing.T) {
 		{"one that does not", link.FeatureHeldFrames | link.FeatureStow, link.FrameWant},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := net.Pipe()
-			client, err := yamux.Client(a, link.YamuxConfig(zap.NewNop()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer client.Close()
-			server, err := yamux.Server(b, link.YamuxConfig(zap.NewNop()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer server.Close()
-			ctrl, err := client.OpenStream()
-			if err != nil {
-				t.Fatal(err)
-			}
-			peer, err := server.AcceptStream()
-			if err != nil {
-				t.Fatal(err)
-			}
+			ctrl, peer := yamuxPair(t)
 			lk := &backendLink{ctrl: ctrl, goodbye: make(chan struct{})}
 			lk.features.Store(uint32(tc.features))
 			c, _ := net.Pipe()

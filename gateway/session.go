@@ -1116,11 +1116,7 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 	case link.FrameTaken:
 		// Frozen in a move: no Moved comes; the move leaves it behind
 		// (prepare), and streamEnded ends its wait.
-		s.mu.Lock()
-		moving := s.cond.phase == phaseMoving
-		s.takenInMove = s.takenInMove || moving
-		s.mu.Unlock()
-		if !moving {
+		if !s.takenWhileMoving() {
 			s.leave(endTaken)
 		}
 		return true, false, false
