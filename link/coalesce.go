@@ -53,14 +53,19 @@ const (
 	closeFlush = time.Second
 )
 
-// Coalesce wraps a link connection before yamux takes it. When a read or
-// a write fails, broken (if not nil) runs once before yamux learns of it.
+// Coalesce wraps a link connection before yamux takes it. broken (if not
+// nil) runs once, before yamux learns of the end: when a read or a write
+// fails, or when yamux closes the connection.
 //
 // That order matters: yamux v0.1.2 marks a dead session shut down before it
 // closes its streams, and in between every goroutine blocked in Stream.Read
 // spins. With thousands of sessions the spinners starve the goroutine that
 // would close the streams, for minutes. broken lets the owner wake its
-// readers with a deadline and wait for them first.
+// readers with a deadline and wait for them first. A session yamux ends
+// itself (its keepalive fails, a frame breaks its rules) or its owner
+// closes is marked shut down just before the connection is closed: broken
+// runs then, on the goroutine already running, rather than once the
+// receive goroutine, among the spinners, is scheduled to see its read fail.
 func Coalesce(c net.Conn, broken func()) net.Conn {
 	cc := &coalescedConn{Conn: c, broken: broken}
 	cc.cond.L = &cc.mu
@@ -151,10 +156,13 @@ func (c *coalescedConn) write() {
 	c.mu.Unlock()
 }
 
-// Close sends what is queued, waiting at most closeFlush, and closes the
-// connection: yamux closes it right after its last frames, a Goodbye among
-// them.
+// Close runs broken, sends what is queued, waiting at most closeFlush, and
+// closes the connection: yamux closes it right after its last frames, a
+// Goodbye among them.
 func (c *coalescedConn) Close() error {
+	if c.broken != nil {
+		c.once.Do(c.broken)
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

@@ -2,6 +2,7 @@ package link
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -28,8 +29,20 @@ func YamuxConfig(log *zap.Logger) *yamux.Config {
 	return c
 }
 
+// yamuxLogger passes yamux's messages to zap: its errors (a keepalive
+// that failed, a frame it could not parse), which end the link, as
+// warnings, so that an operator sees why a link went; the rest (frames
+// for streams already reset, which a busy link has many of) at debug.
 type yamuxLogger struct{ log *zap.Logger }
 
-func (l yamuxLogger) Print(v ...any)                 { l.log.Debug(fmt.Sprint(v...)) }
-func (l yamuxLogger) Printf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l yamuxLogger) Println(v ...any)               { l.log.Debug(fmt.Sprint(v...)) }
+func (l yamuxLogger) Print(v ...any)                 { l.write(fmt.Sprint(v...)) }
+func (l yamuxLogger) Printf(format string, v ...any) { l.write(fmt.Sprintf(format, v...)) }
+func (l yamuxLogger) Println(v ...any)               { l.write(fmt.Sprint(v...)) }
+
+func (l yamuxLogger) write(msg string) {
+	if rest, ok := strings.CutPrefix(msg, "[ERR] "); ok {
+		l.log.Warn("link: " + rest)
+		return
+	}
+	l.log.Debug(msg)
+}

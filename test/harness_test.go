@@ -455,6 +455,18 @@ func (s *system) diagnosis() string {
 		return b.String()
 	}
 	c := http.Client{Timeout: 5 * time.Second}
+	if dir := os.Getenv("GOROUTINE_DUMPS"); dir != "" {
+		// Every goroutine's whole stack, for a stall one goroutine makes.
+		if resp, err := c.Get(fmt.Sprintf("http://%v/debug/pprof/goroutine?debug=2", debug["addr"])); err == nil {
+			f, err := os.CreateTemp(dir, "gateway-goroutines-*.txt")
+			if err == nil {
+				io.Copy(f, resp.Body)
+				f.Close()
+				fmt.Fprintf(&b, "gateway goroutines: %s\n", f.Name())
+			}
+			resp.Body.Close()
+		}
+	}
 	resp, err := c.Get(fmt.Sprintf("http://%v/debug/pprof/goroutine?debug=1", debug["addr"]))
 	if err != nil {
 		fmt.Fprintf(&b, "gateway goroutines: %v\n", err)
