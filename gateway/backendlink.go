@@ -414,7 +414,7 @@ func (s *Server) dialAddr(addr string) (*backendLink, error) {
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
 	lk := &backendLink{addr: addr, instance: instance, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{}), said: make(chan struct{})}
-	mux, err := yamux.Client(link.Coalesce(c, lk.broken), link.YamuxConfig(s.log()))
+	mux, err := link.Client(c, lk.broken, s.log())
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)

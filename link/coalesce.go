@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,6 +27,11 @@ type coalescedConn struct {
 	held   bool
 	broken func()
 	once   sync.Once
+	// For keepalive: reads that brought something, and writes of at
+	// least drainedWrite that went out: a peer that takes those in is
+	// reading.
+	reads   atomic.Uint64
+	drained atomic.Uint64
 
 	mu       sync.Mutex
 	cond     sync.Cond // the writer took the queue, or stopped
@@ -51,6 +57,10 @@ const (
 	keepSpare = 2 * maxQueued
 	// closeFlush bounds how long Close waits for queued frames to go out.
 	closeFlush = time.Second
+	// drainedWrite is the least write that shows keepalive the peer is
+	// reading: more than the pings and window updates of an idle link,
+	// which a peer's kernel takes in whether the peer reads or not.
+	drainedWrite = 4 << 10
 )
 
 // Coalesce wraps a link connection before yamux takes it. broken (if not
@@ -74,6 +84,9 @@ func Coalesce(c net.Conn, broken func()) net.Conn {
 
 func (c *coalescedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.reads.Add(1)
+	}
 	if err != nil && c.broken != nil {
 		c.once.Do(c.broken)
 	}
@@ -143,6 +156,9 @@ func (c *coalescedConn) write() {
 		c.cond.Broadcast()
 		c.mu.Unlock()
 		_, err := c.Conn.Write(b)
+		if err == nil && len(b) >= drainedWrite {
+			c.drained.Add(1)
+		}
 		c.mu.Lock()
 		if err != nil && c.err == nil {
 			c.err = err

@@ -61,6 +61,14 @@
 // client). The gateway opens one control stream first and then one stream per
 // player session.
 //
+// Each side takes the link for dead when its peer has sent nothing and
+// taken in nothing for 5 s, and then answers no yamux ping, nor sends or
+// takes in anything, for 10 s (Client, Server). yamux's own keepalive is
+// off: it waits for the ping's answer alone, which a slow peer has queued
+// behind megabytes of output, and would end a link that was only slow.
+// Pings are answered as before, so peers of earlier versions, which still
+// send them, link as before.
+//
 // # Frames
 //
 // Every stream carries frames: type:u8 length:u32 payload[length]. A length

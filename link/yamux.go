@@ -2,6 +2,7 @@ package link
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -16,17 +17,45 @@ import (
 //     their link, so it is off and keepalives detect a dead peer instead.
 //   - the accept backlog of 256 would reset streams when every held session
 //     resumes at once.
+//   - yamux's keepalive ends a link whose ping is not answered in time,
+//     though the answer may be on its way behind the output queued for a
+//     peer that reads slowly; the link's own (see keepalive) does not.
 //   - yamux logs to stderr by default; here it goes to zap.
 func YamuxConfig(log *zap.Logger) *yamux.Config {
 	c := yamux.DefaultConfig()
 	c.AcceptBacklog = 1 << 16
 	c.StreamOpenTimeout = 0
-	c.KeepAliveInterval = 5 * time.Second
-	c.ConnectionWriteTimeout = 10 * time.Second
+	c.EnableKeepAlive = false
+	c.ConnectionWriteTimeout = pingWait
 	c.StreamCloseTimeout = 30 * time.Second
 	c.LogOutput = nil
 	c.Logger = yamuxLogger{log}
 	return c
+}
+
+// Client starts the gateway's side of a link on c, once the handshake is
+// done: yamux, its writes coalesced, broken run before yamux learns of the
+// link's end (see Coalesce), and the link's keepalive.
+func Client(c net.Conn, broken func(), log *zap.Logger) (*yamux.Session, error) {
+	cc := Coalesce(c, broken).(*coalescedConn)
+	mux, err := yamux.Client(cc, YamuxConfig(log))
+	if err != nil {
+		return nil, err
+	}
+	go keepalive(mux, cc, keepaliveInterval, log)
+	return mux, nil
+}
+
+// Server starts the backend's side of a link on c, as Client does the
+// gateway's.
+func Server(c net.Conn, broken func(), log *zap.Logger) (*yamux.Session, error) {
+	cc := Coalesce(c, broken).(*coalescedConn)
+	mux, err := yamux.Server(cc, YamuxConfig(log))
+	if err != nil {
+		return nil, err
+	}
+	go keepalive(mux, cc, keepaliveInterval, log)
+	return mux, nil
 }
 
 // yamuxLogger passes yamux's messages to zap: its errors (a keepalive

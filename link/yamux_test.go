@@ -51,33 +51,32 @@ func TestBrokenBeforeClose(t *testing.T) {
 	}
 }
 
-// TestKeepaliveFailure: a peer that stops answering (here, one that reads
-// and says nothing) ends the session through yamux's keepalive. The
-// failure is logged as a warning, broken runs before the connection
-// closes, and a stream reader it wakes leaves at once.
-func TestKeepaliveFailure(t *testing.T) {
-	a, b := net.Pipe()
-	defer b.Close()
-	go io.Copy(io.Discard, b)
+// keepaliveLink starts a client session on a over Coalesce, with a
+// keepalive that asks after 10 ms and waits 100 ms for an answer, and a
+// stream whose reader broken wakes. It returns the session, the stream's
+// read error, whether broken ran, and the log.
+func keepaliveLink(t *testing.T, a net.Conn) (*yamux.Session, <-chan error, <-chan struct{}, *observer.ObservedLogs) {
+	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	cfg := YamuxConfig(zap.New(core))
-	cfg.KeepAliveInterval = 10 * time.Millisecond
+	log := zap.New(core)
+	cfg := YamuxConfig(log)
 	cfg.ConnectionWriteTimeout = 100 * time.Millisecond
-	var st *yamux.Stream
 	var mu sync.Mutex
-	brokenAt := make(chan struct{})
-	mux, err := yamux.Client(Coalesce(a, func() {
+	var st *yamux.Stream
+	broken := make(chan struct{})
+	cc := Coalesce(a, func() {
 		mu.Lock()
 		if st != nil {
 			st.SetReadDeadline(time.Now())
 		}
 		mu.Unlock()
-		close(brokenAt)
-	}), cfg)
+		close(broken)
+	}).(*coalescedConn)
+	mux, err := yamux.Client(cc, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer mux.Close()
+	t.Cleanup(func() { mux.Close() })
 	s, err := mux.OpenStream()
 	if err != nil {
 		t.Fatal(err)
@@ -90,25 +89,113 @@ func TestKeepaliveFailure(t *testing.T) {
 		_, err := s.Read(make([]byte, 1))
 		read <- err
 	}()
+	go keepalive(mux, cc, 10*time.Millisecond, log)
+	return mux, read, broken, logs
+}
+
+// TestKeepaliveSilentPeer: a peer that reads and says nothing (a process
+// that hangs) is dropped: the failure is logged, broken runs, and the
+// stream's reader leaves.
+func TestKeepaliveSilentPeer(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	go io.Copy(io.Discard, b)
+	mux, read, broken, logs := keepaliveLink(t, a)
 	select {
 	case err := <-read:
 		if err == nil {
-			t.Fatal("a stream on a dead session read something")
+			t.Fatal("a stream on a dead link read something")
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stream's reader did not leave after the keepalive failed")
 	}
-	select {
-	case <-brokenAt:
-	default:
-		t.Fatal("the reader left without broken")
-	}
+	<-broken
 	<-mux.CloseChan()
-	if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("keepalive failed").Len(); n != 1 {
-		t.Errorf("%d warnings of the keepalive failing, want 1: %v", n, logs.All())
+	if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("said nothing").Len(); n != 1 {
+		t.Errorf("%d warnings of the peer saying nothing, want 1: %v", n, logs.All())
 	}
-	if !mux.IsClosed() {
-		t.Error("the session is not closed")
+}
+
+// TestKeepaliveBusyPeer: a peer that sends, but whose answers to pings
+// are late (behind what it sends), or that takes in what is sent to it
+// and says nothing, is alive; once it stops, the link ends.
+func TestKeepaliveBusyPeer(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		peer  func(b net.Conn, stop <-chan struct{})
+		local func(mux *yamux.Session, stop <-chan struct{})
+	}{
+		{"it sends", func(b net.Conn, stop <-chan struct{}) {
+			go io.Copy(io.Discard, b)
+			// The answer to a ping nobody sent: a frame yamux reads
+			// and drops.
+			frame := []byte{0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 3, 0xe7}
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+				}
+				b.SetWriteDeadline(time.Now().Add(time.Second))
+				if _, err := b.Write(frame); err != nil {
+					return
+				}
+			}
+		}, nil},
+		{"it reads", func(b net.Conn, stop <-chan struct{}) {
+			io.Copy(io.Discard, b)
+		}, func(mux *yamux.Session, stop <-chan struct{}) {
+			// Streams' first windows: the peer never opens more.
+			chunk := make([]byte, 64<<10)
+			for {
+				st, err := mux.OpenStream()
+				if err != nil {
+					return
+				}
+				for range 3 {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := st.Write(chunk); err != nil {
+						return
+					}
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer b.Close()
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				tc.peer(b, stop)
+			}()
+			mux, read, _, _ := keepaliveLink(t, a)
+			if tc.local != nil {
+				go tc.local(mux, stop)
+			}
+			// A hundred times the quiet a silent peer is allowed.
+			select {
+			case <-mux.CloseChan():
+				t.Fatal("the keepalive ended a link whose peer was busy")
+			case <-time.After(time.Second):
+			}
+			close(stop)
+			select {
+			case err := <-read:
+				if err == nil {
+					t.Fatal("a stream on a dead link read something")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the link stayed up after the peer stopped")
+			}
+			b.Close()
+			<-done
+		})
 	}
 }
 
