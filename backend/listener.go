@@ -312,13 +312,10 @@ func (gl *gatewayLink) wake(id string) {
 }
 
 // controlWriteWait bounds a write on the control stream of each
-// controlPiece: a gateway that reads nothing for that long is taken for
-// gone, but one that reads slowly (the held frames queued, up to
-// maxHeldQueue, at a few kilobytes a second on a machine shared with other
-// work) is not.
-var controlWriteWait = 10 * time.Second // a variable for tests
-
-const controlPiece = 16 << 10
+// link.PieceLen: a gateway that takes in nothing for that long is taken
+// for gone, but one that reads slowly (the held frames queued, up to
+// maxHeldQueue, at a few kilobytes a second) is not.
+const controlWriteWait = 10 * time.Second
 
 // maxHeldQueue bounds the held frames waiting for the control stream's
 // writer: beyond it a held session's frames wait for a stream of its own,
@@ -410,7 +407,7 @@ func (gl *gatewayLink) writeLocked(frame []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	if err := writePieces(gl.ctrl, b); err != nil {
+	if err := link.WritePieces(gl.ctrl, b, controlWriteWait); err != nil {
 		gl.log.Warn("backend: control stream write failed; closing the link", zap.Error(err))
 		// Part of a frame may have gone: nothing after it would parse.
 		// The link ends, and its sessions wait for the gateway to open
@@ -424,20 +421,6 @@ func (gl *gatewayLink) writeLocked(frame []byte) error {
 		}
 		gl.wmu.Unlock()
 		return err
-	}
-	return nil
-}
-
-// writePieces writes b to st, controlPiece at a time, each within
-// controlWriteWait.
-func writePieces(st net.Conn, b []byte) error {
-	for len(b) > 0 {
-		n := min(len(b), controlPiece)
-		st.SetWriteDeadline(time.Now().Add(controlWriteWait))
-		if _, err := st.Write(b[:n]); err != nil {
-			return err
-		}
-		b = b[n:]
 	}
 	return nil
 }

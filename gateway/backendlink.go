@@ -41,7 +41,8 @@ type backendLink struct {
 	features atomic.Uint32 // link.Features, once the backend has said them
 	said     chan struct{} // closed once the first control frame is read (Features, from this version on)
 
-	cmu sync.Mutex // serialises frames on the control stream
+	cmu     sync.Mutex // serialises frames on the control stream
+	ctrlErr error      // under cmu: a write failed, perhaps part way through a frame
 
 	mu      sync.Mutex
 	streams map[*yamux.Stream]*session // session streams, read or parked

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"holdfast/epmd"
+	"holdfast/internal/netx"
 	"holdfast/link"
 )
 
@@ -410,10 +411,26 @@ func (s *Server) takeSuccessor() *backendLink {
 	return lk
 }
 
-// send writes a frame on the control stream.
+// controlWriteWait bounds a write on the control stream of each
+// link.PieceLen: a backend that takes in nothing for that long is taken
+// for gone.
+var controlWriteWait = 5 * time.Second // a variable for tests
+
+// send writes a frame on the control stream. A write that runs out of
+// time may have sent part of the frame, after which nothing on the stream
+// would parse: the link ends then, and its sessions go on on the next.
 func (lk *backendLink) send(typ link.FrameType, payload []byte) error {
 	lk.cmu.Lock()
 	defer lk.cmu.Unlock()
-	lk.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	return link.WriteFrame(lk.ctrl, typ, payload)
+	if lk.ctrlErr != nil {
+		return lk.ctrlErr
+	}
+	err := link.WritePieces(lk.ctrl, link.AppendFrame(make([]byte, 0, link.HeaderLen+len(payload)), typ, payload), controlWriteWait)
+	if netx.IsTimeout(err) {
+		lk.ctrlErr = err
+		// Not here: closing wakes the link's readers, under locks the
+		// caller may hold.
+		go lk.mux.Close()
+	}
+	return err
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
+	"time"
 )
 
 // FrameType is a frame's first byte: what its payload is.
@@ -173,6 +175,26 @@ func AppendFrameHeader(b []byte, typ FrameType, n int) []byte {
 func WriteFrame(w io.Writer, typ FrameType, payload []byte) error {
 	_, err := w.Write(AppendFrame(make([]byte, 0, HeaderLen+len(payload)), typ, payload))
 	return err
+}
+
+// PieceLen is how much of a write WritePieces gives its peer wait to take.
+const PieceLen = 16 << 10
+
+// WritePieces writes b to c, PieceLen at a time, each within wait: a peer
+// that takes in nothing for that long is taken for gone, but one that
+// reads slowly (on a machine shared with other work, behind the rest of
+// the link's traffic) is not, however long the whole takes. A write that
+// fails may have sent part of a frame.
+func WritePieces(c net.Conn, b []byte, wait time.Duration) error {
+	for len(b) > 0 {
+		n := min(len(b), PieceLen)
+		c.SetWriteDeadline(time.Now().Add(wait))
+		if _, err := c.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 // Reader reads frames. A read error in the middle of a frame (a deadline, say)

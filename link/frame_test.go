@@ -1,12 +1,17 @@
 package link
 
 import (
+	"errors"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io"
+	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFrameTypeString(t *testing.T) {
@@ -116,5 +121,54 @@ func TestFrameTypesNamed(t *testing.T) {
 		if got := typ.String(); got != want {
 			t.Errorf("FrameType(%d).String() = %q, want %q", v, got, want)
 		}
+	}
+}
+
+// TestWritePieces: a write to a peer that reads slowly, a piece at a time,
+// goes through, however long the whole takes; one to a peer that stops
+// reading fails within the bound.
+func TestWritePieces(t *testing.T) {
+	const wait = time.Second
+	for _, tc := range []struct {
+		name  string
+		reads int // pieces read before the reader stops; -1: all
+		fails bool
+	}{
+		{"slow", -1, false},
+		{"stops", 3, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer a.Close()
+			defer b.Close()
+			const size = 24 * PieceLen
+			got := make(chan int, 1)
+			go func() {
+				n := 0
+				buf := make([]byte, PieceLen)
+				for tc.reads < 0 || n < tc.reads*PieceLen {
+					// Each piece a tenth of the bound after the one
+					// before: the whole takes more than twice the bound.
+					time.Sleep(wait / 10)
+					m, err := io.ReadFull(b, buf)
+					n += m
+					if err != nil || n == size {
+						break
+					}
+				}
+				got <- n
+			}()
+			err := WritePieces(a, make([]byte, size), wait)
+			switch {
+			case tc.fails && !errors.Is(err, os.ErrDeadlineExceeded):
+				t.Fatalf("write to a reader that stopped: %v, want a deadline error", err)
+			case !tc.fails && err != nil:
+				t.Fatalf("write to a slow reader: %v", err)
+			}
+			a.Close()
+			if n := <-got; !tc.fails && n != size {
+				t.Errorf("read %d, want %d", n, size)
+			}
+		})
 	}
 }
