@@ -29,7 +29,7 @@ type coalescedConn struct {
 	once   sync.Once
 	// For keepalive: reads that brought something, and writes of at
 	// least drainedWrite that went out: a peer that takes those in is
-	// reading.
+	// reading, or its kernel is (see deafWait).
 	reads   atomic.Uint64
 	drained atomic.Uint64
 
@@ -60,7 +60,9 @@ const (
 	// drainedWrite is the least write that shows keepalive the peer is
 	// reading: more than the pings and window updates of an idle link,
 	// which a peer's kernel takes in whether the peer reads or not.
+	// drainPiece is the most written at once, so that each piece shows it.
 	drainedWrite = 4 << 10
+	drainPiece   = 64 << 10
 )
 
 // Coalesce wraps a link connection before yamux takes it. broken (if not
@@ -155,10 +157,7 @@ func (c *coalescedConn) write() {
 		c.spare = nil
 		c.cond.Broadcast()
 		c.mu.Unlock()
-		_, err := c.Conn.Write(b)
-		if err == nil && len(b) >= drainedWrite {
-			c.drained.Add(1)
-		}
+		err := c.writePieces(b)
 		c.mu.Lock()
 		if err != nil && c.err == nil {
 			c.err = err
@@ -170,6 +169,23 @@ func (c *coalescedConn) write() {
 	c.writing = false
 	c.cond.Broadcast()
 	c.mu.Unlock()
+}
+
+// writePieces writes b, drainPiece at a time, and counts each piece
+// written: a batch of a megabyte to a peer that reads slowly takes longer
+// than keepalive's wait, and the peer is taking it in all along.
+func (c *coalescedConn) writePieces(b []byte) error {
+	for len(b) > 0 {
+		n := min(len(b), drainPiece)
+		if _, err := c.Conn.Write(b[:n]); err != nil {
+			return err
+		}
+		if n >= drainedWrite {
+			c.drained.Add(1)
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 // Close runs broken, sends what is queued, waiting at most closeFlush, and

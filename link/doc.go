@@ -62,12 +62,13 @@
 // player session.
 //
 // Each side takes the link for dead when its peer has sent nothing and
-// taken in nothing for 5 s, and then answers no yamux ping, nor sends or
-// takes in anything, for 10 s (Client, Server). yamux's own keepalive is
-// off: it waits for the ping's answer alone, which a slow peer has queued
-// behind megabytes of output, and would end a link that was only slow.
-// Pings are answered as before, so peers of earlier versions, which still
-// send them, link as before.
+// taken in nothing for 5 to 10 s, and then answers no yamux ping, nor
+// sends or takes in anything, for 10 s; or when, taking in what is sent,
+// it has sent nothing for a minute (Client, Server). yamux's own
+// keepalive is off: it waits for the ping's answer alone, which a slow
+// peer has queued behind megabytes of output, and would end a link that
+// was only slow. Pings are answered as before, so peers of earlier
+// versions, which still send them, link as before.
 //
 // # Frames
 //

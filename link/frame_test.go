@@ -7,11 +7,13 @@ import (
 	"go/token"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
 )
 
 func TestFrameTypeString(t *testing.T) {
@@ -124,9 +126,11 @@ func TestFrameTypesNamed(t *testing.T) {
 	}
 }
 
-// TestWritePieces: a write to a peer that reads slowly, a piece at a time,
-// goes through, however long the whole takes; one to a peer that stops
-// reading fails within the bound.
+// TestWritePieces: a write on a stream whose reader is slow, a piece at a
+// time, goes through, however long the whole takes; one to a reader that
+// stops fails within the bound. yamux gives a stream's writer room again
+// once the reader has taken half the window (128 KiB): the reader here
+// takes that in less than the bound.
 func TestWritePieces(t *testing.T) {
 	const wait = time.Second
 	for _, tc := range []struct {
@@ -139,18 +143,37 @@ func TestWritePieces(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := net.Pipe()
-			defer a.Close()
-			defer b.Close()
-			const size = 24 * PieceLen
+			cfg := YamuxConfig(zap.NewNop())
+			client, err := yamux.Client(a, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			server, err := yamux.Server(b, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer server.Close()
+			near, err := client.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			near.Write([]byte{0}) // the stream's opening, for Accept
+			far, err := server.AcceptStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			far.Read(make([]byte, 1))
+			const size = 48 * PieceLen // three windows
 			got := make(chan int, 1)
 			go func() {
 				n := 0
 				buf := make([]byte, PieceLen)
 				for tc.reads < 0 || n < tc.reads*PieceLen {
-					// Each piece a tenth of the bound after the one
-					// before: the whole takes more than twice the bound.
-					time.Sleep(wait / 10)
-					m, err := io.ReadFull(b, buf)
+					// A piece each twentieth of the bound: the whole
+					// takes more than twice the bound.
+					time.Sleep(wait / 20)
+					m, err := io.ReadFull(far, buf)
 					n += m
 					if err != nil || n == size {
 						break
@@ -158,14 +181,15 @@ func TestWritePieces(t *testing.T) {
 				}
 				got <- n
 			}()
-			err := WritePieces(a, make([]byte, size), wait)
+			err = WritePieces(near, make([]byte, size), wait)
 			switch {
-			case tc.fails && !errors.Is(err, os.ErrDeadlineExceeded):
-				t.Fatalf("write to a reader that stopped: %v, want a deadline error", err)
+			case tc.fails && !errors.Is(err, yamux.ErrTimeout):
+				t.Fatalf("write to a reader that stopped: %v, want a timeout", err)
 			case !tc.fails && err != nil:
 				t.Fatalf("write to a slow reader: %v", err)
 			}
-			a.Close()
+			near.Close()
+			far.Close()
 			if n := <-got; !tc.fails && n != size {
 				t.Errorf("read %d, want %d", n, size)
 			}

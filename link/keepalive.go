@@ -15,42 +15,61 @@ const (
 	// pingWait bounds the wait for a ping's answer, and yamux's for room
 	// to send a frame.
 	pingWait = 10 * time.Second
+	// deafWait bounds how long a peer that takes in what is sent, but
+	// sends nothing, not even a ping's answer, is taken for alive: its
+	// kernel takes in for it, up to megabytes, when it has hung.
+	deafWait = time.Minute
 )
 
-// keepalive ends a link whose peer has gone: for interval nothing arrived
-// from it and it took in nothing of what was sent (see drainedWrite), and
-// neither happened while a ping waited for its answer (pingWait).
+// keepalive ends a link whose peer has gone. Each interval in which
+// nothing arrived from the peer, and it took in nothing sent to it (see
+// drainedWrite), it is pinged. The link ends when nothing arrives while
+// the ping waits for its answer (pingWait), and the peer took in nothing
+// meanwhile or has sent nothing for deaf. A peer that stops is found
+// within two intervals and pingWait of its last sign.
 //
-// Either proves the peer alive, the ping's answer or not. A gateway that
+// Anything that arrives proves the peer alive, the ping's answer or not,
+// and so, for a while, does its taking in what is sent: a gateway that
 // reads slowly (a login storm's arrival lines, on a machine shared with
 // other work) has megabytes of the game's output to read before the
-// backend's ping, and before its own ping's answer; a link closed as dead
+// backend's ping, and before its own ping's answer. A link closed as dead
 // then loses that output.
-func keepalive(mux *yamux.Session, c *coalescedConn, interval time.Duration, log *zap.Logger) {
+func keepalive(mux *yamux.Session, c *coalescedConn, interval, deaf time.Duration, log *zap.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	progress := func() uint64 { return c.reads.Load() + c.drained.Load() }
-	seen := progress()
+	reads, drained := c.reads.Load(), c.drained.Load()
+	heard := time.Now() // when something last came from the peer
 	for {
 		select {
 		case <-mux.CloseChan():
 			return
 		case <-t.C:
 		}
-		if n := progress(); n != seen {
-			seen = n
+		r, d := c.reads.Load(), c.drained.Load()
+		if r != reads {
+			heard = time.Now()
+		}
+		busy := r != reads || d != drained && time.Since(heard) < deaf
+		reads, drained = r, d
+		if busy {
 			continue
 		}
 		_, err := mux.Ping()
-		if n := progress(); err == nil || n != seen {
-			seen = n
+		r, d = c.reads.Load(), c.drained.Load()
+		if err == nil || r != reads {
+			heard = time.Now()
+			reads, drained = r, d
 			continue
 		}
-		if errors.Is(err, yamux.ErrSessionShutdown) {
+		if d != drained && time.Since(heard) < deaf {
+			drained = d
+			continue
+		}
+		if mux.IsClosed() || errors.Is(err, yamux.ErrSessionShutdown) {
 			return
 		}
-		log.Warn("link: the peer has said nothing and read nothing; closing the link",
-			zap.Duration("quiet", interval+pingWait), zap.Error(err))
+		log.Warn("link: the peer has said nothing, nor taken in what was sent; closing the link",
+			zap.Duration("since_heard", time.Since(heard).Round(time.Millisecond)), zap.Error(err))
 		mux.Close()
 		return
 	}

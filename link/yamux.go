@@ -42,7 +42,7 @@ func Client(c net.Conn, broken func(), log *zap.Logger) (*yamux.Session, error) 
 	if err != nil {
 		return nil, err
 	}
-	go keepalive(mux, cc, keepaliveInterval, log)
+	go keepalive(mux, cc, keepaliveInterval, deafWait, log)
 	return mux, nil
 }
 
@@ -54,7 +54,7 @@ func Server(c net.Conn, broken func(), log *zap.Logger) (*yamux.Session, error) 
 	if err != nil {
 		return nil, err
 	}
-	go keepalive(mux, cc, keepaliveInterval, log)
+	go keepalive(mux, cc, keepaliveInterval, deafWait, log)
 	return mux, nil
 }
 
