@@ -552,6 +552,13 @@ func (l *Listener) serveLink(c net.Conn) {
 		if err != nil {
 			return
 		}
+		if gl.dead.Load() {
+			// yamux may hand over a stream after broken has run: its
+			// session would miss broken's waking, and spin. Not closed:
+			// on a dead link that would only wait on yamux, which closes
+			// every stream as the link ends.
+			continue
+		}
 		l.wg.Add(1)
 		go l.serveStream(gl, st)
 	}

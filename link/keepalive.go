@@ -26,7 +26,9 @@ const (
 // drainedWrite), it is pinged. The link ends when nothing arrives while
 // the ping waits for its answer (pingWait), and the peer took in nothing
 // meanwhile or has sent nothing for deaf. A peer that stops is found
-// within two intervals and pingWait of its last sign.
+// within two intervals and a ping's wait of its last sign (a ping that
+// waits to be sent, behind a full link, waits up to twice pingWait); one
+// whose kernel takes in for it, within deaf, an interval and that.
 //
 // Anything that arrives proves the peer alive, the ping's answer or not,
 // and so, for a while, does its taking in what is sent: a gateway that
@@ -68,8 +70,11 @@ func keepalive(mux *yamux.Session, c *coalescedConn, interval, deaf time.Duratio
 		if mux.IsClosed() || errors.Is(err, yamux.ErrSessionShutdown) {
 			return
 		}
-		log.Warn("link: the peer has said nothing, nor taken in what was sent; closing the link",
-			zap.Duration("since_heard", time.Since(heard).Round(time.Millisecond)), zap.Error(err))
+		msg := "link: the peer has said nothing, nor taken in what was sent; closing the link"
+		if d != drained {
+			msg = "link: the peer takes in what is sent but has said nothing, nor answered a ping; closing the link"
+		}
+		log.Warn(msg, zap.Duration("since_heard", time.Since(heard).Round(time.Millisecond)), zap.Error(err))
 		mux.Close()
 		return
 	}

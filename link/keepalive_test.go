@@ -16,16 +16,16 @@ import (
 )
 
 // keepaliveLink starts a client session on a over Coalesce, with a
-// keepalive that asks after 10 ms, waits 100 ms for an answer and takes
-// a peer that only takes in for alive for deaf, and a stream whose reader
+// keepalive that asks after 10 ms, waits ping for an answer and takes a
+// peer that only takes in for alive for deaf, and a stream whose reader
 // broken wakes. It returns the session, the stream's read error, whether
 // broken ran, and the log.
-func keepaliveLink(t *testing.T, a net.Conn, deaf time.Duration) (*yamux.Session, <-chan error, <-chan struct{}, *observer.ObservedLogs) {
+func keepaliveLink(t *testing.T, a net.Conn, ping, deaf time.Duration) (*yamux.Session, <-chan error, <-chan struct{}, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(core)
 	cfg := YamuxConfig(log)
-	cfg.ConnectionWriteTimeout = 100 * time.Millisecond
+	cfg.ConnectionWriteTimeout = ping
 	var mu sync.Mutex
 	var st *yamux.Stream
 	broken := make(chan struct{})
@@ -60,9 +60,9 @@ func keepaliveLink(t *testing.T, a net.Conn, deaf time.Duration) (*yamux.Session
 
 // streamWriter keeps the link busy until stop: chunk-sized writes on
 // fresh streams, each stream's first window only (a peer that reads and
-// says nothing sends no window updates). A write that waits longer than
-// the session allows, behind a slow peer, goes on on a new stream (yamux
-// reuses the stream's frame header, which its send loop may still hold).
+// says nothing sends no window updates). A write or an open that waits
+// longer than the session allows, behind a slow peer, goes on on a new
+// stream.
 func streamWriter(mux *yamux.Session, stop <-chan struct{}, chunk int) {
 	buf := make([]byte, chunk)
 	for {
@@ -95,7 +95,7 @@ func TestKeepaliveSilentPeer(t *testing.T) {
 	a, b := net.Pipe()
 	defer b.Close()
 	go io.Copy(io.Discard, b)
-	mux, read, broken, logs := keepaliveLink(t, a, time.Minute)
+	mux, read, broken, logs := keepaliveLink(t, a, 100*time.Millisecond, time.Minute)
 	select {
 	case err := <-read:
 		if err == nil {
@@ -106,9 +106,45 @@ func TestKeepaliveSilentPeer(t *testing.T) {
 	}
 	<-broken
 	<-mux.CloseChan()
-	if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("said nothing").Len(); n != 1 {
-		t.Errorf("%d warnings of the peer saying nothing, want 1: %v", n, logs.All())
+	if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("said nothing, nor taken in").Len(); n != 1 {
+		t.Errorf("%d warnings of the peer saying and taking in nothing, want 1: %v", n, logs.All())
 	}
+}
+
+// TestKeepaliveHeard: a peer that takes in what is sent and speaks now
+// and then, less often than the keepalive asks but more often than deaf,
+// is alive however long the link lasts.
+func TestKeepaliveHeard(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	go io.Copy(io.Discard, b)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		frame := []byte{0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 3, 0xe7} // an answer to no ping
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(150 * time.Millisecond):
+			}
+			b.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := b.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	const deaf = 300 * time.Millisecond
+	mux, _, _, logs := keepaliveLink(t, a, 100*time.Millisecond, deaf)
+	go streamWriter(mux, stop, 64<<10)
+	select {
+	case <-mux.CloseChan():
+		t.Fatalf("the keepalive ended a link whose peer spoke within deaf: %v", logs.FilterLevelExact(zapcore.WarnLevel).All())
+	case <-time.After(10 * deaf):
+	}
+	close(stop)
+	<-done
 }
 
 // TestKeepaliveBusyPeer: a peer that sends, but whose answers to pings
@@ -117,10 +153,11 @@ func TestKeepaliveSilentPeer(t *testing.T) {
 func TestKeepaliveBusyPeer(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
+		ping  time.Duration
 		peer  func(b net.Conn, stop <-chan struct{})
 		local func(mux *yamux.Session, stop <-chan struct{})
 	}{
-		{"it sends", func(b net.Conn, stop <-chan struct{}) {
+		{"it sends", 100 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
 			go io.Copy(io.Discard, b)
 			// The answer to a ping nobody sent: a frame yamux reads
 			// and drops.
@@ -137,20 +174,21 @@ func TestKeepaliveBusyPeer(t *testing.T) {
 				}
 			}
 		}, nil},
-		{"it reads", func(b net.Conn, stop <-chan struct{}) {
+		{"it reads", 100 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
 			io.Copy(io.Discard, b)
 		}, func(mux *yamux.Session, stop <-chan struct{}) {
 			streamWriter(mux, stop, 64<<10)
 		}},
-		{"it reads slowly", func(b net.Conn, stop <-chan struct{}) {
-			// 4 KiB every 2 ms: a batch of a megabyte takes half a
-			// second, longer than the keepalive waits.
+		{"it reads slowly", 300 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
+			// 4 KiB every 4 ms: a piece of 64 KiB in some 65 ms, well
+			// within the ping's wait, and a batch of a megabyte in a
+			// second, well beyond it.
 			buf := make([]byte, 4<<10)
 			for {
 				if _, err := io.ReadFull(b, buf); err != nil {
 					return
 				}
-				time.Sleep(2 * time.Millisecond)
+				time.Sleep(4 * time.Millisecond)
 			}
 		}, func(mux *yamux.Session, stop <-chan struct{}) {
 			streamWriter(mux, stop, 64<<10)
@@ -165,7 +203,7 @@ func TestKeepaliveBusyPeer(t *testing.T) {
 				defer close(done)
 				tc.peer(b, stop)
 			}()
-			mux, read, _, logs := keepaliveLink(t, a, time.Minute)
+			mux, read, _, logs := keepaliveLink(t, a, tc.ping, time.Minute)
 			if tc.local != nil {
 				go tc.local(mux, stop)
 			}
@@ -215,7 +253,7 @@ func TestKeepaliveHungPeer(t *testing.T) {
 	peer := <-acc // never read
 	defer peer.Close()
 	const deaf = 300 * time.Millisecond
-	mux, _, _, logs := keepaliveLink(t, a, deaf)
+	mux, _, _, logs := keepaliveLink(t, a, 100*time.Millisecond, deaf)
 	stop := make(chan struct{})
 	defer close(stop)
 	var sent atomic.Int64
@@ -243,10 +281,10 @@ func TestKeepaliveHungPeer(t *testing.T) {
 	select {
 	case <-mux.CloseChan():
 	case <-time.After(10 * deaf): // the kernels take in what is sent for more than 30 times deaf
-		t.Fatalf("a link to a peer that says nothing is still up after %v (%d KiB taken in by the kernels)",
+		t.Fatalf("a link to a peer that says nothing is still up after %v (%d KiB sent)",
 			time.Since(start).Round(time.Millisecond), sent.Load()>>10)
 	}
-	if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("said nothing").Len(); n != 1 {
-		t.Errorf("%d warnings of the peer saying nothing, want 1: %v", n, logs.All())
+	if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("takes in what is sent").Len(); n != 1 {
+		t.Errorf("%d warnings of the peer taking in and saying nothing, want 1: %v", n, logs.All())
 	}
 }
