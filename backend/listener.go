@@ -311,10 +311,10 @@ func (gl *gatewayLink) wake(id string) {
 	gl.startWriterLocked()
 }
 
-// controlWriteWait bounds a write on the control stream of each
-// link.PieceLen: a gateway that takes in nothing for that long is taken
-// for gone, but one that reads slowly (the held frames queued, up to
-// maxHeldQueue, at a few kilobytes a second) is not.
+// controlWriteWait bounds each piece of a write on the control stream
+// (link.WritePieces): a gateway that takes in nothing for that long is
+// taken for gone, but one that reads slowly is not, however long the held
+// frames queued (up to maxHeldQueue) take.
 const controlWriteWait = 10 * time.Second
 
 // maxHeldQueue bounds the held frames waiting for the control stream's

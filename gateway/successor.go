@@ -411,9 +411,9 @@ func (s *Server) takeSuccessor() *backendLink {
 	return lk
 }
 
-// controlWriteWait bounds a write on the control stream of each
-// link.PieceLen: a backend that takes in nothing for that long is taken
-// for gone.
+// controlWriteWait bounds each piece of a write on the control stream
+// (link.WritePieces): a backend that takes in nothing for that long is
+// taken for gone.
 var controlWriteWait = 5 * time.Second // a variable for tests
 
 // send writes a frame on the control stream. A write that runs out of

@@ -78,7 +78,9 @@ const (
 // closes is marked shut down just before the connection is closed: broken
 // runs then, on the goroutine already running, rather than once the
 // receive goroutine, among the spinners, is scheduled to see its read fail.
-func Coalesce(c net.Conn, broken func()) net.Conn {
+func Coalesce(c net.Conn, broken func()) net.Conn { return newCoalesced(c, broken) }
+
+func newCoalesced(c net.Conn, broken func()) *coalescedConn {
 	cc := &coalescedConn{Conn: c, broken: broken}
 	cc.cond.L = &cc.mu
 	return cc

@@ -29,14 +29,14 @@ func keepaliveLink(t *testing.T, a net.Conn, ping, deaf time.Duration) (*yamux.S
 	var mu sync.Mutex
 	var st *yamux.Stream
 	broken := make(chan struct{})
-	cc := Coalesce(a, func() {
+	cc := newCoalesced(a, func() {
 		mu.Lock()
 		if st != nil {
 			st.SetReadDeadline(time.Now())
 		}
 		mu.Unlock()
 		close(broken)
-	}).(*coalescedConn)
+	})
 	mux, err := yamux.Client(cc, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package link
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -37,20 +38,18 @@ func YamuxConfig(log *zap.Logger) *yamux.Config {
 // done: yamux, its writes coalesced, broken run before yamux learns of the
 // link's end (see Coalesce), and the link's keepalive.
 func Client(c net.Conn, broken func(), log *zap.Logger) (*yamux.Session, error) {
-	cc := Coalesce(c, broken).(*coalescedConn)
-	mux, err := yamux.Client(cc, YamuxConfig(log))
-	if err != nil {
-		return nil, err
-	}
-	go keepalive(mux, cc, keepaliveInterval, deafWait, log)
-	return mux, nil
+	return start(c, broken, log, yamux.Client)
 }
 
 // Server starts the backend's side of a link on c, as Client does the
 // gateway's.
 func Server(c net.Conn, broken func(), log *zap.Logger) (*yamux.Session, error) {
-	cc := Coalesce(c, broken).(*coalescedConn)
-	mux, err := yamux.Server(cc, YamuxConfig(log))
+	return start(c, broken, log, yamux.Server)
+}
+
+func start(c net.Conn, broken func(), log *zap.Logger, side func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error)) (*yamux.Session, error) {
+	cc := newCoalesced(c, broken)
+	mux, err := side(cc, YamuxConfig(log))
 	if err != nil {
 		return nil, err
 	}
