@@ -112,8 +112,8 @@ func TestKeepaliveSilentPeer(t *testing.T) {
 }
 
 // TestKeepaliveHeard: a peer that takes in what is sent and speaks now
-// and then, less often than the keepalive asks but more often than deaf,
-// is alive however long the link lasts.
+// and then, less often than a ping waits for its answer but more often
+// than deaf, is alive however long the link lasts.
 func TestKeepaliveHeard(t *testing.T) {
 	a, b := net.Pipe()
 	defer b.Close()
@@ -127,7 +127,7 @@ func TestKeepaliveHeard(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(150 * time.Millisecond):
+			case <-time.After(600 * time.Millisecond): // longer than a ping waits
 			}
 			b.SetWriteDeadline(time.Now().Add(time.Second))
 			if _, err := b.Write(frame); err != nil {
@@ -135,13 +135,13 @@ func TestKeepaliveHeard(t *testing.T) {
 			}
 		}
 	}()
-	const deaf = 300 * time.Millisecond
-	mux, _, _, logs := keepaliveLink(t, a, 100*time.Millisecond, deaf)
+	const deaf = time.Second
+	mux, _, _, logs := keepaliveLink(t, a, 300*time.Millisecond, deaf)
 	go streamWriter(mux, stop, 64<<10)
 	select {
 	case <-mux.CloseChan():
 		t.Fatalf("the keepalive ended a link whose peer spoke within deaf: %v", logs.FilterLevelExact(zapcore.WarnLevel).All())
-	case <-time.After(10 * deaf):
+	case <-time.After(5 * deaf):
 	}
 	close(stop)
 	<-done
@@ -157,7 +157,7 @@ func TestKeepaliveBusyPeer(t *testing.T) {
 		peer  func(b net.Conn, stop <-chan struct{})
 		local func(mux *yamux.Session, stop <-chan struct{})
 	}{
-		{"it sends", 100 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
+		{"it sends", 300 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
 			go io.Copy(io.Discard, b)
 			// The answer to a ping nobody sent: a frame yamux reads
 			// and drops.
@@ -174,21 +174,21 @@ func TestKeepaliveBusyPeer(t *testing.T) {
 				}
 			}
 		}, nil},
-		{"it reads", 100 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
+		{"it reads", 300 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
 			io.Copy(io.Discard, b)
 		}, func(mux *yamux.Session, stop <-chan struct{}) {
 			streamWriter(mux, stop, 64<<10)
 		}},
-		{"it reads slowly", 300 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
-			// 4 KiB every 4 ms: a piece of 64 KiB in some 65 ms, well
-			// within the ping's wait, and a batch of a megabyte in a
-			// second, well beyond it.
+		{"it reads slowly", 500 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
+			// 4 KiB every 8 ms: a piece of 64 KiB in some 130 ms, well
+			// within the ping's wait, and a batch of a megabyte in two
+			// seconds, well beyond it.
 			buf := make([]byte, 4<<10)
 			for {
 				if _, err := io.ReadFull(b, buf); err != nil {
 					return
 				}
-				time.Sleep(4 * time.Millisecond)
+				time.Sleep(8 * time.Millisecond)
 			}
 		}, func(mux *yamux.Session, stop <-chan struct{}) {
 			streamWriter(mux, stop, 64<<10)
@@ -207,11 +207,11 @@ func TestKeepaliveBusyPeer(t *testing.T) {
 			if tc.local != nil {
 				go tc.local(mux, stop)
 			}
-			// Ten times the quiet a silent peer is allowed.
+			// Several times the quiet a silent peer is allowed.
 			select {
 			case <-mux.CloseChan():
 				t.Fatalf("the keepalive ended a link whose peer was busy: %v", logs.FilterLevelExact(zapcore.WarnLevel).All())
-			case <-time.After(2 * time.Second):
+			case <-time.After(3 * time.Second):
 			}
 			close(stop)
 			if tc.name == "it reads slowly" {
