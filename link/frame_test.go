@@ -130,9 +130,9 @@ func TestFrameTypesNamed(t *testing.T) {
 // time, goes through, however long the whole takes; one to a reader that
 // stops fails within the bound. yamux gives a stream's writer room again
 // once the reader has taken half the window (128 KiB): the reader here
-// takes that in less than the bound.
+// takes that in a fifth of the bound.
 func TestWritePieces(t *testing.T) {
-	const wait = time.Second
+	const wait = 2 * time.Second
 	for _, tc := range []struct {
 		name  string
 		reads int // pieces read before the reader stops; -1: all
@@ -164,15 +164,16 @@ func TestWritePieces(t *testing.T) {
 				t.Fatal(err)
 			}
 			far.Read(make([]byte, 1))
-			const size = 48 * PieceLen // three windows
+			const size = 96 * PieceLen // six windows
 			got := make(chan int, 1)
 			go func() {
 				n := 0
 				buf := make([]byte, PieceLen)
 				for tc.reads < 0 || n < tc.reads*PieceLen {
-					// A piece each twentieth of the bound: the whole
-					// takes more than twice the bound.
-					time.Sleep(wait / 20)
+					// A piece each fortieth of the bound: half a
+					// window in a fifth of it, the whole in more than
+					// twice it.
+					time.Sleep(wait / 40)
 					m, err := io.ReadFull(far, buf)
 					n += m
 					if err != nil || n == size {
