@@ -2,12 +2,8 @@ package gateway
 
 import (
 	"bytes"
-	"net"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/yamux"
-	"go.uber.org/zap"
 
 	"holdfast/internal/netx"
 	"holdfast/link"
@@ -21,27 +17,9 @@ func TestControlSendTimeout(t *testing.T) {
 	wait := controlWriteWait
 	controlWriteWait = 100 * time.Millisecond
 	t.Cleanup(func() { controlWriteWait = wait })
-	a, b := net.Pipe()
-	client, err := yamux.Client(a, link.YamuxConfig(zap.NewNop()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	server, err := yamux.Server(b, link.YamuxConfig(zap.NewNop()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.Close() })
-	ctrl, err := client.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	far, err := server.AcceptStream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctrl, far, client := yamuxLink(t)
 	lk := &backendLink{mux: client, ctrl: ctrl}
-	err = lk.send(link.FrameMSSP, bytes.Repeat([]byte("x"), 512<<10))
+	err := lk.send(link.FrameMSSP, bytes.Repeat([]byte("x"), 512<<10))
 	if !netx.IsTimeout(err) {
 		t.Fatalf("send past the window to a backend that reads nothing: %v, want a timeout", err)
 	}

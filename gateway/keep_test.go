@@ -104,6 +104,13 @@ func TestHeldTakenWhileMoving(t *testing.T) {
 // yamuxPair returns the two ends of a stream over yamux on a pipe.
 func yamuxPair(t *testing.T) (near, far *yamux.Stream) {
 	t.Helper()
+	near, far, _ = yamuxLink(t)
+	return near, far
+}
+
+// yamuxLink is yamuxPair with the near stream's session.
+func yamuxLink(t *testing.T) (near, far *yamux.Stream, client *yamux.Session) {
+	t.Helper()
 	a, b := net.Pipe()
 	client, err := yamux.Client(a, link.YamuxConfig(zap.NewNop()))
 	if err != nil {
@@ -121,7 +128,7 @@ func yamuxPair(t *testing.T) (near, far *yamux.Stream) {
 	if far, err = server.AcceptStream(); err != nil {
 		t.Fatal(err)
 	}
-	return near, far
+	return near, far, client
 }
 
 // TestTakenBeforeMoveSent: a page frozen in an upgrade, held, whose
