@@ -37,6 +37,18 @@ type env struct {
 	logs    *observer.ObservedLogs
 }
 
+// eventually waits, until waitFor has passed, for cond to hold.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, waitFor)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, with the deadline above
+	}
+}
+
 // waitLog waits until the gateway has logged msg.
 func (e *env) waitLog(msg string) {
 	e.t.Helper()

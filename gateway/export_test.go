@@ -54,3 +54,7 @@ func (s *Server) HeldInput() int {
 	}
 	return n
 }
+
+// SlowestAnswer is how late, beyond its round trip, the slowest of the
+// latest clients answered the telnet offers.
+func (s *Server) SlowestAnswer() time.Duration { return s.answers.slowest(time.Now()) }

@@ -155,6 +155,7 @@ type Server struct {
 	parker   *parker    // idle players' sockets, waiting without a reader each; nil: none
 	drain    drainState
 	stowedN  atomic.Int64 // sessions stowed since the last sweep
+	answers  answerDelays // how late the latest clients answered the telnet offers
 }
 
 func (s *Server) log() *zap.Logger {

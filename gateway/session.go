@@ -267,6 +267,11 @@ type playerReader struct {
 	large       bool            // the last read filled its buffer
 	negotiating bool
 	overflow    []byte // what came past the held-input bound while negotiating
+	// offered is when the telnet offers went out, while the client has
+	// not answered them and its answer would still tell how slow clients
+	// are; rtt is the client's round trip then.
+	offered time.Time
+	rtt     time.Duration
 	// linger is how long a read waits before the reader parks the session
 	// instead; zero: it waits as long as it takes. quiet is set when it
 	// waited that long for nothing.
@@ -307,6 +312,9 @@ func (r *playerReader) read() bool {
 		s.srv.metrics.bytesIn.Add(float64(n))
 		// Decoded in place: the decoder never writes ahead of its input.
 		data := s.fromPlayer(b[:0], b[:n])
+		if !r.offered.IsZero() {
+			r.listen()
+		}
 		if r.negotiating && len(data) > 0 {
 			// Not attached yet, so nothing would make room: input past
 			// the bound ends the wait instead, and is held after.
@@ -341,6 +349,21 @@ func (r *playerReader) read() bool {
 	return true
 }
 
+// listen records how late the client answered the offers, once it has.
+// An answer later than negotiationWait says nothing new: no client waits
+// longer than that.
+func (r *playerReader) listen() {
+	now := time.Now()
+	since := now.Sub(r.offered)
+	switch {
+	case since > negotiationWait:
+		r.offered = time.Time{}
+	case r.s.spoken():
+		r.s.srv.answers.observe(now, since-r.rtt)
+		r.offered = time.Time{}
+	}
+}
+
 // readPlayer reads the player's socket until it closes, holding input and
 // passing it to the backend when one is attached. It first makes the
 // gateway's telnet offers and gives the client a moment to answer them, so
@@ -356,7 +379,11 @@ func (s *session) readPlayer(done chan struct{}) {
 	s.engine.Start()
 	s.tmu.Unlock()
 	start := time.Now()
-	deadline := start.Add(silentWait(s.conn))
+	wait, rtt, known := s.srv.silentWait(s.conn, start)
+	if known {
+		r.offered, r.rtt = start, rtt
+	}
+	deadline := start.Add(wait)
 	s.conn.SetReadDeadline(deadline)
 	for !s.settled() && len(r.overflow) == 0 && time.Now().Before(deadline) {
 		if !r.read() {

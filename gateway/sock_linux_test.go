@@ -14,23 +14,36 @@ type rawConn struct{ net.Conn }
 func (r rawConn) Raw() net.Conn { return r.Conn }
 
 // TestSilentWait: a client on a nearby network gets a few of its
-// round trips, not the whole wait; one whose round trip is unknown, or
-// is a proxy's, gets the whole wait.
+// round trips, not the whole wait, unless the clients that answered
+// lately took longer; one whose round trip is unknown, or is a proxy's,
+// gets the whole wait.
 func TestSilentWait(t *testing.T) {
 	_, server := testnet.TCPPair(t)
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()
+	now := time.Now()
 	for _, tc := range []struct {
 		name     string
 		c        net.Conn
+		answers  map[time.Duration]time.Duration // how late, how long ago
 		min, max time.Duration
 	}{
-		{"loopback", server, minNegotiationWait, negotiationWait - 1},
-		{"through a proxy", rawConn{server}, negotiationWait, negotiationWait},
-		{"no TCP", p1, negotiationWait, negotiationWait},
+		{"loopback", server, nil, minNegotiationWait, 5 * minNegotiationWait},
+		{"loopback, a client answered 30 ms late", server,
+			map[time.Duration]time.Duration{30 * time.Millisecond: time.Second}, 60 * time.Millisecond, 70 * time.Millisecond},
+		{"loopback, one answered later than the whole wait", server,
+			map[time.Duration]time.Duration{time.Second: time.Second}, negotiationWait, negotiationWait},
+		{"loopback, a slow answer forgotten", server,
+			map[time.Duration]time.Duration{100 * time.Millisecond: answerMemory}, minNegotiationWait, 5 * minNegotiationWait},
+		{"through a proxy", rawConn{server}, nil, negotiationWait, negotiationWait},
+		{"no TCP", p1, nil, negotiationWait, negotiationWait},
 	} {
-		if got := silentWait(tc.c); got < tc.min || got > tc.max {
+		var srv Server
+		for late, ago := range tc.answers {
+			srv.answers.observe(now.Add(-ago), late)
+		}
+		if got, _, _ := srv.silentWait(tc.c, now); got < tc.min || got > tc.max {
 			t.Errorf("%s: %v, want between %v and %v", tc.name, got, tc.min, tc.max)
 		}
 	}

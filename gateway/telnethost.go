@@ -13,27 +13,31 @@ import (
 // client to answer the telnet offers before the backend sees it.
 const negotiationWait = 300 * time.Millisecond
 
-// A client answers the offers about one round trip after they go out. So
-// a client that has said nothing in telnet after negotiationTrips round
-// trips (at least minNegotiationWait, for a busy client, and at most
-// negotiationWait) is taken for one that never will (a plain TCP client,
-// a bot, a crawler), and is not kept waiting as if it were on the far
-// side of the world. A client that has spoken gets the whole
-// negotiationWait to finish. One that answers later still tells the game,
-// in a facts update. A player behind a proxy (a PROXY header) may wait
-// the whole negotiationWait: the round trip known is the proxy's.
+// A client that has said nothing in telnet after negotiationTrips round
+// trips, and after the time recent clients took to answer beyond theirs
+// (answers.go), is taken for one that never will (a plain TCP client, a
+// bot, a crawler), and is not kept waiting as if it were on the far side
+// of the world. minNegotiationWait is for what neither shows, a client on
+// this machine descheduled at the wrong moment. A client that has spoken
+// gets the whole negotiationWait to finish. One that answers later still
+// tells the game, in a facts update. A player behind a proxy (a PROXY
+// header) may wait the whole negotiationWait: the round trip known is the
+// proxy's.
 const (
 	negotiationTrips   = 4
-	minNegotiationWait = 100 * time.Millisecond
+	minNegotiationWait = 10 * time.Millisecond
 )
 
-// silentWait returns how long the client on c gets to say something.
-func silentWait(c net.Conn) time.Duration {
-	rtt, ok := roundTrip(c)
+// silentWait returns how long the client on c gets to say something, and
+// its round trip; ok is false where the round trip is not known, and the
+// client gets the whole negotiationWait.
+func (srv *Server) silentWait(c net.Conn, now time.Time) (wait, rtt time.Duration, ok bool) {
+	rtt, ok = roundTrip(c)
 	if !ok {
-		return negotiationWait
+		return negotiationWait, 0, false
 	}
-	return min(negotiationWait, max(minNegotiationWait, negotiationTrips*rtt))
+	slow := rtt + 2*srv.answers.slowest(now)
+	return min(negotiationWait, max(minNegotiationWait, negotiationTrips*rtt, slow)), rtt, true
 }
 
 // The GMCP handshake messages kept for each new backend: at most

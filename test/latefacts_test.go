@@ -16,10 +16,7 @@ import (
 // is already up): a session opened half-way greets the player as terminal
 // HFTEST with MTTS 0, and a client that types ahead of its answers asks
 // `session` before the rest arrives. Each client says something in telnet
-// as soon as it connects (a NOP), so that however long the loaded machine
-// takes to run its answers, the gateway knows it for a telnet client and
-// gives it the whole wait (a client that has said nothing after a few round
-// trips is taken for a raw socket).
+// as soon as it connects (dialMUD), so it gets the whole wait.
 func TestFactsWhileBackendLinks(t *testing.T) {
 	sys := startSystem(t)
 	const rounds, players = 8, 10
@@ -27,7 +24,6 @@ func TestFactsWhileBackendLinks(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range players {
 			m := dialMUD(t, sys.telnet, telnet.OptTTYPE, telnet.OptNAWS, telnet.OptGMCP, telnet.OptMCCP2)
-			m.write([]byte{telnet.IAC, telnet.NOP})
 			m.ttypes = []string{"HFTEST", "XTERM-256COLOR", "MTTS 271", "MTTS 271"}
 			// Within the gateway's wait for answers, but long enough for
 			// the backend to link meanwhile.

@@ -52,6 +52,14 @@ func dialMUD(t *testing.T, addr string, agree ...byte) *mudClient {
 		m.agree[o] = true
 	}
 	m.raw = &mccpWatch{m: m}
+	// It says something in telnet as soon as it connects (a NOP), so that
+	// however long this loaded machine takes to run its answers, the
+	// gateway knows it for a telnet client and waits for them: a client
+	// that says nothing for a few round trips is taken for a raw socket,
+	// and its answers reach the game after its greeting.
+	if err := m.write([]byte{telnet.IAC, telnet.NOP}); err != nil {
+		t.Fatal(err)
+	}
 	return m
 }
 
