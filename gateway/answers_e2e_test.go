@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -37,5 +38,68 @@ func TestSlowAnswerLengthensSilentWait(t *testing.T) {
 	e.dial() // says nothing
 	if waited := (<-opened).Sub(t0); waited < 2*(late-5*time.Millisecond) {
 		t.Errorf("a silent client was given %v after a client answered %v late", waited, late)
+	}
+}
+
+// TestLateAnswersOneUpdate: a client that answers the offers after its
+// session opened runs its terminal type cycle, a round trip for each
+// answer; the game hears of it once, when the cycle is over, not of the
+// client's name as its terminal after the first answer.
+func TestLateAnswersOneUpdate(t *testing.T) {
+	e := newEnv(t, nil)
+	facts := make(chan backend.Facts, 10)
+	opened := make(chan backend.Facts, 1)
+	e.backend(func(s *backend.Session) {
+		s.OnFacts(func(f backend.Facts) { facts <- f })
+		opened <- s.Facts()
+		s.ReadLine()
+	})
+	e.waitLog("gateway: backend linked")
+	p := e.dial()
+	p.conn.SetReadDeadline(time.Now().Add(waitFor))
+	var seen []byte
+	await := func(want string) {
+		t.Helper()
+		for !strings.Contains(string(seen), want) {
+			b := make([]byte, 256)
+			n, err := p.conn.Read(b)
+			if err != nil {
+				t.Fatalf("waiting for %q: %v (got %q)", want, err, seen)
+			}
+			seen = append(seen, b[:n]...)
+		}
+		seen = seen[strings.Index(string(seen), want)+len(want):]
+	}
+	const iac, will, wont, dont, sb, se = "\xff", "\xfb", "\xfc", "\xfe", "\xfa", "\xf0"
+	ttypeSend, is := iac+sb+"\x18\x01"+iac+se, func(v string) string { return iac + sb + "\x18\x00" + v + iac + se }
+
+	await(iac + will) // the offers
+	if f := <-opened; f.Terminal != "" {
+		t.Fatalf("the session opened with terminal %q before the client answered", f.Terminal)
+	}
+	start := time.Now()
+	refuse := iac + wont + "\x1f" + iac + wont + "\x27" // NAWS, NEW-ENVIRON
+	for _, opt := range []string{"\x19", "\x2a", "\x46", "\x56", "\xc9"} {
+		refuse += iac + dont + opt // EOR, CHARSET, MSSP, MCCP2, GMCP
+	}
+	p.send(iac + will + "\x18" + refuse)
+	for _, v := range []string{"TESTCLIENT", "XTERM-256COLOR", "MTTS 15"} {
+		await(ttypeSend)
+		p.send(is(v))
+	}
+	answered := time.Since(start)
+	var f backend.Facts
+	select {
+	case f = <-facts:
+	case <-time.After(waitFor):
+		t.Fatal("the late answers never reached the game")
+	}
+	if answered > 200*time.Millisecond {
+		// Past the gateway's whole wait: it has sent what it had then.
+		t.Logf("the machine took %v for the cycle; its first update: %+v", answered, f)
+		return
+	}
+	if f.Terminal != "XTERM-256COLOR" || f.ClientName != "TESTCLIENT" || f.MTTS != 15 {
+		t.Errorf("the game first heard %+v, want the whole cycle", f)
 	}
 }

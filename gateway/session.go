@@ -268,10 +268,16 @@ type playerReader struct {
 	negotiating bool
 	overflow    []byte // what came past the held-input bound while negotiating
 	// offered is when the telnet offers went out, while the client has
-	// not answered them and its answer would still tell how slow clients
-	// are; rtt is the client's round trip then.
+	// answered none of them and its answer would still tell how slow
+	// clients are; rtt is the client's round trip then, and offers how
+	// many answers it owes.
 	offered time.Time
 	rtt     time.Duration
+	offers  int
+	// lateUntil is when the client's answers stop being waited for, while
+	// its session has opened before they were all in: what they tell is
+	// held for one update (see fromPlayer).
+	lateUntil time.Time
 	// linger is how long a read waits before the reader parks the session
 	// instead; zero: it waits as long as it takes. quiet is set when it
 	// waited that long for nothing.
@@ -303,6 +309,10 @@ func (r *playerReader) read() bool {
 		b = large[:]
 	}
 	n, err := s.conn.Read(b)
+	var read time.Time
+	if !r.offered.IsZero() || !r.lateUntil.IsZero() {
+		read = time.Now() // how late the client answers, taken before the work of its answer
+	}
 	r.quiet = false
 	// A read that filled its buffer left more to read at once; one that
 	// did not may wait for the next line, and waits with the small buffer.
@@ -311,9 +321,13 @@ func (r *playerReader) read() bool {
 		s.bytesIn.Add(uint64(n))
 		s.srv.metrics.bytesIn.Add(float64(n))
 		// Decoded in place: the decoder never writes ahead of its input.
-		data := s.fromPlayer(b[:0], b[:n])
+		data, settled := s.fromPlayer(b[:0], b[:n], r.lateUntil)
 		if !r.offered.IsZero() {
-			r.listen()
+			r.listen(read)
+		}
+		if !r.lateUntil.IsZero() && (settled || !read.Before(r.lateUntil)) {
+			r.lateUntil = time.Time{}
+			s.flushFacts()
 		}
 		if r.negotiating && len(data) > 0 {
 			// Not attached yet, so nothing would make room: input past
@@ -349,17 +363,18 @@ func (r *playerReader) read() bool {
 	return true
 }
 
-// listen records how late the client answered the offers, once it has.
-// An answer later than negotiationWait says nothing new: no client waits
-// longer than that.
-func (r *playerReader) listen() {
-	now := time.Now()
-	since := now.Sub(r.offered)
+// listen records how late the client answered the offers, once a read
+// at time read brings its first answer to one of them: a telnet command
+// sent before it had them (a NOP at connect) says nothing of how long it
+// takes. An answer later than negotiationWait says nothing new: no
+// client waits longer than that.
+func (r *playerReader) listen(read time.Time) {
+	since := read.Sub(r.offered)
 	switch {
 	case since > negotiationWait:
 		r.offered = time.Time{}
-	case r.s.spoken():
-		r.s.srv.answers.observe(now, since-r.rtt)
+	case r.s.awaiting() < r.offers:
+		r.s.srv.answers.observe(read, since-r.rtt)
 		r.offered = time.Time{}
 	}
 }
@@ -381,11 +396,22 @@ func (s *session) readPlayer(done chan struct{}) {
 	start := time.Now()
 	wait, rtt, known := s.srv.silentWait(s.conn, start)
 	if known {
-		r.offered, r.rtt = start, rtt
+		r.offered, r.rtt, r.offers = start, rtt, s.awaiting()
 	}
 	deadline := start.Add(wait)
 	s.conn.SetReadDeadline(deadline)
-	for !s.settled() && len(r.overflow) == 0 && time.Now().Before(deadline) {
+	late := false
+	for !s.settled() && len(r.overflow) == 0 {
+		if !time.Now().Before(deadline) {
+			// A reader descheduled past the deadline has not seen what
+			// came within it (a read past the deadline reads nothing):
+			// it reads once more, if there is something to read.
+			if late || !unread(s.conn) {
+				break
+			}
+			late = true
+			s.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+		}
 		if !r.read() {
 			return
 		}
@@ -396,6 +422,9 @@ func (s *session) readPlayer(done chan struct{}) {
 	}
 	s.conn.SetReadDeadline(time.Time{})
 	r.negotiating = false
+	if !s.settled() {
+		r.lateUntil = start.Add(negotiationWait)
+	}
 	s.mu.Lock()
 	s.to(evNegotiated)
 	s.mu.Unlock()

@@ -93,3 +93,22 @@ func plainSocket(c net.Conn) syscall.Conn {
 	}
 	return nil
 }
+
+// unread reports whether bytes from the player wait in the kernel for the
+// socket's next read. Only for a plain socket: under TLS or a PROXY
+// header a wrapper may hold some already.
+func unread(c net.Conn) bool {
+	sc := plainSocket(c)
+	if sc == nil {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	rc.Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	})
+	return n > 0
+}

@@ -48,3 +48,37 @@ func TestSilentWait(t *testing.T) {
 		}
 	}
 }
+
+// TestUnread: bytes the player sent that no read has taken are seen; a
+// socket with none, a wrapped one, or one that is no socket has none.
+func TestUnread(t *testing.T) {
+	client, server := testnet.TCPPair(t)
+	if unread(server) {
+		t.Fatal("unread bytes before the client sent any")
+	}
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !unread(server) {
+		if time.Now().After(deadline) {
+			t.Fatal("the byte the client sent is not seen")
+		}
+		time.Sleep(time.Millisecond) // loopback delivers at once; polling with the deadline above
+	}
+	if unread(rawConn{server}) {
+		t.Error("a PROXY-wrapped socket has unread bytes: its wrapper may hold more")
+	}
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	if unread(p1) {
+		t.Error("a pipe has unread bytes")
+	}
+	if _, err := server.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if unread(server) {
+		t.Error("unread bytes after the read took them")
+	}
+}

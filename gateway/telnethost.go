@@ -57,15 +57,23 @@ const factsInterval = 200 * time.Millisecond
 
 // fromPlayer runs the telnet engine over bytes from the player, appends
 // the application input to dst, and passes what the engine learnt on to
-// the backend.
-func (s *session) fromPlayer(dst, src []byte) []byte {
+// the backend. Until holdUntil, while the client's answers to the offers
+// are still coming (it answered after its session opened), what it
+// learnt is held back for one update once they are all in, or at
+// holdUntil: a game told half of them (the client's name for its
+// terminal) would act on that. settled reports that they are all in.
+func (s *session) fromPlayer(dst, src []byte, holdUntil time.Time) (_ []byte, settled bool) {
 	s.tmu.Lock()
 	dst = s.engine.Feed(dst, src)
 	changed := s.engine.TakeChanged()
 	f := s.engine.Facts()
 	gmcp := s.engine.TakeGMCP()
+	settled = s.engine.Settled()
 	s.tmu.Unlock()
-	if changed {
+	switch {
+	case changed && !settled && time.Now().Before(holdUntil):
+		s.holdFacts(f, holdUntil)
+	case changed:
 		s.learnt(f)
 	}
 	for _, m := range gmcp {
@@ -74,7 +82,7 @@ func (s *session) fromPlayer(dst, src []byte) []byte {
 		}
 		s.toBackend(link.FrameGMCPIn, m)
 	}
-	return dst
+	return dst, settled
 }
 
 // keepHello keeps a GMCP handshake message for each new backend, within
@@ -122,6 +130,35 @@ func (s *session) learnt(t telnet.Facts) {
 	f := mergeFacts(s.Facts, t)
 	s.factsDirty |= f.Diff(&s.Facts)
 	s.Facts = f
+	s.mu.Unlock()
+	s.sendFacts(false)
+}
+
+// holdFacts takes what the engine knows into the session's facts, and
+// sends the backend what changed at until, or at the end of an interval
+// under way, whichever is first; flushFacts sends them sooner.
+func (s *session) holdFacts(t telnet.Facts, until time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := mergeFacts(s.Facts, t)
+	s.factsDirty |= f.Diff(&s.Facts)
+	s.Facts = f
+	if s.factsTimer == nil && s.cond.phase != phaseGone {
+		s.factsTimer = time.AfterFunc(time.Until(until), func() { s.sendFacts(true) })
+	}
+}
+
+// flushFacts sends the facts that changed at once, if any, whatever
+// interval or hold is under way.
+func (s *session) flushFacts() {
+	s.mu.Lock()
+	if s.factsDirty == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if s.factsTimer != nil && s.factsTimer.Stop() {
+		s.factsTimer = nil
+	}
 	s.mu.Unlock()
 	s.sendFacts(false)
 }
@@ -218,6 +255,12 @@ func (s *session) spoken() bool {
 	s.tmu.Lock()
 	defer s.tmu.Unlock()
 	return s.engine.Spoken()
+}
+
+func (s *session) awaiting() int {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	return s.engine.Awaiting()
 }
 
 func (s *session) settled() bool {

@@ -469,7 +469,7 @@ func (ss *session) drainInput() {
 		n, err := ss.conn.Read(buf)
 		if n > 0 {
 			ss.bytesIn.Add(uint64(n))
-			data := ss.fromPlayer(buf[:0], buf[:n])
+			data, _ := ss.fromPlayer(buf[:0], buf[:n], time.Time{})
 			ss.mu.Lock()
 			ss.In = append(ss.In, data...)
 			ss.mu.Unlock()

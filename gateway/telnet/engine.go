@@ -161,6 +161,9 @@ func (e *Engine) Start() {
 // telnet client, not a raw socket.
 func (e *Engine) Spoken() bool { return e.spoken }
 
+// Awaiting returns how many of the offers made at Start await an answer.
+func (e *Engine) Awaiting() int { return e.pending }
+
 // Settled reports whether every offer made at Start has been answered and
 // the terminal type cycle is over, so that the facts are as complete as
 // they will get without waiting.
