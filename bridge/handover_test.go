@@ -117,7 +117,7 @@ func waitListening(t *testing.T, b *Bridge) {
 // and of the decoder survives the trip; a field added and not carried fails
 // here.
 func TestRecordCarriesEverything(t *testing.T) {
-	n := negotiator{mssp: true, ttypes: 2, environ: true}
+	n := negotiator{mssp: true, ttypes: 2, environ: true, factsBy: time.Now().Round(0), ttypeAsked: 1, charsetAsked: []byte(";UTF-8")}
 	n.us.set(24, true)
 	n.him.set(201, true)
 	d := decoder{st: decSB, back: decCR, verb: telnet.DO, opt: 201, sb: []byte("Core"), truncated: true}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"holdfast/backend"
 	"holdfast/gateway/telnet"
@@ -69,6 +70,63 @@ type negotiator struct {
 	us, him optSet // options on, on the bridge's side and on the game's
 	ttypes  int    // TTYPE answers given since the option went on
 	environ bool   // a NEW-ENVIRON SEND answered since the option went on
+
+	// factsBy is when the client's answers stop being awaited: the
+	// gateway opens a session whose client has said nothing for a few
+	// round trips, and passes its answers on if they come (lateFactsWait).
+	// Until then, with no terminal type known, the game's questions that
+	// need them wait (see answerLate).
+	factsBy      time.Time
+	ttypeAsked   int    // TTYPE SENDs waiting for the facts
+	charsetAsked []byte // a CHARSET REQUEST's offer waits for the facts
+}
+
+// lateFactsWait is how long after a new session comes the bridge waits
+// for the client's answers to reach it, at most: the gateway waits for
+// them 300 ms from its offers, which went out before the session came.
+const lateFactsWait = 300 * time.Millisecond
+
+// maxTTYPEAsked bounds the TTYPE SENDs answered once the facts are in:
+// the cycle is three answers long.
+const maxTTYPEAsked = 4
+
+// maxCharsetAsked bounds a CHARSET REQUEST kept while it waits: a game
+// offers a few names.
+const maxCharsetAsked = 1 << 10
+
+// awaitingFacts reports whether the client may still tell its terminal.
+func (n *negotiator) awaitingFacts(now time.Time) bool {
+	return n.facts.Terminal == "" && now.Before(n.factsBy)
+}
+
+// lateQuestions returns when the questions waiting for the facts are
+// answered whatever the facts say then; zero with none waiting.
+func (n *negotiator) lateQuestions() time.Time {
+	if n.ttypeAsked == 0 && n.charsetAsked == nil {
+		return time.Time{}
+	}
+	return n.factsBy
+}
+
+// answerLate appends the answers to the questions that waited for the
+// facts, once they are in or no longer awaited.
+func (n *negotiator) answerLate(b []byte, now time.Time) []byte {
+	if n.awaitingFacts(now) {
+		return b
+	}
+	for ; n.ttypeAsked > 0; n.ttypeAsked-- {
+		if n.us.has(telnet.OptTTYPE) {
+			b = telnet.AppendSubneg(b, telnet.OptTTYPE, append([]byte{ttypeIS}, n.nextTTYPE()...))
+		}
+	}
+	if n.charsetAsked != nil {
+		p := n.charsetAsked
+		n.charsetAsked = nil
+		if n.us.has(telnet.OptCharset) || n.him.has(telnet.OptCharset) {
+			b = telnet.AppendSubneg(b, telnet.OptCharset, n.charset(p))
+		}
+	}
+	return b
 }
 
 // settled reports whether the game has asked for what it wants to know
@@ -165,11 +223,22 @@ func (n *negotiator) subneg(b []byte, opt byte, p []byte) []byte {
 	case len(p) == 0:
 		return b
 	case opt == telnet.OptTTYPE && n.us.has(opt) && p[0] == ttypeSEND:
+		if n.ttypeAsked > 0 || n.awaitingFacts(time.Now()) {
+			// Answered when the facts are in, in order; a game asks a
+			// few times, one answer at a time: one that asks on and on
+			// is answered once for many.
+			n.ttypeAsked = min(n.ttypeAsked+1, maxTTYPEAsked)
+			return b
+		}
 		return telnet.AppendSubneg(b, opt, append([]byte{ttypeIS}, n.nextTTYPE()...))
 	case opt == telnet.OptNewEnviron && n.us.has(opt) && p[0] == envSEND:
 		n.environ = true
 		return telnet.AppendSubneg(b, opt, n.environVars(p[1:]))
 	case opt == telnet.OptCharset && (n.us.has(opt) || n.him.has(opt)) && p[0] == charsetREQUEST:
+		if n.awaitingFacts(time.Now()) && len(p) <= maxCharsetAsked {
+			n.charsetAsked = bytes.Clone(p[1:]) // the latest request is the one answered
+			return b
+		}
 		return telnet.AppendSubneg(b, opt, n.charset(p[1:]))
 	}
 	return b

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 	"testing"
+	"time"
 
 	"holdfast/backend"
 	"holdfast/gateway/telnet"
@@ -203,4 +204,58 @@ func FuzzAnswers(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestNegotiationLateFacts: a new session's client may answer the
+// gateway after the game asks; the game's questions that need the
+// answers (the terminal type, the character set) wait for them, until
+// factsBy at most, and are answered in order when they come; a session
+// with nothing to wait for is answered at once.
+func TestNegotiationLateFacts(t *testing.T) {
+	ask := cat([]byte{iac, telnet.DO, 24, iac, telnet.WILL, 42}, sbytes(24, ttypeSEND),
+		sbytes(42, append([]byte{charsetREQUEST}, ";ISO-8859-1;UTF-8"...)...), sbytes(24, ttypeSEND))
+	decode := func(b []byte) []string {
+		var r recorder
+		var d decoder
+		d.decode(b, &r)
+		return r.events
+	}
+	now := time.Now()
+	tests := []struct {
+		name    string
+		factsBy time.Time
+		late    *backend.Facts // the facts that come after the questions; nil: none
+		at      time.Time      // when the waiting questions are looked at again
+		asked   []string       // the answers at once
+		then    []string       // the answers after
+	}{
+		{"the facts come", now.Add(time.Second), &mudlet, now,
+			[]string{"WILL 24", "DO 42"}, []string{`SB 24 "\x00MUDLET" false`, `SB 24 "\x00XTERM-256COLOR" false`, `SB 42 "\x02UTF-8" false`}},
+		{"they do not come in time", now.Add(time.Second), nil, now.Add(time.Second),
+			[]string{"WILL 24", "DO 42"}, []string{`SB 24 "\x00UNKNOWN" false`, `SB 24 "\x00UNKNOWN" false`, `SB 42 "\x03" false`}},
+		{"not yet", now.Add(time.Second), nil, now, []string{"WILL 24", "DO 42"}, nil},
+		{"a resumed session's", time.Time{}, nil, now,
+			[]string{"WILL 24", "DO 42", `SB 24 "\x00UNKNOWN" false`, `SB 42 "\x03" false`, `SB 24 "\x00UNKNOWN" false`}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := &negotiator{factsBy: tc.factsBy}
+			if got := answers(n, ask); !slices.Equal(got, tc.asked) {
+				t.Errorf("answers %q\nwant     %q", got, tc.asked)
+			}
+			var b []byte
+			if tc.late != nil {
+				b = n.setFacts(b, *tc.late)
+			}
+			if got := decode(n.answerLate(b, tc.at)); !slices.Equal(got, tc.then) {
+				t.Errorf("then %q\nwant %q", got, tc.then)
+			}
+			if n.lateQuestions().IsZero() != (tc.then != nil || tc.factsBy.IsZero()) {
+				t.Errorf("questions waiting until %v after the answers %q", n.lateQuestions(), tc.then)
+			}
+			if got := answers(n, sbytes(24, ttypeSEND)); tc.late != nil && len(got) != 1 {
+				t.Errorf("a question after the facts came answered with %q, want one answer at once", got)
+			}
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/gob"
 	"fmt"
+	"time"
 )
 
 // recordVersion is the format of a session's record in a handover; a
@@ -72,11 +73,16 @@ type negotiatorState struct {
 	Us, Him [256]bool
 	TTYPEs  int
 	Environ bool
+	// The game's questions waiting for the client's late answers.
+	FactsBy      time.Time
+	TTYPEAsked   int
+	CharsetAsked []byte
 }
 
 func (n *negotiator) MarshalBinary() ([]byte, error) {
 	var b bytes.Buffer
-	err := gob.NewEncoder(&b).Encode(negotiatorState{MSSP: n.mssp, Us: n.us.bools(), Him: n.him.bools(), TTYPEs: n.ttypes, Environ: n.environ})
+	err := gob.NewEncoder(&b).Encode(negotiatorState{MSSP: n.mssp, Us: n.us.bools(), Him: n.him.bools(), TTYPEs: n.ttypes, Environ: n.environ,
+		FactsBy: n.factsBy, TTYPEAsked: n.ttypeAsked, CharsetAsked: n.charsetAsked})
 	return b.Bytes(), err
 }
 
@@ -85,7 +91,11 @@ func (n *negotiator) UnmarshalBinary(p []byte) error {
 	if err := gob.NewDecoder(bytes.NewReader(p)).Decode(&st); err != nil {
 		return fmt.Errorf("bridge: negotiator: %w", err)
 	}
+	if st.TTYPEAsked < 0 || st.TTYPEAsked > maxTTYPEAsked || len(st.CharsetAsked) > maxCharsetAsked {
+		return fmt.Errorf("bridge: negotiator: %d TTYPE and %d bytes of CHARSET asked is not a state", st.TTYPEAsked, len(st.CharsetAsked))
+	}
 	n.mssp, n.us, n.him, n.ttypes, n.environ = st.MSSP, optSetOf(st.Us), optSetOf(st.Him), st.TTYPEs, st.Environ
+	n.factsBy, n.ttypeAsked, n.charsetAsked = st.FactsBy, st.TTYPEAsked, st.CharsetAsked
 	return nil
 }
 

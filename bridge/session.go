@@ -57,7 +57,8 @@ type session struct {
 	held     []byte
 	gmcp     []heldGMCP
 	facts    backend.Facts
-	newFacts bool     // facts changed since the writer last looked
+	factsBy  time.Time // see negotiator.factsBy: for a new session's first connections
+	newFacts bool      // facts changed since the writer last looked
 	helloMsg [][]byte // Core.Hello and Core.Supports.*, for each new connection
 	inErr    error    // why the player's input ended
 	// inEnd is the player's input offset (see backend's InputOffset) at
@@ -81,12 +82,18 @@ type session struct {
 }
 
 func newSession(b *Bridge, p Player) *session {
-	return &session{
+	s := &session{
 		b: b, p: p, id: p.ID(),
 		facts:  p.Facts(),
 		room:   make(chan struct{}, 1),
 		inDone: make(chan struct{}),
 	}
+	// A session the gateway opens for the first time may come before its
+	// client's answers; one resumed has all the facts there will be.
+	if r, ok := p.(interface{ Resumed() int }); !ok || r.Resumed() == 0 {
+		s.factsBy = time.Now().Add(lateFactsWait)
+	}
+	return s
 }
 
 // wake has the session's goroutine look at what changed: input, facts,
@@ -551,6 +558,10 @@ func (s *session) carry(u *upstream, release func(), greeted func()) (ending, er
 				want = t
 			}
 		}
+		late := u.lateQuestions()
+		if !late.IsZero() && (want.IsZero() || late.Before(want)) {
+			want = late // the game's questions answered with what is known then
+		}
 		if reset || !want.Equal(deadline) {
 			u.conn.SetReadDeadline(want)
 			deadline, reset = want, false
@@ -601,7 +612,7 @@ func (s *session) carry(u *upstream, release func(), greeted func()) (ending, er
 		}
 		if more && errors.Is(err, os.ErrDeadlineExceeded) {
 			reset = true
-			if owed {
+			if owed || !late.IsZero() && !time.Now().Before(late) {
 				s.wakeLocal()
 			}
 			continue

@@ -116,7 +116,7 @@ func (s *session) open(ctx context.Context, probe bool) (*upstream, func(), erro
 	}
 	u := &upstream{
 		s: s, conn: conn, probe: probe,
-		neg:   negotiator{facts: facts},
+		neg:   negotiator{facts: facts, factsBy: s.factsBy},
 		spoke: make(chan struct{}),
 		done:  make(chan struct{}),
 	}
@@ -358,12 +358,21 @@ func (u *upstream) takeOut(b []byte, facts *factsChange) []byte {
 	if facts != nil {
 		u.out = u.neg.setFacts(u.out, facts.f)
 	}
+	u.out = u.neg.answerLate(u.out, time.Now())
 	b = append(b, u.out...)
 	u.out = u.out[:0]
 	if cap(u.out) > maxKeptBuf {
 		u.out = nil
 	}
 	return b
+}
+
+// lateQuestions returns when the game's questions that wait for the
+// client's facts are answered anyway; zero with none waiting.
+func (u *upstream) lateQuestions() time.Time {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.neg.lateQuestions()
 }
 
 // gmcpOn reports whether the game has turned GMCP on.

@@ -169,6 +169,29 @@ func (m *mudClient) thinkUntil(tag, expr, want string) {
 	}
 }
 
+// TestBridgeLateAnswers: a client whose machine runs its answers to the
+// offers 40 ms late is greeted by TinyMUX before the gateway has them
+// (it said nothing for a few round trips), and TinyMUX asks the bridge
+// for the terminal type and character set at once: the bridge answers
+// once the client's answers come, not "UNKNOWN" before, and the game
+// knows the client as it knows a prompt one.
+func TestBridgeLateAnswers(t *testing.T) {
+	mux := startTinyMUX(t)
+	sys := startSystem(t)
+	sys.startBridge(mux.addr)
+	m := dialQuietMUD(t, sys.telnet, telnet.OptTTYPE, telnet.OptNAWS, telnet.OptSGA, telnet.OptEOR,
+		telnet.OptEcho, telnet.OptNewEnviron, telnet.OptCharset)
+	m.width, m.height = 132, 50
+	time.Sleep(40 * time.Millisecond) // the client's machine is busy: it reads the offers after this
+	m.expect("Welcome to TinyMUX")
+	m.line("connect wizard potrzebie")
+	m.expect("Last connect")
+	if term := m.think("T", "terminfo(me)"); !strings.HasPrefix(term, "TESTCLIENT ") || !strings.Contains(term, "unicode") {
+		t.Errorf("terminfo(me) = %q, want the client's name and UTF-8 (CHARSET)", term)
+	}
+	m.thinkUntil("W", "width(me)", "132")
+}
+
 // TestBridgeTinyMUX puts Debian's TinyMUX behind gateway and bridge: a MUD
 // client logs in, and the game knows its window size and terminal type
 // from the bridge; a resize reaches it; the game is killed and started

@@ -39,7 +39,24 @@ type mudClient struct {
 	silent       map[byte]bool // options whose subnegotiations it leaves unanswered
 }
 
+// dialMUD connects a prompt client: it says something in telnet as soon
+// as it connects (a NOP), so that however long this loaded machine takes
+// to run its answers, the gateway knows it for a telnet client and waits
+// for them. A client that says nothing for a few round trips is taken for
+// a raw socket, and its answers reach the game after its greeting.
 func dialMUD(t *testing.T, addr string, agree ...byte) *mudClient {
+	t.Helper()
+	m := dialQuietMUD(t, addr, agree...)
+	if err := m.write([]byte{telnet.IAC, telnet.NOP}); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// dialQuietMUD connects a client that says nothing until it has the
+// offers, as TinTin++, Mudlet and Debian's telnet do; it reads (and
+// answers) only once the test reads.
+func dialQuietMUD(t *testing.T, addr string, agree ...byte) *mudClient {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -52,14 +69,6 @@ func dialMUD(t *testing.T, addr string, agree ...byte) *mudClient {
 		m.agree[o] = true
 	}
 	m.raw = &mccpWatch{m: m}
-	// It says something in telnet as soon as it connects (a NOP), so that
-	// however long this loaded machine takes to run its answers, the
-	// gateway knows it for a telnet client and waits for them: a client
-	// that says nothing for a few round trips is taken for a raw socket,
-	// and its answers reach the game after its greeting.
-	if err := m.write([]byte{telnet.IAC, telnet.NOP}); err != nil {
-		t.Fatal(err)
-	}
 	return m
 }
 
