@@ -59,8 +59,8 @@ type session struct {
 	facts    backend.Facts
 	factsBy  time.Time // see negotiator.factsBy: for a new session's first connections
 	newFacts bool      // facts changed since the writer last looked
-	helloMsg [][]byte // Core.Hello and Core.Supports.*, for each new connection
-	inErr    error    // why the player's input ended
+	helloMsg [][]byte  // Core.Hello and Core.Supports.*, for each new connection
+	inErr    error     // why the player's input ended
 	// inEnd is the player's input offset (see backend's InputOffset) at
 	// the end of what is held or was sent to the game; 0 if unknown.
 	inEnd uint64
