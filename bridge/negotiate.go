@@ -83,8 +83,9 @@ type negotiator struct {
 
 // lateFactsWait is how long after a new session comes the bridge waits
 // for the client's answers to reach it, at most: the gateway waits for
-// them 300 ms from its offers, which went out before the session came.
-const lateFactsWait = 300 * time.Millisecond
+// them 300 ms from its offers, which went out before the session came. A
+// variable for the tests.
+var lateFactsWait = 300 * time.Millisecond
 
 // maxTTYPEAsked bounds the TTYPE SENDs answered once the facts are in:
 // the cycle is three answers long.
@@ -94,7 +95,8 @@ const maxTTYPEAsked = 4
 // offers a few names.
 const maxCharsetAsked = 1 << 10
 
-// awaitingFacts reports whether the client may still tell its terminal.
+// awaitingFacts reports whether the client may still tell its terminal:
+// no update has come, and factsBy has not passed.
 func (n *negotiator) awaitingFacts(now time.Time) bool {
 	return n.facts.Terminal == "" && now.Before(n.factsBy)
 }
@@ -199,7 +201,7 @@ func (n *negotiator) negotiate(b []byte, verb, opt byte) (_ []byte, changed bool
 		b = append(b, telnet.IAC, telnet.WILL, opt)
 		switch opt {
 		case telnet.OptTTYPE:
-			n.ttypes = 0
+			n.ttypes, n.ttypeAsked = 0, 0
 		case telnet.OptNewEnviron:
 			n.environ = false
 		case telnet.OptNAWS:
@@ -250,6 +252,9 @@ func (n *negotiator) setFacts(b []byte, f backend.Facts) []byte {
 	resized := f.Width != n.facts.Width || f.Height != n.facts.Height
 	before := n.knownVars()
 	n.facts = f
+	// The gateway tells a late client's answers in one update, once they
+	// are all in: after it, there is nothing more to wait for.
+	n.factsBy = time.Time{}
 	if resized && n.us.has(telnet.OptNAWS) {
 		b = n.appendNAWS(b)
 	}

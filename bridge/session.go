@@ -495,7 +495,8 @@ const owedRetry = 20 * time.Millisecond
 
 // settleWait bounds how long input waits, after the game's first text, for
 // the game to ask what it turned on (the terminal type, the environment).
-const settleWait = 500 * time.Millisecond
+// A variable for the tests.
+var settleWait = 500 * time.Millisecond
 
 // carry reads the game on u, and writes to it, until the connection ends,
 // the player leaves, or the bridge closes: the session's goroutine is the
@@ -588,6 +589,11 @@ func (s *session) carry(u *upstream, release func(), greeted func()) (ending, er
 				u.broken()
 				s.restoreEcho(u)
 				return endGame, err
+			}
+			// The flush may have answered questions that waited for the
+			// client's facts: then input may flow.
+			if u.greeted(); !flowing && u.greetSet {
+				continue
 			}
 		}
 		if !flowing {

@@ -591,3 +591,58 @@ func TestBridgeKeepsInputAndGMCPInOrder(t *testing.T) {
 		t.Errorf("the game got, in this order:\n%q\nwant\n%q", got, want)
 	}
 }
+
+// TestBridgeLateFacts: on a new session whose client has not told its
+// terminal yet, the game's TTYPE question waits for the client's answers
+// and is answered from them, and the input typed meanwhile follows the
+// answer at once, not at the settle wait, the greeting's or the end of
+// the wait for the answers (each a minute here); a client that never tells is
+// answered as unknown once the wait for it is over, and its input
+// follows too.
+func TestBridgeLateFacts(t *testing.T) {
+	settle, late := settleWait, lateFactsWait
+	settleWait = time.Minute // longer than the test waits
+	t.Cleanup(func() { settleWait, lateFactsWait = settle, late })
+	for _, tc := range []struct {
+		name  string
+		wait  time.Duration
+		late  *backend.Facts
+		first string
+	}{
+		{"the answers come", time.Minute, &mudlet, `SB 24 "\x00MUDLET"`},
+		{"they never do", 50 * time.Millisecond, nil, `SB 24 "\x00UNKNOWN"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lateFactsWait = tc.wait
+			g := startGame(t)
+			b := newBridge(t, g.addr)
+			b.GreetWait = time.Minute
+			p := newPlayer(t, "s1", backend.Facts{ClientAddr: "203.0.113.7:50123"})
+			p.typeLine("connect ada")
+			b.Handle(p)
+			gc := g.accept()
+			gc.send(iac, telnet.DO, 24)
+			gc.sendText("Welcome!\r\n")
+			gc.send(sbytes(24, ttypeSEND)...)
+			p.waitOutput("Welcome!\r\n")
+			if tc.late != nil {
+				p.in <- *tc.late
+			}
+			gc.waitText("connect ada\n")
+			gc.mu.Lock()
+			defer gc.mu.Unlock()
+			var answers []string
+			for _, e := range gc.events {
+				if strings.HasPrefix(e, "SB 24") {
+					answers = append(answers, e)
+				}
+			}
+			if len(answers) != 1 || answers[0] != tc.first {
+				t.Errorf("the game's question was answered %q, want %q", answers, tc.first)
+			}
+			if i := strings.Index(string(gc.raw), "connect ada"); i < 0 || !bytes.Contains(gc.raw[:i], []byte{iac, telnet.SB, 24, ttypeIS}) {
+				t.Errorf("the input came before the answer: %q", gc.raw)
+			}
+		})
+	}
+}

@@ -181,12 +181,18 @@ func (u *upstream) handle(p []byte) bool {
 	if u.lost != nil {
 		return false
 	}
+	u.greeted()
+	return true
+}
+
+// greeted sets greetSet once the game has sent text and had the answers
+// to what it asks at once. The reader's alone.
+func (u *upstream) greeted() {
 	if u.texted && !u.greetSet {
 		u.mu.Lock()
 		u.greetSet = u.neg.settled()
 		u.mu.Unlock()
 	}
-	return true
 }
 
 // readBufs lends the readers of the game their buffer for one read: a

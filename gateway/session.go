@@ -126,6 +126,9 @@ type session struct {
 	// the OpenHeld, and carries the session in full (its hello, and
 	// heldHanded, the OpenHeld's HandedOver) rather than carrying it on.
 	heldOpen, heldHanded bool
+	// factsHeld is set while a client's late answers are held back for
+	// one update (holdFacts): the input typed meanwhile waits with them.
+	factsHeld bool
 	// factsDirty names the facts that changed since the current stream
 	// had them (in its Open or the last update).
 	factsDirty link.FactFields
@@ -405,12 +408,13 @@ func (s *session) readPlayer(done chan struct{}) {
 		if !time.Now().Before(deadline) {
 			// A reader descheduled past the deadline has not seen what
 			// came within it (a read past the deadline reads nothing):
-			// it reads once more, if there is something to read.
+			// it reads once more, if there is something to read, which
+			// a plain socket returns at once.
 			if late || !unread(s.conn) {
 				break
 			}
 			late = true
-			s.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+			s.conn.SetReadDeadline(time.Time{})
 		}
 		if !r.read() {
 			return
@@ -642,7 +646,7 @@ func (s *session) forward() {
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	st, lk := s.st, s.lk
-	if st == nil || s.cond.phase == phaseMoving || lk.leaving() || s.sent == len(s.In) {
+	if st == nil || s.cond.phase == phaseMoving || lk.leaving() || s.sent == len(s.In) || s.factsHeld {
 		s.mu.Unlock()
 		return
 	}

@@ -135,32 +135,40 @@ func (s *session) learnt(t telnet.Facts) {
 }
 
 // holdFacts takes what the engine knows into the session's facts, and
-// sends the backend what changed at until, or at the end of an interval
-// under way, whichever is first; flushFacts sends them sooner.
+// holds them, and the input typed meanwhile, until flushFacts, at until
+// at the latest.
 func (s *session) holdFacts(t telnet.Facts, until time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := mergeFacts(s.Facts, t)
 	s.factsDirty |= f.Diff(&s.Facts)
 	s.Facts = f
-	if s.factsTimer == nil && s.cond.phase != phaseGone {
-		s.factsTimer = time.AfterFunc(time.Until(until), func() { s.sendFacts(true) })
+	if s.factsHeld || s.cond.phase == phaseGone {
+		return
 	}
+	s.factsHeld = true
+	if s.factsTimer != nil {
+		s.factsTimer.Stop() // an interval's end would send half of them
+	}
+	s.factsTimer = time.AfterFunc(time.Until(until), s.flushFacts)
 }
 
-// flushFacts sends the facts that changed at once, if any, whatever
-// interval or hold is under way.
+// flushFacts ends a hold: the facts held go, then the input held with
+// them.
 func (s *session) flushFacts() {
 	s.mu.Lock()
-	if s.factsDirty == 0 {
+	if !s.factsHeld {
 		s.mu.Unlock()
 		return
 	}
-	if s.factsTimer != nil && s.factsTimer.Stop() {
+	s.factsHeld = false
+	if s.factsTimer != nil {
+		s.factsTimer.Stop() // this hold's, if it has not fired
 		s.factsTimer = nil
 	}
 	s.mu.Unlock()
 	s.sendFacts(false)
+	s.forward()
 }
 
 // sendFacts sends a FactsUpdate with the facts that changed since the
@@ -175,9 +183,9 @@ func (s *session) sendFacts(tick bool) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	if !tick && s.factsTimer != nil {
+	if !tick && s.factsTimer != nil || s.factsHeld {
 		s.mu.Unlock()
-		return // the interval is not over: its end sends them
+		return // the interval or the hold is not over: its end sends them
 	}
 	st, lk := s.st, s.lk
 	if s.factsDirty == 0 || st == nil || s.cond.phase != phaseLive || lk.leaving() {
