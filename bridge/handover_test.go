@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"holdfast/backend"
 	"holdfast/gateway/telnet"
 )
 
@@ -312,4 +313,89 @@ func waitHandoverListening(t *testing.T, b *Bridge) {
 		}
 		time.Sleep(time.Millisecond) // polling a condition, with the deadline above
 	}
+}
+
+// TestHandoverLateFacts: a deploy while the game's TTYPE question waits
+// for a new client's late answers: the question waits on in the
+// successor, and is answered from the answers when the gateway gives
+// them there, not as unknown at the successor's first look at the facts.
+func TestHandoverLateFacts(t *testing.T) {
+	late := lateFactsWait
+	lateFactsWait = time.Minute // longer than the test waits
+	t.Cleanup(func() { lateFactsWait = late })
+	addr := fmt.Sprintf("@holdfast-bridge-test-%d", rand.Uint64())
+	g := startGame(t)
+	a := newBridge(t, g.addr)
+	a.HandoverAddr = addr
+	a.GreetWait = time.Minute
+	a.startHandover()
+	waitHandoverListening(t, a)
+	nothing := backend.Facts{ClientAddr: "203.0.113.7:50123"}
+	p := newPlayer(t, "s1", nothing)
+	a.Handle(p)
+	gc := g.accept()
+	gc.send(iac, telnet.DO, 24)
+	gc.sendText("Welcome!\r\n")
+	gc.send(sbytes(24, ttypeSEND)...)
+	waitUntil(t, "the question to wait", func() bool { return askedTTYPE(a) })
+
+	b := newBridge(t, g.addr)
+	b.HandoverAddr = addr
+	b.GreetWait = time.Minute
+	if err := b.TakeOver(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.detach()
+	p.waitEvent("closed")
+	q := newPlayer(t, "s1", nothing)
+	q.handedOver = true
+	b.Handle(q)
+	waitUntil(t, "the question to wait in the successor", func() bool { return askedTTYPE(b) })
+	q.in <- mudlet // the client's late answers
+	gc.waitEvent(`SB 24 "\x00MUDLET"`)
+	gc.mu.Lock()
+	defer gc.mu.Unlock()
+	for _, e := range gc.events {
+		if strings.HasPrefix(e, "SB 24") && e != `SB 24 "\x00MUDLET"` {
+			t.Errorf("the game's question was answered %q too", e)
+		}
+	}
+}
+
+// waitUntil polls cond until it holds, for waitFor at most.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %v", what, waitFor)
+		}
+		time.Sleep(time.Millisecond) // polling state that tells no one when it changes
+	}
+}
+
+// askedTTYPE reports whether a connection of b's has a TTYPE question
+// waiting for the client's facts.
+func askedTTYPE(b *Bridge) bool {
+	b.mu.Lock()
+	var ss []*session
+	for s := range b.sessions {
+		ss = append(ss, s)
+	}
+	b.mu.Unlock()
+	for _, s := range ss {
+		s.mu.Lock()
+		u := s.cur
+		s.mu.Unlock()
+		if u == nil {
+			continue
+		}
+		u.mu.Lock()
+		asked := u.neg.ttypeAsked > 0
+		u.mu.Unlock()
+		if asked {
+			return true
+		}
+	}
+	return false
 }

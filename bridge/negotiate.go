@@ -101,6 +101,11 @@ func (n *negotiator) awaitingFacts(now time.Time) bool {
 	return n.facts.Terminal == "" && now.Before(n.factsBy)
 }
 
+// told records that the gateway has told the player's facts since the
+// session came: it tells a late client's answers in one update, once
+// they are all in, so there is nothing more to wait for.
+func (n *negotiator) told() { n.factsBy = time.Time{} }
+
 // lateQuestions returns when the questions waiting for the facts are
 // answered whatever the facts say then; zero with none waiting.
 func (n *negotiator) lateQuestions() time.Time {
@@ -136,7 +141,8 @@ func (n *negotiator) answerLate(b []byte, now time.Time) []byte {
 // has had them turned on. Input waits for it on a new connection, so that
 // a login typed during an outage reaches a game that knows the terminal.
 func (n *negotiator) settled() bool {
-	return !(n.us.has(telnet.OptTTYPE) && n.ttypes == 0) && !(n.us.has(telnet.OptNewEnviron) && !n.environ)
+	return !(n.us.has(telnet.OptTTYPE) && n.ttypes == 0) && !(n.us.has(telnet.OptNewEnviron) && !n.environ) &&
+		n.ttypeAsked == 0 && n.charsetAsked == nil
 }
 
 // optSet is a set of telnet options, a bit each: a connection keeps two.
@@ -252,9 +258,6 @@ func (n *negotiator) setFacts(b []byte, f backend.Facts) []byte {
 	resized := f.Width != n.facts.Width || f.Height != n.facts.Height
 	before := n.knownVars()
 	n.facts = f
-	// The gateway tells a late client's answers in one update, once they
-	// are all in: after it, there is nothing more to wait for.
-	n.factsBy = time.Time{}
 	if resized && n.us.has(telnet.OptNAWS) {
 		b = n.appendNAWS(b)
 	}

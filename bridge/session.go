@@ -54,13 +54,14 @@ type session struct {
 	// held and gmcp are one queue, the player's to the game, in the
 	// order the player sent it: held is the input, as telnet for the game,
 	// and each GMCP message sits at the offset in held where it came.
-	held     []byte
-	gmcp     []heldGMCP
-	facts    backend.Facts
-	factsBy  time.Time // see negotiator.factsBy: for a new session's first connections
-	newFacts bool      // facts changed since the writer last looked
-	helloMsg [][]byte  // Core.Hello and Core.Supports.*, for each new connection
-	inErr    error     // why the player's input ended
+	held      []byte
+	gmcp      []heldGMCP
+	facts     backend.Facts
+	factsBy   time.Time // see negotiator.factsBy: for a new session's first connections
+	newFacts  bool      // facts changed since the writer last looked
+	factsTold bool      // ... and the gateway told of them (onFacts)
+	helloMsg  [][]byte  // Core.Hello and Core.Supports.*, for each new connection
+	inErr     error     // why the player's input ended
 	// inEnd is the player's input offset (see backend's InputOffset) at
 	// the end of what is held or was sent to the game; 0 if unknown.
 	inEnd uint64
@@ -186,7 +187,8 @@ func inputOffset(p Player) uint64 {
 
 func (s *session) onFacts(f backend.Facts) {
 	s.mu.Lock()
-	s.facts, s.newFacts = f, true
+	s.facts, s.newFacts, s.factsTold = f, true, true
+	s.factsBy = time.Time{} // a connection opened after this waits for nothing
 	s.mu.Unlock()
 	s.wake()
 }
@@ -261,8 +263,13 @@ func (s *session) hello() [][]byte {
 	return append([][]byte(nil), s.helloMsg...)
 }
 
-// factsChange is facts that changed since the writer last looked.
-type factsChange struct{ f backend.Facts }
+// factsChange is facts that changed since the writer last looked; told
+// says the gateway sent them (not a successor's first look at the facts
+// it was handed).
+type factsChange struct {
+	f    backend.Facts
+	told bool
+}
 
 // How a connection to the game ended.
 type ending uint8
@@ -745,8 +752,8 @@ func (s *session) flushLocked(u *upstream, greeted, direct, try bool) error {
 	}
 	var fc *factsChange
 	if s.newFacts {
-		fc = &factsChange{s.facts}
-		s.newFacts = false
+		fc = &factsChange{s.facts, s.factsTold}
+		s.newFacts, s.factsTold = false, false
 	}
 	var in []byte
 	var gmcp []heldGMCP

@@ -603,14 +603,19 @@ func TestBridgeLateFacts(t *testing.T) {
 	settle, late := settleWait, lateFactsWait
 	settleWait = time.Minute // longer than the test waits
 	t.Cleanup(func() { settleWait, lateFactsWait = settle, late })
+	ttype := cat([]byte{iac, telnet.DO, 24}, []byte("Welcome!\r\n"), sbytes(24, ttypeSEND))
+	charset := cat([]byte{iac, telnet.WILL, 42}, []byte("Welcome!\r\n"), sbytes(42, append([]byte{charsetREQUEST}, ";UTF-8"...)...))
 	for _, tc := range []struct {
 		name  string
+		game  []byte // the game's greeting and question
 		wait  time.Duration
 		late  *backend.Facts
-		first string
+		first string // the answer, the one to the question asked
 	}{
-		{"the answers come", time.Minute, &mudlet, `SB 24 "\x00MUDLET"`},
-		{"they never do", 50 * time.Millisecond, nil, `SB 24 "\x00UNKNOWN"`},
+		{"the answers come", ttype, time.Minute, &mudlet, `SB 24 "\x00MUDLET"`},
+		{"they never do", ttype, 50 * time.Millisecond, nil, `SB 24 "\x00UNKNOWN"`},
+		{"a game that asks only the character set", charset, time.Minute, &mudlet, `SB 42 "\x02UTF-8"`},
+		{"... of a client that never tells", charset, 50 * time.Millisecond, nil, `SB 42 "\x03"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lateFactsWait = tc.wait
@@ -621,9 +626,7 @@ func TestBridgeLateFacts(t *testing.T) {
 			p.typeLine("connect ada")
 			b.Handle(p)
 			gc := g.accept()
-			gc.send(iac, telnet.DO, 24)
-			gc.sendText("Welcome!\r\n")
-			gc.send(sbytes(24, ttypeSEND)...)
+			gc.send(tc.game...)
 			p.waitOutput("Welcome!\r\n")
 			if tc.late != nil {
 				p.in <- *tc.late
@@ -633,14 +636,14 @@ func TestBridgeLateFacts(t *testing.T) {
 			defer gc.mu.Unlock()
 			var answers []string
 			for _, e := range gc.events {
-				if strings.HasPrefix(e, "SB 24") {
+				if strings.HasPrefix(e, "SB ") {
 					answers = append(answers, e)
 				}
 			}
 			if len(answers) != 1 || answers[0] != tc.first {
 				t.Errorf("the game's question was answered %q, want %q", answers, tc.first)
 			}
-			if i := strings.Index(string(gc.raw), "connect ada"); i < 0 || !bytes.Contains(gc.raw[:i], []byte{iac, telnet.SB, 24, ttypeIS}) {
+			if i := strings.Index(string(gc.raw), "connect ada"); i < 0 || !bytes.Contains(gc.raw[:i], []byte{iac, telnet.SB}) {
 				t.Errorf("the input came before the answer: %q", gc.raw)
 			}
 		})

@@ -100,7 +100,7 @@ func (s *session) open(ctx context.Context, probe bool) (*upstream, func(), erro
 		return nil, nil, fmt.Errorf("bridge: dial %s: %w", b.Upstream, err)
 	}
 	s.mu.Lock()
-	facts := s.facts
+	facts, factsBy := s.facts, s.factsBy
 	s.mu.Unlock()
 	if b.ProxyHeader != 0 {
 		h, err := proxyHeader(b.ProxyHeader, facts.ClientAddr, conn.RemoteAddr())
@@ -116,7 +116,7 @@ func (s *session) open(ctx context.Context, probe bool) (*upstream, func(), erro
 	}
 	u := &upstream{
 		s: s, conn: conn, probe: probe,
-		neg:   negotiator{facts: facts, factsBy: s.factsBy},
+		neg:   negotiator{facts: facts, factsBy: factsBy},
 		spoke: make(chan struct{}),
 		done:  make(chan struct{}),
 	}
@@ -363,6 +363,9 @@ func (u *upstream) takeOut(b []byte, facts *factsChange) []byte {
 	defer u.mu.Unlock()
 	if facts != nil {
 		u.out = u.neg.setFacts(u.out, facts.f)
+		if facts.told {
+			u.neg.told()
+		}
 	}
 	u.out = u.neg.answerLate(u.out, time.Now())
 	b = append(b, u.out...)

@@ -28,7 +28,7 @@ import (
 // backend holds no kept session by Hold.
 func (s *session) holdable(lk *backendLink) bool {
 	return s.Quiet && s.MoveFrom != "" && s.MoveFrom == lk.instance && lk.canHold() &&
-		len(s.In) == 0 && s.factsDirty == 0 && !s.Noticed && !s.keeps && s.claimToken() == "" && !s.deployed
+		len(s.In) == 0 && s.factsDirty == 0 && !s.factsHeld && !s.Noticed && !s.keeps && s.claimToken() == "" && !s.deployed
 }
 
 // openHoldable reports whether the session, with s.mu held, may be opened
@@ -40,7 +40,8 @@ func (s *session) holdable(lk *backendLink) bool {
 // that may claim it go on it.
 func (s *session) openHoldable(lk *backendLink) bool {
 	return s.Opened && s.MoveFrom != lk.instance && lk.can(link.FeatureOpenHeld) &&
-		(len(s.In) == 0 || len(s.In) <= maxHeldOpenInput && lk.can(link.FeatureHeldFrames)) && !s.keeps && s.claimToken() == ""
+		(len(s.In) == 0 || len(s.In) <= maxHeldOpenInput && lk.can(link.FeatureHeldFrames)) && !s.keeps && s.claimToken() == "" &&
+		!s.factsHeld // its input waits for its facts: it needs a stream for them
 }
 
 // The largest OpenHeld frame is one past openHeldFrame by one session.

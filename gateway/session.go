@@ -881,8 +881,11 @@ func (s *session) attach(lk *backendLink) bool {
 		r.claim = "" // once: if refused, the session ends
 		s.shedRare()
 	}
-	b = appendInput(b, s.In)
-	s.st, s.lk, s.sent = st, lk, len(s.In)
+	s.st, s.lk, s.sent = st, lk, 0
+	if !s.factsHeld { // else it goes after them, when they do
+		b = appendInput(b, s.In)
+		s.sent = len(s.In)
+	}
 	s.parksSeen, s.queued = 0, nil
 	s.streamBusy.Store(true)
 	s.mu.Unlock()

@@ -72,9 +72,12 @@ func (s *session) fromPlayer(dst, src []byte, holdUntil time.Time) (_ []byte, se
 	s.tmu.Unlock()
 	switch {
 	case changed && !settled && time.Now().Before(holdUntil):
-		s.holdFacts(f, holdUntil)
+		s.holdFacts(holdUntil)
 	case changed:
 		s.learnt(f)
+	}
+	if len(gmcp) > 0 && s.holdsInput() {
+		s.flushFacts() // the messages go after the input typed before them
 	}
 	for _, m := range gmcp {
 		if isHello(m) {
@@ -134,15 +137,12 @@ func (s *session) learnt(t telnet.Facts) {
 	s.sendFacts(false)
 }
 
-// holdFacts takes what the engine knows into the session's facts, and
-// holds them, and the input typed meanwhile, until flushFacts, at until
-// at the latest.
-func (s *session) holdFacts(t telnet.Facts, until time.Time) {
+// holdFacts holds what the engine has learnt from a late client, and the
+// input it types meanwhile, until flushFacts, at until at the latest: the
+// engine keeps the facts, and the session has them at the flush.
+func (s *session) holdFacts(until time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := mergeFacts(s.Facts, t)
-	s.factsDirty |= f.Diff(&s.Facts)
-	s.Facts = f
 	if s.factsHeld || s.cond.phase == phaseGone {
 		return
 	}
@@ -156,11 +156,19 @@ func (s *session) holdFacts(t telnet.Facts, until time.Time) {
 // flushFacts ends a hold: the facts held go, then the input held with
 // them.
 func (s *session) flushFacts() {
+	s.tmu.Lock()
+	f := s.engine.Facts()
+	s.tmu.Unlock()
 	s.mu.Lock()
 	if !s.factsHeld {
 		s.mu.Unlock()
 		return
 	}
+	// Taken in before the hold ends: input forwarded from then on goes
+	// after them.
+	m := mergeFacts(s.Facts, f)
+	s.factsDirty |= m.Diff(&s.Facts)
+	s.Facts = m
 	s.factsHeld = false
 	if s.factsTimer != nil {
 		s.factsTimer.Stop() // this hold's, if it has not fired
@@ -263,6 +271,14 @@ func (s *session) spoken() bool {
 	s.tmu.Lock()
 	defer s.tmu.Unlock()
 	return s.engine.Spoken()
+}
+
+// holdsInput reports whether input typed by a late client waits for its
+// facts.
+func (s *session) holdsInput() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.factsHeld && s.sent < len(s.In)
 }
 
 func (s *session) awaiting() int {

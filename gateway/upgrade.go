@@ -590,10 +590,16 @@ func (ss *session) closeStream() {
 func (ss *session) save() record {
 	ss.tmu.Lock()
 	engine := ss.engine.Save()
+	facts := ss.engine.Facts()
 	ss.tmu.Unlock()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	r := ss.record
+	if ss.factsHeld {
+		// A late client's answers held back go in the Open that carries
+		// the session on; what it typed with them, after.
+		r.Facts = mergeFacts(r.Facts, facts)
+	}
 	_, isTLS := ss.conn.(*tls.Conn)
 	r.TLS = isTLS || ss.TLS
 	r.Parts = &parts{
