@@ -192,9 +192,11 @@ func TestReleaseAwaitsAnswer(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
 		write, sent, read bool
+		late              bool // written after the Release's wait looked, before the release
 		want              string
 	}{
 		{name: "back to read", write: true, read: true, want: "O:sword A:10 M"},
+		{name: "written after the wait looked", late: true, read: true, want: "O:sword A:10 M"},
 		// The answer went alone (the cork's delay passed): the Release
 		// still waits, so that the acknowledgement follows.
 		{name: "sent, then back", write: true, sent: true, read: true, want: "A:10 M"},
@@ -227,6 +229,14 @@ func TestReleaseAwaitsAnswer(t *testing.T) {
 				if got := frames(t, &fr, 1); got != "O:sword" {
 					t.Fatalf("frames %q, want the answer alone", got)
 				}
+			}
+			if tc.late {
+				answeredMeanwhile = func() {
+					if _, err := s.Write([]byte("sword\n")); err != nil {
+						t.Error(err)
+					}
+				}
+				t.Cleanup(func() { answeredMeanwhile = nil })
 			}
 			link.WriteFrame(g.ctrl, link.FrameRelease, link.AppendMove(nil, []string{"r-1"}))
 			if tc.read {

@@ -769,10 +769,16 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			}()
 			continue
 		}
+		var answerBy time.Time // the bound on waiting for answers, for the whole Release
 		if typ == link.FrameRelease {
-			l.awaitAnswers(ids)
+			answerBy = time.Now().Add(answerWait)
+			l.awaitAnswers(ids, answerBy)
+			if answeredMeanwhile != nil {
+				answeredMeanwhile()
+			}
 		}
 		var quiet link.Broadcast // the sessions let go without a word on a stream
+		var answering []answeringRelease
 		for _, id := range ids {
 			if s := l.lookup(id); s != nil {
 				gl.bcast.Lock()
@@ -784,9 +790,13 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 						quiet.To = append(quiet.To, link.Parked{ID: id, Park: park})
 						break
 					}
-					s.release(gl)
+					if back := s.tryRelease(gl); back != nil {
+						answering = append(answering, answeringRelease{s, back})
+					}
 				case typ == link.FrameRelease:
-					s.release(gl)
+					if back := s.tryRelease(gl); back != nil {
+						answering = append(answering, answeringRelease{s, back})
+					}
 				case s.moveHeld(gl):
 					// Held there, and let go of by that gateway: the
 					// orphan clock runs until the next process takes it.
@@ -810,6 +820,52 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 		if len(quiet.To) > 0 {
 			gl.control(link.FrameMovedParked, quiet.Append(nil))
 		}
+		releaseAnswering(gl, answering, answerBy)
+	}
+}
+
+// answeredMeanwhile, for the tests, runs after a Release's wait for the
+// answers and before its sessions are released: an application that
+// writes its answer then.
+var answeredMeanwhile func()
+
+// answeringRelease is a session a Release found answering, its answer
+// written, and back closed when its application comes back to read.
+type answeringRelease struct {
+	s    *Session
+	back <-chan struct{}
+}
+
+// releaseAnswering releases the sessions a Release found answering once
+// their applications come back, until by at most (then as they are: at
+// least once, their lines are answered again by the successor). An
+// application back to read may take the next line at once, and answer it:
+// it is waited for again, within the same bound.
+func releaseAnswering(gl *gatewayLink, answering []answeringRelease, by time.Time) {
+	if len(answering) == 0 {
+		return
+	}
+	deadline := time.NewTimer(time.Until(by))
+	defer deadline.Stop()
+	late := false
+	for _, a := range answering {
+		for back := a.back; back != nil; {
+			if !late {
+				select {
+				case <-back:
+				case <-deadline.C:
+					late = true
+				}
+			}
+			gl.bcast.Lock()
+			if late {
+				a.s.release(gl)
+				back = nil
+			} else {
+				back = a.s.tryRelease(gl)
+			}
+			gl.bcast.Unlock()
+		}
 	}
 }
 
@@ -818,15 +874,16 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 // waits for the requests in flight: a game's command takes far less, but
 // a busy machine may not run its goroutine for some milliseconds, and the
 // successor would then answer the line again. Only sessions answering a
-// line wait, a few at most. A variable for the tests.
+// line wait, a few at most; the whole Release waits this long at most.
+// A variable for the tests.
 var answerWait = 100 * time.Millisecond
 
-// awaitAnswers waits, answerWait at most in all, for the applications of
-// the sessions a Release names that have written an answer to input and
-// not yet come back to read. Released before, such a session's answer
-// would go without the acknowledgement of its line, and the successor
-// would answer the line again.
-func (l *Listener) awaitAnswers(ids []string) {
+// awaitAnswers waits, until by at most, for the applications of the
+// sessions a Release names that have written an answer to input and not
+// yet come back to read. Released before, such a session's answer would
+// go without the acknowledgement of its line, and the successor would
+// answer the line again.
+func (l *Listener) awaitAnswers(ids []string, by time.Time) {
 	var deadline <-chan time.Time
 	for _, id := range ids {
 		s := l.lookup(id)
@@ -838,7 +895,7 @@ func (l *Listener) awaitAnswers(ids []string) {
 			continue
 		}
 		if deadline == nil {
-			t := time.NewTimer(answerWait)
+			t := time.NewTimer(time.Until(by))
 			defer t.Stop()
 			deadline = t.C
 		}

@@ -123,6 +123,31 @@ func (l *Listener) claimName(node epmd.Node) {
 func (s *Session) release(gl *gatewayLink) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	s.releaseLocked(gl)
+}
+
+// tryRelease is release, unless the application has written an answer to
+// input it has not come back from: released now, the answer would have
+// gone without the acknowledgement of its line, and the successor would
+// answer the line again. It returns then a channel closed when the
+// application comes back, and releases nothing. The check and the release
+// are one step under s.wmu, which the application's writes take: an
+// answer written after a Release's wait looked (awaitAnswers) is seen.
+func (s *Session) tryRelease(gl *gatewayLink) <-chan struct{} {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.answering.Load() && s.answered {
+		if s.backToRead == nil {
+			s.backToRead = make(chan struct{})
+		}
+		return s.backToRead
+	}
+	s.releaseLocked(gl)
+	return nil
+}
+
+// releaseLocked is release with s.wmu held.
+func (s *Session) releaseLocked(gl *gatewayLink) {
 	s.mu.Lock()
 	ok := s.gl == gl && !s.away && !s.ended && !s.hungup && !s.isDetached()
 	s.mu.Unlock()
