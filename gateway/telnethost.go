@@ -156,10 +156,12 @@ func (s *session) holdFacts(until time.Time) {
 // flushFacts ends a hold: the facts held go, then the input held with
 // them.
 func (s *session) flushFacts() {
+	// The engine's facts are read and taken in as one step: a reader
+	// that learns the cycle's last answer meanwhile would have it undone.
 	s.tmu.Lock()
 	f := s.engine.Facts()
-	s.tmu.Unlock()
 	s.mu.Lock()
+	s.tmu.Unlock()
 	if !s.factsHeld {
 		s.mu.Unlock()
 		return

@@ -643,6 +643,11 @@ func (ss *session) thaw() {
 		if cur := ss.srv.current(); cur != nil {
 			ss.attach(cur)
 		}
+	default:
+		// On its stream still: what came for the backend while it was
+		// moving (input, or facts a hold let go) goes now.
+		ss.sendFacts(false)
+		ss.forward()
 	}
 }
 
