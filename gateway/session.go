@@ -270,6 +270,20 @@ type playerReader struct {
 	large       bool            // the last read filled its buffer
 	negotiating bool
 	overflow    []byte // what came past the held-input bound while negotiating
+	// late is a new player's answers to the offers, while they may still
+	// come: apart, so that the readers of idle players, which start again
+	// and again, stay as small as before.
+	late *lateAnswers
+	// linger is how long a read waits before the reader parks the session
+	// instead; zero: it waits as long as it takes. quiet is set when it
+	// waited that long for nothing.
+	linger time.Duration
+	quiet  bool
+}
+
+// lateAnswers is what a new player's reader watches of the client's
+// answers to the offers.
+type lateAnswers struct {
 	// offered is when the telnet offers went out, while the client has
 	// answered none of them and its answer would still tell how slow
 	// clients are; rtt is the client's round trip then, and offers how
@@ -277,15 +291,10 @@ type playerReader struct {
 	offered time.Time
 	rtt     time.Duration
 	offers  int
-	// lateUntil is when the client's answers stop being waited for, while
+	// until is when the client's answers stop being waited for, while
 	// its session has opened before they were all in: what they tell is
 	// held for one update (see fromPlayer).
-	lateUntil time.Time
-	// linger is how long a read waits before the reader parks the session
-	// instead; zero: it waits as long as it takes. quiet is set when it
-	// waited that long for nothing.
-	linger time.Duration
-	quiet  bool
+	until time.Time
 }
 
 func newPlayerReader(s *session) *playerReader {
@@ -312,9 +321,10 @@ func (r *playerReader) read() bool {
 		b = large[:]
 	}
 	n, err := s.conn.Read(b)
-	var read time.Time
-	if !r.offered.IsZero() || !r.lateUntil.IsZero() {
+	var read, holdUntil time.Time
+	if r.late != nil {
 		read = time.Now() // how late the client answers, taken before the work of its answer
+		holdUntil = r.late.until
 	}
 	r.quiet = false
 	// A read that filled its buffer left more to read at once; one that
@@ -324,13 +334,9 @@ func (r *playerReader) read() bool {
 		s.bytesIn.Add(uint64(n))
 		s.srv.metrics.bytesIn.Add(float64(n))
 		// Decoded in place: the decoder never writes ahead of its input.
-		data, settled := s.fromPlayer(b[:0], b[:n], r.lateUntil)
-		if !r.offered.IsZero() {
-			r.listen(read)
-		}
-		if !r.lateUntil.IsZero() && (settled || !read.Before(r.lateUntil)) {
-			r.lateUntil = time.Time{}
-			s.flushFacts()
+		data, settled := s.fromPlayer(b[:0], b[:n], holdUntil)
+		if r.late != nil {
+			r.listen(read, settled)
 		}
 		if r.negotiating && len(data) > 0 {
 			// Not attached yet, so nothing would make room: input past
@@ -370,15 +376,27 @@ func (r *playerReader) read() bool {
 // at time read brings its first answer to one of them: a telnet command
 // sent before it had them (a NOP at connect) says nothing of how long it
 // takes. An answer later than negotiationWait says nothing new: no
-// client waits longer than that.
-func (r *playerReader) listen(read time.Time) {
-	since := read.Sub(r.offered)
-	switch {
-	case since > negotiationWait:
-		r.offered = time.Time{}
-	case r.s.awaiting() < r.offers:
-		r.s.srv.answers.observe(read, since-r.rtt)
-		r.offered = time.Time{}
+// client waits longer than that. And it ends the hold of what the client
+// answered after its session opened once they are all in (settled), or
+// at the hold's end.
+func (r *playerReader) listen(read time.Time, settled bool) {
+	l := r.late
+	if !l.offered.IsZero() {
+		since := read.Sub(l.offered)
+		switch {
+		case since > negotiationWait:
+			l.offered = time.Time{}
+		case r.s.awaiting() < l.offers:
+			r.s.srv.answers.observe(read, since-l.rtt)
+			l.offered = time.Time{}
+		}
+	}
+	if !l.until.IsZero() && (settled || !read.Before(l.until)) {
+		l.until = time.Time{}
+		r.s.flushFacts()
+	}
+	if l.offered.IsZero() && l.until.IsZero() && !r.negotiating {
+		r.late = nil
 	}
 }
 
@@ -398,8 +416,9 @@ func (s *session) readPlayer(done chan struct{}) {
 	s.tmu.Unlock()
 	start := time.Now()
 	wait, rtt, known := s.srv.silentWait(s.conn, start)
+	r.late = &lateAnswers{}
 	if known {
-		r.offered, r.rtt, r.offers = start, rtt, s.awaiting()
+		r.late.offered, r.late.rtt, r.late.offers = start, rtt, s.awaiting()
 	}
 	deadline := start.Add(wait)
 	s.conn.SetReadDeadline(deadline)
@@ -427,7 +446,9 @@ func (s *session) readPlayer(done chan struct{}) {
 	s.conn.SetReadDeadline(time.Time{})
 	r.negotiating = false
 	if !s.settled() {
-		r.lateUntil = start.Add(negotiationWait)
+		r.late.until = start.Add(negotiationWait)
+	} else if r.late.offered.IsZero() {
+		r.late = nil // nothing more to watch
 	}
 	s.mu.Lock()
 	s.to(evNegotiated)
