@@ -422,17 +422,17 @@ func (s *session) readPlayer(done chan struct{}) {
 	}
 	deadline := start.Add(wait)
 	s.conn.SetReadDeadline(deadline)
-	late := false
+	lookedAgain := false
 	for !s.settled() && len(r.overflow) == 0 {
 		if !time.Now().Before(deadline) {
 			// A reader descheduled past the deadline has not seen what
 			// came within it (a read past the deadline reads nothing):
 			// it reads once more, if there is something to read, which
 			// a plain socket returns at once.
-			if late || !unread(s.conn) {
+			if lookedAgain || !unread(s.conn) {
 				break
 			}
-			late = true
+			lookedAgain = true
 			s.conn.SetReadDeadline(time.Time{})
 		}
 		if !r.read() {
