@@ -34,12 +34,15 @@ func TestSlowAnswerLengthensSilentWait(t *testing.T) {
 	// The game has likely seen it before it answered, since it said
 	// nothing for a few round trips; the answer counts all the same.
 	<-opened
-	eventually(t, "the late answer remembered", func() bool { return e.gw.SlowestAnswer() >= late-5*time.Millisecond })
+	// Remembered as late by what it took beyond its round trip, which a
+	// loaded machine may make a few milliseconds.
+	eventually(t, "the late answer remembered", func() bool { return e.gw.SlowestAnswer() >= late/2 })
+	slowest := e.gw.SlowestAnswer()
 
 	t0 := time.Now()
 	e.dial() // says nothing
-	if waited := (<-opened).Sub(t0); waited < 2*(late-5*time.Millisecond) {
-		t.Errorf("a silent client was given %v after a client answered %v late", waited, late)
+	if waited := (<-opened).Sub(t0); waited < 2*slowest {
+		t.Errorf("a silent client was given %v after a client answered %v late", waited, slowest)
 	}
 }
 
