@@ -192,11 +192,11 @@ func TestReleaseAwaitsAnswer(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
 		write, sent, read bool
-		late              bool // written after the Release's wait looked, before the release
+		late              bool // written as the Release comes, before it releases
 		want              string
 	}{
 		{name: "back to read", write: true, read: true, want: "O:sword A:10 M"},
-		{name: "written after the wait looked", late: true, read: true, want: "O:sword A:10 M"},
+		{name: "written as the Release comes", late: true, read: true, want: "O:sword A:10 M"},
 		// The answer went alone (the cork's delay passed): the Release
 		// still waits, so that the acknowledgement follows.
 		{name: "sent, then back", write: true, sent: true, read: true, want: "A:10 M"},

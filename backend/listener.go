@@ -769,13 +769,8 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 			}()
 			continue
 		}
-		var answerBy time.Time // the bound on waiting for answers, for the whole Release
-		if typ == link.FrameRelease {
-			answerBy = time.Now().Add(answerWait)
-			l.awaitAnswers(ids, answerBy)
-			if answeredMeanwhile != nil {
-				answeredMeanwhile()
-			}
+		if typ == link.FrameRelease && answeredMeanwhile != nil {
+			answeredMeanwhile()
 		}
 		var quiet link.Broadcast // the sessions let go without a word on a stream
 		var answering []answeringRelease
@@ -820,13 +815,12 @@ func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
 		if len(quiet.To) > 0 {
 			gl.control(link.FrameMovedParked, quiet.Append(nil))
 		}
-		releaseAnswering(gl, answering, answerBy)
+		releaseAnswering(gl, answering)
 	}
 }
 
-// answeredMeanwhile, for the tests, runs after a Release's wait for the
-// answers and before its sessions are released: an application that
-// writes its answer then.
+// answeredMeanwhile, for the tests, runs as a Release comes, before its
+// sessions are released: an application that writes its answer then.
 var answeredMeanwhile func()
 
 // answeringRelease is a session a Release found answering, its answer
@@ -837,15 +831,16 @@ type answeringRelease struct {
 }
 
 // releaseAnswering releases the sessions a Release found answering once
-// their applications come back, until by at most (then as they are: at
-// least once, their lines are answered again by the successor). An
-// application back to read may take the next line at once, and answer it:
-// it is waited for again, within the same bound.
-func releaseAnswering(gl *gatewayLink, answering []answeringRelease, by time.Time) {
+// their applications come back, answerWait at most in all (then as they
+// are: at least once, their lines are answered again by the successor),
+// as a server draining waits for the requests in flight. An application
+// back to read may take the next line at once, and answer it: it is
+// waited for again, within the same bound.
+func releaseAnswering(gl *gatewayLink, answering []answeringRelease) {
 	if len(answering) == 0 {
 		return
 	}
-	deadline := time.NewTimer(time.Until(by))
+	deadline := time.NewTimer(answerWait)
 	defer deadline.Stop()
 	late := false
 	for _, a := range answering {
@@ -870,42 +865,12 @@ func releaseAnswering(gl *gatewayLink, answering []answeringRelease, by time.Tim
 }
 
 // answerWait bounds how long a Release waits for the applications of its
-// sessions to come back from the input they answer, as a server draining
-// waits for the requests in flight: a game's command takes far less, but
-// a busy machine may not run its goroutine for some milliseconds, and the
-// successor would then answer the line again. Only sessions answering a
-// line wait, a few at most; the whole Release waits this long at most.
-// A variable for the tests.
+// sessions to come back from the input they answer (releaseAnswering): a
+// game's command takes far less, but a busy machine may not run its
+// goroutine for some milliseconds, and the successor would then answer
+// the line again. Only sessions answering a line wait, a few at most. A
+// variable for the tests.
 var answerWait = 100 * time.Millisecond
-
-// awaitAnswers waits, until by at most, for the applications of the
-// sessions a Release names that have written an answer to input and not
-// yet come back to read. Released before, such a session's answer would
-// go without the acknowledgement of its line, and the successor would
-// answer the line again.
-func (l *Listener) awaitAnswers(ids []string, by time.Time) {
-	var deadline <-chan time.Time
-	for _, id := range ids {
-		s := l.lookup(id)
-		if s == nil {
-			continue
-		}
-		answered := s.answeredChan()
-		if answered == nil {
-			continue
-		}
-		if deadline == nil {
-			t := time.NewTimer(time.Until(by))
-			defer t.Stop()
-			deadline = t.C
-		}
-		select {
-		case <-answered:
-		case <-deadline:
-			return
-		}
-	}
-}
 
 func (l *Listener) untrack(s *Session) {
 	l.mu.Lock()

@@ -83,7 +83,7 @@ type Session struct {
 	answering atomic.Bool // handed input, and not back to read yet
 	answered  bool        // written to while answering (guarded by wmu)
 	// backToRead is closed when the application comes back to read, for a
-	// Release that waits for it (awaitAnswers); made by the first such.
+	// Release that waits for it (tryRelease); made by the first such.
 	backToRead chan struct{}
 	// parked is the link whose gateway has let the reader of st go (it
 	// read Parked there): it is sent Wake before st is written to or
@@ -318,13 +318,12 @@ func (s *Session) finish() {
 	s.wmu.Unlock()
 }
 
-// answeredChan returns a channel closed when the application comes back
-// to read, or nil if it is not answering input or nothing has been
+// answeredChanLocked returns a channel closed when the application comes
+// back to read, or nil if it is not answering input or nothing has been
 // written to the session since it took it: released then, its answer
-// fails (the session is released) and only the successor answers.
-func (s *Session) answeredChan() <-chan struct{} {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+// fails (the session is released) and only the successor answers. s.wmu
+// is held.
+func (s *Session) answeredChanLocked() <-chan struct{} {
 	if !s.answering.Load() || !s.answered {
 		return nil
 	}

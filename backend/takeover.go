@@ -131,16 +131,13 @@ func (s *Session) release(gl *gatewayLink) {
 // gone without the acknowledgement of its line, and the successor would
 // answer the line again. It returns then a channel closed when the
 // application comes back, and releases nothing. The check and the release
-// are one step under s.wmu, which the application's writes take: an
-// answer written after a Release's wait looked (awaitAnswers) is seen.
+// are one step under s.wmu, which the application's writes take: no
+// answer comes between them.
 func (s *Session) tryRelease(gl *gatewayLink) <-chan struct{} {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.answering.Load() && s.answered {
-		if s.backToRead == nil {
-			s.backToRead = make(chan struct{})
-		}
-		return s.backToRead
+	if back := s.answeredChanLocked(); back != nil {
+		return back
 	}
 	s.releaseLocked(gl)
 	return nil
