@@ -26,16 +26,22 @@ func peerClosed(c net.Conn) bool {
 	if sc == nil {
 		return false
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return true
-	}
-	closed := false
-	rc.Control(func(fd uintptr) {
-		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	closed := true // a socket that cannot be asked is gone
+	onSocket(sc, func(fd int) {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		closed = err == nil && (info.State == tcpCloseWait || info.State == tcpClose)
 	})
 	return closed
+}
+
+// onSocket runs f with sc's descriptor, if sc is a socket that has one.
+func onSocket(sc syscall.Conn, f func(fd int)) {
+	if sc == nil {
+		return
+	}
+	if rc, err := sc.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { f(int(fd)) })
+	}
 }
 
 // roundTrip returns the kernel's estimate of the round trip to the player,
@@ -46,18 +52,10 @@ func roundTrip(c net.Conn) (time.Duration, bool) {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
-	sc := plainSocket(c)
-	if sc == nil {
-		return 0, false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
 	var rtt time.Duration
 	ok := false
-	rc.Control(func(fd uintptr) {
-		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	onSocket(plainSocket(c), func(fd int) {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		ok = err == nil && info.Rtt > 0
 		if ok {
 			rtt = time.Duration(info.Rtt) * time.Microsecond
@@ -98,17 +96,7 @@ func plainSocket(c net.Conn) syscall.Conn {
 // socket's next read. Only for a plain socket: under TLS or a PROXY
 // header a wrapper may hold some already.
 func unread(c net.Conn) bool {
-	sc := plainSocket(c)
-	if sc == nil {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
 	n := 0
-	rc.Control(func(fd uintptr) {
-		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-	})
+	onSocket(plainSocket(c), func(fd int) { n, _ = unix.IoctlGetInt(fd, unix.SIOCINQ) })
 	return n > 0
 }

@@ -61,14 +61,17 @@ const factsInterval = 200 * time.Millisecond
 // are still coming (it answered after its session opened), what it
 // learnt is held back for one update once they are all in, or at
 // holdUntil: a game told half of them (the client's name for its
-// terminal) would act on that. settled reports that they are all in.
+// terminal) would act on that. settled reports, while holdUntil is set,
+// that they are all in.
 func (s *session) fromPlayer(dst, src []byte, holdUntil time.Time) (_ []byte, settled bool) {
 	s.tmu.Lock()
 	dst = s.engine.Feed(dst, src)
 	changed := s.engine.TakeChanged()
 	f := s.engine.Facts()
 	gmcp := s.engine.TakeGMCP()
-	settled = s.engine.Settled()
+	if !holdUntil.IsZero() {
+		settled = s.engine.Settled()
+	}
 	s.tmu.Unlock()
 	switch {
 	case changed && !settled && time.Now().Before(holdUntil):
@@ -130,11 +133,17 @@ func boundMoved(f link.Facts, hello [][]byte) (link.Facts, [][]byte) {
 // values when it is over.
 func (s *session) learnt(t telnet.Facts) {
 	s.mu.Lock()
+	s.takeFactsLocked(t)
+	s.mu.Unlock()
+	s.sendFacts(false)
+}
+
+// takeFactsLocked takes what the engine knows into the session's facts,
+// and marks what changed for the next update; s.mu is held.
+func (s *session) takeFactsLocked(t telnet.Facts) {
 	f := mergeFacts(s.Facts, t)
 	s.factsDirty |= f.Diff(&s.Facts)
 	s.Facts = f
-	s.mu.Unlock()
-	s.sendFacts(false)
 }
 
 // holdFacts holds what the engine has learnt from a late client, and the
@@ -168,9 +177,7 @@ func (s *session) flushFacts() {
 	}
 	// Taken in before the hold ends: input forwarded from then on goes
 	// after them.
-	m := mergeFacts(s.Facts, f)
-	s.factsDirty |= m.Diff(&s.Facts)
-	s.Facts = m
+	s.takeFactsLocked(f)
 	s.factsHeld = false
 	if s.factsTimer != nil {
 		s.factsTimer.Stop() // this hold's, if it has not fired
