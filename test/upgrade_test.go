@@ -52,7 +52,18 @@ func nextBuild(t *testing.T) string {
 // the test may replace.
 type upgradable struct {
 	*system
-	path string // the gateway's binary
+	path     string // the gateway's binary
+	stopFile string // GATEWAY_TEST_STOP_TAKEOVER: see stopNextTakeover
+}
+
+// stopNextTakeover has the next upgrade's new process stop itself where
+// it says "gateway: taking over", before it takes any session, so that a
+// test can kill it there however fast the move would have been.
+func (u *upgradable) stopNextTakeover() {
+	u.t.Helper()
+	if err := os.WriteFile(u.stopFile, nil, 0o600); err != nil {
+		u.t.Fatal(err)
+	}
 }
 
 func copyFile(t *testing.T, from, to string) {
@@ -74,8 +85,10 @@ func copyFile(t *testing.T, from, to string) {
 func startUpgradable(t *testing.T, env []string, flags ...string) *upgradable {
 	t.Helper()
 	dir := t.TempDir()
-	u := &upgradable{system: &system{t: t, cookie: writeCookie(t, "test-cookie")}, path: filepath.Join(dir, "gateway")}
+	u := &upgradable{system: &system{t: t, cookie: writeCookie(t, "test-cookie")},
+		path: filepath.Join(dir, "gateway"), stopFile: filepath.Join(dir, "stop-takeover")}
 	copyFile(t, filepath.Join(binDir, "gateway"), u.path)
+	env = append(env[:len(env):len(env)], "GATEWAY_TEST_STOP_TAKEOVER="+u.stopFile)
 	args := append([]string{"-metrics", "127.0.0.1:0", "-control", filepath.Join(dir, "gateway.sock"),
 		"-max-per-ip", "0", "-conn-rate", "0",
 		"-listen", "127.0.0.1:0", "-epmd-port", "0", "-cookie-file", u.cookie}, flags...)

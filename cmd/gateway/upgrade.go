@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -234,6 +235,7 @@ func takeOver(pred *upgrade.Predecessor, parts *gatewayParts, startServing, arri
 	}
 	startServing()
 	log.Info("gateway: taking over", zap.Int("pid", os.Getpid()), zap.String("version", version))
+	stopIfAsked()
 	go func() {
 		defer release()
 		if arrived != nil {
@@ -257,6 +259,19 @@ func takeOver(pred *upgrade.Predecessor, parts *gatewayParts, startServing, arri
 		log.Info("gateway: took over", zap.Int("sessions", sessions))
 	}()
 	return nil
+}
+
+// stopFileEnv names a file whose presence stops a new process where it
+// has said it is taking over and has not yet taken a session: the one
+// point at which a test can have an upgrade's new process die before its
+// move commits, however fast the machine. The file is removed, so that
+// the next upgrade goes through.
+const stopFileEnv = "GATEWAY_TEST_STOP_TAKEOVER"
+
+func stopIfAsked() {
+	if path := os.Getenv(stopFileEnv); path != "" && os.Remove(path) == nil {
+		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+	}
 }
 
 // runUpgrade is `gateway upgrade`: it asks the running gateway to upgrade
