@@ -539,3 +539,60 @@ func controlNaming(t *testing.T, g *fakeGateway, typ link.FrameType, ids ...stri
 		}
 	}
 }
+
+// TestReleaseOfPageAfterFailedMove: a stowed page's session that a
+// gateway moved (its upgrade), could not hold again when the move failed
+// (a kept session is not held: Unheld), and released for a deploy before
+// it opened the session again: the Release finds it away, and it is
+// released on the stream the same gateway opens for it next, with Moved,
+// so that it reaches the successor and this backend can stop. Opened
+// without a claim on another gateway's link, it carries on there instead:
+// the Release was the first gateway's.
+func TestReleaseOfPageAfterFailedMove(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		elsewhere bool
+	}{
+		{"opened again by the gateway that released it", false},
+		{"opened by another gateway", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, g := heldGateway(t)
+			s, _ := stowKept(t, l, g)
+			link.WriteFrame(g.ctrl, link.FrameMove, link.AppendMove(nil, []string{"k1"}))
+			for typ, p := g.control(); ; typ, p = g.control() {
+				if b, err := link.ParseBroadcast(p); typ == link.FrameMovedParked && err == nil && len(b.To) == 1 && b.To[0].ID == "k1" {
+					break
+				}
+			}
+			link.WriteFrame(g.ctrl, link.FrameHold, link.AppendMove(nil, []string{"k1"}))
+			controlNaming(t, g, link.FrameUnheld, "k1")
+			link.WriteFrame(g.ctrl, link.FrameRelease, link.AppendMove(nil, []string{"k1"}))
+			eventually(t, "the Release waits for the stream", func() bool {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return s.releaseAtAdopt
+			})
+			opener := g
+			if tc.elsewhere {
+				opener = linkGateway(t, l)
+			}
+			st, err := opener.mux.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			link.WriteFrame(st, link.FrameOpen, (&link.Open{ID: "k1", Keep: true, Offset: 4}).Append(nil))
+			eventually(t, "the session is on the new stream", func() bool { return !s.isAway() })
+			if tc.elsewhere {
+				if s.isReleased() {
+					t.Fatal("another gateway's Open was released")
+				}
+				return
+			}
+			readUntil(t, &link.Reader{R: st}, link.FrameMoved)
+			if !s.isReleased() {
+				t.Fatal("Moved, and the session is not released")
+			}
+		})
+	}
+}

@@ -168,7 +168,7 @@ func (s *Session) adoptLocked(gl *gatewayLink, st *yamux.Stream, o *link.Open) (
 			taken = s.st
 		}
 	}
-	old := s.cur
+	old, prev := s.cur, s.gl
 	if s.expiry != nil {
 		s.expiry.Stop()
 	}
@@ -183,7 +183,7 @@ func (s *Session) adoptLocked(gl *gatewayLink, st *yamux.Stream, o *link.Open) (
 		s.facts, s.newFacts = o.Facts, true
 	}
 	closed := s.closed
-	release := s.releaseAtAdopt && !claim // the Release was the old gateway's
+	release := s.releaseAtAdopt && prev == gl && !claim // the Release was this gateway's
 	s.releaseAtAdopt = false
 	s.mu.Unlock()
 

@@ -343,15 +343,15 @@ func (s *Server) releaseBatch(old *backendLink, batch []*session) bool {
 const releaseAgain = 200 * time.Millisecond
 
 // awaitReleased waits, for at most deployWait, until each session of a
-// released batch has left old. A held session the old backend did not
-// answer for (it had ended it, say) goes to the successor all the same,
-// resumed.
+// released batch has left old for another link, or ended. A held session
+// the old backend did not answer for (it had ended it, say) goes to the
+// successor all the same, resumed.
 func (s *Server) awaitReleased(batch []*session, old, succ *backendLink) {
 	deadline := time.Now().Add(deployWait)
 	again := time.Now().Add(releaseAgain)
 	batch = slices.Clone(batch)
 	for len(batch) > 0 && !old.leaving() && !succ.leaving() {
-		batch = slices.DeleteFunc(batch, func(ss *session) bool { return !on(ss, old) })
+		batch = slices.DeleteFunc(batch, func(ss *session) bool { return ss.landedOff(old) })
 		switch now := time.Now(); {
 		case len(batch) == 0:
 		case now.After(deadline):
@@ -380,6 +380,19 @@ func (s *Server) awaitReleased(batch []*session, old, succ *backendLink) {
 func on(ss *session, lk *backendLink) bool {
 	on, _ := ss.onLink(lk)
 	return on
+}
+
+// landedOff reports whether the session has left lk for another link, or
+// ended. One between links has not: its stream's end read and the next
+// not open yet, or let go of as not held (Unheld) and being opened on lk
+// again, from where the backend releases it once it has it.
+func (ss *session) landedOff(lk *backendLink) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.cond.phase == phaseGone {
+		return true
+	}
+	return ss.lk != nil && ss.lk != lk && (ss.st != nil || ss.cond.stream == streamHeld)
 }
 
 // onLink reports whether the session is on lk, with a stream or held,

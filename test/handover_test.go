@@ -108,6 +108,12 @@ func exitCode(t *testing.T, p *proc) int {
 	select {
 	case <-p.exited:
 	case <-time.After(waitFor):
+		// Its goroutines, in its log, say what it waits for.
+		p.kill(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
 		t.Fatalf("%s did not exit", p.name)
 	}
 	return p.cmd.ProcessState.ExitCode()

@@ -158,6 +158,64 @@ func TestUpgradeAndDeploy(t *testing.T) {
 	}
 }
 
+// TestFailedUpgradeAndDeploy: an upgrade whose new gateway process dies
+// before it takes anyone, while a deploy waits for it: the old process
+// serves on, then hands every player to the successor, and the old backend,
+// retired by every gateway process linked to it, exits. Among the players
+// are browser pages stowed while idle, which the backend keeps for a page
+// that may come back elsewhere and does not hold again when the move fails:
+// they are opened again on the old backend, in the middle of the deploy,
+// and handed over from there like the others.
+func TestFailedUpgradeAndDeploy(t *testing.T) {
+	u := startUpgradable(t, nil, "-ws-listen", "127.0.0.1:0", "-hold-idle", "1s")
+	webAddr := strings.TrimPrefix(u.gw.waitLog("gateway: web client listening", 1)["url"].(string), "http://")
+	webAddr = strings.TrimSuffix(webAddr, "/")
+	old := u.startBackend()
+	held := u.hold(20)
+	var pages []*player
+	for i := range 10 {
+		rc, err := dialResuming(webAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rc.Close() })
+		p := &player{t: t, name: "page" + strconv.Itoa(i), conn: rc, r: bufio.NewReader(rc)}
+		p.login()
+		pages = append(pages, p)
+	}
+	waitMetric(t, u.admin, `holdfast_streams{state="held"}`, float64(len(held)+len(pages)))
+	ty := startTypers(t, u.telnet, 3)
+	ty.waitAnswered(10)
+	oldPID, _ := u.health()
+
+	u.stopNextTakeover()
+	syscall.Kill(oldPID, syscall.SIGUSR2)
+	dying := int(u.gw.waitLog("gateway: taking over", 1)["pid"].(float64))
+	next := successor(t, u.system)
+	u.gw.waitLog("gateway: a move waits for the one under way", 1)
+	syscall.Kill(dying, syscall.SIGKILL)
+	u.gw.waitLog("gateway: the new gateway died during the upgrade; this process serves again", 1)
+
+	u.gw.waitLog("gateway: players handed to the backend's successor", 1)
+	if code := exitCode(t, old); code != 0 {
+		t.Errorf("the old backend exited with status %d, want 0", code)
+	}
+	next.waitLog("backend: took the name over", 1)
+	if n := next.count("talker: player handed over"); n != len(held)+len(pages)+3 {
+		t.Errorf("%d players handed over to the successor, want %d", n, len(held)+len(pages)+3)
+	}
+	ty.waitAnswered(20)
+	ty.finish()
+	allAnswer(t, held, "after")
+	for _, p := range pages {
+		p.send("echo " + p.name + " after")
+		p.expect("echo: " + p.name + " after")
+	}
+	if pid, _ := u.health(); pid != oldPID {
+		t.Errorf("/healthz answers from pid %d, want the old process %d", pid, oldPID)
+	}
+}
+
 // answering counts the held players that still answer.
 func answering(held []*heldPlayer, tag string) int {
 	var wg sync.WaitGroup
