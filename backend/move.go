@@ -168,7 +168,7 @@ func (s *Session) adoptLocked(gl *gatewayLink, st *yamux.Stream, o *link.Open) (
 			taken = s.st
 		}
 	}
-	old, prev := s.cur, s.gl
+	old := s.cur
 	if s.expiry != nil {
 		s.expiry.Stop()
 	}
@@ -183,7 +183,7 @@ func (s *Session) adoptLocked(gl *gatewayLink, st *yamux.Stream, o *link.Open) (
 		s.facts, s.newFacts = o.Facts, true
 	}
 	closed := s.closed
-	release := s.releaseAtAdopt && prev == gl && !claim // the Release was this gateway's
+	release := s.releaseAtAdopt && !claim // the Release was the old gateway's
 	s.releaseAtAdopt = false
 	s.mu.Unlock()
 

@@ -115,10 +115,9 @@ type Session struct {
 	holder   *gatewayLink // the link holding the away session, which stops its clock (hold.go)
 	// takenFrom is the link the last claim took the session from (keep.go).
 	takenFrom *gatewayLink
-	// releaseAtAdopt: a Release came for the session while it was away
-	// from the link that sent it (held there with frames waiting for its
-	// next stream, or moved and being opened there again): it is released
-	// once that link's stream has it, after what waited.
+	// releaseAtAdopt: a Release came for the session while it was held
+	// and had frames waiting for its next stream: it is released once
+	// they have gone out on it.
 	releaseAtAdopt bool
 	ended          bool          // away for too long: the player counts as gone
 	back           chan struct{} // closed when an away session is adopted or ends

@@ -146,14 +146,7 @@ func (s *Session) tryRelease(gl *gatewayLink) <-chan struct{} {
 // releaseLocked is release with s.wmu held.
 func (s *Session) releaseLocked(gl *gatewayLink) {
 	s.mu.Lock()
-	live := s.gl == gl && !s.ended && !s.hungup && !s.isDetached()
-	ok := live && !s.away
-	if live && s.away && s.holder == nil {
-		// Away from gl, and held by nobody: gl moved it and is opening it
-		// here again (a move that failed, of a page's session, which is
-		// not held again). It goes once that stream has it.
-		s.releaseAtAdopt = true
-	}
+	ok := s.gl == gl && !s.away && !s.ended && !s.hungup && !s.isDetached()
 	s.mu.Unlock()
 	if !ok {
 		return

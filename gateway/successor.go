@@ -384,8 +384,10 @@ func on(ss *session, lk *backendLink) bool {
 
 // landedOff reports whether the session has left lk for another link, or
 // ended. One between links has not: its stream's end read and the next
-// not open yet, or let go of as not held (Unheld) and being opened on lk
-// again, from where the backend releases it once it has it.
+// not open yet, or a page's session that a failed upgrade left away on lk
+// (the backend does not hold it again: Unheld) and that is being opened
+// there again, after its Release found it away; the Release sent again
+// (releaseAgain) finds it there.
 func (ss *session) landedOff(lk *backendLink) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
