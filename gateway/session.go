@@ -468,7 +468,7 @@ func (s *session) readPlayer(done chan struct{}) {
 // parkLinger is how long a reader waits for more input before it parks
 // its session: a player typing stays on a reader, an idle one has none.
 // As short as parkInterval, for the same reason.
-const parkLinger = 500 * time.Millisecond
+const parkLinger = 250 * time.Millisecond
 
 // readLoop reads the player's socket until the session ends or the reader
 // must stop. A reader that has waited parkLinger for nothing parks the
