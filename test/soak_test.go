@@ -432,10 +432,17 @@ func TestChaosSoak(t *testing.T) {
 		p.conn.Close()
 	}
 	var rss2, heap2, g2 int
-	eventually(t, "the gateway's goroutines are back to where they started", func() bool {
-		rss2, heap2, g2 = gatewayStats(t, gwPID(), debugAddr)
-		return g2 <= g0
-	})
+	for deadline := time.Now().Add(waitFor); ; {
+		if rss2, heap2, g2 = gatewayStats(t, gwPID(), debugAddr); g2 <= g0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			// Each of the goroutines left, grouped by where it waits.
+			t.Fatalf("the gateway has %d goroutines with every player gone, %d at the start:\n%s", g2, g0,
+				get(t, debugAddr, "/debug/pprof/goroutine?debug=1"))
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, with the deadline above
+	}
 	resumes := 0
 	for _, b := range browsers {
 		b.mu.Lock()
