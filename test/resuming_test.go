@@ -67,8 +67,15 @@ func (c *resumingClient) open(hello string) (*websocket.Conn, error) {
 		return nil, err
 	}
 	c.mu.Lock()
+	closed := c.closed
 	c.ws, c.ready = ws, false
 	c.mu.Unlock()
+	if closed {
+		// Closed while it came back: Close found no WebSocket to say so
+		// on, and the gateway would hold the page for its return.
+		ws.Close(websocket.StatusNormalClosure, "")
+		return nil, net.ErrClosed
+	}
 	return ws, nil
 }
 
@@ -95,7 +102,10 @@ func (c *resumingClient) run(ws *websocket.Conn) {
 			c.mu.Lock()
 			hello := `{"resume":"` + c.token + `","got":` + strconv.FormatUint(c.got, 10) + `}`
 			c.mu.Unlock()
-			ws, _ = c.open(hello)
+			if ws, err = c.open(hello); errors.Is(err, net.ErrClosed) {
+				c.text.CloseWithError(err)
+				return
+			}
 		}
 	}
 }
