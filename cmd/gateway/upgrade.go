@@ -234,8 +234,11 @@ func takeOver(pred *upgrade.Predecessor, parts *gatewayParts, startServing, arri
 		return err
 	}
 	startServing()
+	stop := stopAsked() // before the line a test may kill this process at
 	log.Info("gateway: taking over", zap.Int("pid", os.Getpid()), zap.String("version", version))
-	stopIfAsked()
+	if stop {
+		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+	}
 	go func() {
 		defer release()
 		if arrived != nil {
@@ -264,14 +267,16 @@ func takeOver(pred *upgrade.Predecessor, parts *gatewayParts, startServing, arri
 // stopFileEnv names a file whose presence stops a new process where it
 // has said it is taking over and has not yet taken a session: the one
 // point at which a test can have an upgrade's new process die before its
-// move commits, however fast the machine. The file is removed, so that
-// the next upgrade goes through.
+// move commits, however fast the machine. The file is removed first, so
+// that the next upgrade goes through even if this process is killed as
+// soon as it says so.
 const stopFileEnv = "GATEWAY_TEST_STOP_TAKEOVER"
 
-func stopIfAsked() {
-	if path := os.Getenv(stopFileEnv); path != "" && os.Remove(path) == nil {
-		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
-	}
+// stopAsked reports whether the file stopFileEnv names was there, and
+// removes it.
+func stopAsked() bool {
+	path := os.Getenv(stopFileEnv)
+	return path != "" && os.Remove(path) == nil
 }
 
 // runUpgrade is `gateway upgrade`: it asks the running gateway to upgrade
