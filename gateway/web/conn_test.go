@@ -660,3 +660,37 @@ func TestInputWhole(t *testing.T) {
 		t.Fatalf("read %d bytes, not the %d sent in order", len(got), len(want))
 	}
 }
+
+// TestResumeAfterMovedOut: a page whose session moved to another process
+// in an upgrade, and whose next connection this process took all the same
+// (the two accept on one socket until this one stops), is told to
+// reconnect (1012), which takes it to the other process, and not that it
+// has no session (4404), which would have it start a new one. A token
+// this process never gave is still refused.
+func TestResumeAfterMovedOut(t *testing.T) {
+	l := &Listener{}
+	url := serveListener(t, l)
+	p := dialPage(t, url, `{}`)
+	c := acceptUnread(t, l)
+	p.waitToken()
+	if _, err := c.Export(); err != nil {
+		t.Fatal(err)
+	}
+	c.Moved()
+	c.Close() // as the move's commit does: the page is the other process's
+	for _, tc := range []struct {
+		token string
+		want  websocket.StatusCode
+	}{
+		{p.token, websocket.StatusCode(statusRestart)},
+		{"never-given", websocket.StatusCode(closeUnknownToken)},
+	} {
+		back := dialPage(t, url, `{"resume":"`+tc.token+`"}`)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, _, err := back.ws.Read(ctx)
+		cancel()
+		if code := websocket.CloseStatus(err); code != tc.want {
+			t.Errorf("resume with %q: closed with %v (%v), want %v", tc.token, code, err, tc.want)
+		}
+	}
+}

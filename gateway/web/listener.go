@@ -112,7 +112,12 @@ type Listener struct {
 	servers []*http.Server
 	addr    net.Addr
 	tokens  map[string]*Conn // by the token's hash
-	fails   map[netip.Addr]*failures
+	// movedOut holds the token hashes of the pages whose sessions moved,
+	// or are moving, to another process in an upgrade: one that comes back
+	// here once its Conn has gone (the processes share the listening
+	// socket until this one stops) is sent on to it.
+	movedOut map[string]struct{}
+	fails    map[netip.Addr]*failures
 	// nextPurge is when the failures may next be swept for expired ones.
 	nextPurge time.Time
 	// arriving is set while sessions arrive from another process; arrival
@@ -564,6 +569,10 @@ func (l *Listener) resume(ws *wsConn, remote net.Addr, h hello) bool {
 	if c == nil && validSessionID(h.Session) {
 		return false
 	}
+	if c == nil && l.movedAway(h.Resume) {
+		l.closeWS(ws, statusRestart, "the gateway is restarting: reconnect")
+		return true
+	}
 	if c == nil {
 		l.failed(ip, time.Now())
 		l.metrics.refused.WithLabelValues("unknown_token").Inc()
@@ -740,6 +749,34 @@ func (l *Listener) lookup(tok string) (*Conn, string) {
 		}
 		l.mu.Lock()
 	}
+}
+
+// markMoving records, or forgets, the token hashes of a page whose
+// session is moving to another process (Export, Thaw).
+func (l *Listener) markMoving(moving bool, hashes ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.movedOut == nil {
+		l.movedOut = make(map[string]struct{})
+	}
+	for _, h := range hashes {
+		switch {
+		case h == "":
+		case moving:
+			l.movedOut[h] = struct{}{}
+		default:
+			delete(l.movedOut, h)
+		}
+	}
+}
+
+// movedAway reports whether tok resumed a page whose session moved to
+// another process.
+func (l *Listener) movedAway(tok string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.movedOut[tokenHash(tok)]
+	return ok
 }
 
 func (l *Listener) forget(h string) {

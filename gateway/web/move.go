@@ -83,8 +83,10 @@ func (c *Conn) Export() ([]byte, error) {
 	if err != nil {
 		c.frozen = false
 		c.broadcastLocked()
+		return nil, err
 	}
-	return buf.Bytes(), err
+	c.l.markMoving(true, c.token, c.fresh)
+	return buf.Bytes(), nil
 }
 
 // Moved tells the page of an exported Conn to reconnect (1012): its
@@ -105,6 +107,7 @@ func (c *Conn) Moved() {
 func (c *Conn) Thaw() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.l.markMoving(false, c.token, c.fresh)
 	c.frozen = false
 	c.broadcastLocked()
 }
