@@ -71,6 +71,9 @@ type Conn struct {
 	// frozen is set from Export until Moved or Thaw: nothing more is taken
 	// from the page meanwhile, so that the state exported stays whole.
 	frozen bool
+	// moving is the token hashes Export marked as moving out (see
+	// Listener.movedOut), for Thaw to unmark.
+	moving [2]string
 	// accepted is set once the gateway has the Conn, and its admission.
 	accepted bool
 

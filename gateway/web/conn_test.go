@@ -666,13 +666,24 @@ func TestInputWhole(t *testing.T) {
 // (the two accept on one socket until this one stops), is told to
 // reconnect (1012), which takes it to the other process, and not that it
 // has no session (4404), which would have it start a new one. A token
-// this process never gave is still refused.
+// this process never gave is still refused, and so is one of a page whose
+// move failed after its session had ended here.
 func TestResumeAfterMovedOut(t *testing.T) {
 	l := &Listener{}
 	url := serveListener(t, l)
 	p := dialPage(t, url, `{}`)
 	c := acceptUnread(t, l)
 	p.waitToken()
+	// A move that failed after the page's session ended here (its grace
+	// ran out during the offer): its token resumes nothing, and says so.
+	gone := dialPage(t, url, `{}`)
+	g := acceptUnread(t, l)
+	gone.waitToken()
+	if _, err := g.Export(); err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	g.Thaw()
 	if _, err := c.Export(); err != nil {
 		t.Fatal(err)
 	}
@@ -684,6 +695,7 @@ func TestResumeAfterMovedOut(t *testing.T) {
 	}{
 		{p.token, websocket.StatusCode(statusRestart)},
 		{"never-given", websocket.StatusCode(closeUnknownToken)},
+		{gone.token, websocket.StatusCode(closeUnknownToken)},
 	} {
 		back := dialPage(t, url, `{"resume":"`+tc.token+`"}`)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -85,7 +85,8 @@ func (c *Conn) Export() ([]byte, error) {
 		c.broadcastLocked()
 		return nil, err
 	}
-	c.l.markMoving(true, c.token, c.fresh)
+	c.moving = [2]string{c.token, c.fresh}
+	c.l.markMoving(true, c.moving[:]...)
 	return buf.Bytes(), nil
 }
 
@@ -107,7 +108,10 @@ func (c *Conn) Moved() {
 func (c *Conn) Thaw() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.l.markMoving(false, c.token, c.fresh)
+	// What Export marked: the tokens may have been spent since (the page's
+	// grace ran out meanwhile).
+	c.l.markMoving(false, c.moving[:]...)
+	c.moving = [2]string{}
 	c.frozen = false
 	c.broadcastLocked()
 }
