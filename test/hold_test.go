@@ -72,10 +72,7 @@ func TestUpgradeHoldsQuietPlayers(t *testing.T) {
 	// An upgrade whose new process dies as it starts: the held sessions
 	// stay with this process, still held, and go on below.
 	pid, _ := u.health()
-	u.stopNextTakeover()
-	syscall.Kill(pid, syscall.SIGUSR2)
-	dying := int(u.gw.waitLog("gateway: taking over", 4)["pid"].(float64))
-	syscall.Kill(dying, syscall.SIGKILL)
+	syscall.Kill(u.upgradeStopped(pid, 4), syscall.SIGKILL)
 	u.gw.waitLog("gateway: the new gateway died during the upgrade; this process serves again", 1)
 	if now, _ := u.health(); now != pid {
 		t.Fatalf("/healthz answers from pid %d, want %d", now, pid)

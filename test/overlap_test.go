@@ -190,9 +190,7 @@ func TestFailedUpgradeAndDeploy(t *testing.T) {
 	ty.waitAnswered(10)
 	oldPID, _ := u.health()
 
-	u.stopNextTakeover()
-	syscall.Kill(oldPID, syscall.SIGUSR2)
-	dying := int(u.gw.waitLog("gateway: taking over", 1)["pid"].(float64))
+	dying := u.upgradeStopped(oldPID, 1)
 	next := successor(t, u.system)
 	u.gw.waitLog("gateway: a move waits for the one under way", 1)
 	syscall.Kill(dying, syscall.SIGKILL)
@@ -257,9 +255,7 @@ func TestUpgradeNewProcessDies(t *testing.T) {
 			ty := startTypers(t, u.telnet, 3)
 			ty.waitAnswered(10)
 			oldPID, _ := u.health()
-			u.stopNextTakeover()
-			syscall.Kill(oldPID, syscall.SIGUSR2)
-			newPID := int(u.gw.waitLog("gateway: taking over", 1)["pid"].(float64))
+			newPID := u.upgradeStopped(oldPID, 1)
 			time.Sleep(after) // how long the old process waits on it: the overlap under test
 			syscall.Kill(newPID, syscall.SIGKILL)
 			u.gw.waitLog("gateway: the new gateway died during the upgrade; this process serves again", 1)

@@ -53,17 +53,20 @@ func nextBuild(t *testing.T) string {
 type upgradable struct {
 	*system
 	path     string // the gateway's binary
-	stopFile string // GATEWAY_TEST_STOP_TAKEOVER: see stopNextTakeover
+	stopFile string // GATEWAY_TEST_STOP_TAKEOVER: see upgradeStopped
 }
 
-// stopNextTakeover has the next upgrade's new process stop itself where
-// it says "gateway: taking over", before it takes any session, so that a
-// test can kill it there however fast the move would have been.
-func (u *upgradable) stopNextTakeover() {
+// upgradeStopped upgrades the gateway process pid, whose new process
+// stops itself where it says "gateway: taking over" (the n-th such line),
+// before it takes any session, so that a test can kill it there however
+// fast the move would have been. It returns the new process's pid.
+func (u *upgradable) upgradeStopped(pid, n int) int {
 	u.t.Helper()
 	if err := os.WriteFile(u.stopFile, nil, 0o600); err != nil {
 		u.t.Fatal(err)
 	}
+	syscall.Kill(pid, syscall.SIGUSR2)
+	return int(u.gw.waitLog("gateway: taking over", n)["pid"].(float64))
 }
 
 func copyFile(t *testing.T, from, to string) {
