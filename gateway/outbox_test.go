@@ -95,3 +95,99 @@ func TestOutboxPutMarked(t *testing.T) {
 		t.Fatal("putMarked past twice the bound was taken")
 	}
 }
+
+// TestOutboxClaimIdle: a write on the caller's goroutine is claimed only
+// when the outbox is idle;
+// release queues what the socket did not take ahead of anything put
+// meanwhile, and a writer is to start only when something is left.
+func TestOutboxClaimIdle(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(o *outbox)
+		want  bool
+	}{
+		{"idle", func(*outbox) {}, true},
+		{"a writer runs", func(o *outbox) { o.put([]byte("x"), 0) }, false},
+		{"output queued while frozen", func(o *outbox) { o.freeze(); o.put([]byte("x"), 0) }, false},
+		{"frozen", func(o *outbox) { o.freeze() }, false},
+		{"closed", func(o *outbox) { o.close(); o.take() }, false},
+		{"closing after output", func(o *outbox) { o.finish(); o.take() }, false},
+		{"output cut by a move and thawed, not yet written", func(o *outbox) {
+			o.put([]byte("x"), 0)
+			o.freeze()
+			o.cut([]byte("rest"))
+			o.thaw()
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var started countStarts
+			o := newOutbox(64, &started)
+			tt.setup(o)
+			if got := o.claimIdle(); got != tt.want {
+				t.Fatalf("claimIdle = %v, want %v", got, tt.want)
+			}
+		})
+	}
+
+	t.Run("release", func(t *testing.T) {
+		var started countStarts
+		o := newOutbox(64, &started)
+		if !o.claimIdle() {
+			t.Fatal("an idle outbox was not claimed")
+		}
+		if o.claimIdle() || o.put([]byte("later"), 0) != nil || started != 0 {
+			t.Fatalf("while claimed: claimed again or a writer started (%d)", started)
+		}
+		rest := []byte("rest")
+		if !o.release(rest) {
+			t.Fatal("release with output left did not ask for a writer")
+		}
+		rest[0] = 'X' // the caller's buffer is its own again
+		if w := o.takeWire(); string(w) != "rest" {
+			t.Fatalf("wire %q, want what the socket did not take", w)
+		}
+		if b, _, _, _, ok := o.take(); !ok || string(b) != "later" {
+			t.Fatalf("take %q %v, want what was put meanwhile", b, ok)
+		}
+		if _, _, _, _, ok := o.take(); ok || o.writing {
+			t.Fatal("the writer did not stop once all was written")
+		}
+
+		if !o.claimIdle() || o.release(nil) || o.writing {
+			t.Fatal("a whole write left a writer claimed")
+		}
+	})
+
+	t.Run("frozen while writing", func(t *testing.T) {
+		var started countStarts
+		o := newOutbox(64, &started)
+		o.claimIdle()
+		stopped := o.freeze()
+		if isClosed(stopped) {
+			t.Fatal("the freeze did not wait for the write under way")
+		}
+		if o.release([]byte("rest")) {
+			t.Fatal("release asked for a writer while frozen")
+		}
+		if !isClosed(stopped) || string(o.save().Wire) != "rest" {
+			t.Fatalf("after release: stopped %v, saved wire %q", isClosed(stopped), o.save().Wire)
+		}
+	})
+
+	t.Run("closed while writing", func(t *testing.T) {
+		var started countStarts
+		o := newOutbox(64, &started)
+		o.claimIdle()
+		o.close()
+		if !o.release([]byte("rest")) {
+			t.Fatal("release did not ask for a writer to end the socket")
+		}
+		if w := o.takeWire(); len(w) != 0 {
+			t.Fatalf("wire %q after a close: the rest is dropped with the queue", w)
+		}
+		if _, _, _, closed, ok := o.take(); !ok || !closed {
+			t.Fatal("the writer was not told to end the socket")
+		}
+	})
+}

@@ -111,6 +111,8 @@ type session struct {
 	// the game's answer, and since when (noticeBackHeld): backWaits,
 	// backTaken; backNone otherwise.
 	backDue atomic.Uint32
+	// sentNowAt is when sendNow last wrote, on micros's clock.
+	sentNowAt atomic.Uint32
 	// streamBusy is set by every frame read and cleared by the sweep,
 	// which parks the streams it finds quiet; inFrame while the reader
 	// handles a frame, where it may wait for a slow player: that stream
@@ -1166,12 +1168,14 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 	switch typ {
 	case link.FrameOutput:
 		*out = s.withBackNotice(s.enc.Encode((*out)[:0], p))
-		if err := s.out.put(*out, s.srv.slowPlayer()); err != nil {
-			if errors.Is(err, errSlowPlayer) {
-				s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.ID))
-				s.finish(endSlowPlayer, false)
+		if !s.sendNow(*out) {
+			if err := s.out.put(*out, s.srv.slowPlayer()); err != nil {
+				if errors.Is(err, errSlowPlayer) {
+					s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.ID))
+					s.finish(endSlowPlayer, false)
+				}
+				return true, false, false
 			}
-			return true, false, false
 		}
 		s.wrote(len(p))
 		if cap(*out) > 16<<10 {

@@ -100,3 +100,36 @@ func unread(c net.Conn) bool {
 	onSocket(plainSocket(c), func(fd int) { n, _ = unix.IoctlGetInt(fd, unix.SIOCINQ) })
 	return n > 0
 }
+
+// canWriteNow reports whether writeNow can write to c: a plain socket,
+// with nothing above the kernel's (not TLS, a PROXY header, a WebSocket).
+func canWriteNow(c net.Conn) bool { return plainSocket(c) != nil }
+
+// writeNow writes as much of b as c's socket takes at once, without
+// waiting for room, and returns how much: nothing when the socket's
+// buffer is full or the write fails, which the player's writer then
+// finds out for itself.
+func writeNow(c net.Conn, b []byte) (n int) {
+	sc := plainSocket(c)
+	if sc == nil {
+		return 0
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := unix.Write(int(fd), b[n:])
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || m <= 0 {
+				break
+			}
+			n += m
+		}
+		return true // never wait for room here
+	})
+	return n
+}
