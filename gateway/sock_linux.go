@@ -118,7 +118,12 @@ func writeNow(c net.Conn, b []byte) (n int) {
 	if err != nil {
 		return 0
 	}
-	rc.Write(func(fd uintptr) bool {
+	// Control, not Write: RawConn.Write refuses at once on a write
+	// deadline that has passed, and the writer leaves one behind (it sets
+	// one for each write it makes), as does a move's kick. The caller is
+	// the player's only writer meanwhile, so the descriptor's write lock
+	// would guard nothing.
+	rc.Control(func(fd uintptr) {
 		for n < len(b) {
 			m, err := unix.Write(int(fd), b[n:])
 			if err == unix.EINTR {
@@ -129,7 +134,6 @@ func writeNow(c net.Conn, b []byte) (n int) {
 			}
 			n += m
 		}
-		return true // never wait for room here
 	})
 	return n
 }

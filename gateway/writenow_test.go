@@ -109,6 +109,23 @@ func TestSendNow(t *testing.T) {
 		}
 	})
 
+	t.Run("past a write deadline", func(t *testing.T) {
+		// The writer sets a deadline for each write and leaves it, and a
+		// move's kick sets one in the past: a player idle for longer, or
+		// back from a move that failed, is written to at once all the same.
+		sc, cc := tcpPair(t)
+		s := newSession(srv, "n-4", sc, sc.RemoteAddr(), netip.Addr{})
+		sc.SetWriteDeadline(time.Now().Add(-time.Second))
+		if n := writeNow(s.conn, []byte("answer\r\n")); n != 8 {
+			t.Fatalf("wrote %d of 8 bytes to an empty socket past its write deadline", n)
+		}
+		got := make([]byte, 8)
+		cc.SetReadDeadline(time.Now().Add(testWait))
+		if _, err := io.ReadFull(cc, got); err != nil || string(got) != "answer\r\n" {
+			t.Fatalf("the player read %q, %v", got, err)
+		}
+	})
+
 	t.Run("not a plain socket", func(t *testing.T) {
 		a, b := net.Pipe()
 		t.Cleanup(func() { a.Close(); b.Close() })
