@@ -281,6 +281,10 @@ type playerReader struct {
 	// waited that long for nothing.
 	linger time.Duration
 	quiet  bool
+	// lingerUntil is the read deadline set for linger: it is set again
+	// only once less than half of linger is left, not at every read, so
+	// a typing player's reads cost no timer each.
+	lingerUntil time.Time
 }
 
 // lateAnswers is what a new player's reader watches of the client's
@@ -311,7 +315,11 @@ func (r *playerReader) read() bool {
 	case idle > 0 && !r.negotiating:
 		s.conn.SetReadDeadline(time.Now().Add(idle))
 	case r.linger > 0:
-		s.conn.SetReadDeadline(time.Now().Add(r.linger))
+		// A player quiet for between half of linger and linger is parked.
+		if now := time.Now(); r.lingerUntil.Sub(now) < r.linger/2 {
+			r.lingerUntil = now.Add(r.linger)
+			s.conn.SetReadDeadline(r.lingerUntil)
+		}
 	}
 	if s.is(phaseMoving) {
 		return false

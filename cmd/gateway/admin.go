@@ -54,11 +54,12 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 // serveDebug serves Go's profiler: goroutine counts, heap and CPU profiles
-// of a running gateway.
+// and execution traces of a running gateway.
 func serveDebug(log *zap.Logger, ln net.Listener) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	log.Info("gateway: debug listening", zap.Stringer("addr", ln.Addr()))
