@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"errors"
 	"math"
 	"sync"
@@ -125,36 +124,6 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 			return errSlowPlayer
 		}
 	}
-}
-
-// claimIdle makes the caller the writer when the outbox is idle: nothing
-// queued, no writer running, not frozen or closing. The caller then writes
-// on its own goroutine and must call release after.
-func (o *outbox) claimIdle() bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.writing || o.frozen || o.closed || o.closeAfter || len(o.buf) > 0 || len(o.marks) > 0 || len(o.wire) > 0 {
-		return false
-	}
-	o.writing = true
-	return true
-}
-
-// release ends claimIdle's write: rest, what the socket did not take (as
-// it goes on the wire), goes out before anything queued meanwhile. It
-// reports whether the caller is to start a writer for what is left; if
-// not, no writer runs.
-func (o *outbox) release(rest []byte) (start bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if len(rest) > 0 && !o.closed {
-		o.wire = bytes.Clone(rest) // nothing else puts to wire: it was empty
-	}
-	if o.frozen || len(o.buf) == 0 && len(o.marks) == 0 && len(o.wire) == 0 && !o.closeAfter && !o.closed {
-		o.stopLocked() // a freeze takes the rest with the session
-		return false
-	}
-	return true
 }
 
 // putProtocol queues telnet protocol bytes. They may exceed the bound, since

@@ -111,8 +111,6 @@ type session struct {
 	// the game's answer, and since when (noticeBackHeld): backWaits,
 	// backTaken; backNone otherwise.
 	backDue atomic.Uint32
-	// sentNowAt is when sendNow last wrote, on micros's clock.
-	sentNowAt atomic.Uint32
 	// streamBusy is set by every frame read and cleared by the sweep,
 	// which parks the streams it finds quiet; inFrame while the reader
 	// handles a frame, where it may wait for a slow player: that stream
@@ -281,10 +279,6 @@ type playerReader struct {
 	// waited that long for nothing.
 	linger time.Duration
 	quiet  bool
-	// lingerUntil is the read deadline set for linger: it is set again
-	// only once less than half of linger is left, not at every read, so
-	// a typing player's reads cost no timer each.
-	lingerUntil time.Time
 }
 
 // lateAnswers is what a new player's reader watches of the client's
@@ -315,11 +309,7 @@ func (r *playerReader) read() bool {
 	case idle > 0 && !r.negotiating:
 		s.conn.SetReadDeadline(time.Now().Add(idle))
 	case r.linger > 0:
-		// A player quiet for between half of linger and linger is parked.
-		if now := time.Now(); r.lingerUntil.Sub(now) < r.linger/2 {
-			r.lingerUntil = now.Add(r.linger)
-			s.conn.SetReadDeadline(r.lingerUntil)
-		}
+		s.conn.SetReadDeadline(time.Now().Add(r.linger))
 	}
 	if s.is(phaseMoving) {
 		return false
@@ -1176,14 +1166,12 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 	switch typ {
 	case link.FrameOutput:
 		*out = s.withBackNotice(s.enc.Encode((*out)[:0], p))
-		if !s.sendNow(*out) {
-			if err := s.out.put(*out, s.srv.slowPlayer()); err != nil {
-				if errors.Is(err, errSlowPlayer) {
-					s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.ID))
-					s.finish(endSlowPlayer, false)
-				}
-				return true, false, false
+		if err := s.out.put(*out, s.srv.slowPlayer()); err != nil {
+			if errors.Is(err, errSlowPlayer) {
+				s.srv.log().Warn("gateway: disconnecting a player who does not read", zap.String("session", s.ID))
+				s.finish(endSlowPlayer, false)
 			}
+			return true, false, false
 		}
 		s.wrote(len(p))
 		if cap(*out) > 16<<10 {

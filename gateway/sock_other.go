@@ -18,9 +18,3 @@ func roundTrip(net.Conn) (time.Duration, bool) { return 0, false }
 // unread cannot tell on this system: a reader late for its deadline reads
 // what came in time at its next read.
 func unread(net.Conn) bool { return false }
-
-// canWriteNow is false on this system: every write goes through the
-// player's writer.
-func canWriteNow(net.Conn) bool { return false }
-
-func writeNow(net.Conn, []byte) int { return 0 }
