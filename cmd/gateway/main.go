@@ -78,7 +78,6 @@ func main() {
 	if err := cfg.validate(); err != nil {
 		fail(2, err)
 	}
-	setGC()
 	log, err := cfg.common.Logger()
 	if err != nil {
 		fail(2, err)

@@ -210,6 +210,9 @@ func (g *gatewayParts) TakeRegistry(state []byte, files []*os.File) error {
 // it has, but a backend that is away must not hold the upgrade up.
 const readyWait = 3 * time.Second
 
+// takeOverGC is the collector's target (GOGC) while the sessions come.
+const takeOverGC = 400
+
 // takeOver is the new process's side of the upgrade: it says it is ready,
 // starts serving when told, takes the sessions and the registry, and tells
 // systemd it is the service's main process now. arrived, if set, is
@@ -243,9 +246,8 @@ func takeOver(pred *upgrade.Predecessor, parts *gatewayParts, startServing, arri
 		}
 		// The heap grows from nothing to every session's within a second:
 		// collected at each doubling on the way, it would be scanned again
-		// and again while it holds little garbage. So the collector's
-		// target is at least gatewayGC meanwhile, whatever GOGC says.
-		if gc := debug.SetGCPercent(gatewayGC); gc < 0 || gc > gatewayGC {
+		// and again while it holds little garbage.
+		if gc := debug.SetGCPercent(takeOverGC); gc < 0 || gc > takeOverGC {
 			debug.SetGCPercent(gc)
 		} else {
 			defer debug.SetGCPercent(gc)
