@@ -54,7 +54,8 @@ func TestLoadToolSmoke(t *testing.T) {
 			}
 		}
 	}
-	for _, f := range []string{"login_all", "rss_per_idle_session", "rss_total", "rss_per_idle_settled", "rtt_p50", "rtt_p99", "rtt_p999", "fanout_last", "bulk_one", "bulk_all",
+	for _, f := range []string{"login_all", "rss_per_idle_session", "rss_total", "rss_per_idle_settled", "rtt_p50", "rtt_p99", "rtt_p999",
+		"rtt_cpu_server", "rtt_cpu_game", "rtt_cpu_load", "fanout_last", "bulk_one", "bulk_all",
 		"upgrade_time", "upgrade_rtt_max", "upgrade_rss_before", "upgrade_rss_after", "upgrade_fds_before", "upgrade_fds_after",
 		"handover_time", "handover_rtt_max", "handover_gateway_rss_peak", "restart_time", "restart_rtt_max", "resume_all"} {
 		if _, ok := figures[f]; !ok {
@@ -80,10 +81,18 @@ func TestLoadToolSmoke(t *testing.T) {
 	// others for the fan-out.
 	pid := strconv.Itoa(echo.cmd.Process.Pid)
 	figures, out = runLoad(t, "-addr", addr+","+addr, "-sessions", "20", "-typists", "3", "-keys", "5", "-bulk", "50", "-settle", "3s",
-		"-pid", pid+","+pid)
-	for _, f := range []string{"login_all", "rss_per_idle_session", "rss_per_idle_settled", "rtt_p50", "rtt_p99", "rtt_p999", "fanout_last", "bulk_one", "bulk_all"} {
+		"-pid", pid+","+pid, "-game-pid", pid)
+	for _, f := range []string{"login_all", "rss_per_idle_session", "rss_per_idle_settled", "rtt_p50", "rtt_p99", "rtt_p999",
+		"rtt_cpu_server", "rtt_cpu_game", "rtt_cpu_load", "fanout_last", "bulk_one", "bulk_all"} {
 		if _, ok := figures[f]; !ok {
 			t.Errorf("echo baseline: no figure %s in\n%s", f, out)
+		}
+	}
+	// The processes measured did work for the lines: a figure read from
+	// the wrong place would be zero.
+	for _, f := range []string{"rtt_cpu_server", "rtt_cpu_load"} {
+		if v, err := strconv.ParseFloat(figures[f], 64); err != nil || v <= 0 {
+			t.Errorf("echo baseline: %s is %q, want the processor time of a line", f, figures[f])
 		}
 	}
 }

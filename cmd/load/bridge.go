@@ -90,7 +90,8 @@ func runBridge(o *bridgeOptions) error {
 			idle("rss_per_idle_settled", "rss_settled_gateway", "rss_settled_bridge")
 		}
 	}
-	if err := roundTrips(sessions[:min(o.typists, len(sessions))], o.keys); err != nil {
+	rt := &options{keys: o.keys, pids: pids{o.gatewayPID}}
+	if err := roundTrips(rt, sessions[:min(o.typists, len(sessions))]); err != nil {
 		return err
 	}
 	if err := fanOut(sessions); err != nil {

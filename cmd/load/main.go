@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,6 +61,7 @@ func main() {
 		fs.Var(&o.pids, "pid", "process whose memory is measured (the gateway, HAProxy or the echo server); several, comma-separated, are added up")
 		fs.IntVar(&o.bulkLines, "bulk", 2000, "lines of 200 bytes one player sends back to back for the bulk figure")
 		fs.IntVar(&o.backendPID, "backend-pid", 0, "backend to SIGKILL for the resume figure (holdfast only)")
+		fs.IntVar(&o.gamePID, "game-pid", 0, "the game's process, for the round trip's CPU figure (the echo server behind HAProxy); the backend's if not set")
 		fs.StringVar(&o.backendCmd, "backend-cmd", "", "shell command that starts a new backend (with -backend-pid)")
 		fs.StringVar(&o.epmd, "epmd", "127.0.0.1:4369", "registry to watch for the backend's registration")
 		fs.StringVar(&o.name, "name", "game", "the backend's registered name")
@@ -101,6 +103,7 @@ type options struct {
 	pids        pids // every process whose memory is counted
 	bulkLines   int
 	backendPID  int
+	gamePID     int
 	backendCmd  string
 	epmd        string
 	name        string
@@ -226,7 +229,7 @@ func run(o *options) error {
 	}
 
 	if o.want("rtt") {
-		if err := roundTrips(sessions[:min(o.typists, len(sessions))], o.keys); err != nil {
+		if err := roundTrips(o, sessions[:min(o.typists, len(sessions))]); err != nil {
 			return err
 		}
 	}
@@ -297,8 +300,20 @@ func percentile(d []time.Duration, p float64) time.Duration {
 }
 
 // roundTrips has each typist send lines one at a time and wait for each
-// answer: the keystroke round trip.
-func roundTrips(typists []*session, keys int) error {
+// answer: the keystroke round trip, and the processor time each process
+// used for a line meanwhile (the idle players' share included, which is
+// small).
+func roundTrips(o *options, typists []*session) error {
+	keys := o.keys
+	game := o.gamePID
+	if game == 0 {
+		game = o.backendPID
+	}
+	procs := map[string][]int{"server": o.pids, "game": {game}, "load": {os.Getpid()}}
+	cpu0 := map[string]time.Duration{}
+	for name, ps := range procs {
+		cpu0[name] = cpuUsed(ps)
+	}
 	var mu sync.Mutex
 	var all []time.Duration
 	errs := make(chan error, len(typists))
@@ -332,7 +347,37 @@ func roundTrips(typists []*session, keys int) error {
 	result("rtt_p50", float64(percentile(all, 0.50).Microseconds()), "us")
 	result("rtt_p99", float64(percentile(all, 0.99).Microseconds()), "us")
 	result("rtt_p999", float64(percentile(all, 0.999).Microseconds()), "us")
+	for _, name := range []string{"server", "game", "load"} {
+		if ps := procs[name]; len(ps) > 0 && ps[0] != 0 {
+			used := cpuUsed(ps) - cpu0[name]
+			result("rtt_cpu_"+name, float64(used.Nanoseconds())/1e3/float64(len(all)), "us")
+		}
+	}
 	return nil
+}
+
+// cpuUsed is the processor time the processes have used, to the
+// nanosecond: the sum over their threads of what the scheduler counted
+// (schedstat). A thread that has ended is not counted; Go's runtime
+// rarely ends one.
+func cpuUsed(pids []int) time.Duration {
+	var total time.Duration
+	for _, pid := range pids {
+		tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/schedstat")
+		for _, t := range tasks {
+			b, err := os.ReadFile(t)
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(b))
+			if len(f) == 0 {
+				continue
+			}
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			total += time.Duration(ns)
+		}
+	}
+	return total
 }
 
 // fanOut has one player say an 80-byte line and times its arrival at
