@@ -706,3 +706,61 @@ func TestResumeAfterMovedOut(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeWhileMoving: a page that comes back to this process while its
+// session is being moved (after Export, before Moved or Thaw) is sent on
+// (1012) with its token unspent, so that it finds its session with the
+// same token wherever the move leaves it: in the process the session went
+// to, or here again after a move that failed.
+func TestResumeWhileMoving(t *testing.T) {
+	for _, moved := range []bool{true, false} {
+		name := map[bool]string{true: "moved", false: "thawed"}[moved]
+		t.Run(name, func(t *testing.T) {
+			l := &Listener{}
+			url := serveListener(t, l)
+			p := dialPage(t, url, `{}`)
+			c := accept(t, l)
+			c.Write([]byte("hello"))
+			p.readData(5)
+			p.waitToken()
+			p.ws.CloseNow()
+			waitAway(t, c)
+			state, err := c.Export()
+			if err != nil {
+				t.Fatal(err)
+			}
+			back := dialPage(t, url, `{"resume":"`+p.token+`","got":5}`)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, msg, err := back.ws.Read(ctx)
+			cancel()
+			if code := websocket.CloseStatus(err); code != websocket.StatusCode(statusRestart) {
+				t.Fatalf("a page back during the move: %q, closed with %v (%v), want %d", msg, code, err, statusRestart)
+			}
+
+			there, url2 := l, url
+			if moved {
+				c.Moved()
+				c.Close() // as the move's commit does
+				there = &Listener{}
+				url2 = serveListener(t, there)
+				if _, err := there.Restore(state); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				c.Thaw()
+			}
+			c.Write([]byte("after")) // only where it stayed: a moved Conn is closed
+			again := dialPage(t, url2, `{"resume":"`+p.token+`","got":5}`)
+			again.waitToken()
+			if !again.info.Resumed {
+				t.Fatalf("the page was not given its session back after the move: %+v", again.info)
+			}
+			if !moved {
+				again.readData(5)
+				if string(again.data) != "after" {
+					t.Fatalf("after the thaw the page read %q, want the output written meanwhile", again.data)
+				}
+			}
+		})
+	}
+}

@@ -580,7 +580,10 @@ func (l *Listener) resume(ws *wsConn, remote net.Addr, h hello) bool {
 		l.closeWS(ws, closeUnknownToken, "no such session: it ended, or the token was used")
 		return true
 	}
-	if err := c.attach(ws, th, h.Got); err != nil {
+	if err := c.attach(ws, th, h.Got); errors.Is(err, errMoving) {
+		l.closeWS(ws, statusRestart, "the gateway is restarting: reconnect")
+		return true
+	} else if err != nil {
 		l.closeWS(ws, closeUnknownToken, "no such session: it ended")
 		return true
 	}
@@ -616,12 +619,22 @@ func (l *Listener) admitClaim(remote net.Addr, r *http.Request) (Admission, erro
 	return l.Admission.AdmitSession(remote, paidConn(r))
 }
 
+// errMoving is attach's answer while the Conn's session is being moved to
+// another process (Export): a new token given now would be one the other
+// process never learns. The page is sent on, its token unspent: it finds
+// its session wherever the move leaves it.
+var errMoving = errors.New("web: the session is moving")
+
 // attach makes ws the Conn's WebSocket, for a page that came with the
 // token of hash th: the output the page has not had is sent again, with a
 // new token. Of the Conn's tokens, th stays good until the page has
 // acknowledged the new one, and the other is spent.
 func (c *Conn) attach(ws *wsConn, th string, got uint64) error {
 	c.mu.Lock()
+	if c.frozen {
+		c.mu.Unlock()
+		return errMoving
+	}
 	old := c.ws
 	c.ws = nil
 	c.gen++
@@ -642,6 +655,13 @@ func (c *Conn) attach(ws *wsConn, th string, got uint64) error {
 	if c.closed || c.ended != nil || gen != c.gen {
 		c.mu.Unlock()
 		return errors.New("web: the session has ended")
+	}
+	if c.frozen {
+		// Exported since the check above: the page waits for its
+		// session as after a broken connection, and comes back for it.
+		c.holdLocked(gen)
+		c.mu.Unlock()
+		return errMoving
 	}
 	switch th {
 	case c.fresh: // the page had the last one given
