@@ -723,6 +723,12 @@ type exporter interface {
 	Thaw()
 }
 
+// arriver is a connection that moved as its state (an exporter's, in the
+// process it came from), and is told when its move has committed: until
+// then its player is sent back to wait, since an Abort may leave the
+// session with the other process.
+type arriver interface{ Arrived() }
+
 // Arrivals are sessions received from another gateway process, prepared
 // but not yet started.
 type Arrivals struct {
@@ -830,6 +836,9 @@ func (a *Arrivals) Start() {
 	s.mu.Unlock()
 	cur := s.current()
 	for _, ss := range a.sessions {
+		if a, ok := ss.conn.(arriver); ok {
+			a.Arrived()
+		}
 		ss.mu.Lock()
 		var out outboxState
 		if r := ss.rare; r != nil {

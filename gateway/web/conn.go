@@ -74,6 +74,12 @@ type Conn struct {
 	// moving is the token hashes Export marked as moving out (see
 	// Listener.movedOut), for Thaw to unmark.
 	moving [2]string
+	// gone is set by Moved: the session is another process's now.
+	// arriving is set from Restore until Arrived: the session is not this
+	// process's yet, and may go back to the process it came from (the
+	// move's Abort). A page that comes back meanwhile is sent on with its
+	// token unspent (attach), as it is while frozen.
+	gone, arriving bool
 	// accepted is set once the gateway has the Conn, and its admission.
 	accepted bool
 

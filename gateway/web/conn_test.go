@@ -707,15 +707,39 @@ func TestResumeAfterMovedOut(t *testing.T) {
 	}
 }
 
-// TestResumeWhileMoving: a page that comes back to this process while its
-// session is being moved (after Export, before Moved or Thaw) is sent on
-// (1012) with its token unspent, so that it finds its session with the
-// same token wherever the move leaves it: in the process the session went
-// to, or here again after a move that failed.
+// TestResumeWhileMoving: a page that comes back while its session moves
+// between processes (exported here and not thawed, or restored in the new
+// process and not arrived) is sent on (1012) with its token unspent, so
+// that it finds its session with the same token wherever the move leaves
+// it: in the process the session went to once the move committed, or here
+// again after a move that failed or was aborted.
 func TestResumeWhileMoving(t *testing.T) {
-	for _, moved := range []bool{true, false} {
-		name := map[bool]string{true: "moved", false: "thawed"}[moved]
-		t.Run(name, func(t *testing.T) {
+	sentOn := func(t *testing.T, url, token, when string) {
+		t.Helper()
+		back := dialPage(t, url, `{"resume":"`+token+`","got":5}`)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, msg, err := back.ws.Read(ctx)
+		if code := websocket.CloseStatus(err); code != websocket.StatusCode(statusRestart) {
+			t.Fatalf("a page back %s: %q, closed with %v (%v), want %d", when, msg, code, err, statusRestart)
+		}
+	}
+	resumed := func(t *testing.T, url, token, want string) {
+		t.Helper()
+		again := dialPage(t, url, `{"resume":"`+token+`","got":5}`)
+		again.waitToken()
+		if !again.info.Resumed {
+			t.Fatalf("the page was not given its session back: %+v", again.info)
+		}
+		if want != "" {
+			again.readData(len(want))
+			if string(again.data) != want {
+				t.Fatalf("the page read %q, want %q", again.data, want)
+			}
+		}
+	}
+	for _, end := range []string{"moved", "thawed", "aborted"} {
+		t.Run(end, func(t *testing.T) {
 			l := &Listener{}
 			url := serveListener(t, l)
 			p := dialPage(t, url, `{}`)
@@ -729,38 +753,64 @@ func TestResumeWhileMoving(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			back := dialPage(t, url, `{"resume":"`+p.token+`","got":5}`)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, msg, err := back.ws.Read(ctx)
-			cancel()
-			if code := websocket.CloseStatus(err); code != websocket.StatusCode(statusRestart) {
-				t.Fatalf("a page back during the move: %q, closed with %v (%v), want %d", msg, code, err, statusRestart)
+			sentOn(t, url, p.token, "to the old process during the move")
+			l2 := &Listener{}
+			url2 := serveListener(t, l2)
+			c2, err := l2.Restore(state) // the new process, at the offer
+			if err != nil {
+				t.Fatal(err)
 			}
-
-			there, url2 := l, url
-			if moved {
+			sentOn(t, url2, p.token, "to the new process before the commit")
+			switch end {
+			case "moved":
 				c.Moved()
-				c.Close() // as the move's commit does
-				there = &Listener{}
-				url2 = serveListener(t, there)
-				if _, err := there.Restore(state); err != nil {
-					t.Fatal(err)
-				}
-			} else {
+				sentOn(t, url, p.token, "to the old process after the commit, before its Close")
+				c.Close()
+				sentOn(t, url, p.token, "to the old process after the commit")
+				c2.(*Conn).Arrived()
+				resumed(t, url2, p.token, "")
+			case "thawed":
 				c.Thaw()
-			}
-			c.Write([]byte("after")) // only where it stayed: a moved Conn is closed
-			again := dialPage(t, url2, `{"resume":"`+p.token+`","got":5}`)
-			again.waitToken()
-			if !again.info.Resumed {
-				t.Fatalf("the page was not given its session back after the move: %+v", again.info)
-			}
-			if !moved {
-				again.readData(5)
-				if string(again.data) != "after" {
-					t.Fatalf("after the thaw the page read %q, want the output written meanwhile", again.data)
-				}
+				c.Write([]byte("after"))
+				resumed(t, url, p.token, "after")
+			case "aborted":
+				c2.Close() // the new process discards what it was offered
+				c.Thaw()
+				c.Write([]byte("after"))
+				resumed(t, url, p.token, "after")
 			}
 		})
+	}
+}
+
+// TestGraceWhileSentOn: a page sent on during a move came back in time,
+// and its grace starts again then: a move that takes the rest of the
+// grace and fails leaves it its session.
+func TestGraceWhileSentOn(t *testing.T) {
+	const grace = 2 * time.Second
+	l := &Listener{Grace: grace}
+	url := serveListener(t, l)
+	p := dialPage(t, url, `{}`)
+	c := accept(t, l)
+	p.waitToken()
+	p.ws.CloseNow()
+	waitAway(t, c)
+	away := time.Now()
+	if _, err := c.Export(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(grace * 7 / 10) // the page is away most of its grace
+	back := dialPage(t, url, `{"resume":"`+p.token+`"}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := back.ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusCode(statusRestart) {
+		t.Fatalf("a page back during the move: %v, want %d", err, statusRestart)
+	}
+	time.Sleep(time.Until(away.Add(grace * 13 / 10))) // past the first grace: the move takes that long, and fails
+	c.Thaw()
+	again := dialPage(t, url, `{"resume":"`+p.token+`"}`)
+	again.waitToken()
+	if !again.info.Resumed {
+		t.Fatalf("the page, back within its grace and sent on, lost its session: %+v", again.info)
 	}
 }

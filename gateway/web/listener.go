@@ -619,11 +619,15 @@ func (l *Listener) admitClaim(remote net.Addr, r *http.Request) (Admission, erro
 	return l.Admission.AdmitSession(remote, paidConn(r))
 }
 
-// errMoving is attach's answer while the Conn's session is being moved to
-// another process (Export): a new token given now would be one the other
-// process never learns. The page is sent on, its token unspent: it finds
-// its session wherever the move leaves it.
+// errMoving is attach's answer while the Conn's session is moving between
+// processes: exported here and not thawed (frozen, gone), or restored here
+// and not arrived. A new token given then would be one that the process
+// the session ends in may never learn. The page is sent on (1012), its
+// token unspent, and finds its session wherever the move leaves it.
 var errMoving = errors.New("web: the session is moving")
+
+// movingLocked reports whether the Conn's session is moving (errMoving).
+func (c *Conn) movingLocked() bool { return c.frozen || c.gone || c.arriving }
 
 // attach makes ws the Conn's WebSocket, for a page that came with the
 // token of hash th: the output the page has not had is sent again, with a
@@ -631,7 +635,10 @@ var errMoving = errors.New("web: the session is moving")
 // acknowledged the new one, and the other is spent.
 func (c *Conn) attach(ws *wsConn, th string, got uint64) error {
 	c.mu.Lock()
-	if c.frozen {
+	if c.movingLocked() {
+		if c.ws == nil && !c.closed {
+			c.holdLocked(c.gen) // the page is there: its grace starts again
+		}
 		c.mu.Unlock()
 		return errMoving
 	}
@@ -652,16 +659,19 @@ func (c *Conn) attach(ws *wsConn, th string, got uint64) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
+	if c.movingLocked() && gen == c.gen {
+		// Exported since the check above (and maybe moved and closed
+		// since): the page waits for its session as after a broken
+		// connection, and comes back for it.
+		if !c.closed {
+			c.holdLocked(gen)
+		}
+		c.mu.Unlock()
+		return errMoving
+	}
 	if c.closed || c.ended != nil || gen != c.gen {
 		c.mu.Unlock()
 		return errors.New("web: the session has ended")
-	}
-	if c.frozen {
-		// Exported since the check above: the page waits for its
-		// session as after a broken connection, and comes back for it.
-		c.holdLocked(gen)
-		c.mu.Unlock()
-		return errMoving
 	}
 	switch th {
 	case c.fresh: // the page had the last one given

@@ -95,7 +95,7 @@ func (c *Conn) Export() ([]byte, error) {
 func (c *Conn) Moved() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.frozen = false
+	c.frozen, c.gone = false, true
 	if ws := c.ws; ws != nil {
 		c.ws = nil
 		c.gen++
@@ -128,7 +128,7 @@ func (l *Listener) Restore(state []byte) (net.Conn, error) {
 		l: l, proto: m.Proto, resumable: true,
 		local: netx.Addr(m.Local), remote: parseAddr(m.Remote), tls: m.TLS,
 		token: m.TokenHash, fresh: m.FreshHash, sent: m.Sent, acked: m.Acked, received: m.Received, replay: m.Replay, in: m.In,
-		notices: m.Notices,
+		notices: m.Notices, arriving: true,
 	}
 	if t := m.Term; t != nil {
 		c.term = &terminal{
@@ -149,6 +149,14 @@ func (l *Listener) Restore(state []byte) (net.Conn, error) {
 	l.broadcastArrivalLocked()
 	l.mu.Unlock()
 	return c, nil
+}
+
+// Arrived makes a restored Conn this process's: the move it came in has
+// committed, and its page is taken back here from now on.
+func (c *Conn) Arrived() {
+	c.mu.Lock()
+	c.arriving = false
+	c.mu.Unlock()
 }
 
 // holdLocked starts the wait for the page: the grace period.
