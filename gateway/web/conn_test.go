@@ -694,6 +694,9 @@ func TestResumeAfterMovedOut(t *testing.T) {
 		want  websocket.StatusCode
 	}{
 		{p.token, websocket.StatusCode(statusRestart)},
+		// A page names its session, for a claim through another gateway:
+		// sent on all the same, not claimed back into this process.
+		{p.token + `","session":"k3f9q2xa-1`, websocket.StatusCode(statusRestart)},
 		{"never-given", websocket.StatusCode(closeUnknownToken)},
 		{gone.token, websocket.StatusCode(closeUnknownToken)},
 	} {
@@ -783,34 +786,68 @@ func TestResumeWhileMoving(t *testing.T) {
 	}
 }
 
-// TestGraceWhileSentOn: a page sent on during a move came back in time,
-// and its grace starts again then: a move that takes the rest of the
-// grace and fails leaves it its session.
+// TestGraceWhileSentOn: a page's grace does not run out while its
+// session moves: the old process's waits for the move (Export stops it,
+// Thaw starts it again), and a page sent on by the new process came back
+// in time, so its grace there starts again. A move that takes the rest of
+// the grace leaves the page its session, in whichever process it ends.
 func TestGraceWhileSentOn(t *testing.T) {
 	const grace = 2 * time.Second
-	l := &Listener{Grace: grace}
-	url := serveListener(t, l)
-	p := dialPage(t, url, `{}`)
-	c := accept(t, l)
-	p.waitToken()
-	p.ws.CloseNow()
-	waitAway(t, c)
-	away := time.Now()
-	if _, err := c.Export(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(grace * 7 / 10) // the page is away most of its grace
-	back := dialPage(t, url, `{"resume":"`+p.token+`"}`)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, _, err := back.ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusCode(statusRestart) {
-		t.Fatalf("a page back during the move: %v, want %d", err, statusRestart)
-	}
-	time.Sleep(time.Until(away.Add(grace * 13 / 10))) // past the first grace: the move takes that long, and fails
-	c.Thaw()
-	again := dialPage(t, url, `{"resume":"`+p.token+`"}`)
-	again.waitToken()
-	if !again.info.Resumed {
-		t.Fatalf("the page, back within its grace and sent on, lost its session: %+v", again.info)
+	for _, tc := range []struct {
+		name      string
+		backToNew bool // the page is sent on by the new process (the old one no longer accepts)
+		commit    bool
+	}{
+		{name: "by the old process, move failed"},
+		{name: "by the new process, move aborted", backToNew: true},
+		{name: "by the new process, move committed", backToNew: true, commit: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &Listener{Grace: grace}
+			url := serveListener(t, l)
+			p := dialPage(t, url, `{}`)
+			c := accept(t, l)
+			p.waitToken()
+			p.ws.CloseNow()
+			waitAway(t, c)
+			away := time.Now()
+			state, err := c.Export()
+			if err != nil {
+				t.Fatal(err)
+			}
+			l2 := &Listener{Grace: grace}
+			url2 := serveListener(t, l2)
+			c2, err := l2.Restore(state)
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(grace * 7 / 10) // the page is away most of its grace
+			to := url
+			if tc.backToNew {
+				to = url2
+			}
+			back := dialPage(t, to, `{"resume":"`+p.token+`"}`)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, _, err := back.ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusCode(statusRestart) {
+				t.Fatalf("a page back during the move: %v, want %d", err, statusRestart)
+			}
+			time.Sleep(time.Until(away.Add(grace * 13 / 10))) // past the first grace: the move takes that long
+			to = url
+			if tc.commit {
+				c.Moved()
+				c.Close()
+				c2.(*Conn).Arrived()
+				to = url2
+			} else {
+				c2.Close()
+				c.Thaw()
+			}
+			again := dialPage(t, to, `{"resume":"`+p.token+`"}`)
+			again.waitToken()
+			if !again.info.Resumed {
+				t.Fatalf("the page, back within its grace and sent on, lost its session: %+v", again.info)
+			}
+		})
 	}
 }

@@ -566,12 +566,14 @@ func (l *Listener) resume(ws *wsConn, remote net.Addr, h hello) bool {
 		return true
 	}
 	c, th := l.lookup(h.Resume)
-	if c == nil && validSessionID(h.Session) {
-		return false
-	}
+	// Before a claim: a page whose session this process moved out is sent
+	// to where it went, not claimed back into a process that is leaving.
 	if c == nil && l.movedAway(h.Resume) {
 		l.closeWS(ws, statusRestart, "the gateway is restarting: reconnect")
 		return true
+	}
+	if c == nil && validSessionID(h.Session) {
+		return false
 	}
 	if c == nil {
 		l.failed(ip, time.Now())
@@ -636,8 +638,10 @@ func (c *Conn) movingLocked() bool { return c.frozen || c.gone || c.arriving }
 func (c *Conn) attach(ws *wsConn, th string, got uint64) error {
 	c.mu.Lock()
 	if c.movingLocked() {
-		if c.ws == nil && !c.closed {
-			c.holdLocked(c.gen) // the page is there: its grace starts again
+		if c.arriving && c.ws == nil && !c.closed {
+			// The page is there: its grace starts again. (While frozen
+			// it waits for the move, and Thaw starts it.)
+			c.holdLocked(c.gen)
 		}
 		c.mu.Unlock()
 		return errMoving
@@ -663,7 +667,7 @@ func (c *Conn) attach(ws *wsConn, th string, got uint64) error {
 		// Exported since the check above (and maybe moved and closed
 		// since): the page waits for its session as after a broken
 		// connection, and comes back for it.
-		if !c.closed {
+		if !c.closed && !c.frozen {
 			c.holdLocked(gen)
 		}
 		c.mu.Unlock()

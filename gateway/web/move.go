@@ -66,6 +66,13 @@ func (c *Conn) Export() ([]byte, error) {
 		return nil, errNotMovable
 	}
 	c.frozen = true
+	// The page's grace waits for the move: ended here meanwhile, the
+	// session would be lost if the move failed. Thaw starts it again.
+	away := c.away != nil
+	if away {
+		c.away.Stop()
+		c.away = nil
+	}
 	m := movedConn{
 		Proto: c.proto, Local: c.local.String(), Remote: c.remote.String(), TLS: c.tls,
 		TokenHash: c.token, FreshHash: c.fresh, Sent: c.sent, Acked: c.acked, Received: c.received,
@@ -82,6 +89,9 @@ func (c *Conn) Export() ([]byte, error) {
 	err := gob.NewEncoder(&buf).Encode(m)
 	if err != nil {
 		c.frozen = false
+		if away {
+			c.holdLocked(c.gen)
+		}
 		c.broadcastLocked()
 		return nil, err
 	}
@@ -113,6 +123,10 @@ func (c *Conn) Thaw() {
 	c.l.markMoving(false, c.moving[:]...)
 	c.moving = [2]string{}
 	c.frozen = false
+	if c.ws == nil && !c.closed && c.ended == nil {
+		c.holdLocked(c.gen) // the grace Export stopped, whole again
+		return
+	}
 	c.broadcastLocked()
 }
 
