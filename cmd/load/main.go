@@ -301,8 +301,10 @@ func percentile(d []time.Duration, p float64) time.Duration {
 
 // roundTrips has each typist send lines one at a time and wait for each
 // answer: the keystroke round trip, and the processor time each process
-// used for a line meanwhile (the idle players' share included, which is
-// small).
+// used meanwhile, for a line. That counts whatever else the process did
+// in the phase: over a short one (the bench's 1,000 lines) the idle
+// players' upkeep and each typist's first line after a quiet spell
+// weigh; the phase run long (-keys 3000, -settle 0) tells a line's own.
 func roundTrips(o *options, typists []*session) error {
 	keys := o.keys
 	game := o.gamePID
