@@ -792,7 +792,7 @@ func TestResumeWhileMoving(t *testing.T) {
 // in time, so its grace there starts again. A move that takes the rest of
 // the grace leaves the page its session, in whichever process it ends.
 func TestGraceWhileSentOn(t *testing.T) {
-	const grace = 2 * time.Second
+	const grace = 3 * time.Second
 	for _, tc := range []struct {
 		name      string
 		backToNew bool // the page is sent on by the new process (the old one no longer accepts)
