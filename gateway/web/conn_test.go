@@ -710,6 +710,56 @@ func TestResumeAfterMovedOut(t *testing.T) {
 	}
 }
 
+// awayPage connects a page and has its connection break: the Conn holds
+// the session for the page's return with the token it has.
+func awayPage(t *testing.T, l *Listener, url string) (*pageConn, *Conn) {
+	t.Helper()
+	p := dialPage(t, url, `{}`)
+	c := accept(t, l)
+	p.waitToken()
+	p.ws.CloseNow()
+	waitAway(t, c)
+	return p, c
+}
+
+// movedExport exports c as an upgrade's move does, and restores it in a
+// listener of its own, as the new process does at the offer.
+func movedExport(t *testing.T, c *Conn, l2 *Listener) *Conn {
+	t.Helper()
+	state, err := c.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := l2.Restore(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c2.(*Conn)
+}
+
+// sentOn checks that a page back with token is told to reconnect (1012).
+func sentOn(t *testing.T, url, token, when string) {
+	t.Helper()
+	back := dialPage(t, url, `{"resume":"`+token+`"}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, msg, err := back.ws.Read(ctx)
+	if code := websocket.CloseStatus(err); code != websocket.StatusCode(statusRestart) {
+		t.Fatalf("a page back %s: %q, closed with %v (%v), want %d", when, msg, code, err, statusRestart)
+	}
+}
+
+// resumed checks that a page back with token is given its session.
+func resumed(t *testing.T, url, token string) *pageConn {
+	t.Helper()
+	again := dialPage(t, url, `{"resume":"`+token+`"}`)
+	again.waitToken()
+	if !again.info.Resumed {
+		t.Fatalf("the page was not given its session back: %+v", again.info)
+	}
+	return again
+}
+
 // TestResumeWhileMoving: a page that comes back while its session moves
 // between processes (exported here and not thawed, or restored in the new
 // process and not arrived) is sent on (1012) with its token unspent, so
@@ -717,52 +767,13 @@ func TestResumeAfterMovedOut(t *testing.T) {
 // it: in the process the session went to once the move committed, or here
 // again after a move that failed or was aborted.
 func TestResumeWhileMoving(t *testing.T) {
-	sentOn := func(t *testing.T, url, token, when string) {
-		t.Helper()
-		back := dialPage(t, url, `{"resume":"`+token+`","got":5}`)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, msg, err := back.ws.Read(ctx)
-		if code := websocket.CloseStatus(err); code != websocket.StatusCode(statusRestart) {
-			t.Fatalf("a page back %s: %q, closed with %v (%v), want %d", when, msg, code, err, statusRestart)
-		}
-	}
-	resumed := func(t *testing.T, url, token, want string) {
-		t.Helper()
-		again := dialPage(t, url, `{"resume":"`+token+`","got":5}`)
-		again.waitToken()
-		if !again.info.Resumed {
-			t.Fatalf("the page was not given its session back: %+v", again.info)
-		}
-		if want != "" {
-			again.readData(len(want))
-			if string(again.data) != want {
-				t.Fatalf("the page read %q, want %q", again.data, want)
-			}
-		}
-	}
 	for _, end := range []string{"moved", "thawed", "aborted"} {
 		t.Run(end, func(t *testing.T) {
-			l := &Listener{}
-			url := serveListener(t, l)
-			p := dialPage(t, url, `{}`)
-			c := accept(t, l)
-			c.Write([]byte("hello"))
-			p.readData(5)
-			p.waitToken()
-			p.ws.CloseNow()
-			waitAway(t, c)
-			state, err := c.Export()
-			if err != nil {
-				t.Fatal(err)
-			}
+			l, l2 := &Listener{}, &Listener{}
+			url, url2 := serveListener(t, l), serveListener(t, l2)
+			p, c := awayPage(t, l, url)
+			c2 := movedExport(t, c, l2)
 			sentOn(t, url, p.token, "to the old process during the move")
-			l2 := &Listener{}
-			url2 := serveListener(t, l2)
-			c2, err := l2.Restore(state) // the new process, at the offer
-			if err != nil {
-				t.Fatal(err)
-			}
 			sentOn(t, url2, p.token, "to the new process before the commit")
 			switch end {
 			case "moved":
@@ -770,17 +781,17 @@ func TestResumeWhileMoving(t *testing.T) {
 				sentOn(t, url, p.token, "to the old process after the commit, before its Close")
 				c.Close()
 				sentOn(t, url, p.token, "to the old process after the commit")
-				c2.(*Conn).Arrived()
-				resumed(t, url2, p.token, "")
-			case "thawed":
-				c.Thaw()
-				c.Write([]byte("after"))
-				resumed(t, url, p.token, "after")
+				c2.Arrived()
+				resumed(t, url2, p.token)
+				return
 			case "aborted":
 				c2.Close() // the new process discards what it was offered
-				c.Thaw()
-				c.Write([]byte("after"))
-				resumed(t, url, p.token, "after")
+			}
+			c.Thaw()
+			c.Write([]byte("after"))
+			again := resumed(t, url, p.token)
+			if again.readData(5); string(again.data) != "after" {
+				t.Fatalf("the page read %q, want the output written after the thaw", again.data)
 			}
 		})
 	}
@@ -803,51 +814,28 @@ func TestGraceWhileSentOn(t *testing.T) {
 		{name: "by the new process, move committed", backToNew: true, commit: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := &Listener{Grace: grace}
-			url := serveListener(t, l)
-			p := dialPage(t, url, `{}`)
-			c := accept(t, l)
-			p.waitToken()
-			p.ws.CloseNow()
-			waitAway(t, c)
+			l, l2 := &Listener{Grace: grace}, &Listener{Grace: grace}
+			url, url2 := serveListener(t, l), serveListener(t, l2)
+			p, c := awayPage(t, l, url)
 			away := time.Now()
-			state, err := c.Export()
-			if err != nil {
-				t.Fatal(err)
-			}
-			l2 := &Listener{Grace: grace}
-			url2 := serveListener(t, l2)
-			c2, err := l2.Restore(state)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c2 := movedExport(t, c, l2)
 			time.Sleep(grace * 7 / 10) // the page is away most of its grace
-			to := url
 			if tc.backToNew {
-				to = url2
-			}
-			back := dialPage(t, to, `{"resume":"`+p.token+`"}`)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if _, _, err := back.ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusCode(statusRestart) {
-				t.Fatalf("a page back during the move: %v, want %d", err, statusRestart)
+				sentOn(t, url2, p.token, "to the new process during the move")
+			} else {
+				sentOn(t, url, p.token, "to the old process during the move")
 			}
 			time.Sleep(time.Until(away.Add(grace * 13 / 10))) // past the first grace: the move takes that long
-			to = url
 			if tc.commit {
 				c.Moved()
 				c.Close()
-				c2.(*Conn).Arrived()
-				to = url2
-			} else {
-				c2.Close()
-				c.Thaw()
+				c2.Arrived()
+				resumed(t, url2, p.token)
+				return
 			}
-			again := dialPage(t, to, `{"resume":"`+p.token+`"}`)
-			again.waitToken()
-			if !again.info.Resumed {
-				t.Fatalf("the page, back within its grace and sent on, lost its session: %+v", again.info)
-			}
+			c2.Close()
+			c.Thaw()
+			resumed(t, url, p.token)
 		})
 	}
 }
