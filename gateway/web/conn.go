@@ -74,7 +74,8 @@ type Conn struct {
 	// moving is the token hashes Export marked as moving out (see
 	// Listener.movedOut), for Thaw to unmark.
 	moving [2]string
-	// gone is set by Moved: the session is another process's now.
+	// gone is set by Moved: the session is another process's now (an
+	// upgrade's new one, or another gateway's after a drain).
 	// arriving is set from Restore until Arrived: the session is not this
 	// process's yet, and may go back to the process it came from (the
 	// move's Abort). A page that comes back meanwhile is sent on with its
