@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
@@ -26,8 +25,8 @@ var cookie = []byte("backend-test")
 // fakeGateway is the gateway's side of the link, spoken frame by frame.
 type fakeGateway struct {
 	t        *testing.T
-	mux      *yamux.Session
-	ctrl     *yamux.Stream
+	mux      *link.Mux
+	ctrl     *link.Stream
 	cfr      link.Reader
 	instance string // the backend's, from the handshake
 }
@@ -77,10 +76,7 @@ func linkGateway(t *testing.T, l *Listener) *fakeGateway {
 	if inst == "" {
 		t.Fatal("the backend named no instance in the handshake")
 	}
-	mux, err := yamux.Client(sc, link.YamuxConfig(zaptest.NewLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	mux := link.Client(sc, nil, zaptest.NewLogger(t))
 	t.Cleanup(func() { mux.Close() })
 	ctrl, err := mux.OpenStream()
 	if err != nil {
@@ -104,7 +100,7 @@ func (g *fakeGateway) control() (link.FrameType, []byte) {
 }
 
 // open starts a session and returns its stream and the Session Accept gave.
-func (g *fakeGateway) open(l *Listener, o link.Open) (*yamux.Stream, *Session) {
+func (g *fakeGateway) open(l *Listener, o link.Open) (*link.Stream, *Session) {
 	g.t.Helper()
 	st, err := g.mux.OpenStream()
 	if err != nil {
@@ -123,7 +119,7 @@ func (g *fakeGateway) open(l *Listener, o link.Open) (*yamux.Stream, *Session) {
 // frame reads the next frame the backend sent on st.
 func frame(t *testing.T, fr *link.Reader) (link.FrameType, []byte) {
 	t.Helper()
-	fr.R.(*yamux.Stream).SetReadDeadline(time.Now().Add(waitFor))
+	fr.R.(*link.Stream).SetReadDeadline(time.Now().Add(waitFor))
 	typ, _, err := fr.Next()
 	if err != nil {
 		t.Fatalf("reading a frame: %v", err)
@@ -211,7 +207,7 @@ func TestLongLinesArriveInPieces(t *testing.T) {
 	}
 }
 
-func writeChunks(st *yamux.Stream, s string) {
+func writeChunks(st *link.Stream, s string) {
 	for len(s) > 0 {
 		n := min(len(s), link.MaxChunk)
 		link.WriteFrame(st, link.FrameInput, []byte(s[:n]))

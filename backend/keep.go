@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"holdfast/link"
@@ -127,7 +126,7 @@ func (s *Session) heldOutAck(gl *gatewayLink, off uint64) {
 
 // claimed answers an Open with a claim on st: true once the session has
 // moved to st, false (and st ended) when the claim is refused.
-func (l *Listener) claimed(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
+func (l *Listener) claimed(gl *gatewayLink, st *link.Stream, o *link.Open) bool {
 	s := l.lookup(o.ID)
 	ok := s != nil
 	if ok {
@@ -155,7 +154,7 @@ func (l *Listener) claimed(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool
 // bcast, nor for a bcast holding wmu: a writer inside may wait for a slow
 // player, and a Broadcast, Stow, Move or Release holding the bcast may
 // wait for wmu; nothing may be broadcast on any link meanwhile.
-func (s *Session) claim(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
+func (s *Session) claim(gl *gatewayLink, st *link.Stream, o *link.Open) bool {
 	for {
 		s.wmu.Lock()
 		from := s.owner()
@@ -178,7 +177,7 @@ func (s *Session) claim(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 
 // claimLocked adopts the session for a claim, with wmu held and the bcast
 // of from, if not nil, and releases both.
-func (s *Session) claimLocked(gl *gatewayLink, st *yamux.Stream, o *link.Open, from *gatewayLink) bool {
+func (s *Session) claimLocked(gl *gatewayLink, st *link.Stream, o *link.Open, from *gatewayLink) bool {
 	ok, taken := s.adoptLocked(gl, st, o)
 	if from != nil {
 		from.bcast.Unlock()

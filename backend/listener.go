@@ -48,7 +48,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"holdfast/epmd"
@@ -267,7 +266,7 @@ type gatewayLink struct {
 	seq     uint64 // the order broadcastParked takes the links' bcast in
 	log     *zap.Logger
 	conn    net.Conn
-	mux     *yamux.Session
+	mux     *link.Mux
 	reading atomic.Int64 // sessions' readers inside a stream read
 
 	mu   sync.Mutex
@@ -514,11 +513,7 @@ func (l *Listener) serveLink(c net.Conn) {
 		return
 	}
 	gl := &gatewayLink{conn: c, log: l.log, seq: l.linkSeq.Add(1)}
-	mux, err := link.Server(c, func() { l.broken(gl) }, l.log)
-	if err != nil {
-		c.Close()
-		return
-	}
+	mux := link.Server(c, func() { l.broken(gl) }, l.log)
 	gl.mux = mux
 	l.mu.Lock()
 	if l.stopping {
@@ -566,7 +561,7 @@ func (l *Listener) serveLink(c net.Conn) {
 
 // serveStream reads a stream's first frame and either keeps it as the
 // control stream or hands a new session to Accept.
-func (l *Listener) serveStream(gl *gatewayLink, st *yamux.Stream) {
+func (l *Listener) serveStream(gl *gatewayLink, st *link.Stream) {
 	defer l.wg.Done()
 	st.SetReadDeadline(time.Now().Add(link.HandshakeTimeout))
 	fr := link.Reader{R: st}
@@ -679,7 +674,7 @@ func (l *Listener) list() []*Session {
 // readControl reads what a gateway sends on its control stream: the
 // sessions it moves to another gateway process, or hands to this
 // backend's successor, and the word to retire.
-func (l *Listener) readControl(gl *gatewayLink, st *yamux.Stream) {
+func (l *Listener) readControl(gl *gatewayLink, st *link.Stream) {
 	defer l.wg.Done()
 	fr := link.Reader{R: st}
 	for {

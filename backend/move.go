@@ -3,7 +3,6 @@ package backend
 import (
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"holdfast/link"
@@ -125,7 +124,7 @@ func (s *Session) moveParked(gl *gatewayLink) (park uint32, ok bool) {
 // starts a new one. An Open without a claim from the link a claim took
 // the session from is answered Taken: its gateway had not heard of the
 // claim when it opened the stream.
-func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
+func (s *Session) adopt(gl *gatewayLink, st *link.Stream, o *link.Open) bool {
 	s.wmu.Lock()
 	ok, taken := s.adoptLocked(gl, st, o)
 	endTaken(taken)
@@ -136,7 +135,7 @@ func (s *Session) adopt(gl *gatewayLink, st *yamux.Stream, o *link.Open) bool {
 // takes the session from a stream, it returns that stream, for the caller
 // to end with Taken (endTaken) once it holds no lock: the old gateway's
 // window may be full, where its player is the one who left.
-func (s *Session) adoptLocked(gl *gatewayLink, st *yamux.Stream, o *link.Open) (ok bool, taken *yamux.Stream) {
+func (s *Session) adoptLocked(gl *gatewayLink, st *link.Stream, o *link.Open) (ok bool, taken *link.Stream) {
 	s.mu.Lock()
 	if s.ended || s.hungup || s.isDetached() || s.closed && !s.away {
 		s.mu.Unlock()
@@ -272,7 +271,7 @@ func (s *Session) ownerLocked() *gatewayLink {
 }
 
 // endTaken ends st, a stream a claim took its session from, with Taken.
-func endTaken(st *yamux.Stream) {
+func endTaken(st *link.Stream) {
 	if st == nil {
 		return
 	}

@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"holdfast/internal/netx"
 	"holdfast/link"
 )
@@ -46,9 +44,9 @@ type Session struct {
 	id         string
 	handedOver bool
 
-	rmu       sync.Mutex    // serialises readers and guards their fields
-	rst       *yamux.Stream // the stream being read
-	rgl       *gatewayLink  // its link
+	rmu       sync.Mutex   // serialises readers and guards their fields
+	rst       *link.Stream // the stream being read
+	rgl       *gatewayLink // its link
 	fr        link.Reader
 	inInput   bool   // fr is inside an Input frame
 	line      []byte // input read from the stream but not yet handed over
@@ -57,9 +55,9 @@ type Session struct {
 	skip      uint64 // input bytes the stream repeats: it started before recv
 	skipGMCP  uint8  // GMCPIn frames the stream repeats: a hello its OpenHeld brought
 
-	wmu   sync.Mutex    // serialises frames to the gateway and guards their fields
-	st    *yamux.Stream // where frames go, unless the session is away
-	acked uint64        // offset of the last Ack sent
+	wmu   sync.Mutex   // serialises frames to the gateway and guards their fields
+	st    *link.Stream // where frames go, unless the session is away
+	acked uint64       // offset of the last Ack sent
 	// finished is the input the application had been handed when it last
 	// came back to read: what it is done with, and all that is
 	// acknowledged. A line it is still answering is not: a frame written
@@ -105,8 +103,8 @@ type Session struct {
 	detached chan struct{} // closed when the session leaves this backend
 
 	mu       sync.Mutex
-	gl       *gatewayLink  // the link the session is on
-	cur      *yamux.Stream // the newest stream, which deadlines apply to
+	gl       *gatewayLink // the link the session is on
+	cur      *link.Stream // the newest stream, which deadlines apply to
 	resumed  int
 	hungup   bool
 	closed   bool
@@ -121,7 +119,7 @@ type Session struct {
 	releaseAtAdopt bool
 	ended          bool          // away for too long: the player counts as gone
 	back           chan struct{} // closed when an away session is adopted or ends
-	next           *yamux.Stream // the stream it was adopted on, for the reader
+	next           *link.Stream  // the stream it was adopted on, for the reader
 	nextOff        uint64        // the input offset that stream starts at
 	nextSkip       uint8         // the GMCPIn frames that stream starts with that repeat a hello read before
 	expiry         *time.Timer
@@ -132,7 +130,7 @@ type Session struct {
 	onGMCP         func(pkg string, data []byte)
 }
 
-func newSession(l *Listener, gl *gatewayLink, st *yamux.Stream, o *link.Open) *Session {
+func newSession(l *Listener, gl *gatewayLink, st *link.Stream, o *link.Open) *Session {
 	s := &Session{
 		l: l, id: o.ID,
 		rst: st, rgl: gl, fr: link.Reader{R: st},

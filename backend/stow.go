@@ -1,8 +1,6 @@
 package backend
 
 import (
-	"github.com/hashicorp/yamux"
-
 	"holdfast/link"
 )
 
@@ -23,7 +21,7 @@ func (l *Listener) stowAll(gl *gatewayLink, ids []string) {
 	defer gl.bcast.Unlock()
 	answer := link.Broadcast{To: make([]link.Parked, 0, len(ids))}
 	var stowed []*Session
-	var streams []*yamux.Stream
+	var streams []*link.Stream
 	for _, id := range ids {
 		r := link.Parked{ID: id}
 		if s := l.lookup(id); s != nil {
@@ -50,7 +48,7 @@ func (l *Listener) stowAll(gl *gatewayLink, ids []string) {
 // there with nothing written since, and nothing in the way: it returns
 // the stream and the number of that Parked. A writer inside means the
 // stream is about to be written to (and so woken): no.
-func (s *Session) stow(gl *gatewayLink) (*yamux.Stream, uint32, bool) {
+func (s *Session) stow(gl *gatewayLink) (*link.Stream, uint32, bool) {
 	if !gl.heldFrames.Load() || !s.wmu.TryLock() {
 		return nil, 0, false
 	}

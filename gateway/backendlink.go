@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"holdfast/epmd"
@@ -26,8 +25,8 @@ import (
 // backendLink is one authenticated yamux connection to a backend.
 type backendLink struct {
 	addr    string
-	mux     *yamux.Session
-	ctrl    *yamux.Stream
+	mux     *link.Mux
+	ctrl    *link.Stream
 	goodbye chan struct{} // closed when the backend says it is leaving
 	once    sync.Once
 	ctrlEnd chan struct{} // closed when the control stream has been read to its end
@@ -45,8 +44,8 @@ type backendLink struct {
 	ctrlErr error      // under cmu: a write failed, perhaps part way through a frame
 
 	mu      sync.Mutex
-	streams map[*yamux.Stream]*session // session streams, read or parked
-	byID    map[string]*session        // their sessions, for Wake
+	streams map[*link.Stream]*session // session streams, read or parked
+	byID    map[string]*session       // their sessions, for Wake
 }
 
 // holds reports whether a session with id has a stream on the link.
@@ -57,11 +56,11 @@ func (lk *backendLink) holds(id string) bool {
 }
 
 // track records a session stream whose reader is about to start.
-func (lk *backendLink) track(st *yamux.Stream, s *session) {
+func (lk *backendLink) track(st *link.Stream, s *session) {
 	lk.readers.Add(1)
 	lk.mu.Lock()
 	if lk.streams == nil {
-		lk.streams = make(map[*yamux.Stream]*session)
+		lk.streams = make(map[*link.Stream]*session)
 		lk.byID = make(map[string]*session)
 	}
 	lk.streams[st] = s
@@ -75,7 +74,7 @@ func (lk *backendLink) track(st *yamux.Stream, s *session) {
 // untrack records that a stream's reader has left for good. A session that
 // the backend let go of (Moved) may be on a new stream of this link before
 // the old stream's reader leaves: it keeps its entry, which Wake needs.
-func (lk *backendLink) untrack(st *yamux.Stream) {
+func (lk *backendLink) untrack(st *link.Stream) {
 	lk.mu.Lock()
 	if s := lk.streams[st]; s != nil && lk.byID[s.ID] == s {
 		s.mu.Lock()
@@ -92,7 +91,7 @@ func (lk *backendLink) untrack(st *yamux.Stream) {
 
 // endUnread ends a stream whose reader stopped at Parked, its session
 // done with it.
-func (lk *backendLink) endUnread(st *yamux.Stream) {
+func (lk *backendLink) endUnread(st *link.Stream) {
 	lk.readers.Add(1) // untrack counts out a reader, which a parked stream has not
 	lk.untrack(st)
 	if !lk.dead.Load() {
@@ -415,11 +414,7 @@ func (s *Server) dialAddr(addr string) (*backendLink, error) {
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
 	lk := &backendLink{addr: addr, instance: instance, goodbye: make(chan struct{}), ctrlEnd: make(chan struct{}), said: make(chan struct{})}
-	mux, err := link.Client(c, lk.broken, s.log())
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
-	}
+	mux := link.Client(c, lk.broken, s.log())
 	ctrl, err := mux.OpenStream()
 	if err == nil {
 		b := link.AppendFrame(nil, link.FrameControl, nil)

@@ -17,7 +17,7 @@ func TestControlSendTimeout(t *testing.T) {
 	wait := controlWriteWait
 	controlWriteWait = 100 * time.Millisecond
 	t.Cleanup(func() { controlWriteWait = wait })
-	ctrl, far, client := yamuxLink(t)
+	ctrl, far, client := linkPair(t)
 	lk := &backendLink{mux: client, ctrl: ctrl}
 	err := lk.send(link.FrameMSSP, bytes.Repeat([]byte("x"), 512<<10))
 	if !netx.IsTimeout(err) {

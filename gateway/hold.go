@@ -6,8 +6,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/hashicorp/yamux"
-
 	"holdfast/link"
 )
 
@@ -222,7 +220,7 @@ func (lk *backendLink) register(held []*session) {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
 	if lk.byID == nil {
-		lk.streams = make(map[*yamux.Stream]*session)
+		lk.streams = make(map[*link.Stream]*session)
 		lk.byID = make(map[string]*session)
 	}
 	for _, s := range held {
@@ -402,7 +400,7 @@ func (lk *backendLink) releaseHeld(srv *Server) {
 func (lk *backendLink) movedParked(srv *Server, to []link.Parked) {
 	var released []*session
 	type ended struct {
-		st   *yamux.Stream
+		st   *link.Stream
 		done chan struct{}
 	}
 	var closing []ended

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"holdfast/link"
@@ -27,7 +26,7 @@ func TestHeldPageAcks(t *testing.T) {
 		{"one that does not", link.FeatureHeldFrames | link.FeatureStow, link.FrameWant},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctrl, peer := yamuxPair(t)
+			ctrl, peer := streamPair(t)
 			lk := &backendLink{ctrl: ctrl, goodbye: make(chan struct{})}
 			lk.features.Store(uint32(tc.features))
 			c, _ := net.Pipe()
@@ -101,27 +100,22 @@ func TestHeldTakenWhileMoving(t *testing.T) {
 	}
 }
 
-// yamuxPair returns the two ends of a stream over yamux on a pipe.
-func yamuxPair(t *testing.T) (near, far *yamux.Stream) {
+// streamPair returns the two ends of a link's stream on a pipe.
+func streamPair(t *testing.T) (near, far *link.Stream) {
 	t.Helper()
-	near, far, _ = yamuxLink(t)
+	near, far, _ = linkPair(t)
 	return near, far
 }
 
-// yamuxLink is yamuxPair with the near stream's session.
-func yamuxLink(t *testing.T) (near, far *yamux.Stream, client *yamux.Session) {
+// linkPair is streamPair with the near stream's link.
+func linkPair(t *testing.T) (near, far *link.Stream, client *link.Mux) {
 	t.Helper()
 	a, b := net.Pipe()
-	client, err := yamux.Client(a, link.YamuxConfig(zap.NewNop()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	client = link.Client(a, nil, zap.NewNop())
 	t.Cleanup(func() { client.Close() })
-	server, err := yamux.Server(b, link.YamuxConfig(zap.NewNop()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	server := link.Server(b, nil, zap.NewNop())
 	t.Cleanup(func() { server.Close() })
+	var err error
 	if near, err = client.OpenStream(); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +135,7 @@ func TestTakenBeforeMoveSent(t *testing.T) {
 	t.Cleanup(func() { moveStop = stop })
 	for _, held := range []bool{true, false} {
 		t.Run(map[bool]string{true: "held", false: "on a stream"}[held], func(t *testing.T) {
-			ctrl, backend := yamuxPair(t)
+			ctrl, backend := streamPair(t)
 			go io.Copy(io.Discard, backend) // the backend reads the Move, and answers nothing for the page
 			lk := &backendLink{ctrl: ctrl, goodbye: make(chan struct{})}
 			lk.features.Store(uint32(link.FeatureHeldFrames | link.FeatureMovedParked | link.FeatureStow | link.FeatureStowKept))
@@ -157,7 +151,7 @@ func TestTakenBeforeMoveSent(t *testing.T) {
 				lk.heldTaken(srv, []string{"p-1"})
 				srv.wg.Wait()
 			} else {
-				st, far := yamuxPair(t)
+				st, far := streamPair(t)
 				s.cond.stream, s.cond.phase = streamAttached, phaseMoving
 				s.st = st
 				lk.track(st, s)

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"holdfast/gateway/telnet"
@@ -64,7 +63,7 @@ type session struct {
 	sent int
 	// st and lk are the backend stream and its link, while cond.stream is
 	// not away.
-	st         *yamux.Stream
+	st         *link.Stream
 	lk         *backendLink
 	readerDone chan struct{} // closed when the player's reader has returned; nil once it has
 	// queued holds the lines broadcast to the stream after a Parked not
@@ -923,7 +922,7 @@ func (s *session) attach(lk *backendLink) bool {
 
 // readStream handles what the backend sends on one stream until it ends,
 // then detaches the session or, if the application ended it, ends it.
-func (s *session) readStream(lk *backendLink, st *yamux.Stream) {
+func (s *session) readStream(lk *backendLink, st *link.Stream) {
 	defer s.srv.wg.Done()
 	ended, moved, parked := s.readFrames(st)
 	if parked {
@@ -966,7 +965,7 @@ func (s *session) stopAtParked() (stop, moved bool) {
 // gone at that Parked is not started only to find the end: the stream
 // ends here, and is returned for the caller to close, with the channel
 // that then tells the mover.
-func (s *session) movedParked(lk *backendLink, park uint32) (closing *yamux.Stream, done chan struct{}) {
+func (s *session) movedParked(lk *backendLink, park uint32) (closing *link.Stream, done chan struct{}) {
 	s.mu.Lock()
 	st := s.st
 	if s.lk != lk || st == nil || !s.moving() || park == 0 {
@@ -1118,7 +1117,7 @@ func (s *session) wakeStream(lk *backendLink) {
 }
 
 // restartStream starts the reader of a stream that was parked.
-func (s *session) restartStream(lk *backendLink, st *yamux.Stream) {
+func (s *session) restartStream(lk *backendLink, st *link.Stream) {
 	lk.readers.Add(1)
 	s.srv.wg.Add(1)
 	go s.readStream(lk, st)
@@ -1129,7 +1128,7 @@ func (s *session) restartStream(lk *backendLink, st *yamux.Stream) {
 // waits between frames: its own frame is kept small, the work is
 // frame's, so that the waiting stack is small enough for the runtime to
 // shrink.
-func (s *session) readFrames(st *yamux.Stream) (ended, moved, parked bool) {
+func (s *session) readFrames(st *link.Stream) (ended, moved, parked bool) {
 	fr := link.Reader{R: st}
 	var out []byte
 	for {
@@ -1221,7 +1220,7 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 // streamEnded detaches the session from a stream that is over: it ends
 // the session if the application did, leaves it to a move under way, or
 // attaches it elsewhere.
-func (s *session) streamEnded(lk *backendLink, st *yamux.Stream, ended, moved bool) {
+func (s *session) streamEnded(lk *backendLink, st *link.Stream, ended, moved bool) {
 	if !lk.dead.Load() {
 		st.Close() // on a dead link, closing would only wait on yamux
 	}

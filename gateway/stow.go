@@ -4,7 +4,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"holdfast/link"
@@ -153,7 +152,7 @@ func (s *session) stowedOn(lk *backendLink, park uint32) (stowed, left, input bo
 
 // unstream forgets the parked stream st of s, which has no reader to
 // count out; s stays known to the link, held, unless it has gone.
-func (lk *backendLink) unstream(st *yamux.Stream, s *session, gone bool) {
+func (lk *backendLink) unstream(st *link.Stream, s *session, gone bool) {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
 	delete(lk.streams, st)

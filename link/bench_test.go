@@ -6,14 +6,13 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 )
 
-// linkPair returns the two yamux sessions of a link over loopback TCP, as
+// linkPair returns the two ends of a link over loopback TCP, as
 // the gateway and the backend make them, encrypted or not, and closes
 // them when the benchmark ends.
-func linkPair(b *testing.B, encrypted bool) (gw, be *yamux.Session) {
+func linkPair(b *testing.B, encrypted bool) (gw, be *Mux) {
 	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -51,13 +50,8 @@ func linkPair(b *testing.B, encrypted bool) (gw, be *yamux.Session) {
 	if berr != nil {
 		b.Fatal(berr)
 	}
-	cfg := YamuxConfig(zap.NewNop())
-	if gw, err = yamux.Client(Coalesce(gc, nil), cfg); err != nil {
-		b.Fatal(err)
-	}
-	if be, err = yamux.Server(Coalesce(bc, nil), cfg); err != nil {
-		b.Fatal(err)
-	}
+	gw = Client(gc, nil, zap.NewNop())
+	be = Server(bc, nil, zap.NewNop())
 	b.Cleanup(func() { gw.Close(); be.Close() })
 	return gw, be
 }

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 )
 
@@ -128,7 +127,7 @@ func TestFrameTypesNamed(t *testing.T) {
 
 // TestWritePieces: a write on a stream whose reader is slow, a piece at a
 // time, goes through, however long the whole takes; one to a reader that
-// stops fails within the bound. yamux gives a stream's writer room again
+// stops fails within the bound. The link gives a stream's writer room again
 // once the reader has taken half the window (128 KiB): the reader here
 // takes that in a fifth of the bound.
 func TestWritePieces(t *testing.T) {
@@ -143,16 +142,9 @@ func TestWritePieces(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := net.Pipe()
-			cfg := YamuxConfig(zap.NewNop())
-			client, err := yamux.Client(a, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			client := Client(a, nil, zap.NewNop())
 			defer client.Close()
-			server, err := yamux.Server(b, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			server := Server(b, nil, zap.NewNop())
 			defer server.Close()
 			near, err := client.OpenStream()
 			if err != nil {
@@ -184,7 +176,7 @@ func TestWritePieces(t *testing.T) {
 			}()
 			err = WritePieces(near, make([]byte, size), wait)
 			switch {
-			case tc.fails && !errors.Is(err, yamux.ErrTimeout):
+			case tc.fails && !errors.Is(err, ErrTimeout):
 				t.Fatalf("write to a reader that stopped: %v, want a timeout", err)
 			case !tc.fails && err != nil:
 				t.Fatalf("write to a slow reader: %v", err)

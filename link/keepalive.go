@@ -4,7 +4,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 )
 
@@ -12,8 +11,8 @@ const (
 	// keepaliveInterval is how long a link may be quiet before the peer
 	// is asked whether it is there.
 	keepaliveInterval = 5 * time.Second
-	// pingWait bounds the wait for a ping's answer, and yamux's for room
-	// to send a frame.
+	// pingWait bounds the wait for a ping's answer, and a write's for
+	// room in the link's queue.
 	pingWait = 10 * time.Second
 	// deafWait bounds how long a peer that takes in what is sent, but
 	// sends nothing, not even a ping's answer, is taken for alive: its
@@ -36,18 +35,18 @@ const (
 // other work) has megabytes of the game's output to read before the
 // backend's ping, and before its own ping's answer. A link closed as dead
 // then loses that output.
-func keepalive(mux *yamux.Session, c *coalescedConn, interval, deaf time.Duration, log *zap.Logger) {
+func keepalive(m *Mux, interval, deaf time.Duration, log *zap.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	reads, drained := c.reads.Load(), c.drained.Load()
+	reads, drained := m.reads.Load(), m.drained.Load()
 	heard := time.Now() // when something last came from the peer
 	for {
 		select {
-		case <-mux.CloseChan():
+		case <-m.CloseChan():
 			return
 		case <-t.C:
 		}
-		r, d := c.reads.Load(), c.drained.Load()
+		r, d := m.reads.Load(), m.drained.Load()
 		if r != reads {
 			heard = time.Now()
 		}
@@ -56,8 +55,8 @@ func keepalive(mux *yamux.Session, c *coalescedConn, interval, deaf time.Duratio
 		if busy {
 			continue
 		}
-		_, err := mux.Ping()
-		r, d = c.reads.Load(), c.drained.Load()
+		_, err := m.Ping()
+		r, d = m.reads.Load(), m.drained.Load()
 		if err == nil || r != reads {
 			heard = time.Now()
 			reads, drained = r, d
@@ -67,7 +66,7 @@ func keepalive(mux *yamux.Session, c *coalescedConn, interval, deaf time.Duratio
 			drained = d
 			continue
 		}
-		if mux.IsClosed() || errors.Is(err, yamux.ErrSessionShutdown) {
+		if m.IsClosed() || errors.Is(err, ErrSessionShutdown) {
 			return
 		}
 		msg := "link: the peer has said nothing, nor taken in what was sent; closing the link"
@@ -75,7 +74,7 @@ func keepalive(mux *yamux.Session, c *coalescedConn, interval, deaf time.Duratio
 			msg = "link: the peer takes in what is sent but has said nothing, nor answered a ping; closing the link"
 		}
 		log.Warn(msg, zap.Duration("since_heard", time.Since(heard).Round(time.Millisecond)), zap.Error(err))
-		mux.Close()
+		m.Close()
 		return
 	}
 }

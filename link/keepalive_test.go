@@ -9,38 +9,31 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// keepaliveLink starts a client session on a over Coalesce, with a
-// keepalive that asks after 10 ms, waits ping for an answer and takes a
-// peer that only takes in for alive for deaf, and a stream whose reader
-// broken wakes. It returns the session, the stream's read error, whether
-// broken ran, and the log.
-func keepaliveLink(t *testing.T, a net.Conn, ping, deaf time.Duration) (*yamux.Session, <-chan error, <-chan struct{}, *observer.ObservedLogs) {
+// keepaliveLink starts a client link on a, with a keepalive that asks
+// after 10 ms, waits ping for an answer (and a write as long for room)
+// and takes a peer that only takes in for alive for deaf, and a stream
+// whose reader broken wakes. It returns the link, the stream's read
+// error, whether broken ran, and the log.
+func keepaliveLink(t *testing.T, a net.Conn, ping, deaf time.Duration) (*Mux, <-chan error, <-chan struct{}, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(core)
-	cfg := YamuxConfig(log)
-	cfg.ConnectionWriteTimeout = ping
 	var mu sync.Mutex
-	var st *yamux.Stream
+	var st *Stream
 	broken := make(chan struct{})
-	cc := newCoalesced(a, func() {
+	mux := newMux(a, true, func() {
 		mu.Lock()
 		if st != nil {
 			st.SetReadDeadline(time.Now())
 		}
 		mu.Unlock()
 		close(broken)
-	})
-	mux, err := yamux.Client(cc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, log, ping)
 	t.Cleanup(func() { mux.Close() })
 	s, err := mux.OpenStream()
 	if err != nil {
@@ -54,7 +47,7 @@ func keepaliveLink(t *testing.T, a net.Conn, ping, deaf time.Duration) (*yamux.S
 		_, err := s.Read(make([]byte, 1))
 		read <- err
 	}()
-	go keepalive(mux, cc, 10*time.Millisecond, deaf, log)
+	go keepalive(mux, 10*time.Millisecond, deaf, log)
 	return mux, read, broken, logs
 }
 
@@ -63,11 +56,11 @@ func keepaliveLink(t *testing.T, a net.Conn, ping, deaf time.Duration) (*yamux.S
 // says nothing sends no window updates). A write or an open that waits
 // longer than the session allows, behind a slow peer, goes on on a new
 // stream.
-func streamWriter(mux *yamux.Session, stop <-chan struct{}, chunk int) {
+func streamWriter(mux *Mux, stop <-chan struct{}, chunk int) {
 	buf := make([]byte, chunk)
 	for {
 		st, err := mux.OpenStream()
-		if errors.Is(err, yamux.ErrConnectionWriteTimeout) {
+		if errors.Is(err, ErrConnectionWriteTimeout) {
 			continue
 		} else if err != nil {
 			return
@@ -78,7 +71,7 @@ func streamWriter(mux *yamux.Session, stop <-chan struct{}, chunk int) {
 				return
 			default:
 			}
-			if _, err := st.Write(buf); errors.Is(err, yamux.ErrConnectionWriteTimeout) {
+			if _, err := st.Write(buf); errors.Is(err, ErrConnectionWriteTimeout) {
 				break
 			} else if err != nil {
 				return
@@ -155,11 +148,11 @@ func TestKeepaliveBusyPeer(t *testing.T) {
 		name  string
 		ping  time.Duration
 		peer  func(b net.Conn, stop <-chan struct{})
-		local func(mux *yamux.Session, stop <-chan struct{})
+		local func(mux *Mux, stop <-chan struct{})
 	}{
 		{"it sends", 300 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
 			go io.Copy(io.Discard, b)
-			// The answer to a ping nobody sent: a frame yamux reads
+			// The answer to a ping nobody sent: a frame the link reads
 			// and drops.
 			frame := []byte{0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 3, 0xe7}
 			for {
@@ -176,7 +169,7 @@ func TestKeepaliveBusyPeer(t *testing.T) {
 		}, nil},
 		{"it reads", 300 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
 			io.Copy(io.Discard, b)
-		}, func(mux *yamux.Session, stop <-chan struct{}) {
+		}, func(mux *Mux, stop <-chan struct{}) {
 			streamWriter(mux, stop, 64<<10)
 		}},
 		{"it reads slowly", 500 * time.Millisecond, func(b net.Conn, stop <-chan struct{}) {
@@ -190,7 +183,7 @@ func TestKeepaliveBusyPeer(t *testing.T) {
 				}
 				time.Sleep(8 * time.Millisecond)
 			}
-		}, func(mux *yamux.Session, stop <-chan struct{}) {
+		}, func(mux *Mux, stop <-chan struct{}) {
 			streamWriter(mux, stop, 64<<10)
 		}},
 	} {

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,7 +12,6 @@ import (
 	"sync"
 	"testing"
 	"testing/iotest"
-	"time"
 
 	"go.uber.org/goleak"
 )
@@ -298,93 +296,6 @@ func FuzzParseOpen(f *testing.F) {
 			t.Fatalf("re-encoding changes the message: %+v vs %+v (%v)", again, got, err)
 		}
 	})
-}
-
-// writes records each Write it gets; the first waits until release is
-// closed, so that what comes meanwhile queues up.
-type writes struct {
-	net.Conn
-	release chan struct{}
-	mu      sync.Mutex
-	got     [][]byte
-	fail    error
-}
-
-func (w *writes) Write(p []byte) (int, error) {
-	<-w.release
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.got = append(w.got, bytes.Clone(p))
-	return len(p), w.fail
-}
-
-func (w *writes) SetWriteDeadline(time.Time) error { return nil }
-func (w *writes) Close() error                     { return nil }
-
-func TestCoalesce(t *testing.T) {
-	w := &writes{release: make(chan struct{})}
-	c := Coalesce(w, nil)
-	data := []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3}  // a data frame of 3 bytes
-	ping := []byte{0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7}  // a ping: no body follows
-	empty := []byte{0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0} // a data frame with no body (FIN)
-	for _, p := range [][]byte{data, []byte("abc"), ping, empty} {
-		if n, err := c.Write(p); n != len(p) || err != nil {
-			t.Fatalf("Write: %d, %v", n, err)
-		}
-	}
-	close(w.release)
-	c.Close() // sends what is queued first
-	// The header and its body in one write; the frames queued while that
-	// write was under way together in the next (or in the first, if the
-	// writer had not started).
-	all := bytes.Join([][]byte{data, []byte("abc"), ping, empty}, nil)
-	if got := bytes.Join(w.got, nil); !bytes.Equal(got, all) {
-		t.Fatalf("sent %q, want %q", got, all)
-	}
-	if len(w.got) > 2 || len(w.got[0]) < len(data)+3 {
-		t.Errorf("writes %q: want the header with its body, and at most two writes", w.got)
-	}
-	if _, err := c.Write(ping); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Write after Close: %v", err)
-	}
-}
-
-// TestCoalesceWriteError checks that a failed write fails every later one.
-func TestCoalesceWriteError(t *testing.T) {
-	boom := errors.New("boom")
-	w := &writes{release: make(chan struct{}), fail: boom}
-	close(w.release)
-	c := Coalesce(w, nil)
-	ping := []byte{0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := c.Write(ping); err != nil {
-			if !errors.Is(err, boom) {
-				t.Fatalf("error %v, want %v", err, boom)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("writes still succeed after the connection failed")
-		}
-	}
-	c.Close()
-}
-
-// TestCoalesceCloseBounded closes a link whose peer reads nothing: Close
-// gives up on the queued frames after its bound instead of hanging.
-func TestCoalesceCloseBounded(t *testing.T) {
-	a, b := net.Pipe()
-	defer b.Close()
-	c := Coalesce(a, nil)
-	c.Write([]byte{0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7})
-	done := make(chan struct{})
-	go func() { c.Close(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close hangs on a peer that does not read")
-	}
 }
 
 func TestMove(t *testing.T) {

@@ -1,0 +1,389 @@
+package link
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Stream is one stream of a link: a net.Conn-like byte stream, with
+// deadlines, whose Close half-closes it (the peer reads io.EOF after the
+// last byte written).
+type Stream struct {
+	m  *Mux
+	id uint32
+
+	wmu sync.Mutex // one Write at a time, so that its pieces go in order
+
+	mu    sync.Mutex
+	state uint8
+	buf   []byte // received, unread from off
+	off   int
+	// recvWindow is how much more the peer may send; sendWindow how much
+	// more may be sent to it.
+	recvWindow, sendWindow uint32
+	readDeadline           time.Time
+	writeDeadline          time.Time
+	closeTimer             *time.Timer
+
+	readable, writable chan struct{} // cap 1: something changed for a waiting Read, Write
+}
+
+// Stream states, as bits.
+const (
+	stAckDue       = 1 << iota // opened by the peer, not acknowledged yet
+	stLocalClosed              // Close was called
+	stRemoteClosed             // the peer closed its side
+	stReset                    // reset by the peer, or forgotten after a close
+)
+
+func newStream(m *Mux, id uint32, state uint8) *Stream {
+	return &Stream{
+		m:          m,
+		id:         id,
+		state:      state,
+		recvWindow: streamWindow,
+		sendWindow: streamWindow,
+		readable:   make(chan struct{}, 1),
+		writable:   make(chan struct{}, 1),
+	}
+}
+
+// StreamID returns the stream's number on the link.
+func (s *Stream) StreamID() uint32 { return s.id }
+
+// notify wakes a waiting Read and Write to look again.
+func (s *Stream) notify() {
+	select {
+	case s.readable <- struct{}{}:
+	default:
+	}
+	select {
+	case s.writable <- struct{}{}:
+	default:
+	}
+}
+
+// ackFlagLocked returns the ACK flag if the stream still owes the peer its
+// acknowledgement, which then goes with the frame the caller sends.
+func (s *Stream) ackFlagLocked() uint16 {
+	if s.state&stAckDue == 0 {
+		return 0
+	}
+	s.state &^= stAckDue
+	return flagACK
+}
+
+// acknowledge tells the peer its stream was accepted.
+func (s *Stream) acknowledge() {
+	s.mu.Lock()
+	f := s.ackFlagLocked()
+	s.mu.Unlock()
+	if f != 0 {
+		h := makeHeader(muxWindow, f, s.id, 0)
+		s.m.w.queue(h.bytes(), nil)
+	}
+}
+
+// Read reads what the peer sent. It returns io.EOF once the peer has
+// closed its side (or the link has ended) and nothing is left,
+// ErrStreamReset if the peer reset it, and ErrTimeout once the read
+// deadline passes. Closing this side does not end reading.
+func (s *Stream) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	for {
+		if n := len(s.buf) - s.off; n > 0 {
+			n = copy(p, s.buf[s.off:])
+			s.off += n
+			if s.off == len(s.buf) {
+				s.buf, s.off = s.buf[:0], 0
+			}
+			s.updateWindowLocked()
+			return n, nil
+		}
+		switch {
+		case s.state&stReset != 0:
+			s.mu.Unlock()
+			return 0, ErrStreamReset
+		case s.state&stRemoteClosed != 0 || s.m.IsClosed():
+			s.mu.Unlock()
+			return 0, io.EOF
+		}
+		if err := s.wait(s.readable, s.readDeadline); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// wait waits, with s.mu held, for ch or the deadline; it returns with
+// s.mu held unless it returns an error.
+func (s *Stream) wait(ch chan struct{}, deadline time.Time) error {
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		d := time.Until(deadline)
+		if d <= 0 {
+			s.mu.Unlock()
+			return ErrTimeout
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	s.mu.Unlock()
+	select {
+	case <-ch:
+	case <-s.m.done:
+	case <-timeout:
+		return ErrTimeout
+	}
+	s.mu.Lock()
+	return nil
+}
+
+// updateWindowLocked gives the peer back the window the reader has freed,
+// once that is half the window or more (or an acknowledgement is due);
+// it releases s.mu.
+func (s *Stream) updateWindowLocked() {
+	delta := streamWindow - uint32(len(s.buf)-s.off) - s.recvWindow
+	f := s.ackFlagLocked()
+	if delta < streamWindow/2 && f == 0 || s.state&(stReset|stRemoteClosed) != 0 && f == 0 {
+		s.mu.Unlock()
+		return
+	}
+	s.recvWindow += delta
+	s.mu.Unlock()
+	h := makeHeader(muxWindow, f, s.id, delta)
+	s.m.w.queue(h.bytes(), nil)
+}
+
+// Write writes p, as much at a time as the peer's window allows. It
+// returns ErrStreamClosed after Close, ErrStreamReset if the peer reset
+// the stream, ErrSessionShutdown once the link has ended, and ErrTimeout
+// once the write deadline passes.
+func (s *Stream) Write(p []byte) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	total := 0
+	for len(p) > 0 {
+		s.mu.Lock()
+		for {
+			switch {
+			case s.state&stReset != 0:
+				s.mu.Unlock()
+				return total, ErrStreamReset
+			case s.state&stLocalClosed != 0:
+				s.mu.Unlock()
+				return total, ErrStreamClosed
+			case s.m.IsClosed():
+				s.mu.Unlock()
+				return total, ErrSessionShutdown
+			}
+			if s.sendWindow > 0 {
+				break
+			}
+			if err := s.wait(s.writable, s.writeDeadline); err != nil {
+				return total, err
+			}
+		}
+		n := min(uint32(len(p)), s.sendWindow)
+		s.sendWindow -= n
+		f := s.ackFlagLocked()
+		s.mu.Unlock()
+		h := makeHeader(muxData, f, s.id, n)
+		if err := s.m.w.queue(h.bytes(), p[:n]); err != nil {
+			return total, err
+		}
+		total += int(n)
+		p = p[n:]
+	}
+	return total, nil
+}
+
+// Close closes the stream's sending side: the peer reads io.EOF after
+// what was written. A stream the peer has not closed too within
+// streamCloseTimeout is reset and forgotten.
+func (s *Stream) Close() error {
+	s.mu.Lock()
+	if s.state&(stLocalClosed|stReset) != 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	s.state |= stLocalClosed
+	f := flagFIN | s.ackFlagLocked()
+	done := s.state&stRemoteClosed != 0
+	if !done && !s.m.IsClosed() {
+		s.closeTimer = time.AfterFunc(streamCloseTimeout, s.closeTimedOut)
+	}
+	s.mu.Unlock()
+	s.notify()
+	h := makeHeader(muxWindow, f, s.id, 0)
+	err := s.m.w.queue(h.bytes(), nil)
+	if done {
+		s.m.forget(s.id)
+	}
+	if errors.Is(err, ErrSessionShutdown) {
+		return nil
+	}
+	return err
+}
+
+// closeTimedOut forgets a stream whose peer did not close it after this
+// side did, and resets it so that the peer forgets it too.
+func (s *Stream) closeTimedOut() {
+	s.mu.Lock()
+	if s.state&stReset != 0 || s.state&stRemoteClosed != 0 {
+		s.mu.Unlock()
+		return
+	}
+	s.state |= stReset
+	s.buf, s.off = nil, 0
+	s.mu.Unlock()
+	s.notify()
+	s.m.forget(s.id)
+	h := makeHeader(muxWindow, flagRST, s.id, 0)
+	s.m.w.queueNow(h.bytes(), nil)
+}
+
+// flags takes the flags of a frame from the peer.
+func (s *Stream) flags(f uint16) {
+	if f&(flagFIN|flagRST) == 0 {
+		return
+	}
+	s.mu.Lock()
+	forget := false
+	if f&flagFIN != 0 && s.state&stRemoteClosed == 0 {
+		s.state |= stRemoteClosed
+		forget = s.state&stLocalClosed != 0
+	}
+	if f&flagRST != 0 {
+		s.state |= stReset
+		forget = true
+	}
+	if forget && s.closeTimer != nil {
+		s.closeTimer.Stop()
+		s.closeTimer = nil
+	}
+	s.mu.Unlock()
+	s.notify()
+	if forget {
+		s.m.forget(s.id)
+	}
+}
+
+// grow takes a window update: the peer may be sent n more bytes.
+func (s *Stream) grow(n uint32) {
+	if n == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.sendWindow += n
+	s.mu.Unlock()
+	select {
+	case s.writable <- struct{}{}:
+	default:
+	}
+}
+
+// fill reads a data frame's body of n bytes from br into the stream. A
+// body larger than the window the peer was given breaks the framing.
+func (s *Stream) fill(br *bufio.Reader, n uint32) error {
+	s.mu.Lock()
+	if n > s.recvWindow {
+		s.mu.Unlock()
+		return errors.Join(errProtocol, errors.New("stream window exceeded"))
+	}
+	s.recvWindow -= n
+	keep := s.state&stReset == 0
+	if keep {
+		s.makeRoomLocked(int(n))
+	}
+	s.mu.Unlock()
+	for n > 0 {
+		p, err := br.Peek(min(int(n), br.Size()))
+		if len(p) == 0 {
+			return err
+		}
+		if keep {
+			s.mu.Lock()
+			s.buf = append(s.buf, p...)
+			s.mu.Unlock()
+		}
+		br.Discard(len(p))
+		n -= uint32(len(p))
+	}
+	if keep {
+		select {
+		case s.readable <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// makeRoomLocked makes room for n more bytes, moving what is unread to the
+// buffer's start if that saves growing it: the buffer never holds more
+// than the window, and what was read.
+func (s *Stream) makeRoomLocked(n int) {
+	if len(s.buf)+n <= cap(s.buf) {
+		return
+	}
+	if s.off > 0 {
+		s.buf = s.buf[:copy(s.buf, s.buf[s.off:])]
+		s.off = 0
+	}
+	s.buf = slices.Grow(s.buf, n)
+}
+
+// Shrink lets go of the stream's receive buffer if nothing waits in it: a
+// stream that had a burst keeps a buffer that size for the next.
+func (s *Stream) Shrink() {
+	s.mu.Lock()
+	if s.off == len(s.buf) {
+		s.buf, s.off = nil, 0
+	}
+	s.mu.Unlock()
+}
+
+// SetDeadline sets the read and write deadlines.
+func (s *Stream) SetDeadline(t time.Time) error {
+	s.mu.Lock()
+	s.readDeadline, s.writeDeadline = t, t
+	s.mu.Unlock()
+	s.notify()
+	return nil
+}
+
+// SetReadDeadline sets the time after which a Read returns ErrTimeout.
+func (s *Stream) SetReadDeadline(t time.Time) error {
+	s.mu.Lock()
+	s.readDeadline = t
+	s.mu.Unlock()
+	select {
+	case s.readable <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// SetWriteDeadline sets the time after which a Write waiting for the
+// peer's window returns ErrTimeout.
+func (s *Stream) SetWriteDeadline(t time.Time) error {
+	s.mu.Lock()
+	s.writeDeadline = t
+	s.mu.Unlock()
+	select {
+	case s.writable <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// LocalAddr returns the link's local address.
+func (s *Stream) LocalAddr() net.Addr { return s.m.conn.LocalAddr() }
+
+// RemoteAddr returns the link's remote address.
+func (s *Stream) RemoteAddr() net.Addr { return s.m.conn.RemoteAddr() }

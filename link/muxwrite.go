@@ -1,0 +1,194 @@
+package link
+
+import (
+	"sync"
+	"time"
+)
+
+// muxWriter sends a link's frames. A write queues its frame, header and
+// body together, and returns; a writer goroutine, started when frames wait
+// and gone when none do, sends everything queued in one write: one frame
+// alone goes out at once, and frames that come while a write is under way
+// go out together in the next. When thousands of sessions are resumed or
+// sent a line at once, that is a few large writes rather than a system
+// call (and, with TCP_NODELAY, a packet) for each frame.
+type muxWriter struct {
+	m *Mux
+
+	mu      sync.Mutex
+	pending []byte
+	spare   []byte
+	room    chan struct{} // closed when the writer takes the queue; made by the first write that waits
+	stopped chan struct{} // closed when the writer returns; made by close while it runs
+	writing bool          // the writer goroutine runs
+	err     error         // the first write error; every later write fails with it
+	closed  bool
+}
+
+const (
+	// maxQueued bounds what waits for the writer; a write waits beyond
+	// it, which is how a link that does not drain pushes back.
+	maxQueued = 1 << 20
+	// maxQueuedNow bounds what the frames that cannot wait (the answers
+	// the reading goroutine sends: pings', resets) may add beyond it:
+	// past that, a peer that sends and does not read gets no answers.
+	maxQueuedNow = maxQueued + 64<<10
+	// keepSpare bounds the buffer kept for the next batch: a busy link
+	// queues up to maxQueued between writes, and a buffer grown to that
+	// and dropped after each write is most of what a busy gateway
+	// allocates. A link keeps two at most.
+	keepSpare = 2 * maxQueued
+	// closeFlush bounds how long Close waits for queued frames to go out.
+	closeFlush = time.Second
+	// drainedWrite is the least write that shows keepalive the peer is
+	// reading: more than the pings and window updates of an idle link,
+	// which a peer's kernel takes in whether the peer reads or not.
+	// drainPiece is the most written at once, so that each piece shows it.
+	drainedWrite = 4 << 10
+	drainPiece   = 64 << 10
+)
+
+func (w *muxWriter) init(m *Mux) { w.m = m }
+
+// queue queues a frame, a and b together, waiting while the queue is
+// full, for at most the link's writeWait.
+func (w *muxWriter) queue(a, b []byte) error {
+	w.mu.Lock()
+	var t *time.Timer
+	for len(w.pending) >= maxQueued && w.err == nil && !w.closed {
+		if t == nil {
+			t = time.NewTimer(w.m.writeWait)
+			defer t.Stop()
+		}
+		if w.room == nil {
+			w.room = make(chan struct{})
+		}
+		room := w.room
+		w.mu.Unlock()
+		select {
+		case <-room:
+		case <-t.C:
+			return ErrConnectionWriteTimeout
+		}
+		w.mu.Lock()
+	}
+	return w.appendLocked(a, b)
+}
+
+// queueNow queues a frame without waiting, unless the queue is far past
+// full: then the frame is dropped. The reading goroutine's answers go
+// this way: it must never wait for the writer, whose peer may be waiting
+// for it.
+func (w *muxWriter) queueNow(a, b []byte) error {
+	w.mu.Lock()
+	if len(w.pending) >= maxQueuedNow && w.err == nil && !w.closed {
+		w.mu.Unlock()
+		return ErrConnectionWriteTimeout
+	}
+	return w.appendLocked(a, b)
+}
+
+// appendLocked queues a frame and starts the writer if it is not running;
+// it releases w.mu.
+func (w *muxWriter) appendLocked(a, b []byte) error {
+	switch {
+	case w.err != nil:
+		err := w.err
+		w.mu.Unlock()
+		return err
+	case w.closed:
+		w.mu.Unlock()
+		return ErrSessionShutdown
+	}
+	w.pending = append(append(w.pending, a...), b...)
+	start := !w.writing
+	w.writing = true
+	w.mu.Unlock()
+	if start {
+		go w.write()
+	}
+	return nil
+}
+
+// write sends what is queued until the queue is empty, then returns.
+func (w *muxWriter) write() {
+	w.mu.Lock()
+	var err error
+	for len(w.pending) > 0 && w.err == nil {
+		b := w.pending
+		w.pending = w.spare[:0]
+		w.spare = nil
+		if w.room != nil {
+			close(w.room)
+			w.room = nil
+		}
+		w.mu.Unlock()
+		err = w.writePieces(b)
+		w.mu.Lock()
+		if err != nil && w.err == nil {
+			w.err = err
+		}
+		if cap(b) <= keepSpare {
+			w.spare = b[:0]
+		}
+	}
+	w.writing = false
+	if w.room != nil {
+		close(w.room)
+		w.room = nil
+	}
+	if w.stopped != nil {
+		close(w.stopped)
+		w.stopped = nil
+	}
+	w.mu.Unlock()
+	if err != nil {
+		// A peer that dies while frames go out (a backend killed as it
+		// hands its players over) fails a write before any read.
+		w.m.shut(err)
+	}
+}
+
+// writePieces writes b, drainPiece at a time, and counts each piece
+// written: a batch of a megabyte to a peer that reads slowly takes longer
+// than keepalive's wait, and the peer is taking it in all along.
+func (w *muxWriter) writePieces(b []byte) error {
+	for len(b) > 0 {
+		n := min(len(b), drainPiece)
+		if _, err := w.m.conn.Write(b[:n]); err != nil {
+			return err
+		}
+		if n >= drainedWrite {
+			w.m.drained.Add(1)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// close sends what is queued, waiting at most closeFlush, and closes the
+// connection: a link closed here goes right after its last frames, a
+// Goodbye among them.
+func (w *muxWriter) close() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	if w.room != nil {
+		close(w.room)
+		w.room = nil
+	}
+	var stopped chan struct{}
+	if w.writing {
+		w.m.conn.SetWriteDeadline(time.Now().Add(closeFlush))
+		w.stopped = make(chan struct{})
+		stopped = w.stopped
+	}
+	w.mu.Unlock()
+	if stopped != nil {
+		<-stopped
+	}
+	w.m.conn.Close()
+}
