@@ -263,11 +263,10 @@ func (l *Listener) serve() {
 }
 
 type gatewayLink struct {
-	seq     uint64 // the order broadcastParked takes the links' bcast in
-	log     *zap.Logger
-	conn    net.Conn
-	mux     *link.Mux
-	reading atomic.Int64 // sessions' readers inside a stream read
+	seq  uint64 // the order broadcastParked takes the links' bcast in
+	log  *zap.Logger
+	conn net.Conn
+	mux  *link.Mux
 
 	mu   sync.Mutex
 	ctrl net.Conn // the control stream, once the gateway opened it
@@ -424,10 +423,8 @@ func (gl *gatewayLink) writeLocked(frame []byte) error {
 	return nil
 }
 
-// broken runs when a gateway's link fails, before yamux notices: the
-// link's sessions wait for a gateway to claim them, and their readers are
-// woken and given a moment to leave yamux, where they would spin once the
-// session is shut down (see link.Coalesce).
+// broken runs when a gateway's link fails, before any stream learns of
+// it: the link's sessions wait for a gateway to claim them.
 func (l *Listener) broken(gl *gatewayLink) {
 	gl.dead.Store(true)
 	for _, s := range l.list() {
@@ -437,12 +434,6 @@ func (l *Listener) broken(gl *gatewayLink) {
 		if on {
 			s.orphan()
 		}
-	}
-	// One reader may be unable to leave: yamux's receive goroutine, which
-	// runs this, may hold the lock of the stream whose frame it was reading.
-	deadline := time.Now().Add(5 * time.Second)
-	for gl.reading.Load() > 1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // readers leave within microseconds once woken
 	}
 }
 
@@ -548,10 +539,9 @@ func (l *Listener) serveLink(c net.Conn) {
 			return
 		}
 		if gl.dead.Load() {
-			// yamux may hand over a stream after broken has run: its
-			// session would miss broken's waking, and spin. Not closed:
-			// on a dead link that would only wait on yamux, which closes
-			// every stream as the link ends.
+			// A stream accepted after broken has run: its session
+			// would miss broken's orphaning. Not closed: the link
+			// ends every stream as it ends.
 			continue
 		}
 		l.wg.Add(1)

@@ -355,10 +355,7 @@ func (s *Session) fill(p []byte) (int, error) {
 		if s.isClosed() {
 			return 0, fmt.Errorf("backend: read: %w", net.ErrClosed)
 		}
-		gl := s.rgl
-		gl.reading.Add(1)
 		n, err := s.fromStream(p)
-		gl.reading.Add(-1)
 		if n > 0 || err == nil {
 			if n > 0 {
 				return n, nil
@@ -768,9 +765,8 @@ func (s *Session) writeLocked(fb *[]byte, ack uint64, wait bool) error {
 // (acknowledged before the answer went) nor repeated (answered, but not
 // acknowledged, when the backend dies). And a player's client often sends
 // several lines at once (a paste, a speedwalk, a trigger's commands): each
-// write through yamux waits for its send loop, so a burst of answers costs
-// one such wait, not one each; the gateway reads, and the player
-// receives, one burst too.
+// write is a frame on the link, so a burst of answers costs one, not one
+// each; the gateway reads, and the player receives, one burst too.
 const maxCork = 16 << 10
 
 var corkDelay = 2 * time.Millisecond // a variable for the tests
@@ -811,7 +807,7 @@ func putFrameBuf(fb *[]byte) {
 	}
 }
 
-// frameBufs hold frames while send writes them: yamux has copied a
+// frameBufs hold frames while send writes them: the link has copied a
 // frame's body by the time Write returns, so each buffer serves the next
 // write, of any session.
 var frameBufs = sync.Pool{New: func() any { return new([]byte) }}

@@ -22,7 +22,7 @@ import (
 	"holdfast/link"
 )
 
-// backendLink is one authenticated yamux connection to a backend.
+// backendLink is one authenticated link to a backend.
 type backendLink struct {
 	addr    string
 	mux     *link.Mux
@@ -95,7 +95,7 @@ func (lk *backendLink) endUnread(st *link.Stream) {
 	lk.readers.Add(1) // untrack counts out a reader, which a parked stream has not
 	lk.untrack(st)
 	if !lk.dead.Load() {
-		st.Close() // on a dead link, closing would only wait on yamux
+		st.Close() // on a dead link there is nothing to close
 	}
 }
 
@@ -144,23 +144,14 @@ func (lk *backendLink) park(ids []string) error {
 	return lk.sendIDs(link.FramePark, ids)
 }
 
-// brokenWait bounds how long a failed link waits for its stream readers to
-// leave before yamux shuts the session down.
-const brokenWait = 5 * time.Second
-
-// broken runs when the link's connection fails, before yamux notices: it
-// wakes every session's stream reader with a deadline and waits for them
-// to leave, so that they are not inside yamux when the session shuts down
-// (see link.Coalesce). It runs on yamux's receive goroutine, which may hold
-// the lock of the one stream whose frame it was reading, so one reader may
-// be unable to leave: one spinner does no harm.
+// broken runs when the link fails, before any stream learns of it: the
+// link is marked dead, so that nothing more is sent on it, and each parked
+// stream gets its reader back, to find the link gone as every other
+// reader does when the link ends.
 func (lk *backendLink) broken() {
 	lk.mu.Lock()
 	lk.dead.Store(true)
-	now := time.Now()
 	for st, s := range lk.streams {
-		st.SetReadDeadline(now)
-		// A parked stream gets its reader back, to find the link gone.
 		s.mu.Lock()
 		parked := s.st == st && s.cond.stream == streamParked && s.to(evWake)
 		s.mu.Unlock()
@@ -168,15 +159,7 @@ func (lk *backendLink) broken() {
 			s.restartStream(lk, st)
 		}
 	}
-	ctrl := lk.ctrl
 	lk.mu.Unlock()
-	if ctrl != nil {
-		ctrl.SetReadDeadline(now)
-	}
-	deadline := now.Add(brokenWait)
-	for lk.readers.Load() > 1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // a failure path: polling is cheap enough
-	}
 }
 
 // leaving reports whether the link takes no more input: the backend said
@@ -426,7 +409,7 @@ func (s *Server) dialAddr(addr string) (*backendLink, error) {
 		return nil, fmt.Errorf("gateway: backend at %s: %w", addr, err)
 	}
 	// Under lk.mu: a connection that fails at once calls broken from
-	// yamux's receive loop, which runs already.
+	// the link's receive loop, which runs already.
 	lk.mu.Lock()
 	lk.mux, lk.ctrl = mux, ctrl
 	lk.mu.Unlock()
@@ -524,8 +507,9 @@ wait:
 }
 
 // attachWorkers is how many sessions are attached to a new link at once.
-// Each attach waits on yamux's send loop two or three times; a few at once
-// keep it busy. More gain nothing on two cores (measured with 1, 2, 4, 8).
+// A few at once keep the link's writer busy. More gained nothing on two
+// cores (measured with 1, 2, 4, 8, when each write waited for the yamux
+// library's send loop).
 const attachWorkers = 4
 
 // attachAll resumes sessions on lk and returns how many are attached.

@@ -338,7 +338,8 @@ func (lk *backendLink) heldFrames(srv *Server, p []byte) {
 }
 
 // openLater opens the held sessions on lk on a goroutine of their own: the
-// caller reads the control stream, which must not wait for yamux.
+// caller reads the control stream, which must not wait for the link's
+// queue.
 func (lk *backendLink) openLater(srv *Server, list []*session) {
 	if len(list) == 0 {
 		return
@@ -421,7 +422,7 @@ func (lk *backendLink) movedParked(srv *Server, to []link.Parked) {
 		}
 	}
 	if len(closing) > 0 {
-		// Each close waits for yamux's send loop.
+		// A close may wait for room in the link's queue.
 		srv.wg.Add(1)
 		go func() {
 			defer srv.wg.Done()

@@ -1,5 +1,5 @@
 // Package gateway is the long-lived side of holdfast: it accepts players'
-// telnet connections, holds each session, and carries it over one yamux link
+// telnet connections, holds each session, and carries it over one link
 // to whichever backend currently answers to the configured name. When the
 // backend goes away the players stay connected, their input is held, and
 // every session is resumed when a backend registers the name again.

@@ -684,8 +684,8 @@ func (s *session) forward() {
 	s.sent = len(s.In)
 	s.mu.Unlock()
 	// A failed write means the stream is dying; its reader will detach the
-	// session and the input will be replayed. yamux has sent b when Write
-	// returns, so the buffer serves the next forward.
+	// session and the input will be replayed. The link has copied b when
+	// Write returns, so the buffer serves the next forward.
 	st.Write(b)
 	*fb = b
 	putInputFrames(fb)
@@ -884,8 +884,8 @@ func (s *session) attach(lk *backendLink) bool {
 		o.HelloAgain = uint8(min(len(s.Hello), 255))
 	}
 	// One write for the lot (Open, the client's GMCP hello, the held
-	// input): each write waits for yamux's send loop, and a resume of
-	// thousands of sessions would wait for it thrice each.
+	// input): one frame on the link, not three, for each of the
+	// thousands of sessions a resume opens.
 	b := link.AppendFrame(nil, link.FrameOpen, o.Append(nil))
 	if s.keeps {
 		b = s.keptFrames(b)
@@ -1222,7 +1222,7 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 // attaches it elsewhere.
 func (s *session) streamEnded(lk *backendLink, st *link.Stream, ended, moved bool) {
 	if !lk.dead.Load() {
-		st.Close() // on a dead link, closing would only wait on yamux
+		st.Close() // on a dead link there is nothing to close
 	}
 	s.mu.Lock()
 	s.to(evDetach)

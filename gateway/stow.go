@@ -77,7 +77,7 @@ func stow(due map[*backendLink][]*session) {
 // It returns how many were. Those with input to send ask for a stream
 // (Want), and those whose players left meanwhile are dropped, on a
 // goroutine of their own: the caller reads the control stream, which
-// must not wait for yamux.
+// must not wait for the link's queue.
 func (lk *backendLink) stowed(srv *Server, to []link.Parked) int {
 	n := 0
 	var typed, gone []*session

@@ -47,8 +47,8 @@
 // dropped, replayed or reordered fails its authentication and ends the
 // connection, which the gateway treats as a broken link (see Moving a
 // session). The cost is a few tens of bytes a write: the link's writer
-// gathers yamux's frames into large writes, and records are not split
-// small at the start of a connection.
+// gathers the streams' frames into large writes, and records are not
+// split small at the start of a connection.
 //
 // The whole handshake has a deadline. Versions must match exactly; a later
 // version that changes the frames below incompatibly changes the version
@@ -57,18 +57,20 @@
 // used only with a peer that announced them, so that gateways and backends
 // of neighbouring releases link to each other, whichever is replaced first.
 //
-// After the handshake the connection carries yamux (the gateway is the yamux
-// client). The gateway opens one control stream first and then one stream per
-// player session.
+// After the handshake the connection carries streams in yamux's framing
+// (the yamux library's spec.md; the gateway is the client), which Mux
+// implements: releases before this one used the library, and link to this
+// one unchanged. The gateway opens one control stream first and then one
+// stream per player session. Each stream's window is 256 KiB, as the
+// library's.
 //
 // Each side takes the link for dead when its peer has sent nothing and
-// taken in nothing for 5 to 10 s, and then answers no yamux ping, nor
-// sends or takes in anything, for 10 s; or when, taking in what is sent,
-// it has sent nothing for a minute (Client, Server). yamux's own
-// keepalive is off: it waits for the ping's answer alone, which a slow
-// peer has queued behind megabytes of output, and would end a link that
-// was only slow. Pings are answered as before, so peers of earlier
-// versions, which still send them, link as before.
+// taken in nothing for 5 to 10 s, and then answers no ping, nor sends or
+// takes in anything, for 10 s; or when, taking in what is sent, it has
+// sent nothing for a minute (Client, Server). A ping's answer alone is
+// not waited for: a slow peer has it queued behind megabytes of output,
+// and a link that was only slow would end. Pings are answered as before,
+// so peers of earlier releases, which may send them, link as before.
 //
 // # Frames
 //

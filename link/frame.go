@@ -183,8 +183,8 @@ const PieceLen = 16 << 10
 // WritePieces writes b to c, PieceLen at a time, each within wait: a peer
 // that takes in nothing for that long is taken for gone, but one that
 // reads slowly (on a machine shared with other work, behind the rest of
-// the link's traffic) is not, however long the whole takes. On a yamux
-// stream a piece waits for room in the stream's window, which yamux opens
+// the link's traffic) is not, however long the whole takes. On a link's
+// stream a piece waits for room in the stream's window, which opens
 // again once the reader has taken half of it: there the reader must take
 // 128 KiB within wait. A write that fails may have sent part of a frame.
 func WritePieces(c net.Conn, b []byte, wait time.Duration) error {

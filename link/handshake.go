@@ -175,7 +175,7 @@ func readPreamble(r io.Reader) error {
 
 // conn is the link's encrypted connection. Its Close closes the TCP
 // connection at once: TLS's own close (close_notify) would wait up to 5 s
-// for a peer that does not read, and yamux says goodbye in its frames.
+// for a peer that does not read, and the link says goodbye in its frames.
 type conn struct {
 	*tls.Conn
 	raw net.Conn
@@ -185,7 +185,7 @@ func (c conn) Close() error { return c.raw.Close() }
 
 // GatewayHandshake authenticates a freshly dialed backend connection from
 // the gateway's side. It returns the encrypted connection, ready for
-// yamux, and the backend's instance name, learnt over it.
+// the link's streams (Client), and the backend's instance name, learnt over it.
 func GatewayHandshake(c net.Conn, cookie []byte) (net.Conn, string, error) {
 	c.SetDeadline(time.Now().Add(HandshakeTimeout))
 	defer c.SetDeadline(time.Time{})
@@ -231,7 +231,8 @@ func GatewayHandshake(c net.Conn, cookie []byte) (net.Conn, string, error) {
 }
 
 // BackendHandshake authenticates an accepted gateway connection from the
-// backend's side, and returns the encrypted connection, ready for yamux.
+// backend's side, and returns the encrypted connection, ready for the
+// link's streams (Server).
 func BackendHandshake(c net.Conn, cr *Credentials) (net.Conn, error) {
 	if len(cr.Instance) == 0 || len(cr.Instance) > maxInstance {
 		return nil, fmt.Errorf("link: handshake: instance name of %d bytes", len(cr.Instance))

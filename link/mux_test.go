@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"slices"
@@ -564,4 +565,65 @@ func FuzzMux(f *testing.F) {
 		b.Close()
 		wg.Wait()
 	})
+}
+
+// TestMuxWindowUnderLoad: many streams carry a megabyte each at once, in
+// writes and reads of every size, the readers now and then slow: each
+// arrives whole, and no window is exceeded (which would end the link).
+// A data frame lands in pieces, and a read between two pieces gives back
+// only what it took.
+func TestMuxWindowUnderLoad(t *testing.T) {
+	client, server := muxPair(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var wg sync.WaitGroup
+	for i := range 100 {
+		near, far := streamPair(t, client, server)
+		data := bytes.Repeat([]byte{byte(i)}, 1<<20)
+		writes := make([]int, 0, 64)
+		for left := len(data); left > 0; {
+			n := min(left, 1+rng.IntN(40000))
+			writes = append(writes, n)
+			left -= n
+		}
+		bufLen, slowEvery := 1+rng.IntN(70000), 2+rng.IntN(50)
+		wg.Go(func() {
+			for p, k := data, 0; len(p) > 0; k++ {
+				n := writes[k]
+				if _, err := far.Write(p[:n]); err != nil {
+					t.Errorf("stream %d: write: %v", i, err)
+					return
+				}
+				p = p[n:]
+			}
+			far.Close()
+		})
+		wg.Go(func() {
+			buf := make([]byte, bufLen)
+			near.SetReadDeadline(time.Now().Add(time.Minute))
+			got := 0
+			for k := 0; ; k++ {
+				n, err := near.Read(buf)
+				got += n
+				if k%slowEvery == 0 {
+					time.Sleep(time.Millisecond) // a reader behind: the writer fills the window
+				}
+				if err == io.EOF {
+					break
+				} else if err != nil {
+					t.Errorf("stream %d: read: %v after %d bytes", i, err, got)
+					return
+				}
+			}
+			if got != len(data) {
+				t.Errorf("stream %d: read %d bytes, want %d", i, got, len(data))
+			}
+		})
+		if i%20 == 19 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	if client.IsClosed() || server.IsClosed() {
+		t.Fatal("the link ended")
+	}
 }

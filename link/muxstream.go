@@ -94,6 +94,9 @@ func (s *Stream) acknowledge() {
 // ErrStreamReset if the peer reset it, and ErrTimeout once the read
 // deadline passes. Closing this side does not end reading.
 func (s *Stream) Read(p []byte) (int, error) {
+	// A reader that leaves passes the wake on: another goroutine may be
+	// waiting in Read too, and what woke this one may be its to read.
+	defer s.wakeReader()
 	s.mu.Lock()
 	for {
 		if n := len(s.buf) - s.off; n > 0 {
@@ -116,6 +119,14 @@ func (s *Stream) Read(p []byte) (int, error) {
 		if err := s.wait(s.readable, s.readDeadline); err != nil {
 			return 0, err
 		}
+	}
+}
+
+// wakeReader wakes a waiting Read to look again.
+func (s *Stream) wakeReader() {
+	select {
+	case s.readable <- struct{}{}:
+	default:
 	}
 }
 
@@ -296,30 +307,30 @@ func (s *Stream) fill(br *bufio.Reader, n uint32) error {
 		s.mu.Unlock()
 		return errors.Join(errProtocol, errors.New("stream window exceeded"))
 	}
-	s.recvWindow -= n
 	keep := s.state&stReset == 0
 	if keep {
 		s.makeRoomLocked(int(n))
 	}
 	s.mu.Unlock()
+	// The window shrinks as each piece lands, not before: a Read between
+	// two pieces gives back what it took, and the window must still count
+	// the pieces to come.
 	for n > 0 {
 		p, err := br.Peek(min(int(n), br.Size()))
 		if len(p) == 0 {
 			return err
 		}
+		s.mu.Lock()
+		s.recvWindow -= uint32(len(p))
 		if keep {
-			s.mu.Lock()
 			s.buf = append(s.buf, p...)
-			s.mu.Unlock()
 		}
+		s.mu.Unlock()
 		br.Discard(len(p))
 		n -= uint32(len(p))
 	}
 	if keep {
-		select {
-		case s.readable <- struct{}{}:
-		default:
-		}
+		s.wakeReader()
 	}
 	return nil
 }
@@ -362,10 +373,7 @@ func (s *Stream) SetReadDeadline(t time.Time) error {
 	s.mu.Lock()
 	s.readDeadline = t
 	s.mu.Unlock()
-	select {
-	case s.readable <- struct{}{}:
-	default:
-	}
+	s.wakeReader()
 	return nil
 }
 
