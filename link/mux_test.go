@@ -627,3 +627,149 @@ func TestMuxWindowUnderLoad(t *testing.T) {
 		t.Fatal("the link ended")
 	}
 }
+
+// stuckWrites is a connection whose writes wait until release is closed;
+// entered is closed when the first write starts.
+type stuckWrites struct {
+	net.Conn
+	release, entered chan struct{}
+	once             *sync.Once
+}
+
+func (c stuckWrites) Write(p []byte) (int, error) {
+	c.once.Do(func() { close(c.entered) })
+	<-c.release
+	return c.Conn.Write(p)
+}
+
+// congested returns a link with a stream open, whose writer is stuck in
+// its first write after that, with the queue full behind it, and the
+// peer's end of the connection; release frees the writer.
+func congested(t *testing.T) (m *Mux, st *Stream, peer net.Conn, release func()) {
+	t.Helper()
+	a, b := net.Pipe()
+	c := stuckWrites{a, make(chan struct{}), make(chan struct{}), new(sync.Once)}
+	var once sync.Once
+	release = func() { once.Do(func() { close(c.release) }) }
+	m = newMux(c, true, nil, zap.NewNop(), 50*time.Millisecond)
+	t.Cleanup(func() { release(); m.Close(); b.Close() })
+	st, err := m.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Frames the peer reads past: data for a stream it does not know.
+	h := makeHeader(muxData, 0, 99, maxQueued-muxHeaderLen)
+	body := make([]byte, maxQueued-muxHeaderLen)
+	<-c.entered
+	// The writer is stuck writing the stream's opening: this stays.
+	if err := m.w.queue(h[:], body); err != nil {
+		t.Fatal(err)
+	}
+	return m, st, b, release
+}
+
+// awaitHeader reads the frames the link sends on c until one matches want,
+// skipping bodies; it fails after the deadline.
+func awaitHeader(t *testing.T, c net.Conn, what string, want func(h muxHeader) bool) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var h muxHeader
+	for {
+		if _, err := io.ReadFull(c, h[:]); err != nil {
+			t.Fatalf("%s never came: %v", what, err)
+		}
+		if h.hasBody() {
+			io.CopyN(io.Discard, c, int64(h.length()))
+		}
+		if want(h) {
+			return
+		}
+	}
+}
+
+// TestMuxControlFramesWait: a window update, an acknowledgement and a
+// close queue at once, however full the link's queue: dropped after a
+// wait, the stream would hang, its peer never given its window back.
+func TestMuxControlFramesWait(t *testing.T) {
+	m, _, peer, release := congested(t)
+	go func() {
+		h := makeHeader(muxWindow, flagSYN, 2, 0)
+		d := makeHeader(muxData, 0, 2, streamWindow)
+		peer.Write(slices.Concat(h[:], d[:], make([]byte, streamWindow)))
+	}()
+	st, err := m.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(st, make([]byte, streamWindow)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatalf("Close on a full queue: %v", err)
+	}
+	time.Sleep(2 * m.writeWait) // past the wait a queued frame would have given up after
+	release()
+	awaitHeader(t, peer, "the window update", func(h muxHeader) bool {
+		return h.typ() == muxWindow && h.stream() == 2 && h.length() >= streamWindow/2
+	})
+	awaitHeader(t, peer, "the close", func(h muxHeader) bool {
+		return h.typ() == muxWindow && h.stream() == 2 && h.has(flagFIN)
+	})
+}
+
+// TestMuxWriteTimesOut: a write that finds the queue full past its wait
+// takes its window back; one cut after a piece went resets the stream,
+// whose peer would otherwise read a frame cut short.
+func TestMuxWriteTimesOut(t *testing.T) {
+	m, st, peer, release := congested(t)
+	if _, err := st.Write(make([]byte, 1000)); !errors.Is(err, ErrConnectionWriteTimeout) {
+		t.Fatalf("write on a full queue: %v", err)
+	}
+	st.mu.Lock()
+	window, state := st.sendWindow, st.state
+	st.mu.Unlock()
+	if window != streamWindow || state&stReset != 0 {
+		t.Fatalf("after a write that sent nothing: window %d, reset %v; want %d, not reset", window, state&stReset != 0, streamWindow)
+	}
+
+	// Cut: the first piece takes the whole window and finds room (one
+	// byte under full); the second waits for the peer's window update,
+	// then finds the queue full.
+	m.w.mu.Lock()
+	filler := makeHeader(muxData, 0, 99, maxQueued-1-muxHeaderLen)
+	m.w.pending = append(append(m.w.pending[:0], filler[:]...), make([]byte, maxQueued-1-muxHeaderLen)...)
+	m.w.mu.Unlock()
+	type result struct {
+		n   int
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		n, err := st.Write(make([]byte, 2*streamWindow))
+		res <- result{n, err}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st.mu.Lock()
+		w := st.sendWindow
+		st.mu.Unlock()
+		if w == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first piece never went")
+		}
+		time.Sleep(time.Millisecond) // polling: the write's wait has no event to wait on
+	}
+	go peer.Write(func() []byte { h := makeHeader(muxWindow, 0, st.id, streamWindow); return h[:] }())
+	if r := <-res; r.n != streamWindow || !errors.Is(r.err, ErrConnectionWriteTimeout) {
+		t.Fatalf("cut write: %d, %v; want %d, a timeout", r.n, r.err, streamWindow)
+	}
+	if _, err := st.Write([]byte("x")); !errors.Is(err, ErrStreamReset) {
+		t.Fatalf("write after a cut write: %v, want the stream reset", err)
+	}
+	release()
+	awaitHeader(t, peer, "the reset", func(h muxHeader) bool {
+		return h.typ() == muxWindow && h.stream() == st.id && h.has(flagRST)
+	})
+}

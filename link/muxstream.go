@@ -84,8 +84,7 @@ func (s *Stream) acknowledge() {
 	f := s.ackFlagLocked()
 	s.mu.Unlock()
 	if f != 0 {
-		h := makeHeader(muxWindow, f, s.id, 0)
-		s.m.w.queue(h.bytes(), nil)
+		s.m.w.queueControl(makeHeader(muxWindow, f, s.id, 0))
 	}
 }
 
@@ -167,8 +166,7 @@ func (s *Stream) updateWindowLocked() {
 	}
 	s.recvWindow += delta
 	s.mu.Unlock()
-	h := makeHeader(muxWindow, f, s.id, delta)
-	s.m.w.queue(h.bytes(), nil)
+	s.m.w.queueControl(makeHeader(muxWindow, f, s.id, delta))
 }
 
 // Write writes p, as much at a time as the peer's window allows. It
@@ -206,12 +204,38 @@ func (s *Stream) Write(p []byte) (int, error) {
 		s.mu.Unlock()
 		h := makeHeader(muxData, f, s.id, n)
 		if err := s.m.w.queue(h.bytes(), p[:n]); err != nil {
+			s.unsent(n, f, total > 0)
 			return total, err
 		}
 		total += int(n)
 		p = p[n:]
 	}
 	return total, nil
+}
+
+// unsent takes back the window of a piece that could not be queued, and
+// the acknowledgement it carried. A write cut after some of its pieces
+// went resets the stream: the peer would read a frame of the caller's cut
+// short, and whatever followed it as the rest.
+func (s *Stream) unsent(n uint32, ack uint16, cut bool) {
+	s.mu.Lock()
+	s.sendWindow += n
+	if ack != 0 {
+		s.state |= stAckDue
+	}
+	if !cut || s.state&stReset != 0 {
+		s.mu.Unlock()
+		return
+	}
+	s.state |= stReset
+	if s.closeTimer != nil {
+		s.closeTimer.Stop()
+		s.closeTimer = nil
+	}
+	s.mu.Unlock()
+	s.notify()
+	s.m.forget(s.id)
+	s.m.w.queueControl(makeHeader(muxWindow, flagRST, s.id, 0))
 }
 
 // Close closes the stream's sending side: the peer reads io.EOF after
@@ -231,8 +255,7 @@ func (s *Stream) Close() error {
 	}
 	s.mu.Unlock()
 	s.notify()
-	h := makeHeader(muxWindow, f, s.id, 0)
-	err := s.m.w.queue(h.bytes(), nil)
+	err := s.m.w.queueControl(makeHeader(muxWindow, f, s.id, 0))
 	if done {
 		s.m.forget(s.id)
 	}
@@ -255,8 +278,7 @@ func (s *Stream) closeTimedOut() {
 	s.mu.Unlock()
 	s.notify()
 	s.m.forget(s.id)
-	h := makeHeader(muxWindow, flagRST, s.id, 0)
-	s.m.w.queueNow(h.bytes(), nil)
+	s.m.w.queueControl(makeHeader(muxWindow, flagRST, s.id, 0))
 }
 
 // flags takes the flags of a frame from the peer.

@@ -6,10 +6,12 @@ import (
 )
 
 // muxWriter sends a link's frames. A write queues its frame, header and
-// body together, and returns; a writer goroutine, started when frames wait
-// and gone when none do, sends everything queued in one write: one frame
-// alone goes out at once, and frames that come while a write is under way
-// go out together in the next. When thousands of sessions are resumed or
+// body together, and returns; the link's writer goroutine, woken when
+// frames wait, sends everything queued in one write: one frame alone goes
+// out at once, and frames that come while a write is under way go out
+// together in the next. The writer lasts as long as the link: one started
+// for each batch would grow its stack through the TLS write each time, a
+// tenth of a busy gateway's processor time. When thousands of sessions are resumed or
 // sent a line at once, that is a few large writes rather than a system
 // call (and, with TCP_NODELAY, a packet) for each frame.
 type muxWriter struct {
@@ -19,8 +21,9 @@ type muxWriter struct {
 	pending []byte
 	spare   []byte
 	room    chan struct{} // closed when the writer takes the queue; made by the first write that waits
-	stopped chan struct{} // closed when the writer returns; made by close while it runs
-	writing bool          // the writer goroutine runs
+	kick    chan struct{} // cap 1: frames wait for the writer
+	stopped chan struct{} // closed when the writer returns
+	writing bool          // the writer has been kicked, or writes
 	err     error         // the first write error; every later write fails with it
 	closed  bool
 }
@@ -30,9 +33,10 @@ const (
 	// it, which is how a link that does not drain pushes back.
 	maxQueued = 1 << 20
 	// maxQueuedNow bounds what the frames that cannot wait (the answers
-	// the reading goroutine sends: pings', resets) may add beyond it:
-	// past that, a peer that sends and does not read gets no answers.
-	maxQueuedNow = maxQueued + 64<<10
+	// the reading goroutine sends: pings', resets) may add beyond it (and
+	// beyond the largest data frame a write that found room added): past
+	// that, a peer that sends and does not read gets no answers.
+	maxQueuedNow = maxQueued + streamWindow + muxHeaderLen + 64<<10
 	// keepSpare bounds the buffer kept for the next batch: a busy link
 	// queues up to maxQueued between writes, and a buffer grown to that
 	// and dropped after each write is most of what a busy gateway
@@ -48,7 +52,12 @@ const (
 	drainPiece   = 64 << 10
 )
 
-func (w *muxWriter) init(m *Mux) { w.m = m }
+func (w *muxWriter) init(m *Mux) {
+	w.m = m
+	w.kick = make(chan struct{}, 1)
+	w.stopped = make(chan struct{})
+	go w.run()
+}
 
 // queue queues a frame, a and b together, waiting while the queue is
 // full, for at most the link's writeWait.
@@ -88,6 +97,15 @@ func (w *muxWriter) queueNow(a, b []byte) error {
 	return w.appendLocked(a, b)
 }
 
+// queueControl queues a stream's window update, acknowledgement, close or
+// reset without waiting, and never drops it: losing one would hang the
+// stream. Each is one header, at most one for each half window the peer
+// sent or each stream.
+func (w *muxWriter) queueControl(h muxHeader) error {
+	w.mu.Lock()
+	return w.appendLocked(h.bytes(), nil)
+}
+
 // appendLocked queues a frame and starts the writer if it is not running;
 // it releases w.mu.
 func (w *muxWriter) appendLocked(a, b []byte) error {
@@ -101,17 +119,35 @@ func (w *muxWriter) appendLocked(a, b []byte) error {
 		return ErrSessionShutdown
 	}
 	w.pending = append(append(w.pending, a...), b...)
-	start := !w.writing
+	kick := !w.writing
 	w.writing = true
 	w.mu.Unlock()
-	if start {
-		go w.write()
+	if kick {
+		w.kick <- struct{}{}
 	}
 	return nil
 }
 
-// write sends what is queued until the queue is empty, then returns.
-func (w *muxWriter) write() {
+// run is the writer: each time it is kicked it sends what is queued until
+// the queue is empty. It returns once the link is closed and what was
+// queued has gone, or a write fails.
+func (w *muxWriter) run() {
+	more, err := true, error(nil)
+	for more {
+		<-w.kick
+		more, err = w.write()
+	}
+	close(w.stopped)
+	if err != nil {
+		// A peer that dies while frames go out (a backend killed as it
+		// hands its players over) fails a write before any read.
+		w.m.shut(err)
+	}
+}
+
+// write sends what is queued until the queue is empty; it reports whether
+// the writer goes on, and the write's error.
+func (w *muxWriter) write() (bool, error) {
 	w.mu.Lock()
 	var err error
 	for len(w.pending) > 0 && w.err == nil {
@@ -137,16 +173,9 @@ func (w *muxWriter) write() {
 		close(w.room)
 		w.room = nil
 	}
-	if w.stopped != nil {
-		close(w.stopped)
-		w.stopped = nil
-	}
+	more := w.err == nil && !w.closed
 	w.mu.Unlock()
-	if err != nil {
-		// A peer that dies while frames go out (a backend killed as it
-		// hands its players over) fails a write before any read.
-		w.m.shut(err)
-	}
+	return more, err
 }
 
 // writePieces writes b, drainPiece at a time, and counts each piece
@@ -180,15 +209,13 @@ func (w *muxWriter) close() {
 		close(w.room)
 		w.room = nil
 	}
-	var stopped chan struct{}
 	if w.writing {
 		w.m.conn.SetWriteDeadline(time.Now().Add(closeFlush))
-		w.stopped = make(chan struct{})
-		stopped = w.stopped
+	} else {
+		w.writing = true
+		w.kick <- struct{}{} // to find the link closed
 	}
 	w.mu.Unlock()
-	if stopped != nil {
-		<-stopped
-	}
+	<-w.stopped
 	w.m.conn.Close()
 }
