@@ -1,6 +1,7 @@
 package link
 
 import (
+	"runtime"
 	"sync"
 	"time"
 )
@@ -135,6 +136,10 @@ func (w *muxWriter) run() {
 	more, err := true, error(nil)
 	for more {
 		<-w.kick
+		// The goroutines that are ready to run (other sessions' readers
+		// and applications, answering at the same moment) add their
+		// frames first: one write for all of them, not one each.
+		runtime.Gosched()
 		more, err = w.write()
 	}
 	close(w.stopped)
