@@ -791,8 +791,14 @@ func (s *session) writeOnce() bool {
 // the session is moving keeps what it did not write for the move; any
 // other failure ends the session. It reports whether the write was whole.
 func (s *session) write(out []byte) bool {
-	s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
-	n, err := s.conn.Write(out)
+	n := writeNow(s.conn, out)
+	var err error
+	if n < len(out) {
+		s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
+		var more int
+		more, err = s.conn.Write(out[n:])
+		n += more
+	}
 	s.bytesOut.Add(uint64(n))
 	s.srv.metrics.bytesOut.Add(float64(n))
 	if err == nil {

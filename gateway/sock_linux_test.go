@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -87,5 +88,43 @@ func TestUnread(t *testing.T) {
 	}
 	if unread(server) {
 		t.Error("unread bytes after the read took them")
+	}
+}
+
+// TestWriteNow: a plain socket takes what its buffer has room for at
+// once, and no more, without waiting; the rest is left to the caller. A
+// connection that is not a plain socket (under TLS, a pipe) is left to
+// the caller whole.
+func TestWriteNow(t *testing.T) {
+	client, server := testnet.TCPPair(t)
+	if n := writeNow(server, []byte("hello")); n != 5 {
+		t.Fatalf("a short write took %d of 5 bytes", n)
+	}
+	got := make([]byte, 5)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "hello" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	// The client reads nothing: the buffers fill, and a write returns
+	// with what went, at once.
+	big := make([]byte, 64<<20)
+	done := make(chan int, 1)
+	go func() { done <- writeNow(server, big) }()
+	select {
+	case n := <-done:
+		if n == 0 || n >= len(big) {
+			t.Fatalf("a write past the buffers took %d of %d bytes", n, len(big))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("writeNow waited for a reader that reads nothing")
+	}
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	if n := writeNow(p1, []byte("x")); n != 0 {
+		t.Fatalf("a pipe: %d bytes written", n)
+	}
+	if n := writeNow(rawConn{server}, []byte("x")); n != 0 {
+		t.Fatalf("a connection behind a wrapper: %d bytes written", n)
 	}
 }
