@@ -211,11 +211,16 @@ func (m *Mux) Close() error {
 	return nil
 }
 
-// shut ends the link for err (nil: closed here).
-func (m *Mux) shut(err error) {
+// runBroken runs broken, once.
+func (m *Mux) runBroken() {
 	if m.broken != nil {
 		m.once.Do(m.broken)
 	}
+}
+
+// shut ends the link for err (nil: closed here).
+func (m *Mux) shut(err error) {
+	m.runBroken()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -772,4 +773,112 @@ func TestMuxWriteTimesOut(t *testing.T) {
 	awaitHeader(t, peer, "the reset", func(h muxHeader) bool {
 		return h.typ() == muxWindow && h.stream() == st.id && h.has(flagRST)
 	})
+}
+
+// TestMuxWriteErrorAfterBroken: a stream learns that the link failed
+// only once broken has run, also when a write fails first: a backend's
+// session keeps what it writes for the next stream only once broken has
+// marked it away.
+func TestMuxWriteErrorAfterBroken(t *testing.T) {
+	boom := errors.New("boom")
+	w := newWrites(boom)
+	entered, unblock := make(chan struct{}), make(chan struct{})
+	var ran atomic.Bool
+	m := newMux(w, true, func() { close(entered); <-unblock; ran.Store(true) }, zap.NewNop(), time.Second)
+	defer m.Close()
+	st, err := m.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(w.release) // the opening's write fails
+	<-entered
+	_, err = st.Write([]byte("x"))
+	if err != nil && !ran.Load() {
+		t.Fatalf("a stream's write learned that the link failed (%v) before broken had run", err)
+	}
+	close(unblock)
+	<-m.CloseChan()
+	if _, err := st.Write([]byte("x")); err == nil {
+		t.Fatal("a write on a failed link succeeded")
+	}
+}
+
+// TestMuxCloseWhileWriteWaits: a Close while a Write waits for room in the
+// link's queue goes out first, and the Write then sends nothing after it:
+// the peer has read the stream's end.
+func TestMuxCloseWhileWriteWaits(t *testing.T) {
+	m, st, peer, release := congested(t)
+	m.writeWait = time.Minute // the write waits for the release, not for its bound
+	res := make(chan error, 1)
+	go func() { _, err := st.Write([]byte("last words")); res <- err }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m.w.mu.Lock()
+		waiting := m.w.room != nil
+		m.w.mu.Unlock()
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the write never waited for room")
+		}
+		time.Sleep(time.Millisecond) // polling: the wait has no event to wait on
+	}
+	st.Close()
+	// The peer reads everything the link sends, and notes the stream's
+	// frames in order.
+	type frame struct {
+		fin  bool
+		data uint32
+	}
+	frames := make(chan frame, 64)
+	go func() {
+		defer close(frames)
+		var h muxHeader
+		for {
+			if _, err := io.ReadFull(peer, h[:]); err != nil {
+				return
+			}
+			if h.hasBody() {
+				io.CopyN(io.Discard, peer, int64(h.length()))
+			}
+			if h.stream() == st.id && (h.has(flagFIN) || h.hasBody()) {
+				frames <- frame{h.has(flagFIN), map[bool]uint32{true: h.length()}[h.hasBody()]}
+			}
+		}
+	}()
+	release()
+	if err := <-res; !errors.Is(err, ErrStreamClosed) {
+		t.Fatalf("a write whose stream closed while it waited: %v, want ErrStreamClosed", err)
+	}
+	m.Close() // what was queued goes, then the connection closes
+	fin := false
+	for f := range frames {
+		if f.data > 0 {
+			t.Fatalf("%d bytes of data sent (after the close: %v)", f.data, fin)
+		}
+		fin = fin || f.fin
+	}
+	if !fin {
+		t.Fatal("the close never went")
+	}
+}
+
+// TestMuxControlBound: the streams' control frames, which never wait,
+// grow the queue only so far: past maxQueuedControl (a peer that opens
+// streams by the million and takes in nothing) the link ends.
+func TestMuxControlBound(t *testing.T) {
+	m, st, _, release := congested(t)
+	m.w.mu.Lock()
+	m.w.pending = append(m.w.pending, make([]byte, maxQueuedControl-len(m.w.pending))...)
+	m.w.mu.Unlock()
+	if err := st.Close(); !errors.Is(err, ErrConnectionWriteTimeout) {
+		t.Fatalf("a close past the bound: %v", err)
+	}
+	release() // the link's end gives its writer a second to flush, which the peer does not read
+	select {
+	case <-m.CloseChan():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the link is still up")
+	}
 }

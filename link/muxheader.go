@@ -71,8 +71,9 @@ var (
 	// ErrStreamReset is returned by a stream the peer reset.
 	ErrStreamReset = errors.New("link: stream reset")
 	// ErrConnectionWriteTimeout is returned when the link's queue stayed
-	// full for the write's wait: the peer takes in nothing.
-	ErrConnectionWriteTimeout = errors.New("link: the peer takes in nothing")
+	// full for the write's wait: the peer takes in nothing. It is a
+	// net.Error whose Timeout is true, as the yamux library's was.
+	ErrConnectionWriteTimeout error = &muxTimeout{"link: the peer takes in nothing"}
 	// ErrRemoteGoAway is returned by an open after the peer said go away.
 	ErrRemoteGoAway = errors.New("link: the peer takes no more streams")
 	// ErrStreamsExhausted is returned by an open once every stream number
@@ -84,6 +85,13 @@ var (
 
 	errProtocol = errors.New("link: the peer broke the framing")
 )
+
+// muxTimeout is a timeout of the link's own, which is no deadline's.
+type muxTimeout struct{ msg string }
+
+func (e *muxTimeout) Error() string   { return e.msg }
+func (e *muxTimeout) Timeout() bool   { return true }
+func (e *muxTimeout) Temporary() bool { return true }
 
 type timeoutError struct{}
 

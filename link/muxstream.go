@@ -202,9 +202,8 @@ func (s *Stream) Write(p []byte) (int, error) {
 		s.sendWindow -= n
 		f := s.ackFlagLocked()
 		s.mu.Unlock()
-		h := makeHeader(muxData, f, s.id, n)
-		if err := s.m.w.queue(h.bytes(), p[:n]); err != nil {
-			s.unsent(n, f, total > 0)
+		if err := s.m.w.queueData(s, makeHeader(muxData, f, s.id, n), p[:n]); err != nil {
+			s.unsent(n, f, total > 0 && errors.Is(err, ErrConnectionWriteTimeout))
 			return total, err
 		}
 		total += int(n)

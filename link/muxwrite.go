@@ -38,6 +38,9 @@ const (
 	// beyond the largest data frame a write that found room added): past
 	// that, a peer that sends and does not read gets no answers.
 	maxQueuedNow = maxQueued + streamWindow + muxHeaderLen + 64<<10
+	// maxQueuedControl bounds what the streams' control frames may add:
+	// far beyond what any peer that reads causes.
+	maxQueuedControl = maxQueuedNow + 16<<20
 	// keepSpare bounds the buffer kept for the next batch: a busy link
 	// queues up to maxQueued between writes, and a buffer grown to that
 	// and dropped after each write is most of what a busy gateway
@@ -62,7 +65,11 @@ func (w *muxWriter) init(m *Mux) {
 
 // queue queues a frame, a and b together, waiting while the queue is
 // full, for at most the link's writeWait.
-func (w *muxWriter) queue(a, b []byte) error {
+func (w *muxWriter) queue(a, b []byte) error { return w.queueIf(a, b, nil) }
+
+// queueIf is queue, but for a frame that ok (run with w.mu held, once
+// there is room) refuses.
+func (w *muxWriter) queueIf(a, b []byte, ok func() error) error {
 	w.mu.Lock()
 	var t *time.Timer
 	for len(w.pending) >= maxQueued && w.err == nil && !w.closed {
@@ -81,6 +88,12 @@ func (w *muxWriter) queue(a, b []byte) error {
 			return ErrConnectionWriteTimeout
 		}
 		w.mu.Lock()
+	}
+	if ok != nil && w.err == nil && !w.closed {
+		if err := ok(); err != nil {
+			w.mu.Unlock()
+			return err
+		}
 	}
 	return w.appendLocked(a, b)
 }
@@ -101,10 +114,35 @@ func (w *muxWriter) queueNow(a, b []byte) error {
 // queueControl queues a stream's window update, acknowledgement, close or
 // reset without waiting, and never drops it: losing one would hang the
 // stream. Each is one header, at most one for each half window the peer
-// sent or each stream.
+// sent, or two for each stream it opens; a peer that opens streams by
+// the million and takes in nothing grows the queue past maxQueuedControl,
+// and the link ends.
 func (w *muxWriter) queueControl(h muxHeader) error {
 	w.mu.Lock()
+	if len(w.pending) >= maxQueuedControl && w.err == nil && !w.closed {
+		w.mu.Unlock()
+		// Not here: the caller may hold locks that broken takes.
+		go w.m.shut(ErrConnectionWriteTimeout)
+		return ErrConnectionWriteTimeout
+	}
 	return w.appendLocked(h.bytes(), nil)
+}
+
+// queueData queues a piece of st's data as queue does, unless st has been
+// closed or reset while the piece waited for room: its close has gone, and
+// data after it would reach a peer that has read the stream's end.
+func (w *muxWriter) queueData(st *Stream, h muxHeader, body []byte) error {
+	return w.queueIf(h.bytes(), body, func() error {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		switch {
+		case st.state&stReset != 0:
+			return ErrStreamReset
+		case st.state&stLocalClosed != 0:
+			return ErrStreamClosed
+		}
+		return nil
+	})
 }
 
 // appendLocked queues a frame and starts the writer if it is not running;
@@ -165,6 +203,11 @@ func (w *muxWriter) write() (bool, error) {
 		}
 		w.mu.Unlock()
 		err = w.writePieces(b)
+		if err != nil {
+			// broken runs before any stream can learn of the failure
+			// from a write of its own (see newMux).
+			w.m.runBroken()
+		}
 		w.mu.Lock()
 		if err != nil && w.err == nil {
 			w.err = err
