@@ -53,17 +53,9 @@ type mark struct {
 	compress bool
 }
 
-// starter starts an outbox's writer, and writes what the socket takes at
-// once. An interface, not a func: a closure would be one more allocation
-// that every idle player keeps.
-type starter interface {
-	startWriter()
-	// writeNow writes what of b the player's socket takes without
-	// waiting; ok false, with nothing written, if the connection's
-	// output must go through the writer (compressed, a page's, not a
-	// plain socket).
-	writeNow(b []byte) (n int, ok bool)
-}
+// starter starts an outbox's writer. An interface, not a func: a closure
+// would be one more allocation that every idle player keeps.
+type starter interface{ startWriter() }
 
 func newOutbox(max int, start starter) *outbox {
 	return &outbox{max: int32(min(max, math.MaxInt32)), start: start}
@@ -104,16 +96,14 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 			return errOutboxClosed
 		}
 		if len(o.buf) == 0 || len(o.buf)+len(b) <= int(o.max) || o.frozen {
+			if o.buf == nil && len(b) <= cap(o.spare) {
+				o.buf, o.spare = o.spare, nil
+			}
+			o.buf = append(o.buf, b...)
+			o.unlock(o.claim())
 			if timer != nil {
 				timer.Stop()
 			}
-			if o.idleLocked() && o.claim() {
-				o.mu.Unlock()
-				o.putNow(b)
-				return nil
-			}
-			o.appendLocked(b)
-			o.unlock(o.claim())
 			return nil
 		}
 		if wait <= 0 {
@@ -134,42 +124,6 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 			return errSlowPlayer
 		}
 	}
-}
-
-// idleLocked reports, with o.mu held, whether nothing is queued nor to
-// be done but what a put brings.
-func (o *outbox) idleLocked() bool {
-	return len(o.buf) == 0 && len(o.marks) == 0 && len(o.wire) == 0 && !o.frozen
-}
-
-func (o *outbox) appendLocked(b []byte) {
-	if o.buf == nil && len(b) <= cap(o.spare) {
-		o.buf, o.spare = o.spare, nil
-	}
-	o.buf = append(o.buf, b...)
-}
-
-// putNow writes b to the socket at once, as the writer would, for the
-// caller that claimed the writer's place with nothing queued: a line for
-// an idle player goes out without a writer goroutine started for it, and
-// without the hand-over to one. What the socket does not take at once,
-// and what was put meanwhile, goes to a writer.
-func (o *outbox) putNow(b []byte) {
-	n, ok := o.start.writeNow(b)
-	o.mu.Lock()
-	if rest := b[n:]; len(rest) > 0 {
-		if len(o.buf) == 0 {
-			o.appendLocked(rest)
-		} else { // put meanwhile, after b
-			o.buf = append(rest[:len(rest):len(rest)], o.buf...)
-		}
-	}
-	if !ok || len(o.buf) > 0 || len(o.marks) > 0 || o.closeAfter || o.closed {
-		o.unlock(true) // the writer takes over the claim; frozen, it stops at once
-		return
-	}
-	o.stopLocked()
-	o.mu.Unlock()
 }
 
 // putProtocol queues telnet protocol bytes. They may exceed the bound, since

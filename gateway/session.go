@@ -205,22 +205,6 @@ func (s *session) startWriter() {
 	go s.writePlayer()
 }
 
-// writeNow is the writer's write, made by whoever put output while no
-// writer ran and nothing waited (outbox.putNow): only on a plain socket,
-// uncompressed, and not a page's (whose output offsets the writer
-// counts).
-func (s *session) writeNow(b []byte) (int, bool) {
-	if s.compressing || s.keeps {
-		return 0, false
-	}
-	n, ok := writeNow(s.conn, b)
-	if n > 0 {
-		s.bytesOut.Add(uint64(n))
-		s.srv.metrics.bytesOut.Add(float64(n))
-	}
-	return n, ok
-}
-
 // broadcastLine is a line broadcast to the session, encoded, and how long
 // the game's text of it is.
 type broadcastLine struct {
@@ -807,7 +791,7 @@ func (s *session) writeOnce() bool {
 // the session is moving keeps what it did not write for the move; any
 // other failure ends the session. It reports whether the write was whole.
 func (s *session) write(out []byte) bool {
-	n, _ := writeNow(s.conn, out)
+	n := writeNow(s.conn, out)
 	var err error
 	if n < len(out) {
 		s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))

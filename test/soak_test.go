@@ -377,7 +377,11 @@ func TestChaosSoak(t *testing.T) {
 			}
 			// The successor died: if it had taken over already, a new
 			// backend is started, as an operator would; else the old one
-			// serves on.
+			// serves on. The old one says it is stopping before it exits,
+			// and may not have exited yet.
+			if be.count("backend: every player went to the successor; stopping") > 0 {
+				be.wait()
+			}
 			select {
 			case <-be.exited:
 				be = sys.startBackend()
