@@ -46,7 +46,6 @@ type Session struct {
 
 	rmu       sync.Mutex   // serialises readers and guards their fields
 	rst       *link.Stream // the stream being read
-	rgl       *gatewayLink // its link
 	fr        link.Reader
 	inInput   bool   // fr is inside an Input frame
 	line      []byte // input read from the stream but not yet handed over
@@ -133,7 +132,7 @@ type Session struct {
 func newSession(l *Listener, gl *gatewayLink, st *link.Stream, o *link.Open) *Session {
 	s := &Session{
 		l: l, id: o.ID,
-		rst: st, rgl: gl, fr: link.Reader{R: st},
+		rst: st, fr: link.Reader{R: st},
 		delivered: o.Offset, recv: o.Offset,
 		st: st, acked: o.Offset, finished: o.Offset, state: o.State,
 		detached: make(chan struct{}),
@@ -441,7 +440,7 @@ func (s *Session) nextStream(err error) error {
 		// Adopted on another stream: what the old one still held has
 		// been read, so read on from the new one.
 		s.next = nil
-		s.rst, s.rgl, s.fr, s.inInput = st, s.gl, link.Reader{R: st}, false
+		s.rst, s.fr, s.inInput = st, link.Reader{R: st}, false
 		s.skip, s.skipGMCP = 0, s.nextSkip
 		if s.recv > s.nextOff {
 			s.skip = s.recv - s.nextOff
