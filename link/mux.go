@@ -17,12 +17,11 @@ import (
 //
 // It is the link's own rather than the yamux library's because of what a
 // line costs on the way through: the library hands every frame written to
-// a send goroutine and waits for it, and a player's keystroke crossed
-// four goroutines in each process. Here a write queues its frame itself
-// and returns; one writer goroutine, running while frames wait, sends all
-// that is queued in one write (see muxwrite.go). And a link that ends
-// wakes every stream's reader and writer at once: nothing waits on a
-// stream of a link that is gone.
+// its send goroutine and waits for it, and that goroutine hands it on to
+// a writer. Here a write queues its frame itself and returns; the link's
+// one writer goroutine sends all that is queued in one write (see
+// muxwrite.go). And a link that ends wakes every stream's reader and
+// writer at once: nothing waits on a stream of a link that is gone.
 //
 // One goroutine reads the connection and hands each stream its bytes; it
 // never waits for a stream, so a stream whose reader is slow holds up no
