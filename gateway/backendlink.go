@@ -65,9 +65,6 @@ func (lk *backendLink) track(st *link.Stream, s *session) {
 	}
 	lk.streams[st] = s
 	lk.byID[s.ID] = s
-	if lk.dead.Load() {
-		st.SetReadDeadline(time.Now()) // broken has been and gone
-	}
 	lk.mu.Unlock()
 }
 
@@ -94,9 +91,7 @@ func (lk *backendLink) untrack(st *link.Stream) {
 func (lk *backendLink) endUnread(st *link.Stream) {
 	lk.readers.Add(1) // untrack counts out a reader, which a parked stream has not
 	lk.untrack(st)
-	if !lk.dead.Load() {
-		st.Close() // on a dead link there is nothing to close
-	}
+	st.Close()
 }
 
 // wake starts the readers of the parked streams of the sessions named,

@@ -421,18 +421,11 @@ func (lk *backendLink) movedParked(srv *Server, to []link.Parked) {
 			released = append(released, ss[0])
 		}
 	}
-	if len(closing) > 0 {
-		// A close may wait for room in the link's queue.
-		srv.wg.Add(1)
-		go func() {
-			defer srv.wg.Done()
-			for _, e := range closing {
-				lk.endUnread(e.st)
-				if e.done != nil {
-					close(e.done)
-				}
-			}
-		}()
+	for _, e := range closing {
+		lk.endUnread(e.st)
+		if e.done != nil {
+			close(e.done)
+		}
 	}
 	if len(released) == 0 {
 		return

@@ -1227,9 +1227,7 @@ func (s *session) frame(typ link.FrameType, p []byte, out *[]byte) (stop, ended,
 // the session if the application did, leaves it to a move under way, or
 // attaches it elsewhere.
 func (s *session) streamEnded(lk *backendLink, st *link.Stream, ended, moved bool) {
-	if !lk.dead.Load() {
-		st.Close() // on a dead link there is nothing to close
-	}
+	st.Close()
 	s.mu.Lock()
 	s.to(evDetach)
 	s.forgetStreamLocked()

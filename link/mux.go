@@ -29,7 +29,6 @@ import (
 // taken, and the peer waits for its window updates.
 type Mux struct {
 	conn   net.Conn
-	client bool
 	log    *zap.Logger
 	broken func()
 	once   sync.Once // runs broken
@@ -55,6 +54,7 @@ type Mux struct {
 	goneAway bool // the peer takes no more streams
 	closed   bool
 	done     chan struct{} // closed when the link ends
+	recvDone chan struct{} // closed when the reading goroutine has returned
 }
 
 const (
@@ -76,7 +76,6 @@ const (
 func newMux(c net.Conn, client bool, broken func(), log *zap.Logger, writeWait time.Duration) *Mux {
 	m := &Mux{
 		conn:      c,
-		client:    client,
 		log:       log,
 		broken:    broken,
 		writeWait: writeWait,
@@ -84,6 +83,7 @@ func newMux(c net.Conn, client bool, broken func(), log *zap.Logger, writeWait t
 		accepted:  make(chan struct{}, 1),
 		pings:     make(map[uint32]chan struct{}),
 		done:      make(chan struct{}),
+		recvDone:  make(chan struct{}),
 	}
 	m.w.init(m)
 	m.nextID = 2
@@ -107,13 +107,6 @@ func (m *Mux) IsClosed() bool {
 	}
 }
 
-// NumStreams returns how many streams the link has open.
-func (m *Mux) NumStreams() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.streams)
-}
-
 // OpenStream opens a stream. It does not wait for the peer: what is
 // written to it goes at once, up to the stream's window.
 func (m *Mux) OpenStream() (*Stream, error) {
@@ -134,7 +127,7 @@ func (m *Mux) OpenStream() (*Stream, error) {
 	m.streams[st.id] = st
 	m.mu.Unlock()
 	h := makeHeader(muxWindow, flagSYN, st.id, 0)
-	if err := m.w.queue(h.bytes(), nil); err != nil {
+	if err := m.w.queue(h.bytes(), nil, nil); err != nil {
 		m.forget(st.id)
 		return nil, err
 	}
@@ -187,7 +180,7 @@ func (m *Mux) Ping() (time.Duration, error) {
 	}()
 	start := time.Now()
 	h := makeHeader(muxPing, flagSYN, 0, id)
-	if err := m.w.queue(h.bytes(), nil); err != nil {
+	if err := m.w.queue(h.bytes(), nil, nil); err != nil {
 		return 0, err
 	}
 	t := time.NewTimer(m.writeWait)
@@ -204,9 +197,10 @@ func (m *Mux) Ping() (time.Duration, error) {
 
 // Close ends the link: broken runs, what is queued is sent (for at most
 // closeFlush), the connection closes, and every stream's reader and
-// writer returns.
+// writer returns. It returns once the link's goroutines have.
 func (m *Mux) Close() error {
 	m.shut(nil)
+	<-m.recvDone
 	return nil
 }
 
@@ -267,6 +261,7 @@ func (r countingReader) Read(p []byte) (int, error) {
 
 // recv reads frames until the connection or the framing fails.
 func (m *Mux) recv() {
+	defer close(m.recvDone)
 	br := bufio.NewReaderSize(countingReader{m}, muxReadBuffer)
 	var h muxHeader
 	for {
@@ -365,9 +360,6 @@ func (m *Mux) incoming(id uint32) (*Stream, error) {
 	st := newStream(m, id, stAckDue)
 	m.streams[id] = st
 	m.accepts = append(m.accepts, st)
-	select {
-	case m.accepted <- struct{}{}:
-	default:
-	}
+	wake(m.accepted)
 	return st, nil
 }

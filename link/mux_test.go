@@ -211,7 +211,7 @@ func TestMuxStream(t *testing.T) {
 	})
 	t.Run("reset", func(t *testing.T) {
 		near, far := streamOn(t)
-		near.m.w.queue(func() []byte { h := makeHeader(muxWindow, flagRST, near.id, 0); return h[:] }(), nil)
+		near.m.w.queue(func() []byte { h := makeHeader(muxWindow, flagRST, near.id, 0); return h[:] }(), nil, nil)
 		if _, err := far.Read(make([]byte, 1)); !errors.Is(err, ErrStreamReset) {
 			t.Fatalf("read of a reset stream: %v", err)
 		}
@@ -255,7 +255,7 @@ func TestMuxStream(t *testing.T) {
 	t.Run("go away", func(t *testing.T) {
 		client, server := muxPair(t)
 		h := makeHeader(muxGoAway, 0, 0, goAwayNormal)
-		server.w.queue(h[:], nil)
+		server.w.queue(h[:], nil, nil)
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			_, err := client.OpenStream()
@@ -465,7 +465,7 @@ func TestMuxWriteWait(t *testing.T) {
 	big := make([]byte, maxQueued)
 	var err error
 	for range 4 {
-		if err = m.w.queue(big, nil); err != nil {
+		if err = m.w.queue(big, nil, nil); err != nil {
 			break
 		}
 	}
@@ -663,7 +663,7 @@ func congested(t *testing.T) (m *Mux, st *Stream, peer net.Conn, release func())
 	body := make([]byte, maxQueued-muxHeaderLen)
 	<-c.entered
 	// The writer is stuck writing the stream's opening: this stays.
-	if err := m.w.queue(h[:], body); err != nil {
+	if err := m.w.queue(h[:], body, nil); err != nil {
 		t.Fatal(err)
 	}
 	return m, st, b, release

@@ -12,7 +12,8 @@ import (
 
 // Stream is one stream of a link: a net.Conn-like byte stream, with
 // deadlines, whose Close half-closes it (the peer reads io.EOF after the
-// last byte written).
+// last byte written). It has one reader at a time, as every stream of
+// holdfast's has; writes may come from several goroutines.
 type Stream struct {
 	m  *Mux
 	id uint32
@@ -53,17 +54,16 @@ func newStream(m *Mux, id uint32, state uint8) *Stream {
 	}
 }
 
-// StreamID returns the stream's number on the link.
-func (s *Stream) StreamID() uint32 { return s.id }
-
 // notify wakes a waiting Read and Write to look again.
 func (s *Stream) notify() {
+	wake(s.readable)
+	wake(s.writable)
+}
+
+// wake signals c, a channel of capacity 1, unless a signal waits already.
+func wake(c chan struct{}) {
 	select {
-	case s.readable <- struct{}{}:
-	default:
-	}
-	select {
-	case s.writable <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -93,9 +93,6 @@ func (s *Stream) acknowledge() {
 // ErrStreamReset if the peer reset it, and ErrTimeout once the read
 // deadline passes. Closing this side does not end reading.
 func (s *Stream) Read(p []byte) (int, error) {
-	// A reader that leaves passes the wake on: another goroutine may be
-	// waiting in Read too, and what woke this one may be its to read.
-	defer s.wakeReader()
 	s.mu.Lock()
 	for {
 		if n := len(s.buf) - s.off; n > 0 {
@@ -118,14 +115,6 @@ func (s *Stream) Read(p []byte) (int, error) {
 		if err := s.wait(s.readable, s.readDeadline); err != nil {
 			return 0, err
 		}
-	}
-}
-
-// wakeReader wakes a waiting Read to look again.
-func (s *Stream) wakeReader() {
-	select {
-	case s.readable <- struct{}{}:
-	default:
 	}
 }
 
@@ -180,16 +169,13 @@ func (s *Stream) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		s.mu.Lock()
 		for {
-			switch {
-			case s.state&stReset != 0:
+			err := s.writeErrLocked()
+			if err == nil && s.m.IsClosed() {
+				err = ErrSessionShutdown
+			}
+			if err != nil {
 				s.mu.Unlock()
-				return total, ErrStreamReset
-			case s.state&stLocalClosed != 0:
-				s.mu.Unlock()
-				return total, ErrStreamClosed
-			case s.m.IsClosed():
-				s.mu.Unlock()
-				return total, ErrSessionShutdown
+				return total, err
 			}
 			if s.sendWindow > 0 {
 				break
@@ -202,7 +188,8 @@ func (s *Stream) Write(p []byte) (int, error) {
 		s.sendWindow -= n
 		f := s.ackFlagLocked()
 		s.mu.Unlock()
-		if err := s.m.w.queueData(s, makeHeader(muxData, f, s.id, n), p[:n]); err != nil {
+		h := makeHeader(muxData, f, s.id, n)
+		if err := s.m.w.queue(h.bytes(), p[:n], s); err != nil {
 			s.unsent(n, f, total > 0 && errors.Is(err, ErrConnectionWriteTimeout))
 			return total, err
 		}
@@ -210,6 +197,18 @@ func (s *Stream) Write(p []byte) (int, error) {
 		p = p[n:]
 	}
 	return total, nil
+}
+
+// writeErrLocked returns why nothing more may be written to the stream,
+// if anything: it was reset, or closed here.
+func (s *Stream) writeErrLocked() error {
+	switch {
+	case s.state&stReset != 0:
+		return ErrStreamReset
+	case s.state&stLocalClosed != 0:
+		return ErrStreamClosed
+	}
+	return nil
 }
 
 // unsent takes back the window of a piece that could not be queued, and
@@ -226,7 +225,14 @@ func (s *Stream) unsent(n uint32, ack uint16, cut bool) {
 		s.mu.Unlock()
 		return
 	}
+	s.resetLocked()
+}
+
+// resetLocked resets the stream here: its reads and writes end, it is
+// forgotten, and the peer is told to forget it too. It releases s.mu.
+func (s *Stream) resetLocked() {
 	s.state |= stReset
+	s.buf, s.off = nil, 0
 	if s.closeTimer != nil {
 		s.closeTimer.Stop()
 		s.closeTimer = nil
@@ -272,12 +278,7 @@ func (s *Stream) closeTimedOut() {
 		s.mu.Unlock()
 		return
 	}
-	s.state |= stReset
-	s.buf, s.off = nil, 0
-	s.mu.Unlock()
-	s.notify()
-	s.m.forget(s.id)
-	s.m.w.queueControl(makeHeader(muxWindow, flagRST, s.id, 0))
+	s.resetLocked()
 }
 
 // flags takes the flags of a frame from the peer.
@@ -314,10 +315,7 @@ func (s *Stream) grow(n uint32) {
 	s.mu.Lock()
 	s.sendWindow += n
 	s.mu.Unlock()
-	select {
-	case s.writable <- struct{}{}:
-	default:
-	}
+	wake(s.writable)
 }
 
 // fill reads a data frame's body of n bytes from br into the stream. A
@@ -351,7 +349,7 @@ func (s *Stream) fill(br *bufio.Reader, n uint32) error {
 		n -= uint32(len(p))
 	}
 	if keep {
-		s.wakeReader()
+		wake(s.readable)
 	}
 	return nil
 }
@@ -382,11 +380,8 @@ func (s *Stream) Shrink() {
 
 // SetDeadline sets the read and write deadlines.
 func (s *Stream) SetDeadline(t time.Time) error {
-	s.mu.Lock()
-	s.readDeadline, s.writeDeadline = t, t
-	s.mu.Unlock()
-	s.notify()
-	return nil
+	s.SetReadDeadline(t)
+	return s.SetWriteDeadline(t)
 }
 
 // SetReadDeadline sets the time after which a Read returns ErrTimeout.
@@ -394,7 +389,7 @@ func (s *Stream) SetReadDeadline(t time.Time) error {
 	s.mu.Lock()
 	s.readDeadline = t
 	s.mu.Unlock()
-	s.wakeReader()
+	wake(s.readable)
 	return nil
 }
 
@@ -404,10 +399,7 @@ func (s *Stream) SetWriteDeadline(t time.Time) error {
 	s.mu.Lock()
 	s.writeDeadline = t
 	s.mu.Unlock()
-	select {
-	case s.writable <- struct{}{}:
-	default:
-	}
+	wake(s.writable)
 	return nil
 }
 

@@ -64,12 +64,11 @@ func (w *muxWriter) init(m *Mux) {
 }
 
 // queue queues a frame, a and b together, waiting while the queue is
-// full, for at most the link's writeWait.
-func (w *muxWriter) queue(a, b []byte) error { return w.queueIf(a, b, nil) }
-
-// queueIf is queue, but for a frame that ok (run with w.mu held, once
-// there is room) refuses.
-func (w *muxWriter) queueIf(a, b []byte, ok func() error) error {
+// full, for at most the link's writeWait. A piece of st's data (st not
+// nil) is refused if st was closed or reset while it waited for room: its
+// close has gone, and data after it would reach a peer that has read the
+// stream's end.
+func (w *muxWriter) queue(a, b []byte, st *Stream) error {
 	w.mu.Lock()
 	var t *time.Timer
 	for len(w.pending) >= maxQueued && w.err == nil && !w.closed {
@@ -89,8 +88,11 @@ func (w *muxWriter) queueIf(a, b []byte, ok func() error) error {
 		}
 		w.mu.Lock()
 	}
-	if ok != nil && w.err == nil && !w.closed {
-		if err := ok(); err != nil {
+	if st != nil && w.err == nil && !w.closed {
+		st.mu.Lock()
+		err := st.writeErrLocked()
+		st.mu.Unlock()
+		if err != nil {
 			w.mu.Unlock()
 			return err
 		}
@@ -126,23 +128,6 @@ func (w *muxWriter) queueControl(h muxHeader) error {
 		return ErrConnectionWriteTimeout
 	}
 	return w.appendLocked(h.bytes(), nil)
-}
-
-// queueData queues a piece of st's data as queue does, unless st has been
-// closed or reset while the piece waited for room: its close has gone, and
-// data after it would reach a peer that has read the stream's end.
-func (w *muxWriter) queueData(st *Stream, h muxHeader, body []byte) error {
-	return w.queueIf(h.bytes(), body, func() error {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		switch {
-		case st.state&stReset != 0:
-			return ErrStreamReset
-		case st.state&stLocalClosed != 0:
-			return ErrStreamClosed
-		}
-		return nil
-	})
 }
 
 // appendLocked queues a frame and starts the writer if it is not running;
