@@ -304,9 +304,11 @@ func (m *Mux) frame(br *bufio.Reader, h *muxHeader) error {
 		return nil
 	case muxGoAway:
 		m.mu.Lock()
+		first := !m.goneAway
 		m.goneAway = true
 		m.mu.Unlock()
-		if h.length() != goAwayNormal {
+		// Once: a peer that says it again and again does not fill the log.
+		if first && h.length() != goAwayNormal {
 			m.log.Warn("link: the peer is going away", zap.Uint32("reason", h.length()))
 		}
 		return nil

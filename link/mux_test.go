@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // muxPair returns the two ends of a link over a pipe.
@@ -880,5 +882,29 @@ func TestMuxControlBound(t *testing.T) {
 	case <-m.CloseChan():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the link is still up")
+	}
+}
+
+// TestMuxGoAwayLoggedOnce: a peer that says go away, with a reason, again
+// and again is logged once.
+func TestMuxGoAwayLoggedOnce(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	core, logs := observer.New(zapcore.DebugLevel)
+	m := newMux(a, true, nil, zap.New(core), time.Second)
+	defer m.Close()
+	g := makeHeader(muxGoAway, 0, 0, goAwayProtocol)
+	p := makeHeader(muxPing, flagSYN, 0, 5)
+	var all []byte
+	for range 100 {
+		all = append(all, g[:]...)
+	}
+	go b.Write(append(all, p[:]...))
+	// The ping after them is answered once every go away has been read.
+	awaitHeader(t, b, "the ping's answer", func(h muxHeader) bool {
+		return h.typ() == muxPing && h.has(flagACK) && h.length() == 5
+	})
+	if n := logs.FilterMessage("link: the peer is going away").Len(); n != 1 {
+		t.Fatalf("%d warnings for 100 go aways, want 1", n)
 	}
 }
