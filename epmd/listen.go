@@ -21,9 +21,23 @@ func Listen(addr string) (net.Listener, error) {
 // ListenAddrs opens a registry listener on port at each IP address in
 // list (separated by commas or spaces), and on loopback, which Erlang's
 // epmd always adds to -address. With port 0 the first listener picks a
-// free port and the others take the same one. An empty list means loopback
-// only. Where the host has no IPv6 loopback, ::1 is left out.
+// free port and the others take the same one; where another address has
+// it in use already, a port is picked again, up to pickTries times. An
+// empty list means loopback only. Where the host has no IPv6 loopback,
+// ::1 is left out.
 func ListenAddrs(list string, port int) ([]net.Listener, error) {
+	for try := 1; ; try++ {
+		lns, err := listenAddrs(list, port)
+		if port != 0 || try == pickTries || !errors.Is(err, syscall.EADDRINUSE) {
+			return lns, err
+		}
+	}
+}
+
+// pickTries bounds how often ListenAddrs picks a port.
+const pickTries = 8
+
+func listenAddrs(list string, port int) ([]net.Listener, error) {
 	addrs := strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == ' ' })
 	seen := map[string]bool{}
 	var lns []net.Listener

@@ -53,9 +53,17 @@ type mark struct {
 	compress bool
 }
 
-// starter starts an outbox's writer. An interface, not a func: a closure
-// would be one more allocation that every idle player keeps.
-type starter interface{ startWriter() }
+// starter starts an outbox's writer, and writes what the socket takes at
+// once. An interface, not a func: a closure would be one more allocation
+// that every idle player keeps.
+type starter interface {
+	startWriter()
+	// writeNow writes what of b the player's socket takes without
+	// waiting; ok false, with nothing written, if the connection's
+	// output must go through the writer (compressed, a page's, not a
+	// plain socket).
+	writeNow(b []byte) (n int, ok bool)
+}
 
 func newOutbox(max int, start starter) *outbox {
 	return &outbox{max: int32(min(max, math.MaxInt32)), start: start}
@@ -95,11 +103,8 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 			o.mu.Unlock()
 			return errOutboxClosed
 		}
-		if len(o.buf) == 0 || len(o.buf)+len(b) <= int(o.max) || o.frozen {
-			if o.buf == nil && len(b) <= cap(o.spare) {
-				o.buf, o.spare = o.spare, nil
-			}
-			o.buf = append(o.buf, b...)
+		if o.fitsLocked(b) {
+			o.appendLocked(b)
 			o.unlock(o.claim())
 			if timer != nil {
 				timer.Stop()
@@ -124,6 +129,53 @@ func (o *outbox) put(b []byte, wait time.Duration) error {
 			return errSlowPlayer
 		}
 	}
+}
+
+func (o *outbox) fitsLocked(b []byte) bool {
+	return len(o.buf) == 0 || len(o.buf)+len(b) <= int(o.max) || o.frozen
+}
+
+func (o *outbox) appendLocked(b []byte) {
+	if o.buf == nil && len(b) <= cap(o.spare) {
+		o.buf, o.spare = o.spare, nil
+	}
+	o.buf = append(o.buf, b...)
+}
+
+// putNow is put without waiting, for a caller that never waits (the
+// link's reading goroutine): it reports false, with nothing queued, if
+// there is no room. With nothing queued and no writer running, b goes to
+// the socket at once, from the caller, without a writer goroutine started
+// for it: what the socket does not take at once, and what is put
+// meanwhile, goes to a writer. b is not kept.
+func (o *outbox) putNow(b []byte) bool {
+	o.mu.Lock()
+	if o.closed || o.closeAfter || !o.fitsLocked(b) {
+		o.mu.Unlock()
+		return false
+	}
+	if len(o.buf) > 0 || len(o.marks) > 0 || len(o.wire) > 0 || !o.claim() {
+		o.appendLocked(b)
+		o.unlock(o.claim())
+		return true
+	}
+	o.mu.Unlock()
+	n, ok := o.start.writeNow(b)
+	o.mu.Lock()
+	if rest := b[n:]; len(rest) > 0 {
+		if len(o.buf) == 0 {
+			o.appendLocked(rest)
+		} else { // put meanwhile, after b
+			o.buf = append(rest[:len(rest):len(rest)], o.buf...)
+		}
+	}
+	if !ok || len(o.buf) > 0 || len(o.marks) > 0 || o.closeAfter || o.closed || o.frozen {
+		o.unlock(true) // the writer takes the claim over; frozen, it stops at once
+		return true
+	}
+	o.stopLocked()
+	o.mu.Unlock()
+	return true
 }
 
 // putProtocol queues telnet protocol bytes. They may exceed the bound, since

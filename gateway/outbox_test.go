@@ -8,7 +8,8 @@ import (
 // countStarts counts the writers an outbox starts.
 type countStarts int
 
-func (c *countStarts) startWriter() { *c++ }
+func (c *countStarts) startWriter()                  { *c++ }
+func (c *countStarts) writeNow(b []byte) (int, bool) { return 0, false }
 
 // TestOutboxSpare: while a writer runs, the buffer it wrote and gave back
 // takes the next put, so a burst costs two buffers in turn; one too large
@@ -93,5 +94,121 @@ func TestOutboxPutMarked(t *testing.T) {
 	o.put(make([]byte, 30), 0)
 	if o.putMarked(start, true) {
 		t.Fatal("putMarked past twice the bound was taken")
+	}
+}
+
+// socketNow stands for a player's socket that takes up to room bytes of a
+// write at once; during may act while the write is under way.
+type socketNow struct {
+	plain  bool // a plain socket: else every write goes to the writer
+	room   int
+	got    []byte
+	starts int
+	during func()
+}
+
+func (s *socketNow) startWriter() { s.starts++ }
+
+func (s *socketNow) writeNow(b []byte) (int, bool) {
+	if !s.plain {
+		return 0, false
+	}
+	if s.during != nil {
+		s.during()
+	}
+	n := min(len(b), s.room)
+	s.got = append(s.got, b[:n]...)
+	return n, true
+}
+
+// TestOutboxPutNow: output for a player with nothing queued goes to the
+// socket at once, with no writer started; what the socket does not take,
+// and what was put meanwhile (after it), goes to a writer; a connection
+// that is not a plain socket always has a writer; a move that freezes the
+// output meanwhile keeps the rest and starts no writer. Where a put would
+// wait for room, putNow takes nothing.
+func TestOutboxPutNow(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		plain  bool
+		room   int
+		put    string // put while the first write is under way
+		freeze bool
+		sent   string
+		queued string
+		starts int
+	}{
+		{"taken whole", true, 100, "", false, "hello", "", 0},
+		{"taken in part", true, 2, "", false, "he", "llo", 1},
+		{"not a plain socket", false, 100, "", false, "", "hello", 1},
+		{"put meanwhile", true, 100, "more", false, "hello", "more", 1},
+		{"put meanwhile, taken in part", true, 3, "more", false, "hel", "lomore", 1},
+		{"frozen meanwhile", true, 2, "", true, "he", "llo", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &socketNow{plain: tc.plain, room: tc.room}
+			o := newOutbox(64, s)
+			var stopped <-chan struct{}
+			s.during = func() {
+				if tc.put != "" {
+					o.put([]byte(tc.put), 0)
+				}
+				if tc.freeze {
+					stopped = o.freeze()
+				}
+			}
+			if !o.putNow([]byte("hello")) {
+				t.Fatal("an empty outbox did not take a put")
+			}
+			o.mu.Lock()
+			queued, writing := string(o.buf), o.writing
+			o.mu.Unlock()
+			if string(s.got) != tc.sent || queued != tc.queued || s.starts != tc.starts {
+				t.Fatalf("sent %q, queued %q, writers started %d; want %q, %q, %d", s.got, queued, s.starts, tc.sent, tc.queued, tc.starts)
+			}
+			if tc.starts == 0 && writing {
+				t.Fatal("no writer runs, yet the outbox says one does")
+			}
+			if tc.freeze {
+				// The writer started finds the output frozen, and stops
+				// at once: the move waits for that, and takes the rest.
+				if _, _, _, _, ok := o.take(); ok {
+					t.Fatal("a frozen outbox handed its writer something")
+				}
+				select {
+				case <-stopped:
+				default:
+					t.Fatal("the freeze still waits for a writer")
+				}
+			}
+		})
+	}
+}
+
+// TestOutboxPutNowFull: putNow never waits: a full queue, or a closed one,
+// takes nothing (the caller hands the output to a reader that may wait);
+// with something queued, what it takes goes after it, to the writer.
+func TestOutboxPutNowFull(t *testing.T) {
+	s := &socketNow{plain: true, room: 100}
+	o := newOutbox(8, s)
+	o.mu.Lock()
+	o.buf = []byte("queued") // a writer has yet to take it
+	o.writing = true
+	o.mu.Unlock()
+	if !o.putNow([]byte("ab")) {
+		t.Fatal("a put within the bound was refused")
+	}
+	if o.putNow([]byte("c")) {
+		t.Fatal("a put past the bound was taken")
+	}
+	o.mu.Lock()
+	queued := string(o.buf)
+	o.mu.Unlock()
+	if queued != "queuedab" || len(s.got) != 0 {
+		t.Fatalf("queued %q, sent %q; want everything queued, in order", queued, s.got)
+	}
+	o.close()
+	if o.putNow([]byte("x")) {
+		t.Fatal("a closed outbox took a put")
 	}
 }

@@ -205,6 +205,21 @@ func (s *session) startWriter() {
 	go s.writePlayer()
 }
 
+// writeNow is the writer's write, made by whoever holds the writer's place
+// with nothing queued (outbox.putNow): only on a plain socket,
+// uncompressed, and not a page's (whose output offsets the writer counts).
+func (s *session) writeNow(b []byte) (int, bool) {
+	if s.compressing || s.keeps {
+		return 0, false
+	}
+	n, ok := writeNow(s.conn, b)
+	if n > 0 {
+		s.bytesOut.Add(uint64(n))
+		s.srv.metrics.bytesOut.Add(float64(n))
+	}
+	return n, ok
+}
+
 // broadcastLine is a line broadcast to the session, encoded, and how long
 // the game's text of it is.
 type broadcastLine struct {
@@ -791,7 +806,7 @@ func (s *session) writeOnce() bool {
 // the session is moving keeps what it did not write for the move; any
 // other failure ends the session. It reports whether the write was whole.
 func (s *session) write(out []byte) bool {
-	n := writeNow(s.conn, out)
+	n, _ := writeNow(s.conn, out)
 	var err error
 	if n < len(out) {
 		s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
@@ -919,6 +934,7 @@ func (s *session) attach(lk *backendLink) bool {
 	_, err = st.Write(b)
 	s.srv.wg.Add(1)
 	lk.track(st, s)
+	st.SetDeliverer(s)
 	go s.readStream(lk, st)
 	if err != nil {
 		st.Close() // the reader detaches the session
@@ -1163,6 +1179,41 @@ func (s *session) readFrames(st *link.Stream) (ended, moved, parked bool) {
 			return ended, moved, false
 		}
 	}
+}
+
+// Deliver handles, on the link's reading goroutine, a frame of the
+// session's stream while its reader waits: output that the player's queue
+// has room for, and the acknowledgement of input. Whatever might wait, or
+// do more, it leaves to the reader. Output that nothing follows on the
+// link goes to the player's socket from here, if nothing waits before it
+// (outbox.putNow); in a burst, the player's writer takes it, while the
+// link reads on.
+func (s *session) Deliver(typ link.FrameType, p []byte, more bool, scratch *[]byte) bool {
+	if s.backDue.Load() != backNone {
+		return false // the notice that the game is back goes first
+	}
+	switch typ {
+	case link.FrameOutput:
+		s.streamBusy.Store(true)
+		enc := s.enc.Save()
+		*scratch = s.enc.Encode((*scratch)[:0], p)
+		if more && s.out.put(*scratch, 0) != nil || !more && !s.out.putNow(*scratch) {
+			s.enc.Restore(enc) // the reader encodes it again
+			return false
+		}
+		s.wrote(len(p))
+	case link.FrameAck:
+		if s.keeps {
+			return false // a page's keeper hears of it
+		}
+		s.streamBusy.Store(true)
+		if off, err := link.ParseAck(p); err == nil {
+			s.forgetInput(off)
+		}
+	default:
+		return false
+	}
+	return true
 }
 
 // frame handles one frame from the backend; it reports whether the stream

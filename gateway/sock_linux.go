@@ -93,21 +93,21 @@ func plainSocket(c net.Conn) syscall.Conn {
 }
 
 // writeNow writes what of b a plain socket takes at once, without
-// waiting, and returns how much that was. Most writes to a player go
+// waiting, and returns how much that was; ok is false, with nothing
+// written, for a connection that is not a plain socket. Most writes to a player go
 // whole into the kernel's buffer, and need no deadline: setting one on
 // each costs a runtime lock and a timer, a twelfth of a busy gateway's
 // processor time. What the kernel does not take at once, the caller
 // writes with a deadline.
-func writeNow(c net.Conn, b []byte) int {
+func writeNow(c net.Conn, b []byte) (n int, ok bool) {
 	sc := plainSocket(c)
 	if sc == nil {
-		return 0
+		return 0, false
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return 0
+		return 0, false
 	}
-	n := 0
 	rc.Write(func(fd uintptr) bool {
 		for n < len(b) {
 			k, err := unix.Write(int(fd), b[n:])
@@ -123,7 +123,7 @@ func writeNow(c net.Conn, b []byte) int {
 		}
 		return true // done, whatever came of it: never wait here
 	})
-	return n
+	return n, true
 }
 
 // unread reports whether bytes from the player wait in the kernel for the

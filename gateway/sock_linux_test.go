@@ -97,7 +97,7 @@ func TestUnread(t *testing.T) {
 // the caller whole.
 func TestWriteNow(t *testing.T) {
 	client, server := testnet.TCPPair(t)
-	if n := writeNow(server, []byte("hello")); n != 5 {
+	if n, ok := writeNow(server, []byte("hello")); n != 5 || !ok {
 		t.Fatalf("a short write took %d of 5 bytes", n)
 	}
 	got := make([]byte, 5)
@@ -109,7 +109,10 @@ func TestWriteNow(t *testing.T) {
 	// with what went, at once.
 	big := make([]byte, 64<<20)
 	done := make(chan int, 1)
-	go func() { done <- writeNow(server, big) }()
+	go func() {
+		n, _ := writeNow(server, big)
+		done <- n
+	}()
 	select {
 	case n := <-done:
 		if n == 0 || n >= len(big) {
@@ -121,10 +124,10 @@ func TestWriteNow(t *testing.T) {
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()
-	if n := writeNow(p1, []byte("x")); n != 0 {
+	if n, ok := writeNow(p1, []byte("x")); n != 0 || ok {
 		t.Fatalf("a pipe: %d bytes written", n)
 	}
-	if n := writeNow(rawConn{server}, []byte("x")); n != 0 {
+	if n, ok := writeNow(rawConn{server}, []byte("x")); n != 0 || ok {
 		t.Fatalf("a connection behind a wrapper: %d bytes written", n)
 	}
 }

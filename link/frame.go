@@ -223,7 +223,13 @@ func (fr *Reader) Next() (typ FrameType, n int, err error) {
 	}
 	fr.inBody = false
 	for fr.hdrN < HeaderLen {
-		m, err := fr.R.Read(fr.hdr[fr.hdrN:])
+		var m int
+		var err error
+		if st, ok := fr.R.(*Stream); ok && fr.hdrN == 0 {
+			m, err = st.read(fr.hdr[:], true) // a frame's first byte: see Deliverer
+		} else {
+			m, err = fr.R.Read(fr.hdr[fr.hdrN:])
+		}
 		fr.hdrN += m
 		if err != nil && fr.hdrN < HeaderLen {
 			if err == io.EOF && fr.hdrN > 0 {

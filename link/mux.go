@@ -2,6 +2,7 @@ package link
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -43,6 +44,9 @@ type Mux struct {
 	drained atomic.Uint64
 
 	w muxWriter
+
+	// scratch is the reading goroutine's, lent to each Deliver.
+	scratch []byte
 
 	mu       sync.Mutex
 	streams  map[uint32]*Stream
@@ -344,6 +348,33 @@ func (m *Mux) streamFrame(br *bufio.Reader, h *muxHeader) error {
 		return nil
 	}
 	return st.fill(br, h.length())
+}
+
+// burst is how much read behind a frame makes it part of a burst (see
+// Deliverer): a few lines of other sessions that came in the same read
+// are not one.
+const burst = 8 << 10
+
+// deliverFrames hands d the whole frames at the start of p, until it
+// declines one; it returns the rest, from the frame it declined. behind
+// is how much the link has read past p.
+func (m *Mux) deliverFrames(d Deliverer, p []byte, behind int) []byte {
+	for len(p) >= HeaderLen {
+		size := binary.BigEndian.Uint32(p[1:HeaderLen])
+		if size > MaxFrame || uint32(len(p)-HeaderLen) < size {
+			break
+		}
+		end := HeaderLen + int(size)
+		more := behind+len(p)-end >= burst
+		if !d.Deliver(FrameType(p[0]), p[HeaderLen:end], more, &m.scratch) {
+			break
+		}
+		p = p[end:]
+	}
+	if cap(m.scratch) > muxReadBuffer {
+		m.scratch = nil
+	}
+	return p
 }
 
 // incoming registers a stream the peer opens; nil if it is reset at

@@ -534,6 +534,10 @@ func FuzzMux(f *testing.F) {
 	f.Add(slices.Concat(hdr(muxPing, flagSYN, 0, 1), hdr(muxGoAway, 0, 0, 0)))
 	f.Add(slices.Concat(hdr(muxWindow, flagSYN, 1, 0), hdr(muxData, 0, 1, streamWindow+1)))
 	f.Add(slices.Concat(hdr(muxWindow, flagSYN|flagFIN, 5, 1<<31), hdr(muxWindow, 0, 5, 1<<31)))
+	// Frames for a stream with a Deliverer (stream 1, 5, 9...): taken,
+	// declined, cut.
+	frames := slices.Concat(frameBytes(FrameOutput, "a"), frameBytes(FrameState, "s"), frameBytes(FrameOutput, "b"))
+	f.Add(slices.Concat(hdr(muxData, flagSYN, 1, uint32(len(frames))), frames, hdr(muxData, 0, 1, 3), frameBytes(FrameOutput, "cut")[:3]))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		a, b := net.Pipe()
 		m := newMux(a, false, nil, zap.NewNop(), 100*time.Millisecond)
@@ -547,7 +551,20 @@ func FuzzMux(f *testing.F) {
 				}
 				wg.Go(func() {
 					st.SetReadDeadline(time.Now().Add(time.Second))
-					io.Copy(io.Discard, st)
+					if st.id%4 == 1 {
+						st.SetDeliverer(&takeOutput{})
+						fr := Reader{R: st}
+						for {
+							if _, _, err := fr.Next(); err != nil {
+								break
+							}
+							if _, err := fr.Payload(); err != nil {
+								break
+							}
+						}
+					} else {
+						io.Copy(io.Discard, st)
+					}
 					st.Write([]byte("x"))
 					st.Close()
 				})

@@ -31,6 +31,12 @@ type Stream struct {
 	writeDeadline          time.Time
 	closeTimer             *time.Timer
 
+	// deliver, if set, takes frames from the link's reading goroutine
+	// while idle: the stream's reader waits for a frame's first byte with
+	// nothing buffered. delivering is set while it has some.
+	deliver          Deliverer
+	idle, delivering bool
+
 	readable, writable chan struct{} // cap 1: something changed for a waiting Read, Write
 }
 
@@ -92,7 +98,11 @@ func (s *Stream) acknowledge() {
 // closed its side (or the link has ended) and nothing is left,
 // ErrStreamReset if the peer reset it, and ErrTimeout once the read
 // deadline passes. Closing this side does not end reading.
-func (s *Stream) Read(p []byte) (int, error) {
+func (s *Stream) Read(p []byte) (int, error) { return s.read(p, false) }
+
+// read is Read; atFrame says that the caller reads a frame's first byte,
+// so that while it waits, whole frames may go to the stream's Deliverer.
+func (s *Stream) read(p []byte, atFrame bool) (int, error) {
 	s.mu.Lock()
 	for {
 		if n := len(s.buf) - s.off; n > 0 {
@@ -112,9 +122,26 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.mu.Unlock()
 			return 0, io.EOF
 		}
+		s.idle = atFrame
 		if err := s.wait(s.readable, s.readDeadline); err != nil {
+			s.mu.Lock()
+			s.leaveIdleLocked()
+			s.mu.Unlock()
 			return 0, err
 		}
+		s.leaveIdleLocked()
+	}
+}
+
+// leaveIdleLocked ends a Read's wait, with s.mu held: frames being
+// delivered meanwhile are delivered first, so that whatever the reader
+// does next comes after them.
+func (s *Stream) leaveIdleLocked() {
+	s.idle = false
+	for s.delivering {
+		s.mu.Unlock()
+		<-s.readable // deliverFrom wakes a reader no longer idle
+		s.mu.Lock()
 	}
 }
 
@@ -327,6 +354,11 @@ func (s *Stream) fill(br *bufio.Reader, n uint32) error {
 		return errors.Join(errProtocol, errors.New("stream window exceeded"))
 	}
 	keep := s.state&stReset == 0
+	if keep && s.idle && s.deliver != nil && s.off == len(s.buf) && int(n) <= br.Size() {
+		s.delivering = true
+		s.mu.Unlock()
+		return s.deliverFrom(br, n)
+	}
 	if keep {
 		s.makeRoomLocked(int(n))
 	}
@@ -349,6 +381,42 @@ func (s *Stream) fill(br *bufio.Reader, n uint32) error {
 		n -= uint32(len(p))
 	}
 	if keep {
+		wake(s.readable)
+	}
+	return nil
+}
+
+// deliverFrom hands the whole frames at the start of a data frame's body
+// of n bytes, in br, to the stream's Deliverer, as many as it takes, and
+// buffers the rest for the reader. The reader is not woken if nothing is
+// left for it: a line of output goes from the link's reading goroutine to
+// the player's queue with no goroutine between.
+func (s *Stream) deliverFrom(br *bufio.Reader, n uint32) error {
+	p, err := br.Peek(int(n))
+	var rest []byte
+	if err == nil {
+		rest = s.m.deliverFrames(s.deliver, p, br.Buffered()-len(p))
+	}
+	s.mu.Lock()
+	s.delivering = false
+	if err != nil {
+		// The link ends: its reader is woken by that.
+		s.mu.Unlock()
+		wake(s.readable)
+		return err
+	}
+	s.recvWindow -= n
+	if s.state&stReset != 0 {
+		rest = nil
+	}
+	if len(rest) > 0 {
+		s.makeRoomLocked(len(rest))
+		s.buf = append(s.buf, rest...)
+	}
+	br.Discard(int(n))
+	woken := len(rest) > 0 || !s.idle
+	s.updateWindowLocked()
+	if woken {
 		wake(s.readable)
 	}
 	return nil
@@ -408,3 +476,25 @@ func (s *Stream) LocalAddr() net.Addr { return s.m.conn.LocalAddr() }
 
 // RemoteAddr returns the link's remote address.
 func (s *Stream) RemoteAddr() net.Addr { return s.m.conn.RemoteAddr() }
+
+// A Deliverer takes a stream's frames from the link's reading goroutine
+// itself, while the stream's reader waits for its next frame (see
+// Reader) with nothing left to read: whatever it can handle without
+// waiting for anything, it handles there, and the reader is not woken for
+// it. Deliver reports whether it handled the frame; a frame it declines,
+// and every frame after it, goes to the reader as usual. payload is valid
+// only during the call; more says that much more has come in on the
+// link behind the frame (a burst, whose work is best left to other
+// goroutines while the link reads on); scratch is a buffer the callee may use, and
+// keep in *scratch, for the next call. The reader does not return from
+// its Read while a Deliver runs.
+type Deliverer interface {
+	Deliver(typ FrameType, payload []byte, more bool, scratch *[]byte) bool
+}
+
+// SetDeliverer gives the stream's frames to d while its reader waits.
+func (s *Stream) SetDeliverer(d Deliverer) {
+	s.mu.Lock()
+	s.deliver = d
+	s.mu.Unlock()
+}
