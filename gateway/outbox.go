@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"math"
+	"slices"
 	"sync"
 	"time"
 )
@@ -163,17 +164,23 @@ func (o *outbox) putNow(b []byte) bool {
 	n, ok := o.start.writeNow(b)
 	o.mu.Lock()
 	if rest := b[n:]; len(rest) > 0 {
-		if len(o.buf) == 0 {
-			o.appendLocked(rest)
-		} else { // put meanwhile, after b
-			o.buf = append(rest[:len(rest):len(rest)], o.buf...)
+		// Before whatever was put meanwhile, and the marks with it: a
+		// compression that starts after those bytes starts after these.
+		// A copy: b is the caller's.
+		o.buf = slices.Concat(rest, o.buf)
+		for i := range o.marks {
+			o.marks[i].at += len(rest)
 		}
 	}
-	if !ok || len(o.buf) > 0 || len(o.marks) > 0 || o.closeAfter || o.closed || o.frozen {
-		o.unlock(true) // the writer takes the claim over; frozen, it stops at once
+	switch {
+	case o.frozen:
+		o.stopLocked() // the move takes what is queued
+	case !ok || len(o.buf) > 0 || len(o.marks) > 0 || o.closeAfter || o.closed:
+		o.unlock(true) // the writer takes the claim over
 		return true
+	default:
+		o.stopLocked()
 	}
-	o.stopLocked()
 	o.mu.Unlock()
 	return true
 }

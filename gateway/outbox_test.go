@@ -125,8 +125,9 @@ func (s *socketNow) writeNow(b []byte) (int, bool) {
 // socket at once, with no writer started; what the socket does not take,
 // and what was put meanwhile (after it), goes to a writer; a connection
 // that is not a plain socket always has a writer; a move that freezes the
-// output meanwhile keeps the rest and starts no writer. Where a put would
-// wait for room, putNow takes nothing.
+// output meanwhile keeps the rest, and no writer. What is queued is a
+// copy: the caller's buffer serves its next put. Where a put would wait
+// for room, putNow takes nothing.
 func TestOutboxPutNow(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -143,7 +144,7 @@ func TestOutboxPutNow(t *testing.T) {
 		{"not a plain socket", false, 100, "", false, "", "hello", 1},
 		{"put meanwhile", true, 100, "more", false, "hello", "more", 1},
 		{"put meanwhile, taken in part", true, 3, "more", false, "hel", "lomore", 1},
-		{"frozen meanwhile", true, 2, "", true, "he", "llo", 1},
+		{"frozen meanwhile", true, 2, "", true, "he", "llo", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &socketNow{plain: tc.plain, room: tc.room}
@@ -157,9 +158,11 @@ func TestOutboxPutNow(t *testing.T) {
 					stopped = o.freeze()
 				}
 			}
-			if !o.putNow([]byte("hello")) {
+			in := []byte("hello")
+			if !o.putNow(in) {
 				t.Fatal("an empty outbox did not take a put")
 			}
+			copy(in, "XXXXX") // the caller's buffer, used again: nothing queued refers to it
 			o.mu.Lock()
 			queued, writing := string(o.buf), o.writing
 			o.mu.Unlock()
@@ -170,8 +173,8 @@ func TestOutboxPutNow(t *testing.T) {
 				t.Fatal("no writer runs, yet the outbox says one does")
 			}
 			if tc.freeze {
-				// The writer started finds the output frozen, and stops
-				// at once: the move waits for that, and takes the rest.
+				// No writer is started for a frozen output: the move
+				// waits for none, and takes the rest.
 				if _, _, _, _, ok := o.take(); ok {
 					t.Fatal("a frozen outbox handed its writer something")
 				}
@@ -210,5 +213,42 @@ func TestOutboxPutNowFull(t *testing.T) {
 	o.close()
 	if o.putNow([]byte("x")) {
 		t.Fatal("a closed outbox took a put")
+	}
+}
+
+// TestOutboxPutNowMarkMeanwhile: a compression mark put while putNow
+// writes (MCCP2 starting or stopping) stays after the bytes put before it,
+// whatever of them the socket did not take: those go uncompressed, first.
+func TestOutboxPutNowMarkMeanwhile(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		room  int
+		put   string // with the mark
+		plain string // what goes before the mark
+	}{
+		{"taken in part", 2, "SB", "helloSB"},
+		{"taken whole", 100, "SB", "helloSB"},
+		{"a mark alone, taken in part", 2, "", "hello"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &socketNow{plain: true, room: tc.room}
+			o := newOutbox(64, s)
+			s.during = func() {
+				if tc.put != "" {
+					o.putMarked([]byte(tc.put), true)
+				} else {
+					o.mark(true)
+				}
+			}
+			o.putNow([]byte("hello"))
+			w := o.takeWire()
+			b, marks, _, _, _ := o.take()
+			if len(marks) != 1 {
+				t.Fatalf("marks %v, want one", marks)
+			}
+			if got := string(s.got) + string(w) + string(b[:marks[0].at]); got != tc.plain {
+				t.Fatalf("before the mark: %q (sent %q, queued %q, mark at %d); want %q", got, s.got, b, marks[0].at, tc.plain)
+			}
+		})
 	}
 }

@@ -1197,7 +1197,13 @@ func (s *session) Deliver(typ link.FrameType, p []byte, more bool, scratch *[]by
 		s.streamBusy.Store(true)
 		enc := s.enc.Save()
 		*scratch = s.enc.Encode((*scratch)[:0], p)
-		if more && s.out.put(*scratch, 0) != nil || !more && !s.out.putNow(*scratch) {
+		var ok bool
+		if more {
+			ok = s.out.put(*scratch, 0) == nil
+		} else {
+			ok = s.out.putNow(*scratch)
+		}
+		if !ok {
 			s.enc.Restore(enc) // the reader encodes it again
 			return false
 		}

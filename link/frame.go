@@ -212,6 +212,12 @@ type Reader struct {
 	body   []byte
 }
 
+// frameStarts is a reader told when a read is for a frame's first byte: a
+// Stream, which may then hand frames to its Deliverer while it waits.
+type frameStarts interface {
+	readFrameStart(p []byte) (int, error)
+}
+
 // Next returns the next frame's type and length. Any unread payload of the
 // previous frame is discarded first.
 func (fr *Reader) Next() (typ FrameType, n int, err error) {
@@ -225,8 +231,8 @@ func (fr *Reader) Next() (typ FrameType, n int, err error) {
 	for fr.hdrN < HeaderLen {
 		var m int
 		var err error
-		if st, ok := fr.R.(*Stream); ok && fr.hdrN == 0 {
-			m, err = st.read(fr.hdr[:], true) // a frame's first byte: see Deliverer
+		if fs, ok := fr.R.(frameStarts); ok && fr.hdrN == 0 {
+			m, err = fs.readFrameStart(fr.hdr[:])
 		} else {
 			m, err = fr.R.Read(fr.hdr[fr.hdrN:])
 		}

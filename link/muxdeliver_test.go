@@ -3,11 +3,15 @@ package link
 import (
 	"bytes"
 	"errors"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // takeOutput is a Deliverer that takes Output frames and declines the
@@ -236,6 +240,45 @@ func TestDeliverFrames(t *testing.T) {
 			got := d.delivered()
 			if len(rest) != tc.rest || !slices.Equal(got, tc.got) || !slices.Equal(d.more, tc.more) {
 				t.Fatalf("delivered %.12q (more %v), %d left; want %.12q (%v), %d", got, d.more, len(rest), tc.got, tc.more, tc.rest)
+			}
+		})
+	}
+}
+
+// TestMuxDeliverDeadlineWhileBodyComes: a reader whose deadline passes
+// while a data frame's body is on its way returns, with or without a
+// Deliverer: nothing is delivered until the body is all in.
+func TestMuxDeliverDeadlineWhileBodyComes(t *testing.T) {
+	for _, deliver := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no deliverer", true: "deliverer"}[deliver], func(t *testing.T) {
+			a, b := net.Pipe()
+			m := newMux(a, true, nil, zap.NewNop(), time.Second)
+			go io.Copy(io.Discard, b)
+			t.Cleanup(func() { b.Close(); m.Close() })
+			syn := makeHeader(muxWindow, flagSYN, 2, 0)
+			go b.Write(syn[:])
+			st, err := m.AcceptStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if deliver {
+				st.SetDeliverer(&takeOutput{})
+			}
+			frames := readFrames(st)
+			waitIdle(t, st)
+			body := frameBytes(FrameOutput, "0123456789abcdef")
+			h := makeHeader(muxData, 0, 2, uint32(len(body)))
+			b.Write(h[:])
+			b.Write(body[:8]) // the rest is late
+			st.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			select {
+			case f := <-frames:
+				if !errors.Is(f.err, ErrTimeout) {
+					t.Fatalf("read %v, want the deadline", f)
+				}
+			case <-time.After(5 * time.Second):
+				b.Write(body[8:])
+				t.Fatal("the deadline passed 5 s ago, and the reader has not returned")
 			}
 		})
 	}

@@ -100,6 +100,8 @@ func (s *Stream) acknowledge() {
 // deadline passes. Closing this side does not end reading.
 func (s *Stream) Read(p []byte) (int, error) { return s.read(p, false) }
 
+func (s *Stream) readFrameStart(p []byte) (int, error) { return s.read(p, true) }
+
 // read is Read; atFrame says that the caller reads a frame's first byte,
 // so that while it waits, whole frames may go to the stream's Deliverer.
 func (s *Stream) read(p []byte, atFrame bool) (int, error) {
@@ -355,9 +357,19 @@ func (s *Stream) fill(br *bufio.Reader, n uint32) error {
 	}
 	keep := s.state&stReset == 0
 	if keep && s.idle && s.deliver != nil && s.off == len(s.buf) && int(n) <= br.Size() {
-		s.delivering = true
+		// The whole body first, the reader held only after: a reader
+		// whose deadline passes while the body is on its way returns.
 		s.mu.Unlock()
-		return s.deliverFrom(br, n)
+		if _, err := br.Peek(int(n)); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		keep = s.state&stReset == 0
+		if keep && s.idle && s.off == len(s.buf) {
+			s.delivering = true
+			s.mu.Unlock()
+			return s.deliverFrom(br, n)
+		}
 	}
 	if keep {
 		s.makeRoomLocked(int(n))
@@ -387,24 +399,15 @@ func (s *Stream) fill(br *bufio.Reader, n uint32) error {
 }
 
 // deliverFrom hands the whole frames at the start of a data frame's body
-// of n bytes, in br, to the stream's Deliverer, as many as it takes, and
+// of n bytes, buffered in br, to the stream's Deliverer, as many as it takes, and
 // buffers the rest for the reader. The reader is not woken if nothing is
 // left for it: a line of output goes from the link's reading goroutine to
 // the player's queue with no goroutine between.
 func (s *Stream) deliverFrom(br *bufio.Reader, n uint32) error {
-	p, err := br.Peek(int(n))
-	var rest []byte
-	if err == nil {
-		rest = s.m.deliverFrames(s.deliver, p, br.Buffered()-len(p))
-	}
+	p, _ := br.Peek(int(n)) // buffered already
+	rest := s.m.deliverFrames(s.deliver, p, br.Buffered()-len(p))
 	s.mu.Lock()
 	s.delivering = false
-	if err != nil {
-		// The link ends: its reader is woken by that.
-		s.mu.Unlock()
-		wake(s.readable)
-		return err
-	}
 	s.recvWindow -= n
 	if s.state&stReset != 0 {
 		rest = nil
