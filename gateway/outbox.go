@@ -60,10 +60,9 @@ type mark struct {
 type starter interface {
 	startWriter()
 	// writeNow writes what of b the player's socket takes without
-	// waiting; ok false, with nothing written, if the connection's
-	// output must go through the writer (compressed, a page's, not a
-	// plain socket).
-	writeNow(b []byte) (n int, ok bool)
+	// waiting: nothing if the connection's output must go through the
+	// writer (compressed, a page's, not a plain socket).
+	writeNow(b []byte) int
 }
 
 func newOutbox(max int, start starter) *outbox {
@@ -161,7 +160,7 @@ func (o *outbox) putNow(b []byte) bool {
 		return true
 	}
 	o.mu.Unlock()
-	n, ok := o.start.writeNow(b)
+	n := o.start.writeNow(b)
 	o.mu.Lock()
 	if rest := b[n:]; len(rest) > 0 {
 		// Before whatever was put meanwhile, and the marks with it: a
@@ -175,7 +174,7 @@ func (o *outbox) putNow(b []byte) bool {
 	switch {
 	case o.frozen:
 		o.stopLocked() // the move takes what is queued
-	case !ok || len(o.buf) > 0 || len(o.marks) > 0 || o.closeAfter || o.closed:
+	case len(o.buf) > 0 || len(o.marks) > 0 || o.closeAfter || o.closed:
 		o.unlock(true) // the writer takes the claim over
 		return true
 	default:

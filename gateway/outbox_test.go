@@ -8,8 +8,8 @@ import (
 // countStarts counts the writers an outbox starts.
 type countStarts int
 
-func (c *countStarts) startWriter()                  { *c++ }
-func (c *countStarts) writeNow(b []byte) (int, bool) { return 0, false }
+func (c *countStarts) startWriter()          { *c++ }
+func (c *countStarts) writeNow(b []byte) int { return 0 }
 
 // TestOutboxSpare: while a writer runs, the buffer it wrote and gave back
 // takes the next put, so a burst costs two buffers in turn; one too large
@@ -109,16 +109,16 @@ type socketNow struct {
 
 func (s *socketNow) startWriter() { s.starts++ }
 
-func (s *socketNow) writeNow(b []byte) (int, bool) {
+func (s *socketNow) writeNow(b []byte) int {
 	if !s.plain {
-		return 0, false
+		return 0
 	}
 	if s.during != nil {
 		s.during()
 	}
 	n := min(len(b), s.room)
 	s.got = append(s.got, b[:n]...)
-	return n, true
+	return n
 }
 
 // TestOutboxPutNow: output for a player with nothing queued goes to the

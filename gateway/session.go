@@ -208,16 +208,16 @@ func (s *session) startWriter() {
 // writeNow is the writer's write, made by whoever holds the writer's place
 // with nothing queued (outbox.putNow): only on a plain socket,
 // uncompressed, and not a page's (whose output offsets the writer counts).
-func (s *session) writeNow(b []byte) (int, bool) {
+func (s *session) writeNow(b []byte) int {
 	if s.compressing || s.keeps {
-		return 0, false
+		return 0
 	}
-	n, ok := writeNow(s.conn, b)
+	n := writeNow(s.conn, b)
 	if n > 0 {
 		s.bytesOut.Add(uint64(n))
 		s.srv.metrics.bytesOut.Add(float64(n))
 	}
-	return n, ok
+	return n
 }
 
 // broadcastLine is a line broadcast to the session, encoded, and how long
@@ -806,13 +806,18 @@ func (s *session) writeOnce() bool {
 // the session is moving keeps what it did not write for the move; any
 // other failure ends the session. It reports whether the write was whole.
 func (s *session) write(out []byte) bool {
-	n, _ := writeNow(s.conn, out)
+	n := writeNow(s.conn, out)
 	var err error
 	if n < len(out) {
 		s.conn.SetWriteDeadline(time.Now().Add(s.srv.writeTimeout()))
 		var more int
 		more, err = s.conn.Write(out[n:])
 		n += more
+		if err == nil {
+			// A deadline left to pass would stop writeNow, which
+			// writes nothing once it has.
+			s.conn.SetWriteDeadline(time.Time{})
+		}
 	}
 	s.bytesOut.Add(uint64(n))
 	s.srv.metrics.bytesOut.Add(float64(n))

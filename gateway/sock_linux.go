@@ -93,21 +93,22 @@ func plainSocket(c net.Conn) syscall.Conn {
 }
 
 // writeNow writes what of b a plain socket takes at once, without
-// waiting, and returns how much that was; ok is false, with nothing
-// written, for a connection that is not a plain socket. Most writes to a player go
+// waiting, and returns how much that was: nothing for a connection that
+// is not a plain socket, or whose write deadline has passed. Most writes to a player go
 // whole into the kernel's buffer, and need no deadline: setting one on
 // each costs a runtime lock and a timer, a twelfth of a busy gateway's
 // processor time. What the kernel does not take at once, the caller
 // writes with a deadline.
-func writeNow(c net.Conn, b []byte) (n int, ok bool) {
+func writeNow(c net.Conn, b []byte) int {
 	sc := plainSocket(c)
 	if sc == nil {
-		return 0, false
+		return 0
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return 0, false
+		return 0
 	}
+	n := 0
 	rc.Write(func(fd uintptr) bool {
 		for n < len(b) {
 			k, err := unix.Write(int(fd), b[n:])
@@ -123,7 +124,7 @@ func writeNow(c net.Conn, b []byte) (n int, ok bool) {
 		}
 		return true // done, whatever came of it: never wait here
 	})
-	return n, true
+	return n
 }
 
 // unread reports whether bytes from the player wait in the kernel for the

@@ -3,10 +3,13 @@ package gateway
 import (
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
 	"holdfast/internal/testnet"
+
+	"go.uber.org/zap"
 )
 
 // rawConn stands for a connection that came with a PROXY header.
@@ -97,7 +100,7 @@ func TestUnread(t *testing.T) {
 // the caller whole.
 func TestWriteNow(t *testing.T) {
 	client, server := testnet.TCPPair(t)
-	if n, ok := writeNow(server, []byte("hello")); n != 5 || !ok {
+	if n := writeNow(server, []byte("hello")); n != 5 {
 		t.Fatalf("a short write took %d of 5 bytes", n)
 	}
 	got := make([]byte, 5)
@@ -109,10 +112,7 @@ func TestWriteNow(t *testing.T) {
 	// with what went, at once.
 	big := make([]byte, 64<<20)
 	done := make(chan int, 1)
-	go func() {
-		n, _ := writeNow(server, big)
-		done <- n
-	}()
+	go func() { done <- writeNow(server, big) }()
 	select {
 	case n := <-done:
 		if n == 0 || n >= len(big) {
@@ -124,10 +124,32 @@ func TestWriteNow(t *testing.T) {
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()
-	if n, ok := writeNow(p1, []byte("x")); n != 0 || ok {
+	if n := writeNow(p1, []byte("x")); n != 0 {
 		t.Fatalf("a pipe: %d bytes written", n)
 	}
-	if n, ok := writeNow(rawConn{server}, []byte("x")); n != 0 || ok {
+	if n := writeNow(rawConn{server}, []byte("x")); n != 0 {
 		t.Fatalf("a connection behind a wrapper: %d bytes written", n)
+	}
+}
+
+// TestWriteAfterDeadline: a write that needed the deadline (the kernel
+// took only part of it at once) clears it after, so that the next writes
+// go without one again: writeNow writes nothing once a deadline has
+// passed.
+func TestWriteAfterDeadline(t *testing.T) {
+	client, server := testnet.TCPPair(t)
+	srv := &Server{metrics: newMetrics(), Logger: zap.NewNop(), WriteTimeout: 300 * time.Millisecond}
+	s := newSession(srv, "p-1", server, server.RemoteAddr(), netip.Addr{})
+	// More than the socket takes at once: the rest is written with a
+	// deadline, while the client reads it all.
+	go io.Copy(io.Discard, client)
+	if !s.write(make([]byte, 16<<20)) {
+		t.Fatal("the write failed")
+	}
+	for passed := time.Now().Add(srv.WriteTimeout); !time.Now().After(passed); {
+		time.Sleep(10 * time.Millisecond) // until the deadline the write had is past
+	}
+	if n := writeNow(server, []byte("hello")); n != 5 {
+		t.Fatalf("after a write with a deadline, writeNow wrote %d of 5 bytes", n)
 	}
 }

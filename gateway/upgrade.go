@@ -324,6 +324,9 @@ func (o *offer) rollback() {
 		if !relayed(ss.conn) {
 			netx.SetNonblock(ss.conn)
 		}
+		// The deadline stopIO kicked with would stop every write that
+		// does not wait (writeNow).
+		ss.conn.SetWriteDeadline(time.Time{})
 		ss.thaw()
 	}
 }
