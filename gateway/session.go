@@ -1187,28 +1187,23 @@ func (s *session) readFrames(st *link.Stream) (ended, moved, parked bool) {
 }
 
 // Deliver handles, on the link's reading goroutine, a frame of the
-// session's stream while its reader waits: output that the player's queue
-// has room for, and the acknowledgement of input. Whatever might wait, or
-// do more, it leaves to the reader. Output that nothing follows on the
-// link goes to the player's socket from here, if nothing waits before it
-// (outbox.putNow); in a burst, the player's writer takes it, while the
-// link reads on.
+// session's stream while its reader waits and nothing comes behind it on
+// the link: output that the player's queue has room for, to the player's
+// socket at once if nothing waits before it (outbox.putNow), and the
+// acknowledgement of input. Whatever might wait, or do more, it leaves to
+// the reader; and a burst, whose frames the link's reader would otherwise
+// encode and copy one after another while the streams' readers could
+// share the work.
 func (s *session) Deliver(typ link.FrameType, p []byte, more bool, scratch *[]byte) bool {
-	if s.backDue.Load() != backNone {
-		return false // the notice that the game is back goes first
+	if more || s.backDue.Load() != backNone {
+		return false // a burst; or the notice that the game is back goes first
 	}
 	switch typ {
 	case link.FrameOutput:
 		s.streamBusy.Store(true)
 		enc := s.enc.Save()
 		*scratch = s.enc.Encode((*scratch)[:0], p)
-		var ok bool
-		if more {
-			ok = s.out.put(*scratch, 0) == nil
-		} else {
-			ok = s.out.putNow(*scratch)
-		}
-		if !ok {
+		if !s.out.putNow(*scratch) {
 			s.enc.Restore(enc) // the reader encodes it again
 			return false
 		}
