@@ -1187,16 +1187,16 @@ func (s *session) readFrames(st *link.Stream) (ended, moved, parked bool) {
 }
 
 // Deliver handles, on the link's reading goroutine, a frame of the
-// session's stream while its reader waits and nothing comes behind it on
-// the link: output that the player's queue has room for, to the player's
-// socket at once if nothing waits before it (outbox.putNow), and the
-// acknowledgement of input. Whatever might wait, or do more, it leaves to
-// the reader; and a burst, whose frames the link's reader would otherwise
-// encode and copy one after another while the streams' readers could
-// share the work.
+// session's stream while its reader waits, if nothing has been read behind
+// it on the link: output that the player's queue has room for, to the
+// player's socket at once if nothing waits before it (outbox.putNow), and
+// the acknowledgement of input. Whatever might wait, or do more, it leaves
+// to the reader; and frames with more behind them, whose work (a write to
+// a socket each) the streams' readers and writers share while the link
+// reads on.
 func (s *session) Deliver(typ link.FrameType, p []byte, more bool, scratch *[]byte) bool {
 	if more || s.backDue.Load() != backNone {
-		return false // a burst; or the notice that the game is back goes first
+		return false // more to read; or the notice that the game is back goes first
 	}
 	switch typ {
 	case link.FrameOutput:

@@ -350,11 +350,6 @@ func (m *Mux) streamFrame(br *bufio.Reader, h *muxHeader) error {
 	return st.fill(br, h.length())
 }
 
-// burst is how much read behind a frame makes it part of a burst (see
-// Deliverer): a few lines of other sessions that came in the same read
-// are not one.
-const burst = 8 << 10
-
 // deliverFrames hands d the whole frames at the start of p, until it
 // declines one; it returns the rest, from the frame it declined. behind
 // is how much the link has read past p.
@@ -365,7 +360,7 @@ func (m *Mux) deliverFrames(d Deliverer, p []byte, behind int) []byte {
 			break
 		}
 		end := HeaderLen + int(size)
-		more := behind+len(p)-end >= burst
+		more := behind > 0 || len(p) > end
 		if !d.Deliver(FrameType(p[0]), p[HeaderLen:end], more, &m.scratch) {
 			break
 		}
