@@ -350,6 +350,11 @@ func (m *Mux) streamFrame(br *bufio.Reader, h *muxHeader) error {
 	return st.fill(br, h.length())
 }
 
+// smallTail is the most that may have been read behind a frame that is
+// still the last of what came (see Deliverer): an acknowledgement that
+// follows a session's output in the same write.
+const smallTail = 64
+
 // deliverFrames hands d the whole frames at the start of p, until it
 // declines one; it returns the rest, from the frame it declined. behind
 // is how much the link has read past p.
@@ -360,7 +365,7 @@ func (m *Mux) deliverFrames(d Deliverer, p []byte, behind int) []byte {
 			break
 		}
 		end := HeaderLen + int(size)
-		more := behind > 0 || len(p) > end
+		more := behind+len(p)-end > smallTail
 		if !d.Deliver(FrameType(p[0]), p[HeaderLen:end], more, &m.scratch) {
 			break
 		}

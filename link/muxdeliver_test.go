@@ -211,10 +211,11 @@ func TestMuxDeliverBeforeReaderReturns(t *testing.T) {
 }
 
 // TestDeliverFrames: frames go to the Deliverer until it declines one;
-// more tells that something was read behind the frame (in the same data
-// frame, or after it); a frame cut short, or longer than any frame may
-// be, is left.
+// more tells that more than a small tail (an acknowledgement) was read
+// behind the frame (in the same data frame, or after it); a frame cut
+// short, or longer than any frame may be, is left.
 func TestDeliverFrames(t *testing.T) {
+	big := string(bytes.Repeat([]byte("x"), smallTail))
 	for _, tc := range []struct {
 		name   string
 		p      []byte
@@ -223,11 +224,14 @@ func TestDeliverFrames(t *testing.T) {
 		more   []bool
 		rest   int
 	}{
-		{"all", append(frameBytes(FrameOutput, "a"), frameBytes(FrameOutput, "b")...), 0,
-			[]string{"a", "b"}, []bool{true, false}, 0},
-		{"read behind", frameBytes(FrameOutput, "a"), 1, []string{"a"}, []bool{true}, 0},
+		{"output and its ack", append(frameBytes(FrameOutput, "a"), frameBytes(FrameOutput, "b")...), 0,
+			[]string{"a", "b"}, []bool{false, false}, 0},
+		{"a tail read behind", frameBytes(FrameOutput, "a"), smallTail, []string{"a"}, []bool{false}, 0},
+		{"more read behind", frameBytes(FrameOutput, "a"), smallTail + 1, []string{"a"}, []bool{true}, 0},
+		{"more in the same frame", append(frameBytes(FrameOutput, "a"), frameBytes(FrameOutput, big)...), 0,
+			[]string{"a", big}, []bool{true, false}, 0},
 		{"declined", append(frameBytes(FrameOutput, "a"), append(frameBytes(FrameState, "s"), frameBytes(FrameOutput, "b")...)...), 0,
-			[]string{"a"}, []bool{true}, 2 * (HeaderLen + 1)},
+			[]string{"a"}, []bool{false}, 2 * (HeaderLen + 1)},
 		{"cut short", frameBytes(FrameOutput, "abc")[:6], 0, nil, nil, 6},
 		{"too large", []byte{byte(FrameOutput), 0xff, 0xff, 0xff, 0xff, 'x'}, 0, nil, nil, 6},
 	} {

@@ -486,9 +486,9 @@ func (s *Stream) RemoteAddr() net.Addr { return s.m.conn.RemoteAddr() }
 // waiting for anything, it handles there, and the reader is not woken for
 // it. Deliver reports whether it handled the frame; a frame it declines,
 // and every frame after it, goes to the reader as usual. payload is valid
-// only during the call; more says that more has been read from the link
-// behind the frame (whose work is best left to other goroutines while the
-// link reads on); scratch is a buffer the callee may use, and
+// only during the call; more says that more than a small tail has been
+// read from the link behind the frame (whose work is best left to other
+// goroutines while the link reads on); scratch is a buffer the callee may use, and
 // keep in *scratch, for the next call. The reader does not return from
 // its Read while a Deliver runs.
 type Deliverer interface {
