@@ -368,7 +368,8 @@ func (s *Stream) fill(br *bufio.Reader, n uint32) error {
 		if keep && s.idle && s.off == len(s.buf) {
 			s.delivering = true
 			s.mu.Unlock()
-			return s.deliverFrom(br, n)
+			s.deliverFrom(br, n)
+			return nil
 		}
 	}
 	if keep {
@@ -403,7 +404,7 @@ func (s *Stream) fill(br *bufio.Reader, n uint32) error {
 // buffers the rest for the reader. The reader is not woken if nothing is
 // left for it: a line of output goes from the link's reading goroutine to
 // the player's queue with no goroutine between.
-func (s *Stream) deliverFrom(br *bufio.Reader, n uint32) error {
+func (s *Stream) deliverFrom(br *bufio.Reader, n uint32) {
 	p, _ := br.Peek(int(n)) // buffered already
 	rest := s.m.deliverFrames(s.deliver, p, br.Buffered()-len(p))
 	s.mu.Lock()
@@ -422,7 +423,6 @@ func (s *Stream) deliverFrom(br *bufio.Reader, n uint32) error {
 	if woken {
 		wake(s.readable)
 	}
-	return nil
 }
 
 // makeRoomLocked makes room for n more bytes, moving what is unread to the
@@ -488,9 +488,9 @@ func (s *Stream) RemoteAddr() net.Addr { return s.m.conn.RemoteAddr() }
 // and every frame after it, goes to the reader as usual. payload is valid
 // only during the call; more says that more than a small tail has been
 // read from the link behind the frame (whose work is best left to other
-// goroutines while the link reads on); scratch is a buffer the callee may use, and
-// keep in *scratch, for the next call. The reader does not return from
-// its Read while a Deliver runs.
+// goroutines while the link reads on); scratch is a buffer the callee
+// may use, and keep in *scratch, for the next call. The reader does not
+// return from its Read while a Deliver runs.
 type Deliverer interface {
 	Deliver(typ FrameType, payload []byte, more bool, scratch *[]byte) bool
 }
