@@ -768,19 +768,11 @@ func TestMuxWriteTimesOut(t *testing.T) {
 		n, err := st.Write(make([]byte, 2*streamWindow))
 		res <- result{n, err}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitFor(t, "the first piece to go", func() bool { // the write's wait has no event to wait on
 		st.mu.Lock()
-		w := st.sendWindow
-		st.mu.Unlock()
-		if w == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first piece never went")
-		}
-		time.Sleep(time.Millisecond) // polling: the write's wait has no event to wait on
-	}
+		defer st.mu.Unlock()
+		return st.sendWindow == 0
+	})
 	go peer.Write(func() []byte { h := makeHeader(muxWindow, 0, st.id, streamWindow); return h[:] }())
 	if r := <-res; r.n != streamWindow || !errors.Is(r.err, ErrConnectionWriteTimeout) {
 		t.Fatalf("cut write: %d, %v; want %d, a timeout", r.n, r.err, streamWindow)
@@ -830,19 +822,11 @@ func TestMuxCloseWhileWriteWaits(t *testing.T) {
 	m.writeWait = time.Minute // the write waits for the release, not for its bound
 	res := make(chan error, 1)
 	go func() { _, err := st.Write([]byte("last words")); res <- err }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitFor(t, "the write to wait for room", func() bool { // the wait has no event to wait on
 		m.w.mu.Lock()
-		waiting := m.w.room != nil
-		m.w.mu.Unlock()
-		if waiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the write never waited for room")
-		}
-		time.Sleep(time.Millisecond) // polling: the wait has no event to wait on
-	}
+		defer m.w.mu.Unlock()
+		return m.w.room != nil
+	})
 	st.Close()
 	// The peer reads everything the link sends, and notes the stream's
 	// frames in order.

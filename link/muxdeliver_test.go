@@ -103,6 +103,17 @@ func readFrames(st *Stream) <-chan frameRead {
 	return c
 }
 
+// delivering returns the two ends of a stream on a new link whose far
+// end gives its frames to d, read by readFrames, once its reader waits.
+func delivering(t *testing.T, d Deliverer) (near, far *Stream, frames <-chan frameRead) {
+	t.Helper()
+	near, far = streamOn(t)
+	far.SetDeliverer(d)
+	frames = readFrames(far)
+	waitIdle(t, far)
+	return near, far, frames
+}
+
 func frameBytes(typ FrameType, p string) []byte { return AppendFrame(nil, typ, []byte(p)) }
 
 // TestMuxDeliver: while a stream's reader waits for a frame, the frames
@@ -111,11 +122,8 @@ func frameBytes(typ FrameType, p string) []byte { return AppendFrame(nil, typ, [
 // the reader in order; a frame cut across two of the link's data frames
 // goes to the reader whole.
 func TestMuxDeliver(t *testing.T) {
-	near, far := streamOn(t)
 	d := &takeOutput{}
-	far.SetDeliverer(d)
-	frames := readFrames(far)
-	waitIdle(t, far)
+	near, _, frames := delivering(t, d)
 
 	// Taken, one by one, while the reader waits.
 	for _, p := range []string{"a", "b"} {
@@ -150,11 +158,8 @@ func TestMuxDeliver(t *testing.T) {
 // never cuts (its updates come in multiples of them), to a reader that
 // never wakes: what was delivered gives the window back, as a read does.
 func TestMuxDeliverWindows(t *testing.T) {
-	near, far := streamOn(t)
 	d := &takeOutput{}
-	far.SetDeliverer(d)
-	frames := readFrames(far)
-	waitIdle(t, far)
+	near, _, frames := delivering(t, d)
 	near.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	const size = 4 << 10
 	n := 3 * streamWindow / size
@@ -182,14 +187,11 @@ func TestMuxDeliverWindows(t *testing.T) {
 // deadline, the link's end) while a Deliver runs returns only after it:
 // whatever the reader does next comes after what was delivered.
 func TestMuxDeliverBeforeReaderReturns(t *testing.T) {
-	near, far := streamOn(t)
 	d := &takeOutput{in: make(chan struct{}, 1), hold: make(chan struct{})}
-	far.SetDeliverer(d)
+	near, far, frames := delivering(t, d)
 	var once sync.Once
 	release := func() { once.Do(func() { close(d.hold) }) }
-	defer release() // before the link's close, which waits for its reader
-	frames := readFrames(far)
-	waitIdle(t, far)
+	defer release() // before the link's close (a cleanup), which waits for its reader
 	if _, err := near.Write(frameBytes(FrameOutput, "held")); err != nil {
 		t.Fatal(err)
 	}
