@@ -153,10 +153,14 @@ func (s condition) next(e event) (condition, bool) {
 		n.stream = streamParkAsked
 	case evParkedRead:
 		switch {
-		case s.stream == streamParkAsked && s.phase == phaseLive:
+		case s.stream == streamParkAsked && (s.phase == phaseLive || s.phase == phaseMoving):
+			// Moving too: what follows that Parked on the stream comes
+			// after lines broadcast for it on the control stream, and
+			// the Wake behind them restarts the reader (or MovedParked
+			// ends the stream where it stopped).
 			n.stream = streamParked
 		case s.stream == streamParkAsked || s.stream == streamWokenEarly:
-			// Woken, or moving or ending: the reader goes on, to the
+			// Woken, or ending: the reader goes on, to the
 			// next frame or to the stream's end.
 			n.stream = streamAttached
 		default:

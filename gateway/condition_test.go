@@ -58,9 +58,10 @@ func TestConditionTransitions(t *testing.T) {
 		{c(phaseLive, playerReading, streamWokenEarly), evWake, c(phaseLive, playerReading, streamWokenEarly), false},
 		// A Wake for a stream whose reader runs changes nothing.
 		{c(phaseLive, playerReading, streamAttached), evWake, c(phaseLive, playerReading, streamAttached), false},
-		// A Parked read while moving or ending: the reader goes on to the
+		// A Parked read while moving stops the reader as when live (a Wake
+		// restarts it, MovedParked ends it); while ending, it goes on to the
 		// stream's last frame.
-		{c(phaseMoving, playerReading, streamParkAsked), evParkedRead, c(phaseMoving, playerReading, streamAttached), true},
+		{c(phaseMoving, playerReading, streamParkAsked), evParkedRead, c(phaseMoving, playerReading, streamParked), true},
 		{c(phaseGone, playerReading, streamParkAsked), evParkedRead, c(phaseGone, playerReading, streamAttached), true},
 		// A move: freezing takes a parked socket out of the parker; no
 		// attaching, parking or asking while moving; thawing carries on.

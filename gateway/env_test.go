@@ -24,7 +24,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const waitFor = 10 * time.Second
+const waitFor = gateway.WaitFor
+
+var eventually = gateway.Eventually
 
 // env is a registry, a gateway and the backends a test starts, in process.
 type env struct {
@@ -35,18 +37,6 @@ type env struct {
 	addr    string
 	cookie  []byte
 	logs    *observer.ObservedLogs
-}
-
-// eventually waits, until waitFor has passed, for cond to hold.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, waitFor)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, with the deadline above
-	}
 }
 
 // waitLog waits until the gateway has logged msg.

@@ -58,3 +58,8 @@ func (s *Server) HeldInput() int {
 // SlowestAnswer is how late, beyond its round trip, the slowest of the
 // latest clients answered the telnet offers.
 func (s *Server) SlowestAnswer() time.Duration { return s.answers.slowest(time.Now()) }
+
+// WaitFor and Eventually are the waits of the package's own tests.
+const WaitFor = waitFor
+
+var Eventually = eventually
