@@ -244,6 +244,20 @@ func (s *session) heldOn(lk *backendLink) bool {
 	return s.lk == lk && s.cond.stream == streamHeld && s.cond.phase != phaseGone
 }
 
+// encodeHeld appends the encoded form of the held session's output p to
+// dst, if the session is still held on lk, and reports whether it was.
+// Under s.mu: a timed-out move or deploy may let go of the session and
+// open a stream for it, or save it, while the control stream's reader is
+// here, and the encoder is the new stream's from then on.
+func (s *session) encodeHeld(lk *backendLink, dst, p []byte) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lk != lk || s.cond.stream != streamHeld || s.cond.phase == phaseGone {
+		return dst, false
+	}
+	return s.enc.Encode(dst, p), true
+}
+
 // heldMoving reports whether the session is held on lk and moving to
 // another gateway process.
 func (s *session) heldMoving(lk *backendLink) bool {
@@ -322,7 +336,10 @@ func (lk *backendLink) heldFrames(srv *Server, p []byte) {
 		}
 		switch typ {
 		case link.FrameOutput:
-			out = s.enc.Encode(out[:0], p)
+			var held bool
+			if out, held = s.encodeHeld(lk, out[:0], p); !held {
+				return
+			}
 			s.putBroadcast(broadcastLine{out, len(p)})
 		case link.FramePrompt:
 			s.tmu.Lock()

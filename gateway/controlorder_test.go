@@ -57,3 +57,45 @@ func TestMovingParkedBroadcastOrder(t *testing.T) {
 		t.Fatalf("queued for the player %q: want the broadcast line before the output written after it", got)
 	}
 }
+
+// TestHeldFramesWhileSaved: the held session's output that the control
+// stream's reader encodes while a timed-out move saves the session (or
+// opens a stream for it, whose reader encodes from then on): the encoder
+// is shared, and the race detector sees it if it is not under the
+// session's lock. Output for a session no longer held is dropped.
+func TestHeldFramesWhileSaved(t *testing.T) {
+	srv := &Server{metrics: newMetrics(), Logger: zap.NewNop(), sessions: map[*session]struct{}{}, perIP: map[netip.Addr]int{}}
+	lk := &backendLink{goodbye: make(chan struct{})}
+	c, peer := net.Pipe()
+	defer peer.Close()
+	s := newSession(srv, "p-1", c, c.RemoteAddr(), netip.Addr{})
+	s.out.freeze()
+	s.mu.Lock()
+	s.lk, s.cond.stream, s.cond.phase = lk, streamHeld, phaseMoving
+	s.mu.Unlock()
+	lk.register([]*session{s})
+	held := link.AppendHeldFrames(nil, "p-1", link.AppendFrame(nil, link.FrameOutput, []byte("a\r")))
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 100 {
+			lk.heldFrames(srv, held)
+		}
+	}()
+	for range 100 {
+		s.save()
+	}
+	<-done
+	if got := bytes.Count(s.out.save().Buf, []byte("a")); got != 100 {
+		t.Fatalf("%d lines queued, want 100", got)
+	}
+
+	s.mu.Lock()
+	s.cond.stream = streamAttached // let go of, and opened on a stream
+	s.mu.Unlock()
+	lk.heldFrames(srv, held)
+	if got := bytes.Count(s.out.save().Buf, []byte("a")); got != 100 {
+		t.Fatalf("%d lines queued after the session left holding, want 100", got)
+	}
+}
