@@ -2,11 +2,7 @@ package gateway
 
 import (
 	"bytes"
-	"net"
-	"net/netip"
 	"testing"
-
-	"go.uber.org/zap"
 
 	"holdfast/link"
 )
@@ -17,12 +13,9 @@ import (
 // then a Wake on the control stream, whose reader is another goroutine
 // and comes later: the broadcast line still reaches the player first.
 func TestMovingParkedBroadcastOrder(t *testing.T) {
-	srv := &Server{metrics: newMetrics(), Logger: zap.NewNop(), sessions: map[*session]struct{}{}, perIP: map[netip.Addr]int{}}
+	srv, s := testSession(t)
 	st, far, _ := linkPair(t)
 	lk := &backendLink{goodbye: make(chan struct{})}
-	c, peer := net.Pipe()
-	defer peer.Close()
-	s := newSession(srv, "p-1", c, c.RemoteAddr(), netip.Addr{})
 	s.out.freeze() // frozen for the move: what is queued stays, to be saved
 	s.mu.Lock()
 	s.st, s.lk = st, lk
@@ -64,11 +57,8 @@ func TestMovingParkedBroadcastOrder(t *testing.T) {
 // is shared, and the race detector sees it if it is not under the
 // session's lock. Output for a session no longer held is dropped.
 func TestHeldFramesWhileSaved(t *testing.T) {
-	srv := &Server{metrics: newMetrics(), Logger: zap.NewNop(), sessions: map[*session]struct{}{}, perIP: map[netip.Addr]int{}}
+	srv, s := testSession(t)
 	lk := &backendLink{goodbye: make(chan struct{})}
-	c, peer := net.Pipe()
-	defer peer.Close()
-	s := newSession(srv, "p-1", c, c.RemoteAddr(), netip.Addr{})
 	s.out.freeze()
 	s.mu.Lock()
 	s.lk, s.cond.stream, s.cond.phase = lk, streamHeld, phaseMoving

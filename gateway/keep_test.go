@@ -75,11 +75,8 @@ func TestHeldPageAcks(t *testing.T) {
 // not wait for an answer that will not come, and leaves the session
 // behind, to end here (prepare); it is not ended while frozen.
 func TestHeldTakenWhileMoving(t *testing.T) {
-	srv := &Server{metrics: newMetrics(), Logger: zap.NewNop(), sessions: map[*session]struct{}{}, perIP: map[netip.Addr]int{}}
 	lk := &backendLink{goodbye: make(chan struct{})}
-	c, peer := net.Pipe()
-	defer peer.Close()
-	s := newSession(srv, "p-1", c, c.RemoteAddr(), netip.Addr{})
+	srv, s := testSession(t)
 	s.keeps = true
 	s.cond.stream, s.cond.phase = streamHeld, phaseMoving
 	s.lk = lk
@@ -98,6 +95,17 @@ func TestHeldTakenWhileMoving(t *testing.T) {
 	if !s.takenInMove || s.cond.phase != phaseMoving {
 		t.Errorf("taken in the move %v, phase %v; want it left for the move to end", s.takenInMove, s.cond.phase)
 	}
+}
+
+// testSession is a session "p-1" of a server with no listener; what is
+// written to its player is read and dropped.
+func testSession(t *testing.T) (*Server, *session) {
+	t.Helper()
+	srv := &Server{metrics: newMetrics(), Logger: zap.NewNop(), sessions: map[*session]struct{}{}, perIP: map[netip.Addr]int{}}
+	c, peer := net.Pipe()
+	t.Cleanup(func() { peer.Close() })
+	go io.Copy(io.Discard, peer)
+	return srv, newSession(srv, "p-1", c, c.RemoteAddr(), netip.Addr{})
 }
 
 // streamPair returns the two ends of a link's stream on a pipe.
@@ -139,10 +147,7 @@ func TestTakenBeforeMoveSent(t *testing.T) {
 			go io.Copy(io.Discard, backend) // the backend reads the Move, and answers nothing for the page
 			lk := &backendLink{ctrl: ctrl, goodbye: make(chan struct{})}
 			lk.features.Store(uint32(link.FeatureHeldFrames | link.FeatureMovedParked | link.FeatureStow | link.FeatureStowKept))
-			srv := &Server{metrics: newMetrics(), Logger: zap.NewNop(), sessions: map[*session]struct{}{}, perIP: map[netip.Addr]int{}}
-			c, pc := net.Pipe()
-			defer pc.Close()
-			s := newSession(srv, "p-1", c, c.RemoteAddr(), netip.Addr{})
+			srv, s := testSession(t)
 			s.keeps = true
 			s.lk = lk
 			if held {

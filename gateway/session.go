@@ -975,6 +975,11 @@ func (s *session) stopAtParked() (stop, moved bool) {
 	queued := s.queued
 	s.queued = nil
 	s.to(evParkedRead)
+	if s.cond.stream == streamParked && s.lk != nil && s.lk.dead.Load() {
+		// The link broke before this Parked was read, and broken found
+		// no parked reader to start: go on, to find the link's end.
+		s.to(evWake)
+	}
 	stop = s.cond.stream == streamParked
 	moved = s.quietMove != 0 && s.parksSeen >= s.quietMove
 	s.mu.Unlock()

@@ -577,14 +577,20 @@ func (ss *session) moveDone() {
 	ss.mu.Unlock()
 }
 
-// closeStream closes the session's backend stream, if it has one.
+// closeStream closes the session's backend stream, if it has one. A
+// reader that stopped at a Parked is started again, to find the end.
 func (ss *session) closeStream() {
 	ss.mu.Lock()
-	st := ss.st
+	st, lk := ss.st, ss.lk
+	restart := st != nil && ss.cond.stream == streamParked && ss.to(evWake)
 	ss.mu.Unlock()
-	if st != nil {
-		st.Close()
-		st.SetReadDeadline(time.Now())
+	if st == nil {
+		return
+	}
+	st.Close()
+	st.SetReadDeadline(time.Now())
+	if restart {
+		ss.restartStream(lk, st)
 	}
 }
 
