@@ -466,6 +466,44 @@ func TestUpgrade(t *testing.T) {
 	}
 }
 
+// TestUpgradeBackendStopped: an upgrade while the backend is stopped
+// (SIGSTOP: it answers nothing, its link still up) and the player's
+// stream is parked. The move gives up on the backend after its wait and
+// the upgrade completes, before the link's keepalive gives up on the
+// backend; once the backend runs again the player's session resumes on
+// the new process, logged in.
+func TestUpgradeBackendStopped(t *testing.T) {
+	next := nextBuild(t)
+	u := startUpgradable(t, nil)
+	be := u.startBackend()
+	p := dial(t, u.telnet, "Sleepy")
+	p.login()
+	waitParked(t, u.admin)
+	if scrape(t, u.admin)[`holdfast_streams{state="parked"}`] == 0 {
+		t.Fatal("the idle player's stream was not parked")
+	}
+	be.kill(syscall.SIGSTOP)
+	t.Cleanup(func() { be.kill(syscall.SIGCONT) })
+
+	copyFile(t, next, u.path)
+	out := runTool(t, "gateway", "upgrade", "-control", u.control)
+	if !strings.Contains(out, "version "+nextVersion) || !strings.Contains(out, "1 sessions moved") {
+		t.Errorf("gateway upgrade printed %q", out)
+	}
+	newPID, _ := u.health()
+	killOnCleanup(t, newPID)
+	if n := u.gw.count("link: the peer has said nothing, nor taken in what was sent; closing the link") +
+		u.gw.count("link: the peer takes in what is sent but has said nothing, nor answered a ping; closing the link"); n != 0 {
+		t.Errorf("the upgrade waited for the link to the stopped backend to be closed (%d)", n)
+	}
+	be.kill(syscall.SIGCONT)
+	p.send("echo still here")
+	p.expect("echo: still here")
+	if got := p.facts()["resumed"]; got == "0" {
+		t.Errorf("the session was not resumed on the new process: resumed %q", got)
+	}
+}
+
 // TestUpgradeFailsSafe tries upgrades that cannot work: a binary that
 // exits 1, a configuration that has gone bad, a binary that never becomes
 // ready, and a second upgrade while one runs. Each time the command says
