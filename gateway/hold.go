@@ -203,7 +203,7 @@ func (lk *backendLink) letGoHeld(s *session) bool {
 		s.lk = nil
 		s.Lost = time.Now()
 		s.wanted, s.woken, s.holding = false, false, false
-		if s.cond.phase == phaseMoving && s.streamDone != nil {
+		if s.streamDone != nil {
 			close(s.streamDone) // a move waited for its answer from lk: none comes
 			s.streamDone = nil
 		}

@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"io"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,9 +84,7 @@ func moveEnds(t *testing.T, srv *Server, s *session, lk *backendLink, st *link.S
 		if restart {
 			s.restartStream(lk, st)
 		}
-		<-moved
-		srv.wg.Wait()
-		t.Fatalf("the move waits on for a stream whose reader stopped at a Parked (%v)", cond)
+		t.Fatalf("the move waits on for the stream's end (%v)", cond)
 	}
 }
 
@@ -129,4 +130,149 @@ func TestBrokenBeforeParkedRead(t *testing.T) {
 			srv.wg.Wait()
 		})
 	}
+}
+
+// TestClosedBeforeParkedRead: a move that gives up on the backend closes
+// the stream of a session whose reader has just read a Parked and waits
+// for the session's lock: once it has it, the reader must not stop at
+// that Parked, where nothing would start it again, but read on to the
+// stream's end, and the move ends.
+func TestClosedBeforeParkedRead(t *testing.T) {
+	srv, s := testSession(t)
+	st, far, _ := linkPair(t)
+	lk := &backendLink{goodbye: make(chan struct{})}
+	s.out.freeze()
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.st, s.lk, s.streamDone = st, lk, done
+	s.cond.stream, s.cond.phase = streamParkAsked, phaseMoving
+	lk.track(st, s)
+	srv.wg.Add(1)
+	go s.readStream(lk, st)
+	if err := link.WriteFrame(far, link.FrameParked, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the Parked read", s.streamBusy.Load) // the reader now waits for s.mu
+	// What closeStream does to a stream whose reader has not stopped.
+	s.closedInMove = true
+	st.Close()
+	st.SetReadDeadline(time.Now())
+	s.mu.Unlock()
+	select {
+	case <-done:
+		srv.wg.Wait()
+	case <-time.After(waitFor):
+		s.mu.Lock()
+		cond := s.cond
+		restart := s.to(evWake)
+		s.mu.Unlock()
+		if restart {
+			s.restartStream(lk, st)
+		}
+		srv.wg.Wait()
+		t.Fatalf("the stream closed for the move, its reader stopped at the Parked after (%v): the move waits on", cond)
+	}
+}
+
+// noticeConn is a player's connection that takes notices itself (as a
+// browser page's does), and holds the first until release is closed.
+type noticeConn struct {
+	net.Conn
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (c *noticeConn) Notice(string) bool {
+	c.once.Do(func() {
+		close(c.entered)
+		<-c.release
+	})
+	return true
+}
+
+// TestParkedLinesBeforeRestart: the lines broadcast for a Parked are put
+// for the player before its reader stops there: a Wake (or a move that
+// gives up and closes the stream) while they are being put starts no
+// second reader, whose output after the Parked would overtake them. The
+// first line's notice that the game is back is held, to hold the reader
+// there.
+func TestParkedLinesBeforeRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		ph    phase
+		close bool
+	}{
+		{"woken, live", phaseLive, false},
+		{"woken, moving", phaseMoving, false},
+		{"closed for the move", phaseMoving, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, s := testSession(t)
+			nc := &noticeConn{Conn: s.conn, entered: make(chan struct{}), release: make(chan struct{})}
+			s.conn = nc
+			st, far, _ := linkPair(t)
+			lk := &backendLink{goodbye: make(chan struct{})}
+			s.out.freeze() // what is put stays queued, in order
+			s.mu.Lock()
+			s.st, s.lk = st, lk
+			s.cond.stream, s.cond.phase = streamParkAsked, tc.ph
+			s.Noticed = true
+			s.mu.Unlock()
+			s.backDue.Store(backWaits)
+			lk.track(st, s)
+			srv.wg.Add(1)
+			go s.readStream(lk, st)
+			lk.broadcast(link.Broadcast{Text: []byte("line\n"), To: []link.Parked{{ID: "p-1", Park: 1}}})
+			b := link.AppendFrame(nil, link.FrameParked, nil)
+			b = link.AppendFrame(b, link.FrameOutput, []byte("after\n"))
+			if _, err := far.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			<-nc.entered // the reader is putting the line
+			if tc.close {
+				s.closeStream()
+			} else {
+				lk.wake(srv, []string{"p-1"})
+			}
+			queued := func(text string) bool { return bytes.Contains(s.out.save().Buf, []byte(text)) }
+			if lk.readers.Load() > 1 {
+				// A second reader started: it queues the output.
+				eventually(t, "the second reader's output", func() bool { return queued("after") })
+			}
+			close(nc.release)
+			eventually(t, "both queued", func() bool { return queued("line") && queued("after") })
+			got := s.out.save().Buf
+			far.Close()
+			st.Close()
+			st.SetReadDeadline(time.Now())
+			srv.wg.Wait()
+			if line, after := bytes.Index(got, []byte("line")), bytes.Index(got, []byte("after")); line > after {
+				t.Fatalf("queued for the player %q: want the broadcast line before the output after its Parked", got)
+			}
+		})
+	}
+}
+
+// TestMoveEndsSessionGone: a session that ends (the server closing)
+// while a move that gave up on the backend waits for its stream's end:
+// the end still tells the move.
+func TestMoveEndsSessionGone(t *testing.T) {
+	stop := moveStop
+	moveStop = 200 * time.Millisecond
+	t.Cleanup(func() { moveStop = stop })
+	ctrl, backend := streamPair(t)
+	go io.Copy(io.Discard, backend) // the backend reads the Move, and does not answer in time
+	lk := &backendLink{ctrl: ctrl, goodbye: make(chan struct{})}
+	lk.features.Store(uint32(link.FeatureHeldFrames | link.FeatureMovedParked))
+	srv, s := testSession(t)
+	st, _ := streamPair(t)
+	s.mu.Lock()
+	s.st, s.lk = st, lk
+	s.cond.stream, s.cond.phase = streamAttached, phaseMoving
+	s.mu.Unlock()
+	lk.track(st, s)
+	srv.wg.Add(1)
+	go s.readStream(lk, st)
+	s.abort()
+	moveEnds(t, srv, s, lk, st)
 }

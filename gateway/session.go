@@ -97,6 +97,10 @@ type session struct {
 	// has gone (holding is set until then), the backend is asked to wake
 	// it.
 	woken, wanted, holding bool
+	// closedInMove is set when a move that gave up on the backend closed
+	// the stream: its reader must not stop at a Parked, where nothing
+	// would start it again, but read on to the stream's end.
+	closedInMove bool
 	// keeps is set for a player who may come back through another
 	// gateway (keep.go): the session counts the game's output (OutOff).
 	keeps bool
@@ -971,21 +975,29 @@ func (s *session) readStream(lk *backendLink, st *link.Stream) {
 // that the stream ends here, as at Moved (MovedParked).
 func (s *session) stopAtParked() (stop, moved bool) {
 	s.mu.Lock()
+	// The lines go out before the reader may stop: once it has, a Wake
+	// starts another, whose output comes after them. Lines that come
+	// meanwhile are queued, and taken in turn.
+	for len(s.queued) > 0 {
+		queued := s.queued
+		s.queued = nil
+		s.mu.Unlock()
+		for _, l := range queued {
+			s.putBroadcast(l)
+		}
+		s.mu.Lock()
+	}
 	s.parksSeen++
-	queued := s.queued
-	s.queued = nil
 	s.to(evParkedRead)
-	if s.cond.stream == streamParked && s.lk != nil && s.lk.dead.Load() {
-		// The link broke before this Parked was read, and broken found
-		// no parked reader to start: go on, to find the link's end.
+	if s.cond.stream == streamParked && (s.closedInMove || s.lk != nil && s.lk.dead.Load()) {
+		// Nothing would start the reader again: a move closed the
+		// stream, or the link broke (and broken found no parked reader
+		// to start) before this Parked was read. It reads on to the end.
 		s.to(evWake)
 	}
 	stop = s.cond.stream == streamParked
 	moved = s.quietMove != 0 && s.parksSeen >= s.quietMove
 	s.mu.Unlock()
-	for _, l := range queued {
-		s.putBroadcast(l)
-	}
 	return stop, moved
 }
 
@@ -1054,7 +1066,7 @@ func (s *session) endParked(lk *backendLink, park uint32) bool {
 // forgetStreamLocked forgets the session's stream, which has ended; s.mu
 // is held.
 func (s *session) forgetStreamLocked() {
-	s.st, s.lk, s.sent, s.quietMove = nil, nil, 0, 0
+	s.st, s.lk, s.sent, s.quietMove, s.closedInMove = nil, nil, 0, 0, false
 	s.Lost = time.Now()
 }
 
@@ -1300,14 +1312,17 @@ func (s *session) streamEnded(lk *backendLink, st *link.Stream, ended, moved boo
 			s.MoveFrom = lk.instance
 		}
 		s.endedInMove = ended
-		if s.streamDone != nil {
-			close(s.streamDone)
-			s.streamDone = nil
-		}
-		s.mu.Unlock()
-		return
+	}
+	if s.streamDone != nil {
+		// A move waits for this end; the session may have ended
+		// meanwhile (the server closing).
+		close(s.streamDone)
+		s.streamDone = nil
 	}
 	s.mu.Unlock()
+	if ph == phaseMoving {
+		return
+	}
 	if ended {
 		s.finish(endApplication, true)
 		return

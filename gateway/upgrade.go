@@ -578,11 +578,13 @@ func (ss *session) moveDone() {
 }
 
 // closeStream closes the session's backend stream, if it has one. A
-// reader that stopped at a Parked is started again, to find the end.
+// reader that stopped at a Parked is started again, to find the end; one
+// that has yet to stop at one does not (closedInMove).
 func (ss *session) closeStream() {
 	ss.mu.Lock()
 	st, lk := ss.st, ss.lk
 	restart := st != nil && ss.cond.stream == streamParked && ss.to(evWake)
+	ss.closedInMove = st != nil
 	ss.mu.Unlock()
 	if st == nil {
 		return
