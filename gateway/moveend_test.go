@@ -2,12 +2,17 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
+	"holdfast/internal/testnet"
 	"holdfast/link"
 )
 
@@ -275,4 +280,48 @@ func TestMoveEndsSessionGone(t *testing.T) {
 	go s.readStream(lk, st)
 	s.abort()
 	moveEnds(t, srv, s, lk, st)
+}
+
+// TestPrepareSkipsSessionGone: a session that ends while its batch is
+// taken off the backend (its player found too slow, the server closing)
+// is left out of the batch: its socket is closed, and offering it would
+// fail the whole upgrade.
+func TestPrepareSkipsSessionGone(t *testing.T) {
+	_, server := testnet.TCPPair(t)
+	srv := &Server{metrics: newMetrics(), Logger: zap.NewNop(), sessions: map[*session]struct{}{}, perIP: map[netip.Addr]int{}}
+	s := newSession(srv, "p-1", server, server.RemoteAddr(), netip.Addr{})
+	ctrl, backend := streamPair(t)
+	go io.Copy(io.Discard, backend) // the backend reads the Move
+	lk := &backendLink{ctrl: ctrl, goodbye: make(chan struct{})}
+	lk.features.Store(uint32(link.FeatureHeldFrames | link.FeatureMovedParked))
+	st, far := streamPair(t)
+	s.mu.Lock()
+	s.st, s.lk = st, lk
+	s.cond.stream, s.cond.phase = streamAttached, phaseLive
+	s.mu.Unlock()
+	lk.track(st, s)
+	srv.wg.Add(1)
+	go s.readStream(lk, st)
+
+	type prepared struct {
+		o   *offer
+		err error
+	}
+	done := make(chan prepared, 1)
+	go func() {
+		o, _, err := srv.prepare(context.Background(), []*session{s})
+		done <- prepared{o, err}
+	}()
+	eventually(t, "the move waiting for the stream's end", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.streamDone != nil
+	})
+	s.abort()
+	far.Close() // the stream ends
+	p := <-done
+	srv.wg.Wait()
+	if p.err != nil || p.o != nil && len(p.o.sessions) > 0 {
+		t.Fatalf("prepare: %v, offered %v", p.err, p.o)
+	}
 }

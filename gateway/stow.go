@@ -140,7 +140,7 @@ func (s *session) stowedOn(lk *backendLink, park uint32) (stowed, left, input bo
 		s.to(evDetach)
 		s.lk = nil
 	}
-	s.st, s.sent = nil, 0
+	s.st, s.sent, s.closedInMove = nil, 0, false
 	s.MoveFrom = lk.instance
 	s.wanted, s.woken, s.holding = false, false, false
 	input = !left && len(s.In) > 0

@@ -254,9 +254,13 @@ func (s *Server) prepare(ctx context.Context, batch []*session) (*offer, []byte,
 	o := &offer{srv: s}
 	for _, ss := range frozen {
 		ss.mu.Lock()
-		ended, taken := ss.endedInMove, ss.takenInMove
+		ended, taken, gone := ss.endedInMove, ss.takenInMove, ss.cond.phase == phaseGone
 		ss.mu.Unlock()
 		switch {
+		case gone:
+			// Ended meanwhile (a player too slow, the server closing):
+			// its socket is closed, and there is nothing to move.
+			continue
 		case ended:
 			// The game ended it meanwhile: it ends here, its output written.
 			ss.thaw()
