@@ -17,13 +17,7 @@ func TestMovingParkedBroadcastOrder(t *testing.T) {
 	st, far, _ := linkPair(t)
 	lk := &backendLink{goodbye: make(chan struct{})}
 	s.out.freeze() // frozen for the move: what is queued stays, to be saved
-	s.mu.Lock()
-	s.st, s.lk = st, lk
-	s.cond.stream, s.cond.phase = streamParkAsked, phaseMoving
-	s.mu.Unlock()
-	lk.track(st, s)
-	srv.wg.Add(1)
-	go s.readStream(lk, st)
+	readOn(s, lk, st, streamParkAsked, phaseMoving)
 
 	b := link.AppendFrame(nil, link.FrameParked, nil)
 	b = link.AppendFrame(b, link.FrameOutput, []byte("after\n"))

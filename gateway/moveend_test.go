@@ -22,9 +22,7 @@ import (
 // within moveStop. The move gives up on the backend and closes the
 // stream, and must not wait on for a reader that is not there.
 func TestMoveTimeoutParkedReader(t *testing.T) {
-	stop := moveStop
-	moveStop = 200 * time.Millisecond
-	t.Cleanup(func() { moveStop = stop })
+	shortMoveStop(t)
 	for _, tc := range []struct {
 		name        string
 		parkedFirst bool
@@ -33,19 +31,10 @@ func TestMoveTimeoutParkedReader(t *testing.T) {
 		{"park asked at the freeze", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctrl, backend := streamPair(t)
-			go io.Copy(io.Discard, backend) // the backend reads the Move, and does not answer in time
-			lk := &backendLink{ctrl: ctrl, goodbye: make(chan struct{})}
-			lk.features.Store(uint32(link.FeatureHeldFrames | link.FeatureMovedParked))
+			lk := silentLink(t)
 			srv, s := testSession(t)
 			st, far := streamPair(t)
-			s.mu.Lock()
-			s.st, s.lk = st, lk
-			s.cond.stream, s.cond.phase = streamParkAsked, phaseLive
-			s.mu.Unlock()
-			lk.track(st, s)
-			srv.wg.Add(1)
-			go s.readStream(lk, st)
+			readOn(s, lk, st, streamParkAsked, phaseLive)
 			parked := func() {
 				link.WriteFrame(far, link.FrameParked, nil)
 				eventually(t, "the Parked read", func() bool {
@@ -93,6 +82,35 @@ func moveEnds(t *testing.T, srv *Server, s *session, lk *backendLink, st *link.S
 	}
 }
 
+// shortMoveStop has a move give up on the backend's answer soon.
+func shortMoveStop(t *testing.T) {
+	stop := moveStop
+	moveStop = 200 * time.Millisecond
+	t.Cleanup(func() { moveStop = stop })
+}
+
+// silentLink is a link to a backend that reads what the gateway sends (a
+// Move) and answers nothing.
+func silentLink(t *testing.T) *backendLink {
+	ctrl, backend := streamPair(t)
+	go io.Copy(io.Discard, backend)
+	lk := &backendLink{ctrl: ctrl, goodbye: make(chan struct{})}
+	lk.features.Store(uint32(link.FeatureHeldFrames | link.FeatureMovedParked))
+	return lk
+}
+
+// readOn puts s on stream st of lk, in the stream state and phase given,
+// and starts its reader.
+func readOn(s *session, lk *backendLink, st *link.Stream, stream streamState, ph phase) {
+	s.mu.Lock()
+	s.st, s.lk = st, lk
+	s.cond.stream, s.cond.phase = stream, ph
+	s.mu.Unlock()
+	lk.track(st, s)
+	s.srv.wg.Add(1)
+	go s.readStream(lk, st)
+}
+
 // TestBrokenBeforeParkedRead: the link of a session whose stream was
 // asked to park breaks (broken runs) before the reader reads the Parked:
 // broken found no parked reader to start. The reader must not stop at
@@ -100,9 +118,7 @@ func moveEnds(t *testing.T, srv *Server, s *session, lk *backendLink, st *link.S
 // link's end: a live session leaves the stream (and tells the player the
 // game is away); a moving one's move ends.
 func TestBrokenBeforeParkedRead(t *testing.T) {
-	stop := moveStop
-	moveStop = 200 * time.Millisecond
-	t.Cleanup(func() { moveStop = stop })
+	shortMoveStop(t)
 	for _, ph := range []phase{phaseLive, phaseMoving} {
 		t.Run(ph.String(), func(t *testing.T) {
 			lk := &backendLink{goodbye: make(chan struct{})}
@@ -218,15 +234,9 @@ func TestParkedLinesBeforeRestart(t *testing.T) {
 			st, far, _ := linkPair(t)
 			lk := &backendLink{goodbye: make(chan struct{})}
 			s.out.freeze() // what is put stays queued, in order
-			s.mu.Lock()
-			s.st, s.lk = st, lk
-			s.cond.stream, s.cond.phase = streamParkAsked, tc.ph
 			s.Noticed = true
-			s.mu.Unlock()
 			s.backDue.Store(backWaits)
-			lk.track(st, s)
-			srv.wg.Add(1)
-			go s.readStream(lk, st)
+			readOn(s, lk, st, streamParkAsked, tc.ph)
 			lk.broadcast(link.Broadcast{Text: []byte("line\n"), To: []link.Parked{{ID: "p-1", Park: 1}}})
 			b := link.AppendFrame(nil, link.FrameParked, nil)
 			b = link.AppendFrame(b, link.FrameOutput, []byte("after\n"))
@@ -262,22 +272,11 @@ func TestParkedLinesBeforeRestart(t *testing.T) {
 // while a move that gave up on the backend waits for its stream's end:
 // the end still tells the move.
 func TestMoveEndsSessionGone(t *testing.T) {
-	stop := moveStop
-	moveStop = 200 * time.Millisecond
-	t.Cleanup(func() { moveStop = stop })
-	ctrl, backend := streamPair(t)
-	go io.Copy(io.Discard, backend) // the backend reads the Move, and does not answer in time
-	lk := &backendLink{ctrl: ctrl, goodbye: make(chan struct{})}
-	lk.features.Store(uint32(link.FeatureHeldFrames | link.FeatureMovedParked))
+	shortMoveStop(t)
+	lk := silentLink(t)
 	srv, s := testSession(t)
 	st, _ := streamPair(t)
-	s.mu.Lock()
-	s.st, s.lk = st, lk
-	s.cond.stream, s.cond.phase = streamAttached, phaseMoving
-	s.mu.Unlock()
-	lk.track(st, s)
-	srv.wg.Add(1)
-	go s.readStream(lk, st)
+	readOn(s, lk, st, streamAttached, phaseMoving)
 	s.abort()
 	moveEnds(t, srv, s, lk, st)
 }
@@ -290,18 +289,9 @@ func TestPrepareSkipsSessionGone(t *testing.T) {
 	_, server := testnet.TCPPair(t)
 	srv := &Server{metrics: newMetrics(), Logger: zap.NewNop(), sessions: map[*session]struct{}{}, perIP: map[netip.Addr]int{}}
 	s := newSession(srv, "p-1", server, server.RemoteAddr(), netip.Addr{})
-	ctrl, backend := streamPair(t)
-	go io.Copy(io.Discard, backend) // the backend reads the Move
-	lk := &backendLink{ctrl: ctrl, goodbye: make(chan struct{})}
-	lk.features.Store(uint32(link.FeatureHeldFrames | link.FeatureMovedParked))
+	lk := silentLink(t)
 	st, far := streamPair(t)
-	s.mu.Lock()
-	s.st, s.lk = st, lk
-	s.cond.stream, s.cond.phase = streamAttached, phaseLive
-	s.mu.Unlock()
-	lk.track(st, s)
-	srv.wg.Add(1)
-	go s.readStream(lk, st)
+	readOn(s, lk, st, streamAttached, phaseLive)
 
 	type prepared struct {
 		o   *offer
